@@ -1,0 +1,62 @@
+//! Command-line parsing and dispatch. Only subcommands that work are listed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Strata: an immutable cluster OS. Node agent and CLI.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate Strata configuration files (cluster.toml, role defaults, user-data).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file and print what it holds; the kind is
+    /// detected from the content unless `--kind` is given.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+        /// What the file is.
+        #[arg(long)]
+        kind: Option<configs::Kind>,
+    },
+}
+
+/// Runs the CLI and maps errors to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("strata: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config { command: ConfigCommand::Check { file, kind } } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let name = file.display().to_string();
+            let summary = configs::check(&name, &text, kind)?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The Strata node agent and command-line interface.
+//!
+//! One binary, `strata`, runs in every image: `strata agent` is the daemon
+//! that joins the node to the cluster; every other subcommand is the CLI.
+//! Parsing and planning are pure; effects live at the edges, one module per
+//! outside system (libcontainer, rtnetlink, zbus, etcd).
+
+pub mod cli;

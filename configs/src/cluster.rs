@@ -1,0 +1,284 @@
+//! The operator's `cluster.toml`.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::Ipv4Cidr;
+use crate::{Error, Role};
+
+/// A whole cluster as the operator describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Cluster name, a DNS label.
+    pub name: String,
+    /// Underlay addresses of the masters: 1, 3 or 5.
+    pub masters: Vec<Ipv4Addr>,
+    /// Port of the Strata API on every master.
+    #[serde(default = "default_api_port")]
+    pub api_port: u16,
+    #[serde(default)]
+    pub overlay: Overlay,
+    #[serde(default)]
+    pub dns: Dns,
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
+    /// The nodes to make user-data for.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
+}
+
+fn default_api_port() -> u16 {
+    6443
+}
+
+/// The VXLAN overlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// The cluster-wide overlay network, split into one subnet per node.
+    pub cidr: Ipv4Cidr,
+    /// Prefix length of each node's subnet.
+    #[serde(default = "default_subnet_prefix")]
+    pub subnet_prefix: u8,
+    /// VXLAN network identifier, 1 to 16777215.
+    #[serde(default = "default_vni")]
+    pub vni: u32,
+    /// VXLAN UDP port.
+    #[serde(default = "default_vxlan_port")]
+    pub port: u16,
+    /// MTU of the overlay; the underlay's minus 50 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+fn default_subnet_prefix() -> u8 {
+    24
+}
+fn default_vni() -> u32 {
+    4242
+}
+fn default_vxlan_port() -> u16 {
+    4789
+}
+
+impl Default for Overlay {
+    fn default() -> Self {
+        Overlay {
+            cidr: Ipv4Cidr { addr: Ipv4Addr::new(10, 200, 0, 0), prefix: 16 },
+            subnet_prefix: default_subnet_prefix(),
+            vni: default_vni(),
+            port: default_vxlan_port(),
+            mtu: None,
+        }
+    }
+}
+
+/// Service discovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    /// Zone served for tasks and apps: `<name>.<zone>`.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Upstream resolvers for every other name.
+    #[serde(default)]
+    pub resolvers: Vec<Ipv4Addr>,
+}
+
+fn default_zone() -> String {
+    "strata.internal".to_string()
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns { zone: default_zone(), resolvers: Vec::new() }
+    }
+}
+
+/// Liveness of nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Seconds between two heartbeats of an agent.
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u32,
+    /// Seconds without a heartbeat before a node is shown unreachable.
+    #[serde(default = "default_grace")]
+    pub grace_seconds: u32,
+}
+
+fn default_interval() -> u32 {
+    2
+}
+fn default_grace() -> u32 {
+    10
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { interval_seconds: default_interval(), grace_seconds: default_grace() }
+    }
+}
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    /// Static underlay address with prefix; DHCP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl ClusterConfig {
+    /// Parses and validates a `cluster.toml` read from `origin`.
+    pub fn parse(origin: &str, text: &str) -> Result<ClusterConfig, Error> {
+        let c: ClusterConfig = toml::from_str(text).map_err(|e| Error::from_toml(origin, text, &e))?;
+        c.validate().map_err(|(path, msg)| Error::field(origin, text, &path, msg))?;
+        Ok(c)
+    }
+
+    /// API endpoints of all masters, `addr:port`.
+    pub fn master_endpoints(&self) -> Vec<String> {
+        self.masters.iter().map(|m| format!("{m}:{}", self.api_port)).collect()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        check_label(&self.name).map_err(|m| ("name".to_string(), m))?;
+        if ![1, 3, 5].contains(&self.masters.len()) {
+            return Err((
+                "masters".into(),
+                format!("{} master(s) given, expected 1, 3 or 5 for an etcd quorum", self.masters.len()),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, m) in self.masters.iter().enumerate() {
+            if !seen.insert(m) {
+                return Err((format!("masters[{i}]"), format!("master {m} is listed twice")));
+            }
+        }
+        if self.api_port == 0 {
+            return Err(("api_port".into(), "port 0 is not allowed, expected 1 to 65535".into()));
+        }
+        let o = &self.overlay;
+        if o.subnet_prefix <= o.cidr.prefix || o.subnet_prefix > 30 {
+            return Err((
+                "overlay.subnet_prefix".into(),
+                format!("/{} does not fit in {}, expected a prefix from {} to 30", o.subnet_prefix, o.cidr, o.cidr.prefix + 1),
+            ));
+        }
+        let needed = self.nodes.len().max(self.masters.len()) as u64;
+        let available = o.cidr.subnet_count(o.subnet_prefix);
+        if available < needed {
+            return Err((
+                "overlay.cidr".into(),
+                format!("{} holds {available} subnet(s) of /{}, but the cluster has {needed} node(s)", o.cidr, o.subnet_prefix),
+            ));
+        }
+        if o.vni == 0 || o.vni > 0x00FF_FFFF {
+            return Err(("overlay.vni".into(), format!("VNI {} is out of range, expected 1 to 16777215", o.vni)));
+        }
+        if o.port == 0 {
+            return Err(("overlay.port".into(), "port 0 is not allowed, expected 1 to 65535".into()));
+        }
+        if let Some(mtu) = o.mtu
+            && !(1280..=9000).contains(&mtu)
+        {
+            return Err(("overlay.mtu".into(), format!("MTU {mtu} is out of range, expected 1280 to 9000")));
+        }
+        for (i, m) in self.masters.iter().enumerate() {
+            if o.cidr.contains(*m) {
+                return Err((
+                    "overlay.cidr".into(),
+                    format!("{} overlaps the underlay: it holds master {m} (masters[{i}])", o.cidr),
+                ));
+            }
+        }
+        check_zone(&self.dns.zone).map_err(|m| ("dns.zone".to_string(), m))?;
+        if self.heartbeat.interval_seconds == 0 {
+            return Err(("heartbeat.interval_seconds".into(), "expected at least 1 second".into()));
+        }
+        if self.heartbeat.grace_seconds < 2 * self.heartbeat.interval_seconds {
+            return Err((
+                "heartbeat.grace_seconds".into(),
+                format!(
+                    "{}s is shorter than two heartbeat intervals ({}s), expected at least {}",
+                    self.heartbeat.grace_seconds,
+                    self.heartbeat.interval_seconds,
+                    2 * self.heartbeat.interval_seconds
+                ),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            check_label(&n.name).map_err(|m| (format!("nodes[{i}].name"), m))?;
+            if !names.insert(n.name.as_str()) {
+                return Err((format!("nodes[{i}].name"), format!("node name `{}` is used twice", n.name)));
+            }
+            if let Some(a) = n.address {
+                if o.cidr.overlaps(a) {
+                    return Err((
+                        format!("nodes[{i}].address"),
+                        format!("{a} overlaps the overlay network {}", o.cidr),
+                    ));
+                }
+                if !addrs.insert(a.addr) {
+                    return Err((format!("nodes[{i}].address"), format!("address {} is used twice", a.addr)));
+                }
+                if let Some(gw) = n.gateway
+                    && !a.contains(gw)
+                {
+                    return Err((format!("nodes[{i}].gateway"), format!("gateway {gw} is not inside {}", a.trunc())));
+                }
+            }
+        }
+        if !self.nodes.is_empty() {
+            for (i, m) in self.masters.iter().enumerate() {
+                let found = self.nodes.iter().any(|n| n.role == Role::Master && n.address.is_some_and(|a| a.addr == *m));
+                if !found {
+                    return Err((
+                        format!("masters[{i}]"),
+                        format!("no node with role master has address {m}, expected one [[nodes]] entry per master"),
+                    ));
+                }
+            }
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.role == Role::Master && !n.address.is_some_and(|a| self.masters.contains(&a.addr)) {
+                    return Err((
+                        format!("nodes[{i}].role"),
+                        format!("node `{}` is a master but its address is not in `masters`", n.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a DNS label: 1 to 63 of `a-z`, `0-9`, `-`, not starting or ending with `-`.
+pub fn check_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid name, expected 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"))
+    }
+}
+
+fn check_zone(zone: &str) -> Result<(), String> {
+    if zone.len() > 253 || zone.split('.').any(|l| check_label(l).is_err()) {
+        return Err(format!("`{zone}` is not a DNS zone, expected dot-separated labels like strata.internal"));
+    }
+    Ok(())
+}
