@@ -6,3 +6,4 @@
 //! outside system (libcontainer, rtnetlink, zbus, etcd).
 
 pub mod cli;
+pub mod testenv;
