@@ -76,9 +76,27 @@ fn image(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// The names in the state directory: the mount point must be gone.
+fn state_entries(boot: &Bootstrap) -> Vec<String> {
+    let entries = std::fs::read_dir(&boot.state_dir).expect("state dir exists");
+    let mut names: Vec<String> = entries
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 fn strata_cfg_mounts() -> usize {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    mounts.lines().filter(|l| l.contains("strata-cfg.")).count()
+    mounts
+        .lines()
+        .filter(|l| l.contains(".strata-cfg."))
+        .count()
 }
 
 #[test]
@@ -158,7 +176,11 @@ fn ext4_label_without_user_data_is_an_error() {
         device.0
     );
     assert_eq!(err.to_string(), expected);
-    assert!(!boot.state_file().exists(), "nothing is kept");
+    assert_eq!(
+        state_entries(&boot),
+        Vec::<String>::new(),
+        "nothing is kept, the mount point is gone"
+    );
     assert_eq!(
         strata_cfg_mounts(),
         0,

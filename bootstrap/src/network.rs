@@ -7,15 +7,18 @@
 //! - `/run/systemd/network`: the root filesystem is read-only and the file is
 //!   rendered again at every boot from the kept user-data, so the runtime
 //!   directory is the right home; networkd reads it beside `/etc` and
-//!   `/usr/lib`.
+//!   `/lib/systemd/network`.
 //! - `10-strata.network`: networkd sorts the `.network` files of all three
-//!   directories by file name and the first whose `[Match]` fits a link
-//!   configures it. Ours must come before the files that would otherwise
-//!   claim the interface: systemd's shipped `80-*.network` (containers, VMs,
-//!   wifi), the `90-<ifname>.network` that `systemd-network-generator` writes
-//!   from an `ip=` kernel parameter, and the image's DHCP fallback, which
-//!   sorts after `90-`. Debian ships no `.network` file before `80-`, so
-//!   nothing sorts before `10-` to win over it.
+//!   directories together by file name, and the first whose `[Match]` fits
+//!   a link configures it; later matches are ignored. Ours must come before
+//!   the files that would otherwise claim the interface: the `90-<ifname>`
+//!   file that `systemd-network-generator` writes from an `ip=` kernel
+//!   parameter, the image's DHCP fallback (which sorts after `90-`), and
+//!   systemd's shipped `80-*.network` (containers, VMs, wifi; bookworm's
+//!   systemd 252 ships nothing below `80-`). Nothing in the image sorts
+//!   before `10-`, so no other file can win over it; a file an operator
+//!   drops in `/etc/systemd/network` with a lower number still would, on
+//!   purpose.
 
 use std::fmt::Write;
 use std::path::PathBuf;

@@ -96,7 +96,9 @@ fn fw_cfg(b: &Bootstrap) -> Result<Found, Error> {
 }
 
 /// A filesystem labelled `STRATA-CFG` holding `user-data.toml`, mounted
-/// read-only in a temporary directory just long enough to read it.
+/// read-only just long enough to read it. The mount point is a temporary
+/// directory in the state directory, which must be writable anyway: `/tmp`
+/// may still be on the read-only root this early.
 fn label(b: &Bootstrap) -> Result<Found, Error> {
     let source = format!("label:{LABEL}");
     let link = b.by_label_dir.join(LABEL);
@@ -105,10 +107,21 @@ fn label(b: &Bootstrap) -> Result<Found, Error> {
     }
     let device = fs::canonicalize(&link)
         .map_err(|e| failed(&source, format!("cannot resolve {}: {e}", link.display())))?;
-    let dir = tempfile::Builder::new()
-        .prefix("strata-cfg.")
-        .tempdir()
-        .map_err(|e| failed(&source, format!("cannot make a mount point: {e}")))?;
+    let dir = fs::create_dir_all(&b.state_dir)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".strata-cfg.")
+                .tempdir_in(&b.state_dir)
+        })
+        .map_err(|e| {
+            failed(
+                &source,
+                format!(
+                    "cannot make a mount point in {}: {e}",
+                    b.state_dir.display()
+                ),
+            )
+        })?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut errors = Vec::new();
     let mounted = ["vfat", "iso9660", "ext4"].into_iter().find(|fstype| {
