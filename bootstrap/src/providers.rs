@@ -7,6 +7,7 @@ use std::io;
 use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
+use tempfile::Builder;
 
 use crate::http::{self, Request};
 use crate::{Bootstrap, Error};
@@ -26,6 +27,8 @@ pub(crate) const ALL: [Provider; 5] = [fw_cfg, label, cmdline, ec2, gce];
 pub(crate) const FW_CFG_NAME: &str = "opt/strata/user-data";
 /// The label of a configuration filesystem (vfat, iso9660 or ext4).
 pub(crate) const LABEL: &str = "STRATA-CFG";
+/// The user-data file at the root of that filesystem.
+pub(crate) const LABEL_FILE: &str = "user-data.toml";
 /// The kernel command line parameter naming a `http://` or `file://` URL.
 pub(crate) const CMDLINE_KEY: &str = "strata.user_data=";
 
@@ -105,60 +108,43 @@ fn label(b: &Bootstrap) -> Result<Found, Error> {
     if fs::symlink_metadata(&link).is_err() {
         return nothing(&source, format!("no {}", link.display()));
     }
+    let fail = |message: String| failed(&source, message);
     let device = fs::canonicalize(&link)
-        .map_err(|e| failed(&source, format!("cannot resolve {}: {e}", link.display())))?;
+        .map_err(|e| fail(format!("cannot resolve {}: {e}", link.display())))?;
     let dir = fs::create_dir_all(&b.state_dir)
         .and_then(|()| {
-            tempfile::Builder::new()
+            Builder::new()
                 .prefix(".strata-cfg.")
                 .tempdir_in(&b.state_dir)
         })
-        .map_err(|e| {
-            failed(
-                &source,
-                format!(
-                    "cannot make a mount point in {}: {e}",
-                    b.state_dir.display()
-                ),
-            )
-        })?;
+        .map_err(|e| fail(format!("cannot make a mount point: {e}")))?;
+    mount_read_only(&device, dir.path()).map_err(fail)?;
+    // Dropped before `dir`: unmounted, then the mount point removed.
+    let _unmount = Unmount(dir.path());
+    match fs::read_to_string(dir.path().join(LABEL_FILE)) {
+        Ok(text) => data(source, text),
+        Err(e) => Err(fail(format!(
+            "cannot read {LABEL_FILE} on {}: {e}",
+            device.display()
+        ))),
+    }
+}
+
+/// Mounts `device` on `dir` read-only as the first filesystem type that fits.
+fn mount_read_only(device: &Path, dir: &Path) -> Result<(), String> {
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut errors = Vec::new();
-    let mounted = ["vfat", "iso9660", "ext4"].into_iter().find(|fstype| {
-        match nix::mount::mount(
-            Some(&device),
-            dir.path(),
-            Some(*fstype),
-            flags,
-            None::<&str>,
-        ) {
-            Ok(()) => true,
-            Err(e) => {
-                errors.push(format!("{fstype}: {}", e.desc()));
-                false
-            }
+    for fstype in ["vfat", "iso9660", "ext4"] {
+        match nix::mount::mount(Some(device), dir, Some(fstype), flags, None::<&str>) {
+            Ok(()) => return Ok(()),
+            Err(e) => errors.push(format!("{fstype}: {}", e.desc())),
         }
-    });
-    if mounted.is_none() {
-        let tried = errors.join(", ");
-        return Err(failed(
-            &source,
-            format!("cannot mount {} read-only ({tried})", device.display()),
-        ));
     }
-    let _unmount = Unmount(dir.path());
-    let file = dir.path().join(crate::STATE_FILE);
-    match fs::read_to_string(&file) {
-        Ok(text) => data(source, text),
-        Err(e) => Err(failed(
-            &source,
-            format!(
-                "cannot read {} on {}: {e}",
-                crate::STATE_FILE,
-                device.display()
-            ),
-        )),
-    }
+    Err(format!(
+        "cannot mount {} read-only ({})",
+        device.display(),
+        errors.join(", ")
+    ))
 }
 
 /// Unmounts on drop, so the mount never outlives the read.
