@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use configs::user_data::Network;
+use configs::user_data::{Network, UserData};
 use expect_test::{Expect, expect};
 
 use crate::{Bootstrap, apply_network, http};
@@ -83,33 +83,38 @@ impl Env {
 }
 
 /// Runs `setup` on a fresh [`Env`], discovers, and compares the outcome (the
-/// source and node, or the error; then what was kept) with `expected`.
+/// source and node, or the error) and the state directory's files and modes
+/// with `expected`. What was kept must parse to what was discovered.
 fn check(setup: impl FnOnce(&mut Env), expected: Expect) {
     let mut env = Env::new();
     setup(&mut env);
     let mut actual = match env.boot.discover() {
-        Ok(d) => format!(
-            "source: {}\nnode: {} ({})\n",
-            d.source, d.user_data.name, d.user_data.role
-        ),
+        Ok(d) => {
+            let kept = std::fs::read_to_string(env.boot.state_file()).expect("user-data kept");
+            let kept = UserData::parse("kept", &kept).expect("kept user-data parses");
+            assert_eq!(kept, d.user_data, "kept what was discovered");
+            format!(
+                "source: {}\nnode: {} ({})\n",
+                d.source, d.user_data.name, d.user_data.role
+            )
+        }
         Err(e) => format!("error: {e}\n"),
     };
-    let kept = env.boot.state_file();
-    match std::fs::read_to_string(&kept) {
-        Ok(text) => {
-            let mode = std::fs::metadata(&kept)
-                .expect("kept file metadata")
-                .permissions()
-                .mode()
-                & 0o777;
-            let name = text
-                .lines()
-                .find_map(|l| l.strip_prefix("name = "))
-                .unwrap_or("?");
-            actual.push_str(&format!("kept: mode {mode:o}, name {name}\n"));
-        }
-        Err(_) => actual.push_str("kept: nothing\n"),
+    let mut state: Vec<String> = std::fs::read_dir(&env.boot.state_dir)
+        .map(|dir| {
+            dir.map(|e| {
+                let e = e.expect("state dir entry");
+                let mode = e.metadata().expect("metadata").permissions().mode() & 0o777;
+                format!("{} {mode:o}", e.file_name().to_string_lossy())
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    state.sort();
+    if state.is_empty() {
+        state.push("empty".into());
     }
+    actual.push_str(&format!("state: {}\n", state.join(", ")));
     expected.assert_eq(&env.redacted(&actual));
 }
 
@@ -120,7 +125,7 @@ fn fw_cfg_is_found_and_kept() {
         expect![[r#"
             source: fw_cfg:opt/strata/user-data
             node: from-fw-cfg (private)
-            kept: mode 600, name "from-fw-cfg"
+            state: user-data.toml 600
         "#]],
     );
 }
@@ -135,7 +140,7 @@ fn kept_state_is_preferred() {
         expect![[r#"
             source: state:$TMP/var/lib/strata/user-data.toml
             node: kept (private)
-            kept: mode 644, name "kept"
+            state: user-data.toml 644
         "#]],
     );
 }
@@ -152,7 +157,44 @@ fn later_boots_need_no_provider() {
         expect![[r#"
             source: state:$TMP/var/lib/strata/user-data.toml
             node: first-boot (private)
-            kept: mode 600, name "first-boot"
+            state: user-data.toml 600
+        "#]],
+    );
+}
+
+#[test]
+fn keeping_replaces_a_leftover_temporary_file() {
+    check(
+        |env| {
+            env.write(FW_CFG_RAW, &user_data("from-fw-cfg"));
+            env.write("var/lib/strata/user-data.toml.tmp", "half written");
+            let tmp = env.path("var/lib/strata/user-data.toml.tmp");
+            std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        },
+        expect![[r#"
+            source: fw_cfg:opt/strata/user-data
+            node: from-fw-cfg (private)
+            state: user-data.toml 600
+        "#]],
+    );
+}
+
+#[test]
+fn empty_user_data_goes_to_the_next_provider() {
+    check(
+        |env| {
+            env.write(FW_CFG_RAW, "\n");
+            env.write("boot/ud.toml", &user_data("from-file"));
+            let line = format!(
+                "strata.user_data=file://{}\n",
+                env.path("boot/ud.toml").display()
+            );
+            env.write(CMDLINE, &line);
+        },
+        expect![[r#"
+            source: url:file://$TMP/boot/ud.toml
+            node: from-file (private)
+            state: user-data.toml 600
         "#]],
     );
 }
@@ -171,7 +213,7 @@ fn cmdline_file_url() {
         expect![[r#"
             source: url:file://$TMP/boot/ud.toml
             node: from-file (private)
-            kept: mode 600, name "from-file"
+            state: user-data.toml 600
         "#]],
     );
 }
@@ -193,7 +235,7 @@ fn cmdline_http_url() {
         expect![[r#"
             source: url:http://$HTTP/nodes/a.toml
             node: from-http (private)
-            kept: mode 600, name "from-http"
+            state: user-data.toml 600
         "#]],
     );
     check(
@@ -209,14 +251,14 @@ fn cmdline_http_url() {
         },
         expect![[r#"
             error: url:http://$HTTP/nodes/missing.toml: HTTP status 404
-            kept: nothing
+            state: empty
         "#]],
     );
     check(
         |env| env.write(CMDLINE, "strata.user_data=https://example.com/a.toml\n"),
         expect![[r#"
             error: url:https://example.com/a.toml: unsupported URL, expected http:// or file://
-            kept: nothing
+            state: empty
         "#]],
     );
 }
@@ -239,7 +281,7 @@ fn invalid_user_data_names_its_source() {
         },
         expect![[r#"
             error: invalid user-data: fw_cfg:opt/strata/user-data:2:8: field `name`: `Bad_Name` is not a valid name, expected 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`
-            kept: nothing
+            state: empty
         "#]],
     );
     check(
@@ -251,7 +293,7 @@ fn invalid_user_data_names_its_source() {
         },
         expect![[r#"
             error: invalid user-data: state:$TMP/var/lib/strata/user-data.toml:2:8: field `name`: string values must be quoted, expected literal string
-            kept: mode 644, name 
+            state: user-data.toml 644
         "#]],
     );
 }
@@ -272,7 +314,7 @@ fn nothing_found_lists_every_provider() {
               cmdline: no strata.user_data=URL in $TMP/proc/cmdline
               ec2-imds: no answer from 127.0.0.1:1: Connection refused (os error 111)
               gce-metadata: no answer from 127.0.0.1:1: Connection refused (os error 111)
-            kept: nothing
+            state: empty
         "#]],
     );
 }
@@ -287,7 +329,7 @@ fn label_that_cannot_be_resolved_is_an_error() {
         },
         expect![[r#"
             error: label:STRATA-CFG: cannot resolve $TMP/dev/disk/by-label/STRATA-CFG: No such file or directory (os error 2)
-            kept: nothing
+            state: empty
         "#]],
     );
 }
@@ -341,7 +383,7 @@ fn ec2_imdsv2() {
         expect![[r#"
             source: ec2-imds
             node: from-ec2 (private)
-            kept: mode 600, name "from-ec2"
+            state: user-data.toml 600
         "#]],
     );
     // The client sent the TTL header and then the token: the server refuses
@@ -373,7 +415,7 @@ fn gce_metadata_after_ec2_without_user_data() {
         expect![[r#"
             source: gce-metadata
             node: from-gce (private)
-            kept: mode 600, name "from-gce"
+            state: user-data.toml 600
         "#]],
     );
     expect![[r#"
@@ -402,20 +444,25 @@ fn cloud_without_user_data() {
               cmdline: no $TMP/proc/cmdline
               ec2-imds: the instance has no user-data
               gce-metadata: $EC2 is not a GCE metadata server (HTTP status 401)
-            kept: nothing
+            state: empty
         "#]],
     );
+    // At the EC2 address a GCE metadata server, which refuses the token
+    // request; the same server has no user-data for GCE.
     let gce = Server::start(|req| gce_metadata(req, None));
     check(
-        |env| env.gce(&gce),
+        |env| {
+            env.ec2(&gce);
+            env.gce(&gce);
+        },
         expect![[r#"
             error: no user-data found, tried:
               fw_cfg:opt/strata/user-data: no $TMP/sys/firmware/qemu_fw_cfg
               label:STRATA-CFG: no $TMP/dev/disk/by-label/STRATA-CFG
               cmdline: no $TMP/proc/cmdline
-              ec2-imds: no answer from 127.0.0.1:1: Connection refused (os error 111)
+              ec2-imds: $EC2 refused an IMDSv2 token: HTTP status 403
               gce-metadata: the instance has no user-data attribute
-            kept: nothing
+            state: empty
         "#]],
     );
 }
