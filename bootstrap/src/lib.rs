@@ -181,8 +181,7 @@ fn keep(path: &Path, text: &str) -> Result<(), Error> {
     }
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(err)?;
