@@ -6,4 +6,5 @@
 //! outside system (libcontainer, rtnetlink, zbus, etcd).
 
 pub mod cli;
+pub mod overlay;
 pub mod testenv;
