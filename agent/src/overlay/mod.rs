@@ -11,9 +11,12 @@
 //! - [`netns`]: named network namespaces (`/var/run/netns/NAME`) and running
 //!   code inside one.
 //!
-//! How the agent drives it is described in [`Overlay`].
+//! - [`lab`]: namespaces standing in for nodes, for host tests and benchmarks.
+//!
+//! How the agent drives it: see `INTEGRATION` below.
 
 pub mod ipam;
+pub mod lab;
 pub mod lease;
 pub mod netlink;
 pub mod netns;
@@ -21,3 +24,24 @@ pub mod nft;
 pub mod plan;
 
 pub use plan::{Action, NetlinkState, OverlayState, Peer, Vxlan};
+
+use std::path::Path;
+
+use configs::net::Ipv4Cidr;
+
+/// One full reconciliation pass of a node, in `netns` (`None`: the agent's
+/// own namespace): the netlink plan for the VXLAN device, bridge and peer
+/// entries, then the masquerade ruleset. Returns the netlink actions
+/// applied (empty when nothing had to change).
+pub fn reconcile_node(
+    netns: Option<&Path>,
+    node: &netlink::NodeOverlay,
+    subnet: Ipv4Cidr,
+    cluster: Ipv4Cidr,
+    peers: Vec<Peer>,
+) -> anyhow::Result<Vec<Action>> {
+    let actions = netlink::reconcile(netns, node, subnet, peers)?;
+    let ruleset = nft::render(subnet, cluster);
+    netns::run_in(netns, || nft::apply(&ruleset))?;
+    Ok(actions)
+}

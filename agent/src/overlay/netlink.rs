@@ -184,8 +184,12 @@ pub async fn observe(handle: &Handle) -> anyhow::Result<NetlinkState> {
         .context("cannot dump the FDB")?;
     let mut fdb = Vec::new();
     for e in &fdb_msgs {
+        // In bridge-family messages the destination comes as raw bytes.
         let dst = e.attributes.iter().find_map(|x| match x {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+            }
             _ => None,
         });
         if let (Some(mac), Some(dev)) = (lladdr(&e.attributes), name(e.header.ifindex)) {

@@ -21,8 +21,14 @@ use std::net::Ipv4Addr;
 use configs::net::Ipv4Cidr;
 
 /// A MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac(pub [u8; 6]);
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,7 +170,8 @@ impl NetlinkState {
     }
 
     /// A stable text rendering of everything on the given devices, for
-    /// comparing two dumps (indexes and kernel-chosen MACs left out).
+    /// comparing two dumps (link indexes and the kernel's own ARP cache,
+    /// which comes and goes with traffic, left out).
     pub fn render(&self, devs: &[&str]) -> String {
         let mut out = Vec::new();
         let on = |d: &str| devs.contains(&d);
@@ -194,7 +201,7 @@ impl NetlinkState {
         rest.extend(
             self.neighbours
                 .iter()
-                .filter(|n| on(&n.dev))
+                .filter(|n| on(&n.dev) && n.permanent)
                 .map(|n| format!("neigh {n:?}")),
         );
         rest.extend(

@@ -1,0 +1,284 @@
+//! A cluster of network namespaces on one host, for the host tests and the
+//! overlay benchmark: an underlay namespace with a bridge (the switch), one
+//! namespace per node joined to it by a veth, and task namespaces wired by
+//! the overlay module exactly as the agent wires them. Everything it creates
+//! is deleted when the [`Lab`] is dropped.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use configs::net::Ipv4Cidr;
+
+use super::ipam::{Ipam, veth_name};
+use super::lease;
+use super::netlink::{self, NodeOverlay, TaskNet};
+use super::netns;
+use super::plan::{Action, Peer};
+
+/// One node of the lab.
+#[derive(Debug)]
+pub struct LabNode {
+    pub name: String,
+    pub netns: PathBuf,
+    pub underlay_ip: Ipv4Addr,
+    pub subnet: Ipv4Cidr,
+    pub overlay: NodeOverlay,
+    pub ipam: Ipam,
+}
+
+/// The whole lab; dropping it deletes every namespace it made.
+#[derive(Debug)]
+pub struct Lab {
+    pub tag: String,
+    pub underlay: PathBuf,
+    pub nodes: Vec<LabNode>,
+    pub cluster: Ipv4Cidr,
+    /// Task name to (namespace path, address, node index).
+    pub tasks: BTreeMap<String, (PathBuf, Ipv4Cidr, usize)>,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    /// The overlay CIDR of every lab.
+    pub const CLUSTER: &'static str = "10.200.0.0/16";
+
+    /// Builds the underlay and `n` node namespaces named after `tag` (keep
+    /// it short and unique per run). Nodes get underlay addresses
+    /// `10.77.0.(i+1)/24` and subnet leases from [`Lab::CLUSTER`].
+    pub fn new(tag: &str, n: usize, mtu: Option<u32>) -> anyhow::Result<Lab> {
+        let cluster: Ipv4Cidr = Self::CLUSTER.parse().map_err(anyhow::Error::msg)?;
+        let mut lab = Lab {
+            tag: tag.to_string(),
+            underlay: PathBuf::new(),
+            nodes: Vec::new(),
+            cluster,
+            tasks: BTreeMap::new(),
+            namespaces: Vec::new(),
+        };
+        let u = format!("{tag}-u");
+        lab.underlay = netns::create(&u)?;
+        lab.namespaces.push(u);
+        netlink::bridge(Some(&lab.underlay), "br0")?;
+        netlink::loopback_up(Some(&lab.underlay))?;
+        let mut leases = BTreeMap::new();
+        for i in 0..n {
+            let name = format!("{tag}-n{i}");
+            let path = netns::create(&name)?;
+            lab.namespaces.push(name.clone());
+            let ip = Ipv4Addr::new(10, 77, 0, i as u8 + 1);
+            netlink::veth_between(
+                Some(&lab.underlay),
+                &format!("u{i}"),
+                None,
+                Some("br0"),
+                &path,
+                "eth0",
+                Some(Ipv4Cidr {
+                    addr: ip,
+                    prefix: 24,
+                }),
+            )?;
+            let subnet = lease::allocate(cluster, 24, &leases, &name)?;
+            leases.insert(name.clone(), subnet);
+            let mut cfg = configs::cluster::Overlay::default();
+            cfg.mtu = mtu;
+            lab.nodes.push(LabNode {
+                name,
+                netns: path,
+                underlay_ip: ip,
+                subnet,
+                overlay: NodeOverlay::new(ip, &cfg),
+                ipam: Ipam::new(subnet),
+            });
+        }
+        Ok(lab)
+    }
+
+    /// The peer list node `i` sees when `members` are in the cluster.
+    pub fn peers(&self, i: usize, members: &[usize]) -> Vec<Peer> {
+        members
+            .iter()
+            .filter(|m| **m != i)
+            .map(|m| {
+                let n = &self.nodes[*m];
+                Peer {
+                    name: n.name.clone(),
+                    underlay: n.underlay_ip,
+                    subnet: n.subnet,
+                }
+            })
+            .collect()
+    }
+
+    /// One reconciliation pass of node `i`, as its agent would run it.
+    pub fn reconcile(&self, i: usize, members: &[usize]) -> anyhow::Result<Vec<Action>> {
+        let n = &self.nodes[i];
+        super::reconcile_node(
+            Some(&n.netns),
+            &n.overlay,
+            n.subnet,
+            self.cluster,
+            self.peers(i, members),
+        )
+        .with_context(|| format!("reconciling {}", n.name))
+    }
+
+    /// Starts a task `task` on node `i`: a namespace, an address from the
+    /// node's IPAM, a veth into the node's bridge.
+    pub fn add_task(&mut self, i: usize, task: &str) -> anyhow::Result<Ipv4Cidr> {
+        let ns_name = format!("{}-t-{task}", self.tag);
+        let path = netns::create(&ns_name)?;
+        self.namespaces.push(ns_name);
+        let addr = self.nodes[i].ipam.allocate(task)?;
+        let n = &self.nodes[i];
+        let mtu = netlink::dump(Some(&n.netns))?
+            .link(&n.overlay.bridge_name)
+            .map(|l| l.mtu)
+            .context("the node's bridge is missing: reconcile first")?;
+        let net = TaskNet {
+            netns: path.clone(),
+            host_if: veth_name(&format!("{}/{task}", self.tag)),
+            addr,
+            bridge: n.overlay.bridge_name.clone(),
+            mtu,
+        };
+        netlink::attach_task(Some(&n.netns), &net)?;
+        self.tasks.insert(task.to_string(), (path, addr, i));
+        Ok(addr)
+    }
+
+    /// The namespace of task `task`.
+    pub fn task_ns(&self, task: &str) -> anyhow::Result<PathBuf> {
+        self.tasks
+            .get(task)
+            .map(|t| t.0.clone())
+            .with_context(|| format!("no task {task}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for name in self.namespaces.iter().rev() {
+            if let Err(e) = netns::delete(name) {
+                eprintln!("lab cleanup: {e:#}");
+            }
+        }
+    }
+}
+
+/// A line-echo TCP server on `addr` inside `netns`, serving until a client
+/// sends `quit`; `whoami` is answered with the client's address as the
+/// server sees it. Returns once it listens.
+pub fn echo_server(
+    netns: PathBuf,
+    addr: SocketAddr,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || -> anyhow::Result<()> {
+        let listener = netns::enter(&netns).and_then(|()| {
+            TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))
+        });
+        let listener = match listener {
+            Ok(l) => {
+                let _ = tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = tx.send(Err(format!("{e:#}")));
+                return Err(e);
+            }
+        };
+        for conn in listener.incoming() {
+            let conn = conn.context("accept")?;
+            let mut writer = conn.try_clone().context("clone")?;
+            let mut quit = false;
+            let peer = conn.peer_addr().context("peer address")?;
+            for line in BufReader::new(conn).lines() {
+                let line = line.context("read")?;
+                if line == "whoami" {
+                    writeln!(writer, "{}", peer.ip()).context("write")?;
+                    continue;
+                }
+                if line == "quit" {
+                    quit = true;
+                    break;
+                }
+                writeln!(writer, "{line}").context("write")?;
+            }
+            if quit {
+                return Ok(());
+            }
+        }
+        Ok(())
+    });
+    rx.recv()
+        .context("echo server thread died")?
+        .map_err(anyhow::Error::msg)?;
+    Ok(handle)
+}
+
+/// Sends `line` to `addr` from inside `netns` and returns the echoed line.
+pub fn roundtrip(netns: &std::path::Path, addr: SocketAddr, line: &str) -> anyhow::Result<String> {
+    netns::run_in(Some(netns), || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        writeln!(s, "{line}")?;
+        let mut reply = String::new();
+        BufReader::new(s)
+            .read_line(&mut reply)
+            .with_context(|| format!("no reply from {addr}"))?;
+        Ok(reply.trim_end().to_string())
+    })
+}
+
+/// Stops an [`echo_server`] at `addr` (reached from `netns`).
+pub fn stop_echo(netns: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+    netns::run_in(Some(netns), || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        writeln!(s, "quit")?;
+        Ok(())
+    })
+}
+
+/// A TCP connection kept open across a change, sending a line at a time.
+pub struct Conversation {
+    stream: std::sync::Mutex<(TcpStream, BufReader<TcpStream>)>,
+}
+
+impl Conversation {
+    /// Connects to `addr` from inside `netns`.
+    pub fn open(netns: &std::path::Path, addr: SocketAddr) -> anyhow::Result<Conversation> {
+        let s = netns::run_in(Some(netns), || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+                .with_context(|| format!("cannot connect to {addr}"))
+        })?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let r = BufReader::new(s.try_clone()?);
+        Ok(Conversation {
+            stream: std::sync::Mutex::new((s, r)),
+        })
+    }
+
+    /// Sends `line` and checks it comes back.
+    pub fn say(&self, line: &str) -> anyhow::Result<()> {
+        let mut g = self
+            .stream
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        writeln!(g.0, "{line}")?;
+        let mut reply = String::new();
+        g.1.read_line(&mut reply)?;
+        anyhow::ensure!(
+            reply.trim_end() == line,
+            "echo returned {reply:?} for {line:?}"
+        );
+        Ok(())
+    }
+
+    pub fn close(self) {}
+}

@@ -1,0 +1,132 @@
+//! Host tier: three nodes, each a network namespace on a veth-and-bridge
+//! underlay, wired by the overlay module as the agent wires them; tasks on
+//! different nodes talk over real VXLAN and find each other through the
+//! node's DNS server. Needs root.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use agent::overlay::lab::{self, Lab};
+use agent::testenv::{Need, require};
+
+fn tag() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ov{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn dumps(lab: &Lab) -> Vec<String> {
+    lab.nodes
+        .iter()
+        .map(|n| {
+            let d = agent::overlay::netlink::dump(Some(&n.netns)).expect("dump");
+            d.render(&["strata-vx", "strata-br"])
+        })
+        .collect()
+}
+
+#[test]
+fn three_nodes_talk_over_the_overlay() {
+    if !require(
+        "three_nodes_talk_over_the_overlay",
+        &[Need::Root, Need::File("/proc/sys/net/ipv4")],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new(&tag(), 3, None).expect("lab");
+    let all = [0, 1, 2];
+    for i in all {
+        let actions = lab.reconcile(i, &all).expect("first reconcile");
+        assert!(!actions.is_empty(), "a fresh node needs actions");
+    }
+    let a = lab.add_task(0, "web").expect("task on node 0");
+    let b = lab.add_task(1, "db").expect("task on node 1");
+    let c = lab.add_task(2, "cache").expect("task on node 2");
+    assert_eq!(
+        (a.to_string(), b.to_string(), c.to_string()),
+        (
+            "10.200.0.2/24".into(),
+            "10.200.1.2/24".into(),
+            "10.200.2.2/24".into()
+        )
+    );
+
+    // Task to task across nodes, by overlay address.
+    let db: SocketAddr = (b.addr, 7000).into();
+    let cache: SocketAddr = (c.addr, 7000).into();
+    let srv_b = lab::echo_server(lab.task_ns("db").expect("ns"), db).expect("echo on db");
+    let srv_c = lab::echo_server(lab.task_ns("cache").expect("ns"), cache).expect("echo on cache");
+    let web = lab.task_ns("web").expect("ns");
+    assert_eq!(
+        lab::roundtrip(&web, db, "hello db").expect("web to db"),
+        "hello db"
+    );
+    assert_eq!(
+        lab::roundtrip(&web, cache, "hello cache").expect("web to cache"),
+        "hello cache"
+    );
+
+    // Leaving the overlay, a task's traffic is masqueraded: a server on
+    // node 1's underlay address sees node 0's underlay address.
+    let outside: SocketAddr = (lab.nodes[1].underlay_ip, 7100).into();
+    let srv_u =
+        lab::echo_server(lab.nodes[1].netns.clone(), outside).expect("echo on node 1 underlay");
+    assert_eq!(
+        lab::roundtrip(&web, outside, "whoami").expect("web to underlay"),
+        lab.nodes[0].underlay_ip.to_string()
+    );
+    assert_eq!(
+        lab::roundtrip(&web, db, "whoami").expect("web to db"),
+        a.addr.to_string(),
+        "inside the overlay no NAT"
+    );
+    lab::stop_echo(&web, outside).expect("stop");
+    srv_u.join().expect("join").expect("underlay echo");
+
+    // An agent restart: planning again changes nothing, the dumps stay
+    // identical and a connection open across it keeps working.
+    let before = dumps(&lab);
+    let conn = lab::Conversation::open(&web, db).expect("long connection");
+    for i in all {
+        let actions = lab.reconcile(i, &all).expect("second reconcile");
+        assert!(
+            actions.is_empty(),
+            "restart of node {i} planned {actions:?}"
+        );
+        conn.say("still there").expect("traffic across the restart");
+    }
+    assert_eq!(dumps(&lab), before);
+    conn.close();
+
+    // Node 2 leaves: its route, neighbour and FDB entry vanish from the others.
+    let subnet2 = lab.nodes[2].subnet;
+    for i in [0, 1] {
+        let actions = lab.reconcile(i, &[0, 1]).expect("reconcile after leave");
+        assert_eq!(actions.len(), 3, "{actions:?}");
+        let d = agent::overlay::netlink::dump(Some(&lab.nodes[i].netns)).expect("dump");
+        let text = d.render(&["strata-vx"]);
+        assert!(
+            !text.contains(&subnet2.addr.to_string()),
+            "node {i} still has {subnet2}:\n{text}"
+        );
+        assert!(
+            !text.contains(&lab.nodes[2].underlay_ip.to_string()),
+            "node {i} still has node 2's FDB entry:\n{text}"
+        );
+    }
+    assert!(
+        lab::roundtrip(&web, cache, "gone?").is_err(),
+        "node 2 is unreachable after leaving"
+    );
+    assert_eq!(
+        lab::roundtrip(&web, db, "hello again").expect("web to db"),
+        "hello again"
+    );
+
+    lab::stop_echo(&web, db).expect("stop db echo");
+    srv_b.join().expect("join").expect("db echo");
+    drop(srv_c); // unreachable now; the thread ends with the process
+}
