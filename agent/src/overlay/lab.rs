@@ -84,8 +84,10 @@ impl Lab {
             )?;
             let subnet = lease::allocate(cluster, 24, &leases, &name)?;
             leases.insert(name.clone(), subnet);
-            let mut cfg = configs::cluster::Overlay::default();
-            cfg.mtu = mtu;
+            let cfg = configs::cluster::Overlay {
+                mtu,
+                ..Default::default()
+            };
             lab.nodes.push(LabNode {
                 name,
                 netns: path,
