@@ -69,6 +69,76 @@ fn three_nodes_talk_over_the_overlay() {
         "hello cache"
     );
 
+    // By name, through the node's own DNS server (what the task's
+    // resolv.conf points at), with records that follow tasks at once.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let records = agent::dns::Records::new();
+    for (task, addr) in [("web", a), ("db", b), ("cache", c)] {
+        records.upsert(
+            task,
+            agent::dns::TaskRecord {
+                app: Some(format!("{task}-app")),
+                addr: addr.addr,
+                ports: vec![7000],
+            },
+        );
+    }
+    let servers: Vec<_> = {
+        let _guard = rt.enter();
+        (0..3)
+            .map(|i| lab::start_dns(&lab, i, "strata.internal", records.clone(), &[]).expect("dns"))
+            .collect()
+    };
+    let resolver = servers[0].addr;
+    let conf = agent::dns::render_resolv_conf(
+        agent::overlay::plan::gateway(lab.nodes[0].subnet),
+        "strata.internal",
+    );
+    assert!(
+        conf.contains(&format!("nameserver {}\n", resolver.ip())),
+        "{conf}"
+    );
+    let found = lab::resolve(&web, resolver, "db-app.strata.internal.").expect("resolve db");
+    assert_eq!(found, [b.addr]);
+    assert_eq!(
+        lab::roundtrip(&web, (found[0], 7000).into(), "by name").expect("web to db by name"),
+        "by name"
+    );
+    records.remove("db");
+    assert!(
+        lab::resolve(&web, resolver, "db-app.strata.internal.")
+            .expect("resolve")
+            .is_empty(),
+        "db stopped"
+    );
+    records.upsert(
+        "db",
+        agent::dns::TaskRecord {
+            app: Some("db-app".into()),
+            addr: b.addr,
+            ports: vec![7000],
+        },
+    );
+    assert_eq!(
+        lab::resolve(&web, resolver, "db.strata.internal.").expect("resolve db"),
+        [b.addr]
+    );
+    // Each node's resolver answers on its own gateway.
+    let db_ns = lab.task_ns("db").expect("ns");
+    assert_eq!(
+        lab::resolve(&db_ns, servers[1].addr, "web.strata.internal.").expect("resolve web"),
+        [a.addr]
+    );
+    rt.block_on(async {
+        for s in servers {
+            s.stop().await.expect("stop dns");
+        }
+    });
+
     // Leaving the overlay, a task's traffic is masqueraded: a server on
     // node 1's underlay address sees node 0's underlay address.
     let outside: SocketAddr = (lab.nodes[1].underlay_ip, 7100).into();

@@ -284,3 +284,33 @@ impl Conversation {
 
     pub fn close(self) {}
 }
+
+/// Starts node `i`'s DNS server on its gateway address, port 53, inside the
+/// node's namespace, answering from `records`. Call inside a tokio runtime.
+pub fn start_dns(
+    lab: &Lab,
+    i: usize,
+    zone: &str,
+    records: crate::dns::Records,
+    upstreams: &[SocketAddr],
+) -> anyhow::Result<crate::dns::DnsServer> {
+    let n = &lab.nodes[i];
+    let addr: SocketAddr = (super::plan::gateway(n.subnet), 53).into();
+    let (udp, tcp) = netns::run_in(Some(&n.netns), || {
+        let udp =
+            std::net::UdpSocket::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?;
+        let tcp = TcpListener::bind(addr).with_context(|| format!("cannot bind TCP {addr}"))?;
+        Ok((udp, tcp))
+    })?;
+    let handler = crate::dns::server::Handler::new(zone, records, upstreams)?;
+    crate::dns::DnsServer::start(handler, udp, Some(tcp))
+}
+
+/// Resolves `name` (A) through `server` from inside `netns`.
+pub fn resolve(
+    netns: &std::path::Path,
+    server: SocketAddr,
+    name: &str,
+) -> anyhow::Result<Vec<Ipv4Addr>> {
+    netns::run_in(Some(netns), || crate::dns::client::lookup_a(server, name))
+}
