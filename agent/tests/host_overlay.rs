@@ -36,7 +36,7 @@ fn three_nodes_talk_over_the_overlay() {
     ) {
         return;
     }
-    let mut lab = Lab::new(&tag(), 3, None).expect("lab");
+    let mut lab = Lab::new(&tag(), 3, None, 1500).expect("lab");
     let all = [0, 1, 2];
     for i in all {
         let actions = lab.reconcile(i, &all).expect("first reconcile");

@@ -48,8 +48,10 @@ impl Lab {
 
     /// Builds the underlay and `n` node namespaces named after `tag` (keep
     /// it short and unique per run). Nodes get underlay addresses
-    /// `10.77.0.(i+1)/24` and subnet leases from [`Lab::CLUSTER`].
-    pub fn new(tag: &str, n: usize, mtu: Option<u32>) -> anyhow::Result<Lab> {
+    /// `10.77.0.(i+1)/24` and subnet leases from [`Lab::CLUSTER`]; `mtu` is
+    /// the overlay MTU (`None`: the underlay's minus 50), `underlay_mtu` that
+    /// of the node links.
+    pub fn new(tag: &str, n: usize, mtu: Option<u32>, underlay_mtu: u32) -> anyhow::Result<Lab> {
         let cluster: Ipv4Cidr = Self::CLUSTER.parse().map_err(anyhow::Error::msg)?;
         let mut lab = Lab {
             tag: tag.to_string(),
@@ -72,15 +74,18 @@ impl Lab {
             let ip = Ipv4Addr::new(10, 77, 0, i as u8 + 1);
             netlink::veth_between(
                 Some(&lab.underlay),
-                &format!("u{i}"),
-                None,
-                Some("br0"),
                 &path,
-                "eth0",
-                Some(Ipv4Cidr {
-                    addr: ip,
-                    prefix: 24,
-                }),
+                &netlink::VethPair {
+                    a: &format!("u{i}"),
+                    bridge: Some("br0"),
+                    b: "eth0",
+                    b_addr: Some(Ipv4Cidr {
+                        addr: ip,
+                        prefix: 24,
+                    }),
+                    mtu: Some(underlay_mtu),
+                    ..Default::default()
+                },
             )?;
             let subnet = lease::allocate(cluster, 24, &leases, &name)?;
             leases.insert(name.clone(), subnet);

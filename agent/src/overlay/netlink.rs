@@ -691,25 +691,45 @@ pub fn loopback_up(netns: Option<&Path>) -> anyhow::Result<()> {
     })
 }
 
-/// Creates a veth pair `a` (in `netns_a`) and `b` (moved into `netns_b`),
-/// both up, with an address on each: the plumbing tests and benchmarks use
-/// for an underlay. `a` may be enslaved to the bridge `bridge` instead of
-/// being addressed.
+/// A veth pair for test and benchmark plumbing (an underlay).
+#[derive(Debug, Clone, Default)]
+pub struct VethPair<'a> {
+    /// Name of the end that stays in the first namespace.
+    pub a: &'a str,
+    pub a_addr: Option<Ipv4Cidr>,
+    /// Enslave `a` to this bridge.
+    pub bridge: Option<&'a str>,
+    /// Name of the end moved into the second namespace.
+    pub b: &'a str,
+    pub b_addr: Option<Ipv4Cidr>,
+    /// MTU of both ends (the kernel's default when `None`).
+    pub mtu: Option<u32>,
+}
+
+/// Creates the pair `v` between `netns_a` and `netns_b`, both ends up, with
+/// their addresses, and loopback of `netns_b` up.
 pub fn veth_between(
     netns_a: Option<&Path>,
-    a: &str,
-    a_addr: Option<Ipv4Cidr>,
-    bridge: Option<&str>,
     netns_b: &Path,
-    b: &str,
-    b_addr: Option<Ipv4Cidr>,
+    v: &VethPair<'_>,
 ) -> anyhow::Result<()> {
+    let VethPair {
+        a,
+        a_addr,
+        bridge,
+        b,
+        b_addr,
+        mtu,
+    } = v.clone();
     let ns_file = std::fs::File::open(netns_b)
         .with_context(|| format!("cannot open namespace {}", netns_b.display()))?;
     with_handle(netns_a, |handle| async move {
         handle
             .link()
-            .add(LinkVeth::new(a, b).build())
+            .add(match mtu {
+                Some(m) => LinkVeth::new(a, b).mtu(m).build(),
+                None => LinkVeth::new(a, b).build(),
+            })
             .execute()
             .await
             .with_context(|| format!("cannot create veth {a}"))?;
@@ -752,11 +772,11 @@ pub fn veth_between(
             .set(LinkUnspec::new_with_index(lo).up().build())
             .execute()
             .await?;
-        handle
-            .link()
-            .set(LinkUnspec::new_with_index(ib).up().build())
-            .execute()
-            .await?;
+        let mut up = LinkUnspec::new_with_index(ib).up();
+        if let Some(m) = mtu {
+            up = up.mtu(m);
+        }
+        handle.link().set(up.build()).execute().await?;
         if let Some(addr) = b_addr {
             handle
                 .address()
