@@ -41,7 +41,7 @@ pub fn reconcile_node(
     peers: Vec<Peer>,
 ) -> anyhow::Result<Vec<Action>> {
     let actions = netlink::reconcile(netns, node, subnet, peers)?;
-    let ruleset = nft::render(subnet, cluster);
+    let ruleset = nft::render(subnet, cluster, node.port);
     netns::run_in(netns, || nft::apply(&ruleset))?;
     Ok(actions)
 }

@@ -8,21 +8,35 @@ use std::process::{Command, Stdio};
 
 use configs::net::Ipv4Cidr;
 
-/// The ruleset for a node leasing `subnet` in the overlay `cluster`:
-/// packets from the node's tasks to anything outside the overlay leave with
-/// the node's address.
-pub fn render(subnet: Ipv4Cidr, cluster: Ipv4Cidr) -> String {
+/// The ruleset for a node leasing `subnet` in the overlay `cluster`, with
+/// VXLAN on UDP `port`:
+/// - packets from the node's tasks to anything outside the overlay leave
+///   with the node's address (masquerade);
+/// - VXLAN packets and traffic that stays inside the overlay skip
+///   connection tracking (nothing is translated there, and tracking both
+///   the inner and the outer packet costs throughput).
+pub fn render(subnet: Ipv4Cidr, cluster: Ipv4Cidr, port: u16) -> String {
+    let subnet = subnet.trunc();
+    let cluster = cluster.trunc();
     format!(
         "table ip strata {{}}\n\
          flush table ip strata\n\
          table ip strata {{\n\
+         \tchain raw-prerouting {{\n\
+         \t\ttype filter hook prerouting priority raw; policy accept;\n\
+         \t\tudp dport {port} notrack\n\
+         \t\tip saddr {cluster} ip daddr {cluster} notrack\n\
+         \t}}\n\
+         \tchain raw-output {{\n\
+         \t\ttype filter hook output priority raw; policy accept;\n\
+         \t\tudp dport {port} notrack\n\
+         \t\tip saddr {cluster} ip daddr {cluster} notrack\n\
+         \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr {} ip daddr != {} masquerade\n\
+         \t\tip saddr {subnet} ip daddr != {cluster} masquerade\n\
          \t}}\n\
-         }}\n",
-        subnet.trunc(),
-        cluster.trunc()
+         }}\n"
     )
 }
 
@@ -69,11 +83,22 @@ mod tests {
         let s = render(
             "10.200.1.7/24".parse().expect("cidr"),
             "10.200.0.0/16".parse().expect("cidr"),
+            4789,
         );
         expect![[r#"
             table ip strata {}
             flush table ip strata
             table ip strata {
+            	chain raw-prerouting {
+            		type filter hook prerouting priority raw; policy accept;
+            		udp dport 4789 notrack
+            		ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 notrack
+            	}
+            	chain raw-output {
+            		type filter hook output priority raw; policy accept;
+            		udp dport 4789 notrack
+            		ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 notrack
+            	}
             	chain postrouting {
             		type nat hook postrouting priority srcnat; policy accept;
             		ip saddr 10.200.1.0/24 ip daddr != 10.200.0.0/16 masquerade
