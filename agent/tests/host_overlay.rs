@@ -18,12 +18,32 @@ fn tag() -> String {
     )
 }
 
+/// Every node's netlink state on the overlay devices and its nftables
+/// table, as text.
 fn dumps(lab: &Lab) -> Vec<String> {
     lab.nodes
         .iter()
         .map(|n| {
             let d = agent::overlay::netlink::dump(Some(&n.netns)).expect("dump");
-            d.render(&["strata-vx", "strata-br"])
+            let ns = n
+                .netns
+                .file_name()
+                .and_then(|f| f.to_str())
+                .expect("named netns");
+            let nft = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "nft", "list", "table", "ip", "strata"])
+                .output()
+                .expect("nft list");
+            assert!(
+                nft.status.success(),
+                "nft list failed: {}",
+                String::from_utf8_lossy(&nft.stderr)
+            );
+            format!(
+                "{}\n{}",
+                d.render(&["strata-vx", "strata-br"]),
+                String::from_utf8_lossy(&nft.stdout)
+            )
         })
         .collect()
 }
@@ -195,6 +215,25 @@ fn three_nodes_talk_over_the_overlay() {
         lab::roundtrip(&web, db, "hello again").expect("web to db"),
         "hello again"
     );
+
+    // Task stop and agent restart on the IPAM side: a stopped task's veth
+    // goes and its address is freed; a reopened book keeps the running ones.
+    let extra = lab.add_task(0, "extra").expect("second task on node 0");
+    assert_eq!(extra.to_string(), "10.200.0.3/24");
+    lab.remove_task("extra").expect("stop task");
+    let node0 = agent::overlay::netlink::dump(Some(&lab.nodes[0].netns)).expect("dump");
+    let veth = agent::overlay::ipam::veth_name(&lab.task_key("extra"));
+    assert!(node0.link(&veth).is_none(), "{veth} left behind");
+    let reopened = agent::overlay::NodeNetwork::open(
+        &lab.state_dir(0),
+        Some(lab.nodes[0].netns.clone()),
+        lab.nodes[0].net.node.clone(),
+        lab.nodes[0].subnet,
+        lab.cluster,
+    )
+    .expect("reopen after restart");
+    assert_eq!(reopened.address_of(&lab.task_key("web")), Some(a.addr));
+    assert_eq!(reopened.address_of(&lab.task_key("extra")), None);
 
     lab::stop_echo(&web, db).expect("stop db echo");
     srv_b.join().expect("join").expect("db echo");

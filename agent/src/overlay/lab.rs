@@ -13,10 +13,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use configs::net::Ipv4Cidr;
 
-use super::ipam::{Ipam, veth_name};
 use super::lease;
-use super::netlink::{self, NodeOverlay, TaskNet};
+use super::netlink::{self, NodeOverlay};
 use super::netns;
+use super::node::NodeNetwork;
 use super::plan::{Action, Peer};
 
 /// One node of the lab.
@@ -26,8 +26,8 @@ pub struct LabNode {
     pub netns: PathBuf,
     pub underlay_ip: Ipv4Addr,
     pub subnet: Ipv4Cidr,
-    pub overlay: NodeOverlay,
-    pub ipam: Ipam,
+    /// What the agent of this node holds.
+    pub net: NodeNetwork,
 }
 
 /// The whole lab; dropping it deletes every namespace it made.
@@ -40,6 +40,8 @@ pub struct Lab {
     /// Task name to (namespace path, address, node index).
     pub tasks: BTreeMap<String, (PathBuf, Ipv4Cidr, usize)>,
     namespaces: Vec<String>,
+    /// State directories of the nodes (IPAM books).
+    state: PathBuf,
 }
 
 impl Lab {
@@ -60,6 +62,7 @@ impl Lab {
             cluster,
             tasks: BTreeMap::new(),
             namespaces: Vec::new(),
+            state: std::env::temp_dir().join(format!("strata-lab-{tag}")),
         };
         let u = format!("{tag}-u");
         lab.underlay = netns::create(&u)?;
@@ -93,13 +96,19 @@ impl Lab {
                 mtu,
                 ..Default::default()
             };
+            let net = NodeNetwork::open(
+                &lab.state.join(&name),
+                Some(path.clone()),
+                NodeOverlay::new(ip, &cfg),
+                subnet,
+                cluster,
+            )?;
             lab.nodes.push(LabNode {
                 name,
                 netns: path,
                 underlay_ip: ip,
                 subnet,
-                overlay: NodeOverlay::new(ip, &cfg),
-                ipam: Ipam::new(subnet),
+                net,
             });
         }
         Ok(lab)
@@ -124,14 +133,9 @@ impl Lab {
     /// One reconciliation pass of node `i`, as its agent would run it.
     pub fn reconcile(&self, i: usize, members: &[usize]) -> anyhow::Result<Vec<Action>> {
         let n = &self.nodes[i];
-        super::reconcile_node(
-            Some(&n.netns),
-            &n.overlay,
-            n.subnet,
-            self.cluster,
-            self.peers(i, members),
-        )
-        .with_context(|| format!("reconciling {}", n.name))
+        n.net
+            .reconcile(self.peers(i, members))
+            .with_context(|| format!("reconciling {}", n.name))
     }
 
     /// Starts a task `task` on node `i`: a namespace, an address from the
@@ -140,22 +144,31 @@ impl Lab {
         let ns_name = format!("{}-t-{task}", self.tag);
         let path = netns::create(&ns_name)?;
         self.namespaces.push(ns_name);
-        let addr = self.nodes[i].ipam.allocate(task)?;
-        let n = &self.nodes[i];
-        let mtu = netlink::dump(Some(&n.netns))?
-            .link(&n.overlay.bridge_name)
-            .map(|l| l.mtu)
-            .context("the node's bridge is missing: reconcile first")?;
-        let net = TaskNet {
-            netns: path.clone(),
-            host_if: veth_name(&format!("{}/{task}", self.tag)),
-            addr,
-            bridge: n.overlay.bridge_name.clone(),
-            mtu,
-        };
-        netlink::attach_task(Some(&n.netns), &net)?;
+        let addr = self.nodes[i]
+            .net
+            .attach(&format!("{}-{task}", self.tag), &path)?;
         self.tasks.insert(task.to_string(), (path, addr, i));
         Ok(addr)
+    }
+
+    /// Stops task `task`: its veth goes and its address is freed (the
+    /// namespace itself is deleted with the lab).
+    pub fn remove_task(&mut self, task: &str) -> anyhow::Result<()> {
+        let (_, _, i) = self
+            .tasks
+            .remove(task)
+            .with_context(|| format!("no task {task}"))?;
+        self.nodes[i].net.detach(&self.task_key(task))
+    }
+
+    /// The task id the lab hands to the node (unique per lab).
+    pub fn task_key(&self, task: &str) -> String {
+        format!("{}-{task}", self.tag)
+    }
+
+    /// The state directory of node `i` (its IPAM book lives below it).
+    pub fn state_dir(&self, i: usize) -> PathBuf {
+        self.state.join(&self.nodes[i].name)
     }
 
     /// The namespace of task `task`.
@@ -169,6 +182,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
         for name in self.namespaces.iter().rev() {
             if let Err(e) = netns::delete(name) {
                 eprintln!("lab cleanup: {e:#}");

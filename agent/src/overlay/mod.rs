@@ -21,8 +21,10 @@ pub mod lease;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod node;
 pub mod plan;
 
+pub use node::NodeNetwork;
 pub use plan::{Action, NetlinkState, OverlayState, Peer, Vxlan};
 
 use std::path::Path;
