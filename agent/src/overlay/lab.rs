@@ -27,7 +27,7 @@ pub struct LabNode {
     pub underlay_ip: Ipv4Addr,
     pub subnet: Ipv4Cidr,
     /// What the agent of this node holds.
-    pub net: NodeNetwork,
+    pub net: std::sync::Arc<NodeNetwork>,
 }
 
 /// The whole lab; dropping it deletes every namespace it made.
@@ -108,7 +108,7 @@ impl Lab {
                 netns: path,
                 underlay_ip: ip,
                 subnet,
-                net,
+                net: std::sync::Arc::new(net),
             });
         }
         Ok(lab)

@@ -124,3 +124,33 @@ impl NodeNetwork {
             .map_err(|_| anyhow::anyhow!("the IPAM book lock is poisoned"))
     }
 }
+
+/// Keeps the node's overlay in line with the peer list: reconciles at once
+/// whenever `peers` changes (the agent feeds it from its watch on the
+/// cluster's node list) and every `resync` otherwise, to repair drift.
+/// Returns when the sender is dropped. Failed passes are reported through
+/// `report` and retried at the next change or resync.
+pub async fn follow(
+    net: std::sync::Arc<NodeNetwork>,
+    mut peers: tokio::sync::watch::Receiver<Vec<Peer>>,
+    resync: std::time::Duration,
+    report: impl Fn(anyhow::Result<Vec<Action>>) + Send,
+) {
+    loop {
+        let current = peers.borrow_and_update().clone();
+        let n = net.clone();
+        let result = match tokio::task::spawn_blocking(move || n.reconcile(current)).await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("reconcile task failed: {e}")),
+        };
+        report(result);
+        tokio::select! {
+            changed = peers.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(resync) => {}
+        }
+    }
+}
