@@ -239,3 +239,179 @@ fn three_nodes_talk_over_the_overlay() {
     srv_b.join().expect("join").expect("db echo");
     drop(srv_c); // unreachable now; the thread ends with the process
 }
+
+/// A throwaway etcd on loopback, killed on drop.
+struct Etcd {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    endpoint: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn start_etcd() -> Etcd {
+    let dir = std::env::temp_dir().join(format!("strata-overlay-etcd-{}", tag()));
+    let (client, peer) = (free_port(), free_port());
+    let child = std::process::Command::new("etcd")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let etcd = Etcd {
+        child,
+        dir,
+        endpoint: format!("127.0.0.1:{client}"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&etcd.endpoint).is_ok() {
+            return etcd;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("etcd did not come up on {}", etcd.endpoint);
+}
+
+fn etcdctl(endpoint: &str, args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("etcdctl")
+        .args(["--endpoints", endpoint])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("etcdctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("etcdctl output");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One registration as the master runs it: read, allocate, compare-and-swap,
+/// retry on conflict. Returns the subnet and the number of attempts.
+fn register(
+    endpoint: &str,
+    cidr: configs::net::Ipv4Cidr,
+    node: &str,
+) -> Result<(configs::net::Ipv4Cidr, u32), String> {
+    use agent::overlay::lease::{self, LeaseKeys};
+    for attempt in 1..=100 {
+        let listing = etcdctl(
+            endpoint,
+            &["get", "--prefix", &format!("{}nodes/", LeaseKeys::PREFIX)],
+            "",
+        );
+        let lines: Vec<&str> = listing.lines().collect();
+        let leases =
+            lease::leases_from_kvs(lines.chunks(2).filter_map(|kv| Some((kv[0], *kv.get(1)?))))?;
+        let subnet = lease::allocate(cidr, 24, &leases, node).map_err(|e| e.to_string())?;
+        if leases.get(node) == Some(&subnet) {
+            return Ok((subnet, attempt));
+        }
+        let keys = LeaseKeys::new(node, subnet);
+        let txn = format!(
+            "version(\"{s}\") = \"0\"\nversion(\"{n}\") = \"0\"\n\nput {s} {node}\nput {n} {subnet}\n\n\n",
+            s = keys.by_subnet,
+            n = keys.by_node
+        );
+        if etcdctl(endpoint, &["txn"], &txn).starts_with("SUCCESS") {
+            return Ok((subnet, attempt));
+        }
+    }
+    Err(format!("{node}: no lease after 100 attempts"))
+}
+
+#[test]
+fn concurrent_registrations_never_share_a_subnet() {
+    let needs = [Need::Program("etcd"), Need::Program("etcdctl")];
+    if !require("concurrent_registrations_never_share_a_subnet", &needs) {
+        return;
+    }
+    let etcd = start_etcd();
+    let cidr: configs::net::Ipv4Cidr = "10.200.0.0/21".parse().expect("cidr");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let endpoint = etcd.endpoint.clone();
+                s.spawn(move || (format!("n{i}"), register(&endpoint, cidr, &format!("n{i}"))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut subnets = std::collections::BTreeSet::new();
+    for (node, r) in &results {
+        let (subnet, _) = r.as_ref().unwrap_or_else(|e| panic!("{node}: {e}"));
+        assert!(
+            subnets.insert(*subnet),
+            "{subnet} handed out twice: {results:?}"
+        );
+    }
+    assert_eq!(subnets.len(), 8);
+    let retried = results
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|(_, a)| *a > 1))
+        .count();
+    eprintln!("8 concurrent registrations, {retried} retried after a conflict");
+    // Sticky: registering again returns the same subnet without a write.
+    let (again, _) = register(&etcd.endpoint, cidr, "n3").expect("re-register");
+    assert_eq!(
+        Some(&again),
+        results
+            .iter()
+            .find(|(n, _)| n == "n3")
+            .and_then(|(_, r)| r.as_ref().ok().map(|(s, _)| s))
+    );
+    // Full: a ninth node gets a clear error.
+    assert_eq!(
+        register(&etcd.endpoint, cidr, "n8"),
+        Err(
+            "overlay 10.200.0.0/21 has no free /24 subnet left for node `n8`: all 8 are leased"
+                .to_string()
+        )
+    );
+}
