@@ -56,7 +56,8 @@ fn run_with(underlay_mtu: u32) -> anyhow::Result<()> {
     );
     // Interleaved rounds so that load from other processes hits every path alike.
     let gw1 = agent::overlay::plan::gateway(lab.nodes[1].subnet).to_string();
-    let (mut under, mut over, mut vtep, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut under, mut over, mut vtep, mut ratios) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let u = iperf(&node1, &node0, &lab.nodes[1].underlay_ip.to_string())?;
         let o = iperf(&ns_b, &ns_a, &b.addr.to_string())?;
@@ -66,11 +67,26 @@ fn run_with(underlay_mtu: u32) -> anyhow::Result<()> {
         over.push(o);
         vtep.push(v);
     }
-    let (u, o, v, r) = (median(&mut under), median(&mut over), median(&mut vtep), median(&mut ratios));
+    let (u, o, v, r) = (
+        median(&mut under),
+        median(&mut over),
+        median(&mut vtep),
+        median(&mut ratios),
+    );
     println!("  host to host (underlay):       {:>7.2} Gbit/s", u / 1e9);
-    println!("  task to task (overlay):        {:>7.2} Gbit/s  ({} -> {})", o / 1e9, a.addr, b.addr);
-    println!("  node to node (overlay, no veth): {:>5.2} Gbit/s  (the kernel VXLAN ceiling)", v / 1e9);
-    println!("  ratio task overlay / underlay: {r:>7.3}  (median of per-round ratios; target >= 0.9)");
+    println!(
+        "  task to task (overlay):        {:>7.2} Gbit/s  ({} -> {})",
+        o / 1e9,
+        a.addr,
+        b.addr
+    );
+    println!(
+        "  node to node (overlay, no veth): {:>5.2} Gbit/s  (the kernel VXLAN ceiling)",
+        v / 1e9
+    );
+    println!(
+        "  ratio task overlay / underlay: {r:>7.3}  (median of per-round ratios; target >= 0.9)"
+    );
 
     // Join convergence: every node runs the agent's follower
     // (`NodeNetwork` + `follow`) on a watch channel; node 2 leaves and joins
@@ -78,7 +94,10 @@ fn run_with(underlay_mtu: u32) -> anyhow::Result<()> {
     // the cluster's node list would; timed until every peer's fresh dump
     // shows the route to node 2's subnet.
     let subnet2 = lab.nodes[2].subnet;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let lab = std::sync::Arc::new(lab);
     let all = [0, 1, 2];
     let mut senders = Vec::new();
@@ -123,7 +142,14 @@ fn run_with(underlay_mtu: u32) -> anyhow::Result<()> {
 
     // DNS latency from task a to its node's resolver.
     let records = agent::dns::Records::new();
-    records.upsert("b", agent::dns::TaskRecord { app: Some("bench".into()), addr: b.addr, ports: vec![5201] });
+    records.upsert(
+        "b",
+        agent::dns::TaskRecord {
+            app: Some("bench".into()),
+            addr: b.addr,
+            ports: vec![5201],
+        },
+    );
     let server = {
         let _guard = rt.enter();
         lab::start_dns(&lab, 0, "strata.internal", records, &[])?
@@ -133,7 +159,11 @@ fn run_with(underlay_mtu: u32) -> anyhow::Result<()> {
     let mut times = agent::overlay::netns::run_in(Some(&task_a), || {
         let mut times = Vec::with_capacity(2000);
         for i in 0..2000 {
-            let name = if i % 2 == 0 { "b.strata.internal." } else { "bench.strata.internal." };
+            let name = if i % 2 == 0 {
+                "b.strata.internal."
+            } else {
+                "bench.strata.internal."
+            };
             let t = Instant::now();
             let found = agent::dns::client::lookup_a(resolver, name)?;
             times.push(t.elapsed());
@@ -163,11 +193,18 @@ fn wait_routes(lab: &Lab, subnet: configs::net::Ipv4Cidr, present: bool) -> anyh
     for i in [0, 1] {
         loop {
             let d = agent::overlay::netlink::dump(Some(&lab.nodes[i].netns))?;
-            if d.routes.iter().any(|r| r.dst == subnet && r.dev == "strata-vx") == present {
+            if d.routes
+                .iter()
+                .any(|r| r.dst == subnet && r.dev == "strata-vx")
+                == present
+            {
                 break;
             }
             if start.elapsed() > Duration::from_secs(10) {
-                bail!("node {i}: route to {subnet} still {} after 10 s", if present { "missing" } else { "there" });
+                bail!(
+                    "node {i}: route to {subnet} still {} after 10 s",
+                    if present { "missing" } else { "there" }
+                );
             }
         }
     }
@@ -219,7 +256,17 @@ fn iperf(server_ns: &str, client_ns: &str, addr: &str) -> anyhow::Result<f64> {
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(100));
         let out = Command::new("ip")
-            .args(["netns", "exec", client_ns, "iperf3", "-c", addr, "-J", "-t", &IPERF_SECONDS.to_string()])
+            .args([
+                "netns",
+                "exec",
+                client_ns,
+                "iperf3",
+                "-c",
+                addr,
+                "-J",
+                "-t",
+                &IPERF_SECONDS.to_string(),
+            ])
             .output()
             .context("cannot run the iperf3 client")?;
         let json: serde_json::Value = match serde_json::from_slice(&out.stdout) {
@@ -229,7 +276,10 @@ fn iperf(server_ns: &str, client_ns: &str, addr: &str) -> anyhow::Result<f64> {
                 continue;
             }
         };
-        if let Some(bps) = json.pointer("/end/sum_received/bits_per_second").and_then(serde_json::Value::as_f64) {
+        if let Some(bps) = json
+            .pointer("/end/sum_received/bits_per_second")
+            .and_then(serde_json::Value::as_f64)
+        {
             return Ok(bps);
         }
         last = json.get("error").map(|e| e.to_string()).unwrap_or_default();
