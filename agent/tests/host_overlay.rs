@@ -74,6 +74,14 @@ fn three_nodes_talk_over_the_overlay() {
         )
     );
 
+    // The bridge keeps its own MAC with task veths attached.
+    let d0 = agent::overlay::netlink::dump(Some(&lab.nodes[0].netns)).expect("dump");
+    let br = d0.link("strata-br").expect("bridge");
+    assert_eq!(
+        br.mac,
+        Some(agent::overlay::plan::bridge_mac(lab.nodes[0].subnet))
+    );
+
     // Task to task across nodes, by overlay address.
     let db: SocketAddr = (b.addr, 7000).into();
     let cache: SocketAddr = (c.addr, 7000).into();

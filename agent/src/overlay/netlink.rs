@@ -362,10 +362,15 @@ async fn apply_one(handle: &Handle, action: &Action) -> anyhow::Result<()> {
                 .build();
             handle.link().add(msg).execute().await?;
         }
-        Action::CreateBridge { name, mtu } => {
+        Action::CreateBridge { name, mtu, mac } => {
             handle
                 .link()
-                .add(LinkBridge::new(name).mtu(*mtu).build())
+                .add(
+                    LinkBridge::new(name)
+                        .mtu(*mtu)
+                        .address(mac.0.to_vec())
+                        .build(),
+                )
                 .execute()
                 .await?;
         }

@@ -49,6 +49,15 @@ pub fn vtep_mac(subnet: Ipv4Cidr) -> Mac {
     Mac([0x0e, 0x53, o[0], o[1], o[2], o[3]])
 }
 
+/// The MAC of the node's bridge, `0e:54:` and the subnet's network address.
+/// Fixed, so that the bridge keeps it while task veths come and go (a
+/// bridge otherwise takes the lowest MAC of its ports, and every task's ARP
+/// entry for the gateway would go stale).
+pub fn bridge_mac(subnet: Ipv4Cidr) -> Mac {
+    let o = subnet.network().octets();
+    Mac([0x0e, 0x54, o[0], o[1], o[2], o[3]])
+}
+
 /// The VTEP (overlay) address of the node that leases `subnet`.
 pub fn vtep_addr(subnet: Ipv4Cidr) -> Ipv4Addr {
     subnet.network()
@@ -170,7 +179,7 @@ impl NetlinkState {
     }
 
     /// A stable text rendering of everything on the given devices, for
-    /// comparing two dumps (link indexes and the kernel's own ARP cache,
+    /// comparing two dumps (the kernel's own ARP cache,
     /// which comes and goes with traffic, left out).
     pub fn render(&self, devs: &[&str]) -> String {
         let mut out = Vec::new();
@@ -181,8 +190,8 @@ impl NetlinkState {
                 .and_then(|c| self.links.iter().find(|x| x.index == c))
                 .map(|x| x.name.as_str());
             out.push(format!(
-                "link {} {:?} mtu {} up {} controller {:?}",
-                l.name, l.kind, l.mtu, l.up, ctrl
+                "link {} {:?} mtu {} mac {:?} up {} controller {:?}",
+                l.name, l.kind, l.mtu, l.mac, l.up, ctrl
             ));
         }
         let mut rest: Vec<String> = Vec::new();
@@ -231,6 +240,7 @@ pub enum Action {
     CreateBridge {
         name: String,
         mtu: u32,
+        mac: Mac,
     },
     SetMtu {
         name: String,
@@ -289,8 +299,8 @@ impl fmt::Display for Action {
                 "link add {} type vxlan id {} dstport {} local {} dev {} nolearning mtu {} address {mac}",
                 v.name, v.vni, v.port, v.local, v.underlay, v.mtu
             ),
-            Action::CreateBridge { name, mtu } => {
-                write!(f, "link add {name} type bridge mtu {mtu}")
+            Action::CreateBridge { name, mtu, mac } => {
+                write!(f, "link add {name} type bridge mtu {mtu} address {mac}")
             }
             Action::SetMtu { name, mtu } => write!(f, "link set {name} mtu {mtu}"),
             Action::SetMac { name, mac } => write!(f, "link set {name} address {mac}"),
@@ -395,18 +405,26 @@ pub fn plan(desired: &OverlayState, observed: &NetlinkState) -> Vec<Action> {
         }
         None => true,
     };
+    let br_mac = bridge_mac(desired.subnet);
     if br_fresh {
         actions.push(Action::CreateBridge {
             name: desired.bridge.clone(),
             mtu: vx.mtu,
+            mac: br_mac,
         });
-    } else if let Some(l) = observed.link(&desired.bridge)
-        && l.mtu != vx.mtu
-    {
-        actions.push(Action::SetMtu {
-            name: desired.bridge.clone(),
-            mtu: vx.mtu,
-        });
+    } else if let Some(l) = observed.link(&desired.bridge) {
+        if l.mtu != vx.mtu {
+            actions.push(Action::SetMtu {
+                name: desired.bridge.clone(),
+                mtu: vx.mtu,
+            });
+        }
+        if l.mac != Some(br_mac) {
+            actions.push(Action::SetMac {
+                name: desired.bridge.clone(),
+                mac: br_mac,
+            });
+        }
     }
     if br_fresh || observed.link(&desired.bridge).is_some_and(|l| !l.up) {
         actions.push(Action::SetUp {

@@ -111,7 +111,7 @@ fn converged(peers: &[Peer]) -> NetlinkState {
         "strata-br",
         LinkKind::Bridge,
         1450,
-        Some(Mac([0x5a, 1, 2, 3, 4, 5])),
+        Some(Mac([0x0e, 0x54, 10, 200, 1, 0])),
     ));
     s.addresses.push(Address {
         dev: "strata-vx".into(),
@@ -165,7 +165,7 @@ fn from_scratch() {
             sysctl net.ipv4.ip_forward=1
             link add strata-vx type vxlan id 4242 dstport 4789 local 10.9.0.1 dev eth0 nolearning mtu 1450 address 0e:53:0a:c8:01:00
             link set strata-vx up
-            link add strata-br type bridge mtu 1450
+            link add strata-br type bridge mtu 1450 address 0e:54:0a:c8:01:00
             link set strata-br up
             addr add 10.200.1.0/32 dev strata-vx
             addr add 10.200.1.1/24 dev strata-br
