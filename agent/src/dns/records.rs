@@ -54,6 +54,14 @@ impl RecordSet {
             .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
             .collect();
         let key = match labels.as_slice() {
+            // The zone apex exists but holds nothing we serve.
+            [] => {
+                return Answer {
+                    code: ResponseCode::NoError,
+                    answers: vec![],
+                    additionals: vec![],
+                };
+            }
             [one] => Some((one.clone(), false)),
             [service, proto] if proto == "_tcp" => {
                 service.strip_prefix('_').map(|s| (s.to_string(), true))
