@@ -259,6 +259,7 @@ mod tests {
             RecordType::A,
             expect!["Non-Existent Domain"],
         );
+        check("strata.internal.", RecordType::SOA, expect!["No Error"]);
     }
 
     #[test]
