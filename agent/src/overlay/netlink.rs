@@ -805,3 +805,46 @@ pub fn bridge(netns: Option<&Path>, name: &str) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    #[test]
+    fn desired_state_from_the_dump() {
+        let node = NodeOverlay::new(
+            Ipv4Addr::new(10, 9, 0, 5),
+            &configs::cluster::Overlay::default(),
+        );
+        let mut observed = NetlinkState {
+            links: vec![Link {
+                index: 2,
+                name: "ens3".into(),
+                kind: LinkKind::Other("".into()),
+                mtu: 9000,
+                mac: None,
+                up: true,
+                controller: None,
+            }],
+            addresses: vec![Address {
+                dev: "ens3".into(),
+                addr: "10.9.0.5/24".parse().expect("cidr"),
+            }],
+            ..Default::default()
+        };
+        let subnet: Ipv4Cidr = "10.200.7.0/24".parse().expect("cidr");
+        let d = node.desired(subnet, vec![], &observed).expect("desired");
+        expect![[r#"Vxlan { name: "strata-vx", vni: 4242, port: 4789, local: 10.9.0.5, underlay: "ens3", mtu: 8950 }"#]]
+            .assert_eq(&format!("{:?}", d.vxlan));
+        observed.addresses.clear();
+        let err = node
+            .desired(subnet, vec![], &observed)
+            .expect_err("no underlay");
+        assert_eq!(
+            err.to_string(),
+            "no link holds the underlay address 10.9.0.5"
+        );
+    }
+}
