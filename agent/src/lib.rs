@@ -6,4 +6,6 @@
 //! outside system (libcontainer, rtnetlink, zbus, etcd).
 
 pub mod cli;
+pub mod dns;
+pub mod overlay;
 pub mod testenv;

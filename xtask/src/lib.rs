@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds images, runs every test tier, boots VMs and prints
 //! benchmarks. Only the xtask runs host tools; the crates stay pure.
 
+pub mod bench;
 pub mod deps;
 pub mod sh;
 pub mod test;
@@ -23,6 +24,11 @@ enum Command {
     /// Run the test tiers (format, clippy, unit, host integration, QEMU),
     /// installing what they need first.
     Test(test::Args),
+    /// Run a benchmark and print its figures.
+    Bench {
+        #[arg(value_enum)]
+        area: bench::Area,
+    },
 }
 
 /// Runs the xtask CLI and maps errors to an exit code.
@@ -30,6 +36,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
+        Command::Bench { area } => bench::run(area),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
