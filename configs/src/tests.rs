@@ -52,6 +52,7 @@ fn malformed_cluster() {
     check(Kind::Cluster, &format!("{CLUSTER}[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10/24\"\n[[nodes]]\nname = \"m\"\nrole = \"private\"\n"), expect!["error: test.toml:11:8: field `nodes[1].name`: node name `m` is used twice"]);
     check(Kind::Cluster, &format!("{CLUSTER}[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10\"\n"), expect!["error: test.toml:9:11: field `nodes[0].address`: `10.9.0.10` is not in CIDR notation, expected an address and a prefix length like 10.0.0.0/16"]);
     check(Kind::Cluster, &format!("{CLUSTER}[[nodes]]\nname = \"a\"\n"), expect!["error: test.toml:6:1: field `nodes[0].role`: missing field `role`"]);
+    check(Kind::Cluster, &format!("{CLUSTER}[etcd]\nexternal = [\"127.0.0.1:2379\"]\n"), expect!["error: test.toml:7:13: field `etcd.external[0]`: `127.0.0.1:2379` is not an etcd client URL, expected http://host:port or https://host:port"]);
     check(Kind::Cluster, "masters = [\"10.9.0.10\"]\n", expect!["error: test.toml:1:1: field `name`: missing field `name`"]);
 }
 
@@ -69,5 +70,6 @@ fn malformed_user_data() {
     check(Kind::UserData, &format!("{base}masters = [\"10.9.0.10\"]\n"), expect!["error: test.toml:5:12: field `masters[0]`: `10.9.0.10` is not an endpoint, expected host:port"]);
     check(Kind::UserData, &format!("{base}masters = [\"10.9.0.10:6443\"]\n[network]\naddress = \"10.9.0.21/24\"\ngateway = \"10.8.0.1\"\n"), expect!["error: test.toml:8:11: field `network.gateway`: gateway 10.8.0.1 is not inside 10.9.0.0/24"]);
     check(Kind::UserData, "cluster = \"demo\"\nname = \"m\"\nrole = \"master\"\njoin_token = \"t\"\nmasters = [\"10.9.0.10:6443\"]\n", expect!["error: test.toml: field `master`: a master needs the [master] section with the cluster CA"]);
+    check(Kind::UserData, "cluster = \"demo\"\nname = \"m\"\nrole = \"master\"\njoin_token = \"t\"\nmasters = [\"10.9.0.10:6443\"]\n[master]\nca_cert = \"c\"\nca_key = \"k\"\ncluster_toml = \"\"\ncli_token_sha256 = [\"abc\"]\n", expect!["error: test.toml:10:21: field `master.cli_token_sha256[0]`: expected 64 hex digits (the sha256 of a CLI token)"]);
     check(Kind::UserData, &format!("{base}masters = [\"10.9.0.10:6443\"]\n"), expect!["test.toml: user-data for node `private-1` (private) of cluster `demo`"]);
 }
