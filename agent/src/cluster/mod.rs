@@ -6,6 +6,7 @@
 //! The daemon calls [`run_master`] on masters and [`run_agent`] on private
 //! and public agents; both run until the process ends.
 
+pub mod bench;
 pub mod context;
 pub mod identity;
 pub mod init;
@@ -36,3 +37,6 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests;

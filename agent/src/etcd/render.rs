@@ -193,3 +193,118 @@ pub fn render(cluster: &ClusterConfig, me: &Member, paths: &EtcdPaths) -> Render
         me: me.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::*;
+
+    const THREE: &str = "name = \"demo\"\nmasters = [\"10.9.0.10\", \"10.9.0.11\", \"10.9.0.12\"]\n\
+                         [[nodes]]\nname = \"m1\"\nrole = \"master\"\naddress = \"10.9.0.10/24\"\n\
+                         [[nodes]]\nname = \"m2\"\nrole = \"master\"\naddress = \"10.9.0.11/24\"\n\
+                         [[nodes]]\nname = \"m3\"\nrole = \"master\"\naddress = \"10.9.0.12/24\"\n";
+
+    /// Renders the config of the master named `name` at `address`.
+    fn check(cluster: &str, name: &str, address: Option<Ipv4Addr>, expected: Expect) {
+        let c = ClusterConfig::parse("cluster.toml", cluster).expect("valid cluster");
+        let actual = match find_me(&c, name, address) {
+            Ok(me) => {
+                let r = render(&c, &me, &EtcdPaths::standard());
+                format!("{}--- drop-in\n{}", r.env, r.dropin)
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        expected.assert_eq(&actual);
+    }
+
+    #[test]
+    fn three_masters() {
+        check(
+            THREE,
+            "m2",
+            Some(Ipv4Addr::new(10, 9, 0, 11)),
+            expect![[r#"
+                # Written by the Strata agent from cluster.toml; rewritten at every start.
+                ETCD_NAME=m2
+                ETCD_DATA_DIR=/var/lib/etcd/strata
+                ETCD_LISTEN_PEER_URLS=https://10.9.0.11:2380
+                ETCD_LISTEN_CLIENT_URLS=https://10.9.0.11:2379,https://127.0.0.1:2379
+                ETCD_ADVERTISE_CLIENT_URLS=https://10.9.0.11:2379
+                ETCD_INITIAL_ADVERTISE_PEER_URLS=https://10.9.0.11:2380
+                ETCD_INITIAL_CLUSTER=m1=https://10.9.0.10:2380,m2=https://10.9.0.11:2380,m3=https://10.9.0.12:2380
+                ETCD_INITIAL_CLUSTER_STATE=new
+                ETCD_INITIAL_CLUSTER_TOKEN=strata-demo
+                ETCD_CERT_FILE=/var/lib/etcd/pki/etcd.crt
+                ETCD_KEY_FILE=/var/lib/etcd/pki/etcd.key
+                ETCD_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+                ETCD_CLIENT_CERT_AUTH=true
+                ETCD_PEER_CERT_FILE=/var/lib/etcd/pki/etcd.crt
+                ETCD_PEER_KEY_FILE=/var/lib/etcd/pki/etcd.key
+                ETCD_PEER_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+                ETCD_PEER_CLIENT_CERT_AUTH=true
+                --- drop-in
+                # Written by the Strata agent: etcd's settings come from the cluster configuration.
+                [Service]
+                EnvironmentFile=/var/lib/strata/etcd/etcd.env
+            "#]],
+        );
+    }
+
+    #[test]
+    fn members_without_nodes_are_numbered_and_found_by_name() {
+        let one = "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n";
+        let c = ClusterConfig::parse("cluster.toml", one).expect("valid");
+        expect![[r#"[Member { name: "master-1", address: 10.9.0.10 }]"#]]
+            .assert_eq(&format!("{:?}", members(&c)));
+        check(
+            one,
+            "master-1",
+            None,
+            expect![[r#"
+            # Written by the Strata agent from cluster.toml; rewritten at every start.
+            ETCD_NAME=master-1
+            ETCD_DATA_DIR=/var/lib/etcd/strata
+            ETCD_LISTEN_PEER_URLS=https://10.9.0.10:2380
+            ETCD_LISTEN_CLIENT_URLS=https://10.9.0.10:2379,https://127.0.0.1:2379
+            ETCD_ADVERTISE_CLIENT_URLS=https://10.9.0.10:2379
+            ETCD_INITIAL_ADVERTISE_PEER_URLS=https://10.9.0.10:2380
+            ETCD_INITIAL_CLUSTER=master-1=https://10.9.0.10:2380
+            ETCD_INITIAL_CLUSTER_STATE=new
+            ETCD_INITIAL_CLUSTER_TOKEN=strata-demo
+            ETCD_CERT_FILE=/var/lib/etcd/pki/etcd.crt
+            ETCD_KEY_FILE=/var/lib/etcd/pki/etcd.key
+            ETCD_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+            ETCD_CLIENT_CERT_AUTH=true
+            ETCD_PEER_CERT_FILE=/var/lib/etcd/pki/etcd.crt
+            ETCD_PEER_KEY_FILE=/var/lib/etcd/pki/etcd.key
+            ETCD_PEER_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+            ETCD_PEER_CLIENT_CERT_AUTH=true
+            --- drop-in
+            # Written by the Strata agent: etcd's settings come from the cluster configuration.
+            [Service]
+            EnvironmentFile=/var/lib/strata/etcd/etcd.env
+        "#]],
+        );
+    }
+
+    #[test]
+    fn a_master_not_in_the_list_is_refused() {
+        check(
+            THREE,
+            "m9",
+            Some(Ipv4Addr::new(10, 9, 0, 99)),
+            expect![
+                "error: master `m9` (10.9.0.99) is not listed in the cluster's `masters` (10.9.0.10, 10.9.0.11, 10.9.0.12); check its user-data"
+            ],
+        );
+        check(
+            THREE,
+            "m9",
+            None,
+            expect![
+                "error: master `m9` (no static address) is not listed in the cluster's `masters` (10.9.0.10, 10.9.0.11, 10.9.0.12); check its user-data"
+            ],
+        );
+    }
+}
