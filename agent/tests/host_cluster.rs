@@ -590,3 +590,90 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
     let master_log = master.log();
     assert!(master_log.contains("TLS handshake with"), "{master_log}");
 }
+
+/// The systemd client against a private `dbus-daemon`: a peer on that bus
+/// owns systemd's name and records the calls, so the method names and
+/// arguments that would start etcd in an image are checked on a real bus.
+#[test]
+fn systemd_client_starts_a_unit_over_dbus() {
+    use futures_util::StreamExt;
+
+    if !require("host_cluster systemd", &[Need::Program("dbus-daemon")]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let socket = tmp.path().join("bus");
+    let mut daemon = Command::new("dbus-daemon")
+        .args([
+            "--session",
+            "--nofork",
+            "--print-address=1",
+            &format!("--address=unix:path={}", socket.display()),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dbus-daemon");
+    let address = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(daemon.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("address");
+        line.trim().to_string()
+    };
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Kill(daemon);
+
+    let calls = block_on(async move {
+        let systemd = zbus::conn::Builder::address(address.as_str())
+            .name("org.freedesktop.systemd1")
+            .build()
+            .await
+            .expect("peer connection");
+        let mut stream = zbus::MessageStream::from(&systemd);
+        let peer = tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while let Some(Ok(msg)) = stream.next().await {
+                let h = msg.header();
+                if h.interface().map(|i| i.as_str()) != Some("org.freedesktop.systemd1.Manager") {
+                    continue;
+                }
+                let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+                match member.as_str() {
+                    "Reload" => {
+                        calls.push("Reload".to_string());
+                        systemd.reply(&h, &()).await.expect("reply");
+                    }
+                    "StartUnit" => {
+                        let (unit, mode): (String, String) =
+                            msg.body().deserialize().expect("(ss)");
+                        calls.push(format!("StartUnit {unit} {mode}"));
+                        let job = zbus::ObjectPath::try_from("/org/freedesktop/systemd1/job/7")
+                            .expect("path");
+                        systemd.reply(&h, &job).await.expect("reply");
+                        return calls;
+                    }
+                    other => calls.push(format!("unexpected {other}")),
+                }
+            }
+            calls
+        });
+        let calls = async {
+            let client = agent::systemd::Systemd::at(&address).await.expect("client");
+            client.reload().await.expect("reload");
+            let job = client.start_unit("etcd.service").await.expect("start");
+            assert_eq!(job.as_str(), "/org/freedesktop/systemd1/job/7");
+            peer.await.expect("peer")
+        };
+        tokio::time::timeout(Duration::from_secs(20), calls)
+            .await
+            .expect("systemd calls answered within 20s")
+    });
+    assert_eq!(calls, ["Reload", "StartUnit etcd.service replace"]);
+}
