@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 
 use crate::cluster::model::ApiErrorBody;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time for one request on an open connection.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a call failed.
@@ -70,6 +71,7 @@ pub struct ApiClient {
     auth: Auth,
     conn: tokio::sync::Mutex<Option<Conn>>,
     last_local: std::sync::Mutex<Option<SocketAddr>>,
+    timeout: Duration,
 }
 
 impl ApiClient {
@@ -81,7 +83,17 @@ impl ApiClient {
             auth,
             conn: tokio::sync::Mutex::new(None),
             last_local: std::sync::Mutex::new(None),
+            timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// Gives up on one master after `timeout` and tries the next. Agents
+    /// use a timeout well inside the heartbeat grace period, so a master
+    /// that vanished without closing its connections does not cost them
+    /// their Ready state.
+    pub fn with_timeout(mut self, timeout: Duration) -> ApiClient {
+        self.timeout = timeout;
+        self
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -254,9 +266,9 @@ impl ApiClient {
                 .to_bytes();
             Ok::<_, String>((status, bytes))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+            .map_err(|_| format!("no answer within {:.1}s", self.timeout.as_secs_f64()))?
     }
 }
 

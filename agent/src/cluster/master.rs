@@ -204,14 +204,25 @@ async fn start_etcd(plan: &Plan, paths: &EtcdPaths) -> anyhow::Result<()> {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .with_context(|| format!("cannot chmod {}", paths.dropin.display()))?;
+    // etcd runs as its own user: it must own its data and key. On an image
+    // /var is the state partition, so /var/lib/etcd may not exist yet.
+    let data_parent = paths
+        .data_dir
+        .parent()
+        .unwrap_or(&paths.data_dir)
+        .to_path_buf();
+    std::fs::create_dir_all(&data_parent)
+        .with_context(|| format!("cannot create {}", data_parent.display()))?;
     if let Some((uid, gid)) = user_ids("etcd") {
-        for p in [&paths.pki_dir, &paths.cert(), &paths.key(), &paths.ca()] {
+        for p in [
+            &data_parent,
+            &paths.pki_dir,
+            &paths.cert(),
+            &paths.key(),
+            &paths.ca(),
+        ] {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))
                 .with_context(|| format!("cannot chown {} to etcd", p.display()))?;
-        }
-        if let Some(parent) = paths.data_dir.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
     }
     let systemd = Systemd::system().await?;

@@ -21,6 +21,32 @@ use std::path::PathBuf;
 pub use master::{MasterOptions, run_master};
 pub use node::{AgentOptions, run_agent};
 
+/// Runs the cluster side of a node from its user-data until the process
+/// ends: [`run_master`] (etcd through systemd, the API, membership) on
+/// masters, [`run_agent`] (join, register, heartbeats) on agents. What the
+/// daemon calls once `bootstrap::discover` returned the user-data.
+pub async fn run(
+    state_dir: PathBuf,
+    user_data: configs::user_data::UserData,
+) -> anyhow::Result<()> {
+    if user_data.role == configs::Role::Master {
+        run_master(MasterOptions {
+            state_dir,
+            user_data,
+            etcd_paths: crate::etcd::render::EtcdPaths::standard(),
+            listen: None,
+        })
+        .await
+    } else {
+        run_agent(AgentOptions {
+            state_dir,
+            user_data,
+            endpoints: None,
+        })
+        .await
+    }
+}
+
 /// Writes one line to the agent's log (stderr, which systemd's journal keeps).
 pub fn log(message: &str) {
     eprintln!("strata: {message}");

@@ -147,7 +147,11 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
             &identity.ca_pem,
             Some((&identity.cert_pem, &identity.key_pem)),
         )?;
-        let client = ApiClient::new(endpoints.clone(), client_tls, Auth::Tls);
+        // Heartbeats must get through within the grace period even when a
+        // master vanished: give up on one master well before that.
+        let grace = Duration::from_secs(u64::from(identity.settings.grace_seconds.max(2)));
+        let client =
+            ApiClient::new(endpoints.clone(), client_tls, Auth::Tls).with_timeout(grace / 3);
         let Some(settings) = register(ud, &opts, &client, &mut health).await else {
             continue;
         };

@@ -230,8 +230,8 @@ impl Store {
     pub async fn members(&self) -> Result<Vec<MasterStatus>, Error> {
         let mut cluster = self.client.cluster_client();
         let list = self.timed(cluster.member_list()).await?;
-        let mut out = Vec::new();
-        for m in list.members() {
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, m) in list.members().iter().enumerate() {
             let endpoint = m.client_urls().first().cloned().unwrap_or_default();
             let mut status = MasterStatus {
                 name: m.name().to_string(),
@@ -245,22 +245,29 @@ impl Store {
                 endpoints: vec![endpoint.clone()],
                 tls: self.connect.tls.clone(),
             };
-            let asked = async {
-                let mut c = Client::connect([endpoint.as_str()], Some(options(&one))).await?;
-                c.status().await
-            };
-            match tokio::time::timeout(Duration::from_secs(3), asked).await {
-                Ok(Ok(s)) => {
-                    status.healthy = true;
-                    status.leader = s.leader() == m.id();
-                    status.version = Some(s.version().to_string());
+            let id = m.id();
+            // Every member is asked at once, so a dead one costs the
+            // timeout once, not once per member.
+            asks.spawn(async move {
+                let asked = async {
+                    let mut c = Client::connect([endpoint.as_str()], Some(options(&one))).await?;
+                    c.status().await
+                };
+                match tokio::time::timeout(Duration::from_secs(3), asked).await {
+                    Ok(Ok(s)) => {
+                        status.healthy = true;
+                        status.leader = s.leader() == id;
+                        status.version = Some(s.version().to_string());
+                    }
+                    Ok(Err(e)) => status.error = Some(e.to_string()),
+                    Err(_) => status.error = Some("no answer within 3s".to_string()),
                 }
-                Ok(Err(e)) => status.error = Some(e.to_string()),
-                Err(_) => status.error = Some("no answer within 3s".to_string()),
-            }
-            out.push(status);
+                (i, status)
+            });
         }
-        Ok(out)
+        let mut out: Vec<(usize, MasterStatus)> = asks.join_all().await;
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 }
 
