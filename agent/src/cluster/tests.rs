@@ -197,3 +197,69 @@ fn meminfo() {
     );
     assert_eq!(super::sysinfo::parse_meminfo_total("garbage"), 0);
 }
+
+#[test]
+fn a_kept_identity_is_checked_before_use() {
+    use super::identity::{Identity, IdentityDir, Stale};
+    use super::model::NodeSettings;
+    use crate::pki::{CERT_LIFETIME, Ca};
+    use std::time::{Duration, SystemTime};
+
+    let ca = Ca::generate("t").expect("ca");
+    let pin = ca.fingerprint().expect("fingerprint");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ids = IdentityDir::new(dir.path());
+    assert!(ids.load().expect("load").is_none());
+    let key = ids.key_or_create().expect("key");
+    assert_eq!(
+        ids.key_or_create().expect("same key").key_pem,
+        key.key_pem,
+        "the key is made once"
+    );
+    let csr = key.csr("agent-1").expect("csr");
+    let settings = NodeSettings {
+        cluster: "t".into(),
+        heartbeat_interval_seconds: 2,
+        grace_seconds: 10,
+        masters: vec!["10.9.0.10:6443".into()],
+    };
+    let id = |cert_pem: String| Identity {
+        key_pem: key.key_pem.clone(),
+        cert_pem,
+        ca_pem: ca.cert_pem.clone(),
+        settings: settings.clone(),
+    };
+    let good = id(ca
+        .sign_node_csr("agent-1", &csr, CERT_LIFETIME)
+        .expect("sign")
+        .cert_pem);
+    ids.save(&good).expect("save");
+    let loaded = ids.load().expect("load").expect("kept");
+    assert_eq!(loaded.cert_pem, good.cert_pem);
+    assert_eq!(loaded.settings, settings);
+    let now = SystemTime::now();
+    assert!(loaded.check("agent-1", &pin, now).is_ok());
+    assert_eq!(
+        loaded.check("agent-2", &pin, now).unwrap_err(),
+        Stale::OtherName("agent-1".into())
+    );
+    assert_eq!(
+        loaded.check("agent-1", &"00".repeat(32), now).unwrap_err(),
+        Stale::OtherCluster
+    );
+    let day = Duration::from_secs(86_400);
+    let expired = id(ca
+        .sign_node_csr_between("agent-1", &csr, now - 2 * day, now - day)
+        .expect("sign")
+        .cert_pem);
+    assert_eq!(
+        expired.check("agent-1", &pin, now).unwrap_err(),
+        Stale::Expired
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("identity/node.key"))
+            .expect("key file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
