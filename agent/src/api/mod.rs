@@ -5,3 +5,6 @@
 pub mod client;
 pub mod server;
 pub mod tls;
+
+#[cfg(test)]
+mod tests;
