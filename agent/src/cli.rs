@@ -141,7 +141,7 @@ pub enum ClusterCommand {
         #[arg(long)]
         context: PathBuf,
         /// Total simulated agents at each step.
-        #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000,2000")]
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000,8000")]
         steps: Vec<usize>,
         /// Seconds each step is held and measured.
         #[arg(long, default_value_t = 20)]
@@ -260,7 +260,13 @@ mod cluster_cli {
                     .map(|s| s.agents)
                     .max()
                     .unwrap_or(0);
-                println!("simulated agents held with no missed heartbeat: {held}");
+                if steps.iter().all(|s| s.missed() == 0) {
+                    println!(
+                        "simulated agents held with no missed heartbeat: {held} (the last step; raise --steps to find the limit)"
+                    );
+                } else {
+                    println!("simulated agents held with no missed heartbeat: {held}");
+                }
                 Ok(())
             }
             ClusterCommand::RunNode {

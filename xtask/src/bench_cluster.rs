@@ -20,7 +20,7 @@ use crate::{deps, project_root, sh};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Total simulated agents at each step of the ramp.
-    #[arg(long, default_value = "100,250,500,1000,2000,4000")]
+    #[arg(long, default_value = "500,1000,2000,4000,8000,12000,16000")]
     pub steps: String,
     /// Seconds each step is held and measured.
     #[arg(long, default_value_t = 20)]

@@ -123,6 +123,22 @@ async fn sim_agent(ud: Arc<UserData>, name: String, stats: Arc<Stats>) -> anyhow
     }
 }
 
+/// Every simulated agent holds a socket: lift the soft limit on open files
+/// to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -142,6 +158,7 @@ pub async fn ramp(
     window: Duration,
 ) -> anyhow::Result<Vec<Step>> {
     tls::install_default_provider();
+    raise_fd_limit();
     let ud = Arc::new(template);
     let stats = Arc::new(Stats::default());
     let watcher = ApiClient::new(
