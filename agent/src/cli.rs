@@ -21,6 +21,18 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    // --- cluster formation (issue 4) ---
+    /// Create a cluster and look at it.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Look at the cluster's nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    // --- end of cluster formation ---
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +62,8 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Cluster { command } => cluster_cli::cluster(command),
+        Command::Node { command } => cluster_cli::node(command),
         Command::Config {
             command: ConfigCommand::Check { file, kind },
         } => {
@@ -59,6 +73,256 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = configs::check(&name, &text, kind)?;
             println!("{summary}");
             Ok(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cluster formation (issue 4): `strata cluster ...` and `strata node ...`.
+// ---------------------------------------------------------------------------
+
+/// Where the CLI finds the cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The CLI context file [default: $STRATA_CONTEXT, else ~/.config/strata/context.toml].
+    #[arg(long, global = true)]
+    pub context: Option<PathBuf>,
+    /// Use this API endpoint (host:port) instead of the context's.
+    #[arg(long, global = true)]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make a new cluster from cluster.toml: CA, join token, one user-data
+    /// file per node, the CLI's token and context.
+    Init {
+        /// The operator's cluster.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Directory for the files.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace the files of an existing cluster in DIR.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Masters, etcd health and leader, nodes Ready.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run this node's cluster membership in the foreground from a given
+    /// user-data file (masters: etcd, the API; every node: join and
+    /// heartbeats). For hosts without the image's first-boot providers.
+    RunNode {
+        /// The node's user-data.
+        #[arg(long)]
+        user_data: PathBuf,
+        /// Where the node keeps its identity.
+        #[arg(long, default_value = "/var/lib/strata")]
+        state_dir: PathBuf,
+        /// Masters: the address the API listens on [default: 0.0.0.0:<api_port>].
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Benchmark helper for `cargo xtask bench cluster`: simulated agents
+    /// joined with the token of an agent's user-data, ramped through
+    /// `--steps` until a heartbeat is missed.
+    #[command(hide = true)]
+    BenchAgents {
+        /// An agent's user-data: its join token and masters are used.
+        #[arg(long)]
+        user_data: PathBuf,
+        /// The CLI context used to watch the node list.
+        #[arg(long)]
+        context: PathBuf,
+        /// Total simulated agents at each step.
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000,8000")]
+        steps: Vec<usize>,
+        /// Seconds each step is held and measured.
+        #[arg(long, default_value_t = 20)]
+        window_seconds: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Every node with its state.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One node in detail.
+    Show {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+mod cluster_cli {
+    //! The cluster and node subcommands.
+
+    use anyhow::Context as _;
+
+    use super::{ClusterCommand, NodeCommand, Target};
+    use crate::api::client::{ApiClient, Auth};
+    use crate::api::tls;
+    use crate::cluster::model::{ClusterStatus, NodeStatus};
+    use crate::cluster::{self, context, show, unix_now};
+
+    fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+    }
+
+    fn client(target: &Target) -> anyhow::Result<ApiClient> {
+        let path = context::resolve(target.context.as_deref());
+        let loaded = context::Context::load(&path)?;
+        let endpoints = target
+            .endpoint
+            .clone()
+            .map_or(loaded.context.endpoints.clone(), |e| vec![e]);
+        let config = tls::client_config(&loaded.context.ca_cert, None)
+            .with_context(|| format!("the CA in {}", path.display()))?;
+        Ok(ApiClient::new(
+            endpoints,
+            config,
+            Auth::Bearer(loaded.token),
+        ))
+    }
+
+    pub fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+        match command {
+            ClusterCommand::Init { config, out, force } => {
+                let text = std::fs::read_to_string(&config)
+                    .with_context(|| format!("cannot read {}", config.display()))?;
+                let parsed =
+                    configs::cluster::ClusterConfig::parse(&config.display().to_string(), &text)?;
+                let secrets = cluster::init::Secrets::generate(&parsed.name)?;
+                let files = cluster::init::plan(&parsed, &text, &secrets)?;
+                cluster::init::write(&out, &files, force)?;
+                println!(
+                    "cluster `{}`: {} file(s) written to {}",
+                    parsed.name,
+                    files.len(),
+                    out.display()
+                );
+                for f in &files {
+                    println!("  {}", out.join(&f.path).display());
+                }
+                println!("CA sha256: {}", secrets.ca.fingerprint()?);
+                println!(
+                    "use the CLI with: export STRATA_CONTEXT={}",
+                    out.join("cli/context.toml").display()
+                );
+                Ok(())
+            }
+            ClusterCommand::Status { target, json } => {
+                let client = client(&target)?;
+                let status: ClusterStatus =
+                    runtime()?.block_on(client.get("/v1/cluster/status"))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                } else {
+                    print!("{}", show::cluster_status(&status));
+                }
+                Ok(())
+            }
+            ClusterCommand::BenchAgents {
+                user_data,
+                context,
+                steps,
+                window_seconds,
+            } => {
+                let text = std::fs::read_to_string(&user_data)
+                    .with_context(|| format!("cannot read {}", user_data.display()))?;
+                let ud =
+                    configs::user_data::UserData::parse(&user_data.display().to_string(), &text)?;
+                let admin = context::Context::load(&context)?;
+                let window = std::time::Duration::from_secs(window_seconds);
+                let steps = runtime()?.block_on(cluster::bench::ramp(ud, admin, &steps, window))?;
+                let held = steps
+                    .iter()
+                    .filter(|s| s.missed() == 0)
+                    .map(|s| s.agents)
+                    .max()
+                    .unwrap_or(0);
+                if steps.iter().all(|s| s.missed() == 0) {
+                    println!(
+                        "simulated agents held with no missed heartbeat: {held} (the last step; raise --steps to find the limit)"
+                    );
+                } else {
+                    println!("simulated agents held with no missed heartbeat: {held}");
+                }
+                Ok(())
+            }
+            ClusterCommand::RunNode {
+                user_data,
+                state_dir,
+                listen,
+            } => {
+                let text = std::fs::read_to_string(&user_data)
+                    .with_context(|| format!("cannot read {}", user_data.display()))?;
+                let ud =
+                    configs::user_data::UserData::parse(&user_data.display().to_string(), &text)?;
+                runtime()?.block_on(async {
+                    if ud.role == configs::Role::Master {
+                        cluster::run_master(cluster::MasterOptions {
+                            state_dir,
+                            user_data: ud,
+                            etcd_paths: crate::etcd::render::EtcdPaths::standard(),
+                            listen,
+                        })
+                        .await
+                    } else {
+                        cluster::run_agent(cluster::AgentOptions {
+                            state_dir,
+                            user_data: ud,
+                            endpoints: None,
+                        })
+                        .await
+                    }
+                })
+            }
+        }
+    }
+
+    pub fn node(command: NodeCommand) -> anyhow::Result<()> {
+        match command {
+            NodeCommand::List { target, json } => {
+                let client = client(&target)?;
+                let nodes: Vec<NodeStatus> = runtime()?.block_on(client.get("/v1/nodes"))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&nodes)?);
+                } else {
+                    print!("{}", show::node_list(&nodes, unix_now()));
+                }
+                Ok(())
+            }
+            NodeCommand::Show { name, target, json } => {
+                let client = client(&target)?;
+                let node: NodeStatus =
+                    runtime()?.block_on(client.get(&format!("/v1/nodes/{name}")))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&node)?);
+                } else {
+                    print!("{}", show::node_show(&node, unix_now()));
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -91,8 +355,10 @@ mod tests {
             Usage: strata <COMMAND>
 
             Commands:
-              config  Validate Strata configuration files (cluster.toml, role defaults, user-data)
-              help    Print this message or the help of the given subcommand(s)
+              config   Validate Strata configuration files (cluster.toml, role defaults, user-data)
+              cluster  Create a cluster and look at it
+              node     Look at the cluster's nodes
+              help     Print this message or the help of the given subcommand(s)
 
             Options:
               -h, --help     Print help

@@ -5,7 +5,12 @@
 //! Parsing and planning are pure; effects live at the edges, one module per
 //! outside system (libcontainer, rtnetlink, zbus, etcd).
 
+pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod dns;
+pub mod etcd;
 pub mod overlay;
+pub mod pki;
+pub mod systemd;
 pub mod testenv;

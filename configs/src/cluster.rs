@@ -25,6 +25,8 @@ pub struct ClusterConfig {
     pub dns: Dns,
     #[serde(default)]
     pub heartbeat: Heartbeat,
+    #[serde(default)]
+    pub etcd: Etcd,
     /// The nodes to make user-data for.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -138,6 +140,17 @@ impl Default for Heartbeat {
             grace_seconds: default_grace(),
         }
     }
+}
+
+/// The consensus store of the masters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Etcd {
+    /// Client URLs of an etcd the masters use instead of starting their own
+    /// (`http://` or `https://` with the cluster CA). For hosts without
+    /// systemd, such as the host test tier; nothing is started when set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<String>,
 }
 
 /// One node of the cluster.
@@ -301,6 +314,22 @@ impl ClusterConfig {
                     2 * self.heartbeat.interval_seconds
                 ),
             ));
+        }
+        for (i, url) in self.etcd.external.iter().enumerate() {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            let ok = rest
+                .and_then(|r| r.trim_end_matches('/').rsplit_once(':'))
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err((
+                    format!("etcd.external[{i}]"),
+                    format!(
+                        "`{url}` is not an etcd client URL, expected http://host:port or https://host:port"
+                    ),
+                ));
+            }
         }
         let mut names = BTreeSet::new();
         let mut addrs = BTreeSet::new();

@@ -158,6 +158,13 @@ fn malformed_cluster() {
     );
     check(
         Kind::Cluster,
+        &format!("{CLUSTER}[etcd]\nexternal = [\"127.0.0.1:2379\"]\n"),
+        expect![
+            "error: test.toml:7:13: field `etcd.external[0]`: `127.0.0.1:2379` is not an etcd client URL, expected http://host:port or https://host:port"
+        ],
+    );
+    check(
+        Kind::Cluster,
         "masters = [\"10.9.0.10\"]\n",
         expect!["error: test.toml:1:1: field `name`: missing field `name`"],
     );
@@ -292,6 +299,13 @@ fn malformed_user_data() {
         "cluster = \"demo\"\nname = \"m\"\nrole = \"master\"\njoin_token = \"t\"\nmasters = [\"10.9.0.10:6443\"]\n",
         expect![
             "error: test.toml: field `master`: a master needs the [master] section with the cluster CA"
+        ],
+    );
+    check(
+        Kind::UserData,
+        "cluster = \"demo\"\nname = \"m\"\nrole = \"master\"\njoin_token = \"t\"\nmasters = [\"10.9.0.10:6443\"]\n[master]\nca_cert = \"c\"\nca_key = \"k\"\ncluster_toml = \"\"\ncli_token_sha256 = [\"abc\"]\n",
+        expect![
+            "error: test.toml:10:21: field `master.cli_token_sha256[0]`: expected 64 hex digits (the sha256 of a CLI token)"
         ],
     );
     check(

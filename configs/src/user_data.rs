@@ -52,6 +52,10 @@ pub struct MasterSecrets {
     pub ca_key: String,
     /// The whole `cluster.toml`, so masters know the cluster's settings.
     pub cluster_toml: String,
+    /// Hex sha256 of each CLI bearer token the API accepts (never the
+    /// tokens themselves).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cli_token_sha256: Vec<String>,
 }
 
 impl UserData {
@@ -102,6 +106,16 @@ impl UserData {
                 ));
             }
             _ => {}
+        }
+        if let Some(m) = &self.master {
+            for (i, h) in m.cli_token_sha256.iter().enumerate() {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err((
+                        format!("master.cli_token_sha256[{i}]"),
+                        "expected 64 hex digits (the sha256 of a CLI token)".into(),
+                    ));
+                }
+            }
         }
         if let (Some(gw), Some(addr)) = (self.network.gateway, self.network.address)
             && !addr.contains(gw)

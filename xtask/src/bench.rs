@@ -8,28 +8,28 @@ use std::process::Command;
 use crate::{project_root, sh};
 
 /// The benchmarks there are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, clap::Subcommand)]
 pub enum Area {
     /// Overlay throughput beside the underlay, join convergence, DNS latency (root).
     Overlay,
+    /// Idle agent memory and how many heartbeating agents one master holds (root).
+    Cluster(crate::bench_cluster::Args),
 }
 
-impl Area {
-    fn bench_target(self) -> &'static str {
-        match self {
-            Area::Overlay => "overlay",
-        }
+/// Runs the benchmark of `area`.
+pub fn run(area: Area) -> anyhow::Result<()> {
+    match area {
+        Area::Overlay => agent_bench("overlay"),
+        Area::Cluster(args) => crate::bench_cluster::run(&args),
     }
 }
 
-/// Builds (optimised) and runs the benchmark program of `area`.
-pub fn run(area: Area) -> anyhow::Result<()> {
+/// Builds (optimised) and runs the benchmark program `agent/benches/NAME.rs`.
+fn agent_bench(name: &str) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    sh::run(Command::new(cargo).current_dir(project_root()).args([
-        "bench",
-        "-p",
-        "agent",
-        "--bench",
-        area.bench_target(),
-    ]))
+    sh::run(
+        Command::new(cargo)
+            .current_dir(project_root())
+            .args(["bench", "-p", "agent", "--bench", name]),
+    )
 }

@@ -2,6 +2,7 @@
 //! benchmarks. Only the xtask runs host tools; the crates stay pure.
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod deps;
 pub mod sh;
 pub mod test;
@@ -26,7 +27,7 @@ enum Command {
     Test(test::Args),
     /// Run a benchmark and print its figures.
     Bench {
-        #[arg(value_enum)]
+        #[command(subcommand)]
         area: bench::Area,
     },
 }

@@ -1,0 +1,307 @@
+//! The typed API client the CLI and the agents use: HTTPS (rustls) to the
+//! masters, trying each in turn, one kept-alive HTTP/1.1 connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cluster::model::ApiErrorBody;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default time for one request on an open connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No master could be reached or none completed the request.
+    #[error("no master answered: {0}")]
+    Unreachable(String),
+    /// A master answered with an error.
+    #[error("{endpoint} refused the request ({status}): {message}")]
+    Api {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{endpoint} sent an answer that is not the expected JSON: {reason}")]
+    Decode { endpoint: String, reason: String },
+}
+
+impl ClientError {
+    /// The HTTP status, when a master answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// How the client authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// The TLS config carries the node's client certificate, or the call
+    /// carries its own proof (joining).
+    Tls,
+    /// The CLI's bearer token.
+    Bearer(String),
+}
+
+struct Conn {
+    index: usize,
+    sender: SendRequest<Full<Bytes>>,
+    local: Option<SocketAddr>,
+}
+
+/// A client of the Strata API.
+pub struct ApiClient {
+    endpoints: Vec<String>,
+    tls: Arc<ClientConfig>,
+    auth: Auth,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    last_local: std::sync::Mutex<Option<SocketAddr>>,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    /// `endpoints` are `host:port` of the masters.
+    pub fn new(endpoints: Vec<String>, tls: ClientConfig, auth: Auth) -> ApiClient {
+        ApiClient {
+            endpoints,
+            tls: Arc::new(tls),
+            auth,
+            conn: tokio::sync::Mutex::new(None),
+            last_local: std::sync::Mutex::new(None),
+            timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// Gives up on one master after `timeout` and tries the next. Agents
+    /// use a timeout well inside the heartbeat grace period, so a master
+    /// that vanished without closing its connections does not cost them
+    /// their Ready state.
+    pub fn with_timeout(mut self, timeout: Duration) -> ApiClient {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// This side's address of the last connection to a master: the address
+    /// the masters see.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        *self.last_local.lock().expect("local address lock poisoned")
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).expect("request bodies always serialize");
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let (endpoint, status, bytes) = self.request(method, path, body).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ApiErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+            return Err(ClientError::Api {
+                endpoint,
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            endpoint,
+            reason: e.to_string(),
+        })
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(String, StatusCode, Bytes), ClientError> {
+        let mut guard = self.conn.lock().await;
+        let mut failures = Vec::new();
+        let start = guard.as_ref().map_or(0, |c| c.index);
+        if let Some(conn) = guard.as_mut() {
+            let endpoint = self.endpoints[conn.index].clone();
+            match self
+                .send(conn, &endpoint, &method, path, body.clone())
+                .await
+            {
+                Ok((status, bytes)) => return Ok((endpoint, status, bytes)),
+                Err(e) => failures.push(format!("{endpoint}: {e}")),
+            }
+            *guard = None;
+        }
+        let n = self.endpoints.len();
+        for k in 0..n {
+            let index = (start + k) % n;
+            let endpoint = self.endpoints[index].clone();
+            let mut conn = match self.connect(index).await {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(format!("{endpoint}: {e}"));
+                    continue;
+                }
+            };
+            *self.last_local.lock().expect("local address lock poisoned") = conn.local;
+            match self
+                .send(&mut conn, &endpoint, &method, path, body.clone())
+                .await
+            {
+                Ok((status, bytes)) => {
+                    *guard = Some(conn);
+                    return Ok((endpoint, status, bytes));
+                }
+                Err(e) => failures.push(format!("{endpoint}: {e}")),
+            }
+        }
+        Err(ClientError::Unreachable(failures.join("; ")))
+    }
+
+    async fn connect(&self, index: usize) -> Result<Conn, String> {
+        let endpoint = &self.endpoints[index];
+        let host = endpoint
+            .rsplit_once(':')
+            .map_or(endpoint.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| format!("bad host name `{host}`: {e}"))?;
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio::net::TcpStream::connect(endpoint.as_str()),
+        )
+        .await
+        .map_err(|_| format!("no TCP connection within {}s", CONNECT_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        let local = tcp.local_addr().ok();
+        tcp.set_nodelay(true)
+            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| format!("no TLS handshake within {}s", CONNECT_TIMEOUT.as_secs()))?
+            .map_err(|e| explain_tls(&e.to_string()))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+        tokio::spawn(async move {
+            // The connection ends when the sender is dropped or the master
+            // closes it; the next request reconnects.
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            index,
+            sender,
+            local,
+        })
+    }
+
+    async fn send(
+        &self,
+        conn: &mut Conn,
+        endpoint: &str,
+        method: &Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, endpoint);
+        if let Auth::Bearer(token) = &self.auth {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| format!("bad request: {e}"))?;
+        let exchange = async {
+            conn.sender
+                .ready()
+                .await
+                .map_err(|e| explain_tls(&chain(&e)))?;
+            let resp = conn
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| explain_tls(&chain(&e)))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, bytes))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| format!("no answer within {:.1}s", self.timeout.as_secs_f64()))?
+    }
+}
+
+/// Adds what a TLS failure most likely means for Strata.
+fn explain_tls(message: &str) -> String {
+    let hint = if message.contains("CertificateExpired") {
+        Some("the master says this node's certificate has expired")
+    } else if message.contains("UnknownCA")
+        || message.contains("BadCertificate")
+        || message.contains("DecryptError")
+    {
+        Some("the master does not trust this node's certificate (issued by another cluster's CA?)")
+    } else if message.contains("UnknownIssuer") {
+        Some("the master's certificate is not signed by the cluster CA")
+    } else if message.contains("Expired") {
+        Some("the master's certificate has expired")
+    } else {
+        None
+    };
+    match hint {
+        Some(h) => format!("{h} ({message})"),
+        None => message.to_string(),
+    }
+}
+
+/// An error with all its sources, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,262 @@
+//! Simulated agents for `cargo xtask bench cluster`: many heartbeating
+//! nodes in one process, each with its own key, certificate and TLS
+//! connection, joined with the real join token through the real API. It
+//! finds how many one master holds with no missed heartbeat.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use configs::user_data::UserData;
+
+use crate::api::client::{ApiClient, Auth};
+use crate::api::tls;
+use crate::cluster::context::Loaded;
+use crate::cluster::model::{
+    HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo, NodeSettings, NodeState, NodeStatus,
+};
+use crate::pki::{JoinToken, NodeKey};
+
+/// Counters shared by the simulated agents.
+#[derive(Default)]
+struct Stats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    /// Heartbeats that took longer than the interval.
+    late: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+    /// Nodes whose first heartbeat went through.
+    live: Mutex<HashSet<String>>,
+    join_failed: AtomicU64,
+}
+
+/// The outcome of one step of the ramp.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub agents: usize,
+    pub heartbeats: u64,
+    pub failed: u64,
+    pub late: u64,
+    /// Largest number of simulated nodes listed Unreachable at one sample.
+    pub unreachable: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Simulated agents that could not join or register.
+    pub join_failed: u64,
+}
+
+impl Step {
+    pub fn missed(&self) -> u64 {
+        self.failed + self.late + self.unreachable as u64 + self.join_failed
+    }
+}
+
+async fn sim_agent(ud: Arc<UserData>, name: String, stats: Arc<Stats>) -> anyhow::Result<()> {
+    let token = JoinToken::parse(&ud.join_token)?;
+    let key = NodeKey::generate()?;
+    let joiner = ApiClient::new(
+        ud.masters.clone(),
+        tls::pinned_client_config(&token.ca_sha256)?,
+        Auth::Tls,
+    );
+    let req = JoinRequest {
+        token: ud.join_token.clone(),
+        name: name.clone(),
+        role: ud.role,
+        csr_pem: key.csr(&name)?,
+    };
+    let joined: JoinResponse = joiner.post("/v1/join", &req).await?;
+    drop(joiner);
+    let client = ApiClient::new(
+        ud.masters.clone(),
+        tls::client_config(&joined.ca_pem, Some((&joined.cert_pem, &key.key_pem)))?,
+        Auth::Tls,
+    );
+    let info = NodeInfo {
+        name: name.clone(),
+        role: ud.role,
+        addresses: vec!["127.0.0.1".to_string()],
+        cpus: 1,
+        memory_bytes: 1 << 30,
+        disk_bytes: 10 << 30,
+        attributes: [("simulated".to_string(), "true".to_string())].into(),
+    };
+    let settings: NodeSettings = client.post(&format!("/v1/nodes/{name}"), &info).await?;
+    let interval = Duration::from_secs(u64::from(settings.heartbeat_interval_seconds));
+    // Spread the agents over the interval, as real ones are.
+    let offset = Duration::from_micros(
+        u64::from(
+            name.bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))),
+        ) % interval.as_micros().max(1) as u64,
+    );
+    tokio::time::sleep(offset).await;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let path = format!("/v1/nodes/{name}/heartbeat");
+    loop {
+        tick.tick().await;
+        let t0 = Instant::now();
+        let r = client.post::<_, HeartbeatResponse>(&path, &()).await;
+        let took = t0.elapsed();
+        match r {
+            Ok(_) => {
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+                if took > interval {
+                    stats.late.fetch_add(1, Ordering::Relaxed);
+                }
+                stats
+                    .latencies_us
+                    .lock()
+                    .expect("stats lock")
+                    .push(took.as_micros() as u64);
+                stats.live.lock().expect("stats lock").insert(name.clone());
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                crate::cluster::log(&format!("bench: {name}: heartbeat failed: {e}"));
+            }
+        }
+    }
+}
+
+/// Every simulated agent holds a socket: lift the soft limit on open files
+/// to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Ramps up simulated agents through `steps` (total counts), holding each
+/// step for `window`, and stops after the first step with a miss.
+/// `template` gives the join token and masters; `admin` is the CLI context
+/// used to watch the node list.
+pub async fn ramp(
+    template: UserData,
+    admin: Loaded,
+    steps: &[usize],
+    window: Duration,
+) -> anyhow::Result<Vec<Step>> {
+    tls::install_default_provider();
+    raise_fd_limit();
+    let ud = Arc::new(template);
+    let stats = Arc::new(Stats::default());
+    let watcher = ApiClient::new(
+        admin.context.endpoints.clone(),
+        tls::client_config(&admin.context.ca_cert, None).context("CA of the context")?,
+        Auth::Bearer(admin.token.clone()),
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut started = 0usize;
+    let mut out = Vec::new();
+    for &target in steps {
+        // Join in batches so that the join storm does not count as a miss.
+        while started < target {
+            let batch = (target - started).min(50);
+            for i in started..started + batch {
+                let (ud, stats) = (ud.clone(), stats.clone());
+                let name = format!("sim-{i:05}");
+                tasks.spawn(async move {
+                    sim_agent(ud, name.clone(), stats)
+                        .await
+                        .with_context(|| format!("simulated agent {name}"))
+                });
+            }
+            started += batch;
+            // Wait until this batch heartbeats.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while stats.live.lock().expect("stats lock").len() < started
+                && Instant::now() < deadline
+            {
+                while let Some(done) = tasks.try_join_next() {
+                    stats.join_failed.fetch_add(1, Ordering::Relaxed);
+                    match done {
+                        Ok(Err(e)) => crate::cluster::log(&format!("bench: {e:#}")),
+                        Ok(Ok(())) => {}
+                        Err(e) => {
+                            crate::cluster::log(&format!("bench: a simulated agent stopped: {e}"))
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Measure this step.
+        let before = (
+            stats.ok.load(Ordering::Relaxed),
+            stats.failed.load(Ordering::Relaxed),
+            stats.late.load(Ordering::Relaxed),
+        );
+        stats.latencies_us.lock().expect("stats lock").clear();
+        let end = Instant::now() + window;
+        let mut unreachable = 0usize;
+        while Instant::now() < end {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let live = stats.live.lock().expect("stats lock").clone();
+            match watcher.get::<Vec<NodeStatus>>("/v1/nodes").await {
+                Ok(nodes) => {
+                    let n = nodes
+                        .iter()
+                        .filter(|n| {
+                            n.state == NodeState::Unreachable && live.contains(&n.record.info.name)
+                        })
+                        .count();
+                    unreachable = unreachable.max(n);
+                }
+                Err(e) => crate::cluster::log(&format!("bench: node list failed: {e}")),
+            }
+        }
+        let mut lat = std::mem::take(&mut *stats.latencies_us.lock().expect("stats lock"));
+        lat.sort_unstable();
+        let step = Step {
+            agents: started,
+            heartbeats: stats.ok.load(Ordering::Relaxed) - before.0,
+            failed: stats.failed.load(Ordering::Relaxed) - before.1,
+            late: stats.late.load(Ordering::Relaxed) - before.2,
+            unreachable,
+            p50_ms: percentile(&lat, 0.5),
+            p99_ms: percentile(&lat, 0.99),
+            max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
+            join_failed: stats.join_failed.load(Ordering::Relaxed),
+        };
+        println!(
+            "agents {:>5}: {:>6} heartbeats, {} failed, {} late, {} unreachable, {} failed to join; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            step.agents,
+            step.heartbeats,
+            step.failed,
+            step.late,
+            step.unreachable,
+            step.join_failed,
+            step.p50_ms,
+            step.p99_ms,
+            step.max_ms
+        );
+        let missed = step.missed() > 0;
+        out.push(step);
+        if missed {
+            break;
+        }
+    }
+    tasks.abort_all();
+    Ok(out)
+}

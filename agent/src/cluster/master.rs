@@ -1,0 +1,247 @@
+//! The control plane on a master: issue this master's certificate from the
+//! cluster CA, render etcd's configuration and start `etcd.service` through
+//! systemd (or use the external etcd that `cluster.toml` names), wait for
+//! quorum, serve the API, and take part as a node like any agent.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use configs::cluster::ClusterConfig;
+use configs::user_data::UserData;
+
+use crate::api::server::{ApiState, serve};
+use crate::api::tls;
+use crate::cluster::identity::write_private;
+use crate::cluster::log;
+use crate::cluster::model::NodeSettings;
+use crate::cluster::node::{AgentOptions, run_agent};
+use crate::etcd::render::{self, EtcdPaths};
+use crate::etcd::{EtcdConnect, EtcdTls, Store};
+use crate::pki::{self, Ca, Issued, JoinToken};
+use crate::systemd::Systemd;
+
+/// What [`run_master`] needs.
+#[derive(Debug, Clone)]
+pub struct MasterOptions {
+    /// `/var/lib/strata` on an image.
+    pub state_dir: PathBuf,
+    pub user_data: UserData,
+    /// Where etcd's rendered files go ([`EtcdPaths::standard`] on an image).
+    pub etcd_paths: EtcdPaths,
+    /// Address the API listens on; `0.0.0.0:<api_port>` when absent.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Everything a master derives from its user-data before it starts.
+pub struct Plan {
+    pub cluster: ClusterConfig,
+    pub ca: Ca,
+    pub me: render::Member,
+    pub token: JoinToken,
+    pub cert: Issued,
+}
+
+/// Reads the master's secrets and issues its certificate (pure apart from
+/// key generation).
+pub fn plan(ud: &UserData) -> anyhow::Result<Plan> {
+    let secrets = ud
+        .master
+        .as_ref()
+        .context("user-data has no [master] section, so this node cannot be a master")?;
+    let cluster = ClusterConfig::parse(
+        "user-data field `master.cluster_toml`",
+        &secrets.cluster_toml,
+    )?;
+    let ca = Ca {
+        cert_pem: secrets.ca_cert.clone(),
+        key_pem: secrets.ca_key.clone(),
+    };
+    let token = JoinToken::parse(&ud.join_token).context("user-data field `join_token`")?;
+    let ca_sha256 = ca.fingerprint()?;
+    if token.ca_sha256 != ca_sha256 {
+        anyhow::bail!(
+            "user-data: the join token pins CA {} but [master].ca_cert is CA {ca_sha256}; the two come from different `strata cluster init` runs",
+            token.ca_sha256
+        );
+    }
+    let me = render::find_me(&cluster, &ud.name, ud.network.address.map(|a| a.addr))?;
+    let mut names = vec![
+        me.address.to_string(),
+        Ipv4Addr::LOCALHOST.to_string(),
+        "localhost".to_string(),
+        ud.name.clone(),
+    ];
+    names.dedup();
+    let cert = ca.issue_master(&ud.name, &names, pki::CERT_LIFETIME)?;
+    Ok(Plan {
+        cluster,
+        ca,
+        me,
+        token,
+        cert,
+    })
+}
+
+/// Runs the control plane and this master's node membership until the
+/// process ends.
+pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
+    tls::install_default_provider();
+    let ud = &opts.user_data;
+    let plan = plan(ud)?;
+    let secrets = ud.master.as_ref().context("checked by plan")?;
+    let pki_dir = opts.state_dir.join("master");
+    write_private(&pki_dir.join("master.crt"), &plan.cert.cert_pem)?;
+    write_private(&pki_dir.join("master.key"), &plan.cert.key_pem)?;
+    let etcd_tls = EtcdTls {
+        ca_pem: plan.ca.cert_pem.clone(),
+        cert_pem: plan.cert.cert_pem.clone(),
+        key_pem: plan.cert.key_pem.clone(),
+    };
+    let connect = if plan.cluster.etcd.external.is_empty() {
+        start_etcd(&plan, &opts.etcd_paths).await?;
+        EtcdConnect {
+            endpoints: render::client_urls(&plan.cluster),
+            tls: Some(etcd_tls),
+        }
+    } else {
+        log(&format!(
+            "using the external etcd at {}",
+            plan.cluster.etcd.external.join(", ")
+        ));
+        let tls = plan
+            .cluster
+            .etcd
+            .external
+            .iter()
+            .any(|u| u.starts_with("https://"))
+            .then_some(etcd_tls);
+        EtcdConnect {
+            endpoints: plan.cluster.etcd.external.clone(),
+            tls,
+        }
+    };
+    let store = Store::connect(&connect).await?;
+    wait_quorum(&store).await;
+
+    let settings = NodeSettings {
+        cluster: plan.cluster.name.clone(),
+        heartbeat_interval_seconds: plan.cluster.heartbeat.interval_seconds,
+        grace_seconds: plan.cluster.heartbeat.grace_seconds,
+        masters: plan.cluster.master_endpoints(),
+    };
+    let state = ApiState::new(
+        store,
+        plan.ca.clone(),
+        plan.token.secret_sha256(),
+        secrets.cli_token_sha256.clone(),
+        settings,
+        ud.name.clone(),
+        pki::CERT_LIFETIME,
+    )?;
+    let server_tls =
+        tls::server_config(&plan.ca.cert_pem, &plan.cert.cert_pem, &plan.cert.key_pem)?;
+    let listen = opts
+        .listen
+        .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, plan.cluster.api_port)));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for the API"))?;
+    log(&format!(
+        "API of cluster `{}` listening on https://{listen}",
+        plan.cluster.name
+    ));
+    let api = tokio::spawn(serve(listener, server_tls, Arc::new(state)));
+
+    // A master is a node too: it joins through its own API.
+    let own = format!("{}:{}", Ipv4Addr::LOCALHOST, listen.port());
+    let node = run_agent(AgentOptions {
+        state_dir: opts.state_dir.clone(),
+        user_data: ud.clone(),
+        endpoints: Some(vec![own]),
+    });
+    tokio::select! {
+        r = node => r,
+        r = api => r.context("the API server stopped"),
+    }
+}
+
+async fn wait_quorum(store: &Store) {
+    let mut delay = Duration::from_millis(200);
+    let mut last = String::new();
+    loop {
+        match store.check_quorum().await {
+            Ok(()) => {
+                log("etcd has quorum");
+                return;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if msg != last {
+                    log(&format!("waiting for etcd quorum: {msg}"));
+                    last = msg;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Writes etcd's certificate, environment file and drop-in, then starts
+/// `etcd.service` through systemd.
+async fn start_etcd(plan: &Plan, paths: &EtcdPaths) -> anyhow::Result<()> {
+    let rendered = render::render(&plan.cluster, &plan.me, paths);
+    write_private(&paths.cert(), &plan.cert.cert_pem)?;
+    write_private(&paths.key(), &plan.cert.key_pem)?;
+    write_private(&paths.ca(), &plan.ca.cert_pem)?;
+    write_private(&paths.env_file, &rendered.env)?;
+    write_private(&paths.dropin, &rendered.dropin)?;
+    std::fs::set_permissions(
+        &paths.dropin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(|| format!("cannot chmod {}", paths.dropin.display()))?;
+    // etcd runs as its own user: it must own its data and key. On an image
+    // /var is the state partition, so /var/lib/etcd may not exist yet.
+    let data_parent = paths
+        .data_dir
+        .parent()
+        .unwrap_or(&paths.data_dir)
+        .to_path_buf();
+    std::fs::create_dir_all(&data_parent)
+        .with_context(|| format!("cannot create {}", data_parent.display()))?;
+    if let Some((uid, gid)) = user_ids("etcd") {
+        for p in [
+            &data_parent,
+            &paths.pki_dir,
+            &paths.cert(),
+            &paths.key(),
+            &paths.ca(),
+        ] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                .with_context(|| format!("cannot chown {} to etcd", p.display()))?;
+        }
+    }
+    let systemd = Systemd::system().await?;
+    systemd.reload().await?;
+    let job = systemd.start_unit("etcd.service").await?;
+    log(&format!(
+        "started etcd.service as member `{}` (job {})",
+        plan.me.name,
+        job.as_str()
+    ));
+    Ok(())
+}
+
+/// The uid and gid of `user` from `/etc/passwd`.
+fn user_ids(user: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string(Path::new("/etc/passwd")).ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&user) && f.len() > 3)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+    })
+}

@@ -1,0 +1,68 @@
+//! Cluster formation: `strata cluster init` ([`init`]), the CLI's context
+//! ([`context`]), a node's identity under its state directory
+//! ([`identity`]), joining and heartbeats ([`node`]), the masters' control
+//! plane ([`master`]) and the node model ([`model`]).
+//!
+//! The daemon calls [`run_master`] on masters and [`run_agent`] on private
+//! and public agents; both run until the process ends.
+
+pub mod bench;
+pub mod context;
+pub mod identity;
+pub mod init;
+pub mod master;
+pub mod model;
+pub mod node;
+pub mod show;
+pub mod sysinfo;
+
+use std::path::PathBuf;
+
+pub use master::{MasterOptions, run_master};
+pub use node::{AgentOptions, run_agent};
+
+/// Runs the cluster side of a node from its user-data until the process
+/// ends: [`run_master`] (etcd through systemd, the API, membership) on
+/// masters, [`run_agent`] (join, register, heartbeats) on agents. What the
+/// daemon calls once `bootstrap::discover` returned the user-data.
+pub async fn run(
+    state_dir: PathBuf,
+    user_data: configs::user_data::UserData,
+) -> anyhow::Result<()> {
+    if user_data.role == configs::Role::Master {
+        run_master(MasterOptions {
+            state_dir,
+            user_data,
+            etcd_paths: crate::etcd::render::EtcdPaths::standard(),
+            listen: None,
+        })
+        .await
+    } else {
+        run_agent(AgentOptions {
+            state_dir,
+            user_data,
+            endpoints: None,
+        })
+        .await
+    }
+}
+
+/// Writes one line to the agent's log (stderr, which systemd's journal keeps).
+pub fn log(message: &str) {
+    eprintln!("strata: {message}");
+}
+
+/// Where a node keeps what it learned; `/var/lib/strata` on an image.
+pub fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/strata")
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! The node model shared by the API, the store and the CLI: what a node
+//! registers, what the cluster keeps about it, and how its state is derived.
+
+use std::collections::BTreeMap;
+
+use configs::Role;
+use serde::{Deserialize, Serialize};
+
+/// What a node tells the cluster about itself when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: Role,
+    /// Underlay addresses, the one the masters see first.
+    pub addresses: Vec<String>,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    /// Size of the filesystem holding the node's state.
+    pub disk_bytes: u64,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// What the cluster keeps about a node (`/strata/nodes/<name>` in etcd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// Hex sha256 of the node's public key: its identity across restarts.
+    pub key_sha256: String,
+    /// Unix seconds of the first join.
+    pub joined_at: u64,
+    /// Unix seconds of the last registration (every agent start).
+    pub registered_at: u64,
+}
+
+/// Liveness as the cluster sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Heartbeats arrive within the grace period.
+    Ready,
+    /// Registered but no heartbeat for the grace period.
+    Unreachable,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeState::Ready => "Ready",
+            NodeState::Unreachable => "Unreachable",
+        })
+    }
+}
+
+/// The value of `/strata/alive/<name>`, a key bound to the node's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alive {
+    pub lease: i64,
+    /// Unix seconds since which heartbeats arrive without a gap.
+    pub since: u64,
+}
+
+/// A node with its derived state, as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub record: NodeRecord,
+    pub state: NodeState,
+    /// Unix seconds since which the node is Ready, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<u64>,
+}
+
+/// Derives the state of each node from the records and the live leases.
+pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) -> Vec<NodeStatus> {
+    let mut out: Vec<NodeStatus> = records
+        .into_iter()
+        .map(|record| {
+            let live = alive.get(&record.info.name);
+            NodeStatus {
+                state: if live.is_some() {
+                    NodeState::Ready
+                } else {
+                    NodeState::Unreachable
+                },
+                ready_since: live.map(|a| a.since),
+                record,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.record.info.role, &a.record.info.name).cmp(&(b.record.info.role, &b.record.info.name))
+    });
+    out
+}
+
+/// A node asks to join: it proves it holds the join token and sends a
+/// certificate signing request for its own key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub name: String,
+    pub role: Role,
+    pub csr_pem: String,
+}
+
+/// What a joining node receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub cert_pem: String,
+    pub ca_pem: String,
+    pub settings: NodeSettings,
+}
+
+/// Cluster settings a node needs at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSettings {
+    pub cluster: String,
+    pub heartbeat_interval_seconds: u32,
+    pub grace_seconds: u32,
+    /// API endpoints of every master.
+    pub masters: Vec<String>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// Seconds the node stays Ready without another heartbeat.
+    pub ttl_seconds: i64,
+    pub settings: NodeSettings,
+}
+
+/// One master as `cluster status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterStatus {
+    /// The etcd member name.
+    pub name: String,
+    /// The member's etcd client URL that was asked.
+    pub endpoint: String,
+    /// Whether the member answered a status request.
+    pub healthy: bool,
+    pub leader: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The whole cluster at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    /// The master that answered this request.
+    pub answered_by: String,
+    pub masters: Vec<MasterStatus>,
+    /// Name of the etcd leader, when there is one.
+    pub etcd_leader: Option<String>,
+    /// Whether a majority of the etcd members is healthy.
+    pub etcd_quorum: bool,
+    pub nodes_ready: usize,
+    pub nodes_total: usize,
+}
+
+/// An error body of the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub error: String,
+}

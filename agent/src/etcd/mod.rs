@@ -1,0 +1,279 @@
+//! The only module that talks to etcd (`etcd-client`). It keeps the cluster
+//! state: node records under `/strata/nodes/`, and one lease-bound key per
+//! live node under `/strata/alive/`, kept alive by the node's heartbeats
+//! through the API. The configuration a master renders for its own etcd is
+//! in [`render`].
+
+pub mod render;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper,
+    PutOptions, TlsOptions,
+};
+
+use crate::cluster::model::{Alive, MasterStatus, NodeRecord};
+
+const NODES: &str = "/strata/nodes/";
+const ALIVE: &str = "/strata/alive/";
+const PROBE: &str = "/strata/probe";
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdConnect {
+    /// Client URLs (`https://10.9.0.10:2379` or `http://127.0.0.1:2379`).
+    pub endpoints: Vec<String>,
+    /// Mutual TLS for `https` endpoints: the CA and this master's client
+    /// certificate and key, all PEM.
+    pub tls: Option<EtcdTls>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// What can go wrong talking to etcd.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("etcd at {endpoints}: {source}")]
+    Etcd {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    #[error("etcd at {endpoints} did not answer within {seconds}s")]
+    Timeout { endpoints: String, seconds: u64 },
+    #[error("etcd key {key} holds bad data: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+type KeepAlive = Arc<tokio::sync::Mutex<Option<(i64, LeaseKeeper, LeaseKeepAliveStream)>>>;
+
+/// A connection to the cluster's etcd.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    endpoints: String,
+    connect: EtcdConnect,
+    /// Open keep-alive streams of nodes whose heartbeats this master serves.
+    keepalives: Arc<Mutex<HashMap<String, KeepAlive>>>,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn options(c: &EtcdConnect) -> ConnectOptions {
+    let mut o = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(CALL_TIMEOUT);
+    if let Some(tls) = &c.tls {
+        o = o.with_tls(
+            TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem)),
+        );
+    }
+    o
+}
+
+impl Store {
+    /// Connects (lazily: a down etcd shows up on the first call).
+    pub async fn connect(c: &EtcdConnect) -> Result<Store, Error> {
+        let endpoints = c.endpoints.join(",");
+        let client = Client::connect(&c.endpoints, Some(options(c)))
+            .await
+            .map_err(|source| Error::Etcd {
+                endpoints: endpoints.clone(),
+                source,
+            })?;
+        Ok(Store {
+            client,
+            endpoints,
+            connect: c.clone(),
+            keepalives: Arc::default(),
+        })
+    }
+
+    fn err(&self, source: etcd_client::Error) -> Error {
+        Error::Etcd {
+            endpoints: self.endpoints.clone(),
+            source,
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        f: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(CALL_TIMEOUT, f).await {
+            Ok(r) => r.map_err(|e| self.err(e)),
+            Err(_) => Err(Error::Timeout {
+                endpoints: self.endpoints.clone(),
+                seconds: CALL_TIMEOUT.as_secs(),
+            }),
+        }
+    }
+
+    /// One linearizable read: it succeeds only when a quorum of members is up.
+    pub async fn check_quorum(&self) -> Result<(), Error> {
+        let mut kv = self.client.kv_client();
+        self.timed(kv.get(PROBE, None)).await.map(|_| ())
+    }
+
+    pub async fn put_node(&self, record: &NodeRecord) -> Result<(), Error> {
+        let mut kv = self.client.kv_client();
+        let value = serde_json::to_vec(record).expect("a node record always serializes");
+        self.timed(kv.put(format!("{NODES}{}", record.info.name), value, None))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_node(&self, name: &str) -> Result<Option<NodeRecord>, Error> {
+        let key = format!("{NODES}{name}");
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(key.clone(), None)).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(&key, kv.value()))
+            .transpose()
+    }
+
+    pub async fn list_nodes(&self) -> Result<Vec<NodeRecord>, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(kv.get(NODES, Some(GetOptions::new().with_prefix())))
+            .await?;
+        resp.kvs()
+            .iter()
+            .map(|kv| decode(&String::from_utf8_lossy(kv.key()), kv.value()))
+            .collect()
+    }
+
+    /// The live nodes: name to the value of its lease-bound key.
+    pub async fn alive(&self) -> Result<BTreeMap<String, Alive>, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(kv.get(ALIVE, Some(GetOptions::new().with_prefix())))
+            .await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let name = key.trim_start_matches(ALIVE).to_string();
+            out.insert(name, decode(&key, kv.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Records one heartbeat of `name`: renews its lease, or grants a new
+    /// one of `grace_seconds` and binds its alive key to it when the old one
+    /// expired. Returns the lease's remaining seconds.
+    pub async fn heartbeat(&self, name: &str, grace_seconds: u32, now: u64) -> Result<i64, Error> {
+        let slot = {
+            let mut map = self.keepalives.lock().expect("keepalive map lock poisoned");
+            map.entry(name.to_string()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some((_, keeper, stream)) = slot.as_mut() {
+            let renewed = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            };
+            match self.timed(renewed).await {
+                Ok(Some(resp)) if resp.ttl() > 0 => return Ok(resp.ttl()),
+                // Expired, or the stream broke: start again below.
+                Ok(_) | Err(_) => *slot = None,
+            }
+        }
+        // A lease this master does not know yet may still be alive (the
+        // node heartbeated through another master before).
+        let key = format!("{ALIVE}{name}");
+        let mut kv = self.client.kv_client();
+        let existing = self.timed(kv.get(key.clone(), None)).await?;
+        let mut lease = self.client.lease_client();
+        if let Some(alive) = existing
+            .kvs()
+            .first()
+            .map(|kv| decode::<Alive>(&key, kv.value()))
+            .transpose()?
+        {
+            let (mut keeper, mut stream) = self.timed(lease.keep_alive(alive.lease)).await?;
+            self.timed(keeper.keep_alive()).await?;
+            if let Some(resp) = self.timed(stream.message()).await?
+                && resp.ttl() > 0
+            {
+                *slot = Some((alive.lease, keeper, stream));
+                return Ok(resp.ttl());
+            }
+        }
+        let granted = self
+            .timed(lease.grant(i64::from(grace_seconds), None))
+            .await?;
+        let value = serde_json::to_vec(&Alive {
+            lease: granted.id(),
+            since: now,
+        })
+        .expect("alive always serializes");
+        self.timed(kv.put(key, value, Some(PutOptions::new().with_lease(granted.id()))))
+            .await?;
+        let (keeper, stream) = self.timed(lease.keep_alive(granted.id())).await?;
+        *slot = Some((granted.id(), keeper, stream));
+        Ok(granted.ttl())
+    }
+
+    /// Every member with its health and whether it leads; each member is
+    /// asked on its own client URL.
+    pub async fn members(&self) -> Result<Vec<MasterStatus>, Error> {
+        let mut cluster = self.client.cluster_client();
+        let list = self.timed(cluster.member_list()).await?;
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, m) in list.members().iter().enumerate() {
+            let endpoint = m.client_urls().first().cloned().unwrap_or_default();
+            let mut status = MasterStatus {
+                name: m.name().to_string(),
+                endpoint: endpoint.clone(),
+                healthy: false,
+                leader: false,
+                version: None,
+                error: None,
+            };
+            let one = EtcdConnect {
+                endpoints: vec![endpoint.clone()],
+                tls: self.connect.tls.clone(),
+            };
+            let id = m.id();
+            // Every member is asked at once, so a dead one costs the
+            // timeout once, not once per member.
+            asks.spawn(async move {
+                let asked = async {
+                    let mut c = Client::connect([endpoint.as_str()], Some(options(&one))).await?;
+                    c.status().await
+                };
+                match tokio::time::timeout(Duration::from_secs(3), asked).await {
+                    Ok(Ok(s)) => {
+                        status.healthy = true;
+                        status.leader = s.leader() == id;
+                        status.version = Some(s.version().to_string());
+                    }
+                    Ok(Err(e)) => status.error = Some(e.to_string()),
+                    Err(_) => status.error = Some("no answer within 3s".to_string()),
+                }
+                (i, status)
+            });
+        }
+        let mut out: Vec<(usize, MasterStatus)> = asks.join_all().await;
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, s)| s).collect())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(value).map_err(|e| Error::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}

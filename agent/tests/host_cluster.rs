@@ -1,0 +1,679 @@
+//! Cluster formation for real: one master with a real etcd (Debian's
+//! `etcd`, started here with mutual TLS from the cluster CA) and two agents,
+//! each `strata` process in its own network namespace, the agents' joined
+//! to the master's by veth pairs on a bridge. Checks join, heartbeats, loss
+//! after an agent is killed, rejoin with the same identity, and that a wrong
+//! token, an unauthenticated call, a foreign and an expired certificate are
+//! refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use agent::api::client::{ApiClient, Auth, ClientError};
+use agent::api::tls;
+use agent::cluster::model::{NodeState, NodeStatus};
+use agent::pki::{Ca, NodeKey};
+use agent::testenv::{Need, require};
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+const MASTER_IP: &str = "10.77.0.1";
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Network namespaces, deleted (with their links) on drop.
+struct Netns(Vec<String>);
+
+impl Netns {
+    fn add(&mut self, name: &str) {
+        run("ip", &["netns", "add", name]);
+        self.0.push(name.to_string());
+        run("ip", &["-n", name, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// A process killed on drop; its output goes to a log file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(netns: &str, program: &str, args: &[&str], log: &Path) -> Proc {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, program])
+            .args(args)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `f` on a thread inside network namespace `netns`.
+fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on a valid namespace fd only changes this thread's
+        // network namespace; the thread ends when `f` returns.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+struct Cluster {
+    dir: PathBuf,
+    master_ns: String,
+    context: PathBuf,
+}
+
+impl Cluster {
+    /// `strata` CLI in the master's namespace.
+    fn cli(&self, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.master_ns, STRATA];
+        full.extend_from_slice(args);
+        let ctx = self.context.display().to_string();
+        full.extend_from_slice(&["--context", &ctx]);
+        run("ip", &full)
+    }
+
+    fn nodes(&self) -> Vec<NodeStatus> {
+        self.try_nodes().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_nodes(&self) -> Result<Vec<NodeStatus>, String> {
+        let ctx = self.context.display().to_string();
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.master_ns,
+                STRATA,
+                "node",
+                "list",
+                "--json",
+                "--context",
+                &ctx,
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("node list JSON: {e}"))
+    }
+
+    /// Waits until `pred` holds for the node list, or panics with `what`.
+    fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[NodeStatus]) -> bool,
+    ) -> Vec<NodeStatus> {
+        let start = Instant::now();
+        loop {
+            let nodes = self.try_nodes();
+            if let Ok(nodes) = &nodes
+                && pred(nodes)
+            {
+                eprintln!("{what}: after {:.1}s", start.elapsed().as_secs_f64());
+                return nodes.clone();
+            }
+            let logs = ["master.log", "agent-1.log", "agent-2.log", "etcd.log"].map(|f| {
+                format!(
+                    "--- {f}:\n{}",
+                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
+                )
+            });
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}; nodes: {nodes:#?}\n{}",
+                logs.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn state(nodes: &[NodeStatus], name: &str) -> Option<NodeState> {
+    nodes
+        .iter()
+        .find(|n| n.record.info.name == name)
+        .map(|n| n.state)
+}
+
+fn node<'a>(nodes: &'a [NodeStatus], name: &str) -> &'a NodeStatus {
+    nodes
+        .iter()
+        .find(|n| n.record.info.name == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+}
+
+#[test]
+fn master_and_two_agents_join_heartbeat_and_survive_loss() {
+    if !require(
+        "host_cluster",
+        &[Need::Root, Need::Program("etcd"), Need::Program("ip")],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let id = std::process::id() % 100_000;
+    let master_ns = format!("sc{id}-m");
+    let agent_ns = [format!("sc{id}-a1"), format!("sc{id}-a2")];
+    let mut netns = Netns(Vec::new());
+
+    // The underlay: a bridge in the master's namespace, one veth per agent.
+    netns.add(&master_ns);
+    run(
+        "ip",
+        &["-n", &master_ns, "link", "add", "br0", "type", "bridge"],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &master_ns,
+            "addr",
+            "add",
+            &format!("{MASTER_IP}/24"),
+            "dev",
+            "br0",
+        ],
+    );
+    run("ip", &["-n", &master_ns, "link", "set", "br0", "up"]);
+    for (i, ns) in agent_ns.iter().enumerate() {
+        netns.add(ns);
+        let host_end = format!("veth{}", i + 1);
+        run(
+            "ip",
+            &[
+                "-n", &master_ns, "link", "add", &host_end, "type", "veth", "peer", "name", "eth0",
+                "netns", ns,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n", &master_ns, "link", "set", &host_end, "master", "br0", "up",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.77.0.{}/24", 11 + i),
+                "dev",
+                "eth0",
+            ],
+        );
+        run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+    }
+
+    // The operator's side: cluster.toml and `strata cluster init`.
+    let etcd_port = 20_000 + (id % 20_000) as u16;
+    let api_port = 6443;
+    let cluster_toml = format!(
+        "name = \"host\"\nmasters = [\"{MASTER_IP}\"]\napi_port = {api_port}\n\
+         [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
+         [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n\
+         [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"{MASTER_IP}/24\"\n\
+         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.77.0.11/24\"\n\
+         [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.77.0.12/24\"\n"
+    );
+    std::fs::write(dir.join("cluster.toml"), &cluster_toml).expect("cluster.toml");
+    let out = dir.join("out");
+    run(
+        STRATA,
+        &[
+            "cluster",
+            "init",
+            "--config",
+            &dir.join("cluster.toml").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    let ca = Ca {
+        cert_pem: std::fs::read_to_string(out.join("ca.crt")).expect("ca.crt"),
+        key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
+    };
+
+    // A real etcd in the master's namespace, mutual TLS from the cluster CA.
+    let etcd_cert = ca
+        .issue_master(
+            "etcd",
+            &["127.0.0.1".to_string()],
+            Duration::from_secs(3600),
+        )
+        .expect("etcd cert");
+    let pki = dir.join("etcd-pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let client_url = format!("https://127.0.0.1:{etcd_port}");
+    let peer_url = format!("http://127.0.0.1:{}", etcd_port + 1);
+    let _etcd = Proc::spawn(
+        &master_ns,
+        "etcd",
+        &[
+            "--name",
+            "etcd-host",
+            "--data-dir",
+            &dir.join("etcd-data").display().to_string(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("etcd-host={peer_url}"),
+            "--cert-file",
+            &p("etcd.crt"),
+            "--key-file",
+            &p("etcd.key"),
+            "--trusted-ca-file",
+            &p("ca.crt"),
+            "--client-cert-auth",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ],
+        &dir.join("etcd.log"),
+    );
+
+    // The nodes: the real binary, each in its namespace.
+    let ud = |n: &str| {
+        out.join("user-data")
+            .join(format!("{n}.toml"))
+            .display()
+            .to_string()
+    };
+    let state_dir = |n: &str| dir.join("state").join(n).display().to_string();
+    let master = Proc::spawn(
+        &master_ns,
+        STRATA,
+        &[
+            "cluster",
+            "run-node",
+            "--user-data",
+            &ud("master-1"),
+            "--state-dir",
+            &state_dir("master-1"),
+        ],
+        &dir.join("master.log"),
+    );
+    let spawn_agent = |i: usize, log: &str| {
+        let name = format!("agent-{}", i + 1);
+        Proc::spawn(
+            &agent_ns[i],
+            STRATA,
+            &[
+                "cluster",
+                "run-node",
+                "--user-data",
+                &ud(&name),
+                "--state-dir",
+                &state_dir(&name),
+            ],
+            &dir.join(log),
+        )
+    };
+    let mut agent1 = spawn_agent(0, "agent-1.log");
+    let _agent2 = spawn_agent(1, "agent-2.log");
+    let c = Cluster {
+        dir: dir.clone(),
+        master_ns: master_ns.clone(),
+        context: out.join("cli/context.toml"),
+    };
+
+    // Join and heartbeats: everyone Ready, masters listed as nodes too.
+    let ready = |nodes: &[NodeStatus]| {
+        ["master-1", "agent-1", "agent-2"]
+            .iter()
+            .all(|n| state(nodes, n) == Some(NodeState::Ready))
+    };
+    let nodes = c.wait("all nodes Ready", Duration::from_secs(60), ready);
+    assert_eq!(nodes.len(), 3, "{nodes:#?}");
+    let a1 = node(&nodes, "agent-1").clone();
+    assert_eq!(a1.record.info.role, configs::Role::Private);
+    assert_eq!(
+        node(&nodes, "agent-2").record.info.role,
+        configs::Role::Public
+    );
+    assert_eq!(
+        node(&nodes, "master-1").record.info.role,
+        configs::Role::Master
+    );
+    assert_eq!(
+        a1.record.info.addresses.first().map(String::as_str),
+        Some("10.77.0.11")
+    );
+    assert!(
+        a1.record.info.cpus >= 1
+            && a1.record.info.memory_bytes > 0
+            && a1.record.info.disk_bytes > 0
+    );
+
+    let table = c.cli(&["node", "list"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("agent-2") && l.contains("public") && l.contains("Ready")),
+        "{table}"
+    );
+    let status = c.cli(&["cluster", "status"]);
+    assert!(
+        status.contains("etcd healthy, leader etcd-host, 3/3 node(s) Ready"),
+        "{status}"
+    );
+    let show = c.cli(&["node", "show", "agent-1"]);
+    assert!(
+        show.contains(&format!("key sha256:  {}", a1.record.key_sha256)),
+        "{show}"
+    );
+
+    // Heartbeats keep the nodes Ready well past the grace period.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        ready(&c.nodes()),
+        "a node went unreachable while heartbeating"
+    );
+
+    // Node loss: kill agent-1; it turns Unreachable, agent-2 stays Ready.
+    agent1.kill();
+    let nodes = c.wait("agent-1 Unreachable", Duration::from_secs(15), |n| {
+        state(n, "agent-1") == Some(NodeState::Unreachable)
+    });
+    assert_eq!(state(&nodes, "agent-2"), Some(NodeState::Ready));
+    assert_eq!(state(&nodes, "master-1"), Some(NodeState::Ready));
+
+    // Rejoin with the same identity: same key, same first join.
+    let agent1 = spawn_agent(0, "agent-1-again.log");
+    let nodes = c.wait("agent-1 Ready again", Duration::from_secs(30), |n| {
+        state(n, "agent-1") == Some(NodeState::Ready)
+    });
+    let again = node(&nodes, "agent-1");
+    assert_eq!(again.record.key_sha256, a1.record.key_sha256);
+    assert_eq!(again.record.joined_at, a1.record.joined_at);
+    assert!(
+        agent1.log().contains("keeps its identity"),
+        "{}",
+        agent1.log()
+    );
+
+    // A wrong token: refused, and the agent says why in its log and health.
+    let good = std::fs::read_to_string(ud("agent-2")).expect("user-data");
+    let token_line = good
+        .lines()
+        .find(|l| l.starts_with("join_token"))
+        .expect("join_token line");
+    let (head, _) = token_line.rsplit_once('.').expect("token secret");
+    let bad = good
+        .replace(token_line, &format!("{head}.{}\"", "0".repeat(48)))
+        .replace("name = \"agent-2\"", "name = \"intruder\"");
+    std::fs::write(dir.join("intruder.toml"), bad).expect("write");
+    let intruder = Proc::spawn(
+        &agent_ns[1],
+        STRATA,
+        &[
+            "cluster",
+            "run-node",
+            "--user-data",
+            &dir.join("intruder.toml").display().to_string(),
+            "--state-dir",
+            &state_dir("intruder"),
+        ],
+        &dir.join("intruder.log"),
+    );
+    let health = dir.join("state/intruder/health/cluster.json");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&health).is_ok_and(|h| h.contains("retrying")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "intruder log: {}",
+            intruder.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let h = std::fs::read_to_string(&health).expect("health");
+    assert!(
+        h.contains("the join token is wrong: its secret is not this cluster's"),
+        "{h}"
+    );
+    assert!(
+        intruder.log().contains("join failed, retrying"),
+        "{}",
+        intruder.log()
+    );
+    assert!(
+        state(&c.nodes(), "intruder").is_none(),
+        "the intruder was registered"
+    );
+
+    // Calls without credentials, with a foreign certificate and with an
+    // expired one, made from an agent's namespace.
+    let ca_pem = ca.cert_pem.clone();
+    let endpoint = format!("{MASTER_IP}:{api_port}");
+    let ca2 = ca.clone();
+    let errors = in_netns(&agent_ns[0], move || {
+        block_on(async move {
+            let call = |tls: rustls::ClientConfig, auth: Auth| {
+                let client = ApiClient::new(vec![endpoint.clone()], tls, auth);
+                async move { client.get::<Vec<NodeStatus>>("/v1/nodes").await.map(|_| ()) }
+            };
+            let anonymous = call(tls::client_config(&ca_pem, None).expect("tls"), Auth::Tls).await;
+            let bad_bearer = call(
+                tls::client_config(&ca_pem, None).expect("tls"),
+                Auth::Bearer("strata-cli.v1.nope".into()),
+            )
+            .await;
+            let foreign_ca = Ca::generate("other").expect("ca");
+            let key = NodeKey::generate().expect("key");
+            let foreign = foreign_ca
+                .sign_node_csr(
+                    "agent-2",
+                    &key.csr("agent-2").expect("csr"),
+                    Duration::from_secs(3600),
+                )
+                .expect("sign");
+            let foreign = call(
+                tls::client_config(&ca_pem, Some((&foreign.cert_pem, &key.key_pem))).expect("tls"),
+                Auth::Tls,
+            )
+            .await;
+            let day = Duration::from_secs(86_400);
+            let expired = ca2
+                .sign_node_csr_between(
+                    "agent-2",
+                    &key.csr("agent-2").expect("csr"),
+                    SystemTime::now() - 2 * day,
+                    SystemTime::now() - day,
+                )
+                .expect("sign");
+            let expired = call(
+                tls::client_config(&ca_pem, Some((&expired.cert_pem, &key.key_pem))).expect("tls"),
+                Auth::Tls,
+            )
+            .await;
+            [anonymous, bad_bearer, foreign, expired]
+        })
+    });
+    let [anonymous, bad_bearer, foreign, expired] = errors;
+    let msg = |r: Result<(), ClientError>| r.expect_err("the call must be refused").to_string();
+    let anonymous = msg(anonymous);
+    assert!(
+        anonymous.contains(
+            "(401): authentication required: present a node certificate or a bearer token"
+        ),
+        "{anonymous}"
+    );
+    let bad_bearer = msg(bad_bearer);
+    assert!(
+        bad_bearer.contains("(401): the bearer token is not valid for this cluster"),
+        "{bad_bearer}"
+    );
+    let foreign = msg(foreign);
+    assert!(
+        foreign.contains("the master does not trust this node's certificate"),
+        "{foreign}"
+    );
+    let expired = msg(expired);
+    assert!(
+        expired.contains("the master says this node's certificate has expired"),
+        "{expired}"
+    );
+    let master_log = master.log();
+    assert!(master_log.contains("TLS handshake with"), "{master_log}");
+}
+
+/// The systemd client against a private `dbus-daemon`: a peer on that bus
+/// owns systemd's name and records the calls, so the method names and
+/// arguments that would start etcd in an image are checked on a real bus.
+#[test]
+fn systemd_client_starts_a_unit_over_dbus() {
+    use futures_util::StreamExt;
+
+    if !require("host_cluster systemd", &[Need::Program("dbus-daemon")]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let socket = tmp.path().join("bus");
+    let mut daemon = Command::new("dbus-daemon")
+        .args([
+            "--session",
+            "--nofork",
+            "--print-address=1",
+            &format!("--address=unix:path={}", socket.display()),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dbus-daemon");
+    let address = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(daemon.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("address");
+        line.trim().to_string()
+    };
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Kill(daemon);
+
+    let calls = block_on(async move {
+        let systemd = zbus::conn::Builder::address(address.as_str())
+            .name("org.freedesktop.systemd1")
+            .build()
+            .await
+            .expect("peer connection");
+        let mut stream = zbus::MessageStream::from(&systemd);
+        let peer = tokio::spawn(async move {
+            let mut calls = Vec::new();
+            while let Some(Ok(msg)) = stream.next().await {
+                let h = msg.header();
+                if h.interface().map(|i| i.as_str()) != Some("org.freedesktop.systemd1.Manager") {
+                    continue;
+                }
+                let member = h.member().map(|m| m.to_string()).unwrap_or_default();
+                match member.as_str() {
+                    "Reload" => {
+                        calls.push("Reload".to_string());
+                        systemd.reply(&h, &()).await.expect("reply");
+                    }
+                    "StartUnit" => {
+                        let (unit, mode): (String, String) =
+                            msg.body().deserialize().expect("(ss)");
+                        calls.push(format!("StartUnit {unit} {mode}"));
+                        let job = zbus::ObjectPath::try_from("/org/freedesktop/systemd1/job/7")
+                            .expect("path");
+                        systemd.reply(&h, &job).await.expect("reply");
+                        return calls;
+                    }
+                    other => calls.push(format!("unexpected {other}")),
+                }
+            }
+            calls
+        });
+        let calls = async {
+            let client = agent::systemd::Systemd::at(&address).await.expect("client");
+            client.reload().await.expect("reload");
+            let job = client.start_unit("etcd.service").await.expect("start");
+            assert_eq!(job.as_str(), "/org/freedesktop/systemd1/job/7");
+            peer.await.expect("peer")
+        };
+        tokio::time::timeout(Duration::from_secs(20), calls)
+            .await
+            .expect("systemd calls answered within 20s")
+    });
+    assert_eq!(calls, ["Reload", "StartUnit etcd.service replace"]);
+}
