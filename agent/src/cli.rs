@@ -50,7 +50,9 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Config { command: ConfigCommand::Check { file, kind } } => {
+        Command::Config {
+            command: ConfigCommand::Check { file, kind },
+        } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let name = file.display().to_string();
