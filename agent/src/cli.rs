@@ -62,3 +62,64 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+    use expect_test::{Expect, expect};
+
+    use super::{Cli, run};
+
+    /// Runs the CLI with `args` and compares its error (or "ok") with `expected`.
+    fn check(args: &[&str], expected: Expect) {
+        let actual = match Cli::try_parse_from(args) {
+            Ok(cli) => match run(cli) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("error: {e:#}"),
+            },
+            Err(e) => e.to_string(),
+        };
+        expected.assert_eq(actual.trim_end());
+    }
+
+    #[test]
+    fn help_lists_only_working_subcommands() {
+        let help = Cli::command().render_help().to_string();
+        expect![[r#"
+            Strata: an immutable cluster OS. Node agent and CLI
+
+            Usage: strata <COMMAND>
+
+            Commands:
+              config  Validate Strata configuration files (cluster.toml, role defaults, user-data)
+              help    Print this message or the help of the given subcommand(s)
+
+            Options:
+              -h, --help     Print help
+              -V, --version  Print version
+        "#]]
+        .assert_eq(&help);
+    }
+
+    #[test]
+    fn config_check() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/cluster.example.toml"
+        );
+        check(&["strata", "config", "check", example], expect!["ok"]);
+        check(
+            &["strata", "config", "check", "/nonexistent/cluster.toml"],
+            expect![
+                "error: cannot read /nonexistent/cluster.toml: No such file or directory (os error 2)"
+            ],
+        );
+        check(
+            &["strata", "config", "check", "--kind", "bogus", example],
+            expect![[r#"
+                error: invalid value 'bogus' for '--kind <KIND>': unknown kind `bogus`, expected one of role, cluster, user-data
+
+                For more information, try '--help'."#]],
+        );
+    }
+}

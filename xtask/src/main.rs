@@ -1,1 +1,5 @@
-fn main() {}
+//! `cargo xtask`: the project's build and test driver. The work lives in the library.
+
+fn main() -> std::process::ExitCode {
+    xtask::main()
+}
