@@ -6,4 +6,7 @@
 //! outside system (libcontainer, rtnetlink, zbus, etcd).
 
 pub mod cli;
+pub mod daemon;
+pub mod health;
+pub mod notify;
 pub mod testenv;

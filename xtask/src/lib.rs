@@ -2,6 +2,7 @@
 //! benchmarks. Only the xtask runs host tools; the crates stay pure.
 
 pub mod deps;
+pub mod image;
 pub mod sh;
 pub mod test;
 
@@ -23,6 +24,8 @@ enum Command {
     /// Run the test tiers (format, clippy, unit, host integration, QEMU),
     /// installing what they need first.
     Test(test::Args),
+    /// Build the bootable disk images of the roles.
+    Image(image::Args),
 }
 
 /// Runs the xtask CLI and maps errors to an exit code.
@@ -30,6 +33,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
+        Command::Image(args) => image::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
