@@ -118,7 +118,10 @@ pub fn count_boot(state_dir: &Path) -> anyhow::Result<u64> {
 /// Step 5: health file, console marker, systemd readiness.
 fn report(opts: &Options, health: &Health) -> anyhow::Result<()> {
     health::write(&opts.run_dir, health)?;
-    let line = health.marker();
+    let mut line = health.marker();
+    for p in &health.problems {
+        line.push_str(&format!("\r\nSTRATA-PROBLEM {p}"));
+    }
     println!("{line}");
     if let Some(console) = &opts.console {
         let written = [console.as_path(), Path::new("/dev/console")]

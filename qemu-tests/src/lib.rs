@@ -203,20 +203,10 @@ pub fn overlay(base: &Path, overlay: &Path, grow_mib: u64) -> anyhow::Result<()>
 }
 
 fn qcow2_virtual_size(path: &Path) -> anyhow::Result<u64> {
-    let out = Command::new("qemu-img")
-        .args(["info", "--output=json"])
-        .arg(path)
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let at = text
-        .find("\"virtual-size\":")
-        .context("qemu-img info printed no virtual-size")?;
-    let digits: String = text[at + 15..]
-        .trim_start()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    Ok(digits.parse()?)
+    let out = Command::new("qemu-img").args(["info", "--output=json"]).arg(path).output()?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("qemu-img info {}: not JSON", path.display()))?;
+    info["virtual-size"].as_u64().with_context(|| format!("qemu-img info {}: no virtual-size", path.display()))
 }
 
 fn run(c: &mut Command) -> anyhow::Result<()> {
@@ -348,22 +338,24 @@ impl Vm {
         Ok(())
     }
 
-    /// Asks the guest to power off (ACPI) and waits for QEMU to exit; kills
-    /// it after `timeout`.
+    /// Asks the guest to power off (ACPI power button, pressed again every
+    /// 10 s: a press before logind watches the button is lost) and waits for
+    /// QEMU to exit; fails after `timeout` (and the VM is killed on drop).
     pub fn shutdown(mut self, timeout: Duration) -> anyhow::Result<()> {
-        self.qmp("system_powerdown")?;
         let deadline = Instant::now() + timeout;
+        let mut next_press = Instant::now();
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
                 return Ok(());
             }
+            if Instant::now() >= next_press {
+                // QEMU may exit between the check and the press.
+                let _ = self.qmp("system_powerdown");
+                next_press = Instant::now() + Duration::from_secs(10);
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        bail!(
-            "{}: did not power off within {:.0}s",
-            self.config.name,
-            timeout.as_secs_f64()
-        )
+        bail!("{}: did not power off within {:.0}s", self.config.name, timeout.as_secs_f64())
     }
 
     /// Waits for QEMU to exit by itself (the terminal console of `cargo xtask qemu`).
