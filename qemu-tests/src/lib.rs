@@ -203,10 +203,15 @@ pub fn overlay(base: &Path, overlay: &Path, grow_mib: u64) -> anyhow::Result<()>
 }
 
 fn qcow2_virtual_size(path: &Path) -> anyhow::Result<u64> {
-    let out = Command::new("qemu-img").args(["info", "--output=json"]).arg(path).output()?;
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()?;
     let info: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("qemu-img info {}: not JSON", path.display()))?;
-    info["virtual-size"].as_u64().with_context(|| format!("qemu-img info {}: no virtual-size", path.display()))
+    info["virtual-size"]
+        .as_u64()
+        .with_context(|| format!("qemu-img info {}: no virtual-size", path.display()))
 }
 
 fn run(c: &mut Command) -> anyhow::Result<()> {
@@ -355,7 +360,11 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        bail!("{}: did not power off within {:.0}s", self.config.name, timeout.as_secs_f64())
+        bail!(
+            "{}: did not power off within {:.0}s",
+            self.config.name,
+            timeout.as_secs_f64()
+        )
     }
 
     /// Waits for QEMU to exit by itself (the terminal console of `cargo xtask qemu`).

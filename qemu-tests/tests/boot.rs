@@ -20,7 +20,12 @@ fn ready(test: &str, role: &str) -> bool {
     let (qcow2, manifest) = (image(role, "qcow2"), image(role, "manifest.json"));
     env::require(
         test,
-        &[&qcow2, &manifest, Path::new(OVMF_CODE), Path::new(OVMF_VARS)],
+        &[
+            &qcow2,
+            &manifest,
+            Path::new(OVMF_CODE),
+            Path::new(OVMF_VARS),
+        ],
         &[QEMU, "qemu-img", "mdir", "sfdisk", "dumpe2fs"],
     )
 }
@@ -36,12 +41,17 @@ fn workdir(name: &str) -> PathBuf {
 fn manifest(role: &str) -> image::manifest::Manifest {
     let path = image(role, "manifest.json");
     let bytes = std::fs::read(&path).expect("the manifest is readable");
-    image::manifest::Manifest::parse(&path.display().to_string(), &bytes).expect("the manifest parses")
+    image::manifest::Manifest::parse(&path.display().to_string(), &bytes)
+        .expect("the manifest parses")
 }
 
 fn output(cmd: &mut Command) -> String {
     let out = cmd.output().expect("the tool runs");
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -50,12 +60,20 @@ fn output(cmd: &mut Command) -> String {
 /// does systemd-bless-boot run), then powers the VM off.
 fn boot(config: &VmConfig, blessing: bool) -> std::collections::BTreeMap<String, String> {
     let mut vm = Vm::spawn(config.clone()).expect("qemu starts");
-    let line = vm.wait_for("STRATA-READY", READY).unwrap_or_else(|e| panic!("{e:#}"));
-    eprintln!("{}: {line} after {:.1}s", config.name, vm.uptime().as_secs_f64());
+    let line = vm
+        .wait_for("STRATA-READY", READY)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "{}: {line} after {:.1}s",
+        config.name,
+        vm.uptime().as_secs_f64()
+    );
     if blessing {
-        vm.wait_for("Boot Loader Entry as Good", Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e:#}"));
+        vm.wait_for("Boot Loader Entry as Good", Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
-    vm.shutdown(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e:#}"));
+    vm.shutdown(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     marker_fields(&line)
 }
 
@@ -81,20 +99,47 @@ fn boots_and_keeps_var(role: &str) {
     // partition fills the grown disk.
     let m = manifest(role);
     let raw = dir.join("disk.raw");
-    output(Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(&disk).arg(&raw));
-    let esp = m.partitions.iter().find(|p| p.label == "ESP").expect("ESP in manifest");
-    let listing = output(
-        Command::new("mdir").args(["-b", "-i"]).arg(format!("{}@@{}", raw.display(), esp.offset)).arg("::/EFI/Linux"),
+    output(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&disk)
+            .arg(&raw),
     );
-    assert!(listing.contains("strata-a.efi"), "the boot was not blessed: {listing}");
+    let esp = m
+        .partitions
+        .iter()
+        .find(|p| p.label == "ESP")
+        .expect("ESP in manifest");
+    let listing = output(
+        Command::new("mdir")
+            .args(["-b", "-i"])
+            .arg(format!("{}@@{}", raw.display(), esp.offset))
+            .arg("::/EFI/Linux"),
+    );
+    assert!(
+        listing.contains("strata-a.efi"),
+        "the boot was not blessed: {listing}"
+    );
     assert!(!listing.contains("+"), "a boot counter is left: {listing}");
     let table = output(Command::new("sfdisk").arg("--dump").arg(&raw));
-    let state = table.lines().find(|l| l.contains("name=\"state\"")).expect("state partition");
+    let state = table
+        .lines()
+        .find(|l| l.contains("name=\"state\""))
+        .expect("state partition");
     let sectors: u64 = state
         .split(',')
-        .find_map(|f| f.trim().strip_prefix("size=").map(|s| s.trim().parse().expect("size")))
+        .find_map(|f| {
+            f.trim()
+                .strip_prefix("size=")
+                .map(|s| s.trim().parse().expect("size"))
+        })
         .expect("size field");
-    let planned = m.partitions.iter().find(|p| p.label == "state").expect("state in manifest").size;
+    let planned = m
+        .partitions
+        .iter()
+        .find(|p| p.label == "state")
+        .expect("state in manifest")
+        .size;
     // It takes the grown space up to the backup GPT at the disk's new end.
     let grown = sectors * 512 - planned;
     assert!(
