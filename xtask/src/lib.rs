@@ -1,8 +1,10 @@
 //! `cargo xtask`: builds images, runs every test tier, boots VMs and prints
 //! benchmarks. Only the xtask runs host tools; the crates stay pure.
 
+pub mod bench;
 pub mod deps;
 pub mod image;
+pub mod qemu;
 pub mod sh;
 pub mod test;
 
@@ -26,6 +28,10 @@ enum Command {
     Test(test::Args),
     /// Build the bootable disk images of the roles.
     Image(image::Args),
+    /// Boot a built image under QEMU with the serial console on this terminal.
+    Qemu(qemu::Args),
+    /// Print benchmark figures.
+    Bench(bench::Args),
 }
 
 /// Runs the xtask CLI and maps errors to an exit code.
@@ -34,6 +40,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
         Command::Image(args) => image::run(&args),
+        Command::Qemu(args) => qemu::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,7 +57,13 @@ pub fn ensure() -> anyhow::Result<()> {
     packages.dedup();
     let names: Vec<&str> = missing.iter().map(|(t, _)| *t).collect();
     eprintln!("xtask: image: missing host tools: {}", names.join(", "));
-    deps::ensure("cargo xtask image", &packages, &[])?;
+    let backports: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| deps::BACKPORTS_PACKAGES.contains(p))
+        .collect();
+    packages.retain(|p| !backports.contains(p));
+    deps::ensure("cargo xtask image", &packages, &backports)?;
     let still = self::missing();
     if !still.is_empty() {
         let names: Vec<&str> = still.iter().map(|(t, _)| *t).collect();
