@@ -143,7 +143,14 @@ pub fn role_image(i: &Input<'_>) -> anyhow::Result<Built> {
     // The UKI.
     let cmdline = format!("roothash={root_hash} {CMDLINE_TAIL}");
     let uki = work.join("uki.efi");
-    make_uki(i.tree, &os_release, &cmdline, &work.join("uki"), &uki)?;
+    make_uki(
+        i.tree,
+        &os_release,
+        &cmdline,
+        &work.join("uki"),
+        &uki,
+        i.epoch,
+    )?;
 
     // The ESP.
     let esp = work.join("esp.vfat");
@@ -312,6 +319,7 @@ fn make_uki(
     cmdline: &str,
     dir: &Path,
     out: &Path,
+    epoch: u64,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let osrel = dir.join("osrel");
@@ -340,6 +348,40 @@ fn make_uki(
         .arg(STUB)
         .arg(out);
     sh::output(&mut c)?;
+    // objcopy stamps the PE header with the current time: make it the
+    // build's timestamp so that the UKI is reproducible.
+    let mut pe = std::fs::read(out).with_context(|| format!("cannot read {}", out.display()))?;
+    pe_set_timestamp(&mut pe, epoch)
+        .with_context(|| format!("{}: not a PE image", out.display()))?;
+    std::fs::write(out, pe).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(())
+}
+
+/// Sets the COFF header's TimeDateStamp and recomputes the PE checksum.
+fn pe_set_timestamp(pe: &mut [u8], epoch: u64) -> anyhow::Result<()> {
+    let u32_at = |b: &[u8], at: usize| -> anyhow::Result<u32> {
+        let bytes = b.get(at..at + 4).context("truncated header")?;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("four bytes")))
+    };
+    let header = u32_at(pe, 0x3c)? as usize;
+    if pe.get(header..header + 4) != Some(b"PE\0\0".as_slice()) {
+        bail!("no PE signature at {header:#x}");
+    }
+    let stamp = u32::try_from(epoch).unwrap_or(u32::MAX).to_le_bytes();
+    pe[header + 8..header + 12].copy_from_slice(&stamp);
+    // The checksum field: optional header (after the 24-byte PE and COFF
+    // headers) + 64.
+    let field = header + 24 + 64;
+    u32_at(pe, field)?;
+    pe[field..field + 4].copy_from_slice(&[0; 4]);
+    let mut sum: u64 = 0;
+    for chunk in pe.chunks(2) {
+        let word = u64::from(chunk[0]) | u64::from(*chunk.get(1).unwrap_or(&0)) << 8;
+        sum += word;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let sum = ((sum & 0xffff) + (sum >> 16)) as u32 + pe.len() as u32;
+    pe[field..field + 4].copy_from_slice(&sum.to_le_bytes());
     Ok(())
 }
 
@@ -472,4 +514,33 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> anyhow::Result<usize> {
         n += m;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pe_timestamp_and_checksum_are_set() {
+        // A minimal PE: e_lfanew at 0x3c, the signature at 0x80.
+        let mut pe = vec![0u8; 0x200];
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        pe[0x88..0x8c].copy_from_slice(&[1, 2, 3, 4]);
+        pe_set_timestamp(&mut pe, 1_700_000_000).unwrap();
+        let header = u32::from_le_bytes(pe[0x3c..0x40].try_into().unwrap()) as usize;
+        assert_eq!(
+            u32::from_le_bytes(pe[header + 8..header + 12].try_into().unwrap()),
+            1_700_000_000
+        );
+        let mut again = pe.clone();
+        pe_set_timestamp(&mut again, 1_700_000_000).unwrap();
+        assert_eq!(pe, again);
+        // Sum of 16-bit words (e_lfanew, the signature, the stamp) plus the length.
+        let checksum = u32::from_le_bytes(pe[0x80 + 88..0x80 + 92].try_into().unwrap());
+        let words = 0x80 + 0x4550 + (1_700_000_000u32 & 0xffff) + (1_700_000_000u32 >> 16);
+        assert_eq!(checksum, (words & 0xffff) + (words >> 16) + 0x200);
+        let e = pe_set_timestamp(&mut [0u8; 16], 0).unwrap_err();
+        assert_eq!(e.to_string(), "truncated header");
+    }
 }
