@@ -136,6 +136,7 @@ pub fn role_image(i: &Input<'_>) -> anyhow::Result<Built> {
         &state_part.uuid,
         &rootdir.join("var"),
         i.epoch,
+        work,
     )?;
     std::fs::remove_dir_all(&rootdir)
         .with_context(|| format!("cannot remove {}", rootdir.display()))?;
@@ -442,7 +443,18 @@ fn mtools(tool: &str, esp: &Path, args: &[&str], epoch: u64) -> anyhow::Result<(
 }
 
 /// The state partition: ext4 labelled `state`, holding the tree's `/var`.
-fn make_state(path: &Path, size: u64, uuid: &str, var: &Path, epoch: u64) -> anyhow::Result<()> {
+/// mke2fs copies each file's access and change times from the source (the
+/// change time is when the staging copy was made), so every inode's times
+/// are then set to the build's timestamp with debugfs: the file system is
+/// reproducible.
+fn make_state(
+    path: &Path,
+    size: u64,
+    uuid: &str,
+    var: &Path,
+    epoch: u64,
+    work: &Path,
+) -> anyhow::Result<()> {
     File::create(path)?.set_len(size)?;
     sh::output(
         Command::new("mkfs.ext4")
@@ -454,6 +466,82 @@ fn make_state(path: &Path, size: u64, uuid: &str, var: &Path, epoch: u64) -> any
             .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
             .env("SOURCE_DATE_EPOCH", epoch.to_string()),
     )?;
+    let mut paths = vec![String::from("/")];
+    walk(var, var, &mut paths)?;
+    let mut script = String::new();
+    for p in &paths {
+        for field in ["atime", "ctime", "mtime", "crtime"] {
+            script.push_str(&format!("set_inode_field \"{p}\" {field} @{epoch}\n"));
+        }
+    }
+    let script_path = work.join("state-times.debugfs");
+    std::fs::write(&script_path, script)
+        .with_context(|| format!("cannot write {}", script_path.display()))?;
+    sh::output(
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&script_path)
+            .arg(path)
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string()),
+    )?;
+    // debugfs stamps the superblock's write time with the clock.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut sb = [0u8; 1024];
+    f.seek(SeekFrom::Start(1024))?;
+    f.read_exact(&mut sb)?;
+    ext4_set_write_time(&mut sb, epoch);
+    f.seek(SeekFrom::Start(1024))?;
+    f.write_all(&sb)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Sets an ext4 superblock's `s_wtime` and, with metadata checksums,
+/// recomputes `s_checksum` (crc32c of the bytes before it).
+fn ext4_set_write_time(sb: &mut [u8; 1024], epoch: u64) {
+    let stamp = u32::try_from(epoch).unwrap_or(u32::MAX);
+    sb[48..52].copy_from_slice(&stamp.to_le_bytes());
+    let ro_compat = u32::from_le_bytes([sb[100], sb[101], sb[102], sb[103]]);
+    if ro_compat & 0x400 != 0 {
+        let mut crc = !0u32;
+        for b in &sb[..1020] {
+            crc ^= u32::from(*b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82f6_3b78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        sb[1020..1024].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Every path under `dir`, relative to `base` with a leading `/`.
+fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let rel = path
+            .strip_prefix(base)
+            .map(|r| format!("/{}", r.display()))
+            .unwrap_or_default();
+        if rel.contains(['"', '\\']) {
+            continue;
+        }
+        out.push(rel);
+        if e.file_type()?.is_dir() {
+            walk(base, &path, out)?;
+        }
+    }
     Ok(())
 }
 

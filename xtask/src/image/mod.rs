@@ -282,3 +282,39 @@ pub fn tmp_name(path: &Path) -> PathBuf {
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_with_a_clear_error() {
+        assert_eq!("all".parse::<RoleArg>(), Ok(RoleArg::All));
+        assert_eq!(
+            "master".parse::<RoleArg>().map(RoleArg::roles),
+            Ok(vec![Role::Master])
+        );
+        expect_test::expect!["unknown role `worker`, expected one of master, private, public, all"]
+            .assert_eq(&"worker".parse::<RoleArg>().unwrap_err());
+    }
+
+    #[test]
+    fn a_bad_signing_key_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("strata-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key.pem");
+        std::fs::write(&file, "not a key").unwrap();
+        let e = signing_key(&dir, Some(&file)).unwrap_err();
+        assert!(
+            format!("{e:#}")
+                .starts_with(&format!("{}: not an ed25519 private key", file.display())),
+            "{e:#}"
+        );
+        let e = signing_key(&dir, Some(&dir.join("missing.pem"))).unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("cannot read the signing key"),
+            "{e:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -18,6 +18,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("objcopy", "binutils"),
     ("qemu-img", "qemu-utils"),
     ("mkfs.ext4", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
     ("sha256sum", "coreutils"),
     ("dpkg-query", "dpkg"),
     (
