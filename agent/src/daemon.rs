@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::health::{self, Facts, Health};
+use crate::health::{self, Health};
 
 /// Where the daemon reads and writes.
 #[derive(Debug, Clone)]
@@ -148,11 +148,6 @@ fn report(opts: &Options, health: &Health) -> anyhow::Result<()> {
     crate::notify::notify(&format!("READY=1\nSTATUS={status}: {line}"))
         .context("cannot notify systemd")?;
     Ok(())
-}
-
-/// Facts of a node for a health file written outside the daemon (tests).
-pub fn facts() -> Facts {
-    health::facts(&health::Sources::default())
 }
 
 #[cfg(test)]
