@@ -16,6 +16,39 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node daemon (started by systemd as strata-agent.service).
+    Agent {
+        /// The role defaults baked into the image.
+        #[arg(long, default_value = "/etc/strata/role.toml")]
+        role_file: PathBuf,
+        /// Where the node keeps its state (on the state partition).
+        #[arg(long, default_value = "/var/lib/strata")]
+        state_dir: PathBuf,
+        /// Where the health file goes.
+        #[arg(long, default_value = "/run/strata")]
+        run_dir: PathBuf,
+        /// Read user-data from this file instead of the providers.
+        #[arg(long)]
+        user_data: Option<PathBuf>,
+        /// Also print the ready marker on this console device.
+        #[arg(long)]
+        console: Option<PathBuf>,
+        /// Report once and exit instead of staying up.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print the node's health; fails unless the node is healthy.
+    Health {
+        /// Wait for the agent to report (gates boot-complete.target).
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait, seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Where the agent writes the health file.
+        #[arg(long, default_value = "/run/strata")]
+        run_dir: PathBuf,
+    },
     /// Validate Strata configuration files (cluster.toml, role defaults, user-data).
     Config {
         #[command(subcommand)]
@@ -64,6 +97,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Cluster { command } => cluster_cli::cluster(command),
         Command::Node { command } => cluster_cli::node(command),
+        Command::Agent {
+            role_file,
+            state_dir,
+            run_dir,
+            user_data,
+            console,
+            once,
+        } => crate::daemon::run(&crate::daemon::Options {
+            role_file,
+            state_dir,
+            run_dir,
+            user_data,
+            console,
+            once,
+        }),
+        Command::Health {
+            wait,
+            timeout,
+            run_dir,
+        } => {
+            let h = crate::health::check(&run_dir, wait, std::time::Duration::from_secs(timeout))?;
+            println!("{}", h.marker());
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Check { file, kind },
         } => {
@@ -355,6 +412,8 @@ mod tests {
             Usage: strata <COMMAND>
 
             Commands:
+              agent    Run the node daemon (started by systemd as strata-agent.service)
+              health   Print the node's health; fails unless the node is healthy
               config   Validate Strata configuration files (cluster.toml, role defaults, user-data)
               cluster  Create a cluster and look at it
               node     Look at the cluster's nodes

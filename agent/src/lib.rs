@@ -8,8 +8,11 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod daemon;
 pub mod dns;
 pub mod etcd;
+pub mod health;
+pub mod notify;
 pub mod overlay;
 pub mod pki;
 pub mod systemd;

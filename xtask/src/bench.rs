@@ -14,6 +14,8 @@ pub enum Area {
     Overlay,
     /// Idle agent memory and how many heartbeating agents one master holds (root).
     Cluster(crate::bench_cluster::Args),
+    /// Image builds (cold, warm), sizes, and QEMU start to the ready marker.
+    Image(crate::bench_image::Args),
 }
 
 /// Runs the benchmark of `area`.
@@ -21,6 +23,7 @@ pub fn run(area: Area) -> anyhow::Result<()> {
     match area {
         Area::Overlay => agent_bench("overlay"),
         Area::Cluster(args) => crate::bench_cluster::run(&args),
+        Area::Image(args) => crate::bench_image::run(&args),
     }
 }
 

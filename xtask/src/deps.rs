@@ -38,8 +38,23 @@ pub const HOST_TEST_PACKAGES: &[&str] = &[
 /// [`BACKPORTS_PACKAGES`]).
 pub const QEMU_TEST_PACKAGES: &[&str] = &["ovmf", "mtools"];
 
+/// Needed by `cargo xtask image` (mmdebstrap, erofs, dm-verity, the ESP
+/// and the GPT disk, the UKI stub and systemd-boot; `qemu-img` comes with
+/// the backports QEMU).
+pub const IMAGE_HOST_PACKAGES: &[&str] = &[
+    "mmdebstrap",
+    "erofs-utils",
+    "cryptsetup-bin",
+    "dosfstools",
+    "mtools",
+    "fdisk",
+    "binutils",
+    "e2fsprogs",
+    "systemd-boot-efi",
+];
+
 /// Installed from bookworm-backports.
-pub const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "seabios"];
+pub const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-utils", "seabios"];
 
 const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/strata-backports.sources";
 

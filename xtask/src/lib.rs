@@ -3,7 +3,10 @@
 
 pub mod bench;
 pub mod bench_cluster;
+pub mod bench_image;
 pub mod deps;
+pub mod image;
+pub mod qemu;
 pub mod sh;
 pub mod test;
 
@@ -25,6 +28,10 @@ enum Command {
     /// Run the test tiers (format, clippy, unit, host integration, QEMU),
     /// installing what they need first.
     Test(test::Args),
+    /// Build the bootable disk images of the roles.
+    Image(image::Args),
+    /// Boot a built image under QEMU with the serial console on this terminal.
+    Qemu(qemu::Args),
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -37,6 +44,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
+        Command::Image(args) => image::run(&args),
+        Command::Qemu(args) => qemu::run(&args),
         Command::Bench { area } => bench::run(area),
     };
     match result {

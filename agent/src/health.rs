@@ -1,0 +1,271 @@
+//! Node health: the facts of the running node (read-only root, dm-verity,
+//! the booted slot), the health file `/run/strata/health` the agent writes,
+//! and `strata health --wait`, which gates `boot-complete.target` on it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// What the agent found out about the node it runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// `/` is mounted read-only and a write to it is refused.
+    pub root_read_only: bool,
+    /// The root device is a dm-verity target.
+    pub root_verity: bool,
+    /// The slot the root came from (`a`, `b`), or `none` outside an image.
+    pub slot: String,
+}
+
+/// The health file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub healthy: bool,
+    pub role: String,
+    pub boots: u64,
+    pub facts: Facts,
+    /// Where the user-data came from, or why there is none.
+    pub user_data: String,
+    /// Why the node is unhealthy (empty when healthy).
+    pub problems: Vec<String>,
+}
+
+impl Health {
+    /// The one line printed on the serial console when the agent is ready.
+    pub fn marker(&self) -> String {
+        format!(
+            "STRATA-READY role={} slot={} root={} verity={} boots={} healthy={}",
+            self.role,
+            self.facts.slot,
+            if self.facts.root_read_only {
+                "ro"
+            } else {
+                "rw"
+            },
+            if self.facts.root_verity { "yes" } else { "no" },
+            self.boots,
+            if self.healthy { "yes" } else { "no" },
+        )
+    }
+}
+
+/// Where the system's facts are read from (tests point them elsewhere).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub mountinfo: PathBuf,
+    pub sys_dev_block: PathBuf,
+    pub sys_class_block: PathBuf,
+    /// The directory whose writability is probed (`/`).
+    pub root: PathBuf,
+}
+
+impl Default for Sources {
+    fn default() -> Sources {
+        Sources {
+            mountinfo: "/proc/self/mountinfo".into(),
+            sys_dev_block: "/sys/dev/block".into(),
+            sys_class_block: "/sys/class/block".into(),
+            root: "/".into(),
+        }
+    }
+}
+
+/// The root mount from a mountinfo text: (`major:minor`, read-only).
+pub fn root_mount(mountinfo: &str) -> Option<(String, bool)> {
+    // Fields: id parent major:minor root mountpoint options ... ; the last
+    // line for `/` is the one in effect.
+    mountinfo.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 5 && f[4] == "/").then(|| (f[2].to_string(), f[5].split(',').any(|o| o == "ro")))
+    })
+}
+
+/// Reads the facts of this node.
+pub fn facts(src: &Sources) -> Facts {
+    let mountinfo = std::fs::read_to_string(&src.mountinfo).unwrap_or_default();
+    let (dev, mounted_ro) = root_mount(&mountinfo).unwrap_or_default();
+    let probe = src
+        .root
+        .join(format!(".strata-write-probe-{}", std::process::id()));
+    let write_refused = match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            false
+        }
+        Err(_) => true,
+    };
+    let block = src.sys_dev_block.join(&dev);
+    let dm_uuid = std::fs::read_to_string(block.join("dm/uuid")).unwrap_or_default();
+    let root_verity = dm_uuid.starts_with("CRYPT-VERITY-");
+    // The slot is in the GPT label of the root partition: the device itself,
+    // or the first slave of a device-mapper root that has one.
+    let mut names: Vec<String> = std::fs::read_dir(block.join("slaves"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let mut uevents = vec![block.join("uevent")];
+    uevents.extend(
+        names
+            .iter()
+            .map(|n| src.sys_class_block.join(n).join("uevent")),
+    );
+    let slot = uevents
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|u| {
+            u.lines()
+                .find_map(|l| l.strip_prefix("PARTNAME=root-").map(str::to_string))
+        })
+        .unwrap_or_else(|| "none".to_string());
+    Facts {
+        root_read_only: mounted_ro && write_refused,
+        root_verity,
+        slot,
+    }
+}
+
+/// Writes the health file atomically.
+pub fn write(run_dir: &Path, health: &Health) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let path = run_dir.join("health");
+    let tmp = run_dir.join(".health.tmp");
+    let mut text = serde_json::to_string_pretty(health).context("cannot serialize the health")?;
+    text.push('\n');
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(path)
+}
+
+/// Reads the health file, if there is one.
+pub fn read(run_dir: &Path) -> anyhow::Result<Option<Health>> {
+    let path = run_dir.join("health");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!("{}: not a strata health file", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// `strata health`: prints the health; with `wait`, waits up to `timeout`
+/// for the agent to write it. Fails unless the node is healthy.
+pub fn check(run_dir: &Path, wait: bool, timeout: Duration) -> anyhow::Result<Health> {
+    let start = Instant::now();
+    loop {
+        match read(run_dir)? {
+            Some(h) if h.healthy => return Ok(h),
+            Some(h) => bail!("node is unhealthy: {}", h.problems.join("; ")),
+            None if wait && start.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(250))
+            }
+            None => bail!(
+                "no health reported in {} after {:.0}s: is `strata agent` running?",
+                run_dir.join("health").display(),
+                start.elapsed().as_secs_f64()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_root_mount_counts() {
+        let info = "22 1 253:0 / / ro,relatime shared:1 - erofs /dev/mapper/root ro\n\
+                    30 22 8:6 / /var rw,relatime shared:2 - ext4 /dev/vda6 rw\n";
+        assert_eq!(root_mount(info), Some(("253:0".to_string(), true)));
+        let over = format!("{info}40 22 0:40 / / rw,relatime - overlay overlay rw\n");
+        assert_eq!(root_mount(&over), Some(("0:40".to_string(), false)));
+        assert_eq!(root_mount(""), None);
+    }
+
+    #[test]
+    fn facts_of_a_verity_root_from_slot_b() {
+        let dir = std::env::temp_dir().join(format!("strata-facts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dm = dir.join("dev/253:0");
+        std::fs::create_dir_all(dm.join("dm")).unwrap();
+        std::fs::create_dir_all(dm.join("slaves/vda4")).unwrap();
+        std::fs::create_dir_all(dm.join("slaves/vda5")).unwrap();
+        std::fs::write(dm.join("dm/uuid"), "CRYPT-VERITY-0123-root\n").unwrap();
+        std::fs::create_dir_all(dir.join("class/vda4")).unwrap();
+        std::fs::create_dir_all(dir.join("class/vda5")).unwrap();
+        std::fs::write(
+            dir.join("class/vda4/uevent"),
+            "MAJOR=254\nDEVNAME=vda4\nPARTNAME=root-b\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("class/vda5/uevent"),
+            "DEVNAME=vda5\nPARTNAME=verity-b\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("mountinfo"),
+            "22 1 253:0 / / ro,relatime - erofs /dev/mapper/root ro\n",
+        )
+        .unwrap();
+        let src = Sources {
+            mountinfo: dir.join("mountinfo"),
+            sys_dev_block: dir.join("dev"),
+            sys_class_block: dir.join("class"),
+            root: dir.join("no-such-dir"),
+        };
+        let f = facts(&src);
+        assert_eq!(
+            f,
+            Facts {
+                root_read_only: true,
+                root_verity: true,
+                slot: "b".into()
+            }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn marker_and_wait() {
+        let dir = std::env::temp_dir().join(format!("strata-health-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = check(&dir, false, Duration::ZERO).unwrap_err();
+        assert!(e.to_string().starts_with("no health reported in"), "{e}");
+        let mut h = Health {
+            healthy: true,
+            role: "master".into(),
+            boots: 2,
+            facts: Facts {
+                root_read_only: true,
+                root_verity: true,
+                slot: "a".into(),
+            },
+            user_data: "none".into(),
+            problems: vec![],
+        };
+        expect_test::expect![
+            "STRATA-READY role=master slot=a root=ro verity=yes boots=2 healthy=yes"
+        ]
+        .assert_eq(&h.marker());
+        write(&dir, &h).unwrap();
+        assert_eq!(check(&dir, true, Duration::from_secs(1)).unwrap(), h);
+        h.healthy = false;
+        h.problems = vec!["cannot write the boot counter".into()];
+        write(&dir, &h).unwrap();
+        expect_test::expect!["node is unhealthy: cannot write the boot counter"].assert_eq(
+            &check(&dir, true, Duration::from_secs(1))
+                .unwrap_err()
+                .to_string(),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

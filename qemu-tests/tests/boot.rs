@@ -1,0 +1,172 @@
+//! Each role's image boots under OVMF (TCG) to the agent's ready marker;
+//! the root is read-only through dm-verity; the boot is blessed (the UKI
+//! loses its `+3` counter); the state partition grows to fill a larger disk;
+//! and `/var` keeps the boot counter across a reboot of the same disk.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use qemu_tests::{OVMF_CODE, OVMF_VARS, QEMU, Vm, VmConfig, env, marker_fields, overlay};
+
+const READY: Duration = Duration::from_secs(300);
+const GROW_MIB: u64 = 512;
+
+fn image(role: &str, ext: &str) -> PathBuf {
+    env::images_dir().join(format!("strata-{role}.{ext}"))
+}
+
+fn ready(test: &str, role: &str) -> bool {
+    let (qcow2, manifest) = (image(role, "qcow2"), image(role, "manifest.json"));
+    env::require(
+        test,
+        &[
+            &qcow2,
+            &manifest,
+            Path::new(OVMF_CODE),
+            Path::new(OVMF_VARS),
+        ],
+        &[QEMU, "qemu-img", "mdir", "sfdisk", "dumpe2fs"],
+    )
+}
+
+/// A fresh directory for one test's files.
+fn workdir(name: &str) -> PathBuf {
+    let dir = env::project_root().join(format!("target/qemu-tests/{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("target/ is writable");
+    dir
+}
+
+fn manifest(role: &str) -> image::manifest::Manifest {
+    let path = image(role, "manifest.json");
+    let bytes = std::fs::read(&path).expect("the manifest is readable");
+    image::manifest::Manifest::parse(&path.display().to_string(), &bytes)
+        .expect("the manifest parses")
+}
+
+fn output(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("the tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Boots `disk` once and returns the fields of the ready marker; waits
+/// for the boot to be blessed when the entry still counts tries (only then
+/// does systemd-bless-boot run), then powers the VM off.
+fn boot(config: &VmConfig, blessing: bool) -> std::collections::BTreeMap<String, String> {
+    let mut vm = Vm::spawn(config.clone()).expect("qemu starts");
+    let line = vm
+        .wait_for("STRATA-READY", READY)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "{}: {line} after {:.1}s",
+        config.name,
+        vm.uptime().as_secs_f64()
+    );
+    if blessing {
+        vm.wait_for("Boot Loader Entry as Good", Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    vm.shutdown(Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    marker_fields(&line)
+}
+
+fn boots_and_keeps_var(role: &str) {
+    let test = format!("{role}_boots_verity_and_keeps_var");
+    if !ready(&test, role) {
+        return;
+    }
+    let dir = workdir(role);
+    let disk = dir.join("disk.qcow2");
+    overlay(&image(role, "qcow2"), &disk, GROW_MIB).expect("overlay");
+    let mut config = VmConfig::new(&format!("{role}-1"), &disk, &dir);
+
+    let first = boot(&config, true);
+    assert_eq!(first["role"], role);
+    assert_eq!(first["slot"], "a");
+    assert_eq!(first["root"], "ro", "writing to / must fail");
+    assert_eq!(first["verity"], "yes");
+    assert_eq!(first["healthy"], "yes");
+    assert_eq!(first["boots"], "1");
+
+    // After the first boot, on the disk: the entry is blessed and the state
+    // partition fills the grown disk.
+    let m = manifest(role);
+    let raw = dir.join("disk.raw");
+    output(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&disk)
+            .arg(&raw),
+    );
+    let esp = m
+        .partitions
+        .iter()
+        .find(|p| p.label == "ESP")
+        .expect("ESP in manifest");
+    let listing = output(
+        Command::new("mdir")
+            .args(["-b", "-i"])
+            .arg(format!("{}@@{}", raw.display(), esp.offset))
+            .arg("::/EFI/Linux"),
+    );
+    assert!(
+        listing.contains("strata-a.efi"),
+        "the boot was not blessed: {listing}"
+    );
+    assert!(!listing.contains("+"), "a boot counter is left: {listing}");
+    let table = output(Command::new("sfdisk").arg("--dump").arg(&raw));
+    let state = table
+        .lines()
+        .find(|l| l.contains("name=\"state\""))
+        .expect("state partition");
+    let sectors: u64 = state
+        .split(',')
+        .find_map(|f| {
+            f.trim()
+                .strip_prefix("size=")
+                .map(|s| s.trim().parse().expect("size"))
+        })
+        .expect("size field");
+    let planned = m
+        .partitions
+        .iter()
+        .find(|p| p.label == "state")
+        .expect("state in manifest")
+        .size;
+    // It takes the grown space up to the backup GPT at the disk's new end.
+    let grown = sectors * 512 - planned;
+    assert!(
+        grown > (GROW_MIB - 1) * 1024 * 1024 && grown <= (GROW_MIB + 1) * 1024 * 1024,
+        "the state partition did not grow by {GROW_MIB} MiB: {state}"
+    );
+    std::fs::remove_file(&raw).expect("remove raw copy");
+
+    // The second boot of the same disk sees the first one's counter.
+    config.name = format!("{role}-2");
+    let second = boot(&config, false);
+    assert_eq!(second["boots"], "2", "/var lost the boot counter");
+    assert_eq!(second["verity"], "yes");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn master_boots_verity_and_keeps_var() {
+    boots_and_keeps_var("master");
+}
+
+#[test]
+fn private_boots_verity_and_keeps_var() {
+    boots_and_keeps_var("private");
+}
+
+#[test]
+fn public_boots_verity_and_keeps_var() {
+    boots_and_keeps_var("public");
+}

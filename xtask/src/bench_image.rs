@@ -1,0 +1,118 @@
+//! `cargo xtask bench image`: cold build of all three roles (empty image cache: mmdebstrap
+//! downloads and installs), warm rebuild of all three after an agent-only
+//! change (the agent's source is touched, so its release build is part of
+//! the figure), root erofs size per role, qcow2 size, and the time from QEMU
+//! start to the agent's ready marker under OVMF and TCG.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use configs::Role;
+use qemu_tests::{Vm, VmConfig};
+
+use crate::image::{self, Kernel, RoleArg};
+use crate::{deps, project_root};
+
+/// Arguments of `cargo xtask bench image`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Keep the image cache (skip the cold build).
+    #[arg(long)]
+    pub warm_only: bool,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    bench_image(args.warm_only)
+}
+
+fn bench_image(warm_only: bool) -> anyhow::Result<()> {
+    let root = project_root();
+    let out = root.join("target/bench-images");
+    let build = image::Args {
+        role: RoleArg::All,
+        out: Some(out.clone()),
+        kernel: Kernel::Cloud,
+        signing_key: None,
+        disk_size_mib: ::image::plan::DEFAULT_DISK_SIZE / ::image::plan::MIB,
+    };
+    let mut figures = Vec::new();
+    if !warm_only {
+        let cache = root.join("target/image-cache");
+        if cache.exists() {
+            std::fs::remove_dir_all(&cache)
+                .with_context(|| format!("cannot remove {}", cache.display()))?;
+        }
+        let t = Instant::now();
+        image::build(&build)?;
+        figures.push(format!(
+            "cold build, 3 roles (empty cache, downloads included): {:.1} s",
+            secs(t.elapsed())
+        ));
+    }
+    // An agent-only change: touch the daemon's source.
+    let daemon = root.join("agent/src/daemon.rs");
+    let text =
+        std::fs::read(&daemon).with_context(|| format!("cannot read {}", daemon.display()))?;
+    std::fs::write(&daemon, text).with_context(|| format!("cannot touch {}", daemon.display()))?;
+    let t = Instant::now();
+    let built = image::build(&build)?;
+    figures.push(format!(
+        "warm rebuild, 3 roles, after an agent-only change (agent release build included): {:.1} s",
+        secs(t.elapsed())
+    ));
+    let t = Instant::now();
+    image::build(&image::Args {
+        role: RoleArg::One(Role::Private),
+        ..build.clone()
+    })?;
+    figures.push(format!(
+        "warm rebuild, 1 role (private), nothing changed: {:.1} s",
+        secs(t.elapsed())
+    ));
+    for b in &built {
+        let qcow2 = std::fs::metadata(&b.qcow2)?.len();
+        figures.push(format!(
+            "{}: root erofs {:.1} MB, qcow2 {:.1} MB, update bundle {:.1} MB",
+            b.role,
+            b.root_size as f64 / 1e6,
+            qcow2 as f64 / 1e6,
+            std::fs::metadata(&b.update)?.len() as f64 / 1e6
+        ));
+    }
+    deps::ensure(
+        "cargo xtask bench image",
+        deps::QEMU_TEST_PACKAGES,
+        deps::BACKPORTS_PACKAGES,
+    )?;
+    let dir = root.join("target/bench-qemu");
+    std::fs::create_dir_all(&dir)?;
+    for b in &built {
+        let secs = boot_time(&b.qcow2, &dir, b.role)?;
+        figures.push(format!(
+            "{}: QEMU start to ready marker (OVMF, TCG, 1 vCPU): {secs:.1} s",
+            b.role
+        ));
+    }
+    println!("\nbench image:");
+    for f in &figures {
+        println!("  {f}");
+    }
+    Ok(())
+}
+
+fn boot_time(image: &Path, dir: &Path, role: Role) -> anyhow::Result<f64> {
+    let disk = dir.join(format!("{role}.qcow2"));
+    qemu_tests::overlay(image, &disk, 0)?;
+    let mut vm = Vm::spawn(VmConfig::new(role.as_str(), &disk, dir))?;
+    vm.wait_for("STRATA-READY", Duration::from_secs(300))?;
+    let t = secs(vm.uptime());
+    drop(vm);
+    let _ = std::fs::remove_file(&disk);
+    Ok(t)
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}

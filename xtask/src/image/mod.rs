@@ -1,0 +1,320 @@
+//! `cargo xtask image`: builds the bootable disk images of the roles.
+//!
+//! Steps per role: host tools ([`tools`]), the Debian tree from mmdebstrap,
+//! cached by its package list ([`tree`]), the agent and the Strata files
+//! added on a hard-linked copy of it ([`stage`]), then the erofs root,
+//! dm-verity, the UKI, the ESP, the state partition, the GPT disk, the
+//! qcow2, the signed update bundle and the manifest ([`assemble`]). Every
+//! output is written under a temporary name and renamed into place.
+
+pub mod assemble;
+pub mod stage;
+pub mod tools;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+use configs::Role;
+
+use crate::{project_root, sh};
+
+/// Which kernel the images boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// `linux-image-cloud-amd64`: virtio and cloud drivers only, small.
+    Cloud,
+    /// `linux-image-amd64`: every driver, for bare metal.
+    Generic,
+}
+
+impl Kernel {
+    pub fn package(self) -> &'static str {
+        match self {
+            Kernel::Cloud => "linux-image-cloud-amd64",
+            Kernel::Generic => "linux-image-amd64",
+        }
+    }
+}
+
+/// A role, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleArg {
+    One(Role),
+    All,
+}
+
+impl std::str::FromStr for RoleArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "all" {
+            return Ok(RoleArg::All);
+        }
+        s.parse::<Role>().map(RoleArg::One).map_err(|_| {
+            format!("unknown role `{s}`, expected one of master, private, public, all")
+        })
+    }
+}
+
+impl RoleArg {
+    pub fn roles(self) -> Vec<Role> {
+        match self {
+            RoleArg::One(r) => vec![r],
+            RoleArg::All => Role::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// master, private, public or all.
+    #[arg(long)]
+    pub role: RoleArg,
+    /// Where the images go (default `target/images/`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The kernel flavour.
+    #[arg(long, value_enum, default_value = "cloud")]
+    pub kernel: Kernel,
+    /// ed25519 private key (PKCS#8 PEM) that signs the update bundles; a
+    /// development key is made under `target/` when absent.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
+    /// Size of the disk image in MiB (the state partition takes the rest).
+    #[arg(long, default_value_t = image::plan::DEFAULT_DISK_SIZE / image::plan::MIB)]
+    pub disk_size_mib: u64,
+}
+
+/// What a build produced for one role (for the bench and the tests).
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub role: Role,
+    pub raw: PathBuf,
+    pub qcow2: PathBuf,
+    pub update: PathBuf,
+    pub manifest: PathBuf,
+    pub root_size: u64,
+    pub root_hash: String,
+}
+
+/// Runs `cargo xtask image`.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let built = build(args)?;
+    for b in &built {
+        println!(
+            "{}: {} (root {:.1} MB, roothash {})\n  {}\n  {}\n  {}",
+            b.role,
+            b.raw.display(),
+            b.root_size as f64 / 1e6,
+            b.root_hash,
+            b.qcow2.display(),
+            b.update.display(),
+            b.manifest.display()
+        );
+    }
+    Ok(())
+}
+
+/// Builds the images of the roles in `args` and returns what was written.
+pub fn build(args: &Args) -> anyhow::Result<Vec<Built>> {
+    let start = Instant::now();
+    tools::ensure()?;
+    let root = project_root();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("target/images"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let disk_size = args.disk_size_mib * image::plan::MIB;
+    let version = version(&root);
+    let epoch = source_date_epoch(&root)?;
+    let key = signing_key(&root, args.signing_key.as_deref())?;
+    let agent = build_agent(&root)?;
+    let mut built = Vec::new();
+    for role in args.role.roles() {
+        let t = Instant::now();
+        let role_file = root.join(format!("configs/roles/{role}.toml"));
+        let role_text = std::fs::read_to_string(&role_file)
+            .with_context(|| format!("cannot read {}", role_file.display()))?;
+        let role_config =
+            configs::role::RoleConfig::parse(&role_file.display().to_string(), &role_text)?;
+        if role_config.role != role {
+            bail!(
+                "{}: says role = {}, expected {role}",
+                role_file.display(),
+                role_config.role
+            );
+        }
+        let tree = tree::ensure(&root, &tree::packages(args.kernel, &role_config.packages))?;
+        let input = assemble::Input {
+            role,
+            version: &version,
+            epoch,
+            kernel: args.kernel,
+            tree: &tree,
+            agent: &agent,
+            role_text: &role_text,
+            key: &key,
+            disk_size,
+            out: &out,
+            work: &root.join("target/image-work").join(role.as_str()),
+        };
+        let b = assemble::role_image(&input)?;
+        eprintln!(
+            "xtask: {role} image built in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        built.push(b);
+    }
+    eprintln!(
+        "xtask: images built in {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(built)
+}
+
+/// The image version: the workspace version and the commit, e.g. `0.1.0+g1a2b3c4d5e6f`.
+pub fn version(root: &Path) -> String {
+    let commit =
+        sh::output(
+            Command::new("git")
+                .current_dir(root)
+                .args(["rev-parse", "--short=12", "HEAD"]),
+        )
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if commit.is_empty() {
+        env!("CARGO_PKG_VERSION").to_string()
+    } else {
+        format!("{}+g{commit}", env!("CARGO_PKG_VERSION"))
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, else the commit time of HEAD.
+fn source_date_epoch(root: &Path) -> anyhow::Result<u64> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"));
+    }
+    let t = sh::output(
+        Command::new("git")
+            .current_dir(root)
+            .args(["log", "-1", "--format=%ct"]),
+    )
+    .unwrap_or_default();
+    Ok(t.trim().parse().unwrap_or(0))
+}
+
+/// The signing key: `--signing-key FILE`, or the development key under
+/// `target/strata-dev-signing.pem`, made on first use.
+fn signing_key(root: &Path, file: Option<&Path>) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let path = match file {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = root.join("target/strata-dev-signing.pem");
+            if !p.exists() {
+                let mut seed = [0u8; 32];
+                std::io::Read::read_exact(
+                    &mut std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?,
+                    &mut seed,
+                )
+                .context("cannot read /dev/urandom")?;
+                std::fs::create_dir_all(root.join("target"))?;
+                write_atomic(&p, image::key::signing_key_pem(seed).as_bytes())?;
+                eprintln!("xtask: made a development signing key: {}", p.display());
+            }
+            p
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the signing key {}", path.display()))?;
+    Ok(image::key::parse_signing_key(
+        &path.display().to_string(),
+        &text,
+    )?)
+}
+
+/// Builds the agent in release mode and returns the binary's path.
+fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    sh::run(Command::new(cargo).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "agent",
+        "--bin",
+        "strata",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let target = if target.is_relative() {
+        root.join(target)
+    } else {
+        target
+    };
+    let bin = target.join("release/strata");
+    if !bin.is_file() {
+        bail!("the agent build did not produce {}", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// failure never leaves a half-written file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// The temporary name a file is written under before its rename.
+pub fn tmp_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_with_a_clear_error() {
+        assert_eq!("all".parse::<RoleArg>(), Ok(RoleArg::All));
+        assert_eq!(
+            "master".parse::<RoleArg>().map(RoleArg::roles),
+            Ok(vec![Role::Master])
+        );
+        expect_test::expect!["unknown role `worker`, expected one of master, private, public, all"]
+            .assert_eq(&"worker".parse::<RoleArg>().unwrap_err());
+    }
+
+    #[test]
+    fn a_bad_signing_key_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("strata-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key.pem");
+        std::fs::write(&file, "not a key").unwrap();
+        let e = signing_key(&dir, Some(&file)).unwrap_err();
+        assert!(
+            format!("{e:#}")
+                .starts_with(&format!("{}: not an ed25519 private key", file.display())),
+            "{e:#}"
+        );
+        let e = signing_key(&dir, Some(&dir.join("missing.pem"))).unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("cannot read the signing key"),
+            "{e:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

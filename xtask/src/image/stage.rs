@@ -1,0 +1,162 @@
+//! The image's root tree: a hard-linked copy of the cached Debian tree with
+//! the agent, its units, the role file, fstab, the update key and the
+//! os-release of the image added. Files of the cache are never written
+//! through: every change unlinks the file first.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::sh;
+
+/// dracut configuration of the tree (also part of the tree's cache key).
+pub const DRACUT_CONF: &str = include_str!("files/dracut.conf");
+
+/// Units installed into `/usr/lib/systemd/system` and where they are enabled.
+const UNITS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "strata-agent.service",
+        include_str!("files/strata-agent.service"),
+        Some("multi-user.target.wants"),
+    ),
+    (
+        "strata-health.service",
+        include_str!("files/strata-health.service"),
+        Some("boot-complete.target.requires"),
+    ),
+    (
+        "strata-grow-state.service",
+        include_str!("files/strata-grow-state.service"),
+        Some("local-fs.target.wants"),
+    ),
+    (
+        "strata-machine-id.service",
+        include_str!("files/strata-machine-id.service"),
+        Some("sysinit.target.wants"),
+    ),
+];
+
+/// What goes into the tree besides the cache.
+pub struct Additions<'a> {
+    pub agent: &'a Path,
+    pub role_text: &'a str,
+    pub public_key: &'a str,
+    pub os_release: &'a str,
+}
+
+/// Makes `dir` a hard-linked copy of `tree` and adds the Strata files.
+pub fn stage(tree: &Path, dir: &Path, add: &Additions<'_>) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    sh::output(Command::new("cp").arg("-al").arg(tree).arg(dir))?;
+    let agent =
+        std::fs::read(add.agent).with_context(|| format!("cannot read {}", add.agent.display()))?;
+    put(dir, "usr/bin/strata", &agent, 0o755)?;
+    for (name, text, wanted) in UNITS {
+        put(
+            dir,
+            &format!("usr/lib/systemd/system/{name}"),
+            text.as_bytes(),
+            0o644,
+        )?;
+        if let Some(wants) = wanted {
+            link(
+                dir,
+                &format!("etc/systemd/system/{wants}/{name}"),
+                &format!("/usr/lib/systemd/system/{name}"),
+            )?;
+        }
+    }
+    put(
+        dir,
+        "usr/lib/strata/grow-state",
+        include_bytes!("files/grow-state"),
+        0o755,
+    )?;
+    put(
+        dir,
+        "usr/lib/strata/machine-id",
+        include_bytes!("files/machine-id"),
+        0o755,
+    )?;
+    // systemd-firstboot would prompt on the console at the first boot (the
+    // machine-id is empty): the image is configured, never interactive.
+    link(
+        dir,
+        "etc/systemd/system/systemd-firstboot.service",
+        "/dev/null",
+    )?;
+    put(dir, "etc/fstab", include_bytes!("files/fstab"), 0o644)?;
+    put(dir, "etc/machine-id", b"", 0o444)?;
+    put(dir, "etc/hostname", b"strata\n", 0o644)?;
+    put(dir, "etc/strata/role.toml", add.role_text.as_bytes(), 0o644)?;
+    put(
+        dir,
+        "usr/share/strata/update.pub",
+        add.public_key.as_bytes(),
+        0o644,
+    )?;
+    put(dir, "usr/lib/os-release", add.os_release.as_bytes(), 0o644)?;
+    // The kernel and initrd are in the UKI, not in the root.
+    for entry in std::fs::read_dir(dir.join("boot"))
+        .with_context(|| format!("cannot list {}/boot", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The image's os-release: Debian's plus the image id and version.
+pub fn os_release(tree: &Path, version: &str) -> anyhow::Result<String> {
+    let path = tree.join("usr/lib/os-release");
+    let base = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut s: String = base
+        .lines()
+        .filter(|l| !l.starts_with("IMAGE_ID=") && !l.starts_with("IMAGE_VERSION="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    s.push_str(&format!("IMAGE_ID=strata\nIMAGE_VERSION={version}\n"));
+    Ok(s)
+}
+
+/// Writes `rel` under `dir` as a new file (unlinking what was there).
+fn put(dir: &Path, rel: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    if path.symlink_metadata().is_ok() {
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {}", path.display()))
+}
+
+/// Makes `rel` under `dir` a symlink to `target`.
+fn link(dir: &Path, rel: &str, target: &str) -> anyhow::Result<()> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    if path.symlink_metadata().is_ok() {
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    symlink(target, &path).with_context(|| format!("cannot link {} to {target}", path.display()))
+}
