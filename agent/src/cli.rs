@@ -33,9 +33,14 @@ pub enum Command {
         /// Also print the ready marker on this console device.
         #[arg(long)]
         console: Option<PathBuf>,
-        /// Report once and exit instead of staying up.
+        /// Report once and exit instead of staying up (once Ready when the
+        /// node has user-data).
         #[arg(long)]
         once: bool,
+        /// Do not write the user-data's network settings for
+        /// systemd-networkd (outside an image).
+        #[arg(long)]
+        no_network: bool,
     },
     /// Print the node's health; fails unless the node is healthy.
     Health {
@@ -104,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             user_data,
             console,
             once,
+            no_network,
         } => crate::daemon::run(&crate::daemon::Options {
             role_file,
             state_dir,
@@ -111,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             user_data,
             console,
             once,
+            apply_network: !no_network,
         }),
         Command::Health {
             wait,

@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use configs::user_data::UserData;
 
 use crate::health::{self, Health};
 
@@ -29,12 +30,15 @@ pub struct Options {
     pub console: Option<PathBuf>,
     /// Exit after reporting instead of staying up (for tests).
     pub once: bool,
+    /// Write the user-data's network settings for systemd-networkd and
+    /// reload it (inside an image).
+    pub apply_network: bool,
 }
 
 /// Runs the daemon.
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let role = read_role(&opts.role_file)?;
-    let user_data = user_data(opts);
+    let (user_data, found) = user_data(opts);
     let mut problems = Vec::new();
     let boots = match count_boot(&opts.state_dir) {
         Ok(n) => n,
@@ -44,7 +48,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
     };
     let facts = health::facts(&health::Sources::default());
-    let health = Health {
+    let mut health = Health {
         healthy: problems.is_empty(),
         role: role.role.to_string(),
         boots,
@@ -52,12 +56,112 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         user_data,
         problems,
     };
-    report(opts, &health)?;
-    if !opts.once {
-        loop {
-            std::thread::park();
+    let Some(ud) = found else {
+        // A node without user-data is a healthy image waiting for its
+        // configuration: it says so and stays up.
+        report(opts, &health)?;
+        if !opts.once {
+            loop {
+                std::thread::park();
+            }
         }
+        return Ok(());
+    };
+    if ud.role != role.role {
+        anyhow::bail!(
+            "user-data is for a {} node but this image is a {} image",
+            ud.role,
+            role.role
+        );
     }
+    // Step 6: the network from the user-data, then the cluster. The boot is
+    // healthy only once the node is Ready in the cluster.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if opts.apply_network
+        && let Err(e) = runtime.block_on(apply_network(&ud.network))
+    {
+        crate::cluster::log(&format!("cannot apply the network settings: {e:#}"));
+    }
+    health.healthy = false;
+    health.problems.push("joining the cluster".to_string());
+    health::write(&opts.run_dir, &health)?;
+    crate::notify::notify("READY=1\nSTATUS=joining the cluster")
+        .context("cannot notify systemd")?;
+    let cluster = runtime.spawn(crate::cluster::run(opts.state_dir.clone(), ud));
+    let phase_file = opts.state_dir.join("health").join("cluster.json");
+    runtime.block_on(async {
+        let mut reported = false;
+        loop {
+            if cluster.is_finished() {
+                let result = cluster.await;
+                let why = match result {
+                    Ok(Ok(())) => "the cluster membership ended".to_string(),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("the cluster task failed: {e}"),
+                };
+                health.healthy = false;
+                health.problems = vec![why.clone()];
+                let _ = health::write(&opts.run_dir, &health);
+                anyhow::bail!("{why}");
+            }
+            let (phase, message) = cluster_phase(&phase_file);
+            let ready = phase == "ready";
+            if ready != health.healthy || !reported {
+                health
+                    .problems
+                    .retain(|p| p != "joining the cluster" && !p.starts_with("cluster: "));
+                if !ready {
+                    health.problems.push(format!("cluster: {phase}: {message}"));
+                }
+                health.healthy = health.problems.is_empty();
+                if health.healthy {
+                    report(opts, &health)?;
+                    reported = true;
+                } else {
+                    health::write(&opts.run_dir, &health)?;
+                }
+                if opts.once && health.healthy {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}
+
+/// The membership phase the cluster code last recorded, and its message.
+fn cluster_phase(path: &Path) -> (String, String) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return (
+            "joining".to_string(),
+            "no membership reported yet".to_string(),
+        );
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let field = |k: &str| {
+        value
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("phase"), field("message"))
+}
+
+/// Writes the node's `.network` file for systemd-networkd and asks it to
+/// reload (only inside an image, where networkd runs).
+async fn apply_network(network: &configs::user_data::Network) -> anyhow::Result<()> {
+    let plan = bootstrap::apply_network(network);
+    if let Some(dir) = plan.path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&plan.path, &plan.contents)
+        .with_context(|| format!("cannot write {}", plan.path.display()))?;
+    crate::systemd::reload_networkd().await?;
     Ok(())
 }
 
@@ -71,22 +175,29 @@ fn read_role(path: &Path) -> anyhow::Result<configs::role::RoleConfig> {
     )?)
 }
 
-/// Step 2: where the user-data came from, or why there is none.
-fn user_data(opts: &Options) -> String {
+/// Step 2: where the user-data came from (or why there is none), and the
+/// user-data itself when there is one.
+fn user_data(opts: &Options) -> (String, Option<UserData>) {
     if let Some(file) = &opts.user_data {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
-            Err(e) => return format!("error: cannot read {}: {e}", file.display()),
+            Err(e) => return (format!("error: cannot read {}: {e}", file.display()), None),
         };
-        return match configs::user_data::UserData::parse(&file.display().to_string(), &text) {
-            Ok(u) => format!("file:{} (node {})", file.display(), u.name),
-            Err(e) => format!("error: {e}"),
+        return match UserData::parse(&file.display().to_string(), &text) {
+            Ok(u) => (
+                format!("file:{} (node {})", file.display(), u.name),
+                Some(u),
+            ),
+            Err(e) => (format!("error: {e}"), None),
         };
     }
     match bootstrap::discover(&opts.state_dir) {
-        Ok(d) => format!("{} (node {})", d.source, d.user_data.name),
-        Err(bootstrap::Error::NotFound { .. }) => "none".to_string(),
-        Err(e) => format!("error: {e}"),
+        Ok(d) => (
+            format!("{} (node {})", d.source, d.user_data.name),
+            Some(d.user_data),
+        ),
+        Err(bootstrap::Error::NotFound { .. }) => ("none".to_string(), None),
+        Err(e) => (format!("error: {e}"), None),
     }
 }
 

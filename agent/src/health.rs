@@ -163,10 +163,11 @@ pub fn check(run_dir: &Path, wait: bool, timeout: Duration) -> anyhow::Result<He
     loop {
         match read(run_dir)? {
             Some(h) if h.healthy => return Ok(h),
-            Some(h) => bail!("node is unhealthy: {}", h.problems.join("; ")),
-            None if wait && start.elapsed() < timeout => {
+            // The agent reports unhealthy while it joins: keep waiting.
+            Some(_) | None if wait && start.elapsed() < timeout => {
                 std::thread::sleep(Duration::from_millis(250))
             }
+            Some(h) => bail!("node is unhealthy: {}", h.problems.join("; ")),
             None => bail!(
                 "no health reported in {} after {:.0}s: is `strata agent` running?",
                 run_dir.join("health").display(),

@@ -45,6 +45,26 @@ impl Systemd {
         Ok(Systemd { conn })
     }
 
+    /// `networkctl reload`: systemd-networkd rereads its `.network` files
+    /// and reconfigures the links they match.
+    pub async fn reload_networkd(&self) -> Result<(), Error> {
+        self.conn
+            .call_method(
+                Some("org.freedesktop.network1"),
+                "/org/freedesktop/network1",
+                Some("org.freedesktop.network1.Manager"),
+                "Reload",
+                &(),
+            )
+            .await
+            .map_err(|source| Error::Call {
+                method: "network1.Reload",
+                arg: String::new(),
+                source,
+            })?;
+        Ok(())
+    }
+
     /// `systemctl daemon-reload`.
     pub async fn reload(&self) -> Result<(), Error> {
         self.conn
@@ -78,4 +98,9 @@ impl Systemd {
             .map_err(call)?;
         reply.body().deserialize::<OwnedObjectPath>().map_err(call)
     }
+}
+
+/// Connects to the system bus and asks systemd-networkd to reload.
+pub async fn reload_networkd() -> Result<(), Error> {
+    Systemd::system().await?.reload_networkd().await
 }

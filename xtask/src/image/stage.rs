@@ -93,6 +93,26 @@ pub fn stage(tree: &Path, dir: &Path, add: &Additions<'_>) -> anyhow::Result<()>
         "etc/systemd/system/systemd-firstboot.service",
         "/dev/null",
     )?;
+    // systemd-networkd configures the links: the agent writes the node's
+    // `.network` from its user-data at runtime (under /run/systemd/network,
+    // sorting first); until then, and on nodes without user-data, every
+    // ethernet link asks for DHCP (the fallback sorts after `90-*`).
+    link(
+        dir,
+        "etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+        "/usr/lib/systemd/system/systemd-networkd.service",
+    )?;
+    link(
+        dir,
+        "etc/systemd/system/sockets.target.wants/systemd-networkd.socket",
+        "/usr/lib/systemd/system/systemd-networkd.socket",
+    )?;
+    put(
+        dir,
+        "usr/lib/systemd/network/99-strata-dhcp.network",
+        include_bytes!("files/99-strata-dhcp.network"),
+        0o644,
+    )?;
     put(dir, "etc/fstab", include_bytes!("files/fstab"), 0o644)?;
     put(dir, "etc/machine-id", b"", 0o444)?;
     put(dir, "etc/hostname", b"strata\n", 0o644)?;

@@ -27,6 +27,7 @@ pub const BASE_PACKAGES: &[&str] = &[
     "dmsetup",
     "e2fsprogs",
     "fdisk",
+    "nftables",
 ];
 
 /// Bump when the way a tree is made changes, so old caches are not reused.
