@@ -164,6 +164,10 @@ pub struct Node {
     pub address: Option<Ipv4Cidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// The link the address goes on (`enp0s16`); every ethernet link when
+    /// absent, so name it on nodes with more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 impl ClusterConfig {

@@ -9,6 +9,7 @@
 //! qemu`) or captured line by line for [`Vm::wait_for`]. A `Vm` is killed
 //! when dropped, so a failing test never leaves QEMU behind.
 
+pub mod cluster;
 pub mod env;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -63,6 +64,9 @@ pub enum Console {
     Terminal,
     /// Captured for [`Vm::wait_for`] and copied to the VM's log file.
     Capture,
+    /// Written to the VM's log file by QEMU itself, which runs detached
+    /// ([`spawn_detached`], `cargo xtask cluster up`).
+    File,
 }
 
 /// How to launch one VM.
@@ -82,6 +86,9 @@ pub struct VmConfig {
     pub console: Console,
     /// Extra QEMU arguments (networks of a multi-node test).
     pub extra: Vec<String>,
+    /// TCP ports forwarded from the host's loopback to the guest's
+    /// user-mode network: (host port, guest port).
+    pub hostfwd: Vec<(u16, u16)>,
 }
 
 impl VmConfig {
@@ -98,6 +105,7 @@ impl VmConfig {
             uuid: format!("5c0a7a00-0000-4000-8000-{:012x}", u),
             console: Console::Capture,
             extra: Vec::new(),
+            hostfwd: Vec::new(),
         }
     }
 
@@ -132,7 +140,8 @@ impl VmConfig {
             self.disk.display()
         ))
         .args(["-device", "virtio-blk-pci,drive=disk0"])
-        .args(["-netdev", "user,id=net0"])
+        .arg("-netdev")
+        .arg(self.user_netdev())
         .arg("-device")
         .arg(format!("virtio-net-pci,netdev=net0,mac={}", self.mac))
         .args(["-device", "virtio-rng-pci"])
@@ -141,6 +150,12 @@ impl VmConfig {
         match self.console {
             Console::Terminal => c.args(["-serial", "mon:stdio"]),
             Console::Capture => c.args(["-serial", "stdio"]),
+            Console::File => c
+                .arg("-serial")
+                .arg(format!("file:{}", self.log().display()))
+                .arg("-daemonize")
+                .arg("-pidfile")
+                .arg(self.pidfile()),
         };
         if let Some(u) = &self.user_data {
             c.arg("-fw_cfg")
@@ -148,6 +163,19 @@ impl VmConfig {
         }
         c.args(&self.extra);
         c
+    }
+
+    fn user_netdev(&self) -> String {
+        let mut netdev = "user,id=net0".to_string();
+        for (host, guest) in &self.hostfwd {
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        netdev
+    }
+
+    /// Where a detached QEMU writes its pid.
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join(format!("{}.pid", self.name))
     }
 
     fn vars(&self) -> PathBuf {
@@ -250,6 +278,10 @@ impl Vm {
             Console::Terminal => (
                 cmd.spawn().context("cannot start qemu-system-x86_64")?,
                 None,
+            ),
+            Console::File => bail!(
+                "{}: a VM with its console in a file runs detached: use spawn_detached",
+                config.name
             ),
             Console::Capture => {
                 let mut child = cmd
@@ -380,6 +412,35 @@ impl Drop for Vm {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Starts a VM that outlives this process (`-daemonize`, console in
+/// [`VmConfig::log`]) and returns its pid.
+pub fn spawn_detached(mut config: VmConfig) -> anyhow::Result<u32> {
+    config.console = Console::File;
+    std::fs::create_dir_all(&config.dir)
+        .with_context(|| format!("cannot create {}", config.dir.display()))?;
+    std::fs::copy(OVMF_VARS, config.vars()).with_context(|| format!("cannot copy {OVMF_VARS}"))?;
+    let _ = std::fs::remove_file(config.qmp());
+    let out = config
+        .command()
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot start qemu-system-x86_64")?;
+    if !out.status.success() {
+        bail!(
+            "{}: qemu-system-x86_64 failed ({}): {}",
+            config.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let pidfile = config.pidfile();
+    let text = std::fs::read_to_string(&pidfile)
+        .with_context(|| format!("cannot read {}", pidfile.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: not a pid", pidfile.display()))
 }
 
 /// The fields of the agent's ready marker line

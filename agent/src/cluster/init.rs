@@ -55,6 +55,7 @@ fn nodes(cluster: &ClusterConfig) -> Vec<configs::cluster::Node> {
             role: Role::Master,
             address: configs::net::Ipv4Cidr::new(m.address, 32),
             gateway: None,
+            interface: None,
         })
         .collect()
 }
@@ -97,7 +98,7 @@ pub fn plan(
             masters: cluster.master_endpoints(),
             join_token: secrets.token.to_string(),
             network: Network {
-                interface: None,
+                interface: node.interface.clone(),
                 address: node.address,
                 gateway: node.gateway,
                 dns: cluster.dns.resolvers.clone(),

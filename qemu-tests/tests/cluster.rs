@@ -1,0 +1,157 @@
+//! Cluster formation from our images: nodes booted under QEMU with their
+//! user-data on fw_cfg join by themselves, and the cluster is checked from
+//! outside through the API forwarded from the first master.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use qemu_tests::cluster::{Layout, Prepared};
+use qemu_tests::env::{images_dir, project_root, require};
+use qemu_tests::{OVMF_CODE, QEMU, Vm, marker_fields, unique};
+
+/// Boots under TCG take 25-90 s each when several VMs share two cores.
+const BOOT: Duration = Duration::from_secs(420);
+
+fn strata() -> PathBuf {
+    std::env::var_os("STRATA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target/release/strata"))
+}
+
+fn ready(test: &str, roles: &[&str]) -> bool {
+    let images = images_dir();
+    let mut files: Vec<PathBuf> = roles
+        .iter()
+        .map(|r| images.join(format!("strata-{r}.qcow2")))
+        .collect();
+    files.push(strata());
+    files.push(OVMF_CODE.into());
+    let refs: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    require(test, &refs, &[QEMU, "qemu-img"])
+}
+
+fn boot(layout: Layout, tag: &str) -> (Prepared, Vec<Vm>) {
+    let dir = project_root().join(format!("target/qemu-tests/{tag}-{}", unique()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let prepared = Prepared::new(&dir, layout, &strata(), &images_dir())
+        .expect("strata cluster init makes the cluster's files");
+    let vms = prepared
+        .nodes
+        .iter()
+        .map(|n| {
+            let config = prepared
+                .vm_config(n)
+                .expect("the node's disk overlay is made");
+            Vm::spawn(config).expect("qemu starts")
+        })
+        .collect();
+    (prepared, vms)
+}
+
+/// Waits for every VM's ready marker (printed once the node is Ready in
+/// the cluster) and prints the time each took.
+fn wait_markers(vms: &mut [Vm]) {
+    for vm in vms.iter_mut() {
+        let line = vm
+            .wait_for("STRATA-READY", BOOT)
+            .expect("the node reports Ready on its console");
+        let f = marker_fields(&line);
+        println!(
+            "{}: Ready after {:.1}s: {line}",
+            vm.config.name,
+            vm.uptime().as_secs_f64()
+        );
+        assert_eq!(f.get("healthy").map(String::as_str), Some("yes"), "{line}");
+        assert_eq!(f.get("verity").map(String::as_str), Some("yes"), "{line}");
+    }
+}
+
+fn wait_state(p: &Prepared, name: &str, state: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let states = p.node_states().unwrap_or_default();
+        if states.iter().any(|(n, s)| n == name && s == state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not {state} after {timeout:?}: {states:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn master_private_and_public_join_at_boot() {
+    if !ready(
+        "master_private_and_public_join_at_boot",
+        &["master", "private", "public"],
+    ) {
+        return;
+    }
+    let (p, mut vms) = boot(
+        Layout {
+            masters: 1,
+            private: 1,
+            public: 1,
+        },
+        "join",
+    );
+    wait_markers(&mut vms);
+    let states = p
+        .wait_ready(
+            &["master-1", "private-1", "public-1"],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    assert_eq!(states.len(), 3, "{states:?}");
+    println!("{}", p.strata(&["node", "list"]).unwrap());
+
+    // A node that vanishes is shown unreachable after the grace period.
+    let lost = vms.remove(1);
+    assert_eq!(lost.config.name, "private-1");
+    drop(lost);
+    let gone = Instant::now();
+    wait_state(&p, "private-1", "unreachable", Duration::from_secs(60));
+    println!(
+        "private-1 unreachable {:.1}s after its VM was killed",
+        gone.elapsed().as_secs_f64()
+    );
+    wait_state(&p, "public-1", "ready", Duration::from_secs(5));
+}
+
+#[test]
+fn three_masters_survive_losing_one() {
+    if !ready("three_masters_survive_losing_one", &["master", "private"]) {
+        return;
+    }
+    let (p, mut vms) = boot(
+        Layout {
+            masters: 3,
+            private: 1,
+            public: 0,
+        },
+        "quorum",
+    );
+    wait_markers(&mut vms);
+    p.wait_ready(
+        &["master-1", "master-2", "master-3", "private-1"],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+
+    let lost = vms.remove(2);
+    assert_eq!(lost.config.name, "master-3");
+    drop(lost);
+    wait_state(&p, "master-3", "unreachable", Duration::from_secs(90));
+    let status: serde_json::Value =
+        serde_json::from_str(&p.strata(&["cluster", "status", "--json"]).unwrap()).unwrap();
+    println!("{status:#}");
+    assert_eq!(status["etcd_quorum"], serde_json::json!(true), "{status:#}");
+    assert!(status["etcd_leader"].is_string(), "{status:#}");
+    wait_state(&p, "private-1", "ready", Duration::from_secs(5));
+    // Still Ready a full grace period later: its heartbeats go to the
+    // masters that are left.
+    std::thread::sleep(Duration::from_secs(12));
+    wait_state(&p, "private-1", "ready", Duration::from_secs(1));
+}
