@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_cluster;
 pub mod bench_image;
+pub mod cluster;
 pub mod deps;
 pub mod image;
 pub mod qemu;
@@ -32,6 +33,11 @@ enum Command {
     Image(image::Args),
     /// Boot a built image under QEMU with the serial console on this terminal.
     Qemu(qemu::Args),
+    /// A local cluster in QEMU: `up`, `status`, `down`.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::Command,
+    },
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -47,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(&args),
         Command::Qemu(args) => qemu::run(&args),
         Command::Bench { area } => bench::run(area),
+        Command::Cluster { command } => cluster::run(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
