@@ -8,7 +8,9 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod dns;
 pub mod etcd;
+pub mod overlay;
 pub mod pki;
 pub mod systemd;
 pub mod testenv;

@@ -622,7 +622,7 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
 /// arguments that would start etcd in an image are checked on a real bus.
 #[test]
 fn systemd_client_starts_a_unit_over_dbus() {
-    use futures_util::StreamExt;
+    use futures::StreamExt;
 
     if !require("host_cluster systemd", &[Need::Program("dbus-daemon")]) {
         return;

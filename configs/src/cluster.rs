@@ -56,6 +56,14 @@ pub struct Overlay {
     pub mtu: Option<u32>,
 }
 
+/// Ranges an overlay must not use: the kernel or the underlay treat them specially.
+const RESERVED: [(&str, &str); 4] = [
+    ("0.0.0.0/8", "this network"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/3", "multicast and reserved"),
+];
+
 fn default_subnet_prefix() -> u8 {
     24
 }
@@ -203,6 +211,28 @@ impl ClusterConfig {
             ));
         }
         let o = &self.overlay;
+        if o.cidr.addr != o.cidr.network() {
+            return Err((
+                "overlay.cidr".into(),
+                format!(
+                    "{} has host bits set, expected the network address {}",
+                    o.cidr,
+                    o.cidr.trunc()
+                ),
+            ));
+        }
+        for (reserved, what) in RESERVED {
+            let reserved: Ipv4Cidr = reserved.parse().expect("reserved ranges are valid CIDRs");
+            if o.cidr.overlaps(reserved) {
+                return Err((
+                    "overlay.cidr".into(),
+                    format!(
+                        "{} overlaps {reserved} ({what}), expected a private range like 10.200.0.0/16",
+                        o.cidr
+                    ),
+                ));
+            }
+        }
         if o.subnet_prefix <= o.cidr.prefix || o.subnet_prefix > 30 {
             return Err((
                 "overlay.subnet_prefix".into(),
@@ -257,6 +287,17 @@ impl ClusterConfig {
             }
         }
         check_zone(&self.dns.zone).map_err(|m| ("dns.zone".to_string(), m))?;
+        for (i, r) in self.dns.resolvers.iter().enumerate() {
+            if o.cidr.contains(*r) {
+                return Err((
+                    format!("dns.resolvers[{i}]"),
+                    format!(
+                        "resolver {r} is inside the overlay network {}, expected an underlay or outside address",
+                        o.cidr
+                    ),
+                ));
+            }
+        }
         if self.heartbeat.interval_seconds == 0 {
             return Err((
                 "heartbeat.interval_seconds".into(),

@@ -171,6 +171,79 @@ fn malformed_cluster() {
 }
 
 #[test]
+fn overlay_validation() {
+    let base = "name = \"demo\"\nmasters = [\"10.9.0.10\", \"10.9.0.11\", \"10.9.0.12\"]\n";
+    // Too small for the masters alone: a /24 split into /25s holds 2 subnets.
+    check(
+        Kind::Cluster,
+        &format!("{base}[overlay]\ncidr = \"10.200.0.0/24\"\nsubnet_prefix = 25\n"),
+        expect![
+            "error: test.toml:4:8: field `overlay.cidr`: 10.200.0.0/24 holds 2 subnet(s) of /25, but the cluster has 3 node(s)"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{base}[overlay]\ncidr = \"10.200.1.0/16\"\n"),
+        expect![
+            "error: test.toml:4:8: field `overlay.cidr`: 10.200.1.0/16 has host bits set, expected the network address 10.200.0.0/16"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{base}[overlay]\ncidr = \"127.0.0.0/16\"\n"),
+        expect![
+            "error: test.toml:4:8: field `overlay.cidr`: 127.0.0.0/16 overlaps 127.0.0.0/8 (loopback), expected a private range like 10.200.0.0/16"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{base}[overlay]\ncidr = \"169.254.0.0/16\"\n"),
+        expect![
+            "error: test.toml:4:8: field `overlay.cidr`: 169.254.0.0/16 overlaps 169.254.0.0/16 (link-local), expected a private range like 10.200.0.0/16"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{base}[overlay]\ncidr = \"10.0.0.0/8\"\n"),
+        expect![
+            "error: test.toml:4:8: field `overlay.cidr`: 10.0.0.0/8 overlaps the underlay: it holds master 10.9.0.10 (masters[0])"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{base}[overlay]\ncidr = \"10.200.0.0/16\"\nvni = 0\n"),
+        expect![
+            "error: test.toml:5:7: field `overlay.vni`: VNI 0 is out of range, expected 1 to 16777215"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!(
+            "{base}[overlay]\ncidr = \"10.200.0.0/16\"\n[dns]\nresolvers = [\"10.200.4.4\"]\n"
+        ),
+        expect![
+            "error: test.toml:6:14: field `dns.resolvers[0]`: resolver 10.200.4.4 is inside the overlay network 10.200.0.0/16, expected an underlay or outside address"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{base}[overlay]\ncidr = \"10.200.0.0/16\"\nmtu = 9500\n"),
+        expect![
+            "error: test.toml:5:7: field `overlay.mtu`: MTU 9500 is out of range, expected 1280 to 9000"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!(
+            "{base}[overlay]\ncidr = \"10.200.0.0/24\"\nsubnet_prefix = 26\n[dns]\nresolvers = [\"10.9.0.1\"]\n"
+        ),
+        expect![
+            "test.toml: cluster `demo` with 3 master(s), 0 node(s), overlay 10.200.0.0/24 (/26 per node, VNI 4242)"
+        ],
+    );
+}
+
+#[test]
 fn malformed_role() {
     check(
         Kind::Role,

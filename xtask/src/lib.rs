@@ -1,7 +1,7 @@
 //! `cargo xtask`: builds images, runs every test tier, boots VMs and prints
 //! benchmarks. Only the xtask runs host tools; the crates stay pure.
 
-pub mod bench_cluster;
+pub mod bench;
 pub mod deps;
 pub mod sh;
 pub mod test;
@@ -24,18 +24,11 @@ enum Command {
     /// Run the test tiers (format, clippy, unit, host integration, QEMU),
     /// installing what they need first.
     Test(test::Args),
-    /// Print benchmark figures of one area.
+    /// Run a benchmark and print its figures.
     Bench {
-        #[command(subcommand)]
-        area: Bench,
+        #[arg(value_enum)]
+        area: bench::Area,
     },
-}
-
-/// The benchmark areas.
-#[derive(Debug, Subcommand)]
-enum Bench {
-    /// Idle agent memory and how many heartbeating agents one master holds.
-    Cluster(bench_cluster::Args),
 }
 
 /// Runs the xtask CLI and maps errors to an exit code.
@@ -43,9 +36,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
-        Command::Bench {
-            area: Bench::Cluster(args),
-        } => bench_cluster::run(&args),
+        Command::Bench { area } => bench::run(area),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
-//! Simulated agents for `cargo xtask bench cluster`: many heartbeating
-//! nodes in one process, each with its own key, certificate and TLS
+//! Simulated agents for `cargo xtask bench cluster` (`agent/benches/cluster.rs`):
+//! many heartbeating nodes in one process, each with its own key, certificate and TLS
 //! connection, joined with the real join token through the real API. It
 //! finds how many one master holds with no missed heartbeat.
 

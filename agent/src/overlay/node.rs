@@ -1,0 +1,156 @@
+//! One node's overlay as the agent holds it: configuration, lease, IPAM
+//! book under the state directory, and the three calls the agent makes
+//! (reconcile on every node-list change, attach on task start, detach on
+//! task stop).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use configs::net::Ipv4Cidr;
+
+use super::ipam::{Ipam, veth_name};
+use super::netlink::{self, NodeOverlay, TaskNet};
+use super::plan::{self, Action, Peer};
+
+/// The overlay of this node.
+#[derive(Debug)]
+pub struct NodeNetwork {
+    /// Network namespace the node's links live in: `None` for the agent
+    /// (its own namespace), a path in tests.
+    pub netns: Option<PathBuf>,
+    pub node: NodeOverlay,
+    /// This node's lease.
+    pub subnet: Ipv4Cidr,
+    /// The cluster's overlay CIDR.
+    pub cluster: Ipv4Cidr,
+    ipam_path: PathBuf,
+    ipam: Mutex<Ipam>,
+}
+
+impl NodeNetwork {
+    /// Opens the node's overlay state; the IPAM book lives at
+    /// `<state_dir>/overlay/ipam.json`.
+    pub fn open(
+        state_dir: &Path,
+        netns: Option<PathBuf>,
+        node: NodeOverlay,
+        subnet: Ipv4Cidr,
+        cluster: Ipv4Cidr,
+    ) -> anyhow::Result<NodeNetwork> {
+        let ipam_path = state_dir.join("overlay").join("ipam.json");
+        let ipam = Ipam::load(&ipam_path, subnet)?;
+        Ok(NodeNetwork {
+            netns,
+            node,
+            subnet,
+            cluster,
+            ipam_path,
+            ipam: Mutex::new(ipam),
+        })
+    }
+
+    /// Brings links, addresses, peer routes, neighbours, FDB entries and
+    /// the masquerade ruleset in line with `peers` (every other node:
+    /// name, underlay address, subnet). Idempotent: returns no action when
+    /// nothing changed.
+    pub fn reconcile(&self, peers: Vec<Peer>) -> anyhow::Result<Vec<Action>> {
+        super::reconcile_node(
+            self.netns.as_deref(),
+            &self.node,
+            self.subnet,
+            self.cluster,
+            peers,
+        )
+    }
+
+    /// The address the node's DNS server listens on and tasks resolve
+    /// through: the subnet's gateway, on the bridge.
+    pub fn resolver(&self) -> Ipv4Addr {
+        plan::gateway(self.subnet)
+    }
+
+    /// Gives task `task` an address (kept across agent restarts) and wires
+    /// a veth from the bridge into its namespace `task_netns`
+    /// (`/var/run/netns/NAME`, the OCI spec's network namespace path).
+    pub fn attach(&self, task: &str, task_netns: &Path) -> anyhow::Result<Ipv4Cidr> {
+        let addr = {
+            let mut ipam = self.lock()?;
+            let addr = ipam.allocate(task)?;
+            ipam.save(&self.ipam_path)?;
+            addr
+        };
+        let mtu = netlink::dump(self.netns.as_deref())?
+            .link(&self.node.bridge_name)
+            .map(|l| l.mtu)
+            .with_context(|| {
+                format!(
+                    "bridge {} is missing: reconcile first",
+                    self.node.bridge_name
+                )
+            })?;
+        let net = TaskNet {
+            netns: task_netns.to_path_buf(),
+            host_if: veth_name(task),
+            addr,
+            bridge: self.node.bridge_name.clone(),
+            mtu,
+        };
+        netlink::attach_task(self.netns.as_deref(), &net)
+            .with_context(|| format!("attaching task {task}"))?;
+        Ok(addr)
+    }
+
+    /// Removes task `task`'s veth and frees its address.
+    pub fn detach(&self, task: &str) -> anyhow::Result<()> {
+        netlink::detach_task(self.netns.as_deref(), &veth_name(task))?;
+        let mut ipam = self.lock()?;
+        ipam.release(task);
+        ipam.save(&self.ipam_path)?;
+        Ok(())
+    }
+
+    /// The address of task `task`, if it has one.
+    pub fn address_of(&self, task: &str) -> Option<Ipv4Addr> {
+        self.lock()
+            .ok()
+            .and_then(|i| i.assigned().get(task).copied())
+    }
+
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Ipam>> {
+        self.ipam
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the IPAM book lock is poisoned"))
+    }
+}
+
+/// Keeps the node's overlay in line with the peer list: reconciles at once
+/// whenever `peers` changes (the agent feeds it from its watch on the
+/// cluster's node list) and every `resync` otherwise, to repair drift.
+/// Returns when the sender is dropped. Failed passes are reported through
+/// `report` and retried at the next change or resync.
+pub async fn follow(
+    net: std::sync::Arc<NodeNetwork>,
+    mut peers: tokio::sync::watch::Receiver<Vec<Peer>>,
+    resync: std::time::Duration,
+    report: impl Fn(anyhow::Result<Vec<Action>>) + Send,
+) {
+    loop {
+        let current = peers.borrow_and_update().clone();
+        let n = net.clone();
+        let result = match tokio::task::spawn_blocking(move || n.reconcile(current)).await {
+            Ok(r) => r,
+            Err(e) => Err(anyhow::anyhow!("reconcile task failed: {e}")),
+        };
+        report(result);
+        tokio::select! {
+            changed = peers.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(resync) => {}
+        }
+    }
+}
