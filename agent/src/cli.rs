@@ -193,24 +193,6 @@ pub enum ClusterCommand {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Benchmark helper for `cargo xtask bench cluster`: simulated agents
-    /// joined with the token of an agent's user-data, ramped through
-    /// `--steps` until a heartbeat is missed.
-    #[command(hide = true)]
-    BenchAgents {
-        /// An agent's user-data: its join token and masters are used.
-        #[arg(long)]
-        user_data: PathBuf,
-        /// The CLI context used to watch the node list.
-        #[arg(long)]
-        context: PathBuf,
-        /// Total simulated agents at each step.
-        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000,8000")]
-        steps: Vec<usize>,
-        /// Seconds each step is held and measured.
-        #[arg(long, default_value_t = 20)]
-        window_seconds: u64,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,34 +284,6 @@ mod cluster_cli {
                     println!("{}", serde_json::to_string_pretty(&status)?);
                 } else {
                     print!("{}", show::cluster_status(&status));
-                }
-                Ok(())
-            }
-            ClusterCommand::BenchAgents {
-                user_data,
-                context,
-                steps,
-                window_seconds,
-            } => {
-                let text = std::fs::read_to_string(&user_data)
-                    .with_context(|| format!("cannot read {}", user_data.display()))?;
-                let ud =
-                    configs::user_data::UserData::parse(&user_data.display().to_string(), &text)?;
-                let admin = context::Context::load(&context)?;
-                let window = std::time::Duration::from_secs(window_seconds);
-                let steps = runtime()?.block_on(cluster::bench::ramp(ud, admin, &steps, window))?;
-                let held = steps
-                    .iter()
-                    .filter(|s| s.missed() == 0)
-                    .map(|s| s.agents)
-                    .max()
-                    .unwrap_or(0);
-                if steps.iter().all(|s| s.missed() == 0) {
-                    println!(
-                        "simulated agents held with no missed heartbeat: {held} (the last step; raise --steps to find the limit)"
-                    );
-                } else {
-                    println!("simulated agents held with no missed heartbeat: {held}");
                 }
                 Ok(())
             }

@@ -437,6 +437,32 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
         "{show}"
     );
 
+    // A master that cannot be reached is named with the reason.
+    let ctx = c.context.display().to_string();
+    let unreachable = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &master_ns,
+            STRATA,
+            "node",
+            "list",
+            "--context",
+            &ctx,
+            "--endpoint",
+            &format!("{MASTER_IP}:1"),
+        ])
+        .output()
+        .expect("strata");
+    assert!(!unreachable.status.success());
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no master answered: {MASTER_IP}:1: cannot connect: Connection refused"
+        )),
+        "{stderr}"
+    );
+
     // Heartbeats keep the nodes Ready well past the grace period.
     std::thread::sleep(Duration::from_secs(4));
     assert!(
@@ -596,7 +622,7 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
 /// arguments that would start etcd in an image are checked on a real bus.
 #[test]
 fn systemd_client_starts_a_unit_over_dbus() {
-    use futures_util::StreamExt;
+    use futures::StreamExt;
 
     if !require("host_cluster systemd", &[Need::Program("dbus-daemon")]) {
         return;

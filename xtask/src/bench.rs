@@ -13,7 +13,7 @@ pub enum Area {
     /// Overlay throughput beside the underlay, join convergence, DNS latency (root).
     Overlay,
     /// Idle agent memory and how many heartbeating agents one master holds (root).
-    Cluster(crate::bench_cluster::Args),
+    Cluster,
     /// Image builds (cold, warm), sizes, and QEMU start to the ready marker.
     Image(crate::bench_image::Args),
 }
@@ -22,7 +22,7 @@ pub enum Area {
 pub fn run(area: Area) -> anyhow::Result<()> {
     match area {
         Area::Overlay => agent_bench("overlay"),
-        Area::Cluster(args) => crate::bench_cluster::run(&args),
+        Area::Cluster => agent_bench("cluster"),
         Area::Image(args) => crate::bench_image::run(&args),
     }
 }

@@ -2,7 +2,6 @@
 //! benchmarks. Only the xtask runs host tools; the crates stay pure.
 
 pub mod bench;
-pub mod bench_cluster;
 pub mod bench_image;
 pub mod cluster;
 pub mod deps;

@@ -1,5 +1,5 @@
-//! Simulated agents for `cargo xtask bench cluster`: many heartbeating
-//! nodes in one process, each with its own key, certificate and TLS
+//! Simulated agents for `cargo xtask bench cluster` (`agent/benches/cluster.rs`):
+//! many heartbeating nodes in one process, each with its own key, certificate and TLS
 //! connection, joined with the real join token through the real API. It
 //! finds how many one master holds with no missed heartbeat.
 
@@ -170,8 +170,11 @@ pub async fn ramp(
     let mut started = 0usize;
     let mut out = Vec::new();
     for &target in steps {
-        // Join in batches so that the join storm does not count as a miss.
-        while started < target {
+        // Join in batches of 50, as a fleet booting in waves would.
+        // Failures while this step's agents join count against the step.
+        let failed_before = stats.failed.load(Ordering::Relaxed);
+        let late_before = stats.late.load(Ordering::Relaxed);
+        while started < target && stats.join_failed.load(Ordering::Relaxed) == 0 {
             let batch = (target - started).min(50);
             for i in started..started + batch {
                 let (ud, stats) = (ud.clone(), stats.clone());
@@ -183,11 +186,10 @@ pub async fn ramp(
                 });
             }
             started += batch;
-            // Wait until this batch heartbeats.
+            // Wait until this batch heartbeats (or gave up joining).
             let deadline = Instant::now() + Duration::from_secs(60);
-            while stats.live.lock().expect("stats lock").len() < started
-                && Instant::now() < deadline
-            {
+            loop {
+                // A simulated agent only ends when it could not join or register.
                 while let Some(done) = tasks.try_join_next() {
                     stats.join_failed.fetch_add(1, Ordering::Relaxed);
                     match done {
@@ -198,15 +200,16 @@ pub async fn ramp(
                         }
                     }
                 }
+                let settled = stats.live.lock().expect("stats lock").len()
+                    + stats.join_failed.load(Ordering::Relaxed) as usize;
+                if settled >= started || Instant::now() >= deadline {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
         // Measure this step.
-        let before = (
-            stats.ok.load(Ordering::Relaxed),
-            stats.failed.load(Ordering::Relaxed),
-            stats.late.load(Ordering::Relaxed),
-        );
+        let ok_before = stats.ok.load(Ordering::Relaxed);
         stats.latencies_us.lock().expect("stats lock").clear();
         let end = Instant::now() + window;
         let mut unreachable = 0usize;
@@ -230,9 +233,9 @@ pub async fn ramp(
         lat.sort_unstable();
         let step = Step {
             agents: started,
-            heartbeats: stats.ok.load(Ordering::Relaxed) - before.0,
-            failed: stats.failed.load(Ordering::Relaxed) - before.1,
-            late: stats.late.load(Ordering::Relaxed) - before.2,
+            heartbeats: stats.ok.load(Ordering::Relaxed) - ok_before,
+            failed: stats.failed.load(Ordering::Relaxed) - failed_before,
+            late: stats.late.load(Ordering::Relaxed) - late_before,
             unreachable,
             p50_ms: percentile(&lat, 0.5),
             p99_ms: percentile(&lat, 0.99),

@@ -1,34 +1,28 @@
-//! `cargo xtask bench cluster`: figures of cluster formation on this host.
-//!
-//! Builds `strata` (release), makes a one-master cluster on loopback with a
-//! real etcd started here, and prints: the resident memory of an idle agent
-//! (and of the master), then how many simulated agents (in one process,
-//! each with its own key, certificate and TLS connection, heartbeating at
-//! the cluster's default interval) one master holds with no missed
-//! heartbeat, ramping up until one is missed.
+//! `cargo xtask bench cluster` (`cargo bench -p agent --bench cluster`):
+//! on loopback, one master (`strata` with a real etcd started here) and one
+//! real agent, then prints
+//! - the resident memory of the idle agent (and of the master and etcd);
+//! - how many simulated agents one master holds with no missed heartbeat:
+//!   agents in this process, each with its own key, certificate and TLS
+//!   connection, joined with the real token and heartbeating at the
+//!   cluster's default interval, ramped through `STRATA_BENCH_STEPS`
+//!   (default 500,1000,2000,4000,8000,12000,16000) until a step misses one
+//!   (a failed or late heartbeat, a node shown Unreachable, a failed join).
+//!   Each step is held for `STRATA_BENCH_WINDOW` seconds (default 20).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use agent::cluster::bench::ramp;
+use agent::cluster::context::Context;
+use agent::cluster::model::{NodeState, NodeStatus};
+use anyhow::{Context as _, bail};
 
-use crate::{deps, project_root, sh};
-
-/// Arguments of `cargo xtask bench cluster`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Total simulated agents at each step of the ramp.
-    #[arg(long, default_value = "500,1000,2000,4000,8000,12000,16000")]
-    pub steps: String,
-    /// Seconds each step is held and measured.
-    #[arg(long, default_value_t = 20)]
-    pub window_seconds: u64,
-    /// Seconds the real agent idles after Ready before its memory is read.
-    #[arg(long, default_value_t = 15)]
-    pub idle_seconds: u64,
-}
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+/// Seconds the real agent idles after Ready before its memory is read.
+const IDLE_SECONDS: u64 = 15;
 
 /// Processes killed and a directory removed on drop.
 struct Scratch {
@@ -47,7 +41,7 @@ impl Drop for Scratch {
 }
 
 impl Scratch {
-    fn spawn(&mut self, program: &Path, args: &[&str], log: &str) -> anyhow::Result<u32> {
+    fn spawn(&mut self, program: &str, args: &[&str], log: &str) -> anyhow::Result<u32> {
         let file = std::fs::File::create(self.dir.join(log))
             .with_context(|| format!("cannot create {log}"))?;
         let child = Command::new(program)
@@ -56,7 +50,7 @@ impl Scratch {
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
+            .with_context(|| format!("cannot start {program}"))?;
         let pid = child.id();
         self.children.push(child);
         Ok(pid)
@@ -71,37 +65,36 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+/// Resident memory of `pid` in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("process {pid} is gone"))?;
-    status
+    let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/PID/status")
+        .context("no VmRSS in /proc/PID/status")?;
+    Ok(kib as f64 / 1024.0)
 }
 
-fn strata_binary(root: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    sh::run(Command::new(cargo).current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "agent",
-        "--bin",
-        "strata",
-    ]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("release/strata"))
+fn env_or<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<Vec<T>> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{name}: `{s}` is not a number"))
+        })
+        .collect()
 }
 
-/// Runs the benchmark and prints its figures.
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    deps::ensure("cargo xtask bench cluster", &["etcd-server"], &[])?;
-    let root = project_root();
-    let strata = strata_binary(&root)?;
+fn main() -> anyhow::Result<()> {
+    if !agent::testenv::on_path("etcd") {
+        bail!("`etcd` is missing: install etcd-server (see xtask/src/deps.rs)");
+    }
+    let steps: Vec<usize> = env_or("STRATA_BENCH_STEPS", "500,1000,2000,4000,8000,12000,16000")?;
+    let window = Duration::from_secs(env_or::<u64>("STRATA_BENCH_WINDOW", "20")?[0]);
     let dir = std::env::temp_dir().join(format!("strata-bench-cluster-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut s = Scratch {
@@ -118,18 +111,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
          [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\n"
     );
     std::fs::write(dir.join("cluster.toml"), cluster)?;
-    sh::output(Command::new(&strata).args([
-        "cluster",
-        "init",
-        "--config",
-        &p("cluster.toml"),
-        "--out",
-        &p("out"),
-    ]))?;
+    let init = Command::new(STRATA)
+        .args([
+            "cluster",
+            "init",
+            "--config",
+            &p("cluster.toml"),
+            "--out",
+            &p("out"),
+        ])
+        .output()?;
+    if !init.status.success() {
+        bail!(
+            "strata cluster init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
     let client = format!("http://127.0.0.1:{etcd_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
     let etcd = s.spawn(
-        Path::new("etcd"),
+        "etcd",
         &[
             "--name",
             "bench",
@@ -149,7 +150,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "etcd.log",
     )?;
     let master = s.spawn(
-        &strata,
+        STRATA,
         &[
             "cluster",
             "run-node",
@@ -163,7 +164,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "master.log",
     )?;
     let agent = s.spawn(
-        &strata,
+        STRATA,
         &[
             "cluster",
             "run-node",
@@ -177,15 +178,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let context = p("out/cli/context.toml");
     let start = Instant::now();
     loop {
-        let list = Command::new(&strata)
+        let list = Command::new(STRATA)
             .args(["node", "list", "--json", "--context", &context])
             .output()?;
         let ready = list.status.success()
-            && serde_json::from_slice::<serde_json::Value>(&list.stdout).is_ok_and(|v| {
-                v.as_array().is_some_and(|nodes| {
-                    nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "ready")
-                })
-            });
+            && serde_json::from_slice::<Vec<NodeStatus>>(&list.stdout)
+                .is_ok_and(|n| n.len() == 2 && n.iter().all(|n| n.state == NodeState::Ready));
         if ready {
             break;
         }
@@ -199,32 +197,40 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!(
-        "cluster Ready {:.1}s after start (master, agent and etcd on loopback)",
+        "cluster bench: master, agent and etcd on loopback, Ready {:.1}s after start",
         start.elapsed().as_secs_f64()
     );
-    std::thread::sleep(Duration::from_secs(args.idle_seconds));
+    std::thread::sleep(Duration::from_secs(IDLE_SECONDS));
     println!(
-        "idle RSS {}s after Ready: agent {:.1} MiB, master {:.1} MiB (with its API), etcd {:.1} MiB",
-        args.idle_seconds,
-        rss_kib(agent)? as f64 / 1024.0,
-        rss_kib(master)? as f64 / 1024.0,
-        rss_kib(etcd)? as f64 / 1024.0
+        "idle RSS {IDLE_SECONDS}s after Ready: agent {:.1} MiB, master {:.1} MiB (with its API), etcd {:.1} MiB",
+        rss_mib(agent)?,
+        rss_mib(master)?,
+        rss_mib(etcd)?
     );
-    sh::run(Command::new(&strata).args([
-        "cluster",
-        "bench-agents",
-        "--user-data",
-        &p("out/user-data/agent-1.toml"),
-        "--context",
-        &context,
-        "--steps",
-        &args.steps,
-        "--window-seconds",
-        &args.window_seconds.to_string(),
-    ]))?;
-    println!(
-        "master RSS after the ramp: {:.1} MiB",
-        rss_kib(master)? as f64 / 1024.0
-    );
+
+    let template_path = p("out/user-data/agent-1.toml");
+    let template = configs::user_data::UserData::parse(
+        &template_path,
+        &std::fs::read_to_string(&template_path)?,
+    )?;
+    let admin = Context::load(Path::new(&context))?;
+    let results = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(ramp(template, admin, &steps, window))?;
+    let held = results
+        .iter()
+        .filter(|s| s.missed() == 0)
+        .map(|s| s.agents)
+        .max()
+        .unwrap_or(0);
+    if results.iter().all(|s| s.missed() == 0) {
+        println!(
+            "simulated agents one master held with no missed heartbeat: {held} (the last step; raise STRATA_BENCH_STEPS to find the limit)"
+        );
+    } else {
+        println!("simulated agents one master held with no missed heartbeat: {held}");
+    }
+    println!("master RSS after the ramp: {:.1} MiB", rss_mib(master)?);
     Ok(())
 }
