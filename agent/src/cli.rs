@@ -21,6 +21,24 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    // ---- container runtime (issue 5): tasks, images, shim ----
+    /// Run and inspect the tasks on this node.
+    Task {
+        #[command(subcommand)]
+        command: crate::runtime_cli::TaskCommand,
+    },
+    /// Pull, import, list and garbage-collect OCI images.
+    Image {
+        #[command(subcommand)]
+        command: crate::runtime_cli::ImageCommand,
+    },
+    /// Per-task container shim (started by the agent).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        task_dir: PathBuf,
+    },
+    // ---- end container runtime ----
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +68,9 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Config { command: ConfigCommand::Check { file, kind } } => {
+        Command::Config {
+            command: ConfigCommand::Check { file, kind },
+        } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let name = file.display().to_string();
@@ -58,5 +78,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        // ---- container runtime (issue 5) ----
+        Command::Task { command } => crate::runtime_cli::task(command),
+        Command::Image { command } => crate::runtime_cli::image(command),
+        Command::Shim { task_dir } => std::process::exit(crate::runtime::shim_main(&task_dir)),
+        // ---- end container runtime ----
     }
 }

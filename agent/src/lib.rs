@@ -6,4 +6,8 @@
 //! outside system (libcontainer, rtnetlink, zbus, etcd).
 
 pub mod cli;
+pub mod images;
+pub mod runtime;
+pub mod runtime_cli;
+pub mod tasks;
 pub mod testenv;

@@ -67,7 +67,10 @@ fn default_vxlan_port() -> u16 {
 impl Default for Overlay {
     fn default() -> Self {
         Overlay {
-            cidr: Ipv4Cidr { addr: Ipv4Addr::new(10, 200, 0, 0), prefix: 16 },
+            cidr: Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 200, 0, 0),
+                prefix: 16,
+            },
             subnet_prefix: default_subnet_prefix(),
             vni: default_vni(),
             port: default_vxlan_port(),
@@ -94,7 +97,10 @@ fn default_zone() -> String {
 
 impl Default for Dns {
     fn default() -> Self {
-        Dns { zone: default_zone(), resolvers: Vec::new() }
+        Dns {
+            zone: default_zone(),
+            resolvers: Vec::new(),
+        }
     }
 }
 
@@ -119,7 +125,10 @@ fn default_grace() -> u32 {
 
 impl Default for Heartbeat {
     fn default() -> Self {
-        Heartbeat { interval_seconds: default_interval(), grace_seconds: default_grace() }
+        Heartbeat {
+            interval_seconds: default_interval(),
+            grace_seconds: default_grace(),
+        }
     }
 }
 
@@ -139,14 +148,19 @@ pub struct Node {
 impl ClusterConfig {
     /// Parses and validates a `cluster.toml` read from `origin`.
     pub fn parse(origin: &str, text: &str) -> Result<ClusterConfig, Error> {
-        let c: ClusterConfig = toml::from_str(text).map_err(|e| Error::from_toml(origin, text, &e))?;
-        c.validate().map_err(|(path, msg)| Error::field(origin, text, &path, msg))?;
+        let c: ClusterConfig =
+            toml::from_str(text).map_err(|e| Error::from_toml(origin, text, &e))?;
+        c.validate()
+            .map_err(|(path, msg)| Error::field(origin, text, &path, msg))?;
         Ok(c)
     }
 
     /// API endpoints of all masters, `addr:port`.
     pub fn master_endpoints(&self) -> Vec<String> {
-        self.masters.iter().map(|m| format!("{m}:{}", self.api_port)).collect()
+        self.masters
+            .iter()
+            .map(|m| format!("{m}:{}", self.api_port))
+            .collect()
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
@@ -154,23 +168,37 @@ impl ClusterConfig {
         if ![1, 3, 5].contains(&self.masters.len()) {
             return Err((
                 "masters".into(),
-                format!("{} master(s) given, expected 1, 3 or 5 for an etcd quorum", self.masters.len()),
+                format!(
+                    "{} master(s) given, expected 1, 3 or 5 for an etcd quorum",
+                    self.masters.len()
+                ),
             ));
         }
         let mut seen = BTreeSet::new();
         for (i, m) in self.masters.iter().enumerate() {
             if !seen.insert(m) {
-                return Err((format!("masters[{i}]"), format!("master {m} is listed twice")));
+                return Err((
+                    format!("masters[{i}]"),
+                    format!("master {m} is listed twice"),
+                ));
             }
         }
         if self.api_port == 0 {
-            return Err(("api_port".into(), "port 0 is not allowed, expected 1 to 65535".into()));
+            return Err((
+                "api_port".into(),
+                "port 0 is not allowed, expected 1 to 65535".into(),
+            ));
         }
         let o = &self.overlay;
         if o.subnet_prefix <= o.cidr.prefix || o.subnet_prefix > 30 {
             return Err((
                 "overlay.subnet_prefix".into(),
-                format!("/{} does not fit in {}, expected a prefix from {} to 30", o.subnet_prefix, o.cidr, o.cidr.prefix + 1),
+                format!(
+                    "/{} does not fit in {}, expected a prefix from {} to 30",
+                    o.subnet_prefix,
+                    o.cidr,
+                    o.cidr.prefix + 1
+                ),
             ));
         }
         let needed = self.nodes.len().max(self.masters.len()) as u64;
@@ -178,31 +206,49 @@ impl ClusterConfig {
         if available < needed {
             return Err((
                 "overlay.cidr".into(),
-                format!("{} holds {available} subnet(s) of /{}, but the cluster has {needed} node(s)", o.cidr, o.subnet_prefix),
+                format!(
+                    "{} holds {available} subnet(s) of /{}, but the cluster has {needed} node(s)",
+                    o.cidr, o.subnet_prefix
+                ),
             ));
         }
         if o.vni == 0 || o.vni > 0x00FF_FFFF {
-            return Err(("overlay.vni".into(), format!("VNI {} is out of range, expected 1 to 16777215", o.vni)));
+            return Err((
+                "overlay.vni".into(),
+                format!("VNI {} is out of range, expected 1 to 16777215", o.vni),
+            ));
         }
         if o.port == 0 {
-            return Err(("overlay.port".into(), "port 0 is not allowed, expected 1 to 65535".into()));
+            return Err((
+                "overlay.port".into(),
+                "port 0 is not allowed, expected 1 to 65535".into(),
+            ));
         }
         if let Some(mtu) = o.mtu
             && !(1280..=9000).contains(&mtu)
         {
-            return Err(("overlay.mtu".into(), format!("MTU {mtu} is out of range, expected 1280 to 9000")));
+            return Err((
+                "overlay.mtu".into(),
+                format!("MTU {mtu} is out of range, expected 1280 to 9000"),
+            ));
         }
         for (i, m) in self.masters.iter().enumerate() {
             if o.cidr.contains(*m) {
                 return Err((
                     "overlay.cidr".into(),
-                    format!("{} overlaps the underlay: it holds master {m} (masters[{i}])", o.cidr),
+                    format!(
+                        "{} overlaps the underlay: it holds master {m} (masters[{i}])",
+                        o.cidr
+                    ),
                 ));
             }
         }
         check_zone(&self.dns.zone).map_err(|m| ("dns.zone".to_string(), m))?;
         if self.heartbeat.interval_seconds == 0 {
-            return Err(("heartbeat.interval_seconds".into(), "expected at least 1 second".into()));
+            return Err((
+                "heartbeat.interval_seconds".into(),
+                "expected at least 1 second".into(),
+            ));
         }
         if self.heartbeat.grace_seconds < 2 * self.heartbeat.interval_seconds {
             return Err((
@@ -220,7 +266,10 @@ impl ClusterConfig {
         for (i, n) in self.nodes.iter().enumerate() {
             check_label(&n.name).map_err(|m| (format!("nodes[{i}].name"), m))?;
             if !names.insert(n.name.as_str()) {
-                return Err((format!("nodes[{i}].name"), format!("node name `{}` is used twice", n.name)));
+                return Err((
+                    format!("nodes[{i}].name"),
+                    format!("node name `{}` is used twice", n.name),
+                ));
             }
             if let Some(a) = n.address {
                 if o.cidr.overlaps(a) {
@@ -230,30 +279,46 @@ impl ClusterConfig {
                     ));
                 }
                 if !addrs.insert(a.addr) {
-                    return Err((format!("nodes[{i}].address"), format!("address {} is used twice", a.addr)));
+                    return Err((
+                        format!("nodes[{i}].address"),
+                        format!("address {} is used twice", a.addr),
+                    ));
                 }
                 if let Some(gw) = n.gateway
                     && !a.contains(gw)
                 {
-                    return Err((format!("nodes[{i}].gateway"), format!("gateway {gw} is not inside {}", a.trunc())));
+                    return Err((
+                        format!("nodes[{i}].gateway"),
+                        format!("gateway {gw} is not inside {}", a.trunc()),
+                    ));
                 }
             }
         }
         if !self.nodes.is_empty() {
             for (i, m) in self.masters.iter().enumerate() {
-                let found = self.nodes.iter().any(|n| n.role == Role::Master && n.address.is_some_and(|a| a.addr == *m));
+                let found = self
+                    .nodes
+                    .iter()
+                    .any(|n| n.role == Role::Master && n.address.is_some_and(|a| a.addr == *m));
                 if !found {
                     return Err((
                         format!("masters[{i}]"),
-                        format!("no node with role master has address {m}, expected one [[nodes]] entry per master"),
+                        format!(
+                            "no node with role master has address {m}, expected one [[nodes]] entry per master"
+                        ),
                     ));
                 }
             }
             for (i, n) in self.nodes.iter().enumerate() {
-                if n.role == Role::Master && !n.address.is_some_and(|a| self.masters.contains(&a.addr)) {
+                if n.role == Role::Master
+                    && !n.address.is_some_and(|a| self.masters.contains(&a.addr))
+                {
                     return Err((
                         format!("nodes[{i}].role"),
-                        format!("node `{}` is a master but its address is not in `masters`", n.name),
+                        format!(
+                            "node `{}` is a master but its address is not in `masters`",
+                            n.name
+                        ),
                     ));
                 }
             }
@@ -266,19 +331,24 @@ impl ClusterConfig {
 pub fn check_label(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
         Ok(())
     } else {
-        Err(format!("`{s}` is not a valid name, expected 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"))
+        Err(format!(
+            "`{s}` is not a valid name, expected 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"
+        ))
     }
 }
 
 fn check_zone(zone: &str) -> Result<(), String> {
     if zone.len() > 253 || zone.split('.').any(|l| check_label(l).is_err()) {
-        return Err(format!("`{zone}` is not a DNS zone, expected dot-separated labels like strata.internal"));
+        return Err(format!(
+            "`{zone}` is not a DNS zone, expected dot-separated labels like strata.internal"
+        ));
     }
     Ok(())
 }

@@ -39,7 +39,9 @@ impl Error {
     pub(crate) fn from_toml(origin: &str, text: &str, err: &toml::de::Error) -> Error {
         let span = err.span();
         let message = tidy_message(err.message());
-        let whole = span.as_ref().is_some_and(|s| s.start == 0 && (s.end == 0 || s.end + 1 >= text.len()));
+        let whole = span
+            .as_ref()
+            .is_some_and(|s| s.start == 0 && (s.end == 0 || s.end + 1 >= text.len()));
         let mut field = match &span {
             Some(s) if !whole => locate::path_at(text, s.start),
             _ => String::new(),
@@ -51,8 +53,15 @@ impl Error {
         }
         // serde names a missing field only in its message; point at the
         // table that lacks it.
-        if let Some(name) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-            field = if field.is_empty() || whole { name.to_string() } else { format!("{field}.{name}") };
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            field = if field.is_empty() || whole {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
         }
         Error::at(origin, text, span, field, message)
     }
@@ -63,9 +72,23 @@ impl Error {
         Error::at(origin, text, span, path.to_string(), message.into())
     }
 
-    fn at(origin: &str, text: &str, span: Option<Range<usize>>, field: String, message: String) -> Error {
-        let (line, column) = span.map(|s| locate::line_col(text, s.start)).unwrap_or((0, 0));
-        Error { origin: origin.to_string(), line, column, field, message }
+    fn at(
+        origin: &str,
+        text: &str,
+        span: Option<Range<usize>>,
+        field: String,
+        message: String,
+    ) -> Error {
+        let (line, column) = span
+            .map(|s| locate::line_col(text, s.start))
+            .unwrap_or((0, 0));
+        Error {
+            origin: origin.to_string(),
+            line,
+            column,
+            field,
+            message,
+        }
     }
 }
 

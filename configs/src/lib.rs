@@ -9,9 +9,9 @@
 //! - [`cluster::ClusterConfig`]: the operator's `cluster.toml`.
 //! - [`user_data::UserData`]: what one node is handed at first boot.
 
+pub mod cluster;
 mod error;
 mod locate;
-pub mod cluster;
 pub mod net;
 pub mod role;
 pub mod user_data;
@@ -22,7 +22,9 @@ use std::str::FromStr;
 pub use error::Error;
 
 /// The node roles of a Strata cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Runs etcd, the API, the scheduler and the cluster DNS zone.
@@ -58,7 +60,9 @@ impl FromStr for Role {
             "master" => Ok(Role::Master),
             "private" => Ok(Role::Private),
             "public" => Ok(Role::Public),
-            other => Err(format!("unknown role `{other}`, expected one of master, private, public")),
+            other => Err(format!(
+                "unknown role `{other}`, expected one of master, private, public"
+            )),
         }
     }
 }
@@ -78,7 +82,9 @@ impl FromStr for Kind {
             "role" => Ok(Kind::Role),
             "cluster" => Ok(Kind::Cluster),
             "user-data" => Ok(Kind::UserData),
-            other => Err(format!("unknown kind `{other}`, expected one of role, cluster, user-data")),
+            other => Err(format!(
+                "unknown kind `{other}`, expected one of role, cluster, user-data"
+            )),
         }
     }
 }
@@ -111,7 +117,10 @@ pub fn check(origin: &str, text: &str, kind: Option<Kind>) -> Result<String, Err
         }
         Kind::UserData => {
             let u = user_data::UserData::parse(origin, text)?;
-            format!("{origin}: user-data for node `{}` ({}) of cluster `{}`", u.name, u.role, u.cluster)
+            format!(
+                "{origin}: user-data for node `{}` ({}) of cluster `{}`",
+                u.name, u.role, u.cluster
+            )
         }
     })
 }

@@ -53,8 +53,12 @@ fn holds(value: &Spanned<DeValue<'_>>, offset: usize) -> bool {
     // Tables written as `[section]` headers span only their header, so look
     // inside them too.
     match value.get_ref() {
-        DeValue::Table(t) => t.iter().any(|(k, v)| k.span().contains(&offset) || v.span().contains(&offset) || holds(v, offset)),
-        DeValue::Array(a) => a.iter().any(|v| v.span().contains(&offset) || holds(v, offset)),
+        DeValue::Table(t) => t.iter().any(|(k, v)| {
+            k.span().contains(&offset) || v.span().contains(&offset) || holds(v, offset)
+        }),
+        DeValue::Array(a) => a
+            .iter()
+            .any(|v| v.span().contains(&offset) || holds(v, offset)),
         _ => false,
     }
 }
@@ -87,8 +91,11 @@ pub(crate) fn key_before(text: &str, offset: usize) -> String {
         .find_map(|line| {
             let (key, _) = line.split_once('=')?;
             let key = key.trim();
-            (!key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
-                .then(|| key.to_string())
+            (!key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+            .then(|| key.to_string())
         })
         .unwrap_or_default()
 }

@@ -19,7 +19,11 @@ impl Ipv4Cidr {
 
     /// The netmask as a `u32`.
     pub fn mask(self) -> u32 {
-        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
     }
 
     /// The network address (host bits cleared).
@@ -29,7 +33,10 @@ impl Ipv4Cidr {
 
     /// The same network with host bits cleared.
     pub fn trunc(self) -> Ipv4Cidr {
-        Ipv4Cidr { addr: self.network(), prefix: self.prefix }
+        Ipv4Cidr {
+            addr: self.network(),
+            prefix: self.prefix,
+        }
     }
 
     /// The broadcast address.
@@ -43,7 +50,11 @@ impl Ipv4Cidr {
 
     pub fn overlaps(self, other: Ipv4Cidr) -> bool {
         let p = self.prefix.min(other.prefix);
-        let mask = Ipv4Cidr { addr: self.addr, prefix: p }.mask();
+        let mask = Ipv4Cidr {
+            addr: self.addr,
+            prefix: p,
+        }
+        .mask();
         u32::from(self.addr) & mask == u32::from(other.addr) & mask
     }
 
@@ -62,12 +73,19 @@ impl Ipv4Cidr {
         }
         let size = 1u64 << (32 - u32::from(prefix));
         let base = u64::from(u32::from(self.network())) + index * size;
-        Some(Ipv4Cidr { addr: Ipv4Addr::from(u32::try_from(base).ok()?), prefix })
+        Some(Ipv4Cidr {
+            addr: Ipv4Addr::from(u32::try_from(base).ok()?),
+            prefix,
+        })
     }
 
     /// The `n`-th host address (1 = first usable).
     pub fn host(self, n: u32) -> Option<Ipv4Addr> {
-        let size = if self.prefix == 0 { u64::from(u32::MAX) + 1 } else { 1u64 << (32 - u32::from(self.prefix)) };
+        let size = if self.prefix == 0 {
+            u64::from(u32::MAX) + 1
+        } else {
+            1u64 << (32 - u32::from(self.prefix))
+        };
         (u64::from(n) < size.saturating_sub(1) && n > 0)
             .then(|| Ipv4Addr::from(u32::from(self.network()) + n))
     }
@@ -85,7 +103,9 @@ impl FromStr for Ipv4Cidr {
         let (addr, prefix) = s
             .split_once('/')
             .ok_or_else(|| format!("`{s}` is not in CIDR notation, expected an address and a prefix length like 10.0.0.0/16"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
         let prefix: u8 = prefix
             .parse()
             .ok()
@@ -128,10 +148,22 @@ mod tests {
 
     #[test]
     fn parse_and_split() {
-        check("10.200.0.0/16", "net 10.200.0.0/16 bcast 10.200.255.255 /24s 256 first Some(Ipv4Cidr { addr: 10.200.1.0, prefix: 24 })");
-        check("10.9.0.10/24", "net 10.9.0.0/24 bcast 10.9.0.255 /24s 1 first None");
-        check("10.9.0.0", "`10.9.0.0` is not in CIDR notation, expected an address and a prefix length like 10.0.0.0/16");
-        check("10.9.0.0/33", "prefix length `33` is not a number from 0 to 32");
+        check(
+            "10.200.0.0/16",
+            "net 10.200.0.0/16 bcast 10.200.255.255 /24s 256 first Some(Ipv4Cidr { addr: 10.200.1.0, prefix: 24 })",
+        );
+        check(
+            "10.9.0.10/24",
+            "net 10.9.0.0/24 bcast 10.9.0.255 /24s 1 first None",
+        );
+        check(
+            "10.9.0.0",
+            "`10.9.0.0` is not in CIDR notation, expected an address and a prefix length like 10.0.0.0/16",
+        );
+        check(
+            "10.9.0.0/33",
+            "prefix length `33` is not a number from 0 to 32",
+        );
         check("10.9.0/8", "`10.9.0` is not an IPv4 address");
     }
 

@@ -47,22 +47,32 @@ pub struct Firewall {
 impl RoleConfig {
     /// Parses and validates role defaults read from `origin`.
     pub fn parse(origin: &str, text: &str) -> Result<RoleConfig, Error> {
-        let config: RoleConfig = toml::from_str(text).map_err(|e| Error::from_toml(origin, text, &e))?;
-        config.validate().map_err(|(path, msg)| Error::field(origin, text, &path, msg))?;
+        let config: RoleConfig =
+            toml::from_str(text).map_err(|e| Error::from_toml(origin, text, &e))?;
+        config
+            .validate()
+            .map_err(|(path, msg)| Error::field(origin, text, &path, msg))?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         for (i, p) in self.packages.iter().enumerate() {
             let ok = !p.is_empty()
-                && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
                 && p.starts_with(|c: char| c.is_ascii_alphanumeric());
             if !ok {
-                return Err((format!("packages[{i}]"), format!("`{p}` is not a Debian package name")));
+                return Err((
+                    format!("packages[{i}]"),
+                    format!("`{p}` is not a Debian package name"),
+                ));
             }
         }
         if self.agent.api_port == 0 {
-            return Err(("agent.api_port".into(), "port 0 is not allowed, expected 1 to 65535".into()));
+            return Err((
+                "agent.api_port".into(),
+                "port 0 is not allowed, expected 1 to 65535".into(),
+            ));
         }
         if self.agent.metrics_port == 0 || self.agent.metrics_port == self.agent.api_port {
             return Err((
@@ -71,10 +81,16 @@ impl RoleConfig {
             ));
         }
         if self.agent.edge && !self.agent.workloads {
-            return Err(("agent.edge".into(), "an edge node must also run workloads (agent.workloads = true)".into()));
+            return Err((
+                "agent.edge".into(),
+                "an edge node must also run workloads (agent.workloads = true)".into(),
+            ));
         }
         if self.role == Role::Master && self.agent.workloads {
-            return Err(("agent.workloads".into(), "masters do not run workloads, expected false".into()));
+            return Err((
+                "agent.workloads".into(),
+                "masters do not run workloads, expected false".into(),
+            ));
         }
         Ok(())
     }

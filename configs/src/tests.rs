@@ -13,9 +13,21 @@ fn check(kind: Kind, text: &str, expected: Expect) {
 
 #[test]
 fn shipped_role_defaults_are_valid() {
-    check(Kind::Role, include_str!("../roles/master.toml"), expect!["test.toml: role defaults for `master` (2 extra packages, API port 6443)"]);
-    check(Kind::Role, include_str!("../roles/private.toml"), expect!["test.toml: role defaults for `private` (0 extra packages, API port 6443)"]);
-    check(Kind::Role, include_str!("../roles/public.toml"), expect!["test.toml: role defaults for `public` (0 extra packages, API port 6443)"]);
+    check(
+        Kind::Role,
+        include_str!("../roles/master.toml"),
+        expect!["test.toml: role defaults for `master` (2 extra packages, API port 6443)"],
+    );
+    check(
+        Kind::Role,
+        include_str!("../roles/private.toml"),
+        expect!["test.toml: role defaults for `private` (0 extra packages, API port 6443)"],
+    );
+    check(
+        Kind::Role,
+        include_str!("../roles/public.toml"),
+        expect!["test.toml: role defaults for `public` (0 extra packages, API port 6443)"],
+    );
 }
 
 #[test]
@@ -23,7 +35,9 @@ fn example_cluster_is_valid() {
     check(
         Kind::Cluster,
         include_str!("../cluster.example.toml"),
-        expect!["test.toml: cluster `demo` with 1 master(s), 3 node(s), overlay 10.200.0.0/16 (/24 per node, VNI 4242)"],
+        expect![
+            "test.toml: cluster `demo` with 1 master(s), 3 node(s), overlay 10.200.0.0/16 (/24 per node, VNI 4242)"
+        ],
     );
 }
 
@@ -36,38 +50,180 @@ cidr = "10.200.0.0/16"
 
 #[test]
 fn malformed_cluster() {
-    check(Kind::Cluster, "name = \"demo\"\nmasters = [\"10.9.0.10\"\n", expect!["error: test.toml:2:23: field `masters`: unclosed array, expected `]`"]);
-    check(Kind::Cluster, "name = \"Demo_1\"\nmasters = [\"10.9.0.10\"]\n", expect!["error: test.toml:1:8: field `name`: `Demo_1` is not a valid name, expected 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"]);
-    check(Kind::Cluster, "name = \"demo\"\nmasters = [\"10.9.0.10\", \"10.9.0.11\"]\n", expect!["error: test.toml:2:11: field `masters`: 2 master(s) given, expected 1, 3 or 5 for an etcd quorum"]);
-    check(Kind::Cluster, "name = \"demo\"\nmasters = [\"10.9.0.300\"]\n", expect!["error: test.toml:2:12: field `masters[0]`: invalid IPv4 address syntax"]);
-    check(Kind::Cluster, &format!("{CLUSTER}vni = 16777216\n"), expect!["error: test.toml:6:7: field `overlay.vni`: VNI 16777216 is out of range, expected 1 to 16777215"]);
-    check(Kind::Cluster, &format!("{CLUSTER}subnet_prefix = 12\n"), expect!["error: test.toml:6:17: field `overlay.subnet_prefix`: /12 does not fit in 10.200.0.0/16, expected a prefix from 17 to 30"]);
-    check(Kind::Cluster, "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[overlay]\ncidr = \"10.9.0.0/16\"\n", expect!["error: test.toml:4:8: field `overlay.cidr`: 10.9.0.0/16 overlaps the underlay: it holds master 10.9.0.10 (masters[0])"]);
-    check(Kind::Cluster, "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[overlay]\ncidr = \"10.200.0.0/23\"\n[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10/24\"\n[[nodes]]\nname = \"a\"\nrole = \"private\"\n[[nodes]]\nname = \"b\"\nrole = \"private\"\n", expect!["error: test.toml:4:8: field `overlay.cidr`: 10.200.0.0/23 holds 2 subnet(s) of /24, but the cluster has 3 node(s)"]);
-    check(Kind::Cluster, &format!("{CLUSTER}colour = \"blue\"\n"), expect!["error: test.toml:6:1: field `overlay.colour`: unknown field `colour`, expected one of `cidr`, `subnet_prefix`, `vni`, `port`, `mtu`"]);
-    check(Kind::Cluster, &format!("{CLUSTER}port = \"4789\"\n"), expect![[r#"error: test.toml:6:8: field `overlay.port`: invalid type: string "4789", expected u16"#]]);
-    check(Kind::Cluster, &format!("{CLUSTER}[dns]\nzone = \"bad..zone\"\n"), expect!["error: test.toml:7:8: field `dns.zone`: `bad..zone` is not a DNS zone, expected dot-separated labels like strata.internal"]);
-    check(Kind::Cluster, &format!("{CLUSTER}[heartbeat]\ninterval_seconds = 5\ngrace_seconds = 6\n"), expect!["error: test.toml:8:17: field `heartbeat.grace_seconds`: 6s is shorter than two heartbeat intervals (5s), expected at least 10"]);
-    check(Kind::Cluster, &format!("{CLUSTER}[[nodes]]\nname = \"w\"\nrole = \"worker\"\n"), expect!["error: test.toml:8:8: field `nodes[0].role`: unknown variant `worker`, expected one of `master`, `private`, `public`"]);
-    check(Kind::Cluster, &format!("{CLUSTER}[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10/24\"\n[[nodes]]\nname = \"m\"\nrole = \"private\"\n"), expect!["error: test.toml:11:8: field `nodes[1].name`: node name `m` is used twice"]);
-    check(Kind::Cluster, &format!("{CLUSTER}[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10\"\n"), expect!["error: test.toml:9:11: field `nodes[0].address`: `10.9.0.10` is not in CIDR notation, expected an address and a prefix length like 10.0.0.0/16"]);
-    check(Kind::Cluster, &format!("{CLUSTER}[[nodes]]\nname = \"a\"\n"), expect!["error: test.toml:6:1: field `nodes[0].role`: missing field `role`"]);
-    check(Kind::Cluster, "masters = [\"10.9.0.10\"]\n", expect!["error: test.toml:1:1: field `name`: missing field `name`"]);
+    check(
+        Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\"\n",
+        expect!["error: test.toml:2:23: field `masters`: unclosed array, expected `]`"],
+    );
+    check(
+        Kind::Cluster,
+        "name = \"Demo_1\"\nmasters = [\"10.9.0.10\"]\n",
+        expect![
+            "error: test.toml:1:8: field `name`: `Demo_1` is not a valid name, expected 1 to 63 of a-z, 0-9 and `-`, not starting or ending with `-`"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\", \"10.9.0.11\"]\n",
+        expect![
+            "error: test.toml:2:11: field `masters`: 2 master(s) given, expected 1, 3 or 5 for an etcd quorum"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.300\"]\n",
+        expect!["error: test.toml:2:12: field `masters[0]`: invalid IPv4 address syntax"],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}vni = 16777216\n"),
+        expect![
+            "error: test.toml:6:7: field `overlay.vni`: VNI 16777216 is out of range, expected 1 to 16777215"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}subnet_prefix = 12\n"),
+        expect![
+            "error: test.toml:6:17: field `overlay.subnet_prefix`: /12 does not fit in 10.200.0.0/16, expected a prefix from 17 to 30"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[overlay]\ncidr = \"10.9.0.0/16\"\n",
+        expect![
+            "error: test.toml:4:8: field `overlay.cidr`: 10.9.0.0/16 overlaps the underlay: it holds master 10.9.0.10 (masters[0])"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[overlay]\ncidr = \"10.200.0.0/23\"\n[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10/24\"\n[[nodes]]\nname = \"a\"\nrole = \"private\"\n[[nodes]]\nname = \"b\"\nrole = \"private\"\n",
+        expect![
+            "error: test.toml:4:8: field `overlay.cidr`: 10.200.0.0/23 holds 2 subnet(s) of /24, but the cluster has 3 node(s)"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}colour = \"blue\"\n"),
+        expect![
+            "error: test.toml:6:1: field `overlay.colour`: unknown field `colour`, expected one of `cidr`, `subnet_prefix`, `vni`, `port`, `mtu`"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}port = \"4789\"\n"),
+        expect![[
+            r#"error: test.toml:6:8: field `overlay.port`: invalid type: string "4789", expected u16"#
+        ]],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}[dns]\nzone = \"bad..zone\"\n"),
+        expect![
+            "error: test.toml:7:8: field `dns.zone`: `bad..zone` is not a DNS zone, expected dot-separated labels like strata.internal"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}[heartbeat]\ninterval_seconds = 5\ngrace_seconds = 6\n"),
+        expect![
+            "error: test.toml:8:17: field `heartbeat.grace_seconds`: 6s is shorter than two heartbeat intervals (5s), expected at least 10"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}[[nodes]]\nname = \"w\"\nrole = \"worker\"\n"),
+        expect![
+            "error: test.toml:8:8: field `nodes[0].role`: unknown variant `worker`, expected one of `master`, `private`, `public`"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!(
+            "{CLUSTER}[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10/24\"\n[[nodes]]\nname = \"m\"\nrole = \"private\"\n"
+        ),
+        expect!["error: test.toml:11:8: field `nodes[1].name`: node name `m` is used twice"],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}[[nodes]]\nname = \"m\"\nrole = \"master\"\naddress = \"10.9.0.10\"\n"),
+        expect![
+            "error: test.toml:9:11: field `nodes[0].address`: `10.9.0.10` is not in CIDR notation, expected an address and a prefix length like 10.0.0.0/16"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        &format!("{CLUSTER}[[nodes]]\nname = \"a\"\n"),
+        expect!["error: test.toml:6:1: field `nodes[0].role`: missing field `role`"],
+    );
+    check(
+        Kind::Cluster,
+        "masters = [\"10.9.0.10\"]\n",
+        expect!["error: test.toml:1:1: field `name`: missing field `name`"],
+    );
 }
 
 #[test]
 fn malformed_role() {
-    check(Kind::Role, "role = \"edge\"\n", expect!["error: test.toml:1:8: field `role`: unknown variant `edge`, expected one of `master`, `private`, `public`"]);
-    check(Kind::Role, "role = \"master\"\ndescription = \"m\"\npackages = [\"Etcd Server\"]\n[agent]\napi_port = 6443\nmetrics_port = 9464\nworkloads = false\n", expect!["error: test.toml:3:13: field `packages[0]`: `Etcd Server` is not a Debian package name"]);
-    check(Kind::Role, "role = \"master\"\ndescription = \"m\"\n[agent]\napi_port = 6443\nmetrics_port = 9464\nworkloads = true\n", expect!["error: test.toml:6:13: field `agent.workloads`: masters do not run workloads, expected false"]);
-    check(Kind::Role, "role = \"public\"\ndescription = \"p\"\n[agent]\napi_port = 70000\nmetrics_port = 9464\nworkloads = true\n", expect!["error: test.toml:4:12: field `agent.api_port`: invalid value: integer `70000`, expected u16"]);
+    check(
+        Kind::Role,
+        "role = \"edge\"\n",
+        expect![
+            "error: test.toml:1:8: field `role`: unknown variant `edge`, expected one of `master`, `private`, `public`"
+        ],
+    );
+    check(
+        Kind::Role,
+        "role = \"master\"\ndescription = \"m\"\npackages = [\"Etcd Server\"]\n[agent]\napi_port = 6443\nmetrics_port = 9464\nworkloads = false\n",
+        expect![
+            "error: test.toml:3:13: field `packages[0]`: `Etcd Server` is not a Debian package name"
+        ],
+    );
+    check(
+        Kind::Role,
+        "role = \"master\"\ndescription = \"m\"\n[agent]\napi_port = 6443\nmetrics_port = 9464\nworkloads = true\n",
+        expect![
+            "error: test.toml:6:13: field `agent.workloads`: masters do not run workloads, expected false"
+        ],
+    );
+    check(
+        Kind::Role,
+        "role = \"public\"\ndescription = \"p\"\n[agent]\napi_port = 70000\nmetrics_port = 9464\nworkloads = true\n",
+        expect![
+            "error: test.toml:4:12: field `agent.api_port`: invalid value: integer `70000`, expected u16"
+        ],
+    );
 }
 
 #[test]
 fn malformed_user_data() {
     let base = "cluster = \"demo\"\nname = \"private-1\"\nrole = \"private\"\njoin_token = \"t\"\n";
-    check(Kind::UserData, &format!("{base}masters = [\"10.9.0.10\"]\n"), expect!["error: test.toml:5:12: field `masters[0]`: `10.9.0.10` is not an endpoint, expected host:port"]);
-    check(Kind::UserData, &format!("{base}masters = [\"10.9.0.10:6443\"]\n[network]\naddress = \"10.9.0.21/24\"\ngateway = \"10.8.0.1\"\n"), expect!["error: test.toml:8:11: field `network.gateway`: gateway 10.8.0.1 is not inside 10.9.0.0/24"]);
-    check(Kind::UserData, "cluster = \"demo\"\nname = \"m\"\nrole = \"master\"\njoin_token = \"t\"\nmasters = [\"10.9.0.10:6443\"]\n", expect!["error: test.toml: field `master`: a master needs the [master] section with the cluster CA"]);
-    check(Kind::UserData, &format!("{base}masters = [\"10.9.0.10:6443\"]\n"), expect!["test.toml: user-data for node `private-1` (private) of cluster `demo`"]);
+    check(
+        Kind::UserData,
+        &format!("{base}masters = [\"10.9.0.10\"]\n"),
+        expect![
+            "error: test.toml:5:12: field `masters[0]`: `10.9.0.10` is not an endpoint, expected host:port"
+        ],
+    );
+    check(
+        Kind::UserData,
+        &format!(
+            "{base}masters = [\"10.9.0.10:6443\"]\n[network]\naddress = \"10.9.0.21/24\"\ngateway = \"10.8.0.1\"\n"
+        ),
+        expect![
+            "error: test.toml:8:11: field `network.gateway`: gateway 10.8.0.1 is not inside 10.9.0.0/24"
+        ],
+    );
+    check(
+        Kind::UserData,
+        "cluster = \"demo\"\nname = \"m\"\nrole = \"master\"\njoin_token = \"t\"\nmasters = [\"10.9.0.10:6443\"]\n",
+        expect![
+            "error: test.toml: field `master`: a master needs the [master] section with the cluster CA"
+        ],
+    );
+    check(
+        Kind::UserData,
+        &format!("{base}masters = [\"10.9.0.10:6443\"]\n"),
+        expect!["test.toml: user-data for node `private-1` (private) of cluster `demo`"],
+    );
 }

@@ -57,7 +57,8 @@ pub struct MasterSecrets {
 impl UserData {
     pub fn parse(origin: &str, text: &str) -> Result<UserData, Error> {
         let u: UserData = toml::from_str(text).map_err(|e| Error::from_toml(origin, text, &e))?;
-        u.validate().map_err(|(path, msg)| Error::field(origin, text, &path, msg))?;
+        u.validate()
+            .map_err(|(path, msg)| Error::field(origin, text, &path, msg))?;
         Ok(u)
     }
 
@@ -65,30 +66,50 @@ impl UserData {
         crate::cluster::check_label(&self.cluster).map_err(|m| ("cluster".to_string(), m))?;
         crate::cluster::check_label(&self.name).map_err(|m| ("name".to_string(), m))?;
         if self.masters.is_empty() {
-            return Err(("masters".into(), "expected at least one master endpoint".into()));
+            return Err((
+                "masters".into(),
+                "expected at least one master endpoint".into(),
+            ));
         }
         for (i, m) in self.masters.iter().enumerate() {
-            let ok = m.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            let ok = m
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !ok {
-                return Err((format!("masters[{i}]"), format!("`{m}` is not an endpoint, expected host:port")));
+                return Err((
+                    format!("masters[{i}]"),
+                    format!("`{m}` is not an endpoint, expected host:port"),
+                ));
             }
         }
         if self.join_token.is_empty() {
-            return Err(("join_token".into(), "expected the join token printed by `strata cluster init`".into()));
+            return Err((
+                "join_token".into(),
+                "expected the join token printed by `strata cluster init`".into(),
+            ));
         }
         match (&self.master, self.role) {
             (None, Role::Master) => {
-                return Err(("master".into(), "a master needs the [master] section with the cluster CA".into()));
+                return Err((
+                    "master".into(),
+                    "a master needs the [master] section with the cluster CA".into(),
+                ));
             }
             (Some(_), Role::Private | Role::Public) => {
-                return Err(("master".into(), "only masters receive the [master] section".into()));
+                return Err((
+                    "master".into(),
+                    "only masters receive the [master] section".into(),
+                ));
             }
             _ => {}
         }
         if let (Some(gw), Some(addr)) = (self.network.gateway, self.network.address)
             && !addr.contains(gw)
         {
-            return Err(("network.gateway".into(), format!("gateway {gw} is not inside {}", addr.trunc())));
+            return Err((
+                "network.gateway".into(),
+                format!("gateway {gw} is not inside {}", addr.trunc()),
+            ));
         }
         Ok(())
     }
