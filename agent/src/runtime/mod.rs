@@ -259,6 +259,14 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
         bail!("task in {} is not running", dir.0.display());
     };
     let run: RunParams = read_json(&dir.run_json()).context("task has no run.json")?;
+    // The exec'd process gets the task's user and no_new_privs (and its capabilities).
+    let config: serde_json::Value =
+        read_json(&dir.bundle().join("config.json")).context("task has no config.json")?;
+    let id = |key: &str| {
+        config["process"]["user"][key]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+    };
     let pid = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
         .with_root_path(dir.runtime_root())
         .context("bad runtime root")?
@@ -272,6 +280,9 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
                 .collect(),
         )
         .with_cwd(Some(PathBuf::from(&run.cwd)))
+        .with_user(id("uid"))
+        .with_group(id("gid"))
+        .with_no_new_privs(true)
         .with_detach(false)
         .build()
         .with_context(|| format!("cannot exec in container {}", state.container_id))?;
