@@ -4,5 +4,11 @@
 /// Container runtime (issue 5): libcontainer links libseccomp; the host
 /// tests build an image from busybox-static with umoci, serve it from a real
 /// registry and copy it with skopeo; the benchmark compares with crun.
-pub const RUNTIME_PACKAGES: &[&str] =
-    &["libseccomp-dev", "docker-registry", "umoci", "skopeo", "busybox-static", "crun"];
+pub const RUNTIME_PACKAGES: &[&str] = &[
+    "libseccomp-dev",
+    "docker-registry",
+    "umoci",
+    "skopeo",
+    "busybox-static",
+    "crun",
+];
