@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::images::{ImageError, ImageStore, PullOptions};
+use agent::images::{ImageError, ImageStore, PullAuth, PullOptions};
 use agent::tasks::{self, Supervisor, TaskSpec};
 use agent::testenv::{Need, require};
 
@@ -29,6 +29,7 @@ struct Fixture {
     port: u16,
     strata: PathBuf,
     agents: Vec<Child>,
+    others: Vec<Child>,
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -122,13 +123,18 @@ impl Fixture {
             .spawn()
             .expect("start docker-registry");
         let strata = dir.join("strata");
-        std::fs::copy(env!("CARGO_BIN_EXE_strata"), &strata).expect("copy strata");
+        // STRATA_TEST_BIN: a binary to test instead of the one cargo built
+        // (useful when several worktrees share one target dir).
+        let bin = std::env::var_os("STRATA_TEST_BIN")
+            .map_or(PathBuf::from(env!("CARGO_BIN_EXE_strata")), PathBuf::from);
+        std::fs::copy(&bin, &strata).expect("copy strata");
         let mut fx = Fixture {
             dir,
             registry,
             port,
             strata,
             agents: Vec::new(),
+            others: Vec::new(),
         };
         wait_for("registry", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -143,6 +149,97 @@ impl Fixture {
         }
         fx.agents.clear();
         fx
+    }
+
+    /// A second registry over the same storage, with TLS (a self-signed
+    /// certificate for 127.0.0.1) and htpasswd basic auth for alice.
+    /// Returns its port and the CA file.
+    fn start_tls_registry(&mut self) -> (u16, PathBuf) {
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("mkdir");
+        // A CA and a leaf for 127.0.0.1 signed by it (rustls refuses a CA
+        // certificate as the server's own).
+        let openssl = |args: &[&str]| run(Command::new("openssl").current_dir(&tls).args(args));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=strata-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        std::fs::write(
+            tls.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+        let hash = run(Command::new("python3").args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ]));
+        std::fs::write(tls.join("htpasswd"), format!("alice:{}\n", hash.trim())).expect("htpasswd");
+        let port = free_port();
+        std::fs::write(
+            tls.join("registry.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: strata\n    path: {}\n",
+                self.dir.join("registry").display(),
+                tls.join("cert.pem").display(),
+                tls.join("key.pem").display(),
+                tls.join("htpasswd").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(tls.join("registry.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        self.others.push(child);
+        wait_for("tls registry", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        (port, tls.join("ca.pem"))
     }
 
     fn image(&self, tag: &str) -> String {
@@ -260,8 +357,17 @@ impl Drop for Fixture {
                 nix::mount::MntFlags::MNT_DETACH,
             );
         }
-        let _ = self.registry.kill();
-        let _ = self.registry.wait();
+        for mut c in self
+            .others
+            .drain(..)
+            .chain(std::iter::once(std::mem::replace(
+                &mut self.registry,
+                Command::new("true").spawn().expect("spawn true"),
+            )))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -441,11 +547,13 @@ fn restart_policies_with_backoff() {
     assert_eq!(Fixture::task(&l, "onok").expect("onok")["restarts"], 0);
     assert_eq!(Fixture::task(&l, "onok").expect("onok")["exit_code"], 0);
     // Each run wrote to the same log.
-    let logs = run(fx
-        .strata()
-        .args(["task", "logs", "onfail", "--state-dir"])
-        .arg(fx.state()));
-    assert!(logs.matches("run\n").count() >= 3, "{logs}");
+    wait_for("three runs in the log", Duration::from_secs(10), || {
+        let logs = run(fx
+            .strata()
+            .args(["task", "logs", "onfail", "--state-dir"])
+            .arg(fx.state()));
+        logs.matches("run\n").count() >= 3
+    });
     fx.kill_agents();
 }
 
@@ -701,4 +809,63 @@ fn bad_input_is_refused_and_a_failed_create_leaves_nothing() {
         .output()
         .expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("malformed image reference \"Bad Ref\""));
+}
+
+#[test]
+fn https_registry_with_basic_auth() {
+    if !require(
+        "https_registry_with_basic_auth",
+        &[NEEDS, &[Need::Program("openssl"), Need::Program("python3")]].concat(),
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new("tls");
+    let (port, ca) = fx.start_tls_registry();
+    let image = format!("127.0.0.1:{port}/bb:1");
+    let store = ImageStore::open(fx.state().join("images")).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let basic = |password: &str| PullOptions {
+        auth: PullAuth::Basic {
+            username: "alice".into(),
+            password: password.into(),
+        },
+        insecure: false,
+        ca_file: Some(ca.clone()),
+    };
+    let anonymous = PullOptions {
+        ca_file: Some(ca.clone()),
+        ..PullOptions::default()
+    };
+    let err = rt
+        .block_on(store.pull(&image, &anonymous))
+        .expect_err("anonymous refused");
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let err = rt
+        .block_on(store.pull(&image, &basic("wrong")))
+        .expect_err("wrong password refused");
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let rec = rt
+        .block_on(store.pull(&image, &basic("s3cret")))
+        .expect("pull over https with basic auth");
+    assert_eq!(rec.layers.len(), 1);
+    // The CLI takes the same options.
+    let out = run(fx
+        .strata()
+        .args([
+            "image",
+            "pull",
+            &image,
+            "--username",
+            "alice",
+            "--password",
+            "s3cret",
+            "--ca-file",
+        ])
+        .arg(&ca)
+        .arg("--state-dir")
+        .arg(fx.dir.join("state2")));
+    assert!(out.contains("(1 layers)"), "{out}");
 }

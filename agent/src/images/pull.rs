@@ -1,5 +1,6 @@
-//! Pulling from an OCI registry with `oci-client`: HTTP for loopback and
-//! registries marked insecure, HTTPS otherwise; anonymous, basic or bearer.
+//! Pulling from an OCI registry with `oci-client`: HTTP for registries
+//! marked insecure and for loopback ones (unless a CA file is given), HTTPS
+//! otherwise; anonymous, basic or bearer.
 
 use std::path::PathBuf;
 
@@ -30,7 +31,8 @@ pub struct PullOptions {
     pub auth: PullAuth,
     /// Use plain HTTP even though the registry is not on loopback.
     pub insecure: bool,
-    /// Extra PEM CA certificate to trust for HTTPS.
+    /// Extra PEM CA certificate to trust for HTTPS (also selects HTTPS for
+    /// a loopback registry).
     pub ca_file: Option<PathBuf>,
 }
 
@@ -78,7 +80,8 @@ impl ImageStore {
     ) -> Result<ImageRecord, ImageError> {
         let image = parse_reference(reference)?;
         let registry = image.resolve_registry().to_string();
-        let protocol = if opts.insecure || is_loopback(&registry) {
+        // Plain HTTP when asked, or on loopback unless a CA says TLS is wanted.
+        let protocol = if opts.insecure || (is_loopback(&registry) && opts.ca_file.is_none()) {
             ClientProtocol::Http
         } else {
             ClientProtocol::Https
@@ -201,8 +204,7 @@ fn classify(err: OciDistributionError, registry: &str, reference: &str) -> Image
         OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
             ImageError::Unreachable {
                 registry: registry.to_string(),
-                reason: std::error::Error::source(&e)
-                    .map_or_else(|| e.to_string(), |s| s.to_string()),
+                reason: error_chain(&e),
             }
         }
         OciDistributionError::RegistryError { envelope, .. }
@@ -226,6 +228,18 @@ fn classify(err: OciDistributionError, registry: &str, reference: &str) -> Image
             reason: other.to_string(),
         },
     }
+}
+
+/// An error and its sources, joined: reqwest hides the cause (refused, TLS) in the chain.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 #[cfg(test)]
