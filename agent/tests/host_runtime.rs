@@ -448,6 +448,27 @@ fn pull_run_exit_logs_limits_exec_stop() {
         .arg(fx.state()));
     assert_eq!(logs, "out-line\nerr-line\n");
 
+    // `logs -f` follows a running task until it exits.
+    fx.write_task(
+        &tasks_dir,
+        &format!(
+            "id = \"ticker\"\nimage = {:?}\ncommand = [\"sh\", \"-c\", \"for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.2; done\"]\n",
+            fx.image("1")
+        ),
+    );
+    wait_for("ticker running", Duration::from_secs(20), || {
+        Fixture::task(&fx.list(), "ticker").is_some_and(|t| t["state"] == "running")
+    });
+    let followed = run(fx
+        .strata()
+        .args(["task", "logs", "ticker", "-f", "--state-dir"])
+        .arg(fx.state()));
+    assert_eq!(followed, "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\ntick 6\n");
+    assert_eq!(
+        Fixture::task(&fx.list(), "ticker").expect("ticker")["state"],
+        "exited"
+    );
+
     assert_eq!(
         cgroup_file("memory", "limited-1", "memory.limit_in_bytes").as_deref(),
         Some("50331648")
@@ -868,4 +889,58 @@ fn https_registry_with_basic_auth() {
         .arg("--state-dir")
         .arg(fx.dir.join("state2")));
     assert!(out.contains("(1 layers)"), "{out}");
+}
+
+#[test]
+fn lost_shim_is_cleaned_up_and_the_task_restarted() {
+    if !require("lost_shim_is_cleaned_up_and_the_task_restarted", NEEDS) {
+        return;
+    }
+    let mut fx = Fixture::new("lost");
+    let tasks_dir = fx.dir.join("tasks");
+    fx.write_task(
+        &tasks_dir,
+        &format!(
+            "id = \"keep\"\nimage = {:?}\ncommand = [\"sleep\", \"1000\"]\nrestart = \"always\"\nmem = \"32MiB\"\n",
+            fx.image("1")
+        ),
+    );
+    fx.start_agent(&tasks_dir);
+    wait_for("running", Duration::from_secs(20), || {
+        Fixture::task(&fx.list(), "keep").is_some_and(|t| t["state"] == "running")
+    });
+    let old_pid = Fixture::task(&fx.list(), "keep").expect("keep")["pid"]
+        .as_i64()
+        .expect("pid") as i32;
+    let shims = fx.shims();
+    assert_eq!(shims.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill shim");
+    wait_for(
+        "restarted after the lost shim",
+        Duration::from_secs(20),
+        || {
+            Fixture::task(&fx.list(), "keep").is_some_and(|t| {
+                t["state"] == "running"
+                    && t["restarts"] == 1
+                    && t["pid"].as_i64() != Some(i64::from(old_pid))
+            })
+        },
+    );
+    assert!(
+        agent::runtime::process_start(old_pid).is_none(),
+        "the orphaned init was killed"
+    );
+    assert!(
+        cgroup_file("memory", "keep-1", "memory.limit_in_bytes").is_none(),
+        "old cgroup removed"
+    );
+    assert_eq!(
+        cgroup_file("memory", "keep-2", "memory.limit_in_bytes").as_deref(),
+        Some("33554432")
+    );
+    fx.kill_agents();
 }

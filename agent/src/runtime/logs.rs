@@ -111,6 +111,7 @@ pub fn follow(
         })
         .collect();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut finishing = false;
     loop {
         let mut any = false;
         for (path, (inode, offset)) in paths.iter().zip(offsets.iter_mut()) {
@@ -138,8 +139,13 @@ pub fn follow(
             }
         }
         if !any {
-            if done() {
+            if finishing {
                 return Ok(());
+            }
+            if done() {
+                // One more pass: output written just before the end.
+                finishing = true;
+                continue;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

@@ -183,6 +183,43 @@ pub fn status(dir: &TaskDir) -> Status {
     }
 }
 
+/// Cleans up after a shim that died without recording an exit (killed, or
+/// the node rebooted): kills the container's init if it still runs in the
+/// task's cgroup, removes the cgroup, libcontainer state and root mount, and
+/// records exit code 255 so the restart policy can act.
+pub fn recover_lost(dir: &TaskDir) -> anyhow::Result<()> {
+    let Status::Lost(state) = status(dir) else {
+        return Ok(());
+    };
+    let cgroup = spec::cgroup_path(&state.container_id);
+    let in_cgroup = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.ends_with(&cgroup)))
+    };
+    if process_start(state.init_pid).is_some() && in_cgroup(state.init_pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(state.init_pid), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_start(state.init_pid).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let run: RunParams = read_json(&dir.run_json()).context("task has no run.json")?;
+    let run = RunParams {
+        container_id: state.container_id.clone(),
+        ..run
+    };
+    cleanup(dir, &run, None);
+    let record = ExitRecord {
+        generation: state.generation,
+        code: 255,
+        signal: None,
+        started_at_ms: state.started_at_ms,
+        finished_at_ms: now_ms(),
+    };
+    write_json(&dir.exit_json(), &record)
+        .with_context(|| format!("cannot write {}", dir.exit_json().display()))
+}
+
 /// A started shim: the agent keeps the child to reap it.
 #[derive(Debug)]
 pub struct Started {

@@ -232,6 +232,19 @@ impl Supervisor {
                 Err(e) => events.push(format!("task {}: invalid: {e}", spec.id)),
             }
         }
+        // Shims that died without an exit record: clean up, record the loss.
+        for obs in self
+            .observe()
+            .iter()
+            .filter(|o| o.state == ObservedState::Lost && !o.fingerprint.is_empty())
+        {
+            let dir = task_dir(&self.state_dir, &obs.id);
+            match tokio::task::spawn_blocking(move || runtime::recover_lost(&dir)).await {
+                Ok(Ok(())) => events.push(format!("task {}: shim lost, cleaned up", obs.id)),
+                Ok(Err(e)) => events.push(format!("task {}: cannot recover: {e:#}", obs.id)),
+                Err(e) => events.push(format!("task {}: cannot recover: {e}", obs.id)),
+            }
+        }
         let now = runtime::now_ms();
         let actions = plan::plan(&valid, &self.observe(), now);
         let by_id: BTreeMap<&str, &TaskSpec> = valid.iter().map(|s| (s.id.as_str(), s)).collect();
