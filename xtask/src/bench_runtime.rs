@@ -421,6 +421,9 @@ pub fn crun_inner(count: usize, bundle: &Path, empty: &Path) -> anyhow::Result<(
         .arg("/sys/fs/cgroup/unified/cgroup.controllers"))?;
     for i in 0..count {
         let id = format!("strata-bench-crun-{}-{i}", std::process::id());
+        // The detached container inherits crun's stdio: no pipes, or
+        // waiting for EOF would wait for the container.
+        let err_file = bundle.join("crun.err");
         let t = Instant::now();
         let status = Command::new("crun")
             .args(["--cgroup-manager=cgroupfs", "run", "-d", "--bundle"])
@@ -428,13 +431,13 @@ pub fn crun_inner(count: usize, bundle: &Path, empty: &Path) -> anyhow::Result<(
             .arg(&id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()?;
+            .stderr(std::fs::File::create(&err_file)?)
+            .status()?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         ensure!(
-            status.status.success(),
+            status.success(),
             "crun run failed: {}",
-            String::from_utf8_lossy(&status.stderr)
+            std::fs::read_to_string(&err_file).unwrap_or_default()
         );
         println!("{ms:.3}");
         sh(Command::new("crun").args(["delete", "-f", &id]))?;
