@@ -292,9 +292,13 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&config)?,
     )?;
     std::fs::write(work.join("empty"), b"")?;
+    // A private copy of this program (/proc/self/exe works even when the
+    // shared target dir has replaced the file meanwhile).
+    let xtask = work.join("xtask");
+    std::fs::copy("/proc/self/exe", &xtask).context("copy xtask")?;
     let out = sh(Command::new("unshare")
         .arg("-m")
-        .arg(std::env::current_exe()?)
+        .arg(&xtask)
         .args([
             "bench",
             "runtime-crun-inner",
@@ -355,7 +359,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
                     std::fs::read(format!("/proc/{pid}/cmdline"))
                         .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
                 })
-                .filter_map(rss_kib)
+                .filter_map(pss_kib)
                 .sum();
             break (agent_rss, shims);
         }
@@ -386,7 +390,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         o99 / c99
     );
     println!(
-        "  agent RSS with 100 running tasks   {:.1} MiB (shims: {:.1} MiB total, {:.2} MiB each)",
+        "  agent RSS with 100 running tasks   {:.1} MiB (shims, PSS: {:.1} MiB total, {:.2} MiB each)",
         agent_rss as f64 / 1024.0,
         shims_rss as f64 / 1024.0,
         shims_rss as f64 / 1024.0 / 100.0
@@ -398,6 +402,19 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         big_bytes as f64 / 1e6 / pull_secs
     );
     Ok(())
+}
+
+/// Proportional set size: shared pages (the one strata binary all shims
+/// map) divided among the processes that share them.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
