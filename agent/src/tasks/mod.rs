@@ -251,7 +251,9 @@ impl Supervisor {
         for action in actions {
             let result = match &action {
                 Action::Start { id } => {
-                    let spec = by_id[id.as_str()];
+                    let Some(spec) = by_id.get(id.as_str()).copied() else {
+                        continue;
+                    };
                     match self.failures.get(id) {
                         Some((fp, at)) if *fp == spec.fingerprint() && now < *at => continue,
                         _ => {}
@@ -483,4 +485,85 @@ pub fn run_static_dir(opts: StaticDirOptions) -> anyhow::Result<()> {
             tokio::time::sleep(opts.interval).await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_task_file_keeps_its_last_good_spec() {
+        let dir =
+            std::env::temp_dir().join(format!("strata-tasks-dir-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let mut last_good = BTreeMap::new();
+        let mut check = |files: &[(&str, &str)], expected: expect_test::Expect| {
+            for entry in std::fs::read_dir(&dir).expect("read").flatten() {
+                std::fs::remove_file(entry.path()).expect("rm");
+            }
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).expect("write");
+            }
+            let (specs, errors) = read_tasks_dir(&dir, &mut last_good);
+            let ids: Vec<String> = specs
+                .iter()
+                .map(|s| format!("{}:{:?}", s.id, s.command))
+                .collect();
+            let errors: Vec<String> = errors
+                .iter()
+                .map(|e| e.replace(&*dir.to_string_lossy(), "DIR"))
+                .collect();
+            expected.assert_debug_eq(&(ids, errors));
+        };
+        check(
+            &[
+                ("a.toml", "id = \"a\"\nimage = \"bb\"\ncommand = [\"x\"]"),
+                ("notes.txt", "ignored"),
+            ],
+            expect_test::expect![[r#"
+                (
+                    [
+                        "a:[\"x\"]",
+                    ],
+                    [],
+                )
+            "#]],
+        );
+        // A typo keeps the running spec and says why.
+        check(
+            &[(
+                "a.toml",
+                "id = \"a\"\nimage = \"bb\"\ncommand = [\"x\"]\nmem = \"1k\"",
+            )],
+            expect_test::expect![[r#"
+                (
+                    [
+                        "a:[\"x\"]",
+                    ],
+                    [
+                        "DIR/a.toml: memory limit 1024 bytes is below the minimum of 4194304 bytes (4 MiB)",
+                    ],
+                )
+            "#]],
+        );
+        // A removed file removes the task; a duplicate id is refused.
+        check(
+            &[
+                ("b.toml", "id = \"b\"\nimage = \"bb\""),
+                ("c.toml", "id = \"b\"\nimage = \"bb\""),
+            ],
+            expect_test::expect![[r#"
+                (
+                    [
+                        "b:[]",
+                    ],
+                    [
+                        "task id \"b\" is defined twice in DIR",
+                    ],
+                )
+            "#]],
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
