@@ -944,3 +944,90 @@ fn lost_shim_is_cleaned_up_and_the_task_restarted() {
     );
     fx.kill_agents();
 }
+
+/// Mints a registry token (RS256 JWT with the signing certificate in `x5c`)
+/// the way a token server would: `mint.py CERT KEY REPOSITORY`.
+const MINT_TOKEN_PY: &str = r#"
+import base64, json, subprocess, sys, time
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+der = subprocess.run(["openssl", "x509", "-in", sys.argv[1], "-outform", "DER"], check=True, capture_output=True).stdout
+header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
+now = int(time.time())
+claims = {"iss": "strata-test-issuer", "sub": "alice", "aud": "strata-test", "exp": now + 3600, "nbf": now - 60,
+          "iat": now - 60, "jti": "t1", "access": [{"type": "repository", "name": sys.argv[3], "actions": ["pull"]}]}
+signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[2]], input=signing_input.encode(),
+                     check=True, capture_output=True).stdout
+print(signing_input + "." + b64(sig))
+"#;
+
+#[test]
+fn bearer_token_registry() {
+    if !require(
+        "bearer_token_registry",
+        &[NEEDS, &[Need::Program("openssl"), Need::Program("python3")]].concat(),
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new("bearer");
+    let tok = fx.dir.join("token");
+    std::fs::create_dir_all(&tok).expect("mkdir");
+    run(Command::new("openssl")
+        .current_dir(&tok)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=strata-token-signer",
+            "-keyout",
+            "sign.key",
+            "-out",
+            "sign.pem",
+        ]));
+    std::fs::write(tok.join("mint.py"), MINT_TOKEN_PY).expect("mint.py");
+    let token = run(Command::new("python3")
+        .current_dir(&tok)
+        .args(["mint.py", "sign.pem", "sign.key", "bb"]));
+    let port = free_port();
+    std::fs::write(
+        tok.join("registry.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: http://127.0.0.1:9/token\n    service: strata-test\n    issuer: strata-test-issuer\n    rootcertbundle: {}\n",
+            fx.dir.join("registry").display(),
+            tok.join("sign.pem").display()
+        ),
+    )
+    .expect("registry config");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(tok.join("registry.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    fx.others.push(child);
+    wait_for("token registry", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let image = format!("127.0.0.1:{port}/bb:1");
+    let store = ImageStore::open(fx.state().join("images")).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let bearer = |token: &str| PullOptions {
+        auth: PullAuth::Bearer {
+            token: token.into(),
+        },
+        ..PullOptions::default()
+    };
+    let err = rt
+        .block_on(store.pull(&image, &bearer("not-a-token")))
+        .expect_err("bad token refused");
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let rec = rt
+        .block_on(store.pull(&image, &bearer(token.trim())))
+        .expect("pull with a bearer token");
+    assert_eq!(rec.layers.len(), 1);
+}
