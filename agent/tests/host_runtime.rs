@@ -609,6 +609,28 @@ fn agent_restart_adopts_twenty_tasks() {
     });
     let before = running(&fx);
     assert_eq!(fx.shims().len(), 20);
+    // A second agent on the same state directory refuses to run.
+    let mut second = fx
+        .strata()
+        .args(["task", "agent", "--tasks-dir"])
+        .arg(&tasks_dir)
+        .arg("--state-dir")
+        .arg(fx.state())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("second agent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = second.kill();
+    let out = second.wait_with_output().expect("second agent output");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another agent already supervises"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     fx.kill_agents();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(running(&fx), before, "tasks keep running without the agent");

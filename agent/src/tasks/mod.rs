@@ -77,6 +77,9 @@ pub fn list(state_dir: &Path) -> Vec<TaskInfo> {
         .flatten()
         .flatten()
     {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
         let dir = TaskDir(entry.path());
         let Some(spec) = read_json::<TaskSpec>(&dir.0.join("spec.json")) else {
             continue;
@@ -145,9 +148,43 @@ pub fn layers_in_use(state_dir: &Path) -> BTreeSet<String> {
     out
 }
 
+/// An exclusive lock on `<state dir>/tasks.lock`: one supervisor per
+/// state directory, so two agents never both start the same task. The file
+/// is close-on-exec, so shims do not inherit the lock.
+struct StateLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl std::fmt::Debug for StateLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateLock")
+    }
+}
+
+impl StateLock {
+    fn acquire(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join("tasks.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Self(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                bail!(
+                    "another agent already supervises the tasks in {}",
+                    state_dir.display()
+                )
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+}
+
 /// Carries out plans for this node's tasks.
 #[derive(Debug)]
 pub struct Supervisor {
+    _lock: StateLock,
     state_dir: PathBuf,
     images: ImageStore,
     exe: PathBuf,
@@ -163,8 +200,10 @@ impl Supervisor {
     pub fn new(state_dir: &Path, exe: PathBuf, pull: PullOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(tasks_root(state_dir))
             .with_context(|| format!("cannot create {}", tasks_root(state_dir).display()))?;
+        let _lock = StateLock::acquire(state_dir)?;
         let images = ImageStore::open(state_dir.join("images"))?;
         Ok(Self {
+            _lock,
             state_dir: state_dir.to_path_buf(),
             images,
             exe,
@@ -186,6 +225,9 @@ impl Supervisor {
             .flatten()
             .flatten()
         {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let dir = TaskDir(entry.path());
             let id = entry.file_name().to_string_lossy().into_owned();
             let spec: Option<TaskSpec> = read_json(&dir.0.join("spec.json"));
