@@ -220,6 +220,9 @@ pub fn recover_lost(dir: &TaskDir) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", dir.exit_json().display()))
 }
 
+/// How long the agent waits for a shim to report the container running.
+pub const SHIM_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A started shim: the agent keeps the child to reap it.
 #[derive(Debug)]
 pub struct Started {
@@ -240,10 +243,24 @@ pub fn spawn_shim(exe: &Path, dir: &TaskDir) -> anyhow::Result<Started> {
         .spawn()
         .with_context(|| format!("cannot run {} shim", exe.display()))?;
     let stdout = child.stdout.take().context("shim stdout")?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("cannot read the shim's answer")?;
+    // A shim stuck in create must not block the agent: wait for its answer
+    // with a deadline, on a helper thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line);
+        let _ = tx.send(read);
+    });
+    let line = match rx.recv_timeout(SHIM_ANSWER_TIMEOUT) {
+        Ok(read) => read.context("cannot read the shim's answer")?,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the shim did not start the container within {SHIM_ANSWER_TIMEOUT:?}");
+        }
+    };
     let line = line.trim();
     if let Some(pid) = line.strip_prefix("ok ") {
         let init_pid = pid
