@@ -3,7 +3,8 @@
 
 /// Container runtime (issue 5): libcontainer links libseccomp; the host
 /// tests build an image from busybox-static with umoci, serve it from a real
-/// registry and copy it with skopeo; the benchmark compares with crun.
+/// registry (TLS certificates by openssl, htpasswd and registry tokens by
+/// python3) and copy it with skopeo; the benchmark compares with crun.
 pub const RUNTIME_PACKAGES: &[&str] = &[
     "libseccomp-dev",
     "docker-registry",
@@ -11,4 +12,6 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
     "skopeo",
     "busybox-static",
     "crun",
+    "openssl",
+    "python3",
 ];
