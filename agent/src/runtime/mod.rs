@@ -525,6 +525,16 @@ fn cleanup(
     let _ = nix::mount::umount2(&dir.rootfs(), nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// A pidfd for `pid` (readable once the process exits), if the kernel has them.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 fn shim_supervise(dir: &TaskDir, mut r: Running) {
     let mut out =
         logs::RotatingWriter::open(&dir.stdout_log(), r.run.log_max_bytes, r.run.log_keep).ok();
@@ -534,6 +544,7 @@ fn shim_supervise(dir: &TaskDir, mut r: Running) {
     let mut exit: Option<(i32, Option<i32>)> = None;
     let mut drain_deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    let pidfd = pidfd_open(r.init_pid);
     loop {
         // Reap children; the container init is one of them.
         loop {
@@ -573,11 +584,28 @@ fn shim_supervise(dir: &TaskDir, mut r: Running) {
             ));
             which.push(1);
         }
+        // While the init runs, its pidfd wakes us when it exits: an idle
+        // shim sleeps in poll instead of waking up to check.
+        let watch_exit = exit.is_none() && pidfd.is_some();
+        if let Some(fd) = pidfd.as_ref().filter(|_| watch_exit) {
+            fds.push(nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+            which.push(2);
+        }
         if fds.is_empty() {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)).unwrap_or(0);
+        let timeout = if watch_exit {
+            nix::poll::PollTimeout::NONE
+        } else if exit.is_some() {
+            nix::poll::PollTimeout::from(50u16)
+        } else {
+            nix::poll::PollTimeout::from(100u16)
+        };
+        let ready = nix::poll::poll(&mut fds, timeout).unwrap_or(0);
         if ready <= 0 {
             continue;
         }
@@ -587,7 +615,7 @@ fn shim_supervise(dir: &TaskDir, mut r: Running) {
             .collect();
         drop(fds);
         for (i, has) in which.into_iter().zip(revents) {
-            if !has {
+            if !has || i == 2 {
                 continue;
             }
             let fd = if i == 0 { &r.stdout } else { &r.stderr };
