@@ -10,7 +10,7 @@
 //! private mount namespace (this binary re-executed under `unshare -m`) with
 //! an empty file bind-mounted over `/sys/fs/cgroup/unified/cgroup.controllers`.
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -216,7 +216,9 @@ pub fn run(count: usize) -> anyhow::Result<()> {
     let pull_secs = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(work.join("pullstate"));
 
-    // Start latency, strata: one shim per task, from spawn to `ok <pid>`.
+    // Start latency: strata (one shim per task, from spawn to its `ok <pid>`)
+    // and crun (`crun run -d` of the same bundle) alternate, so both see
+    // the same machine load.
     let state = work.join("state");
     let image = format!("127.0.0.1:{port}/bb:1");
     sh(Command::new(&strata)
@@ -227,9 +229,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         .next()
         .context("no layer")?
         .path();
-    let mut ours = Vec::with_capacity(count);
-    let mut bundle_config: Option<serde_json::Value> = None;
-    for i in 0..count {
+    let strata_start = |i: usize| -> anyhow::Result<(f64, serde_json::Value)> {
         let dir = state.join(format!("tasks/b{i}"));
         std::fs::create_dir_all(dir.join("logs"))?;
         let run = serde_json::json!({
@@ -254,12 +254,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         let Some(pid) = line.trim().strip_prefix("ok ") else {
             bail!("shim failed: {line}")
         };
-        ours.push(elapsed);
-        if bundle_config.is_none() {
-            bundle_config = Some(serde_json::from_slice(&std::fs::read(
-                dir.join("bundle/config.json"),
-            )?)?);
-        }
+        let config = serde_json::from_slice(&std::fs::read(dir.join("bundle/config.json"))?)?;
         sh(Command::new("kill").args(["-KILL", pid]))?;
         child.wait()?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -268,9 +263,10 @@ pub fn run(count: usize) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(2));
         }
         std::fs::remove_dir_all(&dir)?;
-    }
-
-    // Start latency, crun, same bundle config and layer.
+        Ok((elapsed, config))
+    };
+    // Warm-up run; its config.json is the crun bundle's, with its own root and cgroup.
+    let (_, mut config) = strata_start(count)?;
     let crun_dir = work.join("crun");
     for sub in ["rootfs", "upper", "work"] {
         std::fs::create_dir_all(crun_dir.join(sub))?;
@@ -284,7 +280,6 @@ pub fn run(count: usize) -> anyhow::Result<()> {
             crun_dir.join("work").display()
         ))
         .arg(crun_dir.join("rootfs")))?;
-    let mut config = bundle_config.context("no bundle config")?;
     config["root"]["path"] = serde_json::json!(crun_dir.join("rootfs"));
     config["linux"]["cgroupsPath"] = serde_json::json!("/strata-crun/bench");
     std::fs::write(
@@ -296,25 +291,37 @@ pub fn run(count: usize) -> anyhow::Result<()> {
     // shared target dir has replaced the file meanwhile).
     let xtask = work.join("xtask");
     std::fs::copy("/proc/self/exe", &xtask).context("copy xtask")?;
-    let out = sh(Command::new("unshare")
+    let mut inner = Command::new("unshare")
         .arg("-m")
         .arg(&xtask)
-        .args([
-            "bench",
-            "runtime-crun-inner",
-            "--count",
-            &count.to_string(),
-            "--bundle",
-        ])
+        .args(["bench", "runtime-crun-inner", "--bundle"])
         .arg(&crun_dir)
         .arg("--empty")
-        .arg(work.join("empty")))?;
-    let mut theirs: Vec<f64> = out.lines().filter_map(|l| l.trim().parse().ok()).collect();
-    ensure!(
-        theirs.len() == count,
-        "crun runs: expected {count}, got {}",
-        theirs.len()
-    );
+        .arg(work.join("empty"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the crun helper")?;
+    let mut to_inner = inner.stdin.take().context("helper stdin")?;
+    let mut from_inner = std::io::BufReader::new(inner.stdout.take().context("helper stdout")?);
+    let mut crun_start = || -> anyhow::Result<f64> {
+        writeln!(to_inner, "run")?;
+        to_inner.flush()?;
+        let mut line = String::new();
+        from_inner.read_line(&mut line)?;
+        line.trim()
+            .parse()
+            .with_context(|| format!("crun helper: {line:?}"))
+    };
+    crun_start()?;
+    let mut ours = Vec::with_capacity(count);
+    let mut theirs = Vec::with_capacity(count);
+    for i in 0..count {
+        ours.push(strata_start(i)?.0);
+        theirs.push(crun_start()?);
+    }
+    drop(to_inner);
+    ensure!(inner.wait()?.success(), "the crun helper failed");
 
     // Agent RSS with 100 running tasks.
     let tasks_dir = work.join("tasks100");
@@ -428,15 +435,19 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Inside `unshare -m`: hide the v2 controllers from crun and time its runs;
-/// prints one latency in milliseconds per line.
-pub fn crun_inner(count: usize, bundle: &Path, empty: &Path) -> anyhow::Result<()> {
+/// Inside `unshare -m`: hides the v2 controllers from crun, then for each
+/// line on stdin starts (and deletes) one container and prints how long
+/// `crun run -d` took, in milliseconds.
+pub fn crun_inner(bundle: &Path, empty: &Path) -> anyhow::Result<()> {
     sh(Command::new("mount").args(["--make-rprivate", "/"]))?;
     sh(Command::new("mount")
         .arg("--bind")
         .arg(empty)
         .arg("/sys/fs/cgroup/unified/cgroup.controllers"))?;
-    for i in 0..count {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    for (i, line) in stdin.lock().lines().enumerate() {
+        line?;
         let id = format!("strata-bench-crun-{}-{i}", std::process::id());
         // The detached container inherits crun's stdio: no pipes, or
         // waiting for EOF would wait for the container.
@@ -456,8 +467,9 @@ pub fn crun_inner(count: usize, bundle: &Path, empty: &Path) -> anyhow::Result<(
             "crun run failed: {}",
             std::fs::read_to_string(&err_file).unwrap_or_default()
         );
-        println!("{ms:.3}");
         sh(Command::new("crun").args(["delete", "-f", &id]))?;
+        writeln!(out, "{ms:.3}")?;
+        out.flush()?;
     }
     Ok(())
 }

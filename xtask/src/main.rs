@@ -33,8 +33,6 @@ enum Bench {
     #[command(hide = true)]
     RuntimeCrunInner {
         #[arg(long)]
-        count: usize,
-        #[arg(long)]
         bundle: PathBuf,
         #[arg(long)]
         empty: PathBuf,
@@ -47,13 +45,8 @@ fn main() -> ExitCode {
             area: Bench::Runtime { count },
         } => xtask::bench_runtime::run(count),
         Command::Bench {
-            area:
-                Bench::RuntimeCrunInner {
-                    count,
-                    bundle,
-                    empty,
-                },
-        } => xtask::bench_runtime::crun_inner(count, &bundle, &empty),
+            area: Bench::RuntimeCrunInner { bundle, empty },
+        } => xtask::bench_runtime::crun_inner(&bundle, &empty),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
