@@ -65,6 +65,14 @@ impl Drop for Cleanup {
             .arg("-l")
             .arg(self.work.join("crun/rootfs"))
             .status();
+        // crun's parent cgroup (empty once its containers are deleted).
+        for entry in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(entry.path().join("strata-crun"));
+        }
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
