@@ -71,6 +71,24 @@ pub enum Command {
         command: NodeCommand,
     },
     // --- end of cluster formation ---
+    // ---- container runtime (issue 5): tasks, images, shim ----
+    /// Run and inspect the tasks on this node.
+    Task {
+        #[command(subcommand)]
+        command: crate::runtime_cli::TaskCommand,
+    },
+    /// Pull, import, list and garbage-collect OCI images.
+    Image {
+        #[command(subcommand)]
+        command: crate::runtime_cli::ImageCommand,
+    },
+    /// Per-task container shim (started by the agent).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        task_dir: PathBuf,
+    },
+    // ---- end container runtime ----
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +156,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        // ---- container runtime (issue 5) ----
+        Command::Task { command } => crate::runtime_cli::task(command),
+        Command::Image { command } => crate::runtime_cli::image(command),
+        Command::Shim { task_dir } => std::process::exit(crate::runtime::shim_main(&task_dir)),
+        // ---- end container runtime ----
     }
 }
 
@@ -378,6 +401,8 @@ mod tests {
               config   Validate Strata configuration files (cluster.toml, role defaults, user-data)
               cluster  Create a cluster and look at it
               node     Look at the cluster's nodes
+              task     Run and inspect the tasks on this node
+              image    Pull, import, list and garbage-collect OCI images
               help     Print this message or the help of the given subcommand(s)
 
             Options:

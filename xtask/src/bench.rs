@@ -16,6 +16,20 @@ pub enum Area {
     Cluster,
     /// Image builds (cold, warm), sizes, and QEMU start to the ready marker.
     Image(crate::bench_image::Args),
+    /// Container runtime: start latency against crun, agent RSS, pull throughput (root).
+    Runtime {
+        /// Starts measured for each runtime.
+        #[arg(long, default_value_t = 200)]
+        count: usize,
+    },
+    /// Internal: the crun half of `bench runtime`, run under `unshare -m`.
+    #[command(hide = true)]
+    RuntimeCrunInner {
+        #[arg(long)]
+        bundle: std::path::PathBuf,
+        #[arg(long)]
+        empty: std::path::PathBuf,
+    },
 }
 
 /// Runs the benchmark of `area`.
@@ -24,6 +38,10 @@ pub fn run(area: Area) -> anyhow::Result<()> {
         Area::Overlay => agent_bench("overlay"),
         Area::Cluster => agent_bench("cluster"),
         Area::Image(args) => crate::bench_image::run(&args),
+        Area::Runtime { count } => crate::bench_runtime::run(count),
+        Area::RuntimeCrunInner { bundle, empty } => {
+            crate::bench_runtime::crun_inner(&bundle, &empty)
+        }
     }
 }
 

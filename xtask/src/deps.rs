@@ -34,6 +34,22 @@ pub const HOST_TEST_PACKAGES: &[&str] = &[
     "mtools",
 ];
 
+/// Container runtime (host tier and `bench runtime`): libcontainer links
+/// libseccomp; the host tests build an image from busybox-static with umoci,
+/// serve it from a real registry (TLS certificates by openssl, htpasswd and
+/// registry tokens by python3) and copy it with skopeo; the benchmark
+/// compares with crun.
+pub const RUNTIME_PACKAGES: &[&str] = &[
+    "libseccomp-dev",
+    "docker-registry",
+    "umoci",
+    "skopeo",
+    "busybox-static",
+    "crun",
+    "openssl",
+    "python3",
+];
+
 /// Needed by the QEMU tier (QEMU itself comes from backports, see
 /// [`BACKPORTS_PACKAGES`]).
 pub const QEMU_TEST_PACKAGES: &[&str] = &["ovmf", "mtools"];

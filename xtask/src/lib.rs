@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_image;
+pub mod bench_runtime;
 pub mod cluster;
 pub mod deps;
 pub mod image;

@@ -110,6 +110,7 @@ fn install(tiers: &[Tier]) -> anyhow::Result<()> {
     let mut backports: Vec<&str> = Vec::new();
     if tiers.contains(&Tier::Host) {
         packages.extend(deps::HOST_TEST_PACKAGES);
+        packages.extend(deps::RUNTIME_PACKAGES);
     }
     if tiers.contains(&Tier::Qemu) {
         packages.extend(deps::QEMU_TEST_PACKAGES);

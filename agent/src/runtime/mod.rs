@@ -1,0 +1,643 @@
+//! The container runtime: the only module that touches youki's
+//! `libcontainer`.
+//!
+//! libcontainer must be driven from a single-threaded process, so every task
+//! has a shim: the agent runs `strata shim --task-dir DIR` (hidden
+//! subcommand), which detaches into its own session, mounts the task's
+//! overlayfs root, writes `config.json`, creates and starts the container
+//! with detach off, reports `ok <pid>` (or the error) on its stdout, pumps
+//! the container's stdout/stderr into size-rotated files, reaps the init
+//! process, records the exit status and cleans up (cgroup, mount). Shims do
+//! not depend on the agent, so tasks outlive an agent restart; the agent
+//! adopts them by reading the task directories ([`status`]).
+//!
+//! Task directory layout: `run.json` ([`RunParams`]), `state.json`
+//! ([`ShimState`]), `exit.json` ([`ExitRecord`]), `bundle/` (`config.json`,
+//! `rootfs/` mount point), `upper/` and `work/` (overlay), `logs/`.
+
+pub mod logs;
+pub mod spec;
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+/// Where libcontainer keeps its container state, under the state dir.
+pub const RUNTIME_SUBDIR: &str = "runtime";
+
+/// Everything the shim needs to run one generation of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunParams {
+    pub task_id: String,
+    pub generation: u64,
+    pub container_id: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: Option<String>,
+    pub read_only: bool,
+    /// CPU limit in thousandths of a core.
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<i64>,
+    /// Extracted image layers, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// A network namespace to join (otherwise a fresh, empty one).
+    pub netns: Option<PathBuf>,
+    pub hostname: String,
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+}
+
+/// Written by the shim once the container runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimState {
+    pub generation: u64,
+    pub container_id: String,
+    pub shim_pid: i32,
+    pub shim_start: u64,
+    pub init_pid: i32,
+    pub started_at_ms: u64,
+}
+
+/// Written by the shim when the container's init has exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub generation: u64,
+    /// Exit code, or 128 + signal number when killed by a signal.
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+}
+
+/// What a task directory says about its container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// No container was ever started from this directory.
+    NotStarted,
+    Running(ShimState),
+    Exited(ExitRecord),
+    /// The shim is gone without recording an exit.
+    Lost(ShimState),
+}
+
+/// Paths inside a task directory.
+#[derive(Debug, Clone)]
+pub struct TaskDir(pub PathBuf);
+
+impl TaskDir {
+    pub fn run_json(&self) -> PathBuf {
+        self.0.join("run.json")
+    }
+    pub fn state_json(&self) -> PathBuf {
+        self.0.join("state.json")
+    }
+    pub fn exit_json(&self) -> PathBuf {
+        self.0.join("exit.json")
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.0.join("bundle")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.0.join("bundle/rootfs")
+    }
+    pub fn stdout_log(&self) -> PathBuf {
+        self.0.join("logs/stdout.log")
+    }
+    pub fn stderr_log(&self) -> PathBuf {
+        self.0.join("logs/stderr.log")
+    }
+    /// The libcontainer root: `<state dir>/runtime` (task dirs live in `<state dir>/tasks`).
+    pub fn runtime_root(&self) -> PathBuf {
+        self.0
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"))
+            .join(RUNTIME_SUBDIR)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.partial");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Start time (clock ticks since boot) of a live, non-zombie process.
+pub fn process_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is the state (field 3); starttime is field 22.
+    if fields.first().is_some_and(|s| *s == "Z" || *s == "X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Reads the state of a task directory.
+pub fn status(dir: &TaskDir) -> Status {
+    let state: Option<ShimState> = read_json(&dir.state_json());
+    let exit: Option<ExitRecord> = read_json(&dir.exit_json());
+    match (state, exit) {
+        (None, None) => Status::NotStarted,
+        (Some(s), Some(e)) if e.generation >= s.generation => Status::Exited(e),
+        (None, Some(e)) => Status::Exited(e),
+        (Some(s), _) => {
+            if process_start(s.shim_pid) == Some(s.shim_start) {
+                Status::Running(s)
+            } else if let Some(e) =
+                read_json::<ExitRecord>(&dir.exit_json()).filter(|e| e.generation >= s.generation)
+            {
+                // The shim wrote its exit between our two reads.
+                Status::Exited(e)
+            } else {
+                Status::Lost(s)
+            }
+        }
+    }
+}
+
+/// Cleans up after a shim that died without recording an exit (killed, or
+/// the node rebooted): kills the container's init if it still runs in the
+/// task's cgroup, removes the cgroup, libcontainer state and root mount, and
+/// records exit code 255 so the restart policy can act.
+pub fn recover_lost(dir: &TaskDir) -> anyhow::Result<()> {
+    let Status::Lost(state) = status(dir) else {
+        return Ok(());
+    };
+    let cgroup = spec::cgroup_path(&state.container_id);
+    let in_cgroup = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.ends_with(&cgroup)))
+    };
+    if process_start(state.init_pid).is_some() && in_cgroup(state.init_pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(state.init_pid), Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_start(state.init_pid).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let run: RunParams = read_json(&dir.run_json()).context("task has no run.json")?;
+    let run = RunParams {
+        container_id: state.container_id.clone(),
+        ..run
+    };
+    cleanup(dir, &run, None);
+    let record = ExitRecord {
+        generation: state.generation,
+        code: 255,
+        signal: None,
+        started_at_ms: state.started_at_ms,
+        finished_at_ms: now_ms(),
+    };
+    write_json(&dir.exit_json(), &record)
+        .with_context(|| format!("cannot write {}", dir.exit_json().display()))
+}
+
+/// How long the agent waits for a shim to report the container running.
+pub const SHIM_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A started shim: the agent keeps the child to reap it.
+#[derive(Debug)]
+pub struct Started {
+    pub child: std::process::Child,
+    pub init_pid: i32,
+}
+
+/// Runs the shim for the task in `dir` (whose `run.json` is written) and
+/// waits until the container runs or fails to start. Blocking.
+pub fn spawn_shim(exe: &Path, dir: &TaskDir) -> anyhow::Result<Started> {
+    let mut child = Command::new(exe)
+        .arg("shim")
+        .arg("--task-dir")
+        .arg(&dir.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {} shim", exe.display()))?;
+    let stdout = child.stdout.take().context("shim stdout")?;
+    // A shim stuck in create must not block the agent: wait for its answer
+    // with a deadline, on a helper thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line);
+        let _ = tx.send(read);
+    });
+    let line = match rx.recv_timeout(SHIM_ANSWER_TIMEOUT) {
+        Ok(read) => read.context("cannot read the shim's answer")?,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the shim did not start the container within {SHIM_ANSWER_TIMEOUT:?}");
+        }
+    };
+    let line = line.trim();
+    if let Some(pid) = line.strip_prefix("ok ") {
+        let init_pid = pid
+            .parse()
+            .with_context(|| format!("bad shim answer {line:?}"))?;
+        return Ok(Started { child, init_pid });
+    }
+    let _ = child.wait();
+    match line.strip_prefix("error: ") {
+        Some(msg) => bail!("{msg}"),
+        None => bail!("the shim exited without starting the container"),
+    }
+}
+
+/// Stops the task's container: SIGTERM, then SIGKILL after `grace`, and
+/// waits for the shim to record the exit. Returns the exit, if any.
+pub fn stop(dir: &TaskDir, grace: Duration) -> anyhow::Result<Option<ExitRecord>> {
+    let Status::Running(state) = status(dir) else {
+        return Ok(read_json(&dir.exit_json()));
+    };
+    let signal = |sig: Signal| {
+        // The init pid is the shim's child; it is only signalled while the shim lives.
+        if process_start(state.shim_pid) == Some(state.shim_start) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(state.init_pid), sig);
+        }
+    };
+    let exited = |deadline: Instant| -> bool {
+        while Instant::now() < deadline {
+            if !matches!(status(dir), Status::Running(_)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    signal(Signal::SIGTERM);
+    if !exited(Instant::now() + grace) {
+        signal(Signal::SIGKILL);
+        if !exited(Instant::now() + Duration::from_secs(10)) {
+            bail!("task in {} did not stop after SIGKILL", dir.0.display());
+        }
+    }
+    Ok(read_json(&dir.exit_json()))
+}
+
+/// Runs `args` inside the running task's namespaces and cgroup, with this
+/// process's stdio, and returns its exit code. Single-threaded callers only.
+pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
+    let Status::Running(state) = status(dir) else {
+        bail!("task in {} is not running", dir.0.display());
+    };
+    let run: RunParams = read_json(&dir.run_json()).context("task has no run.json")?;
+    // The exec'd process gets the task's user and no_new_privs (and its capabilities).
+    let config: serde_json::Value =
+        read_json(&dir.bundle().join("config.json")).context("task has no config.json")?;
+    let id = |key: &str| {
+        config["process"]["user"][key]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let pid = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
+        .with_root_path(dir.runtime_root())
+        .context("bad runtime root")?
+        .as_tenant()
+        .with_container_args(args)
+        .with_env(
+            run.env
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+        .with_cwd(Some(PathBuf::from(&run.cwd)))
+        .with_user(id("uid"))
+        .with_group(id("gid"))
+        .with_no_new_privs(true)
+        .with_detach(false)
+        .build()
+        .with_context(|| format!("cannot exec in container {}", state.container_id))?;
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waitpid"),
+        }
+    }
+}
+
+/// Entry of the hidden `strata shim` subcommand. Never returns to a caller
+/// that runs other work: it exits the process.
+pub fn shim_main(task_dir: &Path) -> i32 {
+    let dir = TaskDir(task_dir.to_path_buf());
+    let _ = nix::unistd::setsid();
+    let mut answer = std::io::stdout();
+    match shim_start(&dir) {
+        Ok(running) => {
+            let _ = writeln!(answer, "ok {}", running.init_pid);
+            let _ = answer.flush();
+            // From now on the agent may go away: stdout/stderr go to the shim log.
+            if let Ok(log) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.0.join("logs/shim.log"))
+            {
+                let _ = nix::unistd::dup2(log.as_raw_fd(), 1);
+                let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
+            }
+            shim_supervise(&dir, running);
+            0
+        }
+        Err(err) => {
+            let _ = writeln!(answer, "error: {}", format!("{err:#}").replace('\n', " "));
+            1
+        }
+    }
+}
+
+struct Running {
+    container: libcontainer::container::Container,
+    run: RunParams,
+    init_pid: i32,
+    started_at_ms: u64,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+fn overlay_options(run: &RunParams, dir: &TaskDir) -> anyhow::Result<String> {
+    if run.layers.is_empty() {
+        bail!("image of task {} has no layers", run.task_id);
+    }
+    let lower: Vec<String> = run
+        .layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.0.join("upper").display(),
+        dir.0.join("work").display()
+    );
+    if opts.len() >= 4000 {
+        bail!(
+            "too many image layers ({}) for one overlay mount",
+            run.layers.len()
+        );
+    }
+    Ok(opts)
+}
+
+fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
+    let run: RunParams = read_json(&dir.run_json())
+        .with_context(|| format!("cannot read {}", dir.run_json().display()))?;
+    for sub in ["upper", "work", "logs", "bundle/rootfs"] {
+        std::fs::create_dir_all(dir.0.join(sub))
+            .with_context(|| format!("cannot create {}/{sub}", dir.0.display()))?;
+    }
+    let rootfs = dir.rootfs();
+    let opts = overlay_options(&run, dir)?;
+    nix::mount::mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .with_context(|| format!("cannot mount the overlay root at {}", rootfs.display()))?;
+    match shim_create(dir, &run, &rootfs) {
+        Ok(r) => Ok(r),
+        Err(err) => {
+            cleanup(dir, &run, None);
+            Err(err)
+        }
+    }
+}
+
+fn shim_create(dir: &TaskDir, run: &RunParams, rootfs: &Path) -> anyhow::Result<Running> {
+    let (uid, gid) = spec::resolve_user(run.user.as_deref(), rootfs).map_err(anyhow::Error::msg)?;
+    let spec = spec::build(run, rootfs, uid, gid).map_err(anyhow::Error::msg)?;
+    let bundle = dir.bundle();
+    spec.save(bundle.join("config.json"))
+        .context("cannot write config.json")?;
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let devnull = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+    let runtime_root = dir.runtime_root();
+    std::fs::create_dir_all(&runtime_root)
+        .with_context(|| format!("cannot create {}", runtime_root.display()))?;
+    let mut container = ContainerBuilder::new(run.container_id.clone(), SyscallType::default())
+        .with_root_path(&runtime_root)
+        .context("bad runtime root")?
+        .with_stdin(OwnedFd::from(devnull))
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .as_init(&bundle)
+        .with_systemd(false)
+        .with_detach(false)
+        .build()
+        .map_err(|e| {
+            // A failed build may leave its state directory behind.
+            let _ = std::fs::remove_dir_all(runtime_root.join(&run.container_id));
+            anyhow::Error::new(e)
+        })
+        .with_context(|| format!("cannot create container {}", run.container_id))?;
+    let init_pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        reap(init_pid);
+        return Err(e).with_context(|| format!("cannot start container {}", run.container_id));
+    }
+    let started_at_ms = now_ms();
+    let me = std::process::id() as i32;
+    let state = ShimState {
+        generation: run.generation,
+        container_id: run.container_id.clone(),
+        shim_pid: me,
+        shim_start: process_start(me).unwrap_or(0),
+        init_pid,
+        started_at_ms,
+    };
+    if let Err(e) = write_json(&dir.state_json(), &state) {
+        let _ = container.delete(true);
+        reap(init_pid);
+        return Err(e).context("cannot write state.json");
+    }
+    Ok(Running {
+        container,
+        run: run.clone(),
+        init_pid,
+        started_at_ms,
+        stdout: out_r,
+        stderr: err_r,
+    })
+}
+
+fn reap(pid: i32) {
+    if pid > 0 {
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    }
+}
+
+/// Removes the container (cgroup, libcontainer state) and the root mount.
+fn cleanup(
+    dir: &TaskDir,
+    run: &RunParams,
+    container: Option<&mut libcontainer::container::Container>,
+) {
+    if let Some(c) = container {
+        let _ = c.delete(true);
+    }
+    let _ = std::fs::remove_dir_all(dir.runtime_root().join(&run.container_id));
+    // Any cgroup left behind (empty by now) goes too.
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        let rel = spec::cgroup_path(&run.container_id);
+        for e in entries.flatten() {
+            let _ = std::fs::remove_dir(e.path().join(rel.trim_start_matches('/')));
+        }
+    }
+    let _ = nix::mount::umount2(&dir.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// A pidfd for `pid` (readable once the process exits), if the kernel has them.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1;
+    // no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+fn shim_supervise(dir: &TaskDir, mut r: Running) {
+    let mut out =
+        logs::RotatingWriter::open(&dir.stdout_log(), r.run.log_max_bytes, r.run.log_keep).ok();
+    let mut err =
+        logs::RotatingWriter::open(&dir.stderr_log(), r.run.log_max_bytes, r.run.log_keep).ok();
+    let mut open = [true, true];
+    let mut exit: Option<(i32, Option<i32>)> = None;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let pidfd = pidfd_open(r.init_pid);
+    loop {
+        // Reap children; the container init is one of them.
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid.as_raw() == r.init_pid => {
+                    exit = Some((code, None))
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid.as_raw() == r.init_pid => {
+                    exit = Some((128 + sig as i32, Some(sig as i32)));
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        if exit.is_some() && drain_deadline.is_none() {
+            drain_deadline = Some(Instant::now() + Duration::from_millis(500));
+        }
+        if !open[0] && !open[1] && exit.is_some() {
+            break;
+        }
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let mut fds = Vec::new();
+        let mut which = Vec::new();
+        if open[0] {
+            fds.push(nix::poll::PollFd::new(
+                r.stdout.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+            which.push(0);
+        }
+        if open[1] {
+            fds.push(nix::poll::PollFd::new(
+                r.stderr.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+            which.push(1);
+        }
+        // While the init runs, its pidfd wakes us when it exits: an idle
+        // shim sleeps in poll instead of waking up to check.
+        let watch_exit = exit.is_none() && pidfd.is_some();
+        if let Some(fd) = pidfd.as_ref().filter(|_| watch_exit) {
+            fds.push(nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            ));
+            which.push(2);
+        }
+        if fds.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let timeout = if watch_exit {
+            nix::poll::PollTimeout::NONE
+        } else if exit.is_some() {
+            nix::poll::PollTimeout::from(50u16)
+        } else {
+            nix::poll::PollTimeout::from(100u16)
+        };
+        let ready = nix::poll::poll(&mut fds, timeout).unwrap_or(0);
+        if ready <= 0 {
+            continue;
+        }
+        let revents: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|e| !e.is_empty()))
+            .collect();
+        drop(fds);
+        for (i, has) in which.into_iter().zip(revents) {
+            if !has || i == 2 {
+                continue;
+            }
+            let fd = if i == 0 { &r.stdout } else { &r.stderr };
+            match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => open[i] = false,
+                Ok(n) => {
+                    let w = if i == 0 { out.as_mut() } else { err.as_mut() };
+                    if let Some(w) = w {
+                        let _ = w.write_all(&buf[..n]);
+                    }
+                }
+            }
+        }
+    }
+    let (code, signal) = exit.unwrap_or((255, None));
+    cleanup(dir, &r.run, Some(&mut r.container));
+    let record = ExitRecord {
+        generation: r.run.generation,
+        code,
+        signal,
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: now_ms(),
+    };
+    let _ = write_json(&dir.exit_json(), &record);
+}

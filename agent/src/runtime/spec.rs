@@ -1,0 +1,325 @@
+//! Building the OCI runtime spec (`config.json`) of a task: pure.
+
+use std::path::Path;
+
+use libcontainer::oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, RootBuilder, Spec, UserBuilder,
+};
+
+use super::RunParams;
+
+/// The capabilities every task gets (Docker's default set, with CAP_NET_RAW).
+pub const DEFAULT_CAPABILITIES: &[Capability] = &[
+    Capability::AuditWrite,
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Mknod,
+    Capability::NetBindService,
+    Capability::NetRaw,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysChroot,
+];
+
+/// CFS period used for CPU limits, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The cgroup path (relative to each hierarchy) of a container.
+pub fn cgroup_path(container_id: &str) -> String {
+    format!("/strata/{container_id}")
+}
+
+/// Builds the spec for `params`, with the process user already resolved.
+pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Spec, String> {
+    let err = |e: libcontainer::oci_spec::OciSpecError| e.to_string();
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(params.hostname.clone()));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path(rootfs)
+            .readonly(params.read_only)
+            .build()
+            .map_err(err)?,
+    ));
+
+    let caps: std::collections::HashSet<Capability> =
+        DEFAULT_CAPABILITIES.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()
+        .map_err(err)?;
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(params.args.clone()));
+    process.set_env(Some(params.env.clone()));
+    process.set_cwd(params.cwd.clone().into());
+    process.set_user(
+        UserBuilder::default()
+            .uid(uid)
+            .gid(gid)
+            .build()
+            .map_err(err)?,
+    );
+    process.set_capabilities(Some(capabilities));
+    process.set_no_new_privileges(Some(true));
+    process.set_terminal(Some(false));
+    spec.set_process(Some(process));
+
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(bytes) = params.memory_bytes {
+        let bytes = i64::try_from(bytes).map_err(|_| "memory limit too large".to_string())?;
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if let Some(millis) = params.cpu_millis {
+        let quota = i64::try_from(u64::from(millis) * CPU_PERIOD_US / 1000)
+            .map_err(|_| "cpu limit too large".to_string())?;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if let Some(pids) = params.pids {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(pids)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    linux.set_resources(Some(resources.build().map_err(err)?));
+    linux.set_cgroups_path(Some(cgroup_path(&params.container_id).into()));
+    if let Some(netns) = &params.netns {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        for ns in &mut namespaces {
+            if ns.typ() == LinuxNamespaceType::Network {
+                *ns = LinuxNamespace::default();
+                ns.set_typ(LinuxNamespaceType::Network);
+                ns.set_path(Some(netns.clone()));
+            }
+        }
+        linux.set_namespaces(Some(namespaces));
+    }
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// Resolves `user` (`uid[:gid]`, or a name in the image's `/etc/passwd`)
+/// against the mounted root filesystem.
+pub fn resolve_user(user: Option<&str>, rootfs: &Path) -> Result<(u32, u32), String> {
+    let Some(user) = user.filter(|u| !u.is_empty()) else {
+        return Ok((0, 0));
+    };
+    let (name, group) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
+        let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
+        text.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() >= 4 && f[0] == key).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+    };
+    let (uid, primary) = match name.parse::<u32>() {
+        Ok(uid) => (uid, lookup_uid(rootfs, uid).unwrap_or(uid)),
+        Err(_) => lookup("etc/passwd", name)
+            .ok_or_else(|| format!("user {name:?} is not in the image's /etc/passwd"))?,
+    };
+    let gid = match group {
+        None => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup("etc/group", g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn lookup_uid(rootfs: &Path, uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[3].parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> RunParams {
+        RunParams {
+            task_id: "web".into(),
+            generation: 3,
+            container_id: "web.3".into(),
+            args: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()],
+            env: vec!["PATH=/bin".into(), "A=b".into()],
+            cwd: "/srv".into(),
+            user: Some("1000:1000".into()),
+            read_only: true,
+            cpu_millis: Some(500),
+            memory_bytes: Some(64 << 20),
+            pids: Some(32),
+            layers: vec![],
+            netns: Some("/var/run/netns/t1".into()),
+            hostname: "web".into(),
+            log_max_bytes: 1 << 20,
+            log_keep: 2,
+        }
+    }
+
+    #[test]
+    fn spec_carries_limits_caps_and_process() {
+        let spec = build(&params(), Path::new("/x/rootfs"), 1000, 1000).expect("spec builds");
+        let json = serde_json::to_value(&spec).expect("serializes");
+        let pick = serde_json::json!({
+            "root": json["root"],
+            "hostname": json["hostname"],
+            "process": {
+                "args": json["process"]["args"], "env": json["process"]["env"], "cwd": json["process"]["cwd"],
+                "user": json["process"]["user"], "noNewPrivileges": json["process"]["noNewPrivileges"],
+                "bounding": json["process"]["capabilities"]["bounding"].as_array().map(|a| {
+                    let mut v: Vec<String> = a.iter().filter_map(|c| c.as_str().map(String::from)).collect();
+                    v.sort();
+                    v
+                }),
+            },
+            "resources": json["linux"]["resources"],
+            "cgroupsPath": json["linux"]["cgroupsPath"],
+            "namespaces": json["linux"]["namespaces"],
+        });
+        expect_test::expect![[r#"
+            {
+              "cgroupsPath": "/strata/web.3",
+              "hostname": "web",
+              "namespaces": [
+                {
+                  "type": "pid"
+                },
+                {
+                  "path": "/var/run/netns/t1",
+                  "type": "network"
+                },
+                {
+                  "type": "ipc"
+                },
+                {
+                  "type": "uts"
+                },
+                {
+                  "type": "mount"
+                },
+                {
+                  "type": "cgroup"
+                }
+              ],
+              "process": {
+                "args": [
+                  "/bin/sh",
+                  "-c",
+                  "echo hi"
+                ],
+                "bounding": [
+                  "CAP_AUDIT_WRITE",
+                  "CAP_CHOWN",
+                  "CAP_DAC_OVERRIDE",
+                  "CAP_FOWNER",
+                  "CAP_FSETID",
+                  "CAP_KILL",
+                  "CAP_MKNOD",
+                  "CAP_NET_BIND_SERVICE",
+                  "CAP_NET_RAW",
+                  "CAP_SETFCAP",
+                  "CAP_SETGID",
+                  "CAP_SETPCAP",
+                  "CAP_SETUID",
+                  "CAP_SYS_CHROOT"
+                ],
+                "cwd": "/srv",
+                "env": [
+                  "PATH=/bin",
+                  "A=b"
+                ],
+                "noNewPrivileges": true,
+                "user": {
+                  "gid": 1000,
+                  "uid": 1000
+                }
+              },
+              "resources": {
+                "cpu": {
+                  "period": 100000,
+                  "quota": 50000
+                },
+                "memory": {
+                  "limit": 67108864
+                },
+                "pids": {
+                  "limit": 32
+                }
+              },
+              "root": {
+                "path": "/x/rootfs",
+                "readonly": true
+              }
+            }"#]]
+        .assert_eq(&serde_json::to_string_pretty(&pick).expect("json"));
+    }
+
+    #[test]
+    fn users_resolve_from_the_image() {
+        let dir = std::env::temp_dir().join(format!("strata-user-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).expect("mkdir");
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/false\n",
+        )
+        .expect("passwd");
+        std::fs::write(dir.join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("group");
+        let got: Vec<String> = [
+            None,
+            Some("www"),
+            Some("33"),
+            Some("www:staff"),
+            Some("7:8"),
+            Some("nobody"),
+            Some("www:nogroup"),
+        ]
+        .into_iter()
+        .map(|u| format!("{u:?} -> {:?}", resolve_user(u, &dir)))
+        .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        expect_test::expect![[r#"
+            [
+                "None -> Ok((0, 0))",
+                "Some(\"www\") -> Ok((33, 34))",
+                "Some(\"33\") -> Ok((33, 34))",
+                "Some(\"www:staff\") -> Err(\"group \\\"staff\\\" is not in the image's /etc/group\")",
+                "Some(\"7:8\") -> Ok((7, 8))",
+                "Some(\"nobody\") -> Err(\"user \\\"nobody\\\" is not in the image's /etc/passwd\")",
+                "Some(\"www:nogroup\") -> Err(\"group \\\"nogroup\\\" is not in the image's /etc/group\")",
+            ]
+        "#]]
+        .assert_debug_eq(&got);
+    }
+}

@@ -1,0 +1,287 @@
+//! The `strata task ...` and `strata image ...` subcommands: thin wrappers
+//! over [`crate::tasks`], [`crate::images`] and [`crate::runtime`] that work
+//! on the local state directory. No async runtime here except to pull.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::images::{ImageStore, PullAuth, PullOptions};
+use crate::tasks;
+
+#[derive(Debug, Clone, Args)]
+pub struct StateDir {
+    /// State directory (tasks in `tasks/`, images in `images/`).
+    #[arg(long, default_value = tasks::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Basic auth user name (with --password).
+    #[arg(long, requires = "password")]
+    pub username: Option<String>,
+    #[arg(long, requires = "username")]
+    pub password: Option<String>,
+    /// Bearer token.
+    #[arg(long, conflicts_with = "username")]
+    pub token: Option<String>,
+    /// Plain HTTP even for a registry that is not on loopback.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) to trust.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> PullOptions {
+        let auth = match (&self.username, &self.password, &self.token) {
+            (Some(u), Some(p), _) => PullAuth::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            },
+            (_, _, Some(t)) => PullAuth::Bearer { token: t.clone() },
+            _ => PullAuth::Anonymous,
+        };
+        PullOptions {
+            auth,
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Reconcile the tasks of a static task directory (`*.toml` task files)
+    /// until killed; running tasks survive this process and are adopted by
+    /// the next one.
+    Agent {
+        #[arg(long)]
+        tasks_dir: PathBuf,
+        #[command(flatten)]
+        state: StateDir,
+        /// Milliseconds between reconciliations.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check a task file and print what it holds.
+    Check { file: PathBuf },
+    /// List the tasks of this node.
+    List {
+        #[command(flatten)]
+        state: StateDir,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a task (SIGTERM, then SIGKILL after the grace period); it is not
+    /// restarted until its spec changes.
+    Stop {
+        id: String,
+        #[command(flatten)]
+        state: StateDir,
+        /// Grace period in seconds (default: the task's).
+        #[arg(long)]
+        grace: Option<u64>,
+    },
+    /// Print a task's stdout and stderr logs.
+    Logs {
+        id: String,
+        #[command(flatten)]
+        state: StateDir,
+        /// Keep printing new output until the task exits.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Run a command inside a running task's namespaces.
+    Exec {
+        id: String,
+        #[command(flatten)]
+        state: StateDir,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image from a registry, verifying every blob.
+    Pull {
+        reference: String,
+        #[command(flatten)]
+        state: StateDir,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Import an OCI layout directory, a tarball of one, or a `docker save` archive.
+    Import {
+        path: PathBuf,
+        /// Name to store it under (default: the name in the archive).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// List stored images.
+    List {
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Forget an image (its layers go at the next gc).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        state: StateDir,
+    },
+    /// Delete layers no image and no task references.
+    Gc {
+        #[command(flatten)]
+        state: StateDir,
+    },
+}
+
+fn store(state: &StateDir) -> anyhow::Result<ImageStore> {
+    Ok(ImageStore::open(state.state_dir.join("images"))?)
+}
+
+pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
+    match cmd {
+        TaskCommand::Agent {
+            tasks_dir,
+            state,
+            interval_ms,
+            registry,
+        } => tasks::run_static_dir(tasks::StaticDirOptions {
+            tasks_dir,
+            state_dir: state.state_dir,
+            interval: Duration::from_millis(interval_ms),
+            pull: registry.options(),
+        }),
+        TaskCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let spec = tasks::spec::parse(&file.display().to_string(), &text)?;
+            println!("{}", serde_json::to_string_pretty(&spec)?);
+            Ok(())
+        }
+        TaskCommand::List { state, json } => {
+            let list = tasks::list(&state.state_dir);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!(
+                "{:<24} {:<10} {:>8} {:>8} {:>5}  IMAGE",
+                "ID", "STATE", "PID", "RESTARTS", "EXIT"
+            );
+            for t in list {
+                let pid = t.pid.map_or("-".into(), |p| p.to_string());
+                let exit = t.exit_code.map_or("-".into(), |c| c.to_string());
+                println!(
+                    "{:<24} {:<10} {:>8} {:>8} {:>5}  {}",
+                    t.id, t.state, pid, t.restarts, exit, t.image
+                );
+            }
+            Ok(())
+        }
+        TaskCommand::Stop { id, state, grace } => {
+            let exit = tasks::stop(&state.state_dir, &id, grace.map(Duration::from_secs))?;
+            match exit {
+                Some(e) => println!("task {id} stopped (exit code {})", e.code),
+                None => println!("task {id} stopped"),
+            }
+            Ok(())
+        }
+        TaskCommand::Logs { id, state, follow } => {
+            let dir = tasks::task_dir(&state.state_dir, &id);
+            if !dir.0.join("spec.json").exists() {
+                anyhow::bail!("no task {id:?} in {}", state.state_dir.display());
+            }
+            let mut out = std::io::stdout().lock();
+            crate::runtime::logs::print(&dir.stdout_log(), &mut out)?;
+            crate::runtime::logs::print(&dir.stderr_log(), &mut out)?;
+            if follow {
+                let d = dir.clone();
+                crate::runtime::logs::follow(
+                    &[dir.stdout_log(), dir.stderr_log()],
+                    &mut out,
+                    move || {
+                        !matches!(
+                            crate::runtime::status(&d),
+                            crate::runtime::Status::Running(_)
+                        )
+                    },
+                )?;
+            }
+            Ok(())
+        }
+        TaskCommand::Exec { id, state, command } => {
+            let dir = tasks::task_dir(&state.state_dir, &id);
+            let code = crate::runtime::exec(&dir, command)?;
+            std::process::exit(code)
+        }
+    }
+}
+
+pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Pull {
+            reference,
+            state,
+            registry,
+        } => {
+            let store = store(&state)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let rec = rt.block_on(store.pull(&reference, &registry.options()))?;
+            println!(
+                "{} {} ({} layers)",
+                rec.name,
+                rec.config_digest,
+                rec.layers.len()
+            );
+            Ok(())
+        }
+        ImageCommand::Import { path, name, state } => {
+            let rec = store(&state)?.import(&path, name.as_deref())?;
+            println!(
+                "{} {} ({} layers)",
+                rec.name,
+                rec.config_digest,
+                rec.layers.len()
+            );
+            Ok(())
+        }
+        ImageCommand::List { state } => {
+            for rec in store(&state)?.list()? {
+                println!(
+                    "{} {} ({} layers)",
+                    rec.name,
+                    rec.config_digest,
+                    rec.layers.len()
+                );
+            }
+            Ok(())
+        }
+        ImageCommand::Remove { name, state } => {
+            if !store(&state)?.remove(&name)? {
+                anyhow::bail!("no image {name:?} in the store");
+            }
+            Ok(())
+        }
+        ImageCommand::Gc { state } => {
+            let in_use = tasks::layers_in_use(&state.state_dir);
+            for layer in store(&state)?.gc(&in_use)? {
+                println!("removed {layer}");
+            }
+            Ok(())
+        }
+    }
+}

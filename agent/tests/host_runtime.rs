@@ -1,0 +1,1055 @@
+//! Host tier for the container runtime: a real registry (Debian's
+//! `docker-registry` on loopback) serving an image built here from
+//! busybox-static with umoci and pushed with skopeo; real containers through
+//! libcontainer shims. Root only.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent::images::{ImageError, ImageStore, PullAuth, PullOptions};
+use agent::tasks::{self, Supervisor, TaskSpec};
+use agent::testenv::{Need, require};
+
+const NEEDS: &[Need] = &[
+    Need::Root,
+    Need::Program("docker-registry"),
+    Need::Program("umoci"),
+    Need::Program("skopeo"),
+    Need::File("/bin/busybox"),
+];
+
+/// A temp dir, a registry holding `bb:1` (cmd `sh`) and `bb:nocmd`, and a
+/// copy of the strata binary. Drop stops every task, kills the registry and
+/// removes the dir.
+struct Fixture {
+    dir: PathBuf,
+    registry: Child,
+    port: u16,
+    strata: PathBuf,
+    agents: Vec<Child>,
+    others: Vec<Child>,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("strata-rt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root/bin")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("root/etc")).expect("mkdir");
+        std::fs::copy("/bin/busybox", dir.join("root/bin/busybox")).expect("copy busybox");
+        for applet in [
+            "sh", "sleep", "echo", "cat", "id", "ps", "true", "false", "hostname", "grep", "ls",
+        ] {
+            std::os::unix::fs::symlink("busybox", dir.join("root/bin").join(applet))
+                .expect("symlink");
+        }
+        std::fs::write(
+            dir.join("root/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        )
+        .expect("passwd");
+        std::fs::write(dir.join("root/etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
+        let layout = dir.join("layout");
+        let l = |tag: &str| format!("{}:{tag}", layout.display());
+        run(Command::new("umoci")
+            .args(["init", "--layout"])
+            .arg(&layout));
+        run(Command::new("umoci").args(["new", "--image", &l("nocmd")]));
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &l("nocmd")])
+            .arg(dir.join("bundle")));
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(dir.join("root/."))
+            .arg(dir.join("bundle/rootfs/")));
+        run(Command::new("umoci")
+            .args(["repack", "--image", &l("nocmd")])
+            .arg(dir.join("bundle")));
+        run(Command::new("umoci").args([
+            "config",
+            "--image",
+            &l("nocmd"),
+            "--tag",
+            "1",
+            "--config.cmd",
+            "sh",
+            "--config.env",
+            "PATH=/bin",
+        ]));
+        let port = free_port();
+        std::fs::write(
+            dir.join("registry.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("registry").display()
+            ),
+        )
+        .expect("registry config");
+        let registry = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("registry.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let strata = dir.join("strata");
+        // STRATA_TEST_BIN: a binary to test instead of the one cargo built
+        // (useful when several worktrees share one target dir).
+        let bin = std::env::var_os("STRATA_TEST_BIN")
+            .map_or(PathBuf::from(env!("CARGO_BIN_EXE_strata")), PathBuf::from);
+        std::fs::copy(&bin, &strata).expect("copy strata");
+        let mut fx = Fixture {
+            dir,
+            registry,
+            port,
+            strata,
+            agents: Vec::new(),
+            others: Vec::new(),
+        };
+        wait_for("registry", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        for tag in ["1", "nocmd"] {
+            run(Command::new("skopeo").args([
+                "copy",
+                "--dest-tls-verify=false",
+                &format!("oci:{}", l(tag)),
+                &format!("docker://127.0.0.1:{port}/bb:{tag}"),
+            ]));
+        }
+        fx.agents.clear();
+        fx
+    }
+
+    /// A second registry over the same storage, with TLS (a self-signed
+    /// certificate for 127.0.0.1) and htpasswd basic auth for alice.
+    /// Returns its port and the CA file.
+    fn start_tls_registry(&mut self) -> (u16, PathBuf) {
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("mkdir");
+        // A CA and a leaf for 127.0.0.1 signed by it (rustls refuses a CA
+        // certificate as the server's own).
+        let openssl = |args: &[&str]| run(Command::new("openssl").current_dir(&tls).args(args));
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=strata-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ]);
+        std::fs::write(
+            tls.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ]);
+        let hash = run(Command::new("python3").args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ]));
+        std::fs::write(tls.join("htpasswd"), format!("alice:{}\n", hash.trim())).expect("htpasswd");
+        let port = free_port();
+        std::fs::write(
+            tls.join("registry.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: strata\n    path: {}\n",
+                self.dir.join("registry").display(),
+                tls.join("cert.pem").display(),
+                tls.join("key.pem").display(),
+                tls.join("htpasswd").display()
+            ),
+        )
+        .expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(tls.join("registry.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        self.others.push(child);
+        wait_for("tls registry", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        (port, tls.join("ca.pem"))
+    }
+
+    fn image(&self, tag: &str) -> String {
+        format!("127.0.0.1:{}/bb:{tag}", self.port)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn strata(&self) -> Command {
+        Command::new(&self.strata)
+    }
+
+    fn supervisor(&self) -> Supervisor {
+        Supervisor::new(&self.state(), self.strata.clone(), PullOptions::default())
+            .expect("supervisor")
+    }
+
+    fn spec(&self, id: &str, command: &[&str]) -> TaskSpec {
+        let toml = format!(
+            "id = {id:?}\nimage = {:?}\nstop_grace_secs = 1\n",
+            self.image("1")
+        );
+        let mut spec = tasks::spec::parse("test", &toml).expect("spec");
+        spec.command = command.iter().map(|s| s.to_string()).collect();
+        spec
+    }
+
+    fn write_task(&self, tasks_dir: &Path, body: &str) {
+        std::fs::create_dir_all(tasks_dir).expect("mkdir");
+        let id = body
+            .lines()
+            .find_map(|l| l.strip_prefix("id = "))
+            .expect("id")
+            .trim_matches('"');
+        std::fs::write(tasks_dir.join(format!("{id}.toml")), body).expect("write task");
+    }
+
+    fn start_agent(&mut self, tasks_dir: &Path) {
+        let child = self
+            .strata()
+            .args(["task", "agent", "--interval-ms", "200", "--tasks-dir"])
+            .arg(tasks_dir)
+            .arg("--state-dir")
+            .arg(self.state())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.join(format!("agent-{}.log", self.agents.len())))
+                    .expect("log"),
+            )
+            .spawn()
+            .expect("start agent");
+        self.agents.push(child);
+    }
+
+    fn kill_agents(&mut self) {
+        for mut a in self.agents.drain(..) {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+    }
+
+    fn list(&self) -> Vec<serde_json::Value> {
+        let out = run(self
+            .strata()
+            .args(["task", "list", "--json", "--state-dir"])
+            .arg(self.state()));
+        serde_json::from_str(&out).expect("list json")
+    }
+
+    fn task<'a>(list: &'a [serde_json::Value], id: &str) -> Option<&'a serde_json::Value> {
+        list.iter().find(|t| t["id"] == id)
+    }
+
+    /// Shim processes of this fixture.
+    fn shims(&self) -> Vec<i32> {
+        let needle = format!(
+            "shim\0--task-dir\0{}",
+            tasks::tasks_root(&self.state()).display()
+        );
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    && agent::runtime::process_start(*pid).is_some()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.kill_agents();
+        for t in agent::tasks::list(&self.state()) {
+            let _ = tasks::stop(&self.state(), &t.id, Some(Duration::from_millis(100)));
+        }
+        for pid in self.shims() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for entry in std::fs::read_dir(tasks::tasks_root(&self.state()))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = nix::mount::umount2(
+                &entry.path().join("bundle/rootfs"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
+        }
+        for mut c in self
+            .others
+            .drain(..)
+            .chain(std::iter::once(std::mem::replace(
+                &mut self.registry,
+                Command::new("true").spawn().expect("spawn true"),
+            )))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn cgroup_file(controller: &str, container: &str, file: &str) -> Option<String> {
+    std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/{controller}/strata/{container}/{file}"
+    ))
+    .ok()
+    .map(|s| s.trim().to_string())
+}
+
+fn no_leftovers(fx: &Fixture, id: &str) {
+    let container = format!("{id}-1");
+    assert!(
+        !tasks::task_dir(&fx.state(), id).0.exists(),
+        "task dir of {id} left behind"
+    );
+    for ctrl in ["memory", "pids", "cpu", "freezer", "devices"] {
+        let p = format!("/sys/fs/cgroup/{ctrl}/strata/{container}");
+        assert!(!Path::new(&p).exists(), "cgroup {p} left behind");
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&*fx.dir.to_string_lossy()),
+        "mount left behind: {mounts}"
+    );
+    assert!(
+        !fx.state().join("runtime").join(&container).exists(),
+        "libcontainer state left behind"
+    );
+}
+
+#[test]
+fn pull_run_exit_logs_limits_exec_stop() {
+    if !require("pull_run_exit_logs_limits_exec_stop", NEEDS) {
+        return;
+    }
+    let mut fx = Fixture::new("run");
+    let out = run(fx
+        .strata()
+        .args(["image", "pull", &fx.image("1"), "--state-dir"])
+        .arg(fx.state()));
+    assert!(out.contains("(1 layers)"), "{out}");
+    let tasks_dir = fx.dir.join("tasks");
+    fx.write_task(
+        &tasks_dir,
+        &format!("id = \"exits\"\nimage = {:?}\ncommand = [\"sh\", \"-c\", \"echo out-line; echo err-line >&2; exit 3\"]\n", fx.image("1")),
+    );
+    fx.write_task(
+        &tasks_dir,
+        &format!(
+            "id = \"limited\"\nimage = {:?}\ncommand = [\"sleep\", \"1000\"]\nmem = \"48MiB\"\ncpus = 0.25\npids = 40\nread_only = true\nuser = \"nobody\"\nenv = {{ GREETING = \"hi\" }}\ncwd = \"/etc\"\nstop_grace_secs = 1\n",
+            fx.image("1")
+        ),
+    );
+    fx.start_agent(&tasks_dir);
+    wait_for("both tasks", Duration::from_secs(20), || {
+        let l = fx.list();
+        Fixture::task(&l, "exits").is_some_and(|t| t["state"] == "exited")
+            && Fixture::task(&l, "limited").is_some_and(|t| t["state"] == "running")
+    });
+    let list = fx.list();
+    assert_eq!(
+        Fixture::task(&list, "exits").expect("exits")["exit_code"],
+        3
+    );
+    // Never restarted: restart policy defaults to never.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        Fixture::task(&fx.list(), "exits").expect("exits")["restarts"],
+        0
+    );
+
+    let logs = run(fx
+        .strata()
+        .args(["task", "logs", "exits", "--state-dir"])
+        .arg(fx.state()));
+    assert_eq!(logs, "out-line\nerr-line\n");
+
+    // `logs -f` follows a running task until it exits.
+    fx.write_task(
+        &tasks_dir,
+        &format!(
+            "id = \"ticker\"\nimage = {:?}\ncommand = [\"sh\", \"-c\", \"for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.2; done\"]\n",
+            fx.image("1")
+        ),
+    );
+    wait_for("ticker running", Duration::from_secs(20), || {
+        Fixture::task(&fx.list(), "ticker").is_some_and(|t| t["state"] == "running")
+    });
+    let followed = run(fx
+        .strata()
+        .args(["task", "logs", "ticker", "-f", "--state-dir"])
+        .arg(fx.state()));
+    assert_eq!(followed, "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\ntick 6\n");
+    assert_eq!(
+        Fixture::task(&fx.list(), "ticker").expect("ticker")["state"],
+        "exited"
+    );
+
+    assert_eq!(
+        cgroup_file("memory", "limited-1", "memory.limit_in_bytes").as_deref(),
+        Some("50331648")
+    );
+    assert_eq!(
+        cgroup_file("pids", "limited-1", "pids.max").as_deref(),
+        Some("40")
+    );
+    assert_eq!(
+        cgroup_file("cpu", "limited-1", "cpu.cfs_quota_us").as_deref(),
+        Some("25000")
+    );
+    assert_eq!(
+        cgroup_file("cpu", "limited-1", "cpu.cfs_period_us").as_deref(),
+        Some("100000")
+    );
+
+    let exec = run(fx.strata().args(["task", "exec", "limited", "--state-dir"]).arg(fx.state()).args([
+        "--",
+        "sh",
+        "-c",
+        "id; pwd; echo $GREETING; grep -E 'NoNewPrivs|CapBnd' /proc/self/status; touch /x 2>&1 || echo read-only",
+    ]));
+    assert!(
+        exec.contains("uid=65534(nobody) gid=65534(nogroup)"),
+        "{exec}"
+    );
+    assert!(exec.contains("/etc\nhi\n"), "{exec}");
+    assert!(exec.contains("NoNewPrivs:\t1"), "{exec}");
+    // CAP_NET_RAW (bit 13) is in the bounding set.
+    let bnd = exec
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .expect("CapBnd");
+    assert!(
+        u64::from_str_radix(bnd, 16).expect("hex") & (1 << 13) != 0,
+        "{exec}"
+    );
+    assert!(exec.contains("read-only"), "{exec}");
+
+    let stop = run(fx
+        .strata()
+        .args(["task", "stop", "limited", "--grace", "1", "--state-dir"])
+        .arg(fx.state()));
+    assert!(stop.contains("exit code 137"), "{stop}");
+    assert!(
+        cgroup_file("memory", "limited-1", "memory.limit_in_bytes").is_none(),
+        "cgroup removed after stop"
+    );
+    // Stopped by hand: the agent does not start it again.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        Fixture::task(&fx.list(), "limited").expect("limited")["state"],
+        "stopped"
+    );
+    // Removing the task file deletes the tasks.
+    std::fs::remove_dir_all(&tasks_dir).expect("rm tasks");
+    std::fs::create_dir_all(&tasks_dir).expect("mkdir");
+    wait_for("tasks removed", Duration::from_secs(10), || {
+        fx.list().is_empty()
+    });
+    no_leftovers(&fx, "limited");
+    fx.kill_agents();
+}
+
+#[test]
+fn restart_policies_with_backoff() {
+    if !require("restart_policies_with_backoff", NEEDS) {
+        return;
+    }
+    let mut fx = Fixture::new("restart");
+    let tasks_dir = fx.dir.join("tasks");
+    for (id, policy, code) in [
+        ("never", "never", 1),
+        ("onfail", "on-failure", 1),
+        ("onok", "on-failure", 0),
+        ("always", "always", 0),
+    ] {
+        fx.write_task(
+            &tasks_dir,
+            &format!(
+                "id = {id:?}\nimage = {:?}\ncommand = [\"sh\", \"-c\", \"echo run; exit {code}\"]\nrestart = {policy:?}\n",
+                fx.image("1")
+            ),
+        );
+    }
+    fx.start_agent(&tasks_dir);
+    // Backoff 0.5 s, 1 s, 2 s: two restarts within about 4 s.
+    wait_for("restarts", Duration::from_secs(20), || {
+        let l = fx.list();
+        ["onfail", "always"]
+            .iter()
+            .all(|id| Fixture::task(&l, id).is_some_and(|t| t["restarts"].as_u64() >= Some(2)))
+    });
+    let l = fx.list();
+    assert_eq!(Fixture::task(&l, "never").expect("never")["restarts"], 0);
+    assert_eq!(Fixture::task(&l, "onok").expect("onok")["restarts"], 0);
+    assert_eq!(Fixture::task(&l, "onok").expect("onok")["exit_code"], 0);
+    // Each run wrote to the same log.
+    wait_for("three runs in the log", Duration::from_secs(10), || {
+        let logs = run(fx
+            .strata()
+            .args(["task", "logs", "onfail", "--state-dir"])
+            .arg(fx.state()));
+        logs.matches("run\n").count() >= 3
+    });
+    fx.kill_agents();
+}
+
+#[test]
+fn agent_restart_adopts_twenty_tasks() {
+    if !require("agent_restart_adopts_twenty_tasks", NEEDS) {
+        return;
+    }
+    let mut fx = Fixture::new("adopt");
+    let tasks_dir = fx.dir.join("tasks");
+    for i in 0..20 {
+        fx.write_task(
+            &tasks_dir,
+            &format!("id = \"t{i:02}\"\nimage = {:?}\ncommand = [\"sleep\", \"1000\"]\nrestart = \"always\"\nstop_grace_secs = 1\n", fx.image("1")),
+        );
+    }
+    fx.start_agent(&tasks_dir);
+    let running = |fx: &Fixture| -> BTreeSet<(String, i64)> {
+        fx.list()
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap_or_default().to_string(),
+                    t["pid"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    wait_for("20 running tasks", Duration::from_secs(60), || {
+        running(&fx).len() == 20
+    });
+    let before = running(&fx);
+    assert_eq!(fx.shims().len(), 20);
+    // A second agent on the same state directory refuses to run.
+    let mut second = fx
+        .strata()
+        .args(["task", "agent", "--tasks-dir"])
+        .arg(&tasks_dir)
+        .arg("--state-dir")
+        .arg(fx.state())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("second agent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = second.kill();
+    let out = second.wait_with_output().expect("second agent output");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another agent already supervises"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fx.kill_agents();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(running(&fx), before, "tasks keep running without the agent");
+    fx.start_agent(&tasks_dir);
+    // Several reconcile rounds of the new agent.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        running(&fx),
+        before,
+        "the restarted agent adopted every task, none restarted"
+    );
+    assert_eq!(fx.shims().len(), 20, "no task doubled");
+    let containers = std::fs::read_dir(fx.state().join("runtime"))
+        .expect("runtime dir")
+        .count();
+    assert_eq!(containers, 20);
+    fx.kill_agents();
+}
+
+#[test]
+fn corrupted_blob_is_refused_and_nothing_is_stored() {
+    if !require("corrupted_blob_is_refused_and_nothing_is_stored", NEEDS) {
+        return;
+    }
+    let fx = Fixture::new("corrupt");
+    // Flip bytes in the layer blob (the largest blob) in the registry's storage.
+    let blobs = fx.dir.join("registry/docker/registry/v2/blobs/sha256");
+    let mut largest: Option<(u64, PathBuf)> = None;
+    for prefix in std::fs::read_dir(&blobs).expect("blobs").flatten() {
+        for blob in std::fs::read_dir(prefix.path())
+            .expect("blob dir")
+            .flatten()
+        {
+            let data = blob.path().join("data");
+            let len = std::fs::metadata(&data).expect("data").len();
+            if largest.as_ref().is_none_or(|(l, _)| len > *l) {
+                largest = Some((len, data));
+            }
+        }
+    }
+    let (_, data) = largest.expect("a blob");
+    let mut bytes = std::fs::read(&data).expect("read blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).expect("corrupt blob");
+
+    let store = ImageStore::open(fx.state().join("images")).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let err = rt
+        .block_on(store.pull(&fx.image("1"), &PullOptions::default()))
+        .expect_err("corrupt blob refused");
+    assert!(matches!(err, ImageError::Digest { .. }), "{err}");
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(store.root().join("layers"))
+            .expect("layers")
+            .count(),
+        0
+    );
+    assert!(store.list().expect("list").is_empty());
+    assert_eq!(
+        std::fs::read_dir(store.root().join("tmp"))
+            .expect("tmp")
+            .count(),
+        0
+    );
+    // Through the CLI, the error names the digest.
+    let out = fx
+        .strata()
+        .args(["image", "pull", &fx.image("1"), "--state-dir"])
+        .arg(fx.state())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("digest mismatch"));
+}
+
+#[test]
+fn docker_save_and_oci_layout_import_and_gc() {
+    if !require("docker_save_and_oci_layout_import_and_gc", NEEDS) {
+        return;
+    }
+    let fx = Fixture::new("import");
+    let archive = fx.dir.join("bb.tar");
+    run(Command::new("skopeo").args([
+        "copy",
+        &format!("oci:{}:1", fx.dir.join("layout").display()),
+        &format!("docker-archive:{}:example.org/bb:saved", archive.display()),
+    ]));
+    let store = ImageStore::open(fx.state().join("images")).expect("store");
+    let saved = store.import(&archive, None).expect("import docker save");
+    assert_eq!(saved.name, "example.org/bb:saved");
+    assert_eq!(saved.config.cmd, vec!["sh".to_string()]);
+    let layout = store
+        .import(&fx.dir.join("layout"), Some("example.org/bb:layout"))
+        .expect("import layout");
+    // The same layer is stored once.
+    assert_eq!(saved.layers, layout.layers);
+    assert_eq!(
+        std::fs::read_dir(store.root().join("layers"))
+            .expect("layers")
+            .count(),
+        1
+    );
+    assert!(
+        store
+            .layer_dir(&saved.layers[0])
+            .join("bin/busybox")
+            .is_file()
+    );
+    // A tarball of the OCI layout, through the CLI.
+    let layout_tar = fx.dir.join("layout.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(fx.dir.join("layout"))
+        .arg("-cf")
+        .arg(&layout_tar)
+        .arg("."));
+    let out = run(fx
+        .strata()
+        .args(["image", "import"])
+        .arg(&layout_tar)
+        .args(["--name", "example.org/bb:tar", "--state-dir"])
+        .arg(fx.state()));
+    assert!(out.starts_with("example.org/bb:tar "), "{out}");
+    // A task runs from the imported image.
+    let mut sup = fx.supervisor();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let mut spec = fx.spec("fromsave", &["echo", "imported"]);
+    spec.image = "example.org/bb:saved".into();
+    rt.block_on(sup.start(&spec))
+        .expect("start from imported image");
+    wait_for("exit", Duration::from_secs(10), || {
+        matches!(
+            agent::runtime::status(&tasks::task_dir(&fx.state(), "fromsave")),
+            agent::runtime::Status::Exited(_)
+        )
+    });
+    // gc keeps layers that images or tasks use, then drops them.
+    for name in [
+        "example.org/bb:saved",
+        "example.org/bb:layout",
+        "example.org/bb:tar",
+    ] {
+        assert!(store.remove(name).expect("remove"));
+    }
+    assert!(
+        store
+            .gc(&tasks::layers_in_use(&fx.state()))
+            .expect("gc")
+            .is_empty(),
+        "the task still uses the layer"
+    );
+    rt.block_on(sup.remove("fromsave")).expect("remove task");
+    assert_eq!(
+        store.gc(&tasks::layers_in_use(&fx.state())).expect("gc"),
+        saved.layers
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_a_failed_create_leaves_nothing() {
+    if !require(
+        "bad_input_is_refused_and_a_failed_create_leaves_nothing",
+        NEEDS,
+    ) {
+        return;
+    }
+    let fx = Fixture::new("bad");
+    let mut sup = fx.supervisor();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let mut start = |spec: TaskSpec| -> String {
+        let id = spec.id.clone();
+        let err = rt.block_on(sup.start(&spec)).expect_err("start must fail");
+        no_leftovers(&fx, &id);
+        format!("{err:#}")
+    };
+    let mut unknown = fx.spec("unknown", &["true"]);
+    unknown.image = format!("127.0.0.1:{}/nothere:1", fx.port);
+    assert!(start(unknown).contains("unknown image"));
+    let mut unreachable = fx.spec("unreachable", &["true"]);
+    unreachable.image = format!("127.0.0.1:{}/bb:1", free_port());
+    assert!(start(unreachable).contains("is unreachable"));
+    let nocmd = TaskSpec {
+        image: fx.image("nocmd"),
+        ..fx.spec("nocmd", &[])
+    };
+    assert!(start(nocmd).contains("missing command"));
+    let missing_binary = fx.spec("nobinary", &["/bin/does-not-exist"]);
+    let err = start(missing_binary);
+    assert!(err.contains("cannot create container nobinary-1"), "{err}");
+    // Spec-level errors never reach the runtime.
+    let bad = |text: &str| {
+        tasks::spec::parse("t.toml", text)
+            .expect_err("invalid")
+            .to_string()
+    };
+    assert!(bad("id = \"x\"\nimage = \"Bad Ref\"").contains("malformed image reference"));
+    assert!(
+        bad(&format!(
+            "id = \"x\"\nimage = {:?}\nmem = \"1MiB\"",
+            fx.image("1")
+        ))
+        .contains("below the minimum")
+    );
+    let out = fx
+        .strata()
+        .args(["image", "pull", "Bad Ref", "--state-dir"])
+        .arg(fx.state())
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("malformed image reference \"Bad Ref\""));
+}
+
+#[test]
+fn https_registry_with_basic_auth() {
+    if !require(
+        "https_registry_with_basic_auth",
+        &[NEEDS, &[Need::Program("openssl"), Need::Program("python3")]].concat(),
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new("tls");
+    let (port, ca) = fx.start_tls_registry();
+    let image = format!("127.0.0.1:{port}/bb:1");
+    let store = ImageStore::open(fx.state().join("images")).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let basic = |password: &str| PullOptions {
+        auth: PullAuth::Basic {
+            username: "alice".into(),
+            password: password.into(),
+        },
+        insecure: false,
+        ca_file: Some(ca.clone()),
+    };
+    let anonymous = PullOptions {
+        ca_file: Some(ca.clone()),
+        ..PullOptions::default()
+    };
+    let err = rt
+        .block_on(store.pull(&image, &anonymous))
+        .expect_err("anonymous refused");
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let err = rt
+        .block_on(store.pull(&image, &basic("wrong")))
+        .expect_err("wrong password refused");
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let rec = rt
+        .block_on(store.pull(&image, &basic("s3cret")))
+        .expect("pull over https with basic auth");
+    assert_eq!(rec.layers.len(), 1);
+    // The CLI takes the same options.
+    let out = run(fx
+        .strata()
+        .args([
+            "image",
+            "pull",
+            &image,
+            "--username",
+            "alice",
+            "--password",
+            "s3cret",
+            "--ca-file",
+        ])
+        .arg(&ca)
+        .arg("--state-dir")
+        .arg(fx.dir.join("state2")));
+    assert!(out.contains("(1 layers)"), "{out}");
+}
+
+#[test]
+fn lost_shim_is_cleaned_up_and_the_task_restarted() {
+    if !require("lost_shim_is_cleaned_up_and_the_task_restarted", NEEDS) {
+        return;
+    }
+    let mut fx = Fixture::new("lost");
+    let tasks_dir = fx.dir.join("tasks");
+    fx.write_task(
+        &tasks_dir,
+        &format!(
+            "id = \"keep\"\nimage = {:?}\ncommand = [\"sleep\", \"1000\"]\nrestart = \"always\"\nmem = \"32MiB\"\n",
+            fx.image("1")
+        ),
+    );
+    fx.start_agent(&tasks_dir);
+    wait_for("running", Duration::from_secs(20), || {
+        Fixture::task(&fx.list(), "keep").is_some_and(|t| t["state"] == "running")
+    });
+    let old_pid = Fixture::task(&fx.list(), "keep").expect("keep")["pid"]
+        .as_i64()
+        .expect("pid") as i32;
+    let shims = fx.shims();
+    assert_eq!(shims.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill shim");
+    wait_for(
+        "restarted after the lost shim",
+        Duration::from_secs(20),
+        || {
+            Fixture::task(&fx.list(), "keep").is_some_and(|t| {
+                t["state"] == "running"
+                    && t["restarts"] == 1
+                    && t["pid"].as_i64() != Some(i64::from(old_pid))
+            })
+        },
+    );
+    assert!(
+        agent::runtime::process_start(old_pid).is_none(),
+        "the orphaned init was killed"
+    );
+    assert!(
+        cgroup_file("memory", "keep-1", "memory.limit_in_bytes").is_none(),
+        "old cgroup removed"
+    );
+    assert_eq!(
+        cgroup_file("memory", "keep-2", "memory.limit_in_bytes").as_deref(),
+        Some("33554432")
+    );
+    fx.kill_agents();
+}
+
+/// Mints a registry token (RS256 JWT with the signing certificate in `x5c`)
+/// the way a token server would: `mint.py CERT KEY REPOSITORY`.
+const MINT_TOKEN_PY: &str = r#"
+import base64, json, subprocess, sys, time
+def b64(b): return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+der = subprocess.run(["openssl", "x509", "-in", sys.argv[1], "-outform", "DER"], check=True, capture_output=True).stdout
+header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
+now = int(time.time())
+claims = {"iss": "strata-test-issuer", "sub": "alice", "aud": "strata-test", "exp": now + 3600, "nbf": now - 60,
+          "iat": now - 60, "jti": "t1", "access": [{"type": "repository", "name": sys.argv[3], "actions": ["pull"]}]}
+signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", sys.argv[2]], input=signing_input.encode(),
+                     check=True, capture_output=True).stdout
+print(signing_input + "." + b64(sig))
+"#;
+
+#[test]
+fn bearer_token_registry() {
+    if !require(
+        "bearer_token_registry",
+        &[NEEDS, &[Need::Program("openssl"), Need::Program("python3")]].concat(),
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new("bearer");
+    let tok = fx.dir.join("token");
+    std::fs::create_dir_all(&tok).expect("mkdir");
+    run(Command::new("openssl")
+        .current_dir(&tok)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=strata-token-signer",
+            "-keyout",
+            "sign.key",
+            "-out",
+            "sign.pem",
+        ]));
+    std::fs::write(tok.join("mint.py"), MINT_TOKEN_PY).expect("mint.py");
+    let token = run(Command::new("python3")
+        .current_dir(&tok)
+        .args(["mint.py", "sign.pem", "sign.key", "bb"]));
+    let port = free_port();
+    std::fs::write(
+        tok.join("registry.yml"),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: http://127.0.0.1:9/token\n    service: strata-test\n    issuer: strata-test-issuer\n    rootcertbundle: {}\n",
+            fx.dir.join("registry").display(),
+            tok.join("sign.pem").display()
+        ),
+    )
+    .expect("registry config");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(tok.join("registry.yml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    fx.others.push(child);
+    wait_for("token registry", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let image = format!("127.0.0.1:{port}/bb:1");
+    let store = ImageStore::open(fx.state().join("images")).expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let bearer = |token: &str| PullOptions {
+        auth: PullAuth::Bearer {
+            token: token.into(),
+        },
+        ..PullOptions::default()
+    };
+    let err = rt
+        .block_on(store.pull(&image, &bearer("not-a-token")))
+        .expect_err("bad token refused");
+    assert!(matches!(err, ImageError::Unauthorized { .. }), "{err}");
+    let rec = rt
+        .block_on(store.pull(&image, &bearer(token.trim())))
+        .expect("pull with a bearer token");
+    assert_eq!(rec.layers.len(), 1);
+}
