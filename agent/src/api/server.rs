@@ -344,16 +344,27 @@ async fn register(
 }
 
 /// The node's overlay subnet: its lease, or a new one (none when the
-/// cluster has no overlay settings).
+/// cluster has no overlay settings or every subnet is leased).
 async fn lease_for(state: &ApiState, name: &str) -> Result<Option<Ipv4Cidr>> {
     let Some(net) = &state.settings.network else {
         return Ok(None);
     };
-    let subnet = state
+    match state
         .store
         .lease_subnet(net.overlay.cidr, net.overlay.subnet_prefix, name)
-        .await?;
-    Ok(Some(subnet))
+        .await
+    {
+        Ok(subnet) => Ok(Some(subnet)),
+        // A full overlay leaves the node without one, not out of the
+        // cluster: it still registers and heartbeats, and says so.
+        Err(crate::etcd::Error::Lease(e @ crate::overlay::lease::LeaseError::Full { .. })) => {
+            log(&format!(
+                "api: {e}: node `{name}` registers without an overlay subnet"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Removes a node: its record, liveness and overlay lease, in one etcd

@@ -247,6 +247,15 @@ fn start_network(
         log("no underlay address known for this node: no overlay");
         return Ok(None);
     };
+    // A loopback underlay (a whole cluster on one host's loopback, as the
+    // cluster benchmark runs it) cannot carry a tunnel; building one would
+    // put the overlay's devices into the host's own namespace.
+    if underlay_ip.is_loopback() {
+        log(&format!(
+            "the underlay address {underlay_ip} is loopback: no overlay on this node"
+        ));
+        return Ok(None);
+    }
     // Its own connection, so that following the node list never waits
     // behind a heartbeat.
     let tls = tls::client_config(
