@@ -632,3 +632,148 @@ fn overlay_follows_the_cluster() {
         "{keys:?}"
     );
 }
+
+/// A throwaway plain-HTTP etcd on loopback, killed (and its data removed)
+/// on drop.
+struct LoopbackEtcd {
+    proc: Proc,
+    dir: PathBuf,
+    endpoint: String,
+}
+
+impl Drop for LoopbackEtcd {
+    fn drop(&mut self) {
+        self.proc.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn loopback_etcd() -> LoopbackEtcd {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .args(["--data-dir", &dir.join("data").display().to_string()])
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let etcd = LoopbackEtcd {
+        proc: Proc { child },
+        dir,
+        endpoint: client_url,
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+            return etcd;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("etcd did not come up on {}", etcd.endpoint);
+}
+
+/// The master's lease transaction ([`Store::lease_subnet`]) on a real etcd:
+/// sixteen registrations racing through their own connections get sixteen
+/// distinct subnets, registering again is sticky, a full overlay is a clear
+/// error, and [`Store::remove_node`] frees the node's subnet for the next.
+#[test]
+fn store_leases_race_stick_and_release() {
+    if !require(
+        "store_leases_race_stick_and_release",
+        &[Need::Program("etcd")],
+    ) {
+        return;
+    }
+    let etcd = loopback_etcd();
+    let connect = EtcdConnect {
+        endpoints: vec![etcd.endpoint.clone()],
+        tls: None,
+    };
+    let cidr: Ipv4Cidr = "10.202.0.0/20".parse().expect("cidr");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = Store::connect(&connect).await.expect("connect");
+        let mut up = false;
+        for _ in 0..100 {
+            if store.check_quorum().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "etcd at {} has no quorum", etcd.endpoint);
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let connect = connect.clone();
+            racers.spawn(async move {
+                let store = Store::connect(&connect).await.expect("connect");
+                let node = format!("n{i}");
+                let subnet = store.lease_subnet(cidr, 24, &node).await;
+                (node, subnet.map_err(|e| e.to_string()))
+            });
+        }
+        let mut leases: Vec<(String, Ipv4Cidr)> = racers
+            .join_all()
+            .await
+            .into_iter()
+            .map(|(n, r)| {
+                let s = r.unwrap_or_else(|e| panic!("{n}: {e}"));
+                (n, s)
+            })
+            .collect();
+        leases.sort();
+        let distinct: BTreeSet<_> = leases.iter().map(|(_, s)| *s).collect();
+        assert_eq!(distinct.len(), 16, "a subnet was shared: {leases:?}");
+        assert_eq!(
+            store.leases().await.expect("leases"),
+            leases.iter().cloned().collect(),
+            "etcd holds what was handed out"
+        );
+        let (n3, s3) = &leases[leases.iter().position(|(n, _)| n == "n3").expect("n3")];
+        assert_eq!(
+            store.lease_subnet(cidr, 24, n3).await.expect("sticky"),
+            *s3,
+            "registering again keeps the subnet"
+        );
+        assert_eq!(
+            store
+                .lease_subnet(cidr, 24, "n16")
+                .await
+                .map_err(|e| e.to_string()),
+            Err(
+                "overlay 10.202.0.0/20 has no free /24 subnet left for node `n16`: all 16 are leased"
+                    .to_string()
+            )
+        );
+        assert!(store.remove_node(n3).await.is_ok());
+        let keys = store
+            .list_prefix(agent::overlay::lease::LeaseKeys::PREFIX)
+            .await
+            .expect("keys");
+        assert_eq!(keys.len(), 30, "both keys of n3 are gone: {keys:?}");
+        assert!(keys.iter().all(|(k, v)| !k.ends_with("/n3") && v != "n3"));
+        assert_eq!(
+            store.lease_subnet(cidr, 24, "n16").await.expect("freed"),
+            *s3,
+            "the released subnet goes to the next node"
+        );
+    });
+}
