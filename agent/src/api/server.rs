@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use crate::cluster::log;
 use crate::cluster::model::{
     ApiErrorBody, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo,
-    NodeRecord, NodeSettings, NodeState, NodeStatus, Registered, node_statuses,
+    NodeRecord, NodeSettings, NodeState, NodeStatus, NodeWatch, Registered, node_statuses,
 };
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo, JoinToken};
@@ -189,6 +189,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(show_node).post(register).delete(remove_node),
         )
         .route("/v1/nodes/{name}/heartbeat", post(heartbeat))
+        .route("/v1/watch/nodes/{after}", get(watch_nodes))
         .route("/v1/cluster/status", get(cluster_status))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint") })
         .with_state(state)
@@ -447,6 +448,30 @@ async fn list_nodes(
 ) -> Result<Json<Vec<NodeStatus>>> {
     authenticate(&state, &headers, &peer)?;
     Ok(Json(statuses(&state).await?))
+}
+
+/// How long a node-list watch waits for a change before answering the
+/// unchanged list.
+pub const WATCH_WAIT: Duration = Duration::from_secs(20);
+
+/// The node list once it changed after etcd revision `after` (a long
+/// poll of at most [`WATCH_WAIT`]; `0` answers at once), with the revision
+/// to pass next time.
+async fn watch_nodes(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(after): Path<i64>,
+) -> Result<Json<NodeWatch>> {
+    authenticate(&state, &headers, &peer)?;
+    if after > 0 {
+        state.store.wait_node_change(after, WATCH_WAIT).await?;
+    }
+    // The revision before the read: a change racing the read shows up in
+    // the next watch.
+    let revision = state.store.revision().await?;
+    let nodes = statuses(&state).await?;
+    Ok(Json(NodeWatch { revision, nodes }))
 }
 
 async fn show_node(

@@ -113,6 +113,14 @@ pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) 
     out
 }
 
+/// The node list at an etcd revision: what `GET /v1/watch/nodes/<after>`
+/// answers once the list changed after revision `after` (at once for 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeWatch {
+    pub revision: i64,
+    pub nodes: Vec<NodeStatus>,
+}
+
 /// A node asks to join: it proves it holds the join token and sends a
 /// certificate signing request for its own key.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! The node's overlay and DNS, driven by cluster state: once the node
 //! registered and holds its subnet lease, [`spawn`] opens the node's
-//! [`NodeNetwork`], follows the cluster's node list from the API (a poll
-//! every [`POLL`]), feeds every other node to [`overlay::node::follow`] and
+//! [`NodeNetwork`], follows the cluster's node list from the API (a long
+//! poll, `GET /v1/watch/nodes/<revision>`, that a master answers as soon
+//! as a node record or lease changes in etcd), feeds every other node to [`overlay::node::follow`] and
 //! serves DNS on the node's bridge gateway: `<node>.<zone>` answers the
 //! node's gateway address, other names go to the cluster's resolvers.
 //!
@@ -14,20 +15,22 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use configs::net::Ipv4Cidr;
 
 use crate::api::client::ApiClient;
 use crate::cluster::log;
-use crate::cluster::model::{NetworkSettings, NodeStatus};
+use crate::cluster::model::{NetworkSettings, NodeStatus, NodeWatch};
 use crate::dns::records::RecordSet;
 use crate::dns::{DnsServer, Records, TaskRecord};
 use crate::overlay::netlink::NodeOverlay;
 use crate::overlay::{self, NodeNetwork, Peer};
 
-/// How often the node list is read.
-pub const POLL: Duration = Duration::from_millis(500);
+/// Pause before asking again after a failed node-list watch.
+pub const RETRY: Duration = Duration::from_millis(500);
+/// How long one node-list watch may take: the master's wait and a margin.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the overlay is reconciled without a change, to repair drift.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
@@ -110,12 +113,12 @@ async fn run(node: NodeNet, client: ApiClient) {
     };
     // The first node list before the first reconcile: planning against an
     // empty peer list would remove every peer's entries.
-    let nodes = loop {
-        match client.get::<Vec<NodeStatus>>("/v1/nodes").await {
-            Ok(n) => break n,
+    let (mut revision, nodes) = loop {
+        match client.get::<NodeWatch>("/v1/watch/nodes/0").await {
+            Ok(w) => break (w.revision, w.nodes),
             Err(e) => {
                 log(&format!("overlay: cannot read the node list: {e}"));
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(RETRY).await;
             }
         }
     };
@@ -160,10 +163,13 @@ async fn run(node: NodeNet, client: ApiClient) {
     let _follower = AbortOnDrop(follower);
     let mut last_error = String::new();
     loop {
-        let started = Instant::now();
-        match client.get::<Vec<NodeStatus>>("/v1/nodes").await {
-            Ok(nodes) => {
-                let next = peers(&node.name, &nodes);
+        match client
+            .get::<NodeWatch>(&format!("/v1/watch/nodes/{revision}"))
+            .await
+        {
+            Ok(w) => {
+                revision = w.revision;
+                let next = peers(&node.name, &w.nodes);
                 tx.send_if_modified(|p| {
                     let changed = *p != next;
                     if changed {
@@ -171,7 +177,7 @@ async fn run(node: NodeNet, client: ApiClient) {
                     }
                     changed
                 });
-                let set = records(&nodes);
+                let set = records(&w.nodes);
                 if dns_records.snapshot() != set {
                     dns_records.replace(set);
                 }
@@ -180,12 +186,15 @@ async fn run(node: NodeNet, client: ApiClient) {
             Err(e) => {
                 let m = e.to_string();
                 if m != last_error {
-                    log(&format!("overlay: cannot read the node list: {m}"));
+                    log(&format!("overlay: cannot follow the node list: {m}"));
                     last_error = m;
                 }
+                // Start over with the whole list from whichever master
+                // answers.
+                revision = 0;
+                tokio::time::sleep(RETRY).await;
             }
         }
-        tokio::time::sleep(POLL.saturating_sub(started.elapsed())).await;
     }
 }
 

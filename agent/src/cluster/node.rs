@@ -256,14 +256,14 @@ fn start_network(
         ));
         return Ok(None);
     }
-    // Its own connection, so that following the node list never waits
-    // behind a heartbeat.
+    // Its own connection, so that following the node list (a long poll)
+    // never holds up a heartbeat.
     let tls = tls::client_config(
         &identity.ca_pem,
         Some((&identity.cert_pem, &identity.key_pem)),
     )?;
     let follower =
-        ApiClient::new(endpoints.to_vec(), tls, Auth::Tls).with_timeout(Duration::from_secs(5));
+        ApiClient::new(endpoints.to_vec(), tls, Auth::Tls).with_timeout(network::WATCH_TIMEOUT);
     Ok(Some(network::spawn(
         network::NodeNet {
             name: ud.name.clone(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use configs::net::Ipv4Cidr;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::cluster::model::{Alive, MasterStatus, NodeRecord};
@@ -159,6 +159,46 @@ impl Store {
             .iter()
             .map(|kv| decode(&String::from_utf8_lossy(kv.key()), kv.value()))
             .collect()
+    }
+
+    /// The store's current revision (a linearizable read).
+    pub async fn revision(&self) -> Result<i64, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(PROBE, None)).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Waits until a node record or an overlay lease changes after
+    /// revision `after` (at once when it already did, or when that history
+    /// was compacted away), or until `wait` passes. The caller reads the
+    /// node list afterwards either way.
+    pub async fn wait_node_change(&self, after: i64, wait: Duration) -> Result<(), Error> {
+        let mut watch = self.client.watch_client();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after + 1);
+        let relevant = |key: &[u8]| {
+            let key = String::from_utf8_lossy(key);
+            key.starts_with(NODES) || key.starts_with(LeaseKeys::PREFIX)
+        };
+        let changed = async {
+            let mut stream = watch.watch("/strata/", Some(options)).await?;
+            while let Some(resp) = stream.message().await? {
+                if resp.canceled()
+                    || resp
+                        .events()
+                        .iter()
+                        .any(|e| e.kv().is_some_and(|kv| relevant(kv.key())))
+                {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(wait, changed).await {
+            Ok(r) => r.map_err(|e| self.err(e)),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Every key under `prefix` with its value (lossy UTF-8), in key order.
