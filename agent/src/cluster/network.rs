@@ -319,4 +319,32 @@ mod tests {
             }"#]]
         .assert_eq(&actual);
     }
+
+    #[test]
+    fn registration_answer_carries_settings_and_lease() {
+        use crate::cluster::model::{NodeSettings, Registered};
+        let settings = NodeSettings {
+            cluster: "c".into(),
+            heartbeat_interval_seconds: 2,
+            grace_seconds: 10,
+            masters: vec!["10.9.0.10:6443".into()],
+            network: Some(NetworkSettings {
+                overlay: configs::cluster::Overlay::default(),
+                dns: configs::cluster::Dns::default(),
+            }),
+        };
+        let answer = Registered {
+            settings: settings.clone(),
+            subnet: Some("10.200.4.0/24".parse().expect("subnet")),
+        };
+        let json = serde_json::to_string(&answer).expect("json");
+        expect![[r#"{"cluster":"c","heartbeat_interval_seconds":2,"grace_seconds":10,"masters":["10.9.0.10:6443"],"network":{"overlay":{"cidr":"10.200.0.0/16","subnet_prefix":24,"vni":4242,"port":4789},"dns":{"zone":"strata.internal","resolvers":[]}},"subnet":"10.200.4.0/24"}"#]]
+            .assert_eq(&json);
+        // Whoever reads the answer as plain settings (older agents, the
+        // cluster benchmark) still can.
+        let plain: NodeSettings = serde_json::from_str(&json).expect("settings");
+        assert_eq!(plain, settings);
+        let back: Registered = serde_json::from_str(&json).expect("registered");
+        assert_eq!(back, answer);
+    }
 }
