@@ -46,18 +46,25 @@ pub struct NodeNet {
 
 /// The running overlay and DNS of the node; dropping it stops following
 /// (the links stay, so traffic is not interrupted by a restart).
-pub struct Running(tokio::task::JoinHandle<()>);
+pub struct Running {
+    /// The lease it was started with.
+    pub subnet: Ipv4Cidr,
+    task: tokio::task::JoinHandle<()>,
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
 /// Starts the node's overlay and DNS in the background; failures are
 /// logged and retried.
 pub fn spawn(node: NodeNet, client: ApiClient) -> Running {
-    Running(tokio::spawn(run(node, client)))
+    Running {
+        subnet: node.subnet,
+        task: tokio::spawn(run(node, client)),
+    }
 }
 
 /// Every other node that has a lease and an underlay address, as overlay

@@ -121,7 +121,8 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     };
     let key = dir.key_or_create()?;
     let endpoints = opts.endpoints.clone().unwrap_or_else(|| ud.masters.clone());
-    // Started once, after the first registration; kept across rejoins.
+    // Started after the first registration; kept across rejoins that keep
+    // the lease.
     let mut net: Option<network::Running> = None;
     loop {
         let kept = match dir.load() {
@@ -165,7 +166,9 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         let Some(registered) = register(ud, &opts, &client, &mut health).await else {
             continue;
         };
-        if net.is_none() {
+        // A node removed and joined again may hold another subnet now.
+        if net.as_ref().map(|n| n.subnet) != registered.subnet {
+            drop(net.take());
             net = start_network(ud, &opts, &client, &identity, &endpoints, &registered)?;
         }
         let settings = registered.settings;
