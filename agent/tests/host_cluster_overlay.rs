@@ -486,26 +486,54 @@ fn overlay_follows_the_cluster() {
     );
 
     // Every node has the VXLAN device, the bridge and, for every other
-    // node, a route, a permanent neighbour and an FDB entry.
+    // node, a route and a permanent neighbour for its subnet and an FDB
+    // entry to its underlay address; nothing else goes through the tunnel.
+    let underlays: Vec<String> = NODES
+        .iter()
+        .map(|n| {
+            nodes
+                .iter()
+                .find(|s| s.record.info.name == *n)
+                .and_then(NodeStatus::underlay_ip)
+                .expect("underlay")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(underlays, ["10.78.0.1", "10.78.0.11", "10.78.0.12"]);
     for (i, n) in NODES.iter().enumerate() {
         let d = dump(&node_ns(n));
-        assert!(d.contains("link strata-vx"), "{n}: {d}");
-        assert!(d.contains("link strata-br"), "{n}: {d}");
+        assert!(
+            d.contains("link strata-vx Vxlan { vni: 4242, port: 4790"),
+            "{n}: {d}"
+        );
+        assert!(d.contains("learning: false"), "{n}: {d}");
+        assert!(d.contains("link strata-br Bridge mtu 1450"), "{n}: {d}");
+        let tunnel_fdb: Vec<&str> = d
+            .lines()
+            .filter(|l| l.starts_with("fdb") && l.contains("dev: \"strata-vx\""))
+            .collect();
+        assert_eq!(tunnel_fdb.len(), 2, "{n}: one FDB entry per peer: {d}");
         for (j, other) in subnets.iter().enumerate() {
             if i == j {
                 continue;
             }
-            let net = other.network().to_string();
-            let lines: Vec<&str> = d.lines().filter(|l| l.contains(&net)).collect();
-            for kind in ["route", "neigh"] {
-                assert!(
-                    lines.iter().any(|l| l.starts_with(kind)),
-                    "{n} has no {kind} for {other}: {d}"
-                );
-            }
+            let net = other.network();
+            let route = format!(
+                "route Route {{ dst: Ipv4Cidr {{ addr: {net}, prefix: 24 }}, gateway: Some({net}), dev: \"strata-vx\", onlink: true }}"
+            );
+            assert!(d.contains(&route), "{n} has no route to {other}: {d}");
+            let neigh = format!(
+                "neigh Neighbour {{ dev: \"strata-vx\", ip: {net}, mac: Some({}), permanent: true }}",
+                plan::vtep_mac(*other)
+            );
+            assert!(d.contains(&neigh), "{n} has no neighbour for {other}: {d}");
+            let fdb = format!("dst: Some({}), permanent: true", underlays[j]);
+            assert!(
+                tunnel_fdb.iter().any(|l| l.contains(&fdb)),
+                "{n} has no FDB entry to {}: {d}",
+                underlays[j]
+            );
         }
-        let mac_count = d.lines().filter(|l| l.starts_with("fdb")).count();
-        assert!(mac_count >= 2, "{n} has {mac_count} fdb entries: {d}");
     }
     eprintln!("agent-1 overlay:\n{}", dump(&agent_ns[0]));
 
