@@ -659,6 +659,27 @@ fn overlay_follows_the_cluster() {
             .all(|(k, v)| !k.contains("agent-2") && v != "agent-2"),
         "{keys:?}"
     );
+    // The removed node comes back: it joins again, gets a lease (the
+    // lowest free subnet, its old one) and every node converges again.
+    let _agent2b = spawn_node("agent-2", "agent-2-back.log");
+    let nodes = c.wait("agent-2 back with a lease", Duration::from_secs(60), || {
+        let nodes = c.try_nodes().ok()?;
+        subnet_of(&nodes, "agent-2").map(|_| nodes)
+    });
+    assert_eq!(subnet_of(&nodes, "agent-2"), Some(subnets[2]));
+    c.wait(
+        "every node converged again",
+        Duration::from_secs(30),
+        || {
+            NODES
+                .iter()
+                .all(|n| {
+                    let (o, s) = overlay_of(&nodes, n);
+                    converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
+                })
+                .then_some(())
+        },
+    );
 }
 
 /// A throwaway plain-HTTP etcd on loopback, killed (and its data removed)

@@ -124,8 +124,16 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     // Started after the first registration; kept across rejoins that keep
     // the lease.
     let mut net: Option<network::Running> = None;
+    // Set when the masters refused this node's identity (its record was
+    // removed): the kept identity must not be used again.
+    let mut rejoin = false;
     loop {
-        let kept = match dir.load() {
+        let loaded = if std::mem::take(&mut rejoin) {
+            Ok(None)
+        } else {
+            dir.load()
+        };
+        let kept = match loaded {
             Ok(Some(id)) => match id.check(&ud.name, &token.ca_sha256, SystemTime::now()) {
                 Ok(_) => Some(id),
                 Err(stale) => {
@@ -164,6 +172,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         let client =
             ApiClient::new(endpoints.clone(), client_tls, Auth::Tls).with_timeout(grace / 3);
         let Some(registered) = register(ud, &opts, &client, &mut health).await else {
+            rejoin = true;
             continue;
         };
         // A node removed and joined again may hold another subnet now.
@@ -173,6 +182,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         }
         let settings = registered.settings;
         heartbeat(ud, &client, settings, &mut health).await;
+        rejoin = true;
     }
 }
 
