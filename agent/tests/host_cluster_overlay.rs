@@ -8,7 +8,9 @@
 //! agents talk over the overlay; a node name resolves through the node's
 //! resolver; restarting an agent leaves identical netlink dumps and keeps a
 //! TCP conversation going; removing a node releases its lease and its
-//! routes vanish from the peers.
+//! routes vanish from the peers; the removed node, started again, joins
+//! again and gets a lease back. A second test races the master's lease
+//! transaction on a real etcd.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
