@@ -184,6 +184,16 @@ fn dump(ns: &str) -> String {
         .render(&["strata-vx", "strata-br"])
 }
 
+/// The overlay devices' netlink state and the masquerade ruleset of a
+/// namespace, as text.
+fn state_of(ns: &str) -> String {
+    let nft = run(
+        "ip",
+        &["netns", "exec", ns, "nft", "list", "table", "ip", "strata"],
+    );
+    format!("{}\n{nft}", dump(ns))
+}
+
 fn subnet_of(nodes: &[NodeStatus], name: &str) -> Option<Ipv4Cidr> {
     nodes
         .iter()
@@ -600,7 +610,7 @@ fn overlay_follows_the_cluster() {
     // open TCP conversation across the overlay going.
     let conv = lab::Conversation::open(&ns_path(&t1_ns), echo).expect("conversation");
     conv.say("before restart").expect("before restart");
-    let before: Vec<String> = NODES.iter().map(|n| dump(&node_ns(n))).collect();
+    let before: Vec<String> = NODES.iter().map(|n| state_of(&node_ns(n))).collect();
     agent1.kill();
     conv.say("agent-1 down")
         .expect("traffic while agent-1 is down");
@@ -614,9 +624,13 @@ fn overlay_follows_the_cluster() {
     // A few polls of the node list after the restart.
     std::thread::sleep(Duration::from_secs(2));
     conv.say("after restart").expect("after restart");
-    let after: Vec<String> = NODES.iter().map(|n| dump(&node_ns(n))).collect();
+    let after: Vec<String> = NODES.iter().map(|n| state_of(&node_ns(n))).collect();
     for (i, n) in NODES.iter().enumerate() {
-        assert_eq!(before[i], after[i], "{n}'s netlink state changed");
+        assert!(before[i].contains("masquerade"), "{n}: {}", before[i]);
+        assert_eq!(
+            before[i], after[i],
+            "{n}'s netlink or nftables state changed"
+        );
     }
     let restarted = std::fs::read_to_string(dir.join("agent-1-restarted.log")).unwrap_or_default();
     assert!(
