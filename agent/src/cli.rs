@@ -237,6 +237,14 @@ pub enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a node from the cluster: its record, and its overlay subnet
+    /// lease, which peers drop from their routes. A node still running
+    /// joins again.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 mod cluster_cli {
@@ -333,6 +341,7 @@ mod cluster_cli {
                             state_dir,
                             user_data: ud,
                             endpoints: None,
+                            underlay: None,
                         })
                         .await
                     }
@@ -362,6 +371,13 @@ mod cluster_cli {
                 } else {
                     print!("{}", show::node_show(&node, unix_now()));
                 }
+                Ok(())
+            }
+            NodeCommand::Remove { name, target } => {
+                let client = client(&target)?;
+                let _: serde_json::Value =
+                    runtime()?.block_on(client.delete(&format!("/v1/nodes/{name}")))?;
+                println!("node `{name}` removed");
                 Ok(())
             }
         }

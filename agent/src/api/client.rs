@@ -119,6 +119,10 @@ impl ApiClient {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

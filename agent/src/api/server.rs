@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use configs::net::Ipv4Cidr;
 use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use tower::ServiceExt;
@@ -19,7 +20,7 @@ use tower::ServiceExt;
 use crate::cluster::log;
 use crate::cluster::model::{
     ApiErrorBody, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo,
-    NodeRecord, NodeSettings, NodeState, NodeStatus, node_statuses,
+    NodeRecord, NodeSettings, NodeState, NodeStatus, NodeWatch, Registered, node_statuses,
 };
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo, JoinToken};
@@ -99,6 +100,9 @@ impl ApiError {
 
 impl From<crate::etcd::Error> for ApiError {
     fn from(e: crate::etcd::Error) -> ApiError {
+        if let crate::etcd::Error::Lease(lease) = &e {
+            return ApiError::new(StatusCode::CONFLICT, format!("overlay lease: {lease}"));
+        }
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cluster store unavailable: {e}"),
@@ -180,8 +184,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/join", post(join))
         .route("/v1/nodes", get(list_nodes))
-        .route("/v1/nodes/{name}", get(show_node).post(register))
+        .route(
+            "/v1/nodes/{name}",
+            get(show_node).post(register).delete(remove_node),
+        )
         .route("/v1/nodes/{name}/heartbeat", post(heartbeat))
+        .route("/v1/watch/nodes/{after}", get(watch_nodes))
         .route("/v1/cluster/status", get(cluster_status))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint") })
         .with_state(state)
@@ -298,7 +306,7 @@ async fn register(
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(info): Json<NodeInfo>,
-) -> Result<Json<NodeSettings>> {
+) -> Result<Json<Registered>> {
     let cert = as_node(authenticate(&state, &headers, &peer)?, &name)?;
     if info.name != name {
         return Err(ApiError::new(
@@ -313,6 +321,7 @@ async fn register(
         joined_at: old.joined_at,
         registered_at: now(),
     };
+    let subnet = lease_for(&state, &name).await?;
     state.store.put_node(&record).await?;
     state
         .registered
@@ -326,7 +335,68 @@ async fn register(
         record.info.memory_bytes >> 20,
         record.info.addresses.join(", ")
     ));
-    Ok(Json(state.settings.clone()))
+    if let Some(subnet) = subnet {
+        log(&format!("api: node `{name}` holds overlay subnet {subnet}"));
+    }
+    Ok(Json(Registered {
+        settings: state.settings.clone(),
+        subnet,
+    }))
+}
+
+/// The node's overlay subnet: its lease, or a new one (none when the
+/// cluster has no overlay settings or every subnet is leased).
+async fn lease_for(state: &ApiState, name: &str) -> Result<Option<Ipv4Cidr>> {
+    let Some(net) = &state.settings.network else {
+        return Ok(None);
+    };
+    match state
+        .store
+        .lease_subnet(net.overlay.cidr, net.overlay.subnet_prefix, name)
+        .await
+    {
+        Ok(subnet) => Ok(Some(subnet)),
+        // A full overlay leaves the node without one, not out of the
+        // cluster: it still registers and heartbeats, and says so.
+        Err(crate::etcd::Error::Lease(e @ crate::overlay::lease::LeaseError::Full { .. })) => {
+            log(&format!(
+                "api: {e}: node `{name}` registers without an overlay subnet"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a node: its record, liveness and overlay lease, in one etcd
+/// transaction. Only the CLI (bearer token) may.
+async fn remove_node(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    if !matches!(authenticate(&state, &headers, &peer)?, Caller::Admin) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only the cluster's CLI token can remove nodes",
+        ));
+    }
+    if !state.store.remove_node(&name).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no node named `{name}`"),
+        ));
+    }
+    state
+        .registered
+        .lock()
+        .expect("registered lock poisoned")
+        .remove(&name);
+    log(&format!(
+        "api: node `{name}` removed, its overlay lease released"
+    ));
+    Ok(Json(serde_json::json!({ "removed": name })))
 }
 
 async fn heartbeat(
@@ -363,7 +433,12 @@ async fn heartbeat(
 async fn statuses(state: &ApiState) -> Result<Vec<NodeStatus>> {
     let records = state.store.list_nodes().await?;
     let alive = state.store.alive().await?;
-    Ok(node_statuses(records, &alive))
+    let leases = state.store.leases().await?;
+    let mut out = node_statuses(records, &alive);
+    for n in &mut out {
+        n.subnet = leases.get(&n.record.info.name).copied();
+    }
+    Ok(out)
 }
 
 async fn list_nodes(
@@ -373,6 +448,30 @@ async fn list_nodes(
 ) -> Result<Json<Vec<NodeStatus>>> {
     authenticate(&state, &headers, &peer)?;
     Ok(Json(statuses(&state).await?))
+}
+
+/// How long a node-list watch waits for a change before answering the
+/// unchanged list.
+pub const WATCH_WAIT: Duration = Duration::from_secs(20);
+
+/// The node list once it changed after etcd revision `after` (a long
+/// poll of at most [`WATCH_WAIT`]; `0` answers at once), with the revision
+/// to pass next time.
+async fn watch_nodes(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(after): Path<i64>,
+) -> Result<Json<NodeWatch>> {
+    authenticate(&state, &headers, &peer)?;
+    if after > 0 {
+        state.store.wait_node_change(after, WATCH_WAIT).await?;
+    }
+    // The revision before the read: a change racing the read shows up in
+    // the next watch.
+    let revision = state.store.revision().await?;
+    let nodes = statuses(&state).await?;
+    Ok(Json(NodeWatch { revision, nodes }))
 }
 
 async fn show_node(

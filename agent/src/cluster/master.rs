@@ -131,6 +131,10 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
         heartbeat_interval_seconds: plan.cluster.heartbeat.interval_seconds,
         grace_seconds: plan.cluster.heartbeat.grace_seconds,
         masters: plan.cluster.master_endpoints(),
+        network: Some(crate::cluster::model::NetworkSettings {
+            overlay: plan.cluster.overlay.clone(),
+            dns: plan.cluster.dns.clone(),
+        }),
     };
     let state = ApiState::new(
         store,
@@ -161,6 +165,7 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
         state_dir: opts.state_dir.clone(),
         user_data: ud.clone(),
         endpoints: Some(vec![own]),
+        underlay: Some(plan.me.address),
     });
     tokio::select! {
         r = node => r,

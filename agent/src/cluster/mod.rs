@@ -12,6 +12,7 @@ pub mod identity;
 pub mod init;
 pub mod master;
 pub mod model;
+pub mod network;
 pub mod node;
 pub mod show;
 pub mod sysinfo;
@@ -42,6 +43,7 @@ pub async fn run(
             state_dir,
             user_data,
             endpoints: None,
+            underlay: None,
         })
         .await
     }

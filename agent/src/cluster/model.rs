@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use configs::Role;
+use configs::net::Ipv4Cidr;
 use serde::{Deserialize, Serialize};
 
 /// What a node tells the cluster about itself when it registers.
@@ -70,6 +71,22 @@ pub struct NodeStatus {
     /// Unix seconds since which the node is Ready, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_since: Option<u64>,
+    /// The node's overlay subnet lease, once it registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Cidr>,
+}
+
+impl NodeStatus {
+    /// The node's underlay address: the first IPv4 address it registered
+    /// that is not loopback.
+    pub fn underlay_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.record
+            .info
+            .addresses
+            .iter()
+            .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+            .find(|a| !a.is_loopback() && !a.is_unspecified())
+    }
 }
 
 /// Derives the state of each node from the records and the live leases.
@@ -85,6 +102,7 @@ pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) 
                     NodeState::Unreachable
                 },
                 ready_since: live.map(|a| a.since),
+                subnet: None,
                 record,
             }
         })
@@ -93,6 +111,14 @@ pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) 
         (a.record.info.role, &a.record.info.name).cmp(&(b.record.info.role, &b.record.info.name))
     });
     out
+}
+
+/// The node list at an etcd revision: what `GET /v1/watch/nodes/<after>`
+/// answers once the list changed after revision `after` (at once for 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeWatch {
+    pub revision: i64,
+    pub nodes: Vec<NodeStatus>,
 }
 
 /// A node asks to join: it proves it holds the join token and sends a
@@ -121,6 +147,27 @@ pub struct NodeSettings {
     pub grace_seconds: u32,
     /// API endpoints of every master.
     pub masters: Vec<String>,
+    /// The overlay and DNS settings of the cluster; absent from masters
+    /// that predate the overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSettings>,
+}
+
+/// What every node needs to build its share of the overlay and serve DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSettings {
+    pub overlay: configs::cluster::Overlay,
+    pub dns: configs::cluster::Dns,
+}
+
+/// The answer to a registration: the cluster settings and the node's
+/// overlay subnet lease (sticky across registrations).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    #[serde(flatten)]
+    pub settings: NodeSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Cidr>,
 }
 
 /// The answer to a heartbeat.

@@ -1,6 +1,8 @@
 //! The node side of cluster membership, on every node (masters too): join
 //! with the token unless the state directory already holds an identity,
-//! register the node's resources, then heartbeat through the API. Every
+//! register the node's resources (receiving its overlay subnet lease), start
+//! the node's overlay and DNS ([`super::network`]), then heartbeat through
+//! the API. Every
 //! failure is retried with backoff and said in the log and in the health
 //! file (`<state>/health/cluster.json`).
 
@@ -14,7 +16,10 @@ use serde::Serialize;
 use crate::api::client::{ApiClient, Auth, ClientError};
 use crate::api::tls;
 use crate::cluster::identity::{Identity, IdentityDir, write_private};
-use crate::cluster::model::{HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo, NodeSettings};
+use crate::cluster::model::{
+    HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo, NodeSettings, Registered,
+};
+use crate::cluster::network;
 use crate::cluster::{log, sysinfo, unix_now};
 use crate::pki::JoinToken;
 
@@ -27,6 +32,9 @@ pub struct AgentOptions {
     /// API endpoints to use instead of the user-data's `masters` (a master
     /// talks to its own API on loopback).
     pub endpoints: Option<Vec<String>>,
+    /// The node's underlay address when the connection to the API does not
+    /// show it (a master talks to its own API on loopback).
+    pub underlay: Option<std::net::Ipv4Addr>,
 }
 
 /// The phase of membership, as the health file shows it.
@@ -113,8 +121,19 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     };
     let key = dir.key_or_create()?;
     let endpoints = opts.endpoints.clone().unwrap_or_else(|| ud.masters.clone());
+    // Started after the first registration; kept across rejoins that keep
+    // the lease.
+    let mut net: Option<network::Running> = None;
+    // Set when the masters refused this node's identity (its record was
+    // removed): the kept identity must not be used again.
+    let mut rejoin = false;
     loop {
-        let kept = match dir.load() {
+        let loaded = if std::mem::take(&mut rejoin) {
+            Ok(None)
+        } else {
+            dir.load()
+        };
+        let kept = match loaded {
             Ok(Some(id)) => match id.check(&ud.name, &token.ca_sha256, SystemTime::now()) {
                 Ok(_) => Some(id),
                 Err(stale) => {
@@ -152,10 +171,18 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         let grace = Duration::from_secs(u64::from(identity.settings.grace_seconds.max(2)));
         let client =
             ApiClient::new(endpoints.clone(), client_tls, Auth::Tls).with_timeout(grace / 3);
-        let Some(settings) = register(ud, &opts, &client, &mut health).await else {
+        let Some(registered) = register(ud, &opts, &client, &mut health).await else {
+            rejoin = true;
             continue;
         };
+        // A node removed and joined again may hold another subnet now.
+        if net.as_ref().map(|n| n.subnet) != registered.subnet {
+            drop(net.take());
+            net = start_network(ud, &opts, &client, &identity, &endpoints, &registered)?;
+        }
+        let settings = registered.settings;
         heartbeat(ud, &client, settings, &mut health).await;
+        rejoin = true;
     }
 }
 
@@ -215,10 +242,78 @@ async fn join(
     }
 }
 
+/// Starts the overlay and DNS when the cluster has an overlay and the
+/// node holds a lease; `None` (logged) otherwise.
+fn start_network(
+    ud: &UserData,
+    opts: &AgentOptions,
+    client: &ApiClient,
+    identity: &Identity,
+    endpoints: &[String],
+    registered: &Registered,
+) -> anyhow::Result<Option<network::Running>> {
+    let (Some(settings), Some(subnet)) = (&registered.settings.network, registered.subnet) else {
+        log("the masters hand out no overlay settings or lease: no overlay on this node");
+        return Ok(None);
+    };
+    let Some(underlay_ip) = underlay_ip(ud, opts, client) else {
+        log("no underlay address known for this node: no overlay");
+        return Ok(None);
+    };
+    // A loopback underlay (a whole cluster on one host's loopback, as the
+    // cluster benchmark runs it) cannot carry a tunnel; building one would
+    // put the overlay's devices into the host's own namespace.
+    if underlay_ip.is_loopback() {
+        log(&format!(
+            "the underlay address {underlay_ip} is loopback: no overlay on this node"
+        ));
+        return Ok(None);
+    }
+    // Its own connection, so that following the node list (a long poll)
+    // never holds up a heartbeat.
+    let tls = tls::client_config(
+        &identity.ca_pem,
+        Some((&identity.cert_pem, &identity.key_pem)),
+    )?;
+    let follower =
+        ApiClient::new(endpoints.to_vec(), tls, Auth::Tls).with_timeout(network::WATCH_TIMEOUT);
+    Ok(Some(network::spawn(
+        network::NodeNet {
+            name: ud.name.clone(),
+            state_dir: opts.state_dir.clone(),
+            underlay_ip,
+            subnet,
+            settings: settings.clone(),
+        },
+        follower,
+    )))
+}
+
+/// The node's underlay address: given by the caller (masters), else the
+/// address its connection to the API comes from, else the user-data's.
+fn underlay_ip(
+    ud: &UserData,
+    opts: &AgentOptions,
+    client: &ApiClient,
+) -> Option<std::net::Ipv4Addr> {
+    opts.underlay
+        .or_else(|| match client.local_addr().map(|a| a.ip()) {
+            Some(std::net::IpAddr::V4(a)) if !a.is_loopback() => Some(a),
+            _ => None,
+        })
+        .or_else(|| ud.network.address.map(|a| a.addr))
+}
+
 fn node_info(ud: &UserData, opts: &AgentOptions, client: &ApiClient) -> NodeInfo {
     let mut addresses = Vec::new();
+    if let Some(u) = opts.underlay {
+        addresses.push(u.to_string());
+    }
     if let Some(local) = client.local_addr() {
-        addresses.push(local.ip().to_string());
+        let local = local.ip().to_string();
+        if !addresses.contains(&local) {
+            addresses.push(local);
+        }
     }
     if let Some(a) = ud.network.address {
         let a = a.addr.to_string();
@@ -243,7 +338,7 @@ async fn register(
     opts: &AgentOptions,
     client: &ApiClient,
     health: &mut Reporter,
-) -> Option<NodeSettings> {
+) -> Option<Registered> {
     let mut backoff = Backoff::new();
     health.report(
         Phase::Registering,
@@ -255,7 +350,7 @@ async fn register(
         let fresh = client.local_addr().is_none();
         let info = node_info(ud, opts, client);
         match client
-            .post::<_, NodeSettings>(&format!("/v1/nodes/{}", ud.name), &info)
+            .post::<_, Registered>(&format!("/v1/nodes/{}", ud.name), &info)
             .await
         {
             Ok(_) if fresh => continue,

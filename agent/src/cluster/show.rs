@@ -98,6 +98,9 @@ pub fn node_show(n: &NodeStatus, now: u64) -> String {
         kv("ready for:", age(now.saturating_sub(s)));
     }
     kv("addresses:", i.addresses.join(", "));
+    if let Some(s) = n.subnet {
+        kv("subnet:", s.to_string());
+    }
     kv("cpus:", i.cpus.to_string());
     kv("memory:", bytes(i.memory_bytes));
     kv("disk:", bytes(i.disk_bytes));

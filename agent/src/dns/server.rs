@@ -152,14 +152,27 @@ impl DnsServer {
         Ok(DnsServer { server, addr })
     }
 
-    /// Binds `addr` (UDP and TCP) and serves.
+    /// Binds `addr` (UDP and TCP) and serves. With port 0, the port the
+    /// system picks for UDP is taken for TCP too, trying again when that
+    /// TCP port is in use.
     pub fn bind(handler: Handler, addr: SocketAddr) -> anyhow::Result<DnsServer> {
-        let udp =
-            std::net::UdpSocket::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?;
-        let addr = udp.local_addr()?;
-        let tcp =
-            std::net::TcpListener::bind(addr).with_context(|| format!("cannot bind TCP {addr}"))?;
-        DnsServer::start(handler, udp, Some(tcp))
+        let mut tries = 0;
+        loop {
+            let udp = std::net::UdpSocket::bind(addr)
+                .with_context(|| format!("cannot bind UDP {addr}"))?;
+            let picked = udp.local_addr()?;
+            match std::net::TcpListener::bind(picked) {
+                Ok(tcp) => return DnsServer::start(handler, udp, Some(tcp)),
+                Err(e)
+                    if addr.port() == 0
+                        && e.kind() == std::io::ErrorKind::AddrInUse
+                        && tries < 16 =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot bind TCP {picked}")),
+            }
+        }
     }
 
     /// Stops serving and waits for the server's tasks.

@@ -1,8 +1,9 @@
 //! The only module that talks to etcd (`etcd-client`). It keeps the cluster
 //! state: node records under `/strata/nodes/`, and one lease-bound key per
 //! live node under `/strata/alive/`, kept alive by the node's heartbeats
-//! through the API. The configuration a master renders for its own etcd is
-//! in [`render`].
+//! through the API. Each node's overlay subnet lease lives under
+//! [`LeaseKeys::PREFIX`] ([`Store::lease_subnet`], [`Store::remove_node`]).
+//! The configuration a master renders for its own etcd is in [`render`].
 
 pub mod render;
 
@@ -10,12 +11,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use configs::net::Ipv4Cidr;
 use etcd_client::{
-    Certificate, Client, ConnectOptions, GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, TlsOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use crate::cluster::model::{Alive, MasterStatus, NodeRecord};
+use crate::overlay::lease::{self, LeaseError, LeaseKeys};
 
 const NODES: &str = "/strata/nodes/";
 const ALIVE: &str = "/strata/alive/";
@@ -51,6 +54,10 @@ pub enum Error {
     Timeout { endpoints: String, seconds: u64 },
     #[error("etcd key {key} holds bad data: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("no overlay lease for node `{node}` after {attempts} conflicting attempts")]
+    Contended { node: String, attempts: u32 },
 }
 
 type KeepAlive = Arc<tokio::sync::Mutex<Option<(i64, LeaseKeeper, LeaseKeepAliveStream)>>>;
@@ -152,6 +159,154 @@ impl Store {
             .iter()
             .map(|kv| decode(&String::from_utf8_lossy(kv.key()), kv.value()))
             .collect()
+    }
+
+    /// The store's current revision (a linearizable read).
+    pub async fn revision(&self) -> Result<i64, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(PROBE, None)).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Waits until a node record or an overlay lease changes after
+    /// revision `after` (at once when it already did, or when that history
+    /// was compacted away), or until `wait` passes. The caller reads the
+    /// node list afterwards either way.
+    pub async fn wait_node_change(&self, after: i64, wait: Duration) -> Result<(), Error> {
+        let mut watch = self.client.watch_client();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after + 1);
+        let relevant = |key: &[u8]| {
+            let key = String::from_utf8_lossy(key);
+            key.starts_with(NODES) || key.starts_with(LeaseKeys::PREFIX)
+        };
+        let changed = async {
+            let mut stream = watch.watch("/strata/", Some(options)).await?;
+            while let Some(resp) = stream.message().await? {
+                if resp.canceled()
+                    || resp
+                        .events()
+                        .iter()
+                        .any(|e| e.kv().is_some_and(|kv| relevant(kv.key())))
+                {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(wait, changed).await {
+            Ok(r) => r.map_err(|e| self.err(e)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Every key under `prefix` with its value (lossy UTF-8), in key order.
+    pub async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).to_string(),
+                    String::from_utf8_lossy(kv.value()).to_string(),
+                )
+            })
+            .collect())
+    }
+
+    /// Every node's overlay subnet: node name to subnet.
+    pub async fn leases(&self) -> Result<BTreeMap<String, Ipv4Cidr>, Error> {
+        let kvs = self.list_prefix(LeaseKeys::PREFIX).await?;
+        lease::leases_from_kvs(kvs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(
+            |reason| Error::Corrupt {
+                key: LeaseKeys::PREFIX.to_string(),
+                reason,
+            },
+        )
+    }
+
+    /// Leases `node` a `/prefix` subnet of `cidr`, or returns the one it
+    /// already holds. Compare-and-swap: the subnet key and the node key must
+    /// both be absent (version 0) for the write to commit; a lost race reads
+    /// again and allocates again, so a subnet is never shared and a node
+    /// never holds two.
+    pub async fn lease_subnet(
+        &self,
+        cidr: Ipv4Cidr,
+        prefix: u8,
+        node: &str,
+    ) -> Result<Ipv4Cidr, Error> {
+        const ATTEMPTS: u32 = 64;
+        for _ in 0..ATTEMPTS {
+            let leases = self.leases().await?;
+            let subnet = lease::allocate(cidr, prefix, &leases, node)?;
+            if leases.get(node) == Some(&subnet) {
+                return Ok(subnet);
+            }
+            let keys = LeaseKeys::new(node, subnet);
+            let txn = Txn::new()
+                .when([
+                    Compare::version(keys.by_subnet.clone(), CompareOp::Equal, 0),
+                    Compare::version(keys.by_node.clone(), CompareOp::Equal, 0),
+                ])
+                .and_then([
+                    TxnOp::put(keys.by_subnet.clone(), node, None),
+                    TxnOp::put(keys.by_node.clone(), subnet.to_string(), None),
+                ]);
+            let mut kv = self.client.kv_client();
+            if self.timed(kv.txn(txn)).await?.succeeded() {
+                return Ok(subnet);
+            }
+        }
+        Err(Error::Contended {
+            node: node.to_string(),
+            attempts: ATTEMPTS,
+        })
+    }
+
+    /// Removes node `name` from the cluster in one transaction: its record,
+    /// its alive key and both keys of its overlay lease (the subnet is free
+    /// again). Returns whether the node existed.
+    pub async fn remove_node(&self, name: &str) -> Result<bool, Error> {
+        loop {
+            let node_key = format!("{NODES}{name}");
+            let mut kv = self.client.kv_client();
+            let lease_key = format!("{}nodes/{name}", LeaseKeys::PREFIX);
+            let held = self.timed(kv.get(lease_key.clone(), None)).await?;
+            let mut ops = vec![
+                TxnOp::delete(node_key.clone(), None),
+                TxnOp::delete(format!("{ALIVE}{name}"), None),
+            ];
+            let compare = match held.kvs().first() {
+                Some(kv) => {
+                    let value = String::from_utf8_lossy(kv.value()).to_string();
+                    let subnet: Ipv4Cidr =
+                        value.parse().map_err(|reason: String| Error::Corrupt {
+                            key: lease_key.clone(),
+                            reason,
+                        })?;
+                    let keys = LeaseKeys::new(name, subnet);
+                    ops.push(TxnOp::delete(keys.by_subnet, None));
+                    ops.push(TxnOp::delete(keys.by_node, None));
+                    Compare::mod_revision(lease_key, CompareOp::Equal, kv.mod_revision())
+                }
+                None => Compare::version(lease_key, CompareOp::Equal, 0),
+            };
+            let existed = self.timed(kv.get(node_key, None)).await?.count() > 0;
+            let txn = Txn::new().when([compare]).and_then(ops);
+            if self.timed(kv.txn(txn)).await?.succeeded() {
+                self.keepalives
+                    .lock()
+                    .expect("keepalive map lock poisoned")
+                    .remove(name);
+                return Ok(existed);
+            }
+        }
     }
 
     /// The live nodes: name to the value of its lease-bound key.

@@ -17,6 +17,11 @@
 //!
 //! # Integration (what the agent calls)
 //!
+//! Wired: the master's side is [`crate::etcd::Store::lease_subnet`] (called
+//! by the API at registration) and [`crate::etcd::Store::remove_node`]; the
+//! agent's side is [`crate::cluster::network`]. Step 4 (tasks) is left to
+//! the runtime.
+//!
 //! Master, on node registration (cluster module, etcd module):
 //! 1. Read every key under [`lease::LeaseKeys::PREFIX`]`nodes/` and turn
 //!    them into a map with [`lease::leases_from_kvs`].

@@ -1,0 +1,357 @@
+//! The node's overlay and DNS, driven by cluster state: once the node
+//! registered and holds its subnet lease, [`spawn`] opens the node's
+//! [`NodeNetwork`], follows the cluster's node list from the API (a long
+//! poll, `GET /v1/watch/nodes/<revision>`, that a master answers as soon
+//! as a node record or lease changes in etcd), feeds every other node to [`overlay::node::follow`] and
+//! serves DNS on the node's bridge gateway: `<node>.<zone>` answers the
+//! node's gateway address, other names go to the cluster's resolvers.
+//!
+//! The first reconcile waits for the first node list, so a restarted agent
+//! plans against the full peer set and changes nothing (no flap). Everything
+//! runs in the process's own network namespace (an agent started inside a
+//! namespace builds its overlay there).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use configs::net::Ipv4Cidr;
+
+use crate::api::client::ApiClient;
+use crate::cluster::log;
+use crate::cluster::model::{NetworkSettings, NodeStatus, NodeWatch};
+use crate::dns::records::RecordSet;
+use crate::dns::{DnsServer, Records, TaskRecord};
+use crate::overlay::netlink::NodeOverlay;
+use crate::overlay::{self, NodeNetwork, Peer};
+
+/// Pause before asking again after a failed node-list watch.
+pub const RETRY: Duration = Duration::from_millis(500);
+/// How long one node-list watch may take: the master's wait and a margin.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the overlay is reconciled without a change, to repair drift.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+/// What this node brings to the overlay.
+#[derive(Debug, Clone)]
+pub struct NodeNet {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub underlay_ip: Ipv4Addr,
+    pub subnet: Ipv4Cidr,
+    pub settings: NetworkSettings,
+}
+
+/// The running overlay and DNS of the node; dropping it stops following
+/// (the links stay, so traffic is not interrupted by a restart).
+pub struct Running {
+    /// The lease it was started with.
+    pub subnet: Ipv4Cidr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the node's overlay and DNS in the background; failures are
+/// logged and retried.
+pub fn spawn(node: NodeNet, client: ApiClient) -> Running {
+    Running {
+        subnet: node.subnet,
+        task: tokio::spawn(run(node, client)),
+    }
+}
+
+/// Every other node that has a lease and an underlay address, as overlay
+/// peers. Pure.
+pub fn peers(me: &str, nodes: &[NodeStatus]) -> Vec<Peer> {
+    let mut out: Vec<Peer> = nodes
+        .iter()
+        .filter(|n| n.record.info.name != me)
+        .filter_map(|n| {
+            Some(Peer {
+                name: n.record.info.name.clone(),
+                underlay: n.underlay_ip()?,
+                subnet: n.subnet?,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The DNS records derived from the node list: `<node>` answers the
+/// gateway of the node's subnet (where its resolver and bridge are). Pure.
+pub fn records(nodes: &[NodeStatus]) -> RecordSet {
+    RecordSet {
+        tasks: nodes
+            .iter()
+            .filter_map(|n| {
+                let subnet = n.subnet?;
+                Some((
+                    n.record.info.name.to_ascii_lowercase(),
+                    TaskRecord {
+                        app: None,
+                        addr: overlay::plan::gateway(subnet),
+                        ports: vec![],
+                    },
+                ))
+            })
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+async fn run(node: NodeNet, client: ApiClient) {
+    let mut delay = Duration::from_millis(200);
+    let net = loop {
+        match open(&node) {
+            Ok(n) => break Arc::new(n),
+            Err(e) => {
+                log(&format!("overlay: cannot open the node's network: {e:#}"));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    };
+    // The first node list before the first reconcile: planning against an
+    // empty peer list would remove every peer's entries.
+    let (mut revision, nodes) = loop {
+        match client.get::<NodeWatch>("/v1/watch/nodes/0").await {
+            Ok(w) => break (w.revision, w.nodes),
+            Err(e) => {
+                log(&format!("overlay: cannot read the node list: {e}"));
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    let first = peers(&node.name, &nodes);
+    let dns_records = Records::new();
+    dns_records.replace(records(&nodes));
+    let (tx, rx) = tokio::sync::watch::channel(first);
+    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+    let name = node.name.clone();
+    let follower = tokio::spawn(overlay::node::follow(
+        net.clone(),
+        rx,
+        RESYNC,
+        move |r| match r {
+            Ok(actions) => {
+                if !actions.is_empty() {
+                    log(&format!(
+                        "overlay: node `{name}` applied {} change(s)",
+                        actions.len()
+                    ));
+                }
+                ready_tx.send_replace(true);
+            }
+            Err(e) => log(&format!("overlay: reconcile failed: {e:#}")),
+        },
+    ));
+    // The bridge holds the resolver address once the first reconcile went
+    // through.
+    while !*ready_rx.borrow_and_update() {
+        if ready_rx.changed().await.is_err() {
+            return;
+        }
+    }
+    let _dns = serve_dns(&node, &net, dns_records.clone()).await;
+    log(&format!(
+        "overlay: node `{}` holds {} on {}, resolver {}",
+        node.name,
+        node.subnet,
+        node.underlay_ip,
+        net.resolver()
+    ));
+    let _follower = AbortOnDrop(follower);
+    let mut last_error = String::new();
+    loop {
+        match client
+            .get::<NodeWatch>(&format!("/v1/watch/nodes/{revision}"))
+            .await
+        {
+            Ok(w) => {
+                revision = w.revision;
+                let next = peers(&node.name, &w.nodes);
+                tx.send_if_modified(|p| {
+                    let changed = *p != next;
+                    if changed {
+                        *p = next;
+                    }
+                    changed
+                });
+                let set = records(&w.nodes);
+                if dns_records.snapshot() != set {
+                    dns_records.replace(set);
+                }
+                last_error.clear();
+            }
+            Err(e) => {
+                let m = e.to_string();
+                if m != last_error {
+                    log(&format!("overlay: cannot follow the node list: {m}"));
+                    last_error = m;
+                }
+                // Start over with the whole list from whichever master
+                // answers.
+                revision = 0;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn open(node: &NodeNet) -> anyhow::Result<NodeNetwork> {
+    NodeNetwork::open(
+        &node.state_dir,
+        None,
+        NodeOverlay::new(node.underlay_ip, &node.settings.overlay),
+        node.subnet,
+        node.settings.overlay.cidr,
+    )
+}
+
+/// Binds the node's resolver on its gateway address, retrying until it
+/// can.
+async fn serve_dns(node: &NodeNet, net: &NodeNetwork, records: Records) -> DnsServer {
+    let upstreams: Vec<SocketAddr> = node
+        .settings
+        .dns
+        .resolvers
+        .iter()
+        .map(|r| SocketAddr::from((*r, 53)))
+        .collect();
+    let addr = SocketAddr::from((net.resolver(), 53));
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let bound =
+            crate::dns::server::Handler::new(&node.settings.dns.zone, records.clone(), &upstreams)
+                .and_then(|h| DnsServer::bind(h, addr));
+        match bound {
+            Ok(s) => return s,
+            Err(e) => {
+                log(&format!("dns: cannot serve on {addr}: {e:#}"));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+    use crate::cluster::model::{NodeInfo, NodeRecord, NodeState};
+
+    fn status(name: &str, addresses: &[&str], subnet: Option<&str>) -> NodeStatus {
+        NodeStatus {
+            record: NodeRecord {
+                info: NodeInfo {
+                    name: name.into(),
+                    role: configs::Role::Private,
+                    addresses: addresses.iter().map(|a| a.to_string()).collect(),
+                    cpus: 1,
+                    memory_bytes: 1,
+                    disk_bytes: 1,
+                    attributes: Default::default(),
+                },
+                key_sha256: String::new(),
+                joined_at: 0,
+                registered_at: 0,
+            },
+            state: NodeState::Ready,
+            ready_since: None,
+            subnet: subnet.map(|s| s.parse().expect("subnet")),
+        }
+    }
+
+    #[test]
+    fn peers_and_records_from_the_node_list() {
+        let nodes = [
+            status(
+                "master-1",
+                &["127.0.0.1", "10.77.0.1"],
+                Some("10.200.0.0/24"),
+            ),
+            status("agent-1", &["10.77.0.11"], Some("10.200.1.0/24")),
+            // Registered before the overlay existed: no lease yet.
+            status("agent-2", &["10.77.0.12"], None),
+            // No usable underlay address.
+            status("agent-3", &["::1"], Some("10.200.3.0/24")),
+        ];
+        let actual = format!("{:#?}\n{:#?}", peers("agent-1", &nodes), records(&nodes));
+        expect![[r#"
+            [
+                Peer {
+                    name: "master-1",
+                    underlay: 10.77.0.1,
+                    subnet: Ipv4Cidr {
+                        addr: 10.200.0.0,
+                        prefix: 24,
+                    },
+                },
+            ]
+            RecordSet {
+                tasks: {
+                    "agent-1": TaskRecord {
+                        app: None,
+                        addr: 10.200.1.1,
+                        ports: [],
+                    },
+                    "agent-3": TaskRecord {
+                        app: None,
+                        addr: 10.200.3.1,
+                        ports: [],
+                    },
+                    "master-1": TaskRecord {
+                        app: None,
+                        addr: 10.200.0.1,
+                        ports: [],
+                    },
+                },
+            }"#]]
+        .assert_eq(&actual);
+    }
+
+    #[test]
+    fn registration_answer_carries_settings_and_lease() {
+        use crate::cluster::model::{NodeSettings, Registered};
+        let settings = NodeSettings {
+            cluster: "c".into(),
+            heartbeat_interval_seconds: 2,
+            grace_seconds: 10,
+            masters: vec!["10.9.0.10:6443".into()],
+            network: Some(NetworkSettings {
+                overlay: configs::cluster::Overlay::default(),
+                dns: configs::cluster::Dns::default(),
+            }),
+        };
+        let answer = Registered {
+            settings: settings.clone(),
+            subnet: Some("10.200.4.0/24".parse().expect("subnet")),
+        };
+        let json = serde_json::to_string(&answer).expect("json");
+        expect![[r#"{"cluster":"c","heartbeat_interval_seconds":2,"grace_seconds":10,"masters":["10.9.0.10:6443"],"network":{"overlay":{"cidr":"10.200.0.0/16","subnet_prefix":24,"vni":4242,"port":4789},"dns":{"zone":"strata.internal","resolvers":[]}},"subnet":"10.200.4.0/24"}"#]]
+            .assert_eq(&json);
+        // Whoever reads the answer as plain settings (older agents, the
+        // cluster benchmark) still can.
+        let plain: NodeSettings = serde_json::from_str(&json).expect("settings");
+        assert_eq!(plain, settings);
+        let back: Registered = serde_json::from_str(&json).expect("registered");
+        assert_eq!(back, answer);
+    }
+}

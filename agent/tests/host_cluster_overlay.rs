@@ -1,0 +1,844 @@
+//! The overlay and DNS wired to cluster state, end to end: a real etcd, one
+//! master and two agents as real `strata` processes, each in its own
+//! network namespace on a veth-and-bridge underlay. The master leases every
+//! node a subnet in etcd at registration; every node builds its VXLAN
+//! device, bridge and peer entries from the node list it follows through
+//! the API and serves DNS on its gateway. Tasks (namespaces attached with
+//! `NodeNetwork::attach`, as the agent will for containers) on different
+//! agents talk over the overlay; a node name resolves through the node's
+//! resolver; restarting an agent leaves identical netlink dumps and keeps a
+//! TCP conversation going; removing a node releases its lease and its
+//! routes vanish from the peers; the removed node, started again, joins
+//! again and gets a lease back. A second test races the master's lease
+//! transaction on a real etcd.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent::cluster::model::{NodeState, NodeStatus};
+use agent::etcd::{EtcdConnect, EtcdTls, Store};
+use agent::overlay::netlink::{self, NodeOverlay};
+use agent::overlay::{NodeNetwork, Peer, lab, plan};
+use agent::pki::Ca;
+use agent::testenv::{Need, require};
+use configs::net::Ipv4Cidr;
+
+const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+const MASTER_IP: &str = "10.78.0.1";
+const NODES: [&str; 3] = ["master-1", "agent-1", "agent-2"];
+const ZONE: &str = "strata.internal";
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Network namespaces, deleted (with their links) on drop.
+struct Netns(Vec<String>);
+
+impl Netns {
+    fn add(&mut self, name: &str) {
+        run("ip", &["netns", "add", name]);
+        self.0.push(name.to_string());
+        run("ip", &["-n", name, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in self.0.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// A process killed on drop; its output goes to a log file.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(netns: &str, program: &str, args: &[&str], log: &Path) -> Proc {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, program])
+            .args(args)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Proc { child }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ns_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/var/run/netns/{name}"))
+}
+
+struct Cluster {
+    dir: PathBuf,
+    master_ns: String,
+    context: PathBuf,
+}
+
+impl Cluster {
+    fn cli(&self, args: &[&str]) -> String {
+        let ctx = self.context.display().to_string();
+        let mut full = vec!["netns", "exec", &self.master_ns, STRATA];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--context", &ctx]);
+        run("ip", &full)
+    }
+
+    fn try_nodes(&self) -> Result<Vec<NodeStatus>, String> {
+        let ctx = self.context.display().to_string();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.master_ns, STRATA])
+            .args(["node", "list", "--json", "--context", &ctx])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("node list JSON: {e}"))
+    }
+
+    fn logs(&self) -> String {
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                format!(
+                    "--- {}:\n{}",
+                    f.display(),
+                    std::fs::read_to_string(f).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Polls `check` every 20 ms until it returns `Some`, or panics with
+    /// `what` and the logs. Prints how long it took.
+    fn wait<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check() {
+                eprintln!("{what}: after {:.3}s", start.elapsed().as_secs_f64());
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The node's overlay is exactly what the peer list asks for: the plan
+/// against a fresh dump of its namespace is empty.
+fn converged(ns: &str, node: &NodeOverlay, subnet: Ipv4Cidr, peers: &[Peer]) -> bool {
+    let Ok(observed) = netlink::dump(Some(&ns_path(ns))) else {
+        return false;
+    };
+    let Ok(desired) = node.desired(subnet, peers.to_vec(), &observed) else {
+        return false;
+    };
+    plan::plan(&desired, &observed).is_empty()
+}
+
+/// The overlay devices' netlink state of a namespace, as text.
+fn dump(ns: &str) -> String {
+    netlink::dump(Some(&ns_path(ns)))
+        .expect("dump")
+        .render(&["strata-vx", "strata-br"])
+}
+
+/// The overlay devices' netlink state and the masquerade ruleset of a
+/// namespace, as text.
+fn state_of(ns: &str) -> String {
+    let nft = run(
+        "ip",
+        &["netns", "exec", ns, "nft", "list", "table", "ip", "strata"],
+    );
+    format!("{}\n{nft}", dump(ns))
+}
+
+fn subnet_of(nodes: &[NodeStatus], name: &str) -> Option<Ipv4Cidr> {
+    nodes
+        .iter()
+        .find(|n| n.record.info.name == name)
+        .and_then(|n| n.subnet)
+}
+
+/// Reads every key under the overlay lease prefix, from inside the
+/// master's namespace (where etcd listens on loopback).
+fn lease_keys(master_ns: &str, connect: &EtcdConnect) -> Vec<(String, String)> {
+    let path = ns_path(master_ns);
+    let connect = connect.clone();
+    agent::overlay::netns::run_in(Some(&path), move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let store = Store::connect(&connect).await?;
+                Ok(store
+                    .list_prefix(agent::overlay::lease::LeaseKeys::PREFIX)
+                    .await?)
+            })
+    })
+    .expect("etcd lease keys")
+}
+
+#[test]
+fn overlay_follows_the_cluster() {
+    if !require(
+        "host_cluster_overlay",
+        &[
+            Need::Root,
+            Need::Program("etcd"),
+            Need::Program("ip"),
+            Need::Program("nft"),
+        ],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let id = std::process::id() % 100_000;
+    let master_ns = format!("so{id}-m");
+    let agent_ns = [format!("so{id}-a1"), format!("so{id}-a2")];
+    let node_ns = |name: &str| match name {
+        "master-1" => master_ns.clone(),
+        "agent-1" => agent_ns[0].clone(),
+        _ => agent_ns[1].clone(),
+    };
+    let mut netns = Netns(Vec::new());
+
+    // The underlay: a bridge in the master's namespace, one veth per agent.
+    netns.add(&master_ns);
+    let m = master_ns.as_str();
+    run("ip", &["-n", m, "link", "add", "br0", "type", "bridge"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            m,
+            "addr",
+            "add",
+            &format!("{MASTER_IP}/24"),
+            "dev",
+            "br0",
+        ],
+    );
+    run("ip", &["-n", m, "link", "set", "br0", "up"]);
+    for (i, ns) in agent_ns.iter().enumerate() {
+        netns.add(ns);
+        let host_end = format!("veth{}", i + 1);
+        run(
+            "ip",
+            &[
+                "-n", m, "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
+                ns,
+            ],
+        );
+        run(
+            "ip",
+            &["-n", m, "link", "set", &host_end, "master", "br0", "up"],
+        );
+        let addr = format!("10.78.0.{}/24", 11 + i);
+        run("ip", &["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
+        run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+    }
+
+    // cluster.toml with an explicit overlay, and `strata cluster init`.
+    let etcd_port = 20_000 + (id % 20_000) as u16;
+    let cluster_toml = format!(
+        "name = \"ovl\"\nmasters = [\"{MASTER_IP}\"]\n\
+         [overlay]\ncidr = \"10.201.0.0/16\"\nvni = 4242\nport = 4790\n\
+         [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
+         [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n\
+         [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"{MASTER_IP}/24\"\n\
+         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.78.0.11/24\"\n\
+         [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.78.0.12/24\"\n"
+    );
+    let config = configs::cluster::ClusterConfig::parse("test cluster.toml", &cluster_toml)
+        .expect("cluster.toml");
+    std::fs::write(dir.join("cluster.toml"), &cluster_toml).expect("cluster.toml");
+    let out = dir.join("out");
+    run(
+        STRATA,
+        &[
+            "cluster",
+            "init",
+            "--config",
+            &dir.join("cluster.toml").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    let ca = Ca {
+        cert_pem: std::fs::read_to_string(out.join("ca.crt")).expect("ca.crt"),
+        key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
+    };
+
+    // A real etcd in the master's namespace, mutual TLS from the cluster CA.
+    let etcd_cert = ca
+        .issue_master(
+            "etcd",
+            &["127.0.0.1".to_string()],
+            Duration::from_secs(3600),
+        )
+        .expect("etcd cert");
+    let pki = dir.join("etcd-pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let client_url = format!("https://127.0.0.1:{etcd_port}");
+    let peer_url = format!("http://127.0.0.1:{}", etcd_port + 1);
+    let _etcd = Proc::spawn(
+        m,
+        "etcd",
+        &[
+            "--name",
+            "etcd-ovl",
+            "--data-dir",
+            &dir.join("etcd-data").display().to_string(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("etcd-ovl={peer_url}"),
+            "--cert-file",
+            &p("etcd.crt"),
+            "--key-file",
+            &p("etcd.key"),
+            "--trusted-ca-file",
+            &p("ca.crt"),
+            "--client-cert-auth",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ],
+        &dir.join("etcd.log"),
+    );
+    let etcd = EtcdConnect {
+        endpoints: vec![client_url.clone()],
+        tls: Some(EtcdTls {
+            ca_pem: ca.cert_pem.clone(),
+            cert_pem: etcd_cert.cert_pem.clone(),
+            key_pem: etcd_cert.key_pem.clone(),
+        }),
+    };
+
+    // The nodes: the real binary, each in its namespace.
+    let ud = |n: &str| {
+        out.join("user-data")
+            .join(format!("{n}.toml"))
+            .display()
+            .to_string()
+    };
+    let state_dir = |n: &str| dir.join("state").join(n);
+    let spawn_node = |name: &str, log: &str| {
+        Proc::spawn(
+            &node_ns(name),
+            STRATA,
+            &[
+                "cluster",
+                "run-node",
+                "--user-data",
+                &ud(name),
+                "--state-dir",
+                &state_dir(name).display().to_string(),
+            ],
+            &dir.join(log),
+        )
+    };
+    let c = Cluster {
+        dir: dir.clone(),
+        master_ns: master_ns.clone(),
+        context: out.join("cli/context.toml"),
+    };
+    let _master = spawn_node("master-1", "master.log");
+    let mut agent1 = spawn_node("agent-1", "agent-1.log");
+
+    let overlay_of = |nodes: &[NodeStatus], name: &str| {
+        let n = nodes
+            .iter()
+            .find(|n| n.record.info.name == name)
+            .expect("node listed");
+        (
+            NodeOverlay::new(n.underlay_ip().expect("underlay"), &config.overlay),
+            n.subnet.expect("subnet"),
+        )
+    };
+    let peers_of = |nodes: &[NodeStatus], name: &str| agent::cluster::network::peers(name, nodes);
+
+    // Two nodes first, so that the third one's join can be timed.
+    let nodes = c.wait(
+        "master-1 and agent-1 leased",
+        Duration::from_secs(60),
+        || {
+            let nodes = c.try_nodes().ok()?;
+            ["master-1", "agent-1"]
+                .iter()
+                .all(|n| subnet_of(&nodes, n).is_some())
+                .then_some(nodes)
+        },
+    );
+    c.wait(
+        "master-1 and agent-1 converged",
+        Duration::from_secs(30),
+        || {
+            ["master-1", "agent-1"]
+                .iter()
+                .all(|n| {
+                    let (o, s) = overlay_of(&nodes, n);
+                    converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
+                        && dump(&node_ns(n)).contains("route")
+                })
+                .then_some(())
+        },
+    );
+
+    // Agent 2 joins: time from its process starting to its routes on
+    // every peer (includes process start, join, TLS and registration).
+    let spawned = Instant::now();
+    let mut agent2 = spawn_node("agent-2", "agent-2.log");
+    let nodes = c.wait("agent-2 leased", Duration::from_secs(60), || {
+        let nodes = c.try_nodes().ok()?;
+        subnet_of(&nodes, "agent-2").map(|_| nodes)
+    });
+    let leased = spawned.elapsed();
+    c.wait("every node converged", Duration::from_secs(30), || {
+        NODES
+            .iter()
+            .all(|n| {
+                let (o, s) = overlay_of(&nodes, n);
+                converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
+            })
+            .then_some(())
+    });
+    eprintln!(
+        "figure: agent-2 started to leased {:.3}s, to its routes on every peer {:.3}s",
+        leased.as_secs_f64(),
+        spawned.elapsed().as_secs_f64()
+    );
+
+    // Leases: distinct /24s of the cluster CIDR, recorded in etcd both ways.
+    let subnets: Vec<Ipv4Cidr> = NODES
+        .iter()
+        .map(|n| subnet_of(&nodes, n).expect("leased"))
+        .collect();
+    let distinct: BTreeSet<_> = subnets.iter().map(|s| s.network()).collect();
+    assert_eq!(distinct.len(), 3, "{subnets:?}");
+    for s in &subnets {
+        assert_eq!(s.prefix, 24, "{s}");
+        assert!(config.overlay.cidr.contains(s.addr), "{s}");
+    }
+    let mut expected: Vec<(String, String)> = NODES
+        .iter()
+        .zip(&subnets)
+        .flat_map(|(n, s)| {
+            [
+                (format!("/strata/overlay/nodes/{n}"), s.to_string()),
+                (
+                    format!("/strata/overlay/subnets/{}-{}", s.network(), s.prefix),
+                    n.to_string(),
+                ),
+            ]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(lease_keys(&master_ns, &etcd), expected);
+    let all_ready = nodes.iter().all(|n| n.state == NodeState::Ready);
+    eprintln!("nodes ready: {all_ready}; subnets: {subnets:?}");
+    let shown = c.cli(&["node", "show", "agent-2"]);
+    assert!(
+        shown.contains(&format!("subnet:      {}", subnets[2])),
+        "{shown}"
+    );
+
+    // Every node has the VXLAN device, the bridge and, for every other
+    // node, a route and a permanent neighbour for its subnet and an FDB
+    // entry to its underlay address; nothing else goes through the tunnel.
+    let underlays: Vec<String> = NODES
+        .iter()
+        .map(|n| {
+            nodes
+                .iter()
+                .find(|s| s.record.info.name == *n)
+                .and_then(NodeStatus::underlay_ip)
+                .expect("underlay")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(underlays, ["10.78.0.1", "10.78.0.11", "10.78.0.12"]);
+    for (i, n) in NODES.iter().enumerate() {
+        let d = dump(&node_ns(n));
+        assert!(
+            d.contains("link strata-vx Vxlan { vni: 4242, port: 4790"),
+            "{n}: {d}"
+        );
+        assert!(d.contains("learning: false"), "{n}: {d}");
+        assert!(d.contains("link strata-br Bridge mtu 1450"), "{n}: {d}");
+        let tunnel_fdb: Vec<&str> = d
+            .lines()
+            .filter(|l| l.starts_with("fdb") && l.contains("dev: \"strata-vx\""))
+            .collect();
+        assert_eq!(tunnel_fdb.len(), 2, "{n}: one FDB entry per peer: {d}");
+        for (j, other) in subnets.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let net = other.network();
+            let route = format!(
+                "route Route {{ dst: Ipv4Cidr {{ addr: {net}, prefix: 24 }}, gateway: Some({net}), dev: \"strata-vx\", onlink: true }}"
+            );
+            assert!(d.contains(&route), "{n} has no route to {other}: {d}");
+            let neigh = format!(
+                "neigh Neighbour {{ dev: \"strata-vx\", ip: {net}, mac: Some({}), permanent: true }}",
+                plan::vtep_mac(*other)
+            );
+            assert!(d.contains(&neigh), "{n} has no neighbour for {other}: {d}");
+            let fdb = format!("dst: Some({}), permanent: true", underlays[j]);
+            assert!(
+                tunnel_fdb.iter().any(|l| l.contains(&fdb)),
+                "{n} has no FDB entry to {}: {d}",
+                underlays[j]
+            );
+        }
+    }
+    eprintln!("agent-1 overlay:\n{}", dump(&agent_ns[0]));
+
+    // Tasks on agent 1 and agent 2, attached the way the agent attaches
+    // containers; a TCP round trip over the overlay.
+    let mut task = |i: usize, name: &str| {
+        let node = NODES[i];
+        let task_ns = format!("so{id}-{name}");
+        netns.add(&task_ns);
+        let (o, s) = overlay_of(&nodes, node);
+        let net = NodeNetwork::open(
+            &state_dir(node),
+            Some(ns_path(&node_ns(node))),
+            o,
+            s,
+            config.overlay.cidr,
+        )
+        .expect("open node network");
+        let addr = net.attach(name, &ns_path(&task_ns)).expect("attach task");
+        (task_ns, addr)
+    };
+    let (t1_ns, t1) = task(1, "t1");
+    let (t2_ns, t2) = task(2, "t2");
+    eprintln!("tasks: t1 {t1} on agent-1, t2 {t2} on agent-2");
+    assert!(subnets[1].contains(t1.addr) && subnets[2].contains(t2.addr));
+    let echo: SocketAddr = (t2.addr, 7000).into();
+    let server = lab::echo_server(ns_path(&t2_ns), echo).expect("echo on t2");
+    assert_eq!(
+        lab::roundtrip(&ns_path(&t1_ns), echo, "over the overlay").expect("t1 to t2"),
+        "over the overlay"
+    );
+    assert_eq!(
+        lab::roundtrip(&ns_path(&t1_ns), echo, "whoami").expect("whoami"),
+        t1.addr.to_string(),
+        "no NAT between tasks"
+    );
+
+    // DNS: agent 1's resolver (its gateway, what a task's resolv.conf
+    // names) answers agent 2's name from cluster state.
+    let resolver: SocketAddr = (plan::gateway(subnets[1]), 53).into();
+    let found = c.wait("agent-1 resolver answers", Duration::from_secs(10), || {
+        lab::resolve(&ns_path(&t1_ns), resolver, &format!("agent-2.{ZONE}.")).ok()
+    });
+    assert_eq!(found, [plan::gateway(subnets[2])]);
+    let dns_started = Instant::now();
+    let mut lat = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        lab::resolve(&ns_path(&t1_ns), resolver, &format!("master-1.{ZONE}."))
+            .expect("resolve master-1");
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    eprintln!(
+        "figure: dns through agent-1 from a task, 50 queries in {:.3}s: p50 {:?} max {:?} (each includes a thread entering the task's netns)",
+        dns_started.elapsed().as_secs_f64(),
+        lat[lat.len() / 2],
+        lat[lat.len() - 1]
+    );
+
+    // Restarting agent 1 changes nothing in any namespace and keeps an
+    // open TCP conversation across the overlay going.
+    let conv = lab::Conversation::open(&ns_path(&t1_ns), echo).expect("conversation");
+    conv.say("before restart").expect("before restart");
+    let before: Vec<String> = NODES.iter().map(|n| state_of(&node_ns(n))).collect();
+    agent1.kill();
+    conv.say("agent-1 down")
+        .expect("traffic while agent-1 is down");
+    let _agent1b = spawn_node("agent-1", "agent-1-restarted.log");
+    c.wait("agent-1 follows again", Duration::from_secs(60), || {
+        std::fs::read_to_string(dir.join("agent-1-restarted.log"))
+            .ok()?
+            .contains("overlay: node `agent-1` holds")
+            .then_some(())
+    });
+    // A few polls of the node list after the restart.
+    std::thread::sleep(Duration::from_secs(2));
+    conv.say("after restart").expect("after restart");
+    let after: Vec<String> = NODES.iter().map(|n| state_of(&node_ns(n))).collect();
+    for (i, n) in NODES.iter().enumerate() {
+        assert!(before[i].contains("masquerade"), "{n}: {}", before[i]);
+        assert_eq!(
+            before[i], after[i],
+            "{n}'s netlink or nftables state changed"
+        );
+    }
+    let restarted = std::fs::read_to_string(dir.join("agent-1-restarted.log")).unwrap_or_default();
+    assert!(
+        !restarted.contains("change(s)"),
+        "the restarted agent changed something: {restarted}"
+    );
+    conv.close();
+
+    lab::stop_echo(&ns_path(&t1_ns), echo).expect("stop echo");
+    server.join().expect("echo thread").expect("echo server");
+
+    // Removing agent 2 releases its lease and its routes vanish from peers.
+    agent2.kill();
+    let removed = Instant::now();
+    c.cli(&["node", "remove", "agent-2"]);
+    let nodes = c.try_nodes().expect("node list");
+    assert!(subnet_of(&nodes, "agent-2").is_none());
+    assert_eq!(nodes.len(), 2, "{nodes:#?}");
+    let gone = subnets[2].network().to_string();
+    c.wait(
+        "agent-2's routes gone from every peer",
+        Duration::from_secs(30),
+        || {
+            ["master-1", "agent-1"]
+                .iter()
+                .all(|n| {
+                    let (o, s) = overlay_of(&nodes, n);
+                    converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
+                        && !dump(&node_ns(n)).contains(&gone)
+                })
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "figure: node remove to its routes gone on every peer {:.3}s",
+        removed.elapsed().as_secs_f64()
+    );
+    let keys = lease_keys(&master_ns, &etcd);
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|(k, v)| !k.contains("agent-2") && v != "agent-2"),
+        "{keys:?}"
+    );
+    // The removed node comes back: it joins again, gets a lease (the
+    // lowest free subnet, its old one) and every node converges again.
+    let _agent2b = spawn_node("agent-2", "agent-2-back.log");
+    let nodes = c.wait("agent-2 back with a lease", Duration::from_secs(60), || {
+        let nodes = c.try_nodes().ok()?;
+        subnet_of(&nodes, "agent-2").map(|_| nodes)
+    });
+    assert_eq!(subnet_of(&nodes, "agent-2"), Some(subnets[2]));
+    c.wait(
+        "every node converged again",
+        Duration::from_secs(30),
+        || {
+            NODES
+                .iter()
+                .all(|n| {
+                    let (o, s) = overlay_of(&nodes, n);
+                    converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
+                })
+                .then_some(())
+        },
+    );
+}
+
+/// A throwaway plain-HTTP etcd on loopback, killed (and its data removed)
+/// on drop.
+struct LoopbackEtcd {
+    proc: Proc,
+    dir: PathBuf,
+    endpoint: String,
+}
+
+impl Drop for LoopbackEtcd {
+    fn drop(&mut self) {
+        self.proc.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn loopback_etcd() -> LoopbackEtcd {
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new("etcd")
+        .args(["--data-dir", &dir.join("data").display().to_string()])
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let etcd = LoopbackEtcd {
+        proc: Proc { child },
+        dir,
+        endpoint: client_url,
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+            return etcd;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("etcd did not come up on {}", etcd.endpoint);
+}
+
+/// The master's lease transaction ([`Store::lease_subnet`]) on a real etcd:
+/// sixteen registrations racing through their own connections get sixteen
+/// distinct subnets, registering again is sticky, a full overlay is a clear
+/// error, and [`Store::remove_node`] frees the node's subnet for the next.
+#[test]
+fn store_leases_race_stick_and_release() {
+    if !require(
+        "store_leases_race_stick_and_release",
+        &[Need::Program("etcd")],
+    ) {
+        return;
+    }
+    let etcd = loopback_etcd();
+    let connect = EtcdConnect {
+        endpoints: vec![etcd.endpoint.clone()],
+        tls: None,
+    };
+    let cidr: Ipv4Cidr = "10.202.0.0/20".parse().expect("cidr");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = Store::connect(&connect).await.expect("connect");
+        let mut up = false;
+        for _ in 0..100 {
+            if store.check_quorum().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "etcd at {} has no quorum", etcd.endpoint);
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let connect = connect.clone();
+            racers.spawn(async move {
+                let store = Store::connect(&connect).await.expect("connect");
+                let node = format!("n{i}");
+                let subnet = store.lease_subnet(cidr, 24, &node).await;
+                (node, subnet.map_err(|e| e.to_string()))
+            });
+        }
+        let mut leases: Vec<(String, Ipv4Cidr)> = racers
+            .join_all()
+            .await
+            .into_iter()
+            .map(|(n, r)| {
+                let s = r.unwrap_or_else(|e| panic!("{n}: {e}"));
+                (n, s)
+            })
+            .collect();
+        leases.sort();
+        let distinct: BTreeSet<_> = leases.iter().map(|(_, s)| *s).collect();
+        assert_eq!(distinct.len(), 16, "a subnet was shared: {leases:?}");
+        assert_eq!(
+            store.leases().await.expect("leases"),
+            leases.iter().cloned().collect(),
+            "etcd holds what was handed out"
+        );
+        let (n3, s3) = &leases[leases.iter().position(|(n, _)| n == "n3").expect("n3")];
+        assert_eq!(
+            store.lease_subnet(cidr, 24, n3).await.expect("sticky"),
+            *s3,
+            "registering again keeps the subnet"
+        );
+        assert_eq!(
+            store
+                .lease_subnet(cidr, 24, "n16")
+                .await
+                .map_err(|e| e.to_string()),
+            Err(
+                "overlay 10.202.0.0/20 has no free /24 subnet left for node `n16`: all 16 are leased"
+                    .to_string()
+            )
+        );
+        assert!(store.remove_node(n3).await.is_ok());
+        let keys = store
+            .list_prefix(agent::overlay::lease::LeaseKeys::PREFIX)
+            .await
+            .expect("keys");
+        assert_eq!(keys.len(), 30, "both keys of n3 are gone: {keys:?}");
+        assert!(keys.iter().all(|(k, v)| !k.ends_with("/n3") && v != "n3"));
+        assert_eq!(
+            store.lease_subnet(cidr, 24, "n16").await.expect("freed"),
+            *s3,
+            "the released subnet goes to the next node"
+        );
+    });
+}
