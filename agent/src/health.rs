@@ -36,7 +36,7 @@ impl Health {
     /// The one line printed on the serial console when the agent is ready.
     pub fn marker(&self) -> String {
         format!(
-            "STRATA-READY role={} slot={} root={} verity={} boots={} healthy={}",
+            "STRATA-READY role={} slot={} root={} verity={} boots={} user-data={} healthy={}",
             self.role,
             self.facts.slot,
             if self.facts.root_read_only {
@@ -46,8 +46,20 @@ impl Health {
             },
             if self.facts.root_verity { "yes" } else { "no" },
             self.boots,
+            self.user_data_kind(),
             if self.healthy { "yes" } else { "no" },
         )
+    }
+
+    /// Where the user-data came from, in one word: `fw_cfg`, `label`,
+    /// `url`, `ec2-imds`, `gce-metadata`, `state` (kept from an earlier
+    /// boot), `file`, `none` or `error`.
+    pub fn user_data_kind(&self) -> &str {
+        self.user_data
+            .split([':', ' '])
+            .next()
+            .filter(|k| !k.is_empty())
+            .unwrap_or("none")
     }
 }
 
@@ -254,11 +266,20 @@ mod tests {
             problems: vec![],
         };
         expect_test::expect![
-            "STRATA-READY role=master slot=a root=ro verity=yes boots=2 healthy=yes"
+            "STRATA-READY role=master slot=a root=ro verity=yes boots=2 user-data=none healthy=yes"
         ]
         .assert_eq(&h.marker());
         write(&dir, &h).unwrap();
         assert_eq!(check(&dir, true, Duration::from_secs(1)).unwrap(), h);
+        for (source, kind) in [
+            ("fw_cfg:opt/strata/user-data (node n1)", "fw_cfg"),
+            ("state:/var/lib/strata/user-data.toml (node n1)", "state"),
+            ("error: invalid user-data: x", "error"),
+            ("", "none"),
+        ] {
+            h.user_data = source.into();
+            assert_eq!(h.user_data_kind(), kind);
+        }
         h.healthy = false;
         h.problems = vec!["cannot write the boot counter".into()];
         write(&dir, &h).unwrap();

@@ -133,6 +133,7 @@ pub fn build(args: &Args) -> anyhow::Result<Vec<Built>> {
     let epoch = source_date_epoch(&root)?;
     let key = signing_key(&root, args.signing_key.as_deref())?;
     let agent = build_agent(&root)?;
+    prepare_trees(&root, args)?;
     let mut built = Vec::new();
     for role in args.role.roles() {
         let t = Instant::now();
@@ -174,6 +175,33 @@ pub fn build(args: &Args) -> anyhow::Result<Vec<Built>> {
         start.elapsed().as_secs_f64()
     );
     Ok(built)
+}
+
+/// Makes the trees the roles need, the missing ones at the same time
+/// (mmdebstrap and dracut are mostly single-threaded).
+fn prepare_trees(root: &Path, args: &Args) -> anyhow::Result<()> {
+    let mut lists = Vec::new();
+    for role in args.role.roles() {
+        let file = root.join(format!("configs/roles/{role}.toml"));
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let config = configs::role::RoleConfig::parse(&file.display().to_string(), &text)?;
+        let list = tree::packages(args.kernel, &config.packages);
+        if !lists.contains(&list) {
+            lists.push(list);
+        }
+    }
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = lists
+            .iter()
+            .map(|list| s.spawn(move || tree::ensure(root, list)))
+            .collect();
+        for job in jobs {
+            job.join()
+                .map_err(|_| anyhow::anyhow!("a tree build panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 /// The image version: the workspace version and the commit, e.g. `0.1.0+g1a2b3c4d5e6f`.
@@ -241,15 +269,6 @@ fn signing_key(root: &Path, file: Option<&Path>) -> anyhow::Result<ed25519_dalek
 
 /// Builds the agent in release mode and returns the binary's path.
 fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    sh::run(Command::new(cargo).current_dir(root).args([
-        "build",
-        "--release",
-        "-p",
-        "agent",
-        "--bin",
-        "strata",
-    ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
@@ -259,10 +278,44 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
         target
     };
     let bin = target.join("release/strata");
-    if !bin.is_file() {
-        bail!("the agent build did not produce {}", bin.display());
+    // The binary is copied right after the build and the copy is checked: a
+    // target directory shared with other checkouts can have its `strata`
+    // replaced by another build at any time.
+    let copy = root.join("target/image-work/strata");
+    std::fs::create_dir_all(root.join("target/image-work"))?;
+    for _ in 0..3 {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        sh::run(Command::new(cargo).current_dir(root).args([
+            "build",
+            "--release",
+            "-p",
+            "agent",
+            "--bin",
+            "strata",
+        ]))?;
+        if !bin.is_file() {
+            bail!("the agent build did not produce {}", bin.display());
+        }
+        std::fs::copy(&bin, &copy)
+            .with_context(|| format!("cannot copy {} to {}", bin.display(), copy.display()))?;
+        let ok = Command::new(&copy)
+            .args(["agent", "--help"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(copy);
+        }
+        eprintln!(
+            "xtask: {} is not this checkout's agent (a shared target directory?), building again",
+            bin.display()
+        );
+        // Make cargo relink it.
+        let _ = std::fs::remove_file(&bin);
     }
-    Ok(bin)
+    bail!(
+        "{} keeps being replaced by another build: use a target directory of this checkout",
+        bin.display()
+    )
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a

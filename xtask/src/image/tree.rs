@@ -108,10 +108,25 @@ fn make(cache: &Path, dir: &Path, packages: &[String], sources: &[String]) -> an
         std::fs::remove_dir_all(&tmp)
             .with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
-    let conf = cache.join("dracut-strata.conf");
+    // Per tree, as trees can be made at the same time.
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let conf_dir = cache.join(format!("{name}.dracut"));
+    std::fs::create_dir_all(&conf_dir)
+        .with_context(|| format!("cannot create {}", conf_dir.display()))?;
+    let conf = conf_dir.join("strata.conf");
     std::fs::write(&conf, super::stage::DRACUT_CONF)
         .with_context(|| format!("cannot write {}", conf.display()))?;
     let debs = cache.join("debs");
+    let debs_out = cache.join(format!("{name}.debs"));
+    if debs_out.exists() {
+        std::fs::remove_dir_all(&debs_out)
+            .with_context(|| format!("cannot remove {}", debs_out.display()))?;
+    }
+    std::fs::create_dir_all(&debs_out)
+        .with_context(|| format!("cannot create {}", debs_out.display()))?;
     let start = Instant::now();
     let mut cmd = Command::new("mmdebstrap");
     cmd.args([
@@ -140,7 +155,7 @@ fn make(cache: &Path, dir: &Path, packages: &[String], sources: &[String]) -> an
     ))
     .arg(format!(
         "--customize-hook=sync-out /var/cache/apt/archives {}",
-        debs.display()
+        debs_out.display()
     ))
     .arg("bookworm")
     .arg(&tmp)
@@ -179,6 +194,18 @@ fn make(cache: &Path, dir: &Path, packages: &[String], sources: &[String]) -> an
     }
     std::fs::rename(&tmp, dir)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    // Keep the downloaded packages for the next tree.
+    for entry in std::fs::read_dir(&debs_out)
+        .with_context(|| format!("cannot list {}", debs_out.display()))?
+    {
+        let path = entry?.path();
+        if let Some(file) = path.file_name() {
+            std::fs::rename(&path, debs.join(file))
+                .with_context(|| format!("cannot move {} to {}", path.display(), debs.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&debs_out);
+    let _ = std::fs::remove_dir_all(&conf_dir);
     eprintln!(
         "xtask: tree made in {:.1}s: {}",
         start.elapsed().as_secs_f64(),
