@@ -113,6 +113,14 @@ pub fn stage(tree: &Path, dir: &Path, add: &Additions<'_>) -> anyhow::Result<()>
         include_bytes!("files/99-strata-dhcp.network"),
         0o644,
     )?;
+    // Debian enables etcd.service when etcd-server is installed; on a
+    // master the agent renders etcd's configuration first and then starts
+    // it over D-Bus, so it must not start by itself with the defaults.
+    let etcd_wants = dir.join("etc/systemd/system/multi-user.target.wants/etcd.service");
+    if etcd_wants.symlink_metadata().is_ok() {
+        std::fs::remove_file(&etcd_wants)
+            .with_context(|| format!("cannot remove {}", etcd_wants.display()))?;
+    }
     put(dir, "etc/fstab", include_bytes!("files/fstab"), 0o644)?;
     put(dir, "etc/machine-id", b"", 0o444)?;
     put(dir, "etc/hostname", b"strata\n", 0o644)?;
