@@ -72,23 +72,66 @@ pub enum TaskCommand {
     },
     /// Check a task file and print what it holds.
     Check { file: PathBuf },
-    /// List the tasks of this node.
+    /// Pin a task to a node through the masters' API.
+    Run {
+        /// The node that runs the task.
+        #[arg(long)]
+        node: String,
+        /// Image reference (`registry/repo:tag`).
+        #[arg(long)]
+        image: String,
+        /// Task id [default: the image name and a unique suffix].
+        #[arg(long)]
+        id: Option<String>,
+        /// CPU limit in cores (0.5 = half a core).
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Memory limit (`64MiB`, `1G`, bytes).
+        #[arg(long, value_parser = tasks::spec::parse_size)]
+        mem: Option<u64>,
+        /// Restart policy: never, on-failure or always.
+        #[arg(long, default_value = "never", value_parser = parse_restart)]
+        restart: tasks::RestartPolicy,
+        /// Environment variable `KEY=VALUE` (repeatable).
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        #[command(flatten)]
+        target: crate::cli::Target,
+        /// The command and its arguments [default: the image's].
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List tasks: cluster-wide through the API when a context or endpoint
+    /// is given (`--context`, `--endpoint`, `$STRATA_CONTEXT`), else the
+    /// tasks in this node's state directory (or with `--local`).
     List {
         #[command(flatten)]
         state: StateDir,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// This node's state directory, even when a context is given.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        target: crate::cli::Target,
     },
-    /// Stop a task (SIGTERM, then SIGKILL after the grace period); it is not
-    /// restarted until its spec changes.
+    /// Stop a task: through the API (it is removed from its node) when a
+    /// context or endpoint is given, else on this node (SIGTERM, then
+    /// SIGKILL after the grace period; not restarted until its spec
+    /// changes).
     Stop {
         id: String,
         #[command(flatten)]
         state: StateDir,
-        /// Grace period in seconds (default: the task's).
+        /// Grace period in seconds (default: the task's; local only).
         #[arg(long)]
         grace: Option<u64>,
+        /// This node's state directory, even when a context is given.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        target: crate::cli::Target,
     },
     /// Print a task's stdout and stderr logs.
     Logs {
@@ -107,6 +150,42 @@ pub enum TaskCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+fn parse_restart(text: &str) -> Result<tasks::RestartPolicy, String> {
+    match text {
+        "never" => Ok(tasks::RestartPolicy::Never),
+        "on-failure" => Ok(tasks::RestartPolicy::OnFailure),
+        "always" => Ok(tasks::RestartPolicy::Always),
+        other => Err(format!(
+            "unknown restart policy `{other}`, expected never, on-failure or always"
+        )),
+    }
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "bad environment variable `{text}`: expected KEY=VALUE"
+        )),
+    }
+}
+
+/// A task id from the image's name and a unique suffix: `busybox-1a2b3c`.
+pub fn default_task_id(image: &str, now_ms: u64) -> String {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let name = name.split(['@', ':']).next().unwrap_or(name);
+    let mut base: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
+        .take(40)
+        .collect();
+    if base.is_empty() {
+        base.push_str("task");
+    }
+    format!("{base}-{:x}", now_ms & 0xff_ffff_ffff)
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,7 +249,48 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&spec)?);
             Ok(())
         }
-        TaskCommand::List { state, json } => {
+        TaskCommand::Run {
+            node,
+            image,
+            id,
+            cpus,
+            mem,
+            restart,
+            env,
+            target,
+            command,
+        } => {
+            let id = id.unwrap_or_else(|| default_task_id(&image, crate::runtime::now_ms()));
+            let spec = tasks::TaskSpec {
+                id,
+                image,
+                command,
+                env: env.into_iter().collect(),
+                cwd: None,
+                user: None,
+                cpus,
+                mem: mem.map(tasks::spec::Size),
+                pids: None,
+                read_only: false,
+                restart,
+                stop_grace_secs: 10,
+                netns: None,
+            };
+            crate::cli::remote_task_run(&target, node, spec)
+        }
+        TaskCommand::List {
+            json,
+            local: false,
+            target,
+            ..
+        } if target.is_given() => crate::cli::remote_task_list(&target, json),
+        TaskCommand::Stop {
+            id,
+            local: false,
+            target,
+            ..
+        } if target.is_given() => crate::cli::remote_task_stop(&target, &id),
+        TaskCommand::List { state, json, .. } => {
             let list = tasks::list(&state.state_dir);
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -190,7 +310,9 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TaskCommand::Stop { id, state, grace } => {
+        TaskCommand::Stop {
+            id, state, grace, ..
+        } => {
             let exit = tasks::stop(&state.state_dir, &id, grace.map(Duration::from_secs))?;
             match exit {
                 Some(e) => println!("task {id} stopped (exit code {})", e.code),
