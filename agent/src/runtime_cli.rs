@@ -95,6 +95,9 @@ pub enum TaskCommand {
         /// Environment variable `KEY=VALUE` (repeatable).
         #[arg(long = "env", value_parser = parse_env)]
         env: Vec<(String, String)>,
+        /// Seconds between SIGTERM and SIGKILL when the task is stopped.
+        #[arg(long, default_value_t = 10)]
+        stop_grace: u64,
         #[command(flatten)]
         target: crate::cli::Target,
         /// The command and its arguments [default: the image's].
@@ -188,6 +191,49 @@ pub fn default_task_id(image: &str, now_ms: u64) -> String {
     format!("{base}-{:x}", now_ms & 0xff_ffff_ffff)
 }
 
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    fn check(input: &str, expected: Expect) {
+        let got = format!(
+            "id={} restart={:?} env={:?}",
+            super::default_task_id(input, 0x1234_5678_9abc),
+            super::parse_restart(input),
+            super::parse_env(input)
+        );
+        expected.assert_eq(&got);
+    }
+
+    #[test]
+    fn run_arguments() {
+        check(
+            "127.0.0.1:5000/library/Busy.Box:1.36",
+            expect![[
+                r#"id=busybox-3456789abc restart=Err("unknown restart policy `127.0.0.1:5000/library/Busy.Box:1.36`, expected never, on-failure or always") env=Err("bad environment variable `127.0.0.1:5000/library/Busy.Box:1.36`: expected KEY=VALUE")"#
+            ]],
+        );
+        check(
+            "on-failure",
+            expect![[
+                r#"id=on-failure-3456789abc restart=Ok(OnFailure) env=Err("bad environment variable `on-failure`: expected KEY=VALUE")"#
+            ]],
+        );
+        check(
+            "A=b=c",
+            expect![[
+                r#"id=abc-3456789abc restart=Err("unknown restart policy `A=b=c`, expected never, on-failure or always") env=Ok(("A", "b=c"))"#
+            ]],
+        );
+        check(
+            "@sha256:00",
+            expect![[
+                r#"id=task-3456789abc restart=Err("unknown restart policy `@sha256:00`, expected never, on-failure or always") env=Err("bad environment variable `@sha256:00`: expected KEY=VALUE")"#
+            ]],
+        );
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Pull an image from a registry, verifying every blob.
@@ -257,6 +303,7 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             mem,
             restart,
             env,
+            stop_grace,
             target,
             command,
         } => {
@@ -273,7 +320,7 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
                 pids: None,
                 read_only: false,
                 restart,
-                stop_grace_secs: 10,
+                stop_grace_secs: stop_grace,
                 netns: None,
             };
             crate::cli::remote_task_run(&target, node, spec)

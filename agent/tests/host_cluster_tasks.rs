@@ -408,7 +408,7 @@ fn tasks_pinned_through_the_api() {
         context: out.join("cli/context.toml"),
     };
     let _master = spawn_node("master-1", &master_ns);
-    let _agent = spawn_node("agent-1", &agent_ns);
+    let agent = spawn_node("agent-1", &agent_ns);
     c.wait("agent-1 Ready", Duration::from_secs(60), || {
         let nodes: Vec<NodeStatus> =
             serde_json::from_str(&c.cli(&["node", "list", "--json"]).ok()?).ok()?;
@@ -490,6 +490,8 @@ fn tasks_pinned_through_the_api() {
             "64MiB",
             "--cpus",
             "0.5",
+            "--stop-grace",
+            "1",
             "--",
             "sh",
             "-c",
@@ -540,6 +542,27 @@ fn tasks_pinned_through_the_api() {
             .ok()
             .filter(|l| l.contains("hello"))
     });
+
+    // The agent restarts: the task keeps running and is adopted (same
+    // process, no restart, no second task), and is still reported.
+    drop(agent);
+    let _agent = spawn_node("agent-1", &agent_ns);
+    c.wait("agent-1 registered again", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.join("agent-1.log"))
+            .ok()?
+            .contains("is Ready")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let local = agent::tasks::list(&agent_state);
+    assert_eq!(local.len(), 1, "{local:?}");
+    assert_eq!(local[0].state, "running", "{local:?}");
+    assert_eq!(local[0].pid, running.pid, "the task was not adopted");
+    assert_eq!(local[0].restarts, 0);
+    let listed = c.tasks().expect("task list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].pid, running.pid);
+    assert_eq!(listed[0].state, "running");
 
     // Stopped through the API: gone from the cluster and from the node.
     let stopped = Instant::now();
