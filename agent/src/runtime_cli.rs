@@ -105,8 +105,9 @@ pub enum TaskCommand {
         command: Vec<String>,
     },
     /// List tasks: cluster-wide through the API when a context or endpoint
-    /// is given (`--context`, `--endpoint`, `$STRATA_CONTEXT`), else the
-    /// tasks in this node's state directory (or with `--local`).
+    /// is given (`--context`, `--endpoint`, `$STRATA_CONTEXT`), else (or
+    /// with `--local` or another `--state-dir`) the tasks in this node's
+    /// state directory.
     List {
         #[command(flatten)]
         state: StateDir,
@@ -120,7 +121,8 @@ pub enum TaskCommand {
         target: crate::cli::Target,
     },
     /// Stop a task: through the API (it is removed from its node) when a
-    /// context or endpoint is given, else on this node (SIGTERM, then
+    /// context or endpoint is given, else (or with `--local` or another
+    /// `--state-dir`) on this node (SIGTERM, then
     /// SIGKILL after the grace period; not restarted until its spec
     /// changes).
     Stop {
@@ -153,6 +155,12 @@ pub enum TaskCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+/// Whether `task list` / `task stop` go to the cluster: a context or an
+/// endpoint is given and no state directory other than the default.
+fn remote(target: &crate::cli::Target, state: &StateDir) -> bool {
+    target.is_given() && state.state_dir == std::path::Path::new(tasks::DEFAULT_STATE_DIR)
 }
 
 fn parse_restart(text: &str) -> Result<tasks::RestartPolicy, String> {
@@ -329,14 +337,15 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             json,
             local: false,
             target,
-            ..
-        } if target.is_given() => crate::cli::remote_task_list(&target, json),
+            state,
+        } if remote(&target, &state) => crate::cli::remote_task_list(&target, json),
         TaskCommand::Stop {
             id,
             local: false,
             target,
+            state,
             ..
-        } if target.is_given() => crate::cli::remote_task_stop(&target, &id),
+        } if remote(&target, &state) => crate::cli::remote_task_stop(&target, &id),
         TaskCommand::List { state, json, .. } => {
             let list = tasks::list(&state.state_dir);
             if json {
