@@ -72,7 +72,7 @@ pub enum Command {
     },
     // --- end of cluster formation ---
     // ---- container runtime (issue 5): tasks, images, shim ----
-    /// Run and inspect the tasks on this node.
+    /// Run, list and stop tasks: on the cluster or on this node.
     Task {
         #[command(subcommand)]
         command: crate::runtime_cli::TaskCommand,
@@ -179,6 +179,18 @@ pub struct Target {
     pub endpoint: Option<String>,
 }
 
+impl Target {
+    /// Whether the CLI is pointed at a cluster: a context or an endpoint
+    /// given, or `$STRATA_CONTEXT` set.
+    pub fn is_given(&self) -> bool {
+        self.context.is_some()
+            || self.endpoint.is_some()
+            || std::env::var_os("STRATA_CONTEXT").is_some_and(|v| !v.is_empty())
+    }
+}
+
+pub use cluster_cli::{remote_task_list, remote_task_run, remote_task_stop};
+
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Make a new cluster from cluster.toml: CA, join token, one user-data
@@ -255,7 +267,7 @@ mod cluster_cli {
     use super::{ClusterCommand, NodeCommand, Target};
     use crate::api::client::{ApiClient, Auth};
     use crate::api::tls;
-    use crate::cluster::model::{ClusterStatus, NodeStatus};
+    use crate::cluster::model::{ClusterStatus, NodeStatus, TaskRequest, TaskView};
     use crate::cluster::{self, context, show, unix_now};
 
     fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -350,6 +362,41 @@ mod cluster_cli {
         }
     }
 
+    /// `strata task run`: pins a task to a node.
+    pub fn remote_task_run(
+        target: &Target,
+        node: String,
+        spec: crate::tasks::TaskSpec,
+    ) -> anyhow::Result<()> {
+        let client = client(target)?;
+        let id = spec.id.clone();
+        let view: TaskView =
+            runtime()?.block_on(client.post("/v1/tasks", &TaskRequest { node, spec }))?;
+        println!("task {id} pinned to node {}", view.node);
+        Ok(())
+    }
+
+    /// `strata task list` against the cluster.
+    pub fn remote_task_list(target: &Target, json: bool) -> anyhow::Result<()> {
+        let client = client(target)?;
+        let tasks: Vec<TaskView> = runtime()?.block_on(client.get("/v1/tasks"))?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&tasks)?);
+            return Ok(());
+        }
+        print!("{}", show::task_list(&tasks));
+        Ok(())
+    }
+
+    /// `strata task stop` against the cluster.
+    pub fn remote_task_stop(target: &Target, id: &str) -> anyhow::Result<()> {
+        let client = client(target)?;
+        let _: serde_json::Value =
+            runtime()?.block_on(client.delete(&format!("/v1/tasks/{id}")))?;
+        println!("task {id} stopped");
+        Ok(())
+    }
+
     pub fn node(command: NodeCommand) -> anyhow::Result<()> {
         match command {
             NodeCommand::List { target, json } => {
@@ -417,7 +464,7 @@ mod tests {
               config   Validate Strata configuration files (cluster.toml, role defaults, user-data)
               cluster  Create a cluster and look at it
               node     Look at the cluster's nodes
-              task     Run and inspect the tasks on this node
+              task     Run, list and stop tasks: on the cluster or on this node
               image    Pull, import, list and garbage-collect OCI images
               help     Print this message or the help of the given subcommand(s)
 

@@ -72,23 +72,71 @@ pub enum TaskCommand {
     },
     /// Check a task file and print what it holds.
     Check { file: PathBuf },
-    /// List the tasks of this node.
+    /// Pin a task to a node through the masters' API.
+    Run {
+        /// The node that runs the task.
+        #[arg(long)]
+        node: String,
+        /// Image reference (`registry/repo:tag`).
+        #[arg(long)]
+        image: String,
+        /// Task id [default: the image name and a unique suffix].
+        #[arg(long)]
+        id: Option<String>,
+        /// CPU limit in cores (0.5 = half a core).
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Memory limit (`64MiB`, `1G`, bytes).
+        #[arg(long, value_parser = tasks::spec::parse_size)]
+        mem: Option<u64>,
+        /// Restart policy: never, on-failure or always.
+        #[arg(long, default_value = "never", value_parser = parse_restart)]
+        restart: tasks::RestartPolicy,
+        /// Environment variable `KEY=VALUE` (repeatable).
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Seconds between SIGTERM and SIGKILL when the task is stopped.
+        #[arg(long, default_value_t = 10)]
+        stop_grace: u64,
+        #[command(flatten)]
+        target: crate::cli::Target,
+        /// The command and its arguments [default: the image's].
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List tasks: cluster-wide through the API when a context or endpoint
+    /// is given (`--context`, `--endpoint`, `$STRATA_CONTEXT`), else (or
+    /// with `--local` or another `--state-dir`) the tasks in this node's
+    /// state directory.
     List {
         #[command(flatten)]
         state: StateDir,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// This node's state directory, even when a context is given.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        target: crate::cli::Target,
     },
-    /// Stop a task (SIGTERM, then SIGKILL after the grace period); it is not
-    /// restarted until its spec changes.
+    /// Stop a task: through the API (it is removed from its node) when a
+    /// context or endpoint is given, else (or with `--local` or another
+    /// `--state-dir`) on this node (SIGTERM, then
+    /// SIGKILL after the grace period; not restarted until its spec
+    /// changes).
     Stop {
         id: String,
         #[command(flatten)]
         state: StateDir,
-        /// Grace period in seconds (default: the task's).
+        /// Grace period in seconds (default: the task's; local only).
         #[arg(long)]
         grace: Option<u64>,
+        /// This node's state directory, even when a context is given.
+        #[arg(long)]
+        local: bool,
+        #[command(flatten)]
+        target: crate::cli::Target,
     },
     /// Print a task's stdout and stderr logs.
     Logs {
@@ -107,6 +155,91 @@ pub enum TaskCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+/// Whether `task list` / `task stop` go to the cluster: a context or an
+/// endpoint is given and no state directory other than the default.
+fn remote(target: &crate::cli::Target, state: &StateDir) -> bool {
+    target.is_given() && state.state_dir == std::path::Path::new(tasks::DEFAULT_STATE_DIR)
+}
+
+fn parse_restart(text: &str) -> Result<tasks::RestartPolicy, String> {
+    match text {
+        "never" => Ok(tasks::RestartPolicy::Never),
+        "on-failure" => Ok(tasks::RestartPolicy::OnFailure),
+        "always" => Ok(tasks::RestartPolicy::Always),
+        other => Err(format!(
+            "unknown restart policy `{other}`, expected never, on-failure or always"
+        )),
+    }
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "bad environment variable `{text}`: expected KEY=VALUE"
+        )),
+    }
+}
+
+/// A task id from the image's name and a unique suffix: `busybox-1a2b3c`.
+pub fn default_task_id(image: &str, now_ms: u64) -> String {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let name = name.split(['@', ':']).next().unwrap_or(name);
+    let mut base: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_')
+        .take(40)
+        .collect();
+    if base.is_empty() {
+        base.push_str("task");
+    }
+    format!("{base}-{:x}", now_ms & 0xff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    fn check(input: &str, expected: Expect) {
+        let got = format!(
+            "id={} restart={:?} env={:?}",
+            super::default_task_id(input, 0x1234_5678_9abc),
+            super::parse_restart(input),
+            super::parse_env(input)
+        );
+        expected.assert_eq(&got);
+    }
+
+    #[test]
+    fn run_arguments() {
+        check(
+            "127.0.0.1:5000/library/Busy.Box:1.36",
+            expect![[
+                r#"id=busybox-3456789abc restart=Err("unknown restart policy `127.0.0.1:5000/library/Busy.Box:1.36`, expected never, on-failure or always") env=Err("bad environment variable `127.0.0.1:5000/library/Busy.Box:1.36`: expected KEY=VALUE")"#
+            ]],
+        );
+        check(
+            "on-failure",
+            expect![[
+                r#"id=on-failure-3456789abc restart=Ok(OnFailure) env=Err("bad environment variable `on-failure`: expected KEY=VALUE")"#
+            ]],
+        );
+        check(
+            "A=b=c",
+            expect![[
+                r#"id=abc-3456789abc restart=Err("unknown restart policy `A=b=c`, expected never, on-failure or always") env=Ok(("A", "b=c"))"#
+            ]],
+        );
+        check(
+            "@sha256:00",
+            expect![[
+                r#"id=task-3456789abc restart=Err("unknown restart policy `@sha256:00`, expected never, on-failure or always") env=Err("bad environment variable `@sha256:00`: expected KEY=VALUE")"#
+            ]],
+        );
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,7 +303,50 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&spec)?);
             Ok(())
         }
-        TaskCommand::List { state, json } => {
+        TaskCommand::Run {
+            node,
+            image,
+            id,
+            cpus,
+            mem,
+            restart,
+            env,
+            stop_grace,
+            target,
+            command,
+        } => {
+            let id = id.unwrap_or_else(|| default_task_id(&image, crate::runtime::now_ms()));
+            let spec = tasks::TaskSpec {
+                id,
+                image,
+                command,
+                env: env.into_iter().collect(),
+                cwd: None,
+                user: None,
+                cpus,
+                mem: mem.map(tasks::spec::Size),
+                pids: None,
+                read_only: false,
+                restart,
+                stop_grace_secs: stop_grace,
+                netns: None,
+            };
+            crate::cli::remote_task_run(&target, node, spec)
+        }
+        TaskCommand::List {
+            json,
+            local: false,
+            target,
+            state,
+        } if remote(&target, &state) => crate::cli::remote_task_list(&target, json),
+        TaskCommand::Stop {
+            id,
+            local: false,
+            target,
+            state,
+            ..
+        } if remote(&target, &state) => crate::cli::remote_task_stop(&target, &id),
+        TaskCommand::List { state, json, .. } => {
             let list = tasks::list(&state.state_dir);
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
@@ -190,7 +366,9 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TaskCommand::Stop { id, state, grace } => {
+        TaskCommand::Stop {
+            id, state, grace, ..
+        } => {
             let exit = tasks::stop(&state.state_dir, &id, grace.map(Duration::from_secs))?;
             match exit {
                 Some(e) => println!("task {id} stopped (exit code {})", e.code),

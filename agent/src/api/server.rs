@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use configs::net::Ipv4Cidr;
 use hyper_util::rt::TokioIo;
@@ -19,8 +19,9 @@ use tower::ServiceExt;
 
 use crate::cluster::log;
 use crate::cluster::model::{
-    ApiErrorBody, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo,
-    NodeRecord, NodeSettings, NodeState, NodeStatus, NodeWatch, Registered, node_statuses,
+    ApiErrorBody, AssignmentWatch, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse,
+    NodeInfo, NodeRecord, NodeSettings, NodeState, NodeStatus, NodeWatch, Registered, TaskRecord,
+    TaskReport, TaskRequest, TaskView, node_statuses,
 };
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo, JoinToken};
@@ -191,6 +192,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/nodes/{name}/heartbeat", post(heartbeat))
         .route("/v1/watch/nodes/{after}", get(watch_nodes))
         .route("/v1/cluster/status", get(cluster_status))
+        .route("/v1/tasks", get(list_tasks).post(create_task))
+        .route("/v1/tasks/{id}", axum::routing::delete(delete_task))
+        .route("/v1/tasks/{id}/status", put(report_task))
+        .route("/v1/watch/assignments/{after}", get(watch_assignments))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API endpoint") })
         .with_state(state)
 }
@@ -507,6 +512,189 @@ async fn cluster_status(
         nodes_ready: nodes.iter().filter(|n| n.state == NodeState::Ready).count(),
         nodes_total: nodes.len(),
     }))
+}
+
+fn require_admin(state: &ApiState, headers: &HeaderMap, peer: &Peer, what: &str) -> Result<()> {
+    match authenticate(state, headers, peer)? {
+        Caller::Admin => Ok(()),
+        Caller::Node(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("only the cluster's CLI token can {what}"),
+        )),
+    }
+}
+
+/// Pins a task to a node. The spec is checked as the node's runtime checks
+/// it, and the node must be known.
+async fn create_task(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Json(req): Json<TaskRequest>,
+) -> Result<Json<TaskView>> {
+    require_admin(&state, &headers, &peer, "run tasks")?;
+    req.spec.validate().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("task `{}`: {e}", req.spec.id),
+        )
+    })?;
+    if req.spec.netns.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "task `{}`: netns is chosen by the node, not the API",
+                req.spec.id
+            ),
+        ));
+    }
+    if state.store.get_node(&req.node).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "task `{}`: no node named `{}` in the cluster",
+                req.spec.id, req.node
+            ),
+        ));
+    }
+    let record = TaskRecord {
+        node: req.node.clone(),
+        spec: req.spec.clone(),
+        created_at: now(),
+    };
+    if !state.store.create_task(&req.spec.id, &record).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "a task with id `{}` exists already: stop it first",
+                req.spec.id
+            ),
+        ));
+    }
+    log(&format!(
+        "api: task `{}` ({}) pinned to node `{}`",
+        req.spec.id, req.spec.image, req.node
+    ));
+    Ok(Json(TaskView {
+        id: req.spec.id,
+        node: req.node,
+        image: req.spec.image,
+        state: "pending".to_string(),
+        pid: None,
+        restarts: 0,
+        exit_code: None,
+    }))
+}
+
+async fn list_tasks(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<TaskView>>> {
+    authenticate(&state, &headers, &peer)?;
+    let tasks = state.store.list_tasks().await?;
+    let mut reports = state.store.task_reports().await?;
+    Ok(Json(
+        tasks
+            .into_iter()
+            .map(|(id, t)| {
+                let r = reports.remove(&id);
+                TaskView {
+                    node: t.node,
+                    image: t.spec.image,
+                    state: r
+                        .as_ref()
+                        .map_or_else(|| "pending".to_string(), |r| r.state.clone()),
+                    pid: r.as_ref().and_then(|r| r.pid),
+                    restarts: r.as_ref().map_or(0, |r| r.restarts),
+                    exit_code: r.as_ref().and_then(|r| r.exit_code),
+                    id,
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// Stops a task: it leaves the cluster state, and its node stops and
+/// removes it.
+async fn delete_task(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    require_admin(&state, &headers, &peer, "stop tasks")?;
+    if !state.store.delete_task(&id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no task with id `{id}`"),
+        ));
+    }
+    log(&format!("api: task `{id}` stopped"));
+    Ok(Json(serde_json::json!({ "stopped": id })))
+}
+
+/// A node reports the state of one of its tasks.
+async fn report_task(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(mut report): Json<TaskReport>,
+) -> Result<Json<serde_json::Value>> {
+    let Caller::Node(cert) = authenticate(&state, &headers, &peer)? else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only the node running a task reports its status",
+        ));
+    };
+    let task =
+        state.store.get_task(&id).await?.ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no task with id `{id}`"))
+        })?;
+    if task.node != cert.common_name {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "task `{id}` runs on node `{}`, not on `{}`",
+                task.node, cert.common_name
+            ),
+        ));
+    }
+    report.at = now();
+    state.store.put_task_report(&id, &report).await?;
+    Ok(Json(serde_json::json!({ "reported": id })))
+}
+
+/// The tasks assigned to the calling node (known by its certificate) once
+/// the task set changed after etcd revision `after` (a long poll of at
+/// most [`WATCH_WAIT`]; `0` answers at once).
+async fn watch_assignments(
+    State(state): State<Arc<ApiState>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(after): Path<i64>,
+) -> Result<Json<AssignmentWatch>> {
+    let Caller::Node(cert) = authenticate(&state, &headers, &peer)? else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "assignments are for nodes: present the node's certificate",
+        ));
+    };
+    check_registered(&state, &cert).await?;
+    if after > 0 {
+        state.store.wait_task_change(after, WATCH_WAIT).await?;
+    }
+    let revision = state.store.revision().await?;
+    let tasks = state
+        .store
+        .list_tasks()
+        .await?
+        .into_values()
+        .filter(|t| t.node == cert.common_name)
+        .map(|t| t.spec)
+        .collect();
+    Ok(Json(AssignmentWatch { revision, tasks }))
 }
 
 /// Serves the API on `listener` until the task is dropped. TLS handshake

@@ -6,6 +6,7 @@
 //! The daemon calls [`run_master`] on masters and [`run_agent`] on private
 //! and public agents; both run until the process ends.
 
+pub mod assignments;
 pub mod bench;
 pub mod context;
 pub mod identity;

@@ -214,3 +214,60 @@ pub struct ClusterStatus {
 pub struct ApiErrorBody {
     pub error: String,
 }
+
+/// A task pinned to a node, as the CLI sends it (`POST /v1/tasks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    /// The node that runs the task.
+    pub node: String,
+    pub spec: crate::tasks::TaskSpec,
+}
+
+/// What the cluster keeps about a task (`/strata/tasks/<id>` in etcd).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub node: String,
+    pub spec: crate::tasks::TaskSpec,
+    /// Unix seconds of the submission.
+    pub created_at: u64,
+}
+
+/// A task's state as its node reports it (`PUT /v1/tasks/<id>/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// `starting`, `running`, `exited`, `stopped` or `lost`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Unix seconds of the report (set by the master).
+    #[serde(default)]
+    pub at: u64,
+}
+
+/// One task as `GET /v1/tasks` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub node: String,
+    pub image: String,
+    /// `pending` until the node reported.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// The tasks assigned to one node at an etcd revision: what
+/// `GET /v1/watch/assignments/<after>` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentWatch {
+    pub revision: i64,
+    pub tasks: Vec<crate::tasks::TaskSpec>,
+}

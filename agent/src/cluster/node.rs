@@ -127,6 +127,8 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     // Set when the masters refused this node's identity (its record was
     // removed): the kept identity must not be used again.
     let mut rejoin = false;
+    // The task follower starts once, after the first registration.
+    let mut tasks_started = false;
     loop {
         let loaded = if std::mem::take(&mut rejoin) {
             Ok(None)
@@ -179,6 +181,10 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         if net.as_ref().map(|n| n.subnet) != registered.subnet {
             drop(net.take());
             net = start_network(ud, &opts, &client, &identity, &endpoints, &registered)?;
+        }
+        if !tasks_started {
+            start_tasks(&opts, &identity, &endpoints)?;
+            tasks_started = true;
         }
         let settings = registered.settings;
         heartbeat(ud, &client, settings, &mut health).await;
@@ -287,6 +293,27 @@ fn start_network(
         },
         follower,
     )))
+}
+
+/// Starts following this node's task assignments
+/// ([`crate::cluster::assignments`]), with connections of its own.
+fn start_tasks(
+    opts: &AgentOptions,
+    identity: &Identity,
+    endpoints: &[String],
+) -> anyhow::Result<()> {
+    let client = |timeout: Duration| -> anyhow::Result<ApiClient> {
+        let tls = tls::client_config(
+            &identity.ca_pem,
+            Some((&identity.cert_pem, &identity.key_pem)),
+        )?;
+        Ok(ApiClient::new(endpoints.to_vec(), tls, Auth::Tls).with_timeout(timeout))
+    };
+    crate::cluster::assignments::spawn(
+        opts.state_dir.clone(),
+        client(network::WATCH_TIMEOUT)?,
+        client(Duration::from_secs(10))?,
+    )
 }
 
 /// The node's underlay address: given by the caller (masters), else the

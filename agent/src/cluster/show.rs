@@ -166,3 +166,20 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
     ));
     out
 }
+
+/// The `strata task list` table of the cluster's tasks.
+pub fn task_list(tasks: &[crate::cluster::model::TaskView]) -> String {
+    let mut out = format!(
+        "{:<24} {:<16} {:<10} {:>8} {:>8} {:>5}  IMAGE\n",
+        "ID", "NODE", "STATE", "PID", "RESTARTS", "EXIT"
+    );
+    for t in tasks {
+        let pid = t.pid.map_or("-".into(), |p| p.to_string());
+        let exit = t.exit_code.map_or("-".into(), |c| c.to_string());
+        out.push_str(&format!(
+            "{:<24} {:<16} {:<10} {:>8} {:>8} {:>5}  {}\n",
+            t.id, t.node, t.state, pid, t.restarts, exit, t.image
+        ));
+    }
+    out
+}

@@ -17,12 +17,14 @@ use etcd_client::{
     LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
-use crate::cluster::model::{Alive, MasterStatus, NodeRecord};
+use crate::cluster::model::{Alive, MasterStatus, NodeRecord, TaskRecord, TaskReport};
 use crate::overlay::lease::{self, LeaseError, LeaseKeys};
 
 const NODES: &str = "/strata/nodes/";
 const ALIVE: &str = "/strata/alive/";
 const PROBE: &str = "/strata/probe";
+const TASKS: &str = "/strata/tasks/";
+const TASK_STATUS: &str = "/strata/task-status/";
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
@@ -190,6 +192,108 @@ impl Store {
                         .iter()
                         .any(|e| e.kv().is_some_and(|kv| relevant(kv.key())))
                 {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(wait, changed).await {
+            Ok(r) => r.map_err(|e| self.err(e)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Stores a new task; `false` when a task with its id exists already.
+    pub async fn create_task(&self, id: &str, record: &TaskRecord) -> Result<bool, Error> {
+        let key = format!("{TASKS}{id}");
+        let value = serde_json::to_vec(record).expect("a task record always serializes");
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(key, value, None),
+                TxnOp::delete(format!("{TASK_STATUS}{id}"), None),
+            ]);
+        let mut kv = self.client.kv_client();
+        Ok(self.timed(kv.txn(txn)).await?.succeeded())
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
+        let key = format!("{TASKS}{id}");
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(key.clone(), None)).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(&key, kv.value()))
+            .transpose()
+    }
+
+    /// Every task: id to record.
+    pub async fn list_tasks(&self) -> Result<BTreeMap<String, TaskRecord>, Error> {
+        self.decode_prefix(TASKS).await
+    }
+
+    /// Every task status report: id to report.
+    pub async fn task_reports(&self) -> Result<BTreeMap<String, TaskReport>, Error> {
+        self.decode_prefix(TASK_STATUS).await
+    }
+
+    async fn decode_prefix<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, T>, Error> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .timed(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let id = key.trim_start_matches(prefix).to_string();
+            out.insert(id, decode(&key, kv.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a task and its status; returns whether it existed.
+    pub async fn delete_task(&self, id: &str) -> Result<bool, Error> {
+        let mut kv = self.client.kv_client();
+        let txn = Txn::new().and_then([
+            TxnOp::delete(format!("{TASKS}{id}"), None),
+            TxnOp::delete(format!("{TASK_STATUS}{id}"), None),
+        ]);
+        let resp = self.timed(kv.txn(txn)).await?;
+        Ok(resp
+            .op_responses()
+            .iter()
+            .any(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0)))
+    }
+
+    /// Records a task's status as its node reports it, only while the task
+    /// exists (a report racing a delete is dropped).
+    pub async fn put_task_report(&self, id: &str, report: &TaskReport) -> Result<bool, Error> {
+        let value = serde_json::to_vec(report).expect("a task report always serializes");
+        let txn = Txn::new()
+            .when([Compare::version(
+                format!("{TASKS}{id}"),
+                CompareOp::Greater,
+                0,
+            )])
+            .and_then([TxnOp::put(format!("{TASK_STATUS}{id}"), value, None)]);
+        let mut kv = self.client.kv_client();
+        Ok(self.timed(kv.txn(txn)).await?.succeeded())
+    }
+
+    /// Waits until a task is created, changed or removed after revision
+    /// `after`, or until `wait` passes (as [`Store::wait_node_change`]).
+    pub async fn wait_task_change(&self, after: i64, wait: Duration) -> Result<(), Error> {
+        let mut watch = self.client.watch_client();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(after + 1);
+        let changed = async {
+            let mut stream = watch.watch(TASKS, Some(options)).await?;
+            while let Some(resp) = stream.message().await? {
+                if resp.canceled() || !resp.events().is_empty() {
                     break;
                 }
             }

@@ -1,0 +1,156 @@
+//! The agent side of pinned tasks: follow this node's assignment watch
+//! (`GET /v1/watch/assignments/<revision>`, the path the scheduler will
+//! use too), bring the node's tasks to it through
+//! [`Supervisor::reconcile`], and report each task's state back
+//! (`PUT /v1/tasks/<id>/status`).
+//!
+//! Everything runs on a thread of its own with a single-threaded async
+//! runtime: the supervisor only spawns per-task shims (separate
+//! processes), never containers from a multi-threaded runtime. Tasks
+//! outlive the agent; a restarted agent's supervisor adopts them from the
+//! state directory, and nothing is reconciled before the first answer of
+//! the watch, so an agent restart never stops a task.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::client::ApiClient;
+use crate::cluster::log;
+use crate::cluster::model::{AssignmentWatch, TaskReport};
+use crate::images::PullOptions;
+use crate::tasks::{self, Supervisor, TaskSpec};
+
+/// How often the supervisor reconciles when nothing changed (restart
+/// policies, status reports).
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the assignment follower on its own thread. `watch` is used for
+/// the long poll only, `report` for status reports, so one never waits for
+/// the other.
+pub fn spawn(state_dir: PathBuf, watch: ApiClient, report: ApiClient) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("strata-tasks".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log(&format!("tasks: cannot start the async runtime: {e}"));
+                    return;
+                }
+            };
+            rt.block_on(run(state_dir, watch, report));
+        })
+        .context("cannot start the task thread")?;
+    Ok(())
+}
+
+async fn run(state_dir: PathBuf, watch: ApiClient, report: ApiClient) {
+    let mut supervisor = loop {
+        let opened = std::env::current_exe()
+            .context("cannot find the strata binary")
+            .and_then(|exe| Supervisor::new(&state_dir, exe, PullOptions::default()));
+        match opened {
+            Ok(s) => break s,
+            Err(e) => {
+                log(&format!("tasks: {e:#}: trying again in 5s"));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
+    tokio::spawn(follow(Arc::new(watch), tx));
+    let mut reported: HashMap<String, TaskReport> = HashMap::new();
+    loop {
+        let desired = rx.borrow_and_update().clone();
+        if let Some(desired) = desired {
+            for event in supervisor.reconcile(desired.clone()).await {
+                log(&format!("tasks: {event}"));
+            }
+            report_states(&state_dir, &desired, &report, &mut reported).await;
+        }
+        let _ = tokio::time::timeout(RECONCILE_INTERVAL, rx.changed()).await;
+    }
+}
+
+/// Long-polls the assignment watch and hands every answer over.
+async fn follow(client: Arc<ApiClient>, tx: tokio::sync::watch::Sender<Option<Vec<TaskSpec>>>) {
+    let mut revision = 0;
+    let mut failing = false;
+    loop {
+        match client
+            .get::<AssignmentWatch>(&format!("/v1/watch/assignments/{revision}"))
+            .await
+        {
+            Ok(w) => {
+                if failing {
+                    log("tasks: the assignment watch answers again");
+                    failing = false;
+                }
+                revision = w.revision;
+                tx.send_if_modified(|old| {
+                    let new = Some(w.tasks);
+                    let changed = *old != new;
+                    *old = new;
+                    changed
+                });
+            }
+            Err(e) => {
+                if !failing {
+                    log(&format!("tasks: assignment watch failed, retrying: {e}"));
+                    failing = true;
+                }
+                revision = 0;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Reports the state of every assigned task that changed since the last
+/// report.
+async fn report_states(
+    state_dir: &std::path::Path,
+    desired: &[TaskSpec],
+    client: &ApiClient,
+    reported: &mut HashMap<String, TaskReport>,
+) {
+    let local = tasks::list(state_dir);
+    reported.retain(|id, _| desired.iter().any(|s| &s.id == id));
+    for spec in desired {
+        let now = match local.iter().find(|t| t.id == spec.id) {
+            Some(t) => TaskReport {
+                state: t.state.clone(),
+                pid: t.pid,
+                restarts: t.restarts,
+                exit_code: t.exit_code,
+                at: 0,
+            },
+            None => TaskReport {
+                state: "starting".to_string(),
+                pid: None,
+                restarts: 0,
+                exit_code: None,
+                at: 0,
+            },
+        };
+        if reported.get(&spec.id) == Some(&now) {
+            continue;
+        }
+        match client
+            .put::<_, serde_json::Value>(&format!("/v1/tasks/{}/status", spec.id), &now)
+            .await
+        {
+            Ok(_) => {
+                reported.insert(spec.id.clone(), now);
+            }
+            Err(e) => log(&format!("tasks: cannot report task {}: {e}", spec.id)),
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! Tasks pinned to a node through the master API, end to end: a real etcd,
+//! one master and one agent as real `strata` processes, each in its own
+//! network namespace on a veth-and-bridge underlay. The busybox-static
+//! image (built here with umoci) is imported into the agent's image store
+//! with `strata image import` before the agent starts (the agent's
+//! namespace has no route to a registry on the host's loopback). `strata
+//! task run --node agent-1` pins a task; the agent receives it through its
+//! assignment watch, runs it, and reports it running in `strata task
+//! list`; its log holds its output; `strata task stop` removes it from the
+//! node. Bad specs (unknown node, memory below the minimum) are refused
+//! with clear errors. Root only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent::cluster::model::{NodeState, NodeStatus, TaskView};
+use agent::pki::Ca;
+use agent::testenv::{Need, require};
+
+const MASTER_IP: &str = "10.79.0.1";
+
+fn output(program: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    output(Path::new(program), args).unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
+}
+
+/// Network namespaces, deleted (with their links) on drop.
+struct Netns(Vec<String>);
+
+impl Netns {
+    fn add(&mut self, name: &str) {
+        run("ip", &["netns", "add", name]);
+        self.0.push(name.to_string());
+        run("ip", &["-n", name, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in self.0.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// A process killed on drop; its output goes to a log file. It enters the
+/// network namespace with `nsenter`, not `ip netns exec`, which mounts a
+/// sysfs of its own without the cgroup hierarchy the agent's containers
+/// need.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(netns: &str, program: &Path, args: &[&str], log: &Path) -> Proc {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{netns}"))
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Proc(child)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops every task left in a state directory and unmounts its root
+/// filesystem (after the agent was killed: declared before the processes).
+struct TaskCleanup(PathBuf);
+
+impl Drop for TaskCleanup {
+    fn drop(&mut self) {
+        for t in agent::tasks::list(&self.0) {
+            let _ = agent::tasks::stop(&self.0, &t.id, Some(Duration::from_millis(100)));
+        }
+        for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = nix::mount::umount2(
+                &entry.path().join("bundle/rootfs"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
+        }
+    }
+}
+
+struct Cluster {
+    dir: PathBuf,
+    strata: PathBuf,
+    master_ns: String,
+    context: PathBuf,
+}
+
+impl Cluster {
+    /// The CLI in the master's namespace, with the cluster's context
+    /// (given after the two subcommand words, before any `--`).
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let ctx = self.context.display().to_string();
+        let strata = self.strata.display().to_string();
+        let mut full = vec!["netns", "exec", &self.master_ns, &strata];
+        full.extend_from_slice(&args[..2]);
+        full.extend_from_slice(&["--context", &ctx]);
+        full.extend_from_slice(&args[2..]);
+        output(Path::new("ip"), &full)
+    }
+
+    fn tasks(&self) -> Option<Vec<TaskView>> {
+        let out = self.cli(&["task", "list", "--json"]).ok()?;
+        serde_json::from_str(&out).ok()
+    }
+
+    fn logs(&self) -> String {
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                format!(
+                    "--- {}:\n{}",
+                    f.display(),
+                    std::fs::read_to_string(f).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Polls `check` every 50 ms until it returns `Some`, or panics with
+    /// `what` and the logs. Prints how long it took.
+    fn wait<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check() {
+                eprintln!("{what}: after {:.3}s", start.elapsed().as_secs_f64());
+                return v;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// An OCI layout holding busybox-static as `bb:1` (cmd `sh`).
+fn busybox_layout(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "sleep", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    let layout = dir.join("layout");
+    let image = format!("{}:1", layout.display());
+    let bundle = dir.join("bundle").display().to_string();
+    run(
+        "umoci",
+        &["init", "--layout", &layout.display().to_string()],
+    );
+    run("umoci", &["new", "--image", &image]);
+    run("umoci", &["unpack", "--image", &image, &bundle]);
+    run(
+        "cp",
+        &[
+            "-a",
+            &format!("{}/.", root.display()),
+            &format!("{bundle}/rootfs/"),
+        ],
+    );
+    run("umoci", &["repack", "--image", &image, &bundle]);
+    run(
+        "umoci",
+        &[
+            "config",
+            "--image",
+            &image,
+            "--config.cmd",
+            "sh",
+            "--config.env",
+            "PATH=/bin",
+        ],
+    );
+    layout
+}
+
+#[test]
+fn tasks_pinned_through_the_api() {
+    if !require(
+        "host_cluster_tasks",
+        &[
+            Need::Root,
+            Need::Program("etcd"),
+            Need::Program("ip"),
+            Need::Program("nft"),
+            Need::Program("umoci"),
+            Need::Program("nsenter"),
+            Need::File("/bin/busybox"),
+        ],
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    // A copy of the binary (several worktrees may share one target dir;
+    // STRATA_TEST_BIN picks another binary).
+    let bin = std::env::var_os("STRATA_TEST_BIN")
+        .map_or(PathBuf::from(env!("CARGO_BIN_EXE_strata")), PathBuf::from);
+    let strata = dir.join("strata");
+    std::fs::copy(&bin, &strata).expect("copy strata");
+    let id = std::process::id() % 100_000;
+    let master_ns = format!("st{id}-m");
+    let agent_ns = format!("st{id}-a1");
+    let mut netns = Netns(Vec::new());
+
+    // The underlay: a bridge in the master's namespace, a veth to the agent.
+    netns.add(&master_ns);
+    let m = master_ns.as_str();
+    run("ip", &["-n", m, "link", "add", "br0", "type", "bridge"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            m,
+            "addr",
+            "add",
+            &format!("{MASTER_IP}/24"),
+            "dev",
+            "br0",
+        ],
+    );
+    run("ip", &["-n", m, "link", "set", "br0", "up"]);
+    netns.add(&agent_ns);
+    run(
+        "ip",
+        &[
+            "-n", m, "link", "add", "veth1", "type", "veth", "peer", "name", "eth0", "netns",
+            &agent_ns,
+        ],
+    );
+    run(
+        "ip",
+        &["-n", m, "link", "set", "veth1", "master", "br0", "up"],
+    );
+    run(
+        "ip",
+        &[
+            "-n",
+            &agent_ns,
+            "addr",
+            "add",
+            "10.79.0.11/24",
+            "dev",
+            "eth0",
+        ],
+    );
+    run("ip", &["-n", &agent_ns, "link", "set", "eth0", "up"]);
+
+    let etcd_port = 40_000 + (id % 20_000) as u16;
+    let cluster_toml = format!(
+        "name = \"tasks\"\nmasters = [\"{MASTER_IP}\"]\n\
+         [overlay]\ncidr = \"10.202.0.0/16\"\nvni = 4343\nport = 4791\n\
+         [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
+         [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n\
+         [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"{MASTER_IP}/24\"\n\
+         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.79.0.11/24\"\n"
+    );
+    std::fs::write(dir.join("cluster.toml"), &cluster_toml).expect("cluster.toml");
+    let out = dir.join("out");
+    output(
+        &strata,
+        &[
+            "cluster",
+            "init",
+            "--config",
+            &dir.join("cluster.toml").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    )
+    .expect("cluster init");
+    let ca = Ca {
+        cert_pem: std::fs::read_to_string(out.join("ca.crt")).expect("ca.crt"),
+        key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
+    };
+
+    // The image, imported into the agent's store before the agent starts.
+    let state_dir = |n: &str| dir.join("state").join(n);
+    let agent_state = state_dir("agent-1");
+    let layout = busybox_layout(&dir);
+    output(
+        &strata,
+        &[
+            "image",
+            "import",
+            &layout.display().to_string(),
+            "--name",
+            "example.org/bb:1",
+            "--state-dir",
+            &agent_state.display().to_string(),
+        ],
+    )
+    .expect("image import");
+    let _cleanup = TaskCleanup(agent_state.clone());
+
+    // A real etcd in the master's namespace, mutual TLS from the cluster CA.
+    let etcd_cert = ca
+        .issue_master(
+            "etcd",
+            &["127.0.0.1".to_string()],
+            Duration::from_secs(3600),
+        )
+        .expect("etcd cert");
+    let pki = dir.join("etcd-pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let client_url = format!("https://127.0.0.1:{etcd_port}");
+    let peer_url = format!("http://127.0.0.1:{}", etcd_port + 1);
+    let _etcd = Proc::spawn(
+        m,
+        Path::new("etcd"),
+        &[
+            "--name",
+            "etcd-tasks",
+            "--data-dir",
+            &dir.join("etcd-data").display().to_string(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("etcd-tasks={peer_url}"),
+            "--cert-file",
+            &p("etcd.crt"),
+            "--key-file",
+            &p("etcd.key"),
+            "--trusted-ca-file",
+            &p("ca.crt"),
+            "--client-cert-auth",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ],
+        &dir.join("etcd.log"),
+    );
+
+    let spawn_node = |name: &str, ns: &str| {
+        Proc::spawn(
+            ns,
+            &strata,
+            &[
+                "cluster",
+                "run-node",
+                "--user-data",
+                &out.join("user-data")
+                    .join(format!("{name}.toml"))
+                    .display()
+                    .to_string(),
+                "--state-dir",
+                &state_dir(name).display().to_string(),
+            ],
+            &dir.join(format!("{name}.log")),
+        )
+    };
+    let c = Cluster {
+        dir: dir.clone(),
+        strata: strata.clone(),
+        master_ns: master_ns.clone(),
+        context: out.join("cli/context.toml"),
+    };
+    let _master = spawn_node("master-1", &master_ns);
+    let agent = spawn_node("agent-1", &agent_ns);
+    c.wait("agent-1 Ready", Duration::from_secs(60), || {
+        let nodes: Vec<NodeStatus> =
+            serde_json::from_str(&c.cli(&["node", "list", "--json"]).ok()?).ok()?;
+        nodes
+            .iter()
+            .any(|n| n.record.info.name == "agent-1" && n.state == NodeState::Ready)
+            .then_some(())
+    });
+
+    // Bad specs are refused with clear errors, and nothing is stored.
+    let refused = c
+        .cli(&[
+            "task",
+            "run",
+            "--node",
+            "nowhere",
+            "--image",
+            "example.org/bb:1",
+            "--id",
+            "lost",
+            "--",
+            "true",
+        ])
+        .expect_err("unknown node refused");
+    assert!(
+        refused.contains("task `lost`: no node named `nowhere` in the cluster"),
+        "{refused}"
+    );
+    let refused = c
+        .cli(&[
+            "task",
+            "run",
+            "--node",
+            "agent-1",
+            "--image",
+            "example.org/bb:1",
+            "--id",
+            "tiny",
+            "--mem",
+            "1MiB",
+            "--",
+            "true",
+        ])
+        .expect_err("tiny memory refused");
+    assert!(
+        refused.contains(
+            "task `tiny`: memory limit 1048576 bytes is below the minimum of 4194304 bytes (4 MiB)"
+        ),
+        "{refused}"
+    );
+    let refused = c
+        .cli(&[
+            "task",
+            "run",
+            "--node",
+            "agent-1",
+            "--image",
+            "Not A Ref",
+            "--",
+            "true",
+        ])
+        .expect_err("malformed reference refused");
+    assert!(refused.contains("malformed image reference"), "{refused}");
+    assert_eq!(c.tasks().expect("task list"), Vec::new());
+
+    // A task pinned to agent-1 runs there.
+    let submitted = Instant::now();
+    let ran = c
+        .cli(&[
+            "task",
+            "run",
+            "--node",
+            "agent-1",
+            "--image",
+            "example.org/bb:1",
+            "--id",
+            "hello",
+            "--mem",
+            "64MiB",
+            "--cpus",
+            "0.5",
+            "--stop-grace",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo hello; sleep 1000",
+        ])
+        .expect("task run");
+    assert!(ran.contains("task hello pinned to node agent-1"), "{ran}");
+    let duplicate = c
+        .cli(&[
+            "task",
+            "run",
+            "--node",
+            "agent-1",
+            "--image",
+            "example.org/bb:1",
+            "--id",
+            "hello",
+            "--",
+            "true",
+        ])
+        .expect_err("duplicate id refused");
+    assert!(
+        duplicate.contains("a task with id `hello` exists already"),
+        "{duplicate}"
+    );
+    let running = c.wait("task hello running", Duration::from_secs(30), || {
+        c.tasks()?
+            .into_iter()
+            .find(|t| t.id == "hello" && t.state == "running")
+    });
+    eprintln!(
+        "figure: task run to running in task list {:.3}s",
+        submitted.elapsed().as_secs_f64()
+    );
+    assert_eq!(running.node, "agent-1");
+    assert!(running.pid.is_some(), "{running:?}");
+    let local = agent::tasks::list(&agent_state);
+    assert_eq!(local.len(), 1, "{local:?}");
+    assert_eq!(local[0].state, "running");
+    let table = c.cli(&["task", "list"]).expect("task list");
+    assert!(
+        table.contains("hello") && table.contains("agent-1"),
+        "{table}"
+    );
+    let state = agent_state.display().to_string();
+    c.wait("hello in the task's log", Duration::from_secs(10), || {
+        output(&strata, &["task", "logs", "hello", "--state-dir", &state])
+            .ok()
+            .filter(|l| l.contains("hello"))
+    });
+
+    // The agent restarts: the task keeps running and is adopted (same
+    // process, no restart, no second task), and is still reported.
+    drop(agent);
+    let _agent = spawn_node("agent-1", &agent_ns);
+    c.wait("agent-1 registered again", Duration::from_secs(30), || {
+        std::fs::read_to_string(dir.join("agent-1.log"))
+            .ok()?
+            .contains("is Ready")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let local = agent::tasks::list(&agent_state);
+    assert_eq!(local.len(), 1, "{local:?}");
+    assert_eq!(local[0].state, "running", "{local:?}");
+    assert_eq!(local[0].pid, running.pid, "the task was not adopted");
+    assert_eq!(local[0].restarts, 0);
+    let listed = c.tasks().expect("task list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].pid, running.pid);
+    assert_eq!(listed[0].state, "running");
+
+    // Stopped through the API: gone from the cluster and from the node.
+    let stopped = Instant::now();
+    let out = c.cli(&["task", "stop", "hello"]).expect("task stop");
+    assert!(out.contains("task hello stopped"), "{out}");
+    c.wait(
+        "task hello removed from agent-1",
+        Duration::from_secs(30),
+        || agent::tasks::list(&agent_state).is_empty().then_some(()),
+    );
+    eprintln!(
+        "figure: task stop to removed on the node {:.3}s",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert_eq!(c.tasks().expect("task list"), Vec::new());
+    let missing = c
+        .cli(&["task", "stop", "hello"])
+        .expect_err("already stopped");
+    assert!(missing.contains("no task with id `hello`"), "{missing}");
+}
