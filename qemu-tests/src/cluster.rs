@@ -191,7 +191,7 @@ impl Prepared {
                 a.iter()
                     .map(|n| {
                         (
-                            n["info"]["name"].as_str().unwrap_or_default().to_string(),
+                            n["name"].as_str().unwrap_or_default().to_string(),
                             n["state"].as_str().unwrap_or_default().to_string(),
                         )
                     })
