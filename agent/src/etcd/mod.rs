@@ -77,9 +77,14 @@ pub struct Store {
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn options(c: &EtcdConnect) -> ConnectOptions {
+    // HTTP/2 keep-alives drop the connection to a member that vanished
+    // (a powered-off master answers nothing, not even a reset) within a few
+    // seconds, so calls go to the members that are left.
     let mut o = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(CALL_TIMEOUT);
+        .with_timeout(CALL_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
     if let Some(tls) = &c.tls {
         o = o.with_tls(
             TlsOptions::new()
