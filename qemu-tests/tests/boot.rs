@@ -69,8 +69,12 @@ fn boot(config: &VmConfig, blessing: bool) -> std::collections::BTreeMap<String,
         vm.uptime().as_secs_f64()
     );
     if blessing {
-        vm.wait_for("Boot Loader Entry as Good", Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        vm.wait_for_all(
+            "Boot Loader Entry as Good",
+            &["Finished"],
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
     }
     vm.shutdown(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e:#}"));
