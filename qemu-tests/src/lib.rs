@@ -325,6 +325,17 @@ impl Vm {
     /// Waits for a console line containing `needle` and returns it. Fails on
     /// timeout or when QEMU exits, naming the last lines seen.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_for_all(needle, &[], timeout)
+    }
+
+    /// Like [`Vm::wait_for`], for a line that also contains every one of
+    /// `also` (e.g. `Finished` as well as a unit's description).
+    pub fn wait_for_all(
+        &mut self,
+        needle: &str,
+        also: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let rx = self
             .lines
             .as_ref()
@@ -335,7 +346,9 @@ impl Vm {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(at) = line.find(needle) {
+                    if let Some(at) = line.find(needle)
+                        && also.iter().all(|a| line.contains(a))
+                    {
                         return Ok(line[at..].to_string());
                     }
                     tail.push(line);

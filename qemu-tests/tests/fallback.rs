@@ -102,8 +102,12 @@ fn a_slot_that_fails_three_boots_falls_back_to_a() {
     let fields = marker_fields(&line);
     assert_eq!(fields["slot"], "a");
     assert_eq!(fields["healthy"], "yes");
-    vm.wait_for("Boot Loader Entry as Good", Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    vm.wait_for_all(
+        "Boot Loader Entry as Good",
+        &["Finished"],
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     vm.shutdown(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e:#}"));
 
