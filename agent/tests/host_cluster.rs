@@ -16,41 +16,11 @@ use agent::cluster::model::{NodeState, NodeStatus};
 use agent::pki::{Ca, NodeKey};
 use agent::testenv::{Need, require};
 
+mod common;
+use common::{Netns, run};
+
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const MASTER_IP: &str = "10.77.0.1";
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Network namespaces, deleted (with their links) on drop.
-struct Netns(Vec<String>);
-
-impl Netns {
-    fn add(&mut self, name: &str) {
-        run("ip", &["netns", "add", name]);
-        self.0.push(name.to_string());
-        run("ip", &["-n", name, "link", "set", "lo", "up"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
 
 /// A process killed on drop; its output goes to a log file.
 struct Proc {

@@ -26,43 +26,13 @@ use agent::pki::Ca;
 use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
 
+mod common;
+use common::{Netns, run};
+
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const MASTER_IP: &str = "10.78.0.1";
 const NODES: [&str; 3] = ["master-1", "agent-1", "agent-2"];
 const ZONE: &str = "strata.internal";
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Network namespaces, deleted (with their links) on drop.
-struct Netns(Vec<String>);
-
-impl Netns {
-    fn add(&mut self, name: &str) {
-        run("ip", &["netns", "add", name]);
-        self.0.push(name.to_string());
-        run("ip", &["-n", name, "link", "set", "lo", "up"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in self.0.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
 
 /// A process killed on drop; its output goes to a log file.
 struct Proc {

@@ -18,6 +18,9 @@ use agent::cluster::model::{NodeState, NodeStatus, TaskView};
 use agent::pki::Ca;
 use agent::testenv::{Need, require};
 
+mod common;
+use common::{Netns, run};
+
 const MASTER_IP: &str = "10.79.0.1";
 
 fn output(program: &Path, args: &[&str]) -> Result<String, String> {
@@ -33,29 +36,6 @@ fn output(program: &Path, args: &[&str]) -> Result<String, String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    output(Path::new(program), args).unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
-}
-
-/// Network namespaces, deleted (with their links) on drop.
-struct Netns(Vec<String>);
-
-impl Netns {
-    fn add(&mut self, name: &str) {
-        run("ip", &["netns", "add", name]);
-        self.0.push(name.to_string());
-        run("ip", &["-n", name, "link", "set", "lo", "up"]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in self.0.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
     }
 }
 
