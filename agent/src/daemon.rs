@@ -92,7 +92,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     crate::notify::notify("READY=1\nSTATUS=joining the cluster")
         .context("cannot notify systemd")?;
     let cluster = runtime.spawn(crate::cluster::run(opts.state_dir.clone(), ud));
-    let phase_file = opts.state_dir.join("health").join("cluster.json");
     runtime.block_on(async {
         let mut reported = false;
         loop {
@@ -108,8 +107,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 let _ = health::write(&opts.run_dir, &health);
                 anyhow::bail!("{why}");
             }
-            let (phase, message) = cluster_phase(&phase_file);
-            let ready = phase == "ready";
+            let (phase, message) = crate::cluster::node::read_phase(&opts.state_dir);
+            let ready = phase == crate::cluster::node::Phase::Ready;
             if ready != health.healthy || !reported {
                 health
                     .problems
@@ -131,25 +130,6 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     })
-}
-
-/// The membership phase the cluster code last recorded, and its message.
-fn cluster_phase(path: &Path) -> (String, String) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return (
-            "joining".to_string(),
-            "no membership reported yet".to_string(),
-        );
-    };
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    let field = |k: &str| {
-        value
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    (field("phase"), field("message"))
 }
 
 /// Writes the node's `.network` file for systemd-networkd and asks it to

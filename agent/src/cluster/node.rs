@@ -6,7 +6,7 @@
 //! failure is retried with backoff and said in the log and in the health
 //! file (`<state>/health/cluster.json`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -38,7 +38,7 @@ pub struct AgentOptions {
 }
 
 /// The phase of membership, as the health file shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Joining,
@@ -47,11 +47,39 @@ pub enum Phase {
     Retrying,
 }
 
-#[derive(Serialize)]
-struct Health<'a> {
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Joining => "joining",
+            Phase::Registering => "registering",
+            Phase::Ready => "ready",
+            Phase::Retrying => "retrying",
+        })
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct Health {
     phase: Phase,
-    message: &'a str,
+    message: String,
     at: u64,
+}
+
+/// The membership health file under `state_dir`.
+fn health_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("health").join("cluster.json")
+}
+
+/// The membership phase last recorded under `state_dir` and its message;
+/// joining while nothing readable is recorded yet.
+pub fn read_phase(state_dir: &Path) -> (Phase, String) {
+    std::fs::read_to_string(health_path(state_dir))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Health>(&text).ok())
+        .map_or_else(
+            || (Phase::Joining, "no membership reported yet".to_string()),
+            |h| (h.phase, h.message),
+        )
 }
 
 struct Reporter {
@@ -74,7 +102,7 @@ impl Reporter {
         self.last = Some((phase, message.to_string()));
         let text = serde_json::to_string(&Health {
             phase,
-            message,
+            message: message.to_string(),
             at: unix_now(),
         })
         .expect("health always serializes");
@@ -116,7 +144,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     let token = JoinToken::parse(&ud.join_token).context("user-data field `join_token`")?;
     let dir = IdentityDir::new(&opts.state_dir);
     let mut health = Reporter {
-        path: opts.state_dir.join("health").join("cluster.json"),
+        path: health_path(&opts.state_dir),
         last: None,
     };
     let key = dir.key_or_create()?;
