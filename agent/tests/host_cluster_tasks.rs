@@ -116,41 +116,10 @@ impl Cluster {
         serde_json::from_str(&out).ok()
     }
 
-    fn logs(&self) -> String {
-        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|e| e == "log"));
-        files.sort();
-        files
-            .iter()
-            .map(|f| {
-                format!(
-                    "--- {}:\n{}",
-                    f.display(),
-                    std::fs::read_to_string(f).unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// Polls `check` every 50 ms until it returns `Some`, or panics with
     /// `what` and the logs. Prints how long it took.
-    fn wait<T>(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = check() {
-                eprintln!("{what}: after {:.3}s", start.elapsed().as_secs_f64());
-                return v;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting for {what}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait<T>(&self, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+        common::wait_until(&self.dir, what, timeout, Duration::from_millis(50), check)
     }
 }
 
