@@ -50,6 +50,7 @@ impl RegistryArgs {
             auth,
             insecure: self.insecure,
             ca_file: self.ca_file.clone(),
+            ..PullOptions::default()
         }
     }
 }

@@ -15,8 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::cluster::model::{NodeState, NodeStatus, TaskView};
+use agent::overlay::node::OverlayTasks;
 use agent::pki::Ca;
 use agent::testenv::{Need, require};
+use configs::net::Ipv4Cidr;
 
 mod common;
 use common::{Netns, run};
@@ -77,6 +79,7 @@ impl Drop for TaskCleanup {
     fn drop(&mut self) {
         for t in agent::tasks::list(&self.0) {
             let _ = agent::tasks::stop(&self.0, &t.id, Some(Duration::from_millis(100)));
+            let _ = agent::overlay::netns::delete(&OverlayTasks::netns_name(&t.id));
         }
         for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
             .into_iter()
@@ -128,7 +131,7 @@ fn busybox_layout(dir: &Path) -> PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
-    for applet in ["sh", "sleep", "echo", "cat"] {
+    for applet in ["sh", "sleep", "echo", "cat", "nc", "nslookup", "awk"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
     }
     let layout = dir.join("layout");
@@ -191,6 +194,7 @@ fn tasks_pinned_through_the_api() {
     let id = std::process::id() % 100_000;
     let master_ns = format!("st{id}-m");
     let agent_ns = format!("st{id}-a1");
+    let agent2_ns = format!("st{id}-a2");
     let mut netns = Netns(Vec::new());
 
     // The underlay: a bridge in the master's namespace, a veth to the agent.
@@ -210,31 +214,33 @@ fn tasks_pinned_through_the_api() {
         ],
     );
     run("ip", &["-n", m, "link", "set", "br0", "up"]);
-    netns.add(&agent_ns);
-    run(
-        "ip",
-        &[
-            "-n", m, "link", "add", "veth1", "type", "veth", "peer", "name", "eth0", "netns",
-            &agent_ns,
-        ],
-    );
-    run(
-        "ip",
-        &["-n", m, "link", "set", "veth1", "master", "br0", "up"],
-    );
-    run(
-        "ip",
-        &[
-            "-n",
-            &agent_ns,
-            "addr",
-            "add",
-            "10.79.0.11/24",
-            "dev",
-            "eth0",
-        ],
-    );
-    run("ip", &["-n", &agent_ns, "link", "set", "eth0", "up"]);
+    for (i, ns) in [&agent_ns, &agent2_ns].into_iter().enumerate() {
+        let veth = format!("veth{}", i + 1);
+        netns.add(ns);
+        run(
+            "ip",
+            &[
+                "-n", m, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ],
+        );
+        run(
+            "ip",
+            &["-n", m, "link", "set", &veth, "master", "br0", "up"],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.79.0.{}/24", 11 + i),
+                "dev",
+                "eth0",
+            ],
+        );
+        run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+    }
 
     let etcd_port = 40_000 + (id % 20_000) as u16;
     let cluster_toml = format!(
@@ -243,7 +249,8 @@ fn tasks_pinned_through_the_api() {
          [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
          [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n\
          [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"{MASTER_IP}/24\"\n\
-         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.79.0.11/24\"\n"
+         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.79.0.11/24\"\n\
+         [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.79.0.12/24\"\n"
     );
     std::fs::write(dir.join("cluster.toml"), &cluster_toml).expect("cluster.toml");
     let out = dir.join("out");
@@ -264,24 +271,28 @@ fn tasks_pinned_through_the_api() {
         key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
     };
 
-    // The image, imported into the agent's store before the agent starts.
+    // The image, imported into the agents' stores before they start.
     let state_dir = |n: &str| dir.join("state").join(n);
     let agent_state = state_dir("agent-1");
+    let agent2_state = state_dir("agent-2");
     let layout = busybox_layout(&dir);
-    output(
-        &strata,
-        &[
-            "image",
-            "import",
-            &layout.display().to_string(),
-            "--name",
-            "example.org/bb:1",
-            "--state-dir",
-            &agent_state.display().to_string(),
-        ],
-    )
-    .expect("image import");
+    for state in [&agent_state, &agent2_state] {
+        output(
+            &strata,
+            &[
+                "image",
+                "import",
+                &layout.display().to_string(),
+                "--name",
+                "example.org/bb:1",
+                "--state-dir",
+                &state.display().to_string(),
+            ],
+        )
+        .expect("image import");
+    }
     let _cleanup = TaskCleanup(agent_state.clone());
+    let _cleanup2 = TaskCleanup(agent2_state.clone());
 
     // A real etcd in the master's namespace, mutual TLS from the cluster CA.
     let etcd_cert = ca
@@ -358,14 +369,26 @@ fn tasks_pinned_through_the_api() {
     };
     let _master = spawn_node("master-1", &master_ns);
     let agent = spawn_node("agent-1", &agent_ns);
-    c.wait("agent-1 Ready", Duration::from_secs(60), || {
+    let _agent2 = spawn_node("agent-2", &agent2_ns);
+    let nodes = c.wait("agents Ready", Duration::from_secs(60), || {
         let nodes: Vec<NodeStatus> =
             serde_json::from_str(&c.cli(&["node", "list", "--json"]).ok()?).ok()?;
+        ["agent-1", "agent-2"]
+            .iter()
+            .all(|a| {
+                nodes
+                    .iter()
+                    .any(|n| n.record.info.name == *a && n.state == NodeState::Ready)
+            })
+            .then_some(nodes)
+    });
+    let subnet_of = |name: &str| {
         nodes
             .iter()
-            .any(|n| n.record.info.name == "agent-1" && n.state == NodeState::Ready)
-            .then_some(())
-    });
+            .find(|n| n.record.info.name == name)
+            .and_then(|n| n.subnet)
+            .unwrap_or_else(|| panic!("{name} holds no overlay subnet: {nodes:?}"))
+    };
 
     // Bad specs are refused with clear errors, and nothing is stored.
     let refused = c
@@ -477,6 +500,14 @@ fn tasks_pinned_through_the_api() {
     );
     assert_eq!(running.node, "agent-1");
     assert!(running.pid.is_some(), "{running:?}");
+    // On the overlay: an address from agent-1's subnet, in a namespace of
+    // its own.
+    let hello_addr = running.address.expect("hello has an overlay address");
+    assert!(
+        subnet_of("agent-1").contains(hello_addr),
+        "{hello_addr} outside agent-1's subnet"
+    );
+    assert!(Path::new("/var/run/netns/strata-hello").exists());
     let local = agent::tasks::list(&agent_state);
     assert_eq!(local.len(), 1, "{local:?}");
     assert_eq!(local[0].state, "running");
@@ -512,6 +543,9 @@ fn tasks_pinned_through_the_api() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].pid, running.pid);
     assert_eq!(listed[0].state, "running");
+    assert_eq!(listed[0].address, Some(hello_addr), "the address changed");
+
+    tasks_reach_each_other(&c, &strata, &agent2_state, subnet_of("agent-1"));
 
     // Stopped through the API: gone from the cluster and from the node.
     let stopped = Instant::now();
@@ -527,8 +561,99 @@ fn tasks_pinned_through_the_api() {
         stopped.elapsed().as_secs_f64()
     );
     assert_eq!(c.tasks().expect("task list"), Vec::new());
+    assert!(
+        !Path::new("/var/run/netns/strata-hello").exists(),
+        "the task's namespace is left behind"
+    );
     let missing = c
         .cli(&["task", "stop", "hello"])
         .expect_err("already stopped");
     assert!(missing.contains("no task with id `hello`"), "{missing}");
+}
+
+/// A server task on agent-1 and a client task on agent-2: the client
+/// reaches the server over the overlay by short name (the resolv.conf's
+/// search domain), by `<task>.<zone>` and by address. Stopping the server
+/// removes its DNS record and its namespace.
+fn tasks_reach_each_other(c: &Cluster, strata: &Path, agent2_state: &Path, subnet: Ipv4Cidr) {
+    let run_task = |node: &str, id: &str, script: &str| {
+        c.cli(&[
+            "task",
+            "run",
+            "--node",
+            node,
+            "--image",
+            "example.org/bb:1",
+            "--id",
+            id,
+            "--stop-grace",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .unwrap_or_else(|e| panic!("task run {id}: {e}"))
+    };
+    let started = Instant::now();
+    run_task("agent-1", "web", "exec nc -ll -p 8080 -e echo pong");
+    let web = c.wait("task web running", Duration::from_secs(30), || {
+        c.tasks()?
+            .into_iter()
+            .find(|t| t.id == "web" && t.state == "running" && t.address.is_some())
+    });
+    let addr = web.address.expect("web has an address");
+    assert!(subnet.contains(addr), "{addr} outside {subnet}");
+    // busybox-static's wget crashes (static glibc), so the script
+    // resolves through the node's DNS with nslookup and connects with nc.
+    let script = format!(
+        "resolve() {{ nslookup \"$1\" 2>/dev/null | awk '/^Name:/{{n=1}} n&&/^Address/{{print $2; exit}}'; }}; \
+         try() {{ a=$(resolve web.strata.internal) && [ \"$a\" = {addr} ] && \
+         b=$(resolve web) && [ \"$b\" = {addr} ] && \
+         echo | nc -w 5 $a 8080 && echo | nc -w 5 $b 8080 && \
+         echo | nc -w 5 {addr} 8080; }}; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do try && exit 0; echo \"attempt $i: web.strata.internal=$a web=$b\"; sleep 1; done; exit 1"
+    );
+    // The client may start before its node learnt the record: it retries.
+    run_task("agent-2", "client", &script);
+    let client = c.wait("task client exited", Duration::from_secs(60), || {
+        c.tasks()?
+            .into_iter()
+            .find(|t| t.id == "client" && t.exit_code.is_some())
+    });
+    let state = agent2_state.display().to_string();
+    let logs =
+        output(strata, &["task", "logs", "client", "--state-dir", &state]).unwrap_or_default();
+    assert_eq!(client.exit_code, Some(0), "client failed: {logs}");
+    assert_eq!(logs.matches("pong").count(), 3, "{logs}");
+    eprintln!(
+        "figure: web task run to a client on another node served by name {:.3}s",
+        started.elapsed().as_secs_f64()
+    );
+    c.cli(&["task", "stop", "client"]).expect("stop client");
+
+    // The server stops: its name no longer resolves anywhere.
+    c.cli(&["task", "stop", "web"]).expect("stop web");
+    c.wait("task web removed", Duration::from_secs(30), || {
+        c.tasks()?.iter().all(|t| t.id != "web").then_some(())
+    });
+    run_task(
+        "agent-2",
+        "probe",
+        // A node's name still resolves (the resolver answers); the
+        // stopped task's does not.
+        "nslookup agent-1 >/dev/null 2>&1 || exit 2; for i in 1 2 3 4 5 6 7 8 9 10; do nslookup web >/dev/null 2>&1 || exit 0; sleep 1; done; exit 1",
+    );
+    let probe = c.wait("task probe exited", Duration::from_secs(60), || {
+        c.tasks()?
+            .into_iter()
+            .find(|t| t.id == "probe" && t.exit_code.is_some())
+    });
+    assert_eq!(
+        probe.exit_code,
+        Some(0),
+        "web still resolves after its stop"
+    );
+    c.cli(&["task", "stop", "probe"]).expect("stop probe");
+    assert!(!Path::new("/var/run/netns/strata-web").exists());
 }

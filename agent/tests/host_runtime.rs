@@ -875,8 +875,8 @@ fn https_registry_with_basic_auth() {
             username: "alice".into(),
             password: password.into(),
         },
-        insecure: false,
         ca_file: Some(ca.clone()),
+        ..PullOptions::default()
     };
     let anonymous = PullOptions {
         ca_file: Some(ca.clone()),

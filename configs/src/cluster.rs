@@ -27,6 +27,8 @@ pub struct ClusterConfig {
     pub heartbeat: Heartbeat,
     #[serde(default)]
     pub etcd: Etcd,
+    #[serde(default)]
+    pub registries: Registries,
     /// The nodes to make user-data for.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -101,6 +103,39 @@ pub struct Dns {
     pub resolvers: Vec<Ipv4Addr>,
 }
 
+/// A registry as image references name it: a host name or IPv4 address,
+/// with an optional port; no scheme, no path.
+fn check_registry(r: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`{r}` is not a registry: {why}, expected host or host:port like 10.0.2.2:5000"
+        ))
+    };
+    if r.contains("://") {
+        return bad("no scheme is wanted");
+    }
+    if r.contains('/') {
+        return bad("no path is wanted");
+    }
+    let (host, port) = match r.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (r, None),
+    };
+    if let Some(p) = port
+        && !p.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return bad("the port is not 1 to 65535");
+    }
+    let host_ok = !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if !host_ok {
+        return bad("the host is not a name or address");
+    }
+    Ok(())
+}
+
 fn default_zone() -> String {
     "strata.internal".to_string()
 }
@@ -151,6 +186,16 @@ pub struct Etcd {
     /// systemd, such as the host test tier; nothing is started when set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external: Vec<String>,
+}
+
+/// How nodes reach OCI registries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registries {
+    /// Registries (`host` or `host:port`, as in image references) reached
+    /// over plain HTTP instead of HTTPS. Loopback registries always are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure: Vec<String>,
 }
 
 /// One node of the cluster.
@@ -334,6 +379,9 @@ impl ClusterConfig {
                     ),
                 ));
             }
+        }
+        for (i, r) in self.registries.insecure.iter().enumerate() {
+            check_registry(r).map_err(|m| (format!("registries.insecure[{i}]"), m))?;
         }
         let mut names = BTreeSet::new();
         let mut addrs = BTreeSet::new();

@@ -52,6 +52,27 @@ cidr = "10.200.0.0/16"
 fn malformed_cluster() {
     check(
         Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[registries]\ninsecure = [\"10.0.2.2:5000\", \"http://r.example:5000\"]\n",
+        expect![
+            "error: test.toml:4:30: field `registries.insecure[1]`: `http://r.example:5000` is not a registry: no scheme is wanted, expected host or host:port like 10.0.2.2:5000"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[registries]\ninsecure = [\"r.example:0\"]\n",
+        expect![
+            "error: test.toml:4:13: field `registries.insecure[0]`: `r.example:0` is not a registry: the port is not 1 to 65535, expected host or host:port like 10.0.2.2:5000"
+        ],
+    );
+    check(
+        Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[registries]\ninsecure = [\"reg.example/team\"]\n",
+        expect![
+            "error: test.toml:4:13: field `registries.insecure[0]`: `reg.example/team` is not a registry: no path is wanted, expected host or host:port like 10.0.2.2:5000"
+        ],
+    );
+    check(
+        Kind::Cluster,
         "name = \"demo\"\nmasters = [\"10.9.0.10\"\n",
         expect!["error: test.toml:2:23: field `masters`: unclosed array, expected `]`"],
     );

@@ -20,8 +20,8 @@ use tower::ServiceExt;
 use crate::cluster::log;
 use crate::cluster::model::{
     ApiErrorBody, AssignmentWatch, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse,
-    NodeInfo, NodeRecord, NodeSettings, NodeState, NodeStatus, NodeWatch, Registered, TaskRecord,
-    TaskReport, TaskRequest, TaskView, node_statuses,
+    NodeInfo, NodeRecord, NodeSettings, NodeState, NodeStatus, NodeWatch, Registered, TaskEndpoint,
+    TaskRecord, TaskReport, TaskRequest, TaskView, node_statuses,
 };
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo, JoinToken};
@@ -476,7 +476,38 @@ async fn watch_nodes(
     // the next watch.
     let revision = state.store.revision().await?;
     let nodes = statuses(&state).await?;
-    Ok(Json(NodeWatch { revision, nodes }))
+    let tasks = endpoints(&state).await?;
+    Ok(Json(NodeWatch {
+        revision,
+        nodes,
+        tasks,
+    }))
+}
+
+/// Every running task that reported an overlay address.
+async fn endpoints(state: &ApiState) -> Result<Vec<TaskEndpoint>> {
+    let tasks = state.store.list_tasks().await?;
+    let reports = state.store.task_reports().await?;
+    Ok(tasks_endpoints(&tasks, &reports))
+}
+
+/// The endpoints of `tasks` from their nodes' `reports`: running ones
+/// with an address. Pure.
+pub fn tasks_endpoints(
+    tasks: &std::collections::BTreeMap<String, TaskRecord>,
+    reports: &std::collections::BTreeMap<String, TaskReport>,
+) -> Vec<TaskEndpoint> {
+    tasks
+        .iter()
+        .filter_map(|(id, t)| {
+            let r = reports.get(id)?;
+            (r.state == "running").then_some(TaskEndpoint {
+                id: id.clone(),
+                node: t.node.clone(),
+                address: r.address?,
+            })
+        })
+        .collect()
 }
 
 async fn show_node(
@@ -583,6 +614,7 @@ async fn create_task(
         pid: None,
         restarts: 0,
         exit_code: None,
+        address: None,
     }))
 }
 
@@ -608,6 +640,7 @@ async fn list_tasks(
                     pid: r.as_ref().and_then(|r| r.pid),
                     restarts: r.as_ref().map_or(0, |r| r.restarts),
                     exit_code: r.as_ref().and_then(|r| r.exit_code),
+                    address: r.as_ref().and_then(|r| r.address),
                     id,
                 }
             })

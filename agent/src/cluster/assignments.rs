@@ -22,7 +22,7 @@ use crate::api::client::ApiClient;
 use crate::cluster::log;
 use crate::cluster::model::{AssignmentWatch, TaskReport};
 use crate::images::PullOptions;
-use crate::tasks::{self, Supervisor, TaskSpec};
+use crate::tasks::{self, Supervisor, TaskNetwork, TaskSpec};
 
 /// How often the supervisor reconciles when nothing changed (restart
 /// policies, status reports).
@@ -31,7 +31,13 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
 /// Starts the assignment follower on its own thread. `watch` is used for
 /// the long poll only, `report` for status reports, so one never waits for
 /// the other.
-pub fn spawn(state_dir: PathBuf, watch: ApiClient, report: ApiClient) -> anyhow::Result<()> {
+pub fn spawn(
+    state_dir: PathBuf,
+    watch: ApiClient,
+    report: ApiClient,
+    pull: PullOptions,
+    network: Option<TaskNetReceiver>,
+) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("strata-tasks".into())
         .spawn(move || {
@@ -45,17 +51,27 @@ pub fn spawn(state_dir: PathBuf, watch: ApiClient, report: ApiClient) -> anyhow:
                     return;
                 }
             };
-            rt.block_on(run(state_dir, watch, report));
+            rt.block_on(run(state_dir, watch, report, pull, network));
         })
         .context("cannot start the task thread")?;
     Ok(())
 }
 
-async fn run(state_dir: PathBuf, watch: ApiClient, report: ApiClient) {
+/// Hands the assignment follower the node's task network once the
+/// overlay is up.
+pub type TaskNetReceiver = tokio::sync::watch::Receiver<Option<Arc<dyn TaskNetwork>>>;
+
+async fn run(
+    state_dir: PathBuf,
+    watch: ApiClient,
+    report: ApiClient,
+    pull: PullOptions,
+    mut network: Option<TaskNetReceiver>,
+) {
     let mut supervisor = loop {
         let opened = std::env::current_exe()
             .context("cannot find the strata binary")
-            .and_then(|exe| Supervisor::new(&state_dir, exe, PullOptions::default()));
+            .and_then(|exe| Supervisor::new(&state_dir, exe, pull.clone()));
         match opened {
             Ok(s) => break s,
             Err(e) => {
@@ -64,11 +80,25 @@ async fn run(state_dir: PathBuf, watch: ApiClient, report: ApiClient) {
             }
         }
     };
+    // On a node with an overlay no task starts before its network can be
+    // given (running tasks are adopted either way: they keep theirs).
+    if let Some(net) = network.as_mut() {
+        match net.wait_for(Option::is_some).await {
+            Ok(n) => supervisor.set_network(n.clone()),
+            Err(_) => log("tasks: the overlay went away before it came up"),
+        }
+        log("tasks: the overlay is up, tasks get their network from it");
+    }
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
     tokio::spawn(follow(Arc::new(watch), tx));
     let mut reported: HashMap<String, TaskReport> = HashMap::new();
     loop {
         let desired = rx.borrow_and_update().clone();
+        if let Some(net) = network.as_mut()
+            && net.has_changed().unwrap_or(false)
+        {
+            supervisor.set_network(net.borrow_and_update().clone());
+        }
         if let Some(desired) = desired {
             for event in supervisor.reconcile(desired.clone()).await {
                 log(&format!("tasks: {event}"));
@@ -130,6 +160,7 @@ async fn report_states(
                 pid: t.pid,
                 restarts: t.restarts,
                 exit_code: t.exit_code,
+                address: t.address,
                 at: 0,
             },
             None => TaskReport {
@@ -137,6 +168,7 @@ async fn report_states(
                 pid: None,
                 restarts: 0,
                 exit_code: None,
+                address: None,
                 at: 0,
             },
         };

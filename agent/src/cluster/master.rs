@@ -135,6 +135,7 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
             overlay: plan.cluster.overlay.clone(),
             dns: plan.cluster.dns.clone(),
         }),
+        insecure_registries: plan.cluster.registries.insecure.clone(),
     };
     let state = ApiState::new(
         store,

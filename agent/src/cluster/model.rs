@@ -119,6 +119,17 @@ pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) 
 pub struct NodeWatch {
     pub revision: i64,
     pub nodes: Vec<NodeStatus>,
+    /// Running tasks with an overlay address, for service discovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskEndpoint>,
+}
+
+/// A running task's overlay address: `<id>.<zone>` in DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEndpoint {
+    pub id: String,
+    pub node: String,
+    pub address: std::net::Ipv4Addr,
 }
 
 /// A node asks to join: it proves it holds the join token and sends a
@@ -151,6 +162,10 @@ pub struct NodeSettings {
     /// that predate the overlay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSettings>,
+    /// Registries pulled from over plain HTTP (`registries.insecure` of
+    /// cluster.toml).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// What every node needs to build its share of the overlay and serve DNS.
@@ -243,6 +258,9 @@ pub struct TaskReport {
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The task's address on the overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
     /// Unix seconds of the report (set by the master).
     #[serde(default)]
     pub at: u64,
@@ -262,6 +280,8 @@ pub struct TaskView {
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// The tasks assigned to one node at an etcd revision: what

@@ -21,11 +21,13 @@ use configs::net::Ipv4Cidr;
 
 use crate::api::client::ApiClient;
 use crate::cluster::log;
-use crate::cluster::model::{NetworkSettings, NodeStatus, NodeWatch};
+use crate::cluster::model::{NetworkSettings, NodeStatus, NodeWatch, TaskEndpoint};
 use crate::dns::records::RecordSet;
 use crate::dns::{DnsServer, Records, TaskRecord};
 use crate::overlay::netlink::NodeOverlay;
+use crate::overlay::node::OverlayTasks;
 use crate::overlay::{self, NodeNetwork, Peer};
+use crate::tasks::TaskNetwork;
 
 /// Pause before asking again after a failed node-list watch.
 pub const RETRY: Duration = Duration::from_millis(500);
@@ -58,12 +60,16 @@ impl Drop for Running {
     }
 }
 
+/// Where the overlay hands tasks their network once it is up.
+pub type TaskNetSender = tokio::sync::watch::Sender<Option<Arc<dyn TaskNetwork>>>;
+
 /// Starts the node's overlay and DNS in the background; failures are
-/// logged and retried.
-pub fn spawn(node: NodeNet, client: ApiClient) -> Running {
+/// logged and retried. Once the bridge is up, `tasks` gets the
+/// [`OverlayTasks`] that gives tasks their namespaces.
+pub fn spawn(node: NodeNet, client: ApiClient, tasks: TaskNetSender) -> Running {
     Running {
         subnet: node.subnet,
-        task: tokio::spawn(run(node, client)),
+        task: tokio::spawn(run(node, client, tasks)),
     }
 }
 
@@ -85,28 +91,39 @@ pub fn peers(me: &str, nodes: &[NodeStatus]) -> Vec<Peer> {
     out
 }
 
-/// The DNS records derived from the node list: `<node>` answers the
-/// gateway of the node's subnet (where its resolver and bridge are). Pure.
-pub fn records(nodes: &[NodeStatus]) -> RecordSet {
-    RecordSet {
-        tasks: nodes
-            .iter()
-            .filter_map(|n| {
-                let subnet = n.subnet?;
-                Some((
-                    n.record.info.name.to_ascii_lowercase(),
-                    TaskRecord {
-                        app: None,
-                        addr: overlay::plan::gateway(subnet),
-                        ports: vec![],
-                    },
-                ))
-            })
-            .collect::<BTreeMap<_, _>>(),
+/// The DNS records derived from the node list and the running tasks:
+/// `<node>` answers the gateway of the node's subnet (where its resolver
+/// and bridge are), `<task>` the task's overlay address (a task named like
+/// a node wins). Pure.
+pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
+    let mut set: BTreeMap<String, TaskRecord> = nodes
+        .iter()
+        .filter_map(|n| {
+            let subnet = n.subnet?;
+            Some((
+                n.record.info.name.to_ascii_lowercase(),
+                TaskRecord {
+                    app: None,
+                    addr: overlay::plan::gateway(subnet),
+                    ports: vec![],
+                },
+            ))
+        })
+        .collect();
+    for t in tasks {
+        set.insert(
+            t.id.to_ascii_lowercase(),
+            TaskRecord {
+                app: None,
+                addr: t.address,
+                ports: vec![],
+            },
+        );
     }
+    RecordSet { tasks: set }
 }
 
-async fn run(node: NodeNet, client: ApiClient) {
+async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
     let mut delay = Duration::from_millis(200);
     let net = loop {
         match open(&node) {
@@ -120,9 +137,9 @@ async fn run(node: NodeNet, client: ApiClient) {
     };
     // The first node list before the first reconcile: planning against an
     // empty peer list would remove every peer's entries.
-    let (mut revision, nodes) = loop {
+    let (mut revision, nodes, endpoints) = loop {
         match client.get::<NodeWatch>("/v1/watch/nodes/0").await {
-            Ok(w) => break (w.revision, w.nodes),
+            Ok(w) => break (w.revision, w.nodes, w.tasks),
             Err(e) => {
                 log(&format!("overlay: cannot read the node list: {e}"));
                 tokio::time::sleep(RETRY).await;
@@ -131,7 +148,7 @@ async fn run(node: NodeNet, client: ApiClient) {
     };
     let first = peers(&node.name, &nodes);
     let dns_records = Records::new();
-    dns_records.replace(records(&nodes));
+    dns_records.replace(records(&nodes, &endpoints));
     let (tx, rx) = tokio::sync::watch::channel(first);
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let name = node.name.clone();
@@ -159,6 +176,10 @@ async fn run(node: NodeNet, client: ApiClient) {
             return;
         }
     }
+    tasks.send_replace(Some(Arc::new(OverlayTasks {
+        net: net.clone(),
+        zone: node.settings.dns.zone.clone(),
+    })));
     let _dns = serve_dns(&node, &net, dns_records.clone()).await;
     log(&format!(
         "overlay: node `{}` holds {} on {}, resolver {}",
@@ -184,7 +205,7 @@ async fn run(node: NodeNet, client: ApiClient) {
                     }
                     changed
                 });
-                let set = records(&w.nodes);
+                let set = records(&w.nodes, &w.tasks);
                 if dns_records.snapshot() != set {
                     dns_records.replace(set);
                 }
@@ -293,7 +314,24 @@ mod tests {
             // No usable underlay address.
             status("agent-3", &["::1"], Some("10.200.3.0/24")),
         ];
-        let actual = format!("{:#?}\n{:#?}", peers("agent-1", &nodes), records(&nodes));
+        let tasks = [
+            TaskEndpoint {
+                id: "Web".into(),
+                node: "agent-1".into(),
+                address: "10.200.1.2".parse().expect("address"),
+            },
+            // A task named like a node answers for the name.
+            TaskEndpoint {
+                id: "agent-3".into(),
+                node: "agent-1".into(),
+                address: "10.200.1.3".parse().expect("address"),
+            },
+        ];
+        let actual = format!(
+            "{:#?}\n{:#?}",
+            peers("agent-1", &nodes),
+            records(&nodes, &tasks)
+        );
         expect![[r#"
             [
                 Peer {
@@ -314,12 +352,17 @@ mod tests {
                     },
                     "agent-3": TaskRecord {
                         app: None,
-                        addr: 10.200.3.1,
+                        addr: 10.200.1.3,
                         ports: [],
                     },
                     "master-1": TaskRecord {
                         app: None,
                         addr: 10.200.0.1,
+                        ports: [],
+                    },
+                    "web": TaskRecord {
+                        app: None,
+                        addr: 10.200.1.2,
                         ports: [],
                     },
                 },
@@ -339,13 +382,14 @@ mod tests {
                 overlay: configs::cluster::Overlay::default(),
                 dns: configs::cluster::Dns::default(),
             }),
+            insecure_registries: vec!["10.0.2.2:5000".into()],
         };
         let answer = Registered {
             settings: settings.clone(),
             subnet: Some("10.200.4.0/24".parse().expect("subnet")),
         };
         let json = serde_json::to_string(&answer).expect("json");
-        expect![[r#"{"cluster":"c","heartbeat_interval_seconds":2,"grace_seconds":10,"masters":["10.9.0.10:6443"],"network":{"overlay":{"cidr":"10.200.0.0/16","subnet_prefix":24,"vni":4242,"port":4789},"dns":{"zone":"strata.internal","resolvers":[]}},"subnet":"10.200.4.0/24"}"#]]
+        expect![[r#"{"cluster":"c","heartbeat_interval_seconds":2,"grace_seconds":10,"masters":["10.9.0.10:6443"],"network":{"overlay":{"cidr":"10.200.0.0/16","subnet_prefix":24,"vni":4242,"port":4789},"dns":{"zone":"strata.internal","resolvers":[]}},"insecure_registries":["10.0.2.2:5000"],"subnet":"10.200.4.0/24"}"#]]
             .assert_eq(&json);
         // Whoever reads the answer as plain settings (older agents, the
         // cluster benchmark) still can.

@@ -15,12 +15,14 @@ use serde::Serialize;
 
 use crate::api::client::{ApiClient, Auth, ClientError};
 use crate::api::tls;
+use crate::cluster::assignments::TaskNetReceiver;
 use crate::cluster::identity::{Identity, IdentityDir, write_private};
 use crate::cluster::model::{
     HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo, NodeSettings, Registered,
 };
 use crate::cluster::network;
 use crate::cluster::{log, sysinfo, unix_now};
+use crate::images::PullOptions;
 use crate::pki::JoinToken;
 
 /// What [`run_agent`] needs.
@@ -157,6 +159,8 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
     let mut rejoin = false;
     // The task follower starts once, after the first registration.
     let mut tasks_started = false;
+    // The overlay hands tasks their network through this once it is up.
+    let (tasks_net, _) = tokio::sync::watch::channel(None);
     loop {
         let loaded = if std::mem::take(&mut rejoin) {
             Ok(None)
@@ -208,10 +212,25 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
         // A node removed and joined again may hold another subnet now.
         if net.as_ref().map(|n| n.subnet) != registered.subnet {
             drop(net.take());
-            net = start_network(ud, &opts, &client, &identity, &endpoints, &registered)?;
+            net = start_network(
+                ud,
+                &opts,
+                &client,
+                &identity,
+                &endpoints,
+                &registered,
+                &tasks_net,
+            )?;
         }
         if !tasks_started {
-            start_tasks(&opts, &identity, &endpoints)?;
+            let pull = PullOptions {
+                insecure_registries: registered.settings.insecure_registries.clone(),
+                ..PullOptions::default()
+            };
+            // Tasks wait for the overlay when the node has one, so none
+            // starts outside it.
+            let network = net.is_some().then(|| tasks_net.subscribe());
+            start_tasks(&opts, &identity, &endpoints, pull, network)?;
             tasks_started = true;
         }
         let settings = registered.settings;
@@ -285,6 +304,7 @@ fn start_network(
     identity: &Identity,
     endpoints: &[String],
     registered: &Registered,
+    tasks_net: &network::TaskNetSender,
 ) -> anyhow::Result<Option<network::Running>> {
     let (Some(settings), Some(subnet)) = (&registered.settings.network, registered.subnet) else {
         log("the masters hand out no overlay settings or lease: no overlay on this node");
@@ -320,6 +340,7 @@ fn start_network(
             settings: settings.clone(),
         },
         follower,
+        tasks_net.clone(),
     )))
 }
 
@@ -329,6 +350,8 @@ fn start_tasks(
     opts: &AgentOptions,
     identity: &Identity,
     endpoints: &[String],
+    pull: PullOptions,
+    network: Option<TaskNetReceiver>,
 ) -> anyhow::Result<()> {
     let client = |timeout: Duration| -> anyhow::Result<ApiClient> {
         let tls = tls::client_config(
@@ -341,6 +364,8 @@ fn start_tasks(
         opts.state_dir.clone(),
         client(network::WATCH_TIMEOUT)?,
         client(Duration::from_secs(10))?,
+        pull,
+        network,
     )
 }
 

@@ -170,15 +170,16 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
 /// The `strata task list` table of the cluster's tasks.
 pub fn task_list(tasks: &[crate::cluster::model::TaskView]) -> String {
     let mut out = format!(
-        "{:<24} {:<16} {:<10} {:>8} {:>8} {:>5}  IMAGE\n",
-        "ID", "NODE", "STATE", "PID", "RESTARTS", "EXIT"
+        "{:<24} {:<16} {:<10} {:<15} {:>8} {:>8} {:>5}  IMAGE\n",
+        "ID", "NODE", "STATE", "ADDRESS", "PID", "RESTARTS", "EXIT"
     );
     for t in tasks {
         let pid = t.pid.map_or("-".into(), |p| p.to_string());
         let exit = t.exit_code.map_or("-".into(), |c| c.to_string());
+        let addr = t.address.map_or("-".into(), |a| a.to_string());
         out.push_str(&format!(
-            "{:<24} {:<16} {:<10} {:>8} {:>8} {:>5}  {}\n",
-            t.id, t.node, t.state, pid, t.restarts, exit, t.image
+            "{:<24} {:<16} {:<10} {:<15} {:>8} {:>8} {:>5}  {}\n",
+            t.id, t.node, t.state, addr, pid, t.restarts, exit, t.image
         ));
     }
     out

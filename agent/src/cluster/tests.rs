@@ -223,6 +223,7 @@ fn a_kept_identity_is_checked_before_use() {
         grace_seconds: 10,
         masters: vec!["10.9.0.10:6443".into()],
         network: None,
+        insecure_registries: Vec::new(),
     };
     let id = |cert_pem: String| Identity {
         key_pem: key.key_pem.clone(),

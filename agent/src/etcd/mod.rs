@@ -175,7 +175,8 @@ impl Store {
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
-    /// Waits until a node record or an overlay lease changes after
+    /// Waits until a node record, an overlay lease, a task or a task's
+    /// reported state changes after
     /// revision `after` (at once when it already did, or when that history
     /// was compacted away), or until `wait` passes. The caller reads the
     /// node list afterwards either way.
@@ -186,7 +187,10 @@ impl Store {
             .with_start_revision(after + 1);
         let relevant = |key: &[u8]| {
             let key = String::from_utf8_lossy(key);
-            key.starts_with(NODES) || key.starts_with(LeaseKeys::PREFIX)
+            key.starts_with(NODES)
+                || key.starts_with(LeaseKeys::PREFIX)
+                || key.starts_with(TASK_STATUS)
+                || key.starts_with(TASKS)
         };
         let changed = async {
             let mut stream = watch.watch("/strata/", Some(options)).await?;

@@ -31,6 +31,9 @@ pub struct PullOptions {
     pub auth: PullAuth,
     /// Use plain HTTP even though the registry is not on loopback.
     pub insecure: bool,
+    /// Registries (`host[:port]`) reached over plain HTTP; the others use
+    /// HTTPS unless on loopback.
+    pub insecure_registries: Vec<String>,
     /// Extra PEM CA certificate to trust for HTTPS (also selects HTTPS for
     /// a loopback registry).
     pub ca_file: Option<PathBuf>,
@@ -81,11 +84,13 @@ impl ImageStore {
         let image = parse_reference(reference)?;
         let registry = image.resolve_registry().to_string();
         // Plain HTTP when asked, or on loopback unless a CA says TLS is wanted.
-        let protocol = if opts.insecure || (is_loopback(&registry) && opts.ca_file.is_none()) {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        };
+        let listed = opts.insecure_registries.contains(&registry);
+        let protocol =
+            if opts.insecure || listed || (is_loopback(&registry) && opts.ca_file.is_none()) {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            };
         let mut config = ClientConfig {
             protocol,
             connect_timeout: Some(std::time::Duration::from_secs(10)),

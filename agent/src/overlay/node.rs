@@ -125,6 +125,53 @@ impl NodeNetwork {
     }
 }
 
+/// Tasks on the node's overlay: each in a named namespace
+/// `strata-<task>` with a veth from the bridge, an address from the node's
+/// IPAM and the node's resolver in its resolv.conf.
+#[derive(Debug)]
+pub struct OverlayTasks {
+    pub net: std::sync::Arc<NodeNetwork>,
+    /// The cluster's DNS zone, searched by tasks.
+    pub zone: String,
+}
+
+impl OverlayTasks {
+    /// The name of task `task`'s network namespace.
+    pub fn netns_name(task: &str) -> String {
+        format!("strata-{task}")
+    }
+}
+
+impl crate::tasks::TaskNetwork for OverlayTasks {
+    fn attach(&self, task: &str) -> anyhow::Result<crate::tasks::TaskAddress> {
+        let name = Self::netns_name(task);
+        // A namespace left by an earlier generation of the task goes first.
+        super::netns::delete(&name)?;
+        let path = super::netns::create(&name)?;
+        match self.net.attach(task, &path) {
+            Ok(addr) => Ok(crate::tasks::TaskAddress {
+                netns: path,
+                address: addr.addr,
+                resolv_conf: format!(
+                    "nameserver {}\nsearch {}\noptions ndots:1\n",
+                    self.net.resolver(),
+                    self.zone
+                ),
+            }),
+            Err(e) => {
+                let _ = self.net.detach(task);
+                let _ = super::netns::delete(&name);
+                Err(e)
+            }
+        }
+    }
+
+    fn detach(&self, task: &str) -> anyhow::Result<()> {
+        self.net.detach(task)?;
+        super::netns::delete(&Self::netns_name(task))
+    }
+}
+
 /// Keeps the node's overlay in line with the peer list: reconciles at once
 /// whenever `peers` changes (the agent feeds it from its watch on the
 /// cluster's node list) and every `resync` otherwise, to repair drift.

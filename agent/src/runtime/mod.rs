@@ -54,6 +54,12 @@ pub struct RunParams {
     pub layers: Vec<PathBuf>,
     /// A network namespace to join (otherwise a fresh, empty one).
     pub netns: Option<PathBuf>,
+    /// Bind-mounted read-only over the task's `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<PathBuf>,
+    /// The task's overlay address, when it was given one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
     pub hostname: String,
     pub log_max_bytes: u64,
     pub log_keep: u32,

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use libcontainer::oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec,
+    UserBuilder,
 };
 
 use super::RunParams;
@@ -118,6 +119,19 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
         linux.set_namespaces(Some(namespaces));
     }
     spec.set_linux(Some(linux));
+    if let Some(resolv) = &params.resolv_conf {
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        mounts.push(
+            MountBuilder::default()
+                .destination("/etc/resolv.conf")
+                .typ("bind")
+                .source(resolv)
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .map_err(err)?,
+        );
+        spec.set_mounts(Some(mounts));
+    }
     Ok(spec)
 }
 
@@ -182,6 +196,8 @@ mod tests {
             pids: Some(32),
             layers: vec![],
             netns: Some("/var/run/netns/t1".into()),
+            resolv_conf: Some("/var/lib/strata/tasks/web/resolv.conf".into()),
+            address: Some(std::net::Ipv4Addr::new(10, 200, 1, 2)),
             hostname: "web".into(),
             log_max_bytes: 1 << 20,
             log_keep: 2,
@@ -207,6 +223,7 @@ mod tests {
             "resources": json["linux"]["resources"],
             "cgroupsPath": json["linux"]["cgroupsPath"],
             "namespaces": json["linux"]["namespaces"],
+            "resolv": json["mounts"].as_array().and_then(|m| m.iter().find(|m| m["destination"] == "/etc/resolv.conf")),
         });
         expect_test::expect![[r#"
             {
@@ -265,6 +282,15 @@ mod tests {
                   "gid": 1000,
                   "uid": 1000
                 }
+              },
+              "resolv": {
+                "destination": "/etc/resolv.conf",
+                "options": [
+                  "rbind",
+                  "ro"
+                ],
+                "source": "/var/lib/strata/tasks/web/resolv.conf",
+                "type": "bind"
               },
               "resources": {
                 "cpu": {

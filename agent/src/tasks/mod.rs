@@ -13,6 +13,7 @@ pub mod spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -30,6 +31,29 @@ pub const LOG_MAX_BYTES: u64 = 8 << 20;
 pub const LOG_KEEP: u32 = 3;
 /// Delay before a task whose start failed is tried again.
 pub const START_RETRY_MS: u64 = 5_000;
+
+/// Gives tasks a network of their own: a namespace with an address on the
+/// node's overlay and a resolver. Implemented by the overlay
+/// ([`crate::overlay::node::OverlayTasks`]); the supervisor calls it from a
+/// blocking thread.
+pub trait TaskNetwork: Send + Sync + std::fmt::Debug {
+    /// Makes task `task`'s namespace and address (the same address again
+    /// for a task that had one).
+    fn attach(&self, task: &str) -> anyhow::Result<TaskAddress>;
+    /// Removes task `task`'s namespace and frees its address. Missing
+    /// pieces are not an error.
+    fn detach(&self, task: &str) -> anyhow::Result<()>;
+}
+
+/// What [`TaskNetwork::attach`] gives a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskAddress {
+    /// The namespace to run the task in (`/var/run/netns/NAME`).
+    pub netns: PathBuf,
+    pub address: std::net::Ipv4Addr,
+    /// The task's `/etc/resolv.conf`.
+    pub resolv_conf: String,
+}
 
 /// Written by the supervisor beside the runtime's files.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -67,6 +91,9 @@ pub struct TaskInfo {
     pub pid: Option<i32>,
     pub restarts: u32,
     pub exit_code: Option<i32>,
+    /// The task's overlay address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// Reads every task directory under `state_dir`.
@@ -98,6 +125,7 @@ pub fn list(state_dir: &Path) -> Vec<TaskInfo> {
             ),
             Status::Lost(_) => ("lost".to_string(), None, None),
         };
+        let address = read_json::<RunParams>(&dir.run_json()).and_then(|r| r.address);
         out.push(TaskInfo {
             id: spec.id,
             image: spec.image,
@@ -105,6 +133,7 @@ pub fn list(state_dir: &Path) -> Vec<TaskInfo> {
             pid,
             restarts,
             exit_code,
+            address,
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -192,6 +221,9 @@ pub struct Supervisor {
     children: Vec<std::process::Child>,
     /// Start failures: fingerprint and when to try again.
     failures: HashMap<String, (String, u64)>,
+    /// Where new tasks get their network; without it a task gets an empty
+    /// namespace of its own (or the one its spec names).
+    network: Option<Arc<dyn TaskNetwork>>,
 }
 
 impl Supervisor {
@@ -210,7 +242,13 @@ impl Supervisor {
             pull,
             children: Vec::new(),
             failures: HashMap::new(),
+            network: None,
         })
+    }
+
+    /// Gives tasks started from now on their network from `network`.
+    pub fn set_network(&mut self, network: Option<Arc<dyn TaskNetwork>>) {
+        self.network = network;
     }
 
     pub fn images(&self) -> &ImageStore {
@@ -378,6 +416,8 @@ impl Supervisor {
                 .map(|d| self.images.layer_dir(d))
                 .collect(),
             netns: spec.netns.clone(),
+            resolv_conf: None,
+            address: None,
             hostname: spec.id.clone(),
             log_max_bytes: LOG_MAX_BYTES,
             log_keep: LOG_KEEP,
@@ -386,14 +426,29 @@ impl Supervisor {
 
     /// Creates and starts a task; on failure nothing of it is left.
     pub async fn start(&mut self, spec: &TaskSpec) -> anyhow::Result<()> {
-        let run = self.prepare(spec).await?;
+        let mut run = self.prepare(spec).await?;
         let dir = task_dir(&self.state_dir, &spec.id);
         if dir.0.exists() {
             crate::images::remove_tree(&dir.0)?;
         }
         std::fs::create_dir_all(dir.0.join("logs"))
             .with_context(|| format!("cannot create {}", dir.0.display()))?;
+        let network = if run.netns.is_none() {
+            self.network.clone()
+        } else {
+            None
+        };
         let result = async {
+            if let Some(net) = &network {
+                let (n, id) = (net.clone(), spec.id.clone());
+                let a = tokio::task::spawn_blocking(move || n.attach(&id)).await??;
+                let resolv = dir.0.join("resolv.conf");
+                std::fs::write(&resolv, &a.resolv_conf)
+                    .with_context(|| format!("cannot write {}", resolv.display()))?;
+                run.netns = Some(a.netns);
+                run.resolv_conf = Some(resolv);
+                run.address = Some(a.address);
+            }
             write_json(&dir.0.join("spec.json"), spec)?;
             write_json(&dir.0.join("history.json"), &History::default())?;
             write_json(&dir.run_json(), &run)?;
@@ -401,6 +456,10 @@ impl Supervisor {
         }
         .await;
         if result.is_err() {
+            if let Some(net) = network {
+                let id = spec.id.clone();
+                let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+            }
             let _ = nix::mount::umount2(&dir.rootfs(), nix::mount::MntFlags::MNT_DETACH);
             let _ = crate::images::remove_tree(&dir.0);
         }
@@ -433,6 +492,11 @@ impl Supervisor {
         let d = dir.clone();
         tokio::task::spawn_blocking(move || runtime::stop(&d, Duration::from_secs(grace)))
             .await??;
+        let attached = read_json::<RunParams>(&dir.run_json()).is_some_and(|r| r.address.is_some());
+        if attached && let Some(net) = self.network.clone() {
+            let task = id.to_string();
+            tokio::task::spawn_blocking(move || net.detach(&task)).await??;
+        }
         let _ = nix::mount::umount2(&dir.rootfs(), nix::mount::MntFlags::MNT_DETACH);
         crate::images::remove_tree(&dir.0)?;
         Ok(())
