@@ -98,10 +98,26 @@ impl Prepared {
         strata: &Path,
         images: &Path,
     ) -> anyhow::Result<Prepared> {
+        Prepared::with_extra(dir, layout, strata, images, "")
+    }
+
+    /// Like [`Prepared::new`], with `extra` TOML (whole tables, such as
+    /// `[registries]`) added to cluster.toml.
+    pub fn with_extra(
+        dir: &Path,
+        layout: Layout,
+        strata: &Path,
+        images: &Path,
+        extra: &str,
+    ) -> anyhow::Result<Prepared> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let toml = dir.join("cluster.toml");
-        std::fs::write(&toml, layout.cluster_toml("qemu"))
-            .with_context(|| format!("cannot write {}", toml.display()))?;
+        let mut text = layout.cluster_toml("qemu");
+        if !extra.is_empty() {
+            text.push('\n');
+            text.push_str(extra);
+        }
+        std::fs::write(&toml, text).with_context(|| format!("cannot write {}", toml.display()))?;
         let out = Command::new(strata)
             .arg("cluster")
             .arg("init")
@@ -155,14 +171,18 @@ impl Prepared {
         Ok(config)
     }
 
-    /// Runs the `strata` CLI against the forwarded API.
+    /// Runs the `strata` CLI against the forwarded API: `args` start with
+    /// the two subcommand words (`task run`), after which the context and
+    /// endpoint go (before any `--` and the task's command).
     pub fn strata(&self, args: &[&str]) -> anyhow::Result<String> {
+        let split = args.len().min(2);
         let out = Command::new(&self.strata)
-            .args(args)
+            .args(&args[..split])
             .arg("--context")
             .arg(self.context())
             .arg("--endpoint")
             .arg(format!("127.0.0.1:{}", self.api_port))
+            .args(&args[split..])
             .output()
             .with_context(|| format!("cannot run {}", self.strata.display()))?;
         if !out.status.success() {

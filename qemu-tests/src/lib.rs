@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod env;
+pub mod registry;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

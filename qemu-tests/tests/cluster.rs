@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::cluster::{Layout, Prepared};
 use qemu_tests::env::{images_dir, project_root, require};
+use qemu_tests::registry::Registry;
 use qemu_tests::{OVMF_CODE, QEMU, Vm, marker_fields, unique};
 
 /// Boots under TCG take 25-90 s each when several VMs share two cores.
@@ -30,10 +31,19 @@ fn ready(test: &str, roles: &[&str]) -> bool {
     require(test, &refs, &[QEMU, "qemu-img"])
 }
 
-fn boot(layout: Layout, tag: &str) -> (Prepared, Vec<Vm>) {
+/// What the registry fixture needs besides QEMU.
+fn registry_ready(test: &str) -> bool {
+    require(
+        test,
+        &[std::path::Path::new("/bin/busybox")],
+        &["docker-registry", "umoci", "skopeo"],
+    )
+}
+
+fn boot(layout: Layout, tag: &str, extra_toml: &str) -> (Prepared, Vec<Vm>) {
     let dir = project_root().join(format!("target/qemu-tests/{tag}-{}", unique()));
     let _ = std::fs::remove_dir_all(&dir);
-    let prepared = Prepared::new(&dir, layout, &strata(), &images_dir())
+    let prepared = Prepared::with_extra(&dir, layout, &strata(), &images_dir(), extra_toml)
         .expect("strata cluster init makes the cluster's files");
     let vms = prepared
         .nodes
@@ -86,9 +96,15 @@ fn master_private_and_public_join_at_boot() {
     if !ready(
         "master_private_and_public_join_at_boot",
         &["master", "private", "public"],
-    ) {
+    ) || !registry_ready("master_private_and_public_join_at_boot")
+    {
         return;
     }
+    // A registry on the host side of the VMs' user-mode network, which
+    // the agents reach over plain HTTP.
+    let registry =
+        Registry::start(&project_root().join(format!("target/qemu-tests/registry-{}", unique())))
+            .expect("the host-side registry starts and holds bb:1");
     let (p, mut vms) = boot(
         Layout {
             masters: 1,
@@ -96,6 +112,10 @@ fn master_private_and_public_join_at_boot() {
             public: 1,
         },
         "join",
+        &format!(
+            "[registries]\ninsecure = [\"{}\"]\n",
+            registry.guest_registry()
+        ),
     );
     wait_markers(&mut vms);
     let states = p
@@ -106,6 +126,8 @@ fn master_private_and_public_join_at_boot() {
         .unwrap();
     assert_eq!(states.len(), 3, "{states:?}");
     println!("{}", p.strata(&["node", "list"]).unwrap());
+
+    tasks_across_booted_agents(&p, &registry.guest_image());
 
     // A node that vanishes is shown unreachable after the grace period.
     let lost = vms.remove(1);
@@ -132,6 +154,7 @@ fn three_masters_survive_losing_one() {
             public: 0,
         },
         "quorum",
+        "",
     );
     wait_markers(&mut vms);
     p.wait_ready(
@@ -171,4 +194,119 @@ fn three_masters_survive_losing_one() {
     // masters that are left.
     std::thread::sleep(Duration::from_secs(12));
     wait_state(&p, "private-1", "ready", Duration::from_secs(1));
+}
+
+/// The cluster's tasks, as `strata task list --json` gives them.
+fn tasks(p: &Prepared) -> Vec<serde_json::Value> {
+    p.strata(&["task", "list", "--json"])
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Waits until task `id` satisfies `ok`; returns it.
+fn wait_task(
+    p: &Prepared,
+    id: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = tasks(p);
+        if let Some(t) = all.iter().find(|t| t["id"] == id && ok(t)) {
+            return t.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} not {what} after {timeout:?}: {all:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Tasks on booted agents (issues 5 and 6): a server task pinned to
+/// private-1, its image pulled from the registry on the host side, gets an
+/// overlay address; a client task on public-1 finds it by DNS name (short
+/// and `<task>.<zone>`) and talks to it over the VXLAN overlay between the
+/// two VMs. After the server stops, its name no longer resolves.
+fn tasks_across_booted_agents(p: &Prepared, image: &str) {
+    let run = |node: &str, id: &str, script: &str| {
+        let out = p
+            .strata(&[
+                "task",
+                "run",
+                "--node",
+                node,
+                "--image",
+                image,
+                "--id",
+                id,
+                "--stop-grace",
+                "1",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .unwrap_or_else(|e| panic!("task run {id}: {e:#}"));
+        println!("{}", out.trim());
+    };
+    let started = Instant::now();
+    run("private-1", "web", "exec nc -ll -p 8080 -e echo pong");
+    let web = wait_task(p, "web", "running", Duration::from_secs(300), |t| {
+        t["state"] == "running" && t["address"].is_string()
+    });
+    let addr = web["address"].as_str().expect("address").to_string();
+    println!(
+        "web running on private-1 at {addr} {:.1}s after `task run` (pull from the host's registry included)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(addr.starts_with("10.200."), "{web}");
+    // busybox-static's wget crashes (static glibc): resolve with nslookup
+    // through the node's resolver, connect with nc, check the answer.
+    let script = format!(
+        "resolve() {{ nslookup \"$1\" 2>/dev/null | awk '/^Name:/{{n=1}} n&&/^Address/{{print $2; exit}}'; }}; \
+         try() {{ a=$(resolve web.strata.internal) && [ \"$a\" = {addr} ] && \
+         b=$(resolve web) && [ \"$b\" = {addr} ] && \
+         [ \"$(echo | nc -w 5 $a 8080)\" = pong ] && [ \"$(echo | nc -w 5 {addr} 8080)\" = pong ]; }}; \
+         for i in $(seq 1 30); do try && exit 0; echo \"attempt $i: web=$a/$b\"; sleep 1; done; exit 1"
+    );
+    let asked = Instant::now();
+    run("public-1", "client", &script);
+    let client = wait_task(p, "client", "exited", Duration::from_secs(300), |t| {
+        t["exit_code"].is_number()
+    });
+    println!(
+        "client on public-1 exited {} {:.1}s after `task run`",
+        client["exit_code"],
+        asked.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        client["exit_code"],
+        serde_json::json!(0),
+        "the client on public-1 did not reach web on private-1 by name over the overlay: {client}"
+    );
+    assert!(
+        client["address"].as_str().is_some_and(|a| a != addr),
+        "{client}"
+    );
+
+    p.strata(&["task", "stop", "client"]).expect("stop client");
+    p.strata(&["task", "stop", "web"]).expect("stop web");
+    run(
+        "public-1",
+        "probe",
+        "nslookup public-1 >/dev/null 2>&1 || exit 2; for i in $(seq 1 30); do nslookup web >/dev/null 2>&1 || exit 0; sleep 1; done; exit 1",
+    );
+    let probe = wait_task(p, "probe", "exited", Duration::from_secs(120), |t| {
+        t["exit_code"].is_number()
+    });
+    assert_eq!(
+        probe["exit_code"],
+        serde_json::json!(0),
+        "web still resolves after its stop (2: the resolver does not answer): {probe}"
+    );
+    p.strata(&["task", "stop", "probe"]).expect("stop probe");
 }

@@ -1,0 +1,146 @@
+//! A real OCI registry on the host side of the VMs' user-mode network:
+//! Debian's `docker-registry` on the host's loopback, which a guest reaches
+//! as `10.0.2.2:<port>` (QEMU's user-mode network maps the gateway address
+//! to the host's loopback). It holds `bb:1`, an image built here from
+//! busybox-static with umoci (command `sh`) and copied in with skopeo.
+//! The registry is killed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::unique_port;
+
+/// The address a guest reaches the host's loopback at.
+pub const HOST_FROM_GUEST: &str = "10.0.2.2";
+
+/// busybox applets linked into the image.
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "echo", "cat", "nc", "nslookup", "awk", "ip", "hostname", "seq",
+];
+
+/// A running registry holding `bb:1`.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Builds the image under `dir`, starts the registry on loopback and
+    /// pushes the image to it.
+    pub fn start(dir: &Path) -> anyhow::Result<Registry> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let layout = busybox_layout(dir)?;
+        let port = unique_port();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("storage").display()
+            ),
+        )
+        .with_context(|| format!("cannot write {}", config.display()))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start docker-registry")?;
+        let registry = Registry {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("docker-registry does not listen on 127.0.0.1:{port}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        run(Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:1", layout.display()),
+            &format!("docker://127.0.0.1:{port}/bb:1"),
+        ]))?;
+        Ok(registry)
+    }
+
+    /// The registry as guests name it (for `registries.insecure`).
+    pub fn guest_registry(&self) -> String {
+        format!("{HOST_FROM_GUEST}:{}", self.port)
+    }
+
+    /// The image reference guests pull.
+    pub fn guest_image(&self) -> String {
+        format!("{}/bb:1", self.guest_registry())
+    }
+}
+
+/// An OCI layout holding busybox-static as `bb:1`.
+fn busybox_layout(dir: &Path) -> anyhow::Result<PathBuf> {
+    let root = dir.join("root");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    std::fs::create_dir_all(root.join("etc")).context("cannot create etc")?;
+    std::fs::copy("/bin/busybox", bin.join("busybox")).context("cannot copy /bin/busybox")?;
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(applet))
+            .with_context(|| format!("cannot link {applet}"))?;
+    }
+    let layout = dir.join("layout");
+    let image = format!("{}:1", layout.display());
+    let bundle = dir.join("bundle");
+    run(Command::new("umoci")
+        .arg("init")
+        .arg("--layout")
+        .arg(&layout))?;
+    run(Command::new("umoci").args(["new", "--image", &image]))?;
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image])
+        .arg(&bundle))?;
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", root.display()))
+        .arg(bundle.join("rootfs")))?;
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle))?;
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--config.cmd",
+        "sh",
+        "--config.env",
+        "PATH=/bin",
+    ]))?;
+    Ok(layout)
+}
