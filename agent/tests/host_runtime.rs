@@ -508,6 +508,16 @@ fn pull_run_exit_logs_limits_exec_stop() {
         "{exec}"
     );
     assert!(exec.contains("read-only"), "{exec}");
+    // The task's init runs under the seccomp filter (mode 2). Processes
+    // exec'd into it do not: libcontainer 0.7's tenant builder drops the
+    // spec's seccomp section (they keep the capabilities and no_new_privs).
+    let pid = tasks::list(&fx.state())
+        .into_iter()
+        .find(|t| t.id == "limited")
+        .and_then(|t| t.pid)
+        .expect("limited runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
 
     let stop = run(fx
         .strata()

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use libcontainer::oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, RootBuilder, Spec,
+    Arch, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp,
+    LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, MountBuilder, RootBuilder, Spec,
     UserBuilder,
 };
 
@@ -34,6 +35,94 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 /// The cgroup path (relative to each hierarchy) of a container.
 pub fn cgroup_path(container_id: &str) -> String {
     format!("/strata/{container_id}")
+}
+
+/// System calls every task is refused (EPERM) by its seccomp filter: kernel
+/// modules and kexec, reboot and swap, clocks, mounts and namespaces, key
+/// rings, BPF and perf, tracing and other processes' memory, io_uring, and
+/// obsolete calls. Everything else is allowed: a deny list over the
+/// capability set, so workloads that run under Docker's default profile run
+/// here (names the kernel does not know are skipped by libcontainer).
+pub const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+];
+
+/// The seccomp filter of every task: allow by default, refuse
+/// [`DENIED_SYSCALLS`] with EPERM, on the native and the 32-bit x86 ABIs.
+fn seccomp() -> Result<LinuxSeccomp, libcontainer::oci_spec::OciSpecError> {
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+        ])
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(
+                    DENIED_SYSCALLS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(1u32)
+                .build()?,
+        ])
+        .build()
 }
 
 /// Builds the spec for `params`, with the process user already resolved.
@@ -107,6 +196,7 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
     }
     linux.set_resources(Some(resources.build().map_err(err)?));
     linux.set_cgroups_path(Some(cgroup_path(&params.container_id).into()));
+    linux.set_seccomp(Some(seccomp().map_err(err)?));
     if let Some(netns) = &params.netns {
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
         for ns in &mut namespaces {
@@ -223,6 +313,13 @@ mod tests {
             "resources": json["linux"]["resources"],
             "cgroupsPath": json["linux"]["cgroupsPath"],
             "namespaces": json["linux"]["namespaces"],
+            "seccomp": {
+                "defaultAction": json["linux"]["seccomp"]["defaultAction"],
+                "architectures": json["linux"]["seccomp"]["architectures"],
+                "denied": json["linux"]["seccomp"]["syscalls"][0]["names"].as_array().map(Vec::len),
+                "action": json["linux"]["seccomp"]["syscalls"][0]["action"],
+                "errnoRet": json["linux"]["seccomp"]["syscalls"][0]["errnoRet"],
+            },
             "resolv": json["mounts"].as_array().and_then(|m| m.iter().find(|m| m["destination"] == "/etc/resolv.conf")),
         });
         expect_test::expect![[r#"
@@ -307,6 +404,17 @@ mod tests {
               "root": {
                 "path": "/x/rootfs",
                 "readonly": true
+              },
+              "seccomp": {
+                "action": "SCMP_ACT_ERRNO",
+                "architectures": [
+                  "SCMP_ARCH_X86_64",
+                  "SCMP_ARCH_X86",
+                  "SCMP_ARCH_X32"
+                ],
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "denied": 54,
+                "errnoRet": 1
               }
             }"#]]
         .assert_eq(&serde_json::to_string_pretty(&pick).expect("json"));
