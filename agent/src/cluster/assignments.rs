@@ -51,7 +51,16 @@ pub fn spawn(
                     return;
                 }
             };
-            rt.block_on(run(state_dir, watch, report, pull, network));
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt.block_on(run(state_dir, watch, report, pull, network));
+            }));
+            // A dead task follower would leave the node's tasks unmanaged
+            // while the node looks healthy: exit, so systemd restarts the
+            // agent, which adopts the running tasks.
+            if ran.is_err() {
+                log("tasks: the task follower panicked: exiting so the agent restarts");
+                std::process::exit(70);
+            }
         })
         .context("cannot start the task thread")?;
     Ok(())

@@ -104,7 +104,12 @@ impl ImageStore {
                 data,
             });
         }
-        let client = Client::new(config);
+        // `Client::new` panics when the TLS set-up fails (no CA certificates
+        // on the system, a bad extra CA): an error instead.
+        let client = Client::try_from(config).map_err(|e| ImageError::Registry {
+            reference: reference.to_string(),
+            reason: format!("cannot set up the registry client: {e}"),
+        })?;
         let auth = match &opts.auth {
             PullAuth::Anonymous => RegistryAuth::Anonymous,
             PullAuth::Basic { username, password } => {

@@ -28,6 +28,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "fdisk",
     "nftables",
+    // Trust roots for HTTPS registries (the agent pulls images).
+    "ca-certificates",
 ];
 
 /// Bump when the way a tree is made changes, so old caches are not reused.
