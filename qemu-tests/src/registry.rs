@@ -17,7 +17,7 @@ use crate::unique_port;
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
 
 /// busybox applets linked into the image.
-const APPLETS: &[&str] = &[
+pub const APPLETS: &[&str] = &[
     "sh", "sleep", "echo", "cat", "nc", "nslookup", "awk", "ip", "hostname", "seq",
 ];
 
@@ -104,8 +104,9 @@ impl Registry {
     }
 }
 
-/// An OCI layout holding busybox-static as `bb:1`.
-fn busybox_layout(dir: &Path) -> anyhow::Result<PathBuf> {
+/// An OCI layout under `dir` holding busybox-static as `bb:1` (command
+/// `sh`, `PATH=/bin`, the [`APPLETS`] linked).
+pub fn busybox_layout(dir: &Path) -> anyhow::Result<PathBuf> {
     let root = dir.join("root");
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
@@ -143,4 +144,37 @@ fn busybox_layout(dir: &Path) -> anyhow::Result<PathBuf> {
         "PATH=/bin",
     ]))?;
     Ok(layout)
+}
+
+/// A task script (for the `bb:1` image) that finds task `name` through its
+/// node's resolver, both as `name` (the resolv.conf's search domain) and as
+/// `name.zone`, checks that both answer `addr`, and reads `expect` from
+/// `port` at each (busybox-static's wget crashes under static glibc:
+/// nslookup resolves, nc connects). Retries for `tries` seconds, since the
+/// record may reach the client's node after the client started; exits 0 on
+/// success.
+pub fn reach_by_name_script(
+    name: &str,
+    zone: &str,
+    addr: &str,
+    port: u16,
+    expect: &str,
+    tries: u32,
+) -> String {
+    format!(
+        "resolve() {{ nslookup \"$1\" 2>/dev/null | awk '/^Name:/{{n=1}} n&&/^Address/{{print $2; exit}}'; }}; \
+         try() {{ a=$(resolve {name}.{zone}) && [ \"$a\" = {addr} ] && \
+         b=$(resolve {name}) && [ \"$b\" = {addr} ] && \
+         [ \"$(echo | nc -w 5 $a {port})\" = {expect} ] && [ \"$(echo | nc -w 5 $b {port})\" = {expect} ]; }}; \
+         i=0; while [ $i -lt {tries} ]; do try && exit 0; i=$((i+1)); echo \"attempt $i: {name}.{zone}=$a {name}=$b\"; sleep 1; done; exit 1"
+    )
+}
+
+/// A task script that exits 0 once `gone` no longer resolves (within
+/// `tries` seconds), 1 if it still does, and 2 if `known` does not resolve
+/// either (the resolver does not answer at all).
+pub fn gone_script(gone: &str, known: &str, tries: u32) -> String {
+    format!(
+        "nslookup {known} >/dev/null 2>&1 || exit 2; i=0; while [ $i -lt {tries} ]; do nslookup {gone} >/dev/null 2>&1 || exit 0; i=$((i+1)); sleep 1; done; exit 1"
+    )
 }

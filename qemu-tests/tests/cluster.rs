@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::cluster::{Layout, Prepared};
 use qemu_tests::env::{images_dir, project_root, require};
-use qemu_tests::registry::Registry;
+use qemu_tests::registry::{self, Registry};
 use qemu_tests::{OVMF_CODE, QEMU, Vm, marker_fields, unique};
 
 /// Boots under TCG take 25-90 s each when several VMs share two cores.
@@ -264,15 +264,7 @@ fn tasks_across_booted_agents(p: &Prepared, image: &str) {
         started.elapsed().as_secs_f64()
     );
     assert!(addr.starts_with("10.200."), "{web}");
-    // busybox-static's wget crashes (static glibc): resolve with nslookup
-    // through the node's resolver, connect with nc, check the answer.
-    let script = format!(
-        "resolve() {{ nslookup \"$1\" 2>/dev/null | awk '/^Name:/{{n=1}} n&&/^Address/{{print $2; exit}}'; }}; \
-         try() {{ a=$(resolve web.strata.internal) && [ \"$a\" = {addr} ] && \
-         b=$(resolve web) && [ \"$b\" = {addr} ] && \
-         [ \"$(echo | nc -w 5 $a 8080)\" = pong ] && [ \"$(echo | nc -w 5 {addr} 8080)\" = pong ]; }}; \
-         for i in $(seq 1 30); do try && exit 0; echo \"attempt $i: web=$a/$b\"; sleep 1; done; exit 1"
-    );
+    let script = registry::reach_by_name_script("web", "strata.internal", &addr, 8080, "pong", 30);
     let asked = Instant::now();
     run("public-1", "client", &script);
     let client = wait_task(p, "client", "exited", Duration::from_secs(300), |t| {
@@ -298,7 +290,7 @@ fn tasks_across_booted_agents(p: &Prepared, image: &str) {
     run(
         "public-1",
         "probe",
-        "nslookup public-1 >/dev/null 2>&1 || exit 2; for i in $(seq 1 30); do nslookup web >/dev/null 2>&1 || exit 0; sleep 1; done; exit 1",
+        &registry::gone_script("web", "public-1", 30),
     );
     let probe = wait_task(p, "probe", "exited", Duration::from_secs(120), |t| {
         t["exit_code"].is_number()
