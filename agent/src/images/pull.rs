@@ -99,6 +99,9 @@ impl ImageStore {
                 data,
             });
         }
+        // reqwest is built without a crypto provider of its own (no
+        // aws-lc-rs beside ring): HTTPS uses the process default, ring.
+        crate::api::tls::install_default_provider();
         let client = Client::new(config);
         let auth = match &opts.auth {
             PullAuth::Anonymous => RegistryAuth::Anonymous,
