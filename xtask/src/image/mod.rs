@@ -318,14 +318,32 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(root.join("target/image-work"))?;
     for _ in 0..3 {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        sh::run(Command::new(cargo).current_dir(root).args([
-            "build",
-            "--release",
-            "-p",
-            "agent",
-            "--bin",
-            "strata",
-        ]))?;
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root)
+            .args(["build", "--release", "-p", "agent", "--bin", "strata"]);
+        // `cargo xtask` runs this process with the xtask's package variables
+        // (CARGO_PKG_NAME=xtask, CARGO_MANIFEST_DIR, …). Build scripts that
+        // watch them (ring's does) would then differ from a plain `cargo
+        // build` and rebuild, with every crate above them, each time one
+        // follows the other: give cargo the caller's environment.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        sh::run(&mut cmd)?;
         if !bin.is_file() {
             bail!("the agent build did not produce {}", bin.display());
         }
