@@ -146,7 +146,8 @@ pub fn build_timed(args: &Args) -> anyhow::Result<(Vec<Built>, String)> {
     prepare_trees(&root, args)?;
     steps.done("trees");
     // What each role is made from (cheap), then the roles at the same time:
-    // mkfs.erofs is single-threaded and the other steps mostly wait on I/O.
+    // mkfs.erofs and the hashing are single-threaded, so one role at a time
+    // leaves a core idle.
     let mut inputs = Vec::new();
     for role in args.role.roles() {
         let role_file = root.join(format!("configs/roles/{role}.toml"));
