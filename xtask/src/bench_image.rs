@@ -1,13 +1,15 @@
 //! `cargo xtask bench image`: cold build of all three roles (empty image cache: mmdebstrap
 //! downloads and installs), warm rebuild of all three after an agent-only
 //! change (the agent's source is touched, so its release build is part of
-//! the figure), root erofs size per role, qcow2 size, and the time from QEMU
-//! start to the agent's ready marker under OVMF and TCG.
+//! the figure; also after a real edit of a function in the agent library,
+//! undone afterwards), the time of every step, root erofs size per role,
+//! qcow2 size, and the time from QEMU start to the agent's ready marker
+//! under OVMF and TCG.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use configs::Role;
 use qemu_tests::{Vm, VmConfig};
@@ -38,6 +40,7 @@ fn bench_image(warm_only: bool) -> anyhow::Result<()> {
         disk_size_mib: ::image::plan::DEFAULT_DISK_SIZE / ::image::plan::MIB,
     };
     let mut figures = Vec::new();
+    let mut steps = Vec::new();
     if !warm_only {
         let cache = root.join("target/image-cache");
         if cache.exists() {
@@ -45,31 +48,65 @@ fn bench_image(warm_only: bool) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot remove {}", cache.display()))?;
         }
         let t = Instant::now();
-        image::build(&build)?;
+        let (built, shared) = image::build_timed(&build)?;
         figures.push(format!(
-            "cold build, 3 roles (empty cache, downloads included): {:.1} s",
-            secs(t.elapsed())
+            "cold build, 3 roles (empty cache, downloads included): {:.1} s {}",
+            secs(t.elapsed()),
+            load()
         ));
+        steps.push(format!("cold {shared}"));
+        steps.extend(built.iter().map(|b| format!("cold {}", b.steps)));
     }
-    // An agent-only change: touch the daemon's source.
     let daemon = root.join("agent/src/daemon.rs");
-    let text =
-        std::fs::read(&daemon).with_context(|| format!("cannot read {}", daemon.display()))?;
-    std::fs::write(&daemon, text).with_context(|| format!("cannot touch {}", daemon.display()))?;
+    let text = std::fs::read_to_string(&daemon)
+        .with_context(|| format!("cannot read {}", daemon.display()))?;
+    // An agent-only change that alters code: a message in a function of the
+    // daemon. The file is put back afterwards, even when the build fails.
+    {
+        let edited = text.replacen(EDIT_FROM, EDIT_TO, 1);
+        if edited == text {
+            bail!(
+                "{}: `{EDIT_FROM}` not found: point the bench's EDIT_FROM at a string literal in a function of the daemon",
+                daemon.display()
+            );
+        }
+        let _restore = Restore {
+            path: &daemon,
+            text: &text,
+        };
+        std::fs::write(&daemon, &edited)
+            .with_context(|| format!("cannot edit {}", daemon.display()))?;
+        let t = Instant::now();
+        let (built, shared) = image::build_timed(&build)?;
+        figures.push(format!(
+            "warm rebuild, 3 roles, after editing a function of the agent (agent release build included): {:.1} s {}",
+            secs(t.elapsed()),
+            load()
+        ));
+        steps.push(format!("edit {shared}"));
+        steps.extend(built.iter().map(|b| format!("edit {}", b.steps)));
+    }
+    // An agent-only change: touch the daemon's source (back to its
+    // committed text).
+    std::fs::write(&daemon, &text).with_context(|| format!("cannot touch {}", daemon.display()))?;
     let t = Instant::now();
-    let built = image::build(&build)?;
+    let (built, shared) = image::build_timed(&build)?;
     figures.push(format!(
-        "warm rebuild, 3 roles, after an agent-only change (agent release build included): {:.1} s",
-        secs(t.elapsed())
+        "warm rebuild, 3 roles, after an agent-only change (daemon.rs touched, agent release build included): {:.1} s {}",
+        secs(t.elapsed()),
+        load()
     ));
+    steps.push(format!("touch {shared}"));
+    steps.extend(built.iter().map(|b| format!("touch {}", b.steps)));
     let t = Instant::now();
     image::build(&image::Args {
         role: RoleArg::One(Role::Private),
         ..build.clone()
     })?;
     figures.push(format!(
-        "warm rebuild, 1 role (private), nothing changed: {:.1} s",
-        secs(t.elapsed())
+        "warm rebuild, 1 role (private), nothing changed: {:.1} s {}",
+        secs(t.elapsed()),
+        load()
     ));
     for b in &built {
         let qcow2 = std::fs::metadata(&b.qcow2)?.len();
@@ -99,7 +136,41 @@ fn bench_image(warm_only: bool) -> anyhow::Result<()> {
     for f in &figures {
         println!("  {f}");
     }
+    println!("steps (wall clock; roles run at the same time):");
+    for s in &steps {
+        println!("  {s}");
+    }
     Ok(())
+}
+
+/// The edit of the bench's agent change: a message in `daemon::report`.
+const EDIT_FROM: &str = "cannot write the ready marker to {} or /dev/console";
+const EDIT_TO: &str = "cannot write the ready marker to {} or to /dev/console";
+
+/// Puts a file's text back when dropped.
+struct Restore<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(self.path, self.text) {
+            eprintln!(
+                "xtask: cannot restore {}: {e} (check it out again with git)",
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// The load average, as `(load 1.23)`: other work on the machine slows
+/// every figure.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(|s| format!("(load {s})")))
+        .unwrap_or_default()
 }
 
 fn boot_time(image: &Path, dir: &Path, role: Role) -> anyhow::Result<f64> {

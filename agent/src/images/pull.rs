@@ -104,6 +104,9 @@ impl ImageStore {
                 data,
             });
         }
+        // reqwest is built without a crypto provider of its own (no
+        // aws-lc-rs beside ring): HTTPS uses the process default, ring.
+        crate::api::tls::install_default_provider();
         // `Client::new` panics when the TLS set-up fails (no CA certificates
         // on the system, a bad extra CA): an error instead.
         let client = Client::try_from(config).map_err(|e| ImageError::Registry {

@@ -98,6 +98,8 @@ pub struct Built {
     pub manifest: PathBuf,
     pub root_size: u64,
     pub root_hash: String,
+    /// How long each step took, e.g. `master: stage 0.4 s, erofs 3.1 s, …`.
+    pub steps: String,
 }
 
 /// Runs `cargo xtask image`.
@@ -120,6 +122,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Builds the images of the roles in `args` and returns what was written.
 pub fn build(args: &Args) -> anyhow::Result<Vec<Built>> {
+    build_timed(args).map(|(built, _)| built)
+}
+
+/// [`build`], also returning the time of the steps shared by the roles
+/// (`all roles: agent 4.2 s, trees 0.0 s, roles 12.0 s`).
+pub fn build_timed(args: &Args) -> anyhow::Result<(Vec<Built>, String)> {
     let start = Instant::now();
     tools::ensure()?;
     let root = project_root();
@@ -132,11 +140,16 @@ pub fn build(args: &Args) -> anyhow::Result<Vec<Built>> {
     let version = version(&root);
     let epoch = source_date_epoch(&root)?;
     let key = signing_key(&root, args.signing_key.as_deref())?;
+    let mut steps = Steps::new("all roles");
     let agent = build_agent(&root)?;
+    steps.done("agent");
     prepare_trees(&root, args)?;
-    let mut built = Vec::new();
+    steps.done("trees");
+    // What each role is made from (cheap), then the roles at the same time:
+    // mkfs.erofs and the hashing are single-threaded, so one role at a time
+    // leaves a core idle.
+    let mut inputs = Vec::new();
     for role in args.role.roles() {
-        let t = Instant::now();
         let role_file = root.join(format!("configs/roles/{role}.toml"));
         let role_text = std::fs::read_to_string(&role_file)
             .with_context(|| format!("cannot read {}", role_file.display()))?;
@@ -150,31 +163,52 @@ pub fn build(args: &Args) -> anyhow::Result<Vec<Built>> {
             );
         }
         let tree = tree::ensure(&root, &tree::packages(args.kernel, &role_config.packages))?;
-        let input = assemble::Input {
+        inputs.push((
             role,
-            version: &version,
-            epoch,
-            kernel: args.kernel,
-            tree: &tree,
-            agent: &agent,
-            role_text: &role_text,
-            key: &key,
-            disk_size,
-            out: &out,
-            work: &root.join("target/image-work").join(role.as_str()),
-        };
-        let b = assemble::role_image(&input)?;
-        eprintln!(
-            "xtask: {role} image built in {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-        built.push(b);
+            role_text,
+            tree,
+            root.join("target/image-work").join(role.as_str()),
+        ));
     }
+    let built = std::thread::scope(|s| {
+        let jobs: Vec<_> = inputs
+            .iter()
+            .map(|(role, role_text, tree, work)| {
+                let input = assemble::Input {
+                    role: *role,
+                    version: &version,
+                    epoch,
+                    kernel: args.kernel,
+                    tree,
+                    agent: &agent,
+                    role_text,
+                    key: &key,
+                    disk_size,
+                    out: &out,
+                    work,
+                };
+                (*role, s.spawn(move || assemble::role_image(&input)))
+            })
+            .collect();
+        // Wait for every role before reporting the first failure, so that
+        // no build is left running behind the error.
+        let results: Vec<_> = jobs
+            .into_iter()
+            .map(|(role, job)| {
+                job.join()
+                    .map_err(|_| anyhow::anyhow!("the {role} image build panicked"))
+                    .and_then(|r| r.with_context(|| format!("cannot build the {role} image")))
+            })
+            .collect();
+        results.into_iter().collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    steps.done("roles");
+    eprintln!("xtask: {}", steps.summary());
     eprintln!(
         "xtask: images built in {:.1}s",
         start.elapsed().as_secs_f64()
     );
-    Ok(built)
+    Ok((built, steps.summary()))
 }
 
 /// Makes the trees the roles need, the missing ones at the same time
@@ -285,14 +319,32 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(root.join("target/image-work"))?;
     for _ in 0..3 {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        sh::run(Command::new(cargo).current_dir(root).args([
-            "build",
-            "--release",
-            "-p",
-            "agent",
-            "--bin",
-            "strata",
-        ]))?;
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root)
+            .args(["build", "--release", "-p", "agent", "--bin", "strata"]);
+        // `cargo xtask` runs this process with the xtask's package variables
+        // (CARGO_PKG_NAME=xtask, CARGO_MANIFEST_DIR, …). Build scripts that
+        // watch them (ring's does) would then differ from a plain `cargo
+        // build` and rebuild, with every crate above them, each time one
+        // follows the other: give cargo the caller's environment.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_MANIFEST_LINKS",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref())
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        sh::run(&mut cmd)?;
         if !bin.is_file() {
             bail!("the agent build did not produce {}", bin.display());
         }
@@ -316,6 +368,44 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
         "{} keeps being replaced by another build: use a target directory of this checkout",
         bin.display()
     )
+}
+
+/// Wall-clock time of each step of a build, printed on one line such as
+/// `master: stage 0.4 s, erofs 6.1 s, verity 0.5 s`.
+#[derive(Debug)]
+pub struct Steps {
+    label: String,
+    last: Instant,
+    steps: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    pub fn new(label: &str) -> Steps {
+        Steps {
+            label: label.to_string(),
+            last: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Records the time since the previous step (or the start) under `name`.
+    pub fn done(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.steps
+            .push((name, now.duration_since(self.last).as_secs_f64()));
+        self.last = now;
+    }
+
+    /// `label: a 1.0 s, b 2.0 s (total 3.0 s)`.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.1} s"))
+            .collect();
+        let total: f64 = self.steps.iter().map(|(_, s)| s).sum();
+        format!("{}: {} (total {total:.1} s)", self.label, parts.join(", "))
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a
