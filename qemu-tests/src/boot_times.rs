@@ -28,6 +28,11 @@ pub struct BootTimes {
     pub kernel_ms: u64,
     pub initrd_ms: u64,
     pub userspace_ms: u64,
+    /// Kernels started on the console up to the marker: more than 1 when
+    /// the guest rebooted on the way (an initrd that timed out waiting
+    /// for its root under a loaded host does), and the guest's figures
+    /// are then of the last boot only.
+    pub kernel_starts: usize,
     /// The `STRATA-READY` line.
     pub ready_line: String,
 }
@@ -109,6 +114,7 @@ impl BootTimes {
             kernel_ms: num(&boot, boot_line, "kernel_ms")?,
             initrd_ms: num(&boot, boot_line, "initrd_ms")?,
             userspace_ms: num(&boot, boot_line, "userspace_ms")?,
+            kernel_starts: 1,
             ready_line: ready_line.to_string(),
         })
     }
@@ -123,9 +129,22 @@ impl Vm {
             .saturating_sub(ready_at)
             .max(Duration::from_secs(120));
         let (boot, boot_at) = self.wait_for_at("STRATA-BOOT", &[], left)?;
-        BootTimes::parse(&ready, ready_at, &boot, boot_at)
-            .with_context(|| format!("{}: inconsistent boot times", self.config.name))
+        let mut times = BootTimes::parse(&ready, ready_at, &boot, boot_at)
+            .with_context(|| format!("{}: inconsistent boot times", self.config.name))?;
+        let log = std::fs::read(self.config.log())
+            .with_context(|| format!("cannot read {}", self.config.log().display()))?;
+        times.kernel_starts = kernel_starts(&String::from_utf8_lossy(&log));
+        Ok(times)
     }
+}
+
+/// How many kernels started on a console before the first ready marker.
+pub fn kernel_starts(console: &str) -> usize {
+    console
+        .lines()
+        .take_while(|l| !l.contains("STRATA-READY"))
+        .filter(|l| l.contains("] Linux version "))
+        .count()
 }
 
 #[cfg(test)]
@@ -185,6 +204,17 @@ mod tests {
                 "host 26000 ready 18000 multi-user 18100 before false after-mu -100 pre-kernel 8000 split 0/0/3000/0/15100"
             ],
         );
+    }
+
+    #[test]
+    fn kernel_starts_are_counted_up_to_the_marker() {
+        let console = "[    0.000000] Linux version 6.1.0-56-cloud-amd64 (gcc)\n\
+            [   56.138634] reboot: Restarting system\n\
+            [    0.000000] Linux version 6.1.0-56-cloud-amd64 (gcc)\n\
+            \rSTRATA-READY role=master\n\
+            [    0.000000] Linux version 6.1.0-56-cloud-amd64 (gcc)\n";
+        assert_eq!(kernel_starts(console), 2);
+        assert_eq!(kernel_starts(""), 0);
     }
 
     #[test]

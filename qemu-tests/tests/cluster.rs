@@ -59,9 +59,10 @@ fn wait_markers(vms: &mut [Vm]) {
         let t = vm.boot_times(BOOT).unwrap_or_else(|e| panic!("{e:#}"));
         let f = marker_fields(&t.ready_line);
         println!(
-            "{}: Ready after {:.1}s (guest: multi-user.target at {} ms, Ready at {} ms): {}",
+            "{}: Ready after {:.1}s, {} kernel start(s) (guest: multi-user.target at {} ms, Ready at {} ms): {}",
             vm.config.name,
             t.host_ready_ms as f64 / 1000.0,
+            t.kernel_starts,
             t.multi_user_ms,
             t.ready_ms,
             t.ready_line

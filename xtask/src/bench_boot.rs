@@ -91,7 +91,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// What the columns mean.
-const LEGEND: &str = "host: QEMU start to the STRATA-READY line on the host's clock; \
+const LEGEND: &str = "kernels: kernels started up to the marker (more than 1: the guest rebooted, \
+and the guest's figures are of its last boot); host: QEMU start to the STRATA-READY line on the host's clock; \
 ready, multi-user: the guest's CLOCK_MONOTONIC at Ready and at multi-user.target; \
 after-mu: Ready minus multi-user (negative: Ready first); \
 pre-kernel: host minus ready (QEMU, firmware and boot loader); \
@@ -146,8 +147,9 @@ pub fn table(rows: &[Row]) -> String {
     let s = |ms: u64| format!("{:.1}", ms as f64 / 1000.0);
     let d = |ms: i64| format!("{:.1}", ms as f64 / 1000.0);
     let mut out = format!(
-        "{:<16} {:>6} {:>6} {:>10} {:>8} {:>10} | {:>8} {:>6} {:>6} {:>6} {:>9}\n",
+        "{:<16} {:>7} {:>6} {:>6} {:>10} {:>8} {:>10} | {:>8} {:>6} {:>6} {:>6} {:>9}\n",
         "node",
+        "kernels",
         "host",
         "ready",
         "multi-user",
@@ -162,8 +164,9 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         let t = &r.times;
         out.push_str(&format!(
-            "{:<16} {:>6} {:>6} {:>10} {:>8} {:>10} | {:>8} {:>6} {:>6} {:>6} {:>9}\n",
+            "{:<16} {:>7} {:>6} {:>6} {:>10} {:>8} {:>10} | {:>8} {:>6} {:>6} {:>6} {:>9}\n",
             r.node,
+            t.kernel_starts,
             s(t.host_ready_ms),
             s(t.ready_ms),
             s(t.multi_user_ms),
@@ -241,9 +244,9 @@ mod tests {
             ),
         ];
         expect_test::expect![[r#"
-            node               host  ready multi-user after-mu pre-kernel | firmware loader kernel initrd userspace
-            private-1          52.1   41.2       23.8     17.4       10.8 |      5.5    0.9    4.1    0.0      19.7
-            master (alone)     26.0   18.0       18.1     -0.1        8.0 |      0.0    0.0    3.0    0.0      15.1
+            node             kernels   host  ready multi-user after-mu pre-kernel | firmware loader kernel initrd userspace
+            private-1              1   52.1   41.2       23.8     17.4       10.8 |      5.5    0.9    4.1    0.0      19.7
+            master (alone)         1   26.0   18.0       18.1     -0.1        8.0 |      0.0    0.0    3.0    0.0      15.1
         "#]]
         .assert_eq(&table(&rows));
     }
