@@ -6,9 +6,10 @@
 //!    providers; a node without user-data still comes up and says so);
 //! 3. count this boot under the state directory (`/var/lib/strata/boots`);
 //! 4. read the node's facts (read-only root, dm-verity, booted slot);
-//! 5. write the health file, print the ready marker on the console and tell
-//!    systemd `READY=1`;
-//! 6. stay up.
+//! 5. write the health file, print the ready marker on the console (with
+//!    the boot times, [`crate::boot_times`]) and tell systemd `READY=1`;
+//! 6. stay up; print `STRATA-BOOT` with systemd's boot split once
+//!    `multi-user.target` is reached.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,12 +56,31 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         facts,
         user_data,
         problems,
+        boot: None,
     };
     let Some(ud) = found else {
         // A node without user-data is a healthy image waiting for its
-        // configuration: it says so and stays up.
+        // configuration: it says so and stays up. It is Ready before
+        // multi-user.target, which waits for its `READY=1`.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        health.boot = Some(runtime.block_on(crate::boot_times::read()));
         report(opts, &health)?;
         if !opts.once {
+            runtime.block_on(async {
+                let mut printed = false;
+                while !printed
+                    && health
+                        .boot
+                        .is_some_and(|b| b.multi_user != crate::boot_times::Milestone::Unknown)
+                {
+                    printed = boot_line(opts, &mut health, printed).await?;
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                anyhow::Ok(())
+            })?;
             loop {
                 std::thread::park();
             }
@@ -94,6 +114,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let cluster = runtime.spawn(crate::cluster::run(opts.state_dir.clone(), ud));
     runtime.block_on(async {
         let mut reported = false;
+        let mut boot_printed = false;
         loop {
             if cluster.is_finished() {
                 let result = cluster.await;
@@ -118,14 +139,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 }
                 health.healthy = health.problems.is_empty();
                 if health.healthy {
+                    if health.boot.is_none() {
+                        health.boot = Some(crate::boot_times::read().await);
+                    }
                     report(opts, &health)?;
                     reported = true;
                 } else {
                     health::write(&opts.run_dir, &health)?;
                 }
-                if opts.once && health.healthy {
-                    return Ok(());
-                }
+            }
+            boot_printed = boot_line(opts, &mut health, boot_printed).await?;
+            if opts.once && health.healthy {
+                return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
@@ -206,6 +231,27 @@ pub fn count_boot(state_dir: &Path) -> anyhow::Result<u64> {
     Ok(now)
 }
 
+/// Step 6: prints the `STRATA-BOOT` line once `multi-user.target` is
+/// reached, asking systemd again while it is pending (and keeping the
+/// answer in the health file); returns whether the line has been printed.
+async fn boot_line(opts: &Options, health: &mut Health, printed: bool) -> anyhow::Result<bool> {
+    let Some(boot) = health.boot.as_mut().filter(|_| !printed) else {
+        return Ok(printed);
+    };
+    let reached = boot.refresh().await;
+    let line = boot.boot_line();
+    if reached {
+        health::write(&opts.run_dir, health)?;
+    }
+    match line {
+        Some(line) => {
+            console(opts, &line);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Step 5: health file, console marker, systemd readiness.
 fn report(opts: &Options, health: &Health) -> anyhow::Result<()> {
     health::write(&opts.run_dir, health)?;
@@ -213,6 +259,19 @@ fn report(opts: &Options, health: &Health) -> anyhow::Result<()> {
     for p in &health.problems {
         line.push_str(&format!("\r\nSTRATA-PROBLEM {p}"));
     }
+    console(opts, &line);
+    let status = if health.healthy {
+        "healthy"
+    } else {
+        "unhealthy"
+    };
+    crate::notify::notify(&format!("READY=1\nSTATUS={status}: {line}"))
+        .context("cannot notify systemd")?;
+    Ok(())
+}
+
+/// Prints `line` on stdout and on the console device.
+fn console(opts: &Options, line: &str) {
     println!("{line}");
     if let Some(console) = &opts.console {
         let written = [console.as_path(), Path::new("/dev/console")]
@@ -226,19 +285,11 @@ fn report(opts: &Options, health: &Health) -> anyhow::Result<()> {
             });
         if !written {
             eprintln!(
-                "strata: cannot write the ready marker to {} or /dev/console",
+                "strata: cannot write a console line to {} or /dev/console",
                 console.display()
             );
         }
     }
-    let status = if health.healthy {
-        "healthy"
-    } else {
-        "unhealthy"
-    };
-    crate::notify::notify(&format!("READY=1\nSTATUS={status}: {line}"))
-        .context("cannot notify systemd")?;
-    Ok(())
 }
 
 #[cfg(test)]

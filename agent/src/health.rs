@@ -30,12 +30,17 @@ pub struct Health {
     pub user_data: String,
     /// Why the node is unhealthy (empty when healthy).
     pub problems: Vec<String>,
+    /// The boot times of the first Ready (absent before it, and in health
+    /// files of older agents).
+    #[serde(default)]
+    pub boot: Option<crate::boot_times::BootTimes>,
 }
 
 impl Health {
-    /// The one line printed on the serial console when the agent is ready.
+    /// The one line printed on the serial console when the agent is ready
+    /// (with `ready_ms=` and `multi_user_ms=` once the boot times are known).
     pub fn marker(&self) -> String {
-        format!(
+        let mut line = format!(
             "STRATA-READY role={} slot={} root={} verity={} boots={} user-data={} healthy={}",
             self.role,
             self.facts.slot,
@@ -48,7 +53,12 @@ impl Health {
             self.boots,
             self.user_data_kind(),
             if self.healthy { "yes" } else { "no" },
-        )
+        );
+        if let Some(boot) = &self.boot {
+            line.push(' ');
+            line.push_str(&boot.marker_fields());
+        }
+        line
     }
 
     /// Where the user-data came from, in one word: `fw_cfg`, `label`,
@@ -264,11 +274,27 @@ mod tests {
             },
             user_data: "none".into(),
             problems: vec![],
+            boot: None,
         };
         expect_test::expect![
             "STRATA-READY role=master slot=a root=ro verity=yes boots=2 user-data=none healthy=yes"
         ]
         .assert_eq(&h.marker());
+        h.boot = Some(crate::boot_times::BootTimes {
+            ready_ms: 24_310,
+            multi_user: crate::boot_times::Milestone::Pending,
+            split: None,
+        });
+        expect_test::expect![
+            "STRATA-READY role=master slot=a root=ro verity=yes boots=2 user-data=none healthy=yes ready_ms=24310 multi_user_ms=pending"
+        ]
+        .assert_eq(&h.marker());
+        // A health file written before the boot times existed still reads.
+        let old = serde_json::to_value(&h).expect("serializes");
+        let mut old = old.as_object().expect("an object").clone();
+        old.remove("boot");
+        let parsed: Health = serde_json::from_value(old.into()).expect("parses");
+        assert_eq!(parsed.boot, None);
         write(&dir, &h).unwrap();
         assert_eq!(check(&dir, true, Duration::from_secs(1)).unwrap(), h);
         for (source, kind) in [

@@ -6,6 +6,7 @@
 //! outside system (libcontainer, rtnetlink, zbus, etcd).
 
 pub mod api;
+pub mod boot_times;
 pub mod cli;
 pub mod cluster;
 pub mod daemon;

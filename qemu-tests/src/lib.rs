@@ -9,6 +9,7 @@
 //! qemu`) or captured line by line for [`Vm::wait_for`]. A `Vm` is killed
 //! when dropped, so a failing test never leaves QEMU behind.
 
+pub mod boot_times;
 pub mod cluster;
 pub mod env;
 pub mod registry;
@@ -261,7 +262,8 @@ fn run(c: &mut Command) -> anyhow::Result<()> {
 pub struct Vm {
     pub config: VmConfig,
     child: Child,
-    lines: Option<Receiver<String>>,
+    /// Console lines with the time each was read.
+    lines: Option<Receiver<(Instant, String)>>,
     started: Instant,
 }
 
@@ -302,7 +304,7 @@ impl Vm {
                         let _ = log.write_all(&buf);
                         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
                         buf.clear();
-                        if tx.send(line).is_err() {
+                        if tx.send((Instant::now(), line)).is_err() {
                             break;
                         }
                     }
@@ -337,6 +339,18 @@ impl Vm {
         also: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<String> {
+        Ok(self.wait_for_at(needle, also, timeout)?.0)
+    }
+
+    /// Like [`Vm::wait_for_all`], and also returns when the line appeared,
+    /// as time since QEMU started (exact even when the caller comes to
+    /// read this VM's console late).
+    pub fn wait_for_at(
+        &mut self,
+        needle: &str,
+        also: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<(String, Duration)> {
         let rx = self
             .lines
             .as_ref()
@@ -346,11 +360,14 @@ impl Vm {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(line) => {
+                Ok((read, line)) => {
                     if let Some(at) = line.find(needle)
                         && also.iter().all(|a| line.contains(a))
                     {
-                        return Ok(line[at..].to_string());
+                        return Ok((
+                            line[at..].to_string(),
+                            read.saturating_duration_since(self.started),
+                        ));
                     }
                     tail.push(line);
                     if tail.len() > 30 {
@@ -457,11 +474,13 @@ pub fn spawn_detached(mut config: VmConfig) -> anyhow::Result<u32> {
         .with_context(|| format!("{}: not a pid", pidfile.display()))
 }
 
-/// The fields of the agent's ready marker line
-/// (`STRATA-READY role=master slot=a root=ro verity=yes boots=2 healthy=yes`).
+/// The fields of one of the agent's console markers: the ready marker
+/// (`STRATA-READY role=master slot=a root=ro verity=yes boots=2 healthy=yes
+/// ready_ms=31250 multi_user_ms=19800`) or the boot times line
+/// (`STRATA-BOOT ready_ms=... multi_user_ms=... firmware_ms=...`).
 pub fn marker_fields(line: &str) -> std::collections::BTreeMap<String, String> {
     line.split_whitespace()
-        .skip_while(|w| *w != "STRATA-READY")
+        .skip_while(|w| !w.starts_with("STRATA-"))
         .skip(1)
         .filter_map(|w| {
             w.split_once('=')
@@ -482,6 +501,18 @@ mod tests {
         assert_eq!(f["role"], "public");
         assert_eq!(f["boots"], "1");
         assert_eq!(f.len(), 5);
+        let f = marker_fields(
+            "\rSTRATA-READY role=master slot=a root=ro verity=yes boots=1 user-data=none healthy=yes ready_ms=24310 multi_user_ms=pending",
+        );
+        assert_eq!(f["ready_ms"], "24310");
+        assert_eq!(f["multi_user_ms"], "pending");
+        let f = marker_fields(
+            "STRATA-BOOT ready_ms=31250 multi_user_ms=19800 firmware_ms=5500 loader_ms=900 kernel_ms=4100 initrd_ms=0 userspace_ms=15700",
+        );
+        assert_eq!(f["multi_user_ms"], "19800");
+        assert_eq!(f["userspace_ms"], "15700");
+        assert_eq!(f.len(), 7);
+        assert!(marker_fields("[  OK  ] Reached target multi-user.target").is_empty());
     }
 
     #[test]

@@ -101,6 +101,13 @@ fn boots_and_keeps_var(role: &str) {
     // Without user-data the node is a healthy image waiting for its
     // configuration (the cluster tests hand user-data in through fw_cfg).
     assert_eq!(first["user-data"], "none");
+    // Its boot times: the guest's clock at Ready, and multi-user.target
+    // still to come, since it waits for the agent's `READY=1`, sent after
+    // the marker (the `STRATA-BOOT` line follows; the cluster test and
+    // `cargo xtask bench boot` read it).
+    let ready_ms: u64 = first["ready_ms"].parse().expect("ready_ms is a number");
+    assert!(ready_ms > 0, "{first:?}");
+    assert_eq!(first["multi_user_ms"], "pending", "{first:?}");
 
     // After the first boot, on the disk: the entry is blessed and the state
     // partition fills the grown disk.

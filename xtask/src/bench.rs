@@ -16,6 +16,8 @@ pub enum Area {
     Cluster,
     /// Image builds (cold, warm), sizes, and QEMU start to the ready marker.
     Image(crate::bench_image::Args),
+    /// QEMU start to Ready per role, beside systemd's multi-user.target.
+    Boot(crate::bench_boot::Args),
     /// Container runtime: start latency against crun, agent RSS, pull throughput (root).
     Runtime {
         /// Starts measured for each runtime.
@@ -38,6 +40,7 @@ pub fn run(area: Area) -> anyhow::Result<()> {
         Area::Overlay => agent_bench("overlay"),
         Area::Cluster => agent_bench("cluster"),
         Area::Image(args) => crate::bench_image::run(&args),
+        Area::Boot(args) => crate::bench_boot::run(&args),
         Area::Runtime { count } => crate::bench_runtime::run(count),
         Area::RuntimeCrunInner { bundle, empty } => {
             crate::bench_runtime::crun_inner(&bundle, &empty)

@@ -2,6 +2,7 @@
 //! benchmarks. Only the xtask runs host tools; the crates stay pure.
 
 pub mod bench;
+pub mod bench_boot;
 pub mod bench_image;
 pub mod bench_runtime;
 pub mod cluster;
