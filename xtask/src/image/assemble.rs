@@ -28,7 +28,7 @@ const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 pub const EROFS_COMPRESSION: &str = "lz4hc,4";
 
 /// The kernel command line after `roothash=`.
-pub const CMDLINE_TAIL: &str = "root=/dev/mapper/root rootfstype=erofs ro rd.timeout=30 rd.shell=0 rd.emergency=reboot panic=10 console=ttyS0";
+pub const CMDLINE_TAIL: &str = "root=/dev/mapper/root rootfstype=erofs ro rd.timeout=60 rd.shell=0 rd.emergency=reboot panic=10 console=ttyS0";
 
 /// Everything one role's image is made from.
 pub struct Input<'a> {
