@@ -143,9 +143,9 @@ fn bench_image(warm_only: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The edit of the bench's agent change: a message in `daemon::report`.
-const EDIT_FROM: &str = "cannot write the ready marker to {} or /dev/console";
-const EDIT_TO: &str = "cannot write the ready marker to {} or to /dev/console";
+/// The edit of the bench's agent change: an error message in the daemon.
+const EDIT_FROM: &str = "user-data is for a {} node but this image is a {} image";
+const EDIT_TO: &str = "user-data is for a {} node, but this image is a {} image";
 
 /// Puts a file's text back when dropped.
 struct Restore<'a> {
@@ -186,4 +186,20 @@ fn boot_time(image: &Path, dir: &Path, role: Role) -> anyhow::Result<f64> {
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The bench's agent edit still finds its string.
+    #[test]
+    fn the_agent_edit_applies() {
+        let daemon = crate::project_root().join("agent/src/daemon.rs");
+        let text = std::fs::read_to_string(&daemon).expect("daemon.rs");
+        assert!(
+            text.contains(super::EDIT_FROM),
+            "{} no longer holds `{}`: point EDIT_FROM at another message",
+            daemon.display(),
+            super::EDIT_FROM
+        );
+    }
 }
