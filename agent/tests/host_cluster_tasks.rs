@@ -536,22 +536,12 @@ fn tasks_pinned_through_the_api() {
 /// removes its DNS record and its namespace.
 fn tasks_reach_each_other(c: &Cluster, strata: &Path, agent2_state: &Path, subnet: Ipv4Cidr) {
     let run_task = |node: &str, id: &str, script: &str| {
-        c.cli(&[
-            "task",
-            "run",
-            "--node",
+        c.cli(&qemu_tests::registry::task_run_args(
             node,
-            "--image",
             "example.org/bb:1",
-            "--id",
             id,
-            "--stop-grace",
-            "1",
-            "--",
-            "sh",
-            "-c",
             script,
-        ])
+        ))
         .unwrap_or_else(|e| panic!("task run {id}: {e}"))
     };
     let started = Instant::now();

@@ -146,6 +146,32 @@ pub fn busybox_layout(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(layout)
 }
 
+/// The CLI arguments that pin a `sh -c script` task `id` of `image` to
+/// `node`, stopped with a one-second grace period.
+pub fn task_run_args<'a>(
+    node: &'a str,
+    image: &'a str,
+    id: &'a str,
+    script: &'a str,
+) -> [&'a str; 14] {
+    [
+        "task",
+        "run",
+        "--node",
+        node,
+        "--image",
+        image,
+        "--id",
+        id,
+        "--stop-grace",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]
+}
+
 /// A task script (for the `bb:1` image) that finds task `name` through its
 /// node's resolver, both as `name` (the resolv.conf's search domain) and as
 /// `name.zone`, checks that both answer `addr`, and reads `expect` from

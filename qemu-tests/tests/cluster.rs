@@ -242,22 +242,7 @@ fn wait_task(
 fn tasks_across_booted_agents(p: &Prepared, image: &str) {
     let run = |node: &str, id: &str, script: &str| {
         let out = p
-            .strata(&[
-                "task",
-                "run",
-                "--node",
-                node,
-                "--image",
-                image,
-                "--id",
-                id,
-                "--stop-grace",
-                "1",
-                "--",
-                "sh",
-                "-c",
-                script,
-            ])
+            .strata(&registry::task_run_args(node, image, id, script))
             .unwrap_or_else(|e| panic!("task run {id}: {e:#}"));
         println!("{}", out.trim());
     };

@@ -93,10 +93,12 @@ async fn run(
     // given (running tasks are adopted either way: they keep theirs).
     if let Some(net) = network.as_mut() {
         match net.wait_for(Option::is_some).await {
-            Ok(n) => supervisor.set_network(n.clone()),
+            Ok(n) => {
+                supervisor.set_network(n.clone());
+                log("tasks: the overlay is up, tasks get their network from it");
+            }
             Err(_) => log("tasks: the overlay went away before it came up"),
         }
-        log("tasks: the overlay is up, tasks get their network from it");
     }
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
     tokio::spawn(follow(Arc::new(watch), tx));
