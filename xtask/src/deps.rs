@@ -54,6 +54,12 @@ pub const RUNTIME_PACKAGES: &[&str] = &[
 /// [`BACKPORTS_PACKAGES`]).
 pub const QEMU_TEST_PACKAGES: &[&str] = &["ovmf", "mtools"];
 
+/// Needed by the QEMU tier's cluster test besides QEMU: it serves a
+/// busybox-static image built with umoci from a registry on the host side
+/// (`qemu_tests::registry`).
+pub const QEMU_REGISTRY_PACKAGES: &[&str] =
+    &["docker-registry", "umoci", "skopeo", "busybox-static"];
+
 /// Needed by `cargo xtask image` (mmdebstrap, erofs, dm-verity, the ESP
 /// and the GPT disk, the UKI stub and systemd-boot; `qemu-img` comes with
 /// the backports QEMU).

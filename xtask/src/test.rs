@@ -114,6 +114,7 @@ fn install(tiers: &[Tier]) -> anyhow::Result<()> {
     }
     if tiers.contains(&Tier::Qemu) {
         packages.extend(deps::QEMU_TEST_PACKAGES);
+        packages.extend(deps::QEMU_REGISTRY_PACKAGES);
         packages.extend(deps::IMAGE_HOST_PACKAGES);
         backports.extend(deps::BACKPORTS_PACKAGES);
     }
