@@ -4,6 +4,8 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -362,27 +364,71 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Size and SHA-256 of a file.
+/// Size and SHA-256 of a file. Holes are hashed as the zeros they read as,
+/// without reading them: reading a hole makes the kernel clear a page for
+/// every 4 KiB of it, which was most of an image build's time.
 pub fn digest(name: &str, path: &Path) -> anyhow::Result<Digest> {
-    let mut f = open(path)?;
+    let f = open(path)?;
+    let len = size(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 4 * 1024 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
+    let zeros = vec![0u8; buf.len()];
+    let mut hashed = 0u64;
+    let hash_zeros = |hasher: &mut Sha256, mut n: u64| {
+        while n > 0 {
+            let m = n.min(zeros.len() as u64);
+            hasher.update(&zeros[..usize::try_from(m).expect("at most the buffer length")]);
+            n -= m;
         }
-        hasher.update(&buf[..n]);
-        size += n as u64;
+    };
+    for (start, extent) in data_extents(&f, len, path)? {
+        hash_zeros(&mut hasher, start - hashed);
+        let mut at = start;
+        while at < start + extent {
+            let want = (start + extent - at).min(buf.len() as u64);
+            let chunk = &mut buf[..usize::try_from(want).expect("at most the buffer length")];
+            f.read_exact_at(chunk, at)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            hasher.update(&*chunk);
+            at += want;
+        }
+        hashed = start + extent;
     }
+    hash_zeros(&mut hasher, len - hashed);
     Ok(Digest {
         name: name.to_string(),
-        size,
+        size: len,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// The data extents (offset, length) of `f`, `len` bytes long, in order:
+/// everything but its holes. A file system that does not report holes gives
+/// one extent, the whole file.
+fn data_extents(f: &File, len: u64, path: &Path) -> anyhow::Result<Vec<(u64, u64)>> {
+    use nix::unistd::{Whence, lseek};
+    let fd = f.as_raw_fd();
+    let offset = |at: u64| i64::try_from(at).expect("file offsets fit in an off_t");
+    let mut extents = vec![];
+    let mut at = 0u64;
+    while at < len {
+        let start = match lseek(fd, offset(at), Whence::SeekData) {
+            Ok(start) => start.unsigned_abs(),
+            // No data after `at`.
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(e).with_context(|| format!("cannot seek in {}", path.display())),
+        };
+        let end = lseek(fd, offset(start), Whence::SeekHole)
+            .with_context(|| format!("cannot seek in {}", path.display()))?
+            .unsigned_abs()
+            .min(len);
+        if end <= start {
+            break;
+        }
+        extents.push((start, end - start));
+        at = end;
+    }
+    Ok(extents)
 }
 
 /// Assembles a UKI from systemd's EFI stub with objcopy.
@@ -634,7 +680,7 @@ fn write_disk(path: &Path, plan: &Plan, contents: &[(&str, &PathBuf)]) -> anyhow
             .arg(&script),
     )?;
     std::fs::remove_file(&script)?;
-    let mut disk = std::fs::OpenOptions::new().write(true).open(path)?;
+    let disk = std::fs::OpenOptions::new().write(true).open(path)?;
     let mut buf = vec![0u8; 1024 * 1024];
     let zeros = vec![0u8; buf.len()];
     for (label, src) in contents {
@@ -647,40 +693,63 @@ fn write_disk(path: &Path, plan: &Plan, contents: &[(&str, &PathBuf)]) -> anyhow
                 p.size
             );
         }
-        let mut f = open(src)?;
-        let mut at = p.offset;
-        loop {
-            let n = read_full(&mut f, &mut buf)?;
-            if n == 0 {
-                break;
+        let f = open(src)?;
+        for (start, extent) in data_extents(&f, len, src)? {
+            let mut at = start;
+            while at < start + extent {
+                let want = (start + extent - at).min(buf.len() as u64);
+                let chunk = &mut buf[..usize::try_from(want).expect("at most the buffer length")];
+                f.read_exact_at(chunk, at)
+                    .with_context(|| format!("cannot read {}", src.display()))?;
+                // A slice comparison is a memcmp, fast in the unoptimised xtask.
+                if *chunk != zeros[..chunk.len()] {
+                    disk.write_all_at(chunk, p.offset + at)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                }
+                at += want;
             }
-            // A slice comparison is a memcmp, fast in the unoptimised xtask.
-            if buf[..n] != zeros[..n] {
-                disk.seek(SeekFrom::Start(at))?;
-                disk.write_all(&buf[..n])?;
-            }
-            at += n as u64;
         }
     }
     disk.sync_all()?;
     Ok(())
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> anyhow::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let m = f.read(&mut buf[n..])?;
-        if m == 0 {
-            break;
-        }
-        n += m;
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparse_file_hashes_as_the_bytes_it_reads_as() {
+        let dir = std::env::temp_dir().join(format!("xtask-digest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let check = |name: &str, len: u64, writes: &[(u64, &[u8])]| {
+            let path = dir.join(name);
+            let f = File::create(&path).unwrap();
+            f.set_len(len).unwrap();
+            for (at, bytes) in writes {
+                f.write_all_at(bytes, *at).unwrap();
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let d = digest(name, &path).unwrap();
+            assert_eq!(d.size, len, "{name}");
+            assert_eq!(d.sha256, hex::encode(Sha256::digest(&bytes)), "{name}");
+        };
+        let block = vec![7u8; 8192];
+        check("empty", 0, &[]);
+        check("all-hole", 9 * 1024 * 1024, &[]);
+        check("dense", 8192, &[(0, &block)]);
+        check(
+            "data-in-the-middle",
+            16 * 1024 * 1024,
+            &[(5 * 1024 * 1024 + 3, &block)],
+        );
+        check(
+            "data-at-both-ends",
+            12 * 1024 * 1024 + 17,
+            &[(0, b"head"), (12 * 1024 * 1024 + 13, b"tail")],
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_pe_timestamp_and_checksum_are_set() {
