@@ -69,6 +69,7 @@ impl Fixture {
         std::fs::copy("/bin/busybox", dir.join("root/bin/busybox")).expect("copy busybox");
         for applet in [
             "sh", "sleep", "echo", "cat", "id", "ps", "true", "false", "hostname", "grep", "ls",
+            "unshare",
         ] {
             std::os::unix::fs::symlink("busybox", dir.join("root/bin").join(applet))
                 .expect("symlink");
@@ -490,7 +491,8 @@ fn pull_run_exit_logs_limits_exec_stop() {
         "--",
         "sh",
         "-c",
-        "id; pwd; echo $GREETING; grep -E 'NoNewPrivs|CapBnd' /proc/self/status; touch /x 2>&1 || echo read-only",
+        "id; pwd; echo $GREETING; grep -E 'NoNewPrivs|CapBnd|Seccomp:' /proc/self/status; touch /x 2>&1 || echo read-only; \
+         unshare -U true 2>/dev/null && echo user-namespace-made || echo user-namespace-refused",
     ]));
     assert!(
         exec.contains("uid=65534(nobody) gid=65534(nogroup)"),
@@ -508,9 +510,12 @@ fn pull_run_exit_logs_limits_exec_stop() {
         "{exec}"
     );
     assert!(exec.contains("read-only"), "{exec}");
-    // The task's init runs under the seccomp filter (mode 2). Processes
-    // exec'd into it do not: libcontainer 0.7's tenant builder drops the
-    // spec's seccomp section (they keep the capabilities and no_new_privs).
+    // Processes exec'd into the task run under its seccomp filter (mode 2),
+    // which refuses new namespaces: an unprivileged user could otherwise
+    // make a user namespace.
+    assert!(exec.contains("Seccomp:\t2"), "{exec}");
+    assert!(exec.contains("user-namespace-refused"), "{exec}");
+    // So does the task's init.
     let pid = tasks::list(&fx.state())
         .into_iter()
         .find(|t| t.id == "limited")

@@ -312,6 +312,35 @@ pub fn stop(dir: &TaskDir, grace: Duration) -> anyhow::Result<Option<ExitRecord>
     Ok(read_json(&dir.exit_json()))
 }
 
+/// Runs the workload as libcontainer's default executor does, after
+/// loading `seccomp` (the task's filter) into the process.
+#[derive(Clone)]
+struct SeccompExecutor {
+    seccomp: libcontainer::oci_spec::runtime::LinuxSeccomp,
+}
+
+impl libcontainer::workload::Executor for SeccompExecutor {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        // The filter has no notify action, so there is no notify fd to pass on.
+        libcontainer::seccomp::initialize_seccomp(&self.seccomp).map_err(|e| {
+            libcontainer::workload::ExecutorError::Other(format!(
+                "cannot load the seccomp filter: {e}"
+            ))
+        })?;
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+}
+
 /// Runs `args` inside the running task's namespaces and cgroup, with this
 /// process's stdio, and returns its exit code. Single-threaded callers only.
 pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
@@ -327,9 +356,20 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
             .as_u64()
             .and_then(|v| u32::try_from(v).ok())
     };
+    // libcontainer's tenant builder drops the spec's seccomp section: the
+    // task's own filter (from its config.json) is loaded by the executor,
+    // after the process has joined the task and right before it execs.
+    let spec = libcontainer::oci_spec::runtime::Spec::load(dir.bundle().join("config.json"))
+        .context("cannot read the task's config.json")?;
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().clone())
+        .with_context(|| format!("task in {} has no seccomp filter", dir.0.display()))?;
     let pid = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
         .with_root_path(dir.runtime_root())
         .context("bad runtime root")?
+        .with_executor(SeccompExecutor { seccomp })
         .as_tenant()
         .with_container_args(args)
         .with_env(
