@@ -381,25 +381,41 @@ pub fn digest(name: &str, path: &Path) -> anyhow::Result<Digest> {
             n -= m;
         }
     };
-    for (start, extent) in data_extents(&f, len, path)? {
-        hash_zeros(&mut hasher, start - hashed);
-        let mut at = start;
-        while at < start + extent {
-            let want = (start + extent - at).min(buf.len() as u64);
-            let chunk = &mut buf[..usize::try_from(want).expect("at most the buffer length")];
-            f.read_exact_at(chunk, at)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            hasher.update(&*chunk);
-            at += want;
-        }
-        hashed = start + extent;
-    }
+    read_data(&f, len, path, &mut buf, |at, chunk| {
+        hash_zeros(&mut hasher, at - hashed);
+        hasher.update(chunk);
+        hashed = at + chunk.len() as u64;
+        Ok(())
+    })?;
     hash_zeros(&mut hasher, len - hashed);
     Ok(Digest {
         name: name.to_string(),
         size: len,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+/// Reads the data of `f` (`len` bytes long, at `path`), skipping its holes,
+/// in chunks of at most `buf.len()` bytes, in order: `each(offset, chunk)`.
+fn read_data(
+    f: &File,
+    len: u64,
+    path: &Path,
+    buf: &mut [u8],
+    mut each: impl FnMut(u64, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for (start, extent) in data_extents(f, len, path)? {
+        let mut at = start;
+        while at < start + extent {
+            let want = (start + extent - at).min(buf.len() as u64);
+            let chunk = &mut buf[..usize::try_from(want).expect("at most the buffer length")];
+            f.read_exact_at(chunk, at)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            each(at, chunk)?;
+            at += want;
+        }
+    }
+    Ok(())
 }
 
 /// The data extents (offset, length) of `f`, `len` bytes long, in order:
@@ -693,22 +709,14 @@ fn write_disk(path: &Path, plan: &Plan, contents: &[(&str, &PathBuf)]) -> anyhow
                 p.size
             );
         }
-        let f = open(src)?;
-        for (start, extent) in data_extents(&f, len, src)? {
-            let mut at = start;
-            while at < start + extent {
-                let want = (start + extent - at).min(buf.len() as u64);
-                let chunk = &mut buf[..usize::try_from(want).expect("at most the buffer length")];
-                f.read_exact_at(chunk, at)
-                    .with_context(|| format!("cannot read {}", src.display()))?;
-                // A slice comparison is a memcmp, fast in the unoptimised xtask.
-                if *chunk != zeros[..chunk.len()] {
-                    disk.write_all_at(chunk, p.offset + at)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                }
-                at += want;
+        read_data(&open(src)?, len, src, &mut buf, |at, chunk| {
+            // A slice comparison is a memcmp, fast in the unoptimised xtask.
+            if *chunk != zeros[..chunk.len()] {
+                disk.write_all_at(chunk, p.offset + at)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
-        }
+            Ok(())
+        })?;
     }
     disk.sync_all()?;
     Ok(())
