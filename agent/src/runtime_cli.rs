@@ -99,6 +99,12 @@ pub enum TaskCommand {
         /// Seconds between SIGTERM and SIGKILL when the task is stopped.
         #[arg(long, default_value_t = 10)]
         stop_grace: u64,
+        /// The application the task belongs to (`<app>.<zone>` in DNS).
+        #[arg(long)]
+        app: Option<String>,
+        /// A TCP port the task serves, published as an SRV record (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<u16>,
         #[command(flatten)]
         target: crate::cli::Target,
         /// The command and its arguments [default: the image's].
@@ -313,6 +319,8 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
             restart,
             env,
             stop_grace,
+            app,
+            ports,
             target,
             command,
         } => {
@@ -331,6 +339,8 @@ pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
                 restart,
                 stop_grace_secs: stop_grace,
                 netns: None,
+                app,
+                ports,
             };
             crate::cli::remote_task_run(&target, node, spec)
         }

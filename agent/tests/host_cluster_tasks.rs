@@ -19,6 +19,7 @@ use agent::overlay::node::OverlayTasks;
 use agent::pki::Ca;
 use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
+use hickory_proto::rr::RecordType;
 
 mod common;
 use common::{Netns, run};
@@ -504,7 +505,13 @@ fn tasks_pinned_through_the_api() {
     assert_eq!(listed[0].state, "running");
     assert_eq!(listed[0].address, Some(hello_addr), "the address changed");
 
-    tasks_reach_each_other(&c, &strata, &agent2_state, subnet_of("agent-1"));
+    tasks_reach_each_other(
+        &c,
+        &strata,
+        &agent2_state,
+        subnet_of("agent-1"),
+        (&agent2_ns, subnet_of("agent-2")),
+    );
 
     // Stopped through the API: gone from the cluster and from the node.
     let stopped = Instant::now();
@@ -532,9 +539,16 @@ fn tasks_pinned_through_the_api() {
 
 /// A server task on agent-1 and a client task on agent-2: the client
 /// reaches the server over the overlay by short name (the resolv.conf's
-/// search domain), by `<task>.<zone>` and by address. Stopping the server
-/// removes its DNS record and its namespace.
-fn tasks_reach_each_other(c: &Cluster, strata: &Path, agent2_state: &Path, subnet: Ipv4Cidr) {
+/// search domain), by `<task>.<zone>` and by address; agent-2's resolver
+/// answers the server's app name (A) and its port (SRV). Stopping the server
+/// removes its DNS records and its namespace.
+fn tasks_reach_each_other(
+    c: &Cluster,
+    strata: &Path,
+    agent2_state: &Path,
+    subnet: Ipv4Cidr,
+    (agent2_ns, agent2_subnet): (&str, Ipv4Cidr),
+) {
     let run_task = |node: &str, id: &str, script: &str| {
         c.cli(&qemu_tests::registry::task_run_args(
             node,
@@ -545,7 +559,16 @@ fn tasks_reach_each_other(c: &Cluster, strata: &Path, agent2_state: &Path, subne
         .unwrap_or_else(|e| panic!("task run {id}: {e}"))
     };
     let started = Instant::now();
-    run_task("agent-1", "web", "exec nc -ll -p 8080 -e echo pong");
+    let mut web_args = qemu_tests::registry::task_run_args(
+        "agent-1",
+        "example.org/bb:1",
+        "web",
+        "exec nc -ll -p 8080 -e echo pong",
+    )
+    .to_vec();
+    web_args.splice(2..2, ["--app", "shop", "--port", "8080"]);
+    c.cli(&web_args)
+        .unwrap_or_else(|e| panic!("task run web: {e}"));
     let web = c.wait("task web running", Duration::from_secs(30), || {
         c.tasks()?
             .into_iter()
@@ -580,6 +603,31 @@ fn tasks_reach_each_other(c: &Cluster, strata: &Path, agent2_state: &Path, subne
     );
     c.cli(&["task", "stop", "client"]).expect("stop client");
 
+    // The app name and the SRV record, from agent-2's resolver (in its
+    // namespace, at its bridge's address).
+    let resolver = std::net::SocketAddr::from((agent::overlay::plan::gateway(agent2_subnet), 53));
+    let netns = PathBuf::from(format!("/var/run/netns/{agent2_ns}"));
+    let ask = |name: &str, rtype: RecordType| {
+        agent::overlay::netns::run_in(Some(&netns), || {
+            agent::dns::client::query(resolver, name, rtype, Duration::from_secs(2))
+        })
+        .map(|m| {
+            m.answers
+                .iter()
+                .map(|r| r.data.to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_else(|e| panic!("{name} {rtype}: {e:#}"))
+    };
+    assert_eq!(
+        ask("shop.strata.internal.", RecordType::A),
+        [addr.to_string()]
+    );
+    assert_eq!(
+        ask("_shop._tcp.strata.internal.", RecordType::SRV),
+        ["0 0 8080 web.strata.internal."]
+    );
+
     // The server stops: its name no longer resolves anywhere.
     c.cli(&["task", "stop", "web"]).expect("stop web");
     c.wait("task web removed", Duration::from_secs(30), || {
@@ -604,4 +652,9 @@ fn tasks_reach_each_other(c: &Cluster, strata: &Path, agent2_state: &Path, subne
     );
     c.cli(&["task", "stop", "probe"]).expect("stop probe");
     assert!(!Path::new("/var/run/netns/strata-web").exists());
+    assert_eq!(
+        ask("_shop._tcp.strata.internal.", RecordType::SRV),
+        Vec::<String>::new(),
+        "the SRV record outlived the task"
+    );
 }

@@ -505,6 +505,8 @@ pub fn tasks_endpoints(
                 id: id.clone(),
                 node: t.node.clone(),
                 address: r.address?,
+                app: t.spec.app.clone(),
+                ports: t.spec.ports.clone(),
             })
         })
         .collect()

@@ -130,6 +130,12 @@ pub struct TaskEndpoint {
     pub id: String,
     pub node: String,
     pub address: std::net::Ipv4Addr,
+    /// The task's application, from its spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The TCP ports it serves, from its spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 /// A node asks to join: it proves it holds the join token and sends a

@@ -94,7 +94,8 @@ pub fn peers(me: &str, nodes: &[NodeStatus]) -> Vec<Peer> {
 /// The DNS records derived from the node list and the running tasks:
 /// `<node>` answers the gateway of the node's subnet (where its resolver
 /// and bridge are), `<task>` the task's overlay address (a task named like
-/// a node wins). Pure.
+/// a node wins), `<app>` every running task of the app, and the SRV names
+/// the tasks' ports. Pure.
 pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
     let mut set: BTreeMap<String, TaskRecord> = nodes
         .iter()
@@ -114,9 +115,9 @@ pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
         set.insert(
             t.id.to_ascii_lowercase(),
             TaskRecord {
-                app: None,
+                app: t.app.clone(),
                 addr: t.address,
-                ports: vec![],
+                ports: t.ports.clone(),
             },
         );
     }
@@ -319,12 +320,16 @@ mod tests {
                 id: "Web".into(),
                 node: "agent-1".into(),
                 address: "10.200.1.2".parse().expect("address"),
+                app: Some("shop".into()),
+                ports: vec![8080],
             },
             // A task named like a node answers for the name.
             TaskEndpoint {
                 id: "agent-3".into(),
                 node: "agent-1".into(),
                 address: "10.200.1.3".parse().expect("address"),
+                app: None,
+                ports: vec![],
             },
         ];
         let actual = format!(
@@ -361,9 +366,13 @@ mod tests {
                         ports: [],
                     },
                     "web": TaskRecord {
-                        app: None,
+                        app: Some(
+                            "shop",
+                        ),
                         addr: 10.200.1.2,
-                        ports: [],
+                        ports: [
+                            8080,
+                        ],
                     },
                 },
             }"#]]

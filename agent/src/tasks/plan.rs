@@ -140,6 +140,8 @@ mod tests {
             restart,
             stop_grace_secs: 1,
             netns: None,
+            app: None,
+            ports: vec![],
         }
     }
 

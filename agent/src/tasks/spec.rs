@@ -1,6 +1,6 @@
 //! The task model: what a task spec file (`*.toml`) holds, and its validation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,13 @@ pub struct TaskSpec {
     /// A network namespace to join (e.g. `/var/run/netns/NAME`).
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// The application the task belongs to: `<app>.<zone>` answers every
+    /// running task of it (A) and `_<app>._tcp.<zone>` its ports (SRV).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// TCP ports the task serves, published as SRV records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 fn default_grace() -> u64 {
@@ -155,6 +162,29 @@ impl TaskSpec {
         if self.command.first().is_some_and(|c| c.is_empty()) {
             return Err("command starts with an empty string".into());
         }
+        if let Some(app) = &self.app {
+            let ok = !app.is_empty()
+                && app.len() <= 63
+                && app
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !app.starts_with('-')
+                && !app.ends_with('-');
+            if !ok {
+                return Err(format!(
+                    "app name {app:?} is invalid: use 1-63 lowercase letters, digits or '-' (a DNS label, not starting or ending with '-')"
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for port in &self.ports {
+            if *port == 0 {
+                return Err("port 0 is not a port a task can serve".into());
+            }
+            if !seen.insert(port) {
+                return Err(format!("port {port} is listed twice"));
+            }
+        }
         Ok(())
     }
 
@@ -189,13 +219,23 @@ mod tests {
 
     fn check(text: &str, expected: Expect) {
         let got = match parse("t.toml", text) {
-            Ok(spec) => format!(
+            Ok(spec) if spec.app.is_none() && spec.ports.is_empty() => format!(
                 "ok {} {:?} mem={:?} cpu={:?} restart={:?}",
                 spec.id,
                 spec.command,
                 spec.mem.map(|m| m.0),
                 spec.cpu_millis(),
                 spec.restart
+            ),
+            Ok(spec) => format!(
+                "ok {} {:?} mem={:?} cpu={:?} restart={:?} app={:?} ports={:?}",
+                spec.id,
+                spec.command,
+                spec.mem.map(|m| m.0),
+                spec.cpu_millis(),
+                spec.restart,
+                spec.app,
+                spec.ports
             ),
             Err(e) => e.to_string(),
         };
@@ -252,6 +292,32 @@ restart = "on-failure""#,
         check(
             "id = \"a\"\nimage = \"bb\"\ncpus = 0",
             expect!["t.toml: cpus 0 is out of range (0.01 to 1024)"],
+        );
+        check(
+            "id = \"web-1\"\nimage = \"bb\"\napp = \"web\"\nports = [8080, 9090]",
+            expect![[
+                r#"ok web-1 [] mem=None cpu=None restart=Never app=Some("web") ports=[8080, 9090]"#
+            ]],
+        );
+        check(
+            "id = \"a\"\nimage = \"bb\"\napp = \"Web_App\"",
+            expect![[
+                r#"t.toml: app name "Web_App" is invalid: use 1-63 lowercase letters, digits or '-' (a DNS label, not starting or ending with '-')"#
+            ]],
+        );
+        check(
+            "id = \"a\"\nimage = \"bb\"\nports = [80, 80]",
+            expect!["t.toml: port 80 is listed twice"],
+        );
+        check(
+            "id = \"a\"\nimage = \"bb\"\nports = [0]",
+            expect!["t.toml: port 0 is not a port a task can serve"],
+        );
+        check(
+            "id = \"a\"\nimage = \"bb\"\nports = [70000]",
+            expect![[
+                r#"t.toml: TOML parse error at line 3, column 10   | 3 | ports = [70000]   |          ^^^^^ invalid value: integer `70000`, expected u16"#
+            ]],
         );
     }
 }
