@@ -603,7 +603,29 @@ fn tasks_reach_each_other(
     );
     c.cli(&["task", "stop", "client"]).expect("stop client");
 
-    // The app name and the SRV record, from agent-2's resolver (in its
+    // The app name and the SRV record, from a task on agent-2 (busybox's
+    // nslookup, as the QEMU tier asks them)...
+    run_task(
+        "agent-2",
+        "srv",
+        &qemu_tests::registry::app_srv_script(
+            "shop",
+            "strata.internal",
+            "web",
+            &addr.to_string(),
+            8080,
+            10,
+        ),
+    );
+    let srv = c.wait("task srv exited", Duration::from_secs(60), || {
+        c.tasks()?
+            .into_iter()
+            .find(|t| t.id == "srv" && t.exit_code.is_some())
+    });
+    let logs = output(strata, &["task", "logs", "srv", "--state-dir", &state]).unwrap_or_default();
+    assert_eq!(srv.exit_code, Some(0), "app and SRV records: {logs}");
+    c.cli(&["task", "stop", "srv"]).expect("stop srv");
+    // ... and from the test, at agent-2's resolver (in its
     // namespace, at its bridge's address).
     let resolver = std::net::SocketAddr::from((agent::overlay::plan::gateway(agent2_subnet), 53));
     let netns = PathBuf::from(format!("/var/run/netns/{agent2_ns}"));

@@ -196,6 +196,26 @@ pub fn reach_by_name_script(
     )
 }
 
+/// A task script that exits 0 once its node's resolver answers `addr` for
+/// `app.zone` (A) and names port `port` of `target.zone` for
+/// `_app._tcp.zone` (SRV); retries for `tries` seconds, then prints what the
+/// resolver answers and exits 1.
+pub fn app_srv_script(
+    app: &str,
+    zone: &str,
+    target: &str,
+    addr: &str,
+    port: u16,
+    tries: u32,
+) -> String {
+    format!(
+        "try() {{ nslookup {app}.{zone} 2>/dev/null | awk '/^Name:/{{n=1}} n&&/^Address/{{print $2; exit}}' | grep -qxF {addr} && \
+         nslookup -type=srv _{app}._tcp.{zone} 2>/dev/null | grep -qF ' {port} {target}.{zone}'; }}; \
+         i=0; while [ $i -lt {tries} ]; do try && exit 0; i=$((i+1)); sleep 1; done; \
+         nslookup {app}.{zone}; nslookup -type=srv _{app}._tcp.{zone}; exit 1"
+    )
+}
+
 /// A task script that exits 0 once `gone` no longer resolves (within
 /// `tries` seconds), 1 if it still does, and 2 if `known` does not resolve
 /// either (the resolver does not answer at all).

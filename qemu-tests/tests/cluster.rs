@@ -247,7 +247,18 @@ fn tasks_across_booted_agents(p: &Prepared, image: &str) {
         println!("{}", out.trim());
     };
     let started = Instant::now();
-    run("private-1", "web", "exec nc -ll -p 8080 -e echo pong");
+    let mut web_args = registry::task_run_args(
+        "private-1",
+        image,
+        "web",
+        "exec nc -ll -p 8080 -e echo pong",
+    )
+    .to_vec();
+    web_args.splice(2..2, ["--app", "shop", "--port", "8080"]);
+    let out = p
+        .strata(&web_args)
+        .unwrap_or_else(|e| panic!("task run web: {e:#}"));
+    println!("{}", out.trim());
     let web = wait_task(p, "web", "running", Duration::from_secs(300), |t| {
         t["state"] == "running" && t["address"].is_string()
     });
@@ -279,6 +290,22 @@ fn tasks_across_booted_agents(p: &Prepared, image: &str) {
     );
 
     p.strata(&["task", "stop", "client"]).expect("stop client");
+
+    // public-1's resolver answers web's app name and its port (SRV).
+    run(
+        "public-1",
+        "srv",
+        &registry::app_srv_script("shop", "strata.internal", "web", &addr, 8080, 30),
+    );
+    let srv = wait_task(p, "srv", "exited", Duration::from_secs(120), |t| {
+        t["exit_code"].is_number()
+    });
+    assert_eq!(
+        srv["exit_code"],
+        serde_json::json!(0),
+        "public-1's resolver did not answer shop.strata.internal (A) and _shop._tcp (SRV): {srv}"
+    );
+    p.strata(&["task", "stop", "srv"]).expect("stop srv");
     p.strata(&["task", "stop", "web"]).expect("stop web");
     run(
         "public-1",
