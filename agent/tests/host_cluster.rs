@@ -17,49 +17,10 @@ use agent::pki::{Ca, NodeKey};
 use agent::testenv::{Need, require};
 
 mod common;
-use common::{Netns, run};
+use common::{Netns, Proc, run};
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const MASTER_IP: &str = "10.77.0.1";
-
-/// A process killed on drop; its output goes to a log file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(netns: &str, program: &str, args: &[&str], log: &Path) -> Proc {
-        let file = std::fs::File::create(log).expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns, program])
-            .args(args)
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Proc {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Runs `f` on a thread inside network namespace `netns`.
 fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -188,54 +149,15 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
     let mut netns = Netns(Vec::new());
 
     // The underlay: a bridge in the master's namespace, one veth per agent.
-    netns.add(&master_ns);
-    run(
-        "ip",
-        &["-n", &master_ns, "link", "add", "br0", "type", "bridge"],
-    );
-    run(
-        "ip",
+    common::underlay(
+        &mut netns,
+        &master_ns,
+        &format!("{MASTER_IP}/24"),
         &[
-            "-n",
-            &master_ns,
-            "addr",
-            "add",
-            &format!("{MASTER_IP}/24"),
-            "dev",
-            "br0",
+            (&agent_ns[0], "10.77.0.11/24".into()),
+            (&agent_ns[1], "10.77.0.12/24".into()),
         ],
     );
-    run("ip", &["-n", &master_ns, "link", "set", "br0", "up"]);
-    for (i, ns) in agent_ns.iter().enumerate() {
-        netns.add(ns);
-        let host_end = format!("veth{}", i + 1);
-        run(
-            "ip",
-            &[
-                "-n", &master_ns, "link", "add", &host_end, "type", "veth", "peer", "name", "eth0",
-                "netns", ns,
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n", &master_ns, "link", "set", &host_end, "master", "br0", "up",
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("10.77.0.{}/24", 11 + i),
-                "dev",
-                "eth0",
-            ],
-        );
-        run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
-    }
 
     // The operator's side: cluster.toml and `strata cluster init`.
     let etcd_port = 20_000 + (id % 20_000) as u16;
@@ -248,72 +170,11 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
          [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.77.0.11/24\"\n\
          [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.77.0.12/24\"\n"
     );
-    std::fs::write(dir.join("cluster.toml"), &cluster_toml).expect("cluster.toml");
+    let ca = common::cluster_init(Path::new(STRATA), &dir, &cluster_toml);
     let out = dir.join("out");
-    run(
-        STRATA,
-        &[
-            "cluster",
-            "init",
-            "--config",
-            &dir.join("cluster.toml").display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
-    );
-    let ca = Ca {
-        cert_pem: std::fs::read_to_string(out.join("ca.crt")).expect("ca.crt"),
-        key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
-    };
 
     // A real etcd in the master's namespace, mutual TLS from the cluster CA.
-    let etcd_cert = ca
-        .issue_master(
-            "etcd",
-            &["127.0.0.1".to_string()],
-            Duration::from_secs(3600),
-        )
-        .expect("etcd cert");
-    let pki = dir.join("etcd-pki");
-    std::fs::create_dir_all(&pki).expect("pki dir");
-    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
-    std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
-    std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
-    let p = |f: &str| pki.join(f).display().to_string();
-    let client_url = format!("https://127.0.0.1:{etcd_port}");
-    let peer_url = format!("http://127.0.0.1:{}", etcd_port + 1);
-    let _etcd = Proc::spawn(
-        &master_ns,
-        "etcd",
-        &[
-            "--name",
-            "etcd-host",
-            "--data-dir",
-            &dir.join("etcd-data").display().to_string(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("etcd-host={peer_url}"),
-            "--cert-file",
-            &p("etcd.crt"),
-            "--key-file",
-            &p("etcd.key"),
-            "--trusted-ca-file",
-            &p("ca.crt"),
-            "--client-cert-auth",
-            "--heartbeat-interval",
-            "50",
-            "--election-timeout",
-            "500",
-        ],
-        &dir.join("etcd.log"),
-    );
+    let _etcd = common::etcd(&master_ns, &dir, &ca, "etcd-host", etcd_port);
 
     // The nodes: the real binary, each in its namespace.
     let ud = |n: &str| {

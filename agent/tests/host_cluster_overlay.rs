@@ -15,55 +15,23 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::cluster::model::{NodeState, NodeStatus};
 use agent::etcd::{EtcdConnect, EtcdTls, Store};
 use agent::overlay::netlink::{self, NodeOverlay};
 use agent::overlay::{NodeNetwork, Peer, lab, plan};
-use agent::pki::Ca;
 use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
 
 mod common;
-use common::{Netns, run};
+use common::{Netns, Proc, run};
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 const MASTER_IP: &str = "10.78.0.1";
 const NODES: [&str; 3] = ["master-1", "agent-1", "agent-2"];
 const ZONE: &str = "strata.internal";
-
-/// A process killed on drop; its output goes to a log file.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn spawn(netns: &str, program: &str, args: &[&str], log: &Path) -> Proc {
-        let file = std::fs::File::create(log).expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns, program])
-            .args(args)
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        Proc { child }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn ns_path(name: &str) -> PathBuf {
     PathBuf::from(format!("/var/run/netns/{name}"))
@@ -185,40 +153,16 @@ fn overlay_follows_the_cluster() {
     let mut netns = Netns(Vec::new());
 
     // The underlay: a bridge in the master's namespace, one veth per agent.
-    netns.add(&master_ns);
-    let m = master_ns.as_str();
-    run("ip", &["-n", m, "link", "add", "br0", "type", "bridge"]);
-    run(
-        "ip",
+    common::underlay(
+        &mut netns,
+        &master_ns,
+        &format!("{MASTER_IP}/24"),
         &[
-            "-n",
-            m,
-            "addr",
-            "add",
-            &format!("{MASTER_IP}/24"),
-            "dev",
-            "br0",
+            (&agent_ns[0], "10.78.0.11/24".into()),
+            (&agent_ns[1], "10.78.0.12/24".into()),
         ],
     );
-    run("ip", &["-n", m, "link", "set", "br0", "up"]);
-    for (i, ns) in agent_ns.iter().enumerate() {
-        netns.add(ns);
-        let host_end = format!("veth{}", i + 1);
-        run(
-            "ip",
-            &[
-                "-n", m, "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
-                ns,
-            ],
-        );
-        run(
-            "ip",
-            &["-n", m, "link", "set", &host_end, "master", "br0", "up"],
-        );
-        let addr = format!("10.78.0.{}/24", 11 + i);
-        run("ip", &["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
-        run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
-    }
+    let m = master_ns.as_str();
 
     // cluster.toml with an explicit overlay, and `strata cluster init`.
     let etcd_port = 20_000 + (id % 20_000) as u16;
@@ -233,72 +177,19 @@ fn overlay_follows_the_cluster() {
     );
     let config = configs::cluster::ClusterConfig::parse("test cluster.toml", &cluster_toml)
         .expect("cluster.toml");
-    std::fs::write(dir.join("cluster.toml"), &cluster_toml).expect("cluster.toml");
+    let ca = common::cluster_init(Path::new(STRATA), &dir, &cluster_toml);
     let out = dir.join("out");
-    run(
-        STRATA,
-        &[
-            "cluster",
-            "init",
-            "--config",
-            &dir.join("cluster.toml").display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
-    );
-    let ca = Ca {
-        cert_pem: std::fs::read_to_string(out.join("ca.crt")).expect("ca.crt"),
-        key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
-    };
 
     // A real etcd in the master's namespace, mutual TLS from the cluster CA.
+    let _etcd = common::etcd(m, &dir, &ca, "etcd-ovl", etcd_port);
+    let client_url = format!("https://127.0.0.1:{etcd_port}");
     let etcd_cert = ca
         .issue_master(
-            "etcd",
+            "etcd-client",
             &["127.0.0.1".to_string()],
             Duration::from_secs(3600),
         )
-        .expect("etcd cert");
-    let pki = dir.join("etcd-pki");
-    std::fs::create_dir_all(&pki).expect("pki dir");
-    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
-    std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
-    std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
-    let p = |f: &str| pki.join(f).display().to_string();
-    let client_url = format!("https://127.0.0.1:{etcd_port}");
-    let peer_url = format!("http://127.0.0.1:{}", etcd_port + 1);
-    let _etcd = Proc::spawn(
-        m,
-        "etcd",
-        &[
-            "--name",
-            "etcd-ovl",
-            "--data-dir",
-            &dir.join("etcd-data").display().to_string(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("etcd-ovl={peer_url}"),
-            "--cert-file",
-            &p("etcd.crt"),
-            "--key-file",
-            &p("etcd.key"),
-            "--trusted-ca-file",
-            &p("ca.crt"),
-            "--client-cert-auth",
-            "--heartbeat-interval",
-            "50",
-            "--election-timeout",
-            "500",
-        ],
-        &dir.join("etcd.log"),
-    );
+        .expect("etcd client cert");
     let etcd = EtcdConnect {
         endpoints: vec![client_url.clone()],
         tls: Some(EtcdTls {
@@ -677,7 +568,10 @@ fn loopback_etcd() -> LoopbackEtcd {
         .spawn()
         .expect("start etcd");
     let etcd = LoopbackEtcd {
-        proc: Proc { child },
+        proc: Proc {
+            child,
+            log: PathBuf::from("/dev/null"),
+        },
         dir,
         endpoint: client_url,
     };

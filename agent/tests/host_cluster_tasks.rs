@@ -11,18 +11,17 @@
 //! with clear errors. Root only.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::cluster::model::{NodeState, NodeStatus, TaskView};
 use agent::overlay::node::OverlayTasks;
-use agent::pki::Ca;
 use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
 use hickory_proto::rr::RecordType;
 
 mod common;
-use common::{Netns, run};
+use common::{Netns, Proc};
 
 const MASTER_IP: &str = "10.79.0.1";
 
@@ -39,36 +38,6 @@ fn output(program: &Path, args: &[&str]) -> Result<String, String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
-    }
-}
-
-/// A process killed on drop; its output goes to a log file. It enters the
-/// network namespace with `nsenter`, not `ip netns exec`, which mounts a
-/// sysfs of its own without the cgroup hierarchy the agent's containers
-/// need.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(netns: &str, program: &Path, args: &[&str], log: &Path) -> Proc {
-        let file = std::fs::File::create(log).expect("log file");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{netns}"))
-            .arg("--")
-            .arg(program)
-            .args(args)
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        Proc(child)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -157,50 +126,17 @@ fn tasks_pinned_through_the_api() {
     let agent2_ns = format!("st{id}-a2");
     let mut netns = Netns(Vec::new());
 
-    // The underlay: a bridge in the master's namespace, a veth to the agent.
-    netns.add(&master_ns);
-    let m = master_ns.as_str();
-    run("ip", &["-n", m, "link", "add", "br0", "type", "bridge"]);
-    run(
-        "ip",
+    // The underlay: a bridge in the master's namespace, a veth to each agent.
+    common::underlay(
+        &mut netns,
+        &master_ns,
+        &format!("{MASTER_IP}/24"),
         &[
-            "-n",
-            m,
-            "addr",
-            "add",
-            &format!("{MASTER_IP}/24"),
-            "dev",
-            "br0",
+            (&agent_ns, "10.79.0.11/24".into()),
+            (&agent2_ns, "10.79.0.12/24".into()),
         ],
     );
-    run("ip", &["-n", m, "link", "set", "br0", "up"]);
-    for (i, ns) in [&agent_ns, &agent2_ns].into_iter().enumerate() {
-        let veth = format!("veth{}", i + 1);
-        netns.add(ns);
-        run(
-            "ip",
-            &[
-                "-n", m, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
-            ],
-        );
-        run(
-            "ip",
-            &["-n", m, "link", "set", &veth, "master", "br0", "up"],
-        );
-        run(
-            "ip",
-            &[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("10.79.0.{}/24", 11 + i),
-                "dev",
-                "eth0",
-            ],
-        );
-        run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
-    }
+    let m = master_ns.as_str();
 
     let etcd_port = 40_000 + (id % 20_000) as u16;
     let cluster_toml = format!(
@@ -212,24 +148,8 @@ fn tasks_pinned_through_the_api() {
          [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.79.0.11/24\"\n\
          [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.79.0.12/24\"\n"
     );
-    std::fs::write(dir.join("cluster.toml"), &cluster_toml).expect("cluster.toml");
+    let ca = common::cluster_init(&strata, &dir, &cluster_toml);
     let out = dir.join("out");
-    output(
-        &strata,
-        &[
-            "cluster",
-            "init",
-            "--config",
-            &dir.join("cluster.toml").display().to_string(),
-            "--out",
-            &out.display().to_string(),
-        ],
-    )
-    .expect("cluster init");
-    let ca = Ca {
-        cert_pem: std::fs::read_to_string(out.join("ca.crt")).expect("ca.crt"),
-        key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
-    };
 
     // The image, imported into the agents' stores before they start.
     let state_dir = |n: &str| dir.join("state").join(n);
@@ -255,56 +175,10 @@ fn tasks_pinned_through_the_api() {
     let _cleanup2 = TaskCleanup(agent2_state.clone());
 
     // A real etcd in the master's namespace, mutual TLS from the cluster CA.
-    let etcd_cert = ca
-        .issue_master(
-            "etcd",
-            &["127.0.0.1".to_string()],
-            Duration::from_secs(3600),
-        )
-        .expect("etcd cert");
-    let pki = dir.join("etcd-pki");
-    std::fs::create_dir_all(&pki).expect("pki dir");
-    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
-    std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
-    std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
-    let p = |f: &str| pki.join(f).display().to_string();
-    let client_url = format!("https://127.0.0.1:{etcd_port}");
-    let peer_url = format!("http://127.0.0.1:{}", etcd_port + 1);
-    let _etcd = Proc::spawn(
-        m,
-        Path::new("etcd"),
-        &[
-            "--name",
-            "etcd-tasks",
-            "--data-dir",
-            &dir.join("etcd-data").display().to_string(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("etcd-tasks={peer_url}"),
-            "--cert-file",
-            &p("etcd.crt"),
-            "--key-file",
-            &p("etcd.key"),
-            "--trusted-ca-file",
-            &p("ca.crt"),
-            "--client-cert-auth",
-            "--heartbeat-interval",
-            "50",
-            "--election-timeout",
-            "500",
-        ],
-        &dir.join("etcd.log"),
-    );
+    let _etcd = common::etcd(m, &dir, &ca, "etcd-tasks", etcd_port);
 
     let spawn_node = |name: &str, ns: &str| {
-        Proc::spawn(
+        Proc::spawn_net_only(
             ns,
             &strata,
             &[

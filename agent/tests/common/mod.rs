@@ -84,3 +84,185 @@ pub fn wait_until<T>(
         std::thread::sleep(every);
     }
 }
+
+/// A process started in a network namespace with its output in a log file;
+/// killed on drop.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Proc {
+    /// Runs `program` under `ip netns exec` (with the namespace's own
+    /// `/sys`, in a mount namespace of its own).
+    pub fn spawn(
+        netns: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns]).arg(program.as_ref());
+        Self::start(cmd, args, log)
+    }
+
+    /// Runs `program` in the namespace's network only (nsenter): it keeps
+    /// the host's sysfs (`ip netns exec` mounts one of its own, without the
+    /// cgroup hierarchy an agent's containers need) and shares the test's
+    /// mount namespace, so the task roots it mounts are the test's to clean up.
+    pub fn spawn_net_only(
+        netns: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> Proc {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/var/run/netns/{netns}"))
+            .arg("--")
+            .arg(program.as_ref());
+        Self::start(cmd, args, log)
+    }
+
+    fn start(mut cmd: Command, args: &[&str], log: &std::path::Path) -> Proc {
+        let file = std::fs::File::create(log).expect("log file");
+        let child = cmd
+            .args(args)
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What the process has written so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The underlay of a test cluster: namespace `bridge_ns` with a bridge
+/// `br0` holding `bridge_addr` (`ip/prefix`), and for each `(namespace,
+/// ip/prefix)` of `nodes` a namespace whose `eth0` is a veth on the bridge.
+pub fn underlay(netns: &mut Netns, bridge_ns: &str, bridge_addr: &str, nodes: &[(&str, String)]) {
+    netns.add(bridge_ns);
+    let m = bridge_ns;
+    run("ip", &["-n", m, "link", "add", "br0", "type", "bridge"]);
+    run("ip", &["-n", m, "addr", "add", bridge_addr, "dev", "br0"]);
+    run("ip", &["-n", m, "link", "set", "br0", "up"]);
+    for (i, (ns, addr)) in nodes.iter().enumerate() {
+        netns.add(ns);
+        let host_end = format!("veth{}", i + 1);
+        run(
+            "ip",
+            &[
+                "-n", m, "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns",
+                ns,
+            ],
+        );
+        run(
+            "ip",
+            &["-n", m, "link", "set", &host_end, "master", "br0", "up"],
+        );
+        run("ip", &["-n", ns, "addr", "add", addr, "dev", "eth0"]);
+        run("ip", &["-n", ns, "link", "set", "eth0", "up"]);
+    }
+}
+
+/// Writes `cluster_toml` to `dir/cluster.toml`, runs `strata cluster init`
+/// into `dir/out` and returns the cluster's CA.
+pub fn cluster_init(
+    strata: &std::path::Path,
+    dir: &std::path::Path,
+    cluster_toml: &str,
+) -> agent::pki::Ca {
+    std::fs::write(dir.join("cluster.toml"), cluster_toml).expect("cluster.toml");
+    let out = dir.join("out");
+    run(
+        &strata.display().to_string(),
+        &[
+            "cluster",
+            "init",
+            "--config",
+            &dir.join("cluster.toml").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    agent::pki::Ca {
+        cert_pem: std::fs::read_to_string(out.join("ca.crt")).expect("ca.crt"),
+        key_pem: std::fs::read_to_string(out.join("ca.key")).expect("ca.key"),
+    }
+}
+
+/// A real etcd member `name` in `netns`: clients on `https://127.0.0.1:port`
+/// with mutual TLS from `ca`, its peer on `port + 1`, data and log in `dir`.
+pub fn etcd(
+    netns: &str,
+    dir: &std::path::Path,
+    ca: &agent::pki::Ca,
+    name: &str,
+    port: u16,
+) -> Proc {
+    let etcd_cert = ca
+        .issue_master(
+            "etcd",
+            &["127.0.0.1".to_string()],
+            std::time::Duration::from_secs(3600),
+        )
+        .expect("etcd cert");
+    let pki = dir.join("etcd-pki");
+    std::fs::create_dir_all(&pki).expect("pki dir");
+    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
+    std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let client_url = format!("https://127.0.0.1:{port}");
+    let peer_url = format!("http://127.0.0.1:{}", port + 1);
+    Proc::spawn(
+        netns,
+        "etcd",
+        &[
+            "--name",
+            name,
+            "--data-dir",
+            &dir.join("etcd-data").display().to_string(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+            "--initial-cluster",
+            &format!("{name}={peer_url}"),
+            "--cert-file",
+            &p("etcd.crt"),
+            "--key-file",
+            &p("etcd.key"),
+            "--trusted-ca-file",
+            &p("ca.crt"),
+            "--client-cert-auth",
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ],
+        &dir.join("etcd.log"),
+    )
+}
