@@ -17,6 +17,14 @@ pub fn images_dir() -> PathBuf {
         .unwrap_or_else(|| project_root().join("target/images"))
 }
 
+/// Where the QEMU tier's images with Debian's generic kernel go
+/// (`cargo xtask image --role private --kernel generic --out DIR`).
+pub fn generic_images_dir() -> PathBuf {
+    std::env::var_os("STRATA_GENERIC_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target/images-generic"))
+}
+
 /// True when every path in `files` exists and every program is on `PATH`;
 /// otherwise prints why `test` does not run and returns false, or panics
 /// under `CI=true`.

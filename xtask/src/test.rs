@@ -181,9 +181,16 @@ fn run_tier(tier: Tier, root: &Path) -> anyhow::Result<Outcome> {
             }
             let exe = std::env::current_exe().context("cannot find the xtask executable")?;
             sh::run(
-                Command::new(exe)
+                Command::new(&exe)
                     .current_dir(root)
                     .args(["image", "--role", "all"]),
+            )?;
+            // The bare-metal kernel, booted by one test.
+            sh::run(
+                Command::new(&exe)
+                    .current_dir(root)
+                    .args(["image", "--role", "private", "--kernel", "generic", "--out"])
+                    .arg(qemu_tests::env::generic_images_dir()),
             )?;
             sh::run(cargo(root).args([
                 "test",
