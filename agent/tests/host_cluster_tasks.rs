@@ -449,6 +449,12 @@ fn tasks_reach_each_other(
             .find(|t| t.id == "web" && t.state == "running" && t.address.is_some())
     });
     let addr = web.address.expect("web has an address");
+    assert_eq!(
+        (web.app.as_deref(), web.ports.as_slice()),
+        (Some("shop"), &[8080][..])
+    );
+    let table = c.cli(&["task", "list"]).expect("task list");
+    assert!(table.contains("shop:8080"), "{table}");
     assert!(subnet.contains(addr), "{addr} outside {subnet}");
     let script = qemu_tests::registry::reach_by_name_script(
         "web",

@@ -617,6 +617,8 @@ async fn create_task(
         restarts: 0,
         exit_code: None,
         address: None,
+        app: req.spec.app,
+        ports: req.spec.ports,
     }))
 }
 
@@ -636,6 +638,8 @@ async fn list_tasks(
                 TaskView {
                     node: t.node,
                     image: t.spec.image,
+                    app: t.spec.app,
+                    ports: t.spec.ports,
                     state: r
                         .as_ref()
                         .map_or_else(|| "pending".to_string(), |r| r.state.clone()),

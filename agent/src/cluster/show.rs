@@ -170,16 +170,21 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
 /// The `strata task list` table of the cluster's tasks.
 pub fn task_list(tasks: &[crate::cluster::model::TaskView]) -> String {
     let mut out = format!(
-        "{:<24} {:<16} {:<10} {:<15} {:>8} {:>8} {:>5}  IMAGE\n",
-        "ID", "NODE", "STATE", "ADDRESS", "PID", "RESTARTS", "EXIT"
+        "{:<24} {:<16} {:<10} {:<15} {:>8} {:>8} {:>5}  {:<20} IMAGE\n",
+        "ID", "NODE", "STATE", "ADDRESS", "PID", "RESTARTS", "EXIT", "APP:PORTS"
     );
     for t in tasks {
         let pid = t.pid.map_or("-".into(), |p| p.to_string());
         let exit = t.exit_code.map_or("-".into(), |c| c.to_string());
         let addr = t.address.map_or("-".into(), |a| a.to_string());
+        let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
+        let app = match (&t.app, ports.is_empty()) {
+            (None, true) => "-".to_string(),
+            (app, _) => format!("{}:{}", app.as_deref().unwrap_or("-"), ports.join(",")),
+        };
         out.push_str(&format!(
-            "{:<24} {:<16} {:<10} {:<15} {:>8} {:>8} {:>5}  {}\n",
-            t.id, t.node, t.state, addr, pid, t.restarts, exit, t.image
+            "{:<24} {:<16} {:<10} {:<15} {:>8} {:>8} {:>5}  {:<20} {}\n",
+            t.id, t.node, t.state, addr, pid, t.restarts, exit, app, t.image
         ));
     }
     out

@@ -6,7 +6,7 @@ use configs::user_data::UserData;
 use expect_test::{Expect, expect};
 
 use super::init::{Secrets, plan, write};
-use super::model::{Alive, NodeInfo, NodeRecord, node_statuses};
+use super::model::{Alive, NodeInfo, NodeRecord, TaskView, node_statuses};
 use super::{context, show};
 use crate::pki::JoinToken;
 
@@ -264,4 +264,31 @@ fn a_kept_identity_is_checked_before_use() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn task_table() {
+    let view = |id: &str, state: &str, app: Option<&str>, ports: &[u16]| TaskView {
+        id: id.into(),
+        node: "private-1".into(),
+        image: "registry.example/web:1".into(),
+        state: state.into(),
+        pid: (state == "running").then_some(4242),
+        restarts: 0,
+        exit_code: None,
+        address: (state == "running").then(|| "10.200.1.2".parse().expect("address")),
+        app: app.map(Into::into),
+        ports: ports.to_vec(),
+    };
+    let table = show::task_list(&[
+        view("web-1", "running", Some("shop"), &[8080, 9090]),
+        view("batch", "pending", None, &[]),
+        view("metrics", "running", None, &[9100]),
+    ]);
+    expect![[r#"
+        ID                       NODE             STATE      ADDRESS              PID RESTARTS  EXIT  APP:PORTS            IMAGE
+        web-1                    private-1        running    10.200.1.2          4242        0     -  shop:8080,9090       registry.example/web:1
+        batch                    private-1        pending    -                      -        0     -  -                    registry.example/web:1
+        metrics                  private-1        running    10.200.1.2          4242        0     -  -:9100               registry.example/web:1
+    "#]].assert_eq(&table);
 }
