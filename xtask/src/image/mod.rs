@@ -170,6 +170,14 @@ pub fn build_timed(args: &Args) -> anyhow::Result<(Vec<Built>, String)> {
             root.join("target/image-work").join(role.as_str()),
         ));
     }
+    let in_use = inputs
+        .iter()
+        .filter_map(|(_, _, tree, _)| tree.dir.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    for gone in tree::prune(&root, &in_use, tree::KEEP_UNUSED)? {
+        eprintln!("xtask: removed the cached tree {gone}, unused for over two weeks");
+    }
     let built = std::thread::scope(|s| {
         let jobs: Vec<_> = inputs
             .iter()

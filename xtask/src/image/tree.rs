@@ -3,11 +3,14 @@
 //! hash of its package list and sources: roles with the same packages share
 //! one tree, and a rebuild that changes only the agent reuses it. Downloaded
 //! `.deb` files are kept in `target/image-cache/debs` for the next tree.
+//! Every use stamps a tree (`tree-<key>.used`); trees no build has used for
+//! [`KEEP_UNUSED`] are removed by the next image build.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 
@@ -34,6 +37,10 @@ pub const BASE_PACKAGES: &[&str] = &[
 
 /// Bump when the way a tree is made changes, so old caches are not reused.
 const RECIPE: &str = "strata-tree-1";
+
+/// How long a cached tree that no build uses is kept (an old package list,
+/// a changed recipe): two weeks.
+pub const KEEP_UNUSED: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// A cached tree.
 #[derive(Debug, Clone)]
@@ -94,6 +101,8 @@ pub fn ensure(root: &Path, packages: &[String]) -> anyhow::Result<Tree> {
     } else {
         eprintln!("xtask: using the cached tree {}", dir.display());
     }
+    let stamp = dir.with_extension("used");
+    std::fs::write(&stamp, b"").with_context(|| format!("cannot write {}", stamp.display()))?;
     let packages = installed(&dir)?;
     let (kernel_release, kernel_package) = kernel(&dir, &packages)?;
     Ok(Tree {
@@ -102,6 +111,62 @@ pub fn ensure(root: &Path, packages: &[String]) -> anyhow::Result<Tree> {
         kernel_release,
         kernel_package,
     })
+}
+
+/// Removes the cached trees (and their build leftovers) that are not in
+/// `in_use` (tree directory names) and that no build has used for `keep`.
+/// Returns what it removed.
+pub fn prune(
+    root: &Path,
+    in_use: &BTreeSet<String>,
+    keep: Duration,
+) -> anyhow::Result<Vec<String>> {
+    let cache = root.join("target/image-cache");
+    let Ok(entries) = std::fs::read_dir(&cache) else {
+        return Ok(vec![]);
+    };
+    let mut trees = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("tree-") || name.contains('.') || !e.path().is_dir() {
+            continue;
+        }
+        // The stamp of the last use, or the tree's own time if it has none.
+        let used = std::fs::metadata(cache.join(format!("{name}.used")))
+            .or_else(|_| e.metadata())
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        trees.push((name, used));
+    }
+    let gone = stale(&trees, in_use, SystemTime::now(), keep);
+    for name in &gone {
+        for suffix in ["", ".tmp", ".dracut", ".debs"] {
+            let path = cache.join(format!("{name}{suffix}"));
+            if path.exists() {
+                std::fs::remove_dir_all(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        let _ = std::fs::remove_file(cache.join(format!("{name}.used")));
+    }
+    Ok(gone)
+}
+
+/// The trees of `trees` (name, last use) to remove: not in use, and unused
+/// for longer than `keep` at `now`. Pure.
+fn stale(
+    trees: &[(String, SystemTime)],
+    in_use: &BTreeSet<String>,
+    now: SystemTime,
+    keep: Duration,
+) -> Vec<String> {
+    trees
+        .iter()
+        .filter(|(name, used)| {
+            !in_use.contains(name) && now.duration_since(*used).is_ok_and(|idle| idle > keep)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 fn make(cache: &Path, dir: &Path, packages: &[String], sources: &[String]) -> anyhow::Result<()> {
@@ -269,6 +334,28 @@ fn kernel(dir: &Path, packages: &BTreeMap<String, String>) -> anyhow::Result<(St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unused_old_trees_are_stale() {
+        let day = Duration::from_secs(24 * 3600);
+        let now = SystemTime::UNIX_EPOCH + 100 * day;
+        let check = |trees: &[(&str, u32)], in_use: &[&str], expected: &[&str]| {
+            let trees: Vec<(String, SystemTime)> = trees
+                .iter()
+                .map(|(n, days_ago)| (n.to_string(), now - *days_ago * day))
+                .collect();
+            let in_use = in_use.iter().map(|s| s.to_string()).collect();
+            assert_eq!(stale(&trees, &in_use, now, KEEP_UNUSED), expected);
+        };
+        check(&[], &[], &[]);
+        check(&[("tree-a", 1), ("tree-b", 30)], &[], &["tree-b"]);
+        // In use by this build: kept however old its stamp.
+        check(&[("tree-a", 30), ("tree-b", 30)], &["tree-a"], &["tree-b"]);
+        // Exactly two weeks is not longer than two weeks.
+        check(&[("tree-a", 14), ("tree-b", 15)], &[], &["tree-b"]);
+        // Used just now.
+        check(&[("tree-a", 0)], &[], &[]);
+    }
 
     #[test]
     fn role_packages_join_the_base() {
