@@ -60,44 +60,37 @@ fn bench_image(warm_only: bool) -> anyhow::Result<()> {
     let daemon = root.join("agent/src/daemon.rs");
     let text = std::fs::read_to_string(&daemon)
         .with_context(|| format!("cannot read {}", daemon.display()))?;
-    // An agent-only change that alters code: a message in a function of the
-    // daemon. The file is put back afterwards, even when the build fails.
-    {
-        let edited = text.replacen(EDIT_FROM, EDIT_TO, 1);
-        if edited == text {
-            bail!(
-                "{}: `{EDIT_FROM}` not found: point the bench's EDIT_FROM at a string literal in a function of the daemon",
-                daemon.display()
-            );
-        }
-        let _restore = Restore {
-            path: &daemon,
-            text: &text,
-        };
-        std::fs::write(&daemon, &edited)
-            .with_context(|| format!("cannot edit {}", daemon.display()))?;
-        let t = Instant::now();
-        let (built, shared) = image::build_timed(&build)?;
-        figures.push(format!(
-            "warm rebuild, 3 roles, after editing a function of the agent (agent release build included): {:.1} s {}",
-            secs(t.elapsed()),
-            load()
-        ));
-        steps.push(format!("edit {shared}"));
-        steps.extend(built.iter().map(|b| format!("edit {}", b.steps)));
+    // Three agent-only changes, each followed by a warm rebuild: an edit of
+    // a message in a function of the daemon; undoing it, another change
+    // that alters code; touching the file, which changes no code (cargo
+    // still rebuilds the agent, incrementally, and every role is assembled
+    // again). The file is put back afterwards, even when a build fails.
+    let edited = text.replacen(EDIT_FROM, EDIT_TO, 1);
+    if edited == text {
+        bail!(
+            "{}: `{EDIT_FROM}` not found: point the bench's EDIT_FROM at a string literal in a function of the daemon",
+            daemon.display()
+        );
     }
-    // Undoing the edit is another agent change that alters code; touching
-    // the file afterwards changes no code (cargo still rebuilds the agent,
-    // incrementally, and every role is assembled again).
+    let _restore = Restore {
+        path: &daemon,
+        text: &text,
+    };
     let mut built = Vec::new();
-    for (what, tag) in [
+    for (content, what, tag) in [
+        (&edited, "after editing a function of the agent", "edit"),
         (
+            &text,
             "after undoing the edit (another change of the agent's code)",
             "undo",
         ),
-        ("after touching daemon.rs without changing it", "touch"),
+        (
+            &text,
+            "after touching daemon.rs without changing it",
+            "touch",
+        ),
     ] {
-        std::fs::write(&daemon, &text)
+        std::fs::write(&daemon, content)
             .with_context(|| format!("cannot write {}", daemon.display()))?;
         let t = Instant::now();
         let (this, shared) = image::build_timed(&build)?;
