@@ -348,28 +348,22 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
         bail!("task in {} is not running", dir.0.display());
     };
     let run: RunParams = read_json(&dir.run_json()).context("task has no run.json")?;
-    // The exec'd process gets the task's user and no_new_privs (and its capabilities).
-    let config: serde_json::Value =
-        read_json(&dir.bundle().join("config.json")).context("task has no config.json")?;
-    let id = |key: &str| {
-        config["process"]["user"][key]
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
-    };
-    // libcontainer's tenant builder drops the spec's seccomp section: the
-    // task's own filter (from its config.json) is loaded by the executor,
-    // after the process has joined the task and right before it execs.
+    // The exec'd process gets the task's user and no_new_privs (and its
+    // capabilities), and its seccomp filter: libcontainer's tenant builder
+    // drops the spec's seccomp section, so the executor loads it, after the
+    // process has joined the task and right before it execs (a task started
+    // before tasks had a filter has none, and neither do its exec'd processes).
     let spec = libcontainer::oci_spec::runtime::Spec::load(dir.bundle().join("config.json"))
         .context("cannot read the task's config.json")?;
-    let seccomp = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().clone())
-        .with_context(|| format!("task in {} has no seccomp filter", dir.0.display()))?;
-    let pid = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
+    let user = spec.process().as_ref().map(|p| p.user());
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+    let mut builder = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
         .with_root_path(dir.runtime_root())
-        .context("bad runtime root")?
-        .with_executor(SeccompExecutor { seccomp })
+        .context("bad runtime root")?;
+    if let Some(seccomp) = seccomp {
+        builder = builder.with_executor(SeccompExecutor { seccomp });
+    }
+    let pid = builder
         .as_tenant()
         .with_container_args(args)
         .with_env(
@@ -380,8 +374,8 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
                 .collect(),
         )
         .with_cwd(Some(PathBuf::from(&run.cwd)))
-        .with_user(id("uid"))
-        .with_group(id("gid"))
+        .with_user(user.map(|u| u.uid()))
+        .with_group(user.map(|u| u.gid()))
         .with_no_new_privs(true)
         .with_detach(false)
         .build()

@@ -219,24 +219,20 @@ mod tests {
 
     fn check(text: &str, expected: Expect) {
         let got = match parse("t.toml", text) {
-            Ok(spec) if spec.app.is_none() && spec.ports.is_empty() => format!(
-                "ok {} {:?} mem={:?} cpu={:?} restart={:?}",
-                spec.id,
-                spec.command,
-                spec.mem.map(|m| m.0),
-                spec.cpu_millis(),
-                spec.restart
-            ),
-            Ok(spec) => format!(
-                "ok {} {:?} mem={:?} cpu={:?} restart={:?} app={:?} ports={:?}",
-                spec.id,
-                spec.command,
-                spec.mem.map(|m| m.0),
-                spec.cpu_millis(),
-                spec.restart,
-                spec.app,
-                spec.ports
-            ),
+            Ok(spec) => {
+                let mut got = format!(
+                    "ok {} {:?} mem={:?} cpu={:?} restart={:?}",
+                    spec.id,
+                    spec.command,
+                    spec.mem.map(|m| m.0),
+                    spec.cpu_millis(),
+                    spec.restart
+                );
+                if spec.app.is_some() || !spec.ports.is_empty() {
+                    got += &format!(" app={:?} ports={:?}", spec.app, spec.ports);
+                }
+                got
+            }
             Err(e) => e.to_string(),
         };
         expected.assert_eq(&got);
