@@ -88,6 +88,9 @@ pub enum Command {
         #[arg(long)]
         task_dir: PathBuf,
     },
+    /// Forks shims on request (started by the agent; see `runtime::launcher`).
+    #[command(hide = true)]
+    ShimLauncher,
     // ---- end container runtime ----
 }
 
@@ -160,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task { command } => crate::runtime_cli::task(command),
         Command::Image { command } => crate::runtime_cli::image(command),
         Command::Shim { task_dir } => std::process::exit(crate::runtime::shim_main(&task_dir)),
+        Command::ShimLauncher => std::process::exit(crate::runtime::launcher::launcher_main()),
         // ---- end container runtime ----
     }
 }

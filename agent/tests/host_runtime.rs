@@ -318,18 +318,14 @@ impl Fixture {
 
     /// Shim processes of this fixture.
     fn shims(&self) -> Vec<i32> {
-        let needle = format!(
-            "shim\0--task-dir\0{}",
-            tasks::tasks_root(&self.state()).display()
-        );
+        let root = tasks::tasks_root(&self.state());
         std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                agent::runtime::launcher::shim_task_dir(*pid).is_some_and(|d| d.starts_with(&root))
                     && agent::runtime::process_start(*pid).is_some()
             })
             .collect()

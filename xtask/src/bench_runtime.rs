@@ -77,6 +77,23 @@ impl Drop for Cleanup {
     }
 }
 
+/// Live processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .is_some_and(|ppid| ppid == parent.to_string())
+            })
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -237,7 +254,20 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         .next()
         .context("no layer")?
         .path();
-    let strata_start = |i: usize| -> anyhow::Result<(f64, serde_json::Value)> {
+    // Shims are forked by one launcher, as the agent does; it is started
+    // before the timed runs, as an agent's is by its first task.
+    let mut launcher = Command::new(&strata)
+        .arg("shim-launcher")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the shim launcher")?;
+    let mut to_launcher = launcher.stdin.take().context("launcher stdin")?;
+    let mut from_launcher =
+        std::io::BufReader::new(launcher.stdout.take().context("launcher stdout")?);
+    guard.children.push(launcher);
+    let mut strata_start = |i: usize| -> anyhow::Result<(f64, serde_json::Value)> {
         let dir = state.join(format!("tasks/b{i}"));
         std::fs::create_dir_all(dir.join("logs"))?;
         let run = serde_json::json!({
@@ -247,24 +277,31 @@ pub fn run(count: usize) -> anyhow::Result<()> {
             "hostname": format!("b{i}"), "log_max_bytes": 1048576, "log_keep": 1,
         });
         std::fs::write(dir.join("run.json"), serde_json::to_vec(&run)?)?;
+        let key = dir.display().to_string();
         let t = Instant::now();
-        let mut child = Command::new(&strata)
-            .arg("shim")
-            .arg("--task-dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        writeln!(to_launcher, "{key}")?;
+        to_launcher.flush()?;
+        // `<dir>\tshim <pid>` once forked, then the shim's own answer.
+        let answer = loop {
+            let mut line = String::new();
+            ensure!(
+                from_launcher.read_line(&mut line)? > 0,
+                "the shim launcher exited"
+            );
+            let Some((k, msg)) = line.trim_end().split_once('\t') else {
+                bail!("bad launcher line {line:?}")
+            };
+            ensure!(k == key, "answer for {k}, expected {key}");
+            if !msg.starts_with("shim ") {
+                break msg.to_string();
+            }
+        };
         let elapsed = t.elapsed().as_secs_f64() * 1000.0;
-        let Some(pid) = line.trim().strip_prefix("ok ") else {
-            bail!("shim failed: {line}")
+        let Some(pid) = answer.strip_prefix("ok ") else {
+            bail!("shim failed: {answer}")
         };
         let config = serde_json::from_slice(&std::fs::read(dir.join("bundle/config.json"))?)?;
         sh(Command::new("kill").args(["-KILL", pid]))?;
-        child.wait()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while !dir.join("exit.json").exists() {
             ensure!(Instant::now() < deadline, "task b{i} did not exit");
@@ -372,7 +409,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
     let agent_pid = agent.id();
     guard.children.push(agent);
     let deadline = Instant::now() + Duration::from_secs(180);
-    let (agent_rss, shims_rss) = loop {
+    let (agent_rss, shims_rss, launcher_pss) = loop {
         let list: Vec<serde_json::Value> = serde_json::from_str(&sh(Command::new(&strata)
             .args(["task", "list", "--json", "--state-dir"])
             .arg(&state100))?)?;
@@ -380,17 +417,37 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         if running == 100 {
             std::thread::sleep(Duration::from_secs(2));
             let agent_rss = rss_kib(agent_pid).context("agent rss")?;
-            let needle = format!("shim\0--task-dir\0{}", state100.display());
+            // Forked shims are named `strata-shim` and work in their task dir.
+            let tasks100 = state100.join("tasks");
             let shims: u64 = std::fs::read_dir("/proc")?
                 .flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
                 .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim_end() == "strata-shim")
+                        && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                            .is_ok_and(|d| d.starts_with(&tasks100))
                 })
                 .filter_map(pss_kib)
                 .sum();
-            break (agent_rss, shims);
+            // The agent's launcher and its warm-up helper count as the agent's.
+            let helpers: u64 = children_of(agent_pid)
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.ends_with(b"shim-launcher\0"))
+                })
+                .flat_map(|launcher| {
+                    let mut own = vec![launcher];
+                    own.extend(children_of(launcher).into_iter().filter(|p| {
+                        std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.trim_end() != "strata-shim")
+                    }));
+                    own
+                })
+                .filter_map(pss_kib)
+                .sum();
+            break (agent_rss, shims, helpers);
         }
         ensure!(
             Instant::now() < deadline,
@@ -412,8 +469,9 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         &mut theirs_idle,
     );
     println!(
-        "  agent RSS with 100 running tasks   {:.1} MiB (shims, PSS: {:.1} MiB total, {:.2} MiB each)",
+        "  agent RSS with 100 running tasks   {:.1} MiB, its shim launcher {:.1} MiB PSS (shims, PSS: {:.1} MiB total, {:.2} MiB each)",
         agent_rss as f64 / 1024.0,
+        launcher_pss as f64 / 1024.0,
         shims_rss as f64 / 1024.0,
         shims_rss as f64 / 1024.0 / 100.0
     );

@@ -2,8 +2,9 @@
 //! `libcontainer`.
 //!
 //! libcontainer must be driven from a single-threaded process, so every task
-//! has a shim: the agent runs `strata shim --task-dir DIR` (hidden
-//! subcommand), which detaches into its own session, mounts the task's
+//! has a shim: the agent's shim launcher ([`launcher`]) forks one per task
+//! (`strata shim --task-dir DIR`, hidden, runs one directly). The shim
+//! detaches into its own session, mounts the task's
 //! overlayfs root, writes `config.json`, creates and starts the container
 //! with detach off, reports `ok <pid>` (or the error) on its stdout, pumps
 //! the container's stdout/stderr into size-rotated files, reaps the init
@@ -15,13 +16,12 @@
 //! ([`ShimState`]), `exit.json` ([`ExitRecord`]), `bundle/` (`config.json`,
 //! `rootfs/` mount point), `upper/` and `work/` (overlay), `logs/`.
 
+pub mod launcher;
 pub mod logs;
 pub mod spec;
 
-use std::io::{BufRead, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -229,56 +229,11 @@ pub fn recover_lost(dir: &TaskDir) -> anyhow::Result<()> {
 /// How long the agent waits for a shim to report the container running.
 pub const SHIM_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A started shim: the agent keeps the child to reap it.
-#[derive(Debug)]
+/// A started shim (its parent is the launcher, which lets the kernel reap it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Started {
-    pub child: std::process::Child,
+    pub shim_pid: i32,
     pub init_pid: i32,
-}
-
-/// Runs the shim for the task in `dir` (whose `run.json` is written) and
-/// waits until the container runs or fails to start. Blocking.
-pub fn spawn_shim(exe: &Path, dir: &TaskDir) -> anyhow::Result<Started> {
-    let mut child = Command::new(exe)
-        .arg("shim")
-        .arg("--task-dir")
-        .arg(&dir.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot run {} shim", exe.display()))?;
-    let stdout = child.stdout.take().context("shim stdout")?;
-    // A shim stuck in create must not block the agent: wait for its answer
-    // with a deadline, on a helper thread.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let read = std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line);
-        let _ = tx.send(read);
-    });
-    let line = match rx.recv_timeout(SHIM_ANSWER_TIMEOUT) {
-        Ok(read) => read.context("cannot read the shim's answer")?,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the shim did not start the container within {SHIM_ANSWER_TIMEOUT:?}");
-        }
-    };
-    let line = line.trim();
-    if let Some(pid) = line.strip_prefix("ok ") {
-        let init_pid = pid
-            .parse()
-            .with_context(|| format!("bad shim answer {line:?}"))?;
-        return Ok(Started { child, init_pid });
-    }
-    let _ = child.wait();
-    match line.strip_prefix("error: ") {
-        Some(msg) => bail!("{msg}"),
-        None => bail!("the shim exited without starting the container"),
-    }
 }
 
 /// Stops the task's container: SIGTERM, then SIGKILL after `grace`, and
@@ -394,13 +349,18 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
 /// Entry of the hidden `strata shim` subcommand. Never returns to a caller
 /// that runs other work: it exits the process.
 pub fn shim_main(task_dir: &Path) -> i32 {
+    shim_run(task_dir, "")
+}
+
+/// Runs the shim of `task_dir`: its answer (`ok <pid>` or `error: ...`,
+/// after `prefix`) goes to stdout in one write, then it supervises the
+/// container until it exits.
+fn shim_run(task_dir: &Path, prefix: &str) -> i32 {
     let dir = TaskDir(task_dir.to_path_buf());
     let _ = nix::unistd::setsid();
-    let mut answer = std::io::stdout();
     match shim_start(&dir) {
         Ok(running) => {
-            let _ = writeln!(answer, "ok {}", running.init_pid);
-            let _ = answer.flush();
+            launcher::answer_line(&format!("{prefix}ok {}", running.init_pid));
             // From now on the agent may go away: stdout/stderr go to the shim log.
             if let Ok(log) = std::fs::OpenOptions::new()
                 .create(true)
@@ -414,7 +374,10 @@ pub fn shim_main(task_dir: &Path) -> i32 {
             0
         }
         Err(err) => {
-            let _ = writeln!(answer, "error: {}", format!("{err:#}").replace('\n', " "));
+            launcher::answer_line(&format!(
+                "{prefix}error: {}",
+                format!("{err:#}").replace('\n', " ")
+            ));
             1
         }
     }

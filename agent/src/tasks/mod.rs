@@ -216,9 +216,9 @@ pub struct Supervisor {
     _lock: StateLock,
     state_dir: PathBuf,
     images: ImageStore,
-    exe: PathBuf,
+    /// Forks the shims (one process, started with the first task).
+    launcher: Arc<runtime::launcher::Launcher>,
     pull: PullOptions,
-    children: Vec<std::process::Child>,
     /// Start failures: fingerprint and when to try again.
     failures: HashMap<String, (String, u64)>,
     /// Where new tasks get their network; without it a task gets an empty
@@ -238,9 +238,8 @@ impl Supervisor {
             _lock,
             state_dir: state_dir.to_path_buf(),
             images,
-            exe,
+            launcher: Arc::new(runtime::launcher::Launcher::new(exe)),
             pull,
-            children: Vec::new(),
             failures: HashMap::new(),
             network: None,
         })
@@ -302,8 +301,6 @@ impl Supervisor {
     /// Brings the node's tasks to `desired`; returns one line per action
     /// taken (errors included: one task's failure does not stop the others).
     pub async fn reconcile(&mut self, desired: Vec<TaskSpec>) -> Vec<String> {
-        self.children
-            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_)) | Err(_)));
         let mut events = Vec::new();
         let mut valid = Vec::new();
         for spec in desired {
@@ -467,9 +464,8 @@ impl Supervisor {
     }
 
     async fn spawn(&mut self, dir: &TaskDir) -> anyhow::Result<()> {
-        let (exe, d) = (self.exe.clone(), dir.clone());
-        let started = tokio::task::spawn_blocking(move || runtime::spawn_shim(&exe, &d)).await??;
-        self.children.push(started.child);
+        let (launcher, d) = (self.launcher.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || launcher.start(&d)).await??;
         Ok(())
     }
 
