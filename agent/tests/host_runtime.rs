@@ -619,7 +619,21 @@ fn agent_restart_adopts_twenty_tasks() {
         running(&fx).len() == 20
     });
     let before = running(&fx);
-    assert_eq!(fx.shims().len(), 20);
+    let shims = fx.shims();
+    assert_eq!(shims.len(), 20);
+    // Each root is mounted in its shim's own mount namespace: the node's
+    // mount table does not grow with its tasks.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&*fx.dir.to_string_lossy()),
+        "task roots in the node's mount table: {mounts}"
+    );
+    let shim_mounts =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", shims[0])).expect("shim mountinfo");
+    assert!(
+        shim_mounts.contains("bundle/rootfs"),
+        "no task root in the shim's mount table: {shim_mounts}"
+    );
     // A second agent on the same state directory refuses to run.
     let mut second = fx
         .strata()

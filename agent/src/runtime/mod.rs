@@ -5,7 +5,7 @@
 //! has a shim: the agent's shim launcher ([`launcher`]) forks one per task
 //! (`strata shim --task-dir DIR`, hidden, runs one directly). The shim
 //! detaches into its own session, mounts the task's
-//! overlayfs root, writes `config.json`, creates and starts the container
+//! overlayfs root in a mount namespace of its own, writes `config.json`, creates and starts the container
 //! with detach off, reports `ok <pid>` (or the error) on its stdout, pumps
 //! the container's stdout/stderr into size-rotated files, reaps the init
 //! process, records the exit status and cleans up (cgroup, mount). Shims do
@@ -426,6 +426,20 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
     }
     let rootfs = dir.rootfs();
     let opts = overlay_options(&run, dir)?;
+    // The root is mounted in a mount namespace of the shim's own (a slave
+    // of the node's): the node's mount table does not grow with its tasks
+    // (libcontainer reads it a dozen times for every start), and whatever
+    // the shim mounts goes away with the shim and its container.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("cannot give the shim a mount namespace")?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .context("cannot make the shim's mounts private")?;
     nix::mount::mount(
         Some("overlay"),
         &rootfs,
