@@ -1,8 +1,9 @@
 //! `cargo xtask bench runtime`: figures for the container runtime.
 //!
-//! - start latency from create to the process running (`strata shim`
-//!   answering `ok <pid>`), p50/p99 over N tasks with a cached image, side by
-//!   side with `crun run -d` of the same bundle in the same run;
+//! - start latency from create to the process running (from the request to
+//!   the agent's `strata shim-launcher` until the forked shim answers
+//!   `ok <pid>`), p50/p99 over N tasks with a cached image, side by side with
+//!   `crun run -d` of the same bundle in the same run;
 //! - the agent's RSS with 100 running tasks (and the shims');
 //! - pull throughput of a 100 MB image from a loopback registry.
 //!
