@@ -992,6 +992,63 @@ fn lost_shim_is_cleaned_up_and_the_task_restarted() {
     fx.kill_agents();
 }
 
+#[test]
+fn a_dead_shim_launcher_is_started_again() {
+    if !require("a_dead_shim_launcher_is_started_again", NEEDS) {
+        return;
+    }
+    let mut fx = Fixture::new("launcher");
+    let tasks_dir = fx.dir.join("tasks");
+    let image = fx.image("1");
+    let task = |id: &str| {
+        format!(
+            "id = \"{id}\"\nimage = {image:?}\ncommand = [\"sleep\", \"1000\"]\nstop_grace_secs = 0\n"
+        )
+    };
+    let first = task("first");
+    fx.write_task(&tasks_dir, &first);
+    fx.start_agent(&tasks_dir);
+    let running = |fx: &Fixture, id: &str| {
+        Fixture::task(&fx.list(), id)
+            .filter(|t| t["state"] == "running")
+            .and_then(|t| t["pid"].as_i64())
+    };
+    wait_for("first running", Duration::from_secs(20), || {
+        running(&fx, "first").is_some()
+    });
+    let pid = running(&fx, "first");
+    // The agent's launcher: its child running `strata shim-launcher`.
+    let agent = fx.agents.last().expect("agent").id().to_string();
+    let launchers: Vec<i32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
+            ppid.as_deref() == Some(agent.as_str())
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.ends_with(b"shim-launcher\0"))
+        })
+        .collect();
+    assert_eq!(launchers.len(), 1, "one launcher per agent");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launchers[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill launcher");
+    let second = task("second");
+    fx.write_task(&tasks_dir, &second);
+    wait_for("second running", Duration::from_secs(20), || {
+        running(&fx, "second").is_some()
+    });
+    assert_eq!(running(&fx, "first"), pid, "the first task kept running");
+    assert_eq!(fx.shims().len(), 2);
+    fx.kill_agents();
+}
+
 /// Mints a registry token (RS256 JWT with the signing certificate in `x5c`)
 /// the way a token server would: `mint.py CERT KEY REPOSITORY`.
 const MINT_TOKEN_PY: &str = r#"
