@@ -4,9 +4,9 @@
 //! libcontainer must be driven from a single-threaded process, so every task
 //! has a shim: the agent's shim launcher ([`launcher`]) forks one per task
 //! (`strata shim --task-dir DIR`, hidden, runs one directly). The shim
-//! detaches into its own session, mounts the task's
-//! overlayfs root in a mount namespace of its own, writes `config.json`, creates and starts the container
-//! with detach off, reports `ok <pid>` (or the error) on its stdout, pumps
+//! detaches into its own session, mounts the task's overlayfs root in a
+//! mount namespace of its own, writes `config.json`, creates and starts the
+//! container with detach off, reports `ok <pid>` (or the error) on its stdout, pumps
 //! the container's stdout/stderr into size-rotated files, reaps the init
 //! process, records the exit status and cleans up (cgroup, mount). Shims do
 //! not depend on the agent, so tasks outlive an agent restart; the agent
