@@ -3,8 +3,10 @@
 //! - start latency from create to the process running (from the request to
 //!   the agent's `strata shim-launcher` until the forked shim answers
 //!   `ok <pid>`), p50/p99 over N tasks with a cached image, side by side with
-//!   `crun run -d` of the same bundle in the same run;
-//! - the agent's RSS with 100 running tasks (and the shims');
+//!   `crun run -d` of the same bundle in the same run; again after 300 ms
+//!   of idle before each start, and again beside 100 running tasks;
+//! - the agent's RSS with 100 running tasks (and the shims' and the
+//!   launcher's PSS);
 //! - pull throughput of a 100 MB image from a loopback registry.
 //!
 //! crun refuses this host's hybrid cgroup layout, so its runs happen in a
