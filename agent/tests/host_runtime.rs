@@ -487,7 +487,7 @@ fn pull_run_exit_logs_limits_exec_stop() {
         "--",
         "sh",
         "-c",
-        "id; pwd; echo $GREETING; grep -E 'NoNewPrivs|CapBnd|Seccomp:' /proc/self/status; touch /x 2>&1 || echo read-only; \
+        "id; pwd; echo $GREETING; grep -E 'NoNewPrivs|CapBnd|Seccomp:|SigIgn' /proc/self/status; touch /x 2>&1 || echo read-only; \
          unshare -U true 2>/dev/null && echo user-namespace-made || echo user-namespace-refused",
     ]));
     assert!(
@@ -519,6 +519,11 @@ fn pull_run_exit_logs_limits_exec_stop() {
         .expect("limited runs");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     assert!(status.contains("Seccomp:\t2"), "{status}");
+    // Tasks start with every signal at its default: the shim, a Rust
+    // program, ignores SIGPIPE, whatever started the agent may ignore
+    // others, and ignored signals survive exec.
+    assert!(status.contains("SigIgn:\t0000000000000000"), "{status}");
+    assert!(exec.contains("SigIgn:\t0000000000000000"), "{exec}");
 
     let stop = run(fx
         .strata()

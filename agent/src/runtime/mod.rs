@@ -267,24 +267,70 @@ pub fn stop(dir: &TaskDir, grace: Duration) -> anyhow::Result<Option<ExitRecord>
     Ok(read_json(&dir.exit_json()))
 }
 
-/// Runs the workload as libcontainer's default executor does, after
-/// loading `seccomp` (the task's filter) into the process.
-#[derive(Clone)]
-struct SeccompExecutor {
-    seccomp: libcontainer::oci_spec::runtime::LinuxSeccomp,
+/// Runs the workload as libcontainer's default executor does, after giving
+/// every signal its default disposition and, for processes exec'd into a
+/// task, loading the task's seccomp filter (`seccomp`).
+///
+/// The shim is a Rust program, which ignores SIGPIPE, and an ignored signal
+/// stays ignored across exec: without the reset every task would start with
+/// SIGPIPE ignored, and `yes | head -1` in it would print write errors
+/// instead of ending quietly.
+#[derive(Clone, Default)]
+struct TaskExecutor {
+    seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
 }
 
-impl libcontainer::workload::Executor for SeccompExecutor {
+/// Gives every signal, the real-time ones and the two glibc keeps for
+/// itself included (its `sigaction` refuses those), the default disposition.
+fn reset_signal_dispositions() {
+    // The kernel's `struct sigaction`: all zero is SIG_DFL with no flags and
+    // an empty mask, whatever the architecture's field order.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction reads a `struct sigaction` of the kernel's
+        // size (8-byte sigset) from `default`, which outlives the call, and
+        // writes nothing (no old action is asked for).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &raw const default,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+}
+
+impl libcontainer::workload::Executor for TaskExecutor {
     fn exec(
         &self,
         spec: &libcontainer::oci_spec::runtime::Spec,
     ) -> Result<(), libcontainer::workload::ExecutorError> {
-        // The filter has no notify action, so there is no notify fd to pass on.
-        libcontainer::seccomp::initialize_seccomp(&self.seccomp).map_err(|e| {
-            libcontainer::workload::ExecutorError::Other(format!(
-                "cannot load the seccomp filter: {e}"
-            ))
-        })?;
+        reset_signal_dispositions();
+        if let Some(seccomp) = &self.seccomp {
+            // The filter has no notify action, so there is no notify fd to pass on.
+            libcontainer::seccomp::initialize_seccomp(seccomp).map_err(|e| {
+                libcontainer::workload::ExecutorError::Other(format!(
+                    "cannot load the seccomp filter: {e}"
+                ))
+            })?;
+        }
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
@@ -312,13 +358,10 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
         .context("cannot read the task's config.json")?;
     let user = spec.process().as_ref().map(|p| p.user());
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    let mut builder = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
+    let pid = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
         .with_root_path(dir.runtime_root())
-        .context("bad runtime root")?;
-    if let Some(seccomp) = seccomp {
-        builder = builder.with_executor(SeccompExecutor { seccomp });
-    }
-    let pid = builder
+        .context("bad runtime root")?
+        .with_executor(TaskExecutor { seccomp })
         .as_tenant()
         .with_container_args(args)
         .with_env(
@@ -475,6 +518,7 @@ fn shim_create(dir: &TaskDir, run: &RunParams, rootfs: &Path) -> anyhow::Result<
         .with_stdin(OwnedFd::from(devnull))
         .with_stdout(out_w)
         .with_stderr(err_w)
+        .with_executor(TaskExecutor::default())
         .as_init(&bundle)
         .with_systemd(false)
         .with_detach(false)
