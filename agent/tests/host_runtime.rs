@@ -44,6 +44,15 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The pids of the live processes.
+fn pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+}
+
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
@@ -319,11 +328,7 @@ impl Fixture {
     /// Shim processes of this fixture.
     fn shims(&self) -> Vec<i32> {
         let root = tasks::tasks_root(&self.state());
-        std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        pids()
             .filter(|pid| {
                 agent::runtime::launcher::shim_task_dir(*pid).is_some_and(|d| d.starts_with(&root))
                     && agent::runtime::process_start(*pid).is_some()
@@ -1050,10 +1055,7 @@ fn a_dead_shim_launcher_is_started_again() {
     let pid = running(&fx, "first");
     // The agent's launcher: its child running `strata shim-launcher`.
     let agent = fx.agents.last().expect("agent").id().to_string();
-    let launchers: Vec<i32> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    let launchers: Vec<i32> = pids()
         .filter(|p| {
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             let ppid = stat

@@ -80,18 +80,24 @@ impl Drop for Cleanup {
     }
 }
 
-/// Live processes whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
+/// The pids of the live processes.
+fn pids() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+}
+
+/// Live processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let parent = parent.to_string();
+    pids()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
                 s.rsplit_once(')')
                     .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .is_some_and(|ppid| ppid == parent.to_string())
+                    .is_some_and(|ppid| ppid == parent)
             })
         })
         .collect()
@@ -420,9 +426,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
             let agent_rss = rss_kib(agent_pid).context("agent rss")?;
             // Forked shims are named `strata-shim` and work in their task dir.
             let tasks100 = state100.join("tasks");
-            let shims: u64 = std::fs::read_dir("/proc")?
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            let shims: u64 = pids()
                 .filter(|pid| {
                     std::fs::read_to_string(format!("/proc/{pid}/comm"))
                         .is_ok_and(|c| c.trim_end() == "strata-shim")
