@@ -1,6 +1,7 @@
 //! The QEMU tier's own environment check (it does not depend on `agent`):
 //! a test asks for what it needs; when something is missing the reason is
-//! printed and the test returns, and under `CI=true` the test fails instead.
+//! printed and the test returns (and recorded for `cargo xtask test`'s
+//! summary), and under CI the test fails instead.
 
 use std::path::{Path, PathBuf};
 
@@ -44,13 +45,40 @@ pub fn require(test: &str, files: &[&Path], programs: &[&str]) -> bool {
         return true;
     }
     let reason = format!("{test}: not run: {}", missing.join("; "));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if under_ci() {
         panic!(
-            "{reason} (CI=true: run `cargo xtask image --role all` first; `cargo xtask test` does)"
+            "{reason} (under CI: run `cargo xtask image --role all` first; `cargo xtask test` does)"
         );
     }
     eprintln!("{reason} (build the images with `cargo xtask image --role all`)");
+    record_skip(&reason);
     false
+}
+
+/// Whether the tests run under CI: `CI` set to `true`, `1` or `yes` (any
+/// case), as CI services set it.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| ci_value(&v))
+}
+
+/// Whether a value of `CI` means "under CI".
+pub fn ci_value(v: &str) -> bool {
+    ["true", "1", "yes"].contains(&v.trim().to_ascii_lowercase().as_str())
+}
+
+/// Appends why a test did not run to the file `cargo xtask test` names in
+/// `STRATA_TEST_SKIPS`, so that its summary counts the test as not run
+/// (libtest reports it as passed).
+pub fn record_skip(reason: &str) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("STRATA_TEST_SKIPS")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{}", reason.replace('\n', " "));
+    }
 }
 
 fn on_path(program: &str) -> bool {

@@ -34,8 +34,19 @@ pub enum Area {
     },
 }
 
-/// Runs the benchmark of `area`.
+/// Runs the benchmark of `area`, then fails if it left anything behind
+/// (processes, mounts, namespaces, interfaces, cgroups, nftables tables).
 pub fn run(area: Area) -> anyhow::Result<()> {
+    let inner = matches!(area, Area::RuntimeCrunInner { .. });
+    let before = crate::residue::Snapshot::take();
+    run_area(area)?;
+    if !inner && let Some(left) = crate::residue::Snapshot::take().left_behind_since(&before) {
+        anyhow::bail!("the benchmark left things behind:\n{left}");
+    }
+    Ok(())
+}
+
+fn run_area(area: Area) -> anyhow::Result<()> {
     match area {
         Area::Overlay => agent_bench("overlay"),
         Area::Cluster => agent_bench("cluster"),
@@ -50,6 +61,10 @@ pub fn run(area: Area) -> anyhow::Result<()> {
 
 /// Builds (optimised) and runs the benchmark program `agent/benches/NAME.rs`.
 fn agent_bench(name: &str) -> anyhow::Result<()> {
+    crate::deps::ensure(
+        &format!("cargo xtask bench {name}"),
+        crate::deps::BENCH_HOST,
+    )?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     sh::run(
         Command::new(cargo)

@@ -42,11 +42,7 @@ pub struct Row {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    deps::ensure(
-        "cargo xtask bench boot",
-        deps::QEMU_TEST_PACKAGES,
-        deps::BACKPORTS_PACKAGES,
-    )?;
+    deps::ensure("cargo xtask bench boot", deps::BOOT)?;
     let root = project_root();
     let images = qemu_tests::env::images_dir();
     let missing = ["master", "private", "public"]

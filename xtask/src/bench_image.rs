@@ -123,11 +123,7 @@ fn bench_image(warm_only: bool) -> anyhow::Result<()> {
             std::fs::metadata(&b.update)?.len() as f64 / 1e6
         ));
     }
-    deps::ensure(
-        "cargo xtask bench image",
-        deps::QEMU_TEST_PACKAGES,
-        deps::BACKPORTS_PACKAGES,
-    )?;
+    deps::ensure("cargo xtask bench image", deps::BOOT)?;
     let dir = root.join("target/bench-qemu");
     std::fs::create_dir_all(&dir)?;
     for b in &built {

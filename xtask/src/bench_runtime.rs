@@ -148,16 +148,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
         .parent()
         .context("workspace root")?
         .to_path_buf();
-    for program in ["docker-registry", "umoci", "skopeo", "crun", "unshare"] {
-        ensure!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {program}")])
-                .output()?
-                .status
-                .success(),
-            "`{program}` is missing (packages: xtask::deps::RUNTIME_PACKAGES)"
-        );
-    }
+    crate::deps::ensure("cargo xtask bench runtime", crate::deps::BENCH_RUNTIME)?;
     eprintln!("building strata (release)...");
     sh(Command::new("cargo").current_dir(&root).args([
         "build",

@@ -74,11 +74,7 @@ fn up(layout: Layout) -> anyhow::Result<()> {
             "a cluster is already up (target/cluster/state.json): run `cargo xtask cluster down` first"
         );
     }
-    deps::ensure(
-        "cargo xtask cluster up",
-        deps::QEMU_TEST_PACKAGES,
-        deps::BACKPORTS_PACKAGES,
-    )?;
+    deps::ensure("cargo xtask cluster up", deps::BOOT)?;
     let images = project_root().join("target/images");
     let strata = project_root().join("target/release/strata");
     let mut roles = vec![Role::Master];

@@ -7,8 +7,10 @@ pub mod bench_image;
 pub mod bench_runtime;
 pub mod cluster;
 pub mod deps;
+pub mod fresh;
 pub mod image;
 pub mod qemu;
+pub mod residue;
 pub mod sh;
 pub mod test;
 
@@ -30,6 +32,8 @@ enum Command {
     /// Run the test tiers (format, clippy, unit, host integration, QEMU),
     /// installing what they need first.
     Test(test::Args),
+    /// List (or `--install`) the host packages each step needs.
+    Deps(deps::Args),
     /// Build the bootable disk images of the roles.
     Image(image::Args),
     /// Boot a built image under QEMU with the serial console on this terminal.
@@ -48,9 +52,13 @@ enum Command {
 
 /// Runs the xtask CLI and maps errors to an exit code.
 pub fn main() -> ExitCode {
+    // SAFETY: no other thread exists yet; every process the xtask starts
+    // inherits the mark, so that `residue` finds what a tier left running.
+    unsafe { std::env::set_var(residue::MARK, residue::mark_value()) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),
+        Command::Deps(args) => deps::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Qemu(args) => qemu::run(&args),
         Command::Bench { area } => bench::run(area),
@@ -71,7 +79,7 @@ pub fn project_root() -> PathBuf {
     dir.parent().map(PathBuf::from).unwrap_or(dir)
 }
 
-/// Whether this process runs under CI (`CI=true`).
+/// Whether this process runs under CI (`CI` set to `true`, `1` or `yes`).
 pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+    qemu_tests::env::under_ci()
 }

@@ -29,11 +29,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    deps::ensure(
-        "cargo xtask qemu",
-        deps::QEMU_TEST_PACKAGES,
-        deps::BACKPORTS_PACKAGES,
-    )?;
+    deps::ensure("cargo xtask qemu", &[deps::Step::QemuBoot])?;
     let root = project_root();
     let images = args
         .images

@@ -68,3 +68,37 @@ pub fn is_root() -> bool {
     // /proc/self belongs to the effective uid of the process reading it.
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
+
+/// Runs `cmd` like [`run`], passing its standard output through to ours
+/// line by line, and returns that output too (standard error passes through
+/// untouched).
+pub fn run_tee(cmd: &mut Command) -> anyhow::Result<String> {
+    use std::io::{BufRead, Write};
+    let line = display(cmd);
+    eprintln!("$ {line}");
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    let mut text = String::new();
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout().lock();
+        for l in std::io::BufReader::new(out).lines() {
+            let l = l.with_context(|| format!("cannot read the output of `{line}`"))?;
+            let _ = writeln!(stdout, "{l}");
+            text.push_str(&l);
+            text.push('\n');
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for `{line}`"))?;
+    if !status.success() {
+        bail!(
+            "`{line}` failed ({status}) after {:.1}s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(text)
+}

@@ -1,6 +1,12 @@
 //! `cargo xtask test`: every test tier, from fast to real, with what each
-//! needs installed first. Each tier prints what it ran; under `CI=true` a tier
-//! whose prerequisites are missing fails instead of being skipped.
+//! needs installed first. Each tier prints what it ran and how many tests it
+//! ran; under CI (`CI` set to `true`, `1` or `yes`) a tier or a test whose
+//! prerequisites are missing fails the run instead of being skipped.
+//!
+//! Gated tests that do not run say so in the file named by
+//! `STRATA_TEST_SKIPS` (one line per test, written by `agent::testenv` and
+//! `qemu_tests::env`), so the summary counts them even though libtest
+//! reports such a test as passed.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +14,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::{deps, project_root, sh, under_ci};
+use crate::deps::{self, Step};
+use crate::{fresh, project_root, residue, sh, under_ci};
 
 /// The test tiers, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
@@ -19,6 +26,9 @@ pub enum Tier {
     Clippy,
     /// Pure unit tests and the tidy checks.
     Unit,
+    /// The agent and the xtask built in a fresh bookworm tree holding only
+    /// what a new machine has plus what `deps` declares for the agent build.
+    Fresh,
     /// Integration tests as root on this host: real etcd, containers, VXLAN.
     Host,
     /// Images built by the xtask, booted under QEMU.
@@ -26,15 +36,41 @@ pub enum Tier {
 }
 
 impl Tier {
-    const ALL: [Tier; 5] = [Tier::Fmt, Tier::Clippy, Tier::Unit, Tier::Host, Tier::Qemu];
+    const ALL: [Tier; 6] = [
+        Tier::Fmt,
+        Tier::Clippy,
+        Tier::Unit,
+        Tier::Fresh,
+        Tier::Host,
+        Tier::Qemu,
+    ];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Tier::Fmt => "fmt",
             Tier::Clippy => "clippy",
             Tier::Unit => "unit",
+            Tier::Fresh => "fresh",
             Tier::Host => "host",
             Tier::Qemu => "qemu",
+        }
+    }
+
+    /// What the tier runs on the host, for [`deps::ensure`].
+    pub fn steps(self) -> Vec<Step> {
+        match self {
+            Tier::Fmt => vec![],
+            Tier::Clippy | Tier::Unit => vec![Step::AgentBuild],
+            // The tier builds the xtask and the agent inside its tree; on
+            // the host it needs mmdebstrap (and the crates the unit tier
+            // fetched).
+            Tier::Fresh => vec![Step::AgentBuild, Step::FreshTree],
+            Tier::Host => vec![Step::AgentBuild, Step::HostTests, Step::Runtime],
+            Tier::Qemu => {
+                let mut steps = deps::BOOT.to_vec();
+                steps.push(Step::QemuFixtures);
+                steps
+            }
         }
     }
 }
@@ -49,8 +85,19 @@ pub struct Args {
     no_install: bool,
 }
 
+/// What a tier did.
+#[derive(Debug, Default)]
+struct Report {
+    /// Tests run, by libtest's summaries (`test result: ok. N passed`).
+    passed: usize,
+    /// Gated tests that printed why they did not run.
+    not_run: Vec<String>,
+    /// Ignored tests (the project has none; counted so that one shows).
+    ignored: usize,
+}
+
 enum Outcome {
-    Passed,
+    Ran(Report),
     Skipped(String),
 }
 
@@ -64,63 +111,83 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !args.no_install {
         install(&tiers)?;
     }
-    let mut passed = 0;
+    let skips = root.join("target/test-skips.txt");
+    let mut lines = Vec::new();
     let mut failed = Vec::new();
-    let mut skipped = Vec::new();
     for tier in tiers {
         let start = Instant::now();
         eprintln!("\n=== tier {}", tier.name());
-        match run_tier(tier, &root) {
-            Ok(Outcome::Passed) => {
-                passed += 1;
-                eprintln!(
-                    "=== tier {}: passed in {:.0}s",
+        let _ = std::fs::remove_file(&skips);
+        let before = residue::Snapshot::take();
+        let result = run_tier(tier, &root, &skips);
+        let left = residue::Snapshot::take().left_behind_since(&before);
+        let secs = start.elapsed().as_secs_f64();
+        let result = match (result, left) {
+            (Ok(outcome), Some(left)) => {
+                let _ = outcome;
+                Err(anyhow::anyhow!("the tier left things behind:\n{left}"))
+            }
+            (result, _) => result,
+        };
+        let line = match result {
+            Ok(Outcome::Ran(report)) => {
+                let mut line = format!(
+                    "{}: passed in {secs:.0}s, {} tests ran",
                     tier.name(),
-                    start.elapsed().as_secs_f64()
+                    report.passed - report.not_run.len().min(report.passed)
                 );
+                if !report.not_run.is_empty() {
+                    line.push_str(&format!(", {} NOT RUN", report.not_run.len()));
+                    for why in &report.not_run {
+                        eprintln!("    not run: {why}");
+                    }
+                    if under_ci() {
+                        failed.push(tier.name());
+                    }
+                }
+                if report.ignored > 0 {
+                    line.push_str(&format!(", {} ignored", report.ignored));
+                    failed.push(tier.name());
+                }
+                line
             }
             Ok(Outcome::Skipped(why)) => {
-                eprintln!("=== tier {}: NOT RUN: {why}", tier.name());
-                skipped.push(tier.name());
+                if under_ci() {
+                    failed.push(tier.name());
+                }
+                format!("{}: NOT RUN: {why}", tier.name())
             }
             Err(err) => {
-                eprintln!(
-                    "=== tier {}: FAILED in {:.0}s: {err:#}",
-                    tier.name(),
-                    start.elapsed().as_secs_f64()
-                );
                 failed.push(tier.name());
+                format!("{}: FAILED in {secs:.0}s: {err:#}", tier.name())
             }
-        }
+        };
+        eprintln!("=== tier {line}");
+        lines.push(line);
     }
-    println!(
-        "tiers: {passed} passed, {} failed, {} skipped",
-        failed.len(),
-        skipped.len()
-    );
+    println!("\nsummary:");
+    for line in &lines {
+        println!("  {line}");
+    }
     if !failed.is_empty() {
-        bail!("tier(s) failed: {}", failed.join(", "));
+        failed.dedup();
+        bail!(
+            "tier(s) failed{}: {}",
+            if under_ci() {
+                " (under CI a tier or test that does not run fails)"
+            } else {
+                ""
+            },
+            failed.join(", ")
+        );
     }
     Ok(())
 }
 
 /// Installs what the chosen tiers need, or explains why it cannot.
 fn install(tiers: &[Tier]) -> anyhow::Result<()> {
-    let mut packages: Vec<&str> = deps::BUILD_PACKAGES.to_vec();
-    let mut backports: Vec<&str> = Vec::new();
-    if tiers.contains(&Tier::Host) {
-        packages.extend(deps::HOST_TEST_PACKAGES);
-        packages.extend(deps::RUNTIME_PACKAGES);
-    }
-    if tiers.contains(&Tier::Qemu) {
-        packages.extend(deps::QEMU_TEST_PACKAGES);
-        packages.extend(deps::QEMU_REGISTRY_PACKAGES);
-        packages.extend(deps::IMAGE_HOST_PACKAGES);
-        backports.extend(deps::BACKPORTS_PACKAGES);
-    }
-    packages.sort_unstable();
-    packages.dedup();
-    match deps::ensure("cargo xtask test", &packages, &backports) {
+    let steps: Vec<Step> = tiers.iter().flat_map(|t| t.steps()).collect();
+    match deps::ensure("cargo xtask test", &steps) {
         Ok(()) => Ok(()),
         // Outside CI a developer without root still gets the tiers that can run.
         Err(err) if !under_ci() && !sh::is_root() => {
@@ -131,16 +198,54 @@ fn install(tiers: &[Tier]) -> anyhow::Result<()> {
     }
 }
 
-fn cargo(root: &Path) -> Command {
+fn cargo(root: &Path, skips: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
-    cmd.current_dir(root);
+    cmd.current_dir(root).env("STRATA_TEST_SKIPS", skips);
     cmd
 }
 
-fn run_tier(tier: Tier, root: &Path) -> anyhow::Result<Outcome> {
+/// Runs a `cargo test` command, echoing its output, and adds up its
+/// libtest summaries and the skips the tests wrote.
+fn cargo_test(cmd: &mut Command, skips: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let out = sh::run_tee(cmd)?;
+    for line in out.lines() {
+        if let Some(counts) = parse_summary(line) {
+            report.passed += counts.0;
+            report.ignored += counts.1;
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(skips) {
+        report
+            .not_run
+            .extend(text.lines().filter(|l| !l.is_empty()).map(String::from));
+    }
+    let _ = std::fs::remove_file(skips);
+    Ok(())
+}
+
+/// `(passed, ignored)` from a libtest line `test result: ok. 3 passed; 0
+/// failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
+fn parse_summary(line: &str) -> Option<(usize, usize)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';').find_map(|part| {
+            let part = part
+                .trim()
+                .trim_start_matches("ok.")
+                .trim_start_matches("FAILED.");
+            part.trim()
+                .strip_suffix(word)
+                .and_then(|n| n.trim().parse::<usize>().ok())
+        })
+    };
+    Some((count("passed")?, count("ignored").unwrap_or(0)))
+}
+
+fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
+    let mut report = Report::default();
     match tier {
-        Tier::Fmt => sh::run(cargo(root).args(["fmt", "--all", "--check"]))?,
-        Tier::Clippy => sh::run(cargo(root).args([
+        Tier::Fmt => sh::run(cargo(root, skips).args(["fmt", "--all", "--check"]))?,
+        Tier::Clippy => sh::run(cargo(root, skips).args([
             "clippy",
             "--workspace",
             "--all-targets",
@@ -149,15 +254,29 @@ fn run_tier(tier: Tier, root: &Path) -> anyhow::Result<Outcome> {
             "warnings",
         ]))?,
         Tier::Unit => {
-            sh::run(cargo(root).args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "qemu-tests",
-                "--lib",
-                "--bins",
-            ]))?;
-            sh::run(cargo(root).args(["test", "-p", "xtask", "--test", "tidy"]))?;
+            cargo_test(
+                cargo(root, skips).args([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "qemu-tests",
+                    "--lib",
+                    "--bins",
+                ]),
+                skips,
+                &mut report,
+            )?;
+            cargo_test(
+                cargo(root, skips).args(["test", "-p", "xtask", "--test", "tidy"]),
+                skips,
+                &mut report,
+            )?;
+        }
+        Tier::Fresh => {
+            if let Some(why) = root_required() {
+                return Ok(Outcome::Skipped(why));
+            }
+            fresh::run(root)?;
         }
         Tier::Host => {
             if let Some(why) = root_required() {
@@ -167,13 +286,13 @@ fn run_tier(tier: Tier, root: &Path) -> anyhow::Result<Outcome> {
             if tests.is_empty() {
                 bail!("no host tests found under agent/tests/host_*.rs");
             }
-            let mut cmd = cargo(root);
+            let mut cmd = cargo(root, skips);
             cmd.args(["test", "-p", "agent"]);
             for t in &tests {
                 cmd.args(["--test", t]);
             }
             cmd.args(["--", "--test-threads=1"]);
-            sh::run(&mut cmd)?;
+            cargo_test(&mut cmd, skips, &mut report)?;
         }
         Tier::Qemu => {
             if let Some(why) = root_required() {
@@ -192,17 +311,21 @@ fn run_tier(tier: Tier, root: &Path) -> anyhow::Result<Outcome> {
                     .args(["image", "--role", "private", "--kernel", "generic", "--out"])
                     .arg(qemu_tests::env::generic_images_dir()),
             )?;
-            sh::run(cargo(root).args([
-                "test",
-                "-p",
-                "qemu-tests",
-                "--tests",
-                "--",
-                "--test-threads=1",
-            ]))?;
+            cargo_test(
+                cargo(root, skips).args([
+                    "test",
+                    "-p",
+                    "qemu-tests",
+                    "--tests",
+                    "--",
+                    "--test-threads=1",
+                ]),
+                skips,
+                &mut report,
+            )?;
         }
     }
-    Ok(Outcome::Passed)
+    Ok(Outcome::Ran(report))
 }
 
 /// Why a tier that needs root cannot run here, or None. Under CI a missing
@@ -236,4 +359,27 @@ fn test_files(dir: &Path, prefix: &str) -> anyhow::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_summary;
+
+    #[test]
+    fn reads_libtest_summaries() {
+        assert_eq!(
+            parse_summary(
+                "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.31s"
+            ),
+            Some((12, 1))
+        );
+        assert_eq!(
+            parse_summary(
+                "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out"
+            ),
+            Some((3, 0))
+        );
+        assert_eq!(parse_summary("running 3 tests"), None);
+        assert_eq!(parse_summary("test foo ... ok"), None);
+    }
 }

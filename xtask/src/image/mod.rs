@@ -1,6 +1,6 @@
 //! `cargo xtask image`: builds the bootable disk images of the roles.
 //!
-//! Steps per role: host tools ([`tools`]), the Debian tree from mmdebstrap,
+//! Steps per role: host tools (`crate::deps`), the Debian tree from mmdebstrap,
 //! cached by its package list ([`tree`]), the agent and the Strata files
 //! added on a hard-linked copy of it ([`stage`]), then the erofs root,
 //! dm-verity, the UKI, the ESP, the state partition, the GPT disk, the
@@ -9,7 +9,6 @@
 
 pub mod assemble;
 pub mod stage;
-pub mod tools;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -129,7 +128,7 @@ pub fn build(args: &Args) -> anyhow::Result<Vec<Built>> {
 /// (`all roles: agent 4.2 s, trees 0.0 s, roles 12.0 s`).
 pub fn build_timed(args: &Args) -> anyhow::Result<(Vec<Built>, String)> {
     let start = Instant::now();
-    tools::ensure()?;
+    crate::deps::ensure("cargo xtask image", crate::deps::IMAGE)?;
     let root = project_root();
     let out = args
         .out

@@ -1,0 +1,197 @@
+//! What a test tier or a benchmark leaves behind on the host: processes,
+//! mounts, network namespaces, interfaces, cgroups, nftables tables and
+//! loop devices. `cargo xtask test` and `cargo xtask bench` take a
+//! [`Snapshot`] before and after each tier or bench and fail when something
+//! new is still there.
+//!
+//! A process counts when it was started under the tier (it carries the
+//! [`MARK`] variable in its environment, which every child of the xtask
+//! inherits) or when it runs in a cgroup whose path names Strata (task
+//! inits, whose environment is their image's). Everything else is compared
+//! by name: what exists after and did not before.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+/// The environment variable that marks the processes a tier or bench starts.
+pub const MARK: &str = "STRATA_XTASK_RUN";
+
+/// The value of [`MARK`] for this xtask process.
+pub fn mark_value() -> String {
+    format!("xtask-{}", std::process::id())
+}
+
+/// What is on the host at one moment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    processes: BTreeSet<String>,
+    mounts: BTreeSet<String>,
+    netns: BTreeSet<String>,
+    links: BTreeSet<String>,
+    cgroups: BTreeSet<String>,
+    nft_tables: BTreeSet<String>,
+    loops: BTreeSet<String>,
+}
+
+impl Snapshot {
+    /// Reads the host's state now.
+    pub fn take() -> Snapshot {
+        Snapshot {
+            processes: processes(&mark_value()),
+            mounts: mounts(),
+            netns: names(Path::new("/run/netns")),
+            links: names(Path::new("/sys/class/net")),
+            cgroups: cgroups(),
+            nft_tables: nft_tables(),
+            loops: loops(),
+        }
+    }
+
+    /// What this snapshot holds that `before` did not, as a report, or None.
+    pub fn left_behind_since(&self, before: &Snapshot) -> Option<String> {
+        let mut out = Vec::new();
+        let mut diff = |what: &str, after: &BTreeSet<String>, before: &BTreeSet<String>| {
+            let new: Vec<&String> = after.difference(before).collect();
+            if !new.is_empty() {
+                let shown: Vec<&str> = new.iter().take(12).map(|s| s.as_str()).collect();
+                let more = if new.len() > 12 {
+                    format!(" and {} more", new.len() - 12)
+                } else {
+                    String::new()
+                };
+                out.push(format!("  {what}: {}{more}", shown.join(", ")));
+            }
+        };
+        diff("processes", &self.processes, &before.processes);
+        diff("mounts", &self.mounts, &before.mounts);
+        diff("network namespaces", &self.netns, &before.netns);
+        diff("interfaces", &self.links, &before.links);
+        diff("cgroups", &self.cgroups, &before.cgroups);
+        diff("nftables tables", &self.nft_tables, &before.nft_tables);
+        diff("loop devices", &self.loops, &before.loops);
+        (!out.is_empty()).then(|| out.join("\n"))
+    }
+}
+
+/// Processes carrying `mark` in their environment or running in a Strata
+/// cgroup, as `pid comm`. The xtask itself does not carry the mark.
+fn processes(mark: &str) -> BTreeSet<String> {
+    let needle = format!("{MARK}={mark}");
+    let mut out = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if pid == std::process::id().to_string() {
+            continue;
+        }
+        let proc = entry.path();
+        let marked = std::fs::read(proc.join("environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()));
+        let in_strata_cgroup = std::fs::read_to_string(proc.join("cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.contains("strata")));
+        if marked || in_strata_cgroup {
+            let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+            out.insert(format!("{pid} {}", comm.trim()));
+        }
+    }
+    out
+}
+
+/// Mount points of this mount namespace.
+fn mounts() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .collect()
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every cgroup directory under `/sys/fs/cgroup`, a few levels deep (the
+/// tests' and tasks' cgroups are at most four levels down).
+fn cgroups() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![(std::path::PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let path = e.path();
+                out.insert(path.display().to_string());
+                if depth < 5 {
+                    stack.push((path, depth + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn nft_tables() -> BTreeSet<String> {
+    Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Attached loop devices and their backing files.
+fn loops() -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for name in names(Path::new("/sys/block")) {
+        if let Ok(file) = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) {
+            out.insert(format!("{name} ({})", file.trim()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_only_what_is_new() {
+        let mut before = Snapshot::default();
+        before.links.insert("lo".into());
+        before.mounts.insert("/".into());
+        let mut after = before.clone();
+        assert_eq!(after.left_behind_since(&before), None);
+        after.links.insert("strata0".into());
+        after.netns.insert("strata-t1".into());
+        // Something gone since is not residue.
+        after.mounts.clear();
+        expect_test::expect![[r#"
+              network namespaces: strata-t1
+              interfaces: strata0"#]]
+        .assert_eq(&after.left_behind_since(&before).unwrap_or_default());
+    }
+}
