@@ -58,6 +58,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         problems,
         boot: None,
     };
+    // Where the user-data came from, on the console: the QEMU tests read
+    // it to tell a config disk's filesystem from fw_cfg.
+    crate::cluster::log(&format!("user-data: {}", health.user_data));
     let Some(ud) = found else {
         // A node without user-data is a healthy image waiting for its
         // configuration: it says so and stays up. It is Ready before

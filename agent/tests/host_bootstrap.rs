@@ -134,7 +134,10 @@ fn ext4_label_is_found_mounted_read_only_and_unmounted() {
     let found = boot
         .discover()
         .expect("discover from the labelled filesystem");
-    assert_eq!(found.source, "label:STRATA-CFG");
+    assert_eq!(
+        found.source,
+        format!("label:STRATA-CFG (ext4 on {})", device.0)
+    );
     assert_eq!(found.user_data.name, "from-label");
     assert_eq!(
         std::fs::read_to_string(boot.state_file()).expect("kept user-data"),

@@ -118,11 +118,12 @@ fn label(b: &Bootstrap) -> Result<Found, Error> {
                 .tempdir_in(&b.state_dir)
         })
         .map_err(|e| fail(format!("cannot make a mount point: {e}")))?;
-    mount_read_only(&device, dir.path()).map_err(fail)?;
+    let fstype = mount_read_only(&device, dir.path()).map_err(fail)?;
     // Dropped before `dir`: unmounted, then the mount point removed.
     let _unmount = Unmount(dir.path());
     match fs::read_to_string(dir.path().join(LABEL_FILE)) {
-        Ok(text) => data(source, text),
+        // The source names what was read: `label:STRATA-CFG (vfat on /dev/vdb)`.
+        Ok(text) => data(format!("{source} ({fstype} on {})", device.display()), text),
         Err(e) => Err(fail(format!(
             "cannot read {LABEL_FILE} on {}: {e}",
             device.display()
@@ -130,13 +131,14 @@ fn label(b: &Bootstrap) -> Result<Found, Error> {
     }
 }
 
-/// Mounts `device` on `dir` read-only as the first filesystem type that fits.
-fn mount_read_only(device: &Path, dir: &Path) -> Result<(), String> {
+/// Mounts `device` on `dir` read-only as the first filesystem type that
+/// fits, and returns that type.
+fn mount_read_only(device: &Path, dir: &Path) -> Result<&'static str, String> {
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut errors = Vec::new();
     for fstype in ["vfat", "iso9660", "ext4"] {
         match nix::mount::mount(Some(device), dir, Some(fstype), flags, None::<&str>) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(fstype),
             Err(e) => errors.push(format!("{fstype}: {}", e.desc())),
         }
     }

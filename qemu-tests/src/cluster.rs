@@ -14,7 +14,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::disk::{ConfigFs, config_disk};
 use crate::{VmConfig, overlay, unique_mac, unique_port};
+
+/// How a node gets its user-data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserDataVia {
+    /// QEMU's fw_cfg (`opt/strata/user-data`).
+    FwCfg,
+    /// A `STRATA-CFG` filesystem on a second disk.
+    Disk(ConfigFs),
+}
 
 /// The cluster NIC's name inside the guest (virtio-net at PCI slot 0x10).
 pub const INTERFACE: &str = "enp0s16";
@@ -147,15 +157,29 @@ impl Prepared {
     /// The VM of `node`: a qcow2 overlay on its role's image, its
     /// user-data on fw_cfg, the cluster NIC on the multicast segment.
     pub fn vm_config(&self, node: &NodeSpec) -> anyhow::Result<VmConfig> {
+        self.vm_config_via(node, UserDataVia::FwCfg)
+    }
+
+    /// Like [`Prepared::vm_config`], handing the node its user-data `via`
+    /// fw_cfg or a `STRATA-CFG` config disk (then without fw_cfg, which the
+    /// bootstrap would try first).
+    pub fn vm_config_via(&self, node: &NodeSpec, via: UserDataVia) -> anyhow::Result<VmConfig> {
         let base = self.images.join(format!("strata-{}.qcow2", node.role));
         let disk = self.dir.join(format!("{}.qcow2", node.name));
         overlay(&base, &disk, 0)?;
         let mut config = VmConfig::new(&node.name, &disk, &self.dir);
-        config.user_data = Some(
-            self.dir
-                .join("state/user-data")
-                .join(format!("{}.toml", node.name)),
-        );
+        let user_data = self
+            .dir
+            .join("state/user-data")
+            .join(format!("{}.toml", node.name));
+        match via {
+            UserDataVia::FwCfg => config.user_data = Some(user_data),
+            UserDataVia::Disk(fs) => {
+                let image = self.dir.join(format!("{}-cfg.{}", node.name, fs.name()));
+                config_disk(fs, &user_data, &image)?;
+                config.config_disk = Some(image);
+            }
+        }
         config.extra = vec![
             "-netdev".into(),
             format!(

@@ -11,6 +11,7 @@
 
 pub mod boot_times;
 pub mod cluster;
+pub mod disk;
 pub mod env;
 pub mod registry;
 
@@ -81,6 +82,9 @@ pub struct VmConfig {
     /// Where the VM's own files go (OVMF variables, QMP socket, serial log).
     pub dir: PathBuf,
     pub user_data: Option<PathBuf>,
+    /// A filesystem image attached read-only as a second virtio disk (a
+    /// `STRATA-CFG` config disk, [`disk::config_disk`]).
+    pub config_disk: Option<PathBuf>,
     pub memory_mib: u32,
     pub mac: String,
     /// SMBIOS system UUID (systemd takes it as the machine-id under QEMU).
@@ -102,6 +106,7 @@ impl VmConfig {
             disk: disk.to_path_buf(),
             dir: dir.to_path_buf(),
             user_data: None,
+            config_disk: None,
             memory_mib: 1024,
             mac: unique_mac(),
             uuid: format!("5c0a7a00-0000-4000-8000-{:012x}", u),
@@ -141,7 +146,7 @@ impl VmConfig {
             disk_format(&self.disk),
             self.disk.display()
         ))
-        .args(["-device", "virtio-blk-pci,drive=disk0"])
+        .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=0"])
         .arg("-netdev")
         .arg(self.user_netdev())
         .arg("-device")
@@ -162,6 +167,14 @@ impl VmConfig {
         if let Some(u) = &self.user_data {
             c.arg("-fw_cfg")
                 .arg(format!("name={FW_CFG_USER_DATA},file={}", u.display()));
+        }
+        if let Some(d) = &self.config_disk {
+            c.arg("-drive")
+                .arg(format!(
+                    "if=none,id=cfg,format=raw,readonly=on,file={}",
+                    d.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=cfg,addr=0x11"]);
         }
         c.args(&self.extra);
         c
@@ -244,7 +257,7 @@ fn qcow2_virtual_size(path: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("qemu-img info {}: no virtual-size", path.display()))
 }
 
-fn run(c: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(c: &mut Command) -> anyhow::Result<()> {
     let out = c
         .output()
         .with_context(|| format!("cannot run {:?}", c.get_program()))?;
@@ -351,6 +364,18 @@ impl Vm {
         also: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<(String, Duration)> {
+        self.wait_for_unless(needle, also, |_| false, timeout)
+    }
+
+    /// Like [`Vm::wait_for_at`], and fails as soon as a line for which
+    /// `forbidden` is true appears first (a marker that must never show).
+    pub fn wait_for_unless(
+        &mut self,
+        needle: &str,
+        also: &[&str],
+        forbidden: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<(String, Duration)> {
         let rx = self
             .lines
             .as_ref()
@@ -361,6 +386,14 @@ impl Vm {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok((read, line)) => {
+                    if forbidden(&line) {
+                        bail!(
+                            "{}: `{line}` appeared while waiting for `{needle}`; last lines:\n{}\n(full log: {})",
+                            self.config.name,
+                            tail.join("\n"),
+                            self.config.log().display()
+                        );
+                    }
                     if let Some(at) = line.find(needle)
                         && also.iter().all(|a| line.contains(a))
                     {
@@ -536,5 +569,22 @@ mod tests {
         assert!(line.contains("-fw_cfg name=opt/strata/user-data,file=/x/ud.toml"));
         assert!(line.contains("format=qcow2,file=/x/disk.qcow2"));
         assert!(line.contains("if=pflash,format=raw,unit=1,file=/tmp/q/n1-OVMF_VARS.fd"));
+        assert!(!line.contains("id=cfg"));
+    }
+
+    #[test]
+    fn a_config_disk_is_a_read_only_second_disk() {
+        let mut c = VmConfig::new("n1", Path::new("/x/disk.qcow2"), Path::new("/tmp/q"));
+        c.config_disk = Some("/x/cfg.iso".into());
+        let line: Vec<String> = c
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = line.join(" ");
+        assert!(line.contains("if=none,id=cfg,format=raw,readonly=on,file=/x/cfg.iso"));
+        assert!(line.contains("virtio-blk-pci,drive=cfg,addr=0x11"));
+        assert!(line.contains("virtio-blk-pci,drive=disk0,bootindex=0"));
+        assert!(!line.contains("-fw_cfg"));
     }
 }

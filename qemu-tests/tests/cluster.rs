@@ -1,11 +1,13 @@
 //! Cluster formation from our images: nodes booted under QEMU with their
-//! user-data on fw_cfg join by themselves, and the cluster is checked from
-//! outside through the API forwarded from the first master.
+//! user-data on fw_cfg or on a `STRATA-CFG` config disk (vfat, iso9660) join
+//! by themselves, and the cluster is checked from outside through the API
+//! forwarded from the first master.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use qemu_tests::cluster::{Layout, Prepared};
+use qemu_tests::cluster::{Layout, NodeSpec, Prepared, UserDataVia};
+use qemu_tests::disk::ConfigFs;
 use qemu_tests::env::{images_dir, project_root, require};
 use qemu_tests::registry::{self, Registry};
 use qemu_tests::{OVMF_CODE, QEMU, Vm, marker_fields, unique};
@@ -40,7 +42,17 @@ fn registry_ready(test: &str) -> bool {
     )
 }
 
-fn boot(layout: Layout, tag: &str, extra_toml: &str) -> (Prepared, Vec<Vm>) {
+/// Every node gets its user-data on fw_cfg.
+fn fw_cfg(_: &NodeSpec) -> UserDataVia {
+    UserDataVia::FwCfg
+}
+
+fn boot(
+    layout: Layout,
+    tag: &str,
+    extra_toml: &str,
+    via: impl Fn(&NodeSpec) -> UserDataVia,
+) -> (Prepared, Vec<Vm>) {
     let dir = project_root().join(format!("target/qemu-tests/{tag}-{}", unique()));
     let _ = std::fs::remove_dir_all(&dir);
     let prepared = Prepared::with_extra(&dir, layout, &strata(), &images_dir(), extra_toml)
@@ -50,8 +62,8 @@ fn boot(layout: Layout, tag: &str, extra_toml: &str) -> (Prepared, Vec<Vm>) {
         .iter()
         .map(|n| {
             let config = prepared
-                .vm_config(n)
-                .expect("the node's disk overlay is made");
+                .vm_config_via(n, via(n))
+                .expect("the node's disk overlay and config disk are made");
             Vm::spawn(config).expect("qemu starts")
         })
         .collect();
@@ -64,8 +76,21 @@ fn boot(layout: Layout, tag: &str, extra_toml: &str) -> (Prepared, Vec<Vm>) {
 /// multi-user.target is normally reached before they are Ready; when it is
 /// still pending at the marker, the boot line comes later and the checks of
 /// [`qemu_tests::boot_times::BootTimes::parse`] still hold.
-fn wait_markers(vms: &mut [Vm]) {
+fn wait_markers(vms: &mut [Vm], via: impl Fn(&str) -> UserDataVia) {
     for vm in vms.iter_mut() {
+        // The agent says where its user-data came from before it joins.
+        let name = vm.config.name.clone();
+        let expected = match via(&name) {
+            UserDataVia::FwCfg => "user-data: fw_cfg:".to_string(),
+            UserDataVia::Disk(fs) => format!("user-data: label:STRATA-CFG ({} on /dev/", fs.name()),
+        };
+        let line = vm
+            .wait_for("strata: user-data: ", BOOT)
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(
+            line.contains(&expected),
+            "{name}: expected `{expected}`, the agent said `{line}`"
+        );
         let t = vm.boot_times(BOOT).unwrap_or_else(|e| panic!("{e:#}"));
         let f = marker_fields(&t.ready_line);
         println!(
@@ -79,6 +104,11 @@ fn wait_markers(vms: &mut [Vm]) {
         );
         assert_eq!(f.get("healthy").map(String::as_str), Some("yes"), "{t:?}");
         assert_eq!(f.get("verity").map(String::as_str), Some("yes"), "{t:?}");
+        let kind = match via(&name) {
+            UserDataVia::FwCfg => "fw_cfg",
+            UserDataVia::Disk(_) => "label",
+        };
+        assert_eq!(f.get("user-data").map(String::as_str), Some(kind), "{t:?}");
         assert!(t.multi_user_ms > 0 && t.ready_ms > 0, "{t:?}");
         assert!(t.kernel_ms > 0 && t.userspace_ms > 0, "{t:?}");
     }
@@ -99,12 +129,27 @@ fn wait_state(p: &Prepared, name: &str, state: &str, timeout: Duration) {
     }
 }
 
+/// How the nodes of the join test get their user-data: the master on
+/// fw_cfg, the agents on a config disk each, one vfat and one iso9660.
+fn join_via(name: &str) -> UserDataVia {
+    match name {
+        "private-1" => UserDataVia::Disk(ConfigFs::Vfat),
+        "public-1" => UserDataVia::Disk(ConfigFs::Iso9660),
+        _ => UserDataVia::FwCfg,
+    }
+}
+
 #[test]
 fn master_private_and_public_join_at_boot() {
     if !ready(
         "master_private_and_public_join_at_boot",
         &["master", "private", "public"],
     ) || !registry_ready("master_private_and_public_join_at_boot")
+        || !require(
+            "master_private_and_public_join_at_boot",
+            &[],
+            &["mkfs.vfat", "mcopy", "genisoimage"],
+        )
     {
         return;
     }
@@ -124,8 +169,9 @@ fn master_private_and_public_join_at_boot() {
             "[registries]\ninsecure = [\"{}\"]\n",
             registry.guest_registry()
         ),
+        |n| join_via(&n.name),
     );
-    wait_markers(&mut vms);
+    wait_markers(&mut vms, join_via);
     let states = p
         .wait_ready(
             &["master-1", "private-1", "public-1"],
@@ -163,8 +209,9 @@ fn three_masters_survive_losing_one() {
         },
         "quorum",
         "",
+        fw_cfg,
     );
-    wait_markers(&mut vms);
+    wait_markers(&mut vms, |_| UserDataVia::FwCfg);
     p.wait_ready(
         &["master-1", "master-2", "master-3", "private-1"],
         Duration::from_secs(60),
