@@ -15,6 +15,7 @@ use agent::api::tls;
 use agent::cluster::model::{NodeState, NodeStatus};
 use agent::pki::{Ca, NodeKey};
 use agent::testenv::{Need, require};
+use qemu_tests::observe::{Hold, Seen, wait_until_holding};
 
 mod common;
 use common::{Netns, Proc, run};
@@ -59,10 +60,6 @@ impl Cluster {
         let ctx = self.context.display().to_string();
         full.extend_from_slice(&["--context", &ctx]);
         run("ip", &full)
-    }
-
-    fn nodes(&self) -> Vec<NodeStatus> {
-        self.try_nodes().unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn try_nodes(&self) -> Result<Vec<NodeStatus>, String> {
@@ -124,6 +121,14 @@ fn state(nodes: &[NodeStatus], name: &str) -> Option<NodeState> {
         .iter()
         .find(|n| n.record.info.name == name)
         .map(|n| n.state)
+}
+
+/// Each node's name, state and ready_since, for messages.
+fn summary(nodes: &[NodeStatus]) -> Vec<(&str, NodeState, Option<u64>)> {
+    nodes
+        .iter()
+        .map(|n| (n.record.info.name.as_str(), n.state, n.ready_since))
+        .collect()
 }
 
 fn node<'a>(nodes: &'a [NodeStatus], name: &str) -> &'a NodeStatus {
@@ -294,20 +299,66 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
         "{stderr}"
     );
 
-    // Heartbeats keep the nodes Ready well past the grace period.
-    std::thread::sleep(Duration::from_secs(4));
-    assert!(
-        ready(&c.nodes()),
-        "a node went unreachable while heartbeating"
-    );
+    // Heartbeats keep the nodes Ready well past the grace period, each
+    // since the same time (a new ready_since means its lease expired).
+    let grace = Duration::from_secs(3); // grace_seconds in cluster.toml
+    let mut since: Option<Vec<(String, Option<u64>)>> = None;
+    Hold::new(
+        "every node stays Ready while heartbeating",
+        2 * grace + Duration::from_secs(1),
+    )
+    .every(Duration::from_millis(250))
+    .blind_for(Duration::from_secs(1))
+    .check(|| {
+        let nodes = match c.try_nodes() {
+            Ok(n) => n,
+            Err(e) => return Seen::Blind(e),
+        };
+        let now: Vec<(String, Option<u64>)> = nodes
+            .iter()
+            .map(|n| (n.record.info.name.clone(), n.ready_since))
+            .collect();
+        let seen = format!("{:?}", summary(&nodes));
+        let first = since.get_or_insert_with(|| now.clone());
+        if !ready(&nodes) {
+            Seen::Broken(format!(
+                "a node went unreachable while heartbeating: {seen}"
+            ))
+        } else if *first != now {
+            Seen::Broken(format!(
+                "a node's ready_since moved: first {first:?}, now {now:?}"
+            ))
+        } else {
+            Seen::Holds(seen)
+        }
+    });
 
     // Node loss: kill agent-1; it turns Unreachable, agent-2 stays Ready.
     agent1.kill();
-    let nodes = c.wait("agent-1 Unreachable", Duration::from_secs(15), |n| {
-        state(n, "agent-1") == Some(NodeState::Unreachable)
-    });
-    assert_eq!(state(&nodes, "agent-2"), Some(NodeState::Ready));
-    assert_eq!(state(&nodes, "master-1"), Some(NodeState::Ready));
+    let others_ready = || match c.try_nodes() {
+        Err(e) => Seen::Blind(e),
+        Ok(n) => {
+            let seen = format!("{:?}", summary(&n));
+            if state(&n, "agent-2") == Some(NodeState::Ready)
+                && state(&n, "master-1") == Some(NodeState::Ready)
+            {
+                Seen::Holds(seen)
+            } else {
+                Seen::Broken(seen)
+            }
+        }
+    };
+    wait_until_holding(
+        "agent-1 Unreachable while agent-2 and master-1 stay Ready",
+        Duration::from_secs(15),
+        Duration::from_millis(250),
+        || {
+            c.try_nodes()
+                .ok()
+                .filter(|n| state(n, "agent-1") == Some(NodeState::Unreachable))
+        },
+        others_ready,
+    );
 
     // Rejoin with the same identity: same key, same first join.
     let agent1 = spawn_agent(0, "agent-1-again.log");
@@ -367,10 +418,23 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
         "{}",
         intruder.log()
     );
-    assert!(
-        state(&c.nodes(), "intruder").is_none(),
-        "the intruder was registered"
-    );
+    // It keeps retrying: the node list never shows it.
+    let intruder_pid = intruder.child.id();
+    Hold::new("the intruder is never registered", Duration::from_secs(2))
+        .every(Duration::from_millis(250))
+        .blind_for(Duration::from_secs(1))
+        .check(|| {
+            if !qemu_tests::observe::alive(intruder_pid) {
+                return Seen::Broken(format!("the intruder exited: {}", intruder.log()));
+            }
+            match c.try_nodes() {
+                Err(e) => Seen::Blind(e),
+                Ok(n) if state(&n, "intruder").is_some() => {
+                    Seen::Broken(format!("the intruder was registered: {:?}", summary(&n)))
+                }
+                Ok(n) => Seen::Holds(format!("{:?}", summary(&n))),
+            }
+        });
 
     // Calls without credentials, with a foreign certificate and with an
     // expired one, made from an agent's namespace.

@@ -15,10 +15,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::cluster::model::{NodeState, NodeStatus, TaskView};
-use agent::overlay::node::OverlayTasks;
+use agent::runtime::names::HostNames;
 use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
 use hickory_proto::rr::RecordType;
+use qemu_tests::observe::{Hold, Seen};
 
 mod common;
 use common::{Netns, Proc};
@@ -45,11 +46,22 @@ fn output(program: &Path, args: &[&str]) -> Result<String, String> {
 /// filesystem (after the agent was killed: declared before the processes).
 struct TaskCleanup(PathBuf);
 
+/// The host-wide names of this run's agents (`cargo xtask test` gives each
+/// run its own prefix in `STRATA_HOST_PREFIX`).
+fn names() -> HostNames {
+    HostNames::from_env().expect("STRATA_HOST_PREFIX is valid")
+}
+
+/// The handle of task `task`'s network namespace.
+fn netns_handle(task: &str) -> PathBuf {
+    Path::new(agent::overlay::netns::NETNS_DIR).join(names().netns(task))
+}
+
 impl Drop for TaskCleanup {
     fn drop(&mut self) {
         for t in agent::tasks::list(&self.0) {
             let _ = agent::tasks::stop(&self.0, &t.id, Some(Duration::from_millis(100)));
-            let _ = agent::overlay::netns::delete(&OverlayTasks::netns_name(&t.id));
+            let _ = agent::overlay::netns::delete(&names().netns(&t.id));
         }
         for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
             .into_iter()
@@ -341,7 +353,7 @@ fn tasks_pinned_through_the_api() {
         subnet_of("agent-1").contains(hello_addr),
         "{hello_addr} outside agent-1's subnet"
     );
-    assert!(Path::new("/var/run/netns/strata-hello").exists());
+    assert!(netns_handle("hello").exists());
     let local = agent::tasks::list(&agent_state);
     assert_eq!(local.len(), 1, "{local:?}");
     assert_eq!(local[0].state, "running");
@@ -360,24 +372,57 @@ fn tasks_pinned_through_the_api() {
     // The agent restarts: the task keeps running and is adopted (same
     // process, no restart, no second task), and is still reported.
     drop(agent);
-    let _agent = spawn_node("agent-1", &agent_ns);
+    let agent = spawn_node("agent-1", &agent_ns);
     c.wait("agent-1 registered again", Duration::from_secs(30), || {
         std::fs::read_to_string(dir.join("agent-1.log"))
             .ok()?
             .contains("is Ready")
             .then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
-    let local = agent::tasks::list(&agent_state);
-    assert_eq!(local.len(), 1, "{local:?}");
-    assert_eq!(local[0].state, "running", "{local:?}");
-    assert_eq!(local[0].pid, running.pid, "the task was not adopted");
-    assert_eq!(local[0].restarts, 0);
-    let listed = c.tasks().expect("task list");
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].pid, running.pid);
-    assert_eq!(listed[0].state, "running");
-    assert_eq!(listed[0].address, Some(hello_addr), "the address changed");
+    // Its task follower logs this just before its first reconcile.
+    c.wait(
+        "agent-1's task follower running",
+        Duration::from_secs(30),
+        || {
+            agent
+                .log()
+                .contains("tasks: the overlay is up, tasks get their network from it")
+                .then_some(())
+        },
+    );
+    let agent_pid = agent.child.id();
+    Hold::new("hello adopted, not restarted", Duration::from_secs(4))
+        .every(Duration::from_millis(250))
+        .blind_for(Duration::from_secs(1))
+        .check(|| {
+            if !qemu_tests::observe::alive(agent_pid) {
+                return Seen::Broken(format!("agent-1 exited: {}", agent.log()));
+            }
+            let local = agent::tasks::list(&agent_state);
+            let adopted = local.len() == 1
+                && local[0].state == "running"
+                && local[0].pid == running.pid
+                && local[0].restarts == 0;
+            if !adopted {
+                return Seen::Broken(format!(
+                    "on the node: {local:?}, expected hello running as pid {:?}",
+                    running.pid
+                ));
+            }
+            let Some(listed) = c.tasks() else {
+                return Seen::Blind("no task list from the API".to_string());
+            };
+            let seen = format!("on the node and listed: {listed:?}");
+            if listed.len() == 1
+                && listed[0].pid == running.pid
+                && listed[0].state == "running"
+                && listed[0].address == Some(hello_addr)
+            {
+                Seen::Holds(seen)
+            } else {
+                Seen::Broken(seen)
+            }
+        });
 
     tasks_reach_each_other(
         &c,
@@ -402,7 +447,7 @@ fn tasks_pinned_through_the_api() {
     );
     assert_eq!(c.tasks().expect("task list"), Vec::new());
     assert!(
-        !Path::new("/var/run/netns/strata-hello").exists(),
+        !netns_handle("hello").exists(),
         "the task's namespace is left behind"
     );
     let missing = c
@@ -553,7 +598,7 @@ fn tasks_reach_each_other(
         "web still resolves after its stop"
     );
     c.cli(&["task", "stop", "probe"]).expect("stop probe");
-    assert!(!Path::new("/var/run/netns/strata-web").exists());
+    assert!(!netns_handle("web").exists());
     assert_eq!(
         ask("_shop._tcp.strata.internal.", RecordType::SRV),
         Vec::<String>::new(),

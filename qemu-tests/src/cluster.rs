@@ -28,6 +28,18 @@ pub enum UserDataVia {
 
 /// The cluster NIC's name inside the guest (virtio-net at PCI slot 0x10).
 pub const INTERFACE: &str = "enp0s16";
+
+/// One node of the node list, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub name: String,
+    /// `ready` or `unreachable`.
+    pub state: String,
+    /// Unix seconds since which the node is Ready (its heartbeats arrive
+    /// without a gap), when it is.
+    pub ready_since: Option<u64>,
+}
+
 /// The Strata API port on masters.
 pub const API_PORT: u16 = 6443;
 
@@ -226,6 +238,15 @@ impl Prepared {
 
     /// The node list as (name, state) pairs.
     pub fn node_states(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self
+            .node_rows()?
+            .into_iter()
+            .map(|r| (r.name, r.state))
+            .collect())
+    }
+
+    /// The node list with each node's name, state and `ready_since`.
+    pub fn node_rows(&self) -> anyhow::Result<Vec<NodeRow>> {
         let text = self.strata(&["node", "list", "--json"])?;
         let nodes: serde_json::Value =
             serde_json::from_str(&text).context("node list is not JSON")?;
@@ -233,11 +254,10 @@ impl Prepared {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|n| {
-                        (
-                            n["name"].as_str().unwrap_or_default().to_string(),
-                            n["state"].as_str().unwrap_or_default().to_string(),
-                        )
+                    .map(|n| NodeRow {
+                        name: n["name"].as_str().unwrap_or_default().to_string(),
+                        state: n["state"].as_str().unwrap_or_default().to_string(),
+                        ready_since: n["ready_since"].as_u64(),
                     })
                     .collect()
             })

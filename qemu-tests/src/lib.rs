@@ -13,6 +13,7 @@ pub mod boot_times;
 pub mod cluster;
 pub mod disk;
 pub mod env;
+pub mod observe;
 pub mod registry;
 
 use std::io::{BufRead, BufReader, Read, Write};

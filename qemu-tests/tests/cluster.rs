@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use qemu_tests::cluster::{Layout, NodeSpec, Prepared, UserDataVia};
 use qemu_tests::disk::ConfigFs;
 use qemu_tests::env::{images_dir, project_root, require};
+use qemu_tests::observe::{Hold, Seen, wait_until_holding};
 use qemu_tests::registry::{self, Registry};
 use qemu_tests::{OVMF_CODE, QEMU, Vm, marker_fields, unique};
 
@@ -129,6 +130,41 @@ fn wait_state(p: &Prepared, name: &str, state: &str, timeout: Duration) {
     }
 }
 
+/// Whether node `name` is in state `state` now (no answer: not yet).
+fn in_state(p: &Prepared, name: &str, state: &str) -> Option<()> {
+    p.node_states()
+        .ok()?
+        .iter()
+        .any(|(n, s)| n == name && s == state)
+        .then_some(())
+}
+
+/// A look at node `name`, which must stay Ready: it is Ready, and since the
+/// same time as at the first look (`since`): a new `ready_since` means its
+/// lease expired, a gap in its heartbeats. An API error is a blind look.
+fn stays_ready(p: &Prepared, name: &str, since: &mut Option<u64>) -> Seen {
+    let rows = match p.node_rows() {
+        Ok(rows) => rows,
+        Err(e) => return Seen::Blind(format!("{e:#}")),
+    };
+    let seen = format!("{rows:?}");
+    let Some(now) = rows
+        .iter()
+        .find(|r| r.name == name && r.state == "ready")
+        .and_then(|r| r.ready_since)
+    else {
+        return Seen::Broken(format!("{name} is not Ready: {seen}"));
+    };
+    let first = *since.get_or_insert(now);
+    if now == first {
+        Seen::Holds(seen)
+    } else {
+        Seen::Broken(format!(
+            "{name} Ready since {now}, but since {first} at the first look: its lease expired; {seen}"
+        ))
+    }
+}
+
 /// How the nodes of the join test get their user-data: the master on
 /// fw_cfg, the agents on a config disk each, one vfat and one iso9660.
 fn join_via(name: &str) -> UserDataVia {
@@ -188,12 +224,18 @@ fn master_private_and_public_join_at_boot() {
     assert_eq!(lost.config.name, "private-1");
     drop(lost);
     let gone = Instant::now();
-    wait_state(&p, "private-1", "unreachable", Duration::from_secs(60));
+    let mut since = None;
+    wait_until_holding(
+        "private-1 unreachable while public-1 stays Ready",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        || in_state(&p, "private-1", "unreachable"),
+        || stays_ready(&p, "public-1", &mut since),
+    );
     println!(
         "private-1 unreachable {:.1}s after its VM was killed",
         gone.elapsed().as_secs_f64()
     );
-    wait_state(&p, "public-1", "ready", Duration::from_secs(5));
 }
 
 #[test]
@@ -221,7 +263,16 @@ fn three_masters_survive_losing_one() {
     let lost = vms.remove(2);
     assert_eq!(lost.config.name, "master-3");
     drop(lost);
-    wait_state(&p, "master-3", "unreachable", Duration::from_secs(90));
+    // private-1's heartbeats move to the masters that are left, on the
+    // same lease. The API may still route a call to the lost master: blind.
+    let mut since = None;
+    wait_until_holding(
+        "master-3 unreachable while private-1 stays Ready",
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+        || in_state(&p, "master-3", "unreachable"),
+        || stays_ready(&p, "private-1", &mut since),
+    );
     // The API's etcd connections drop the lost member within seconds
     // (HTTP/2 keep-alive); until then a call may still go to it.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -245,10 +296,15 @@ fn three_masters_survive_losing_one() {
     });
     assert_eq!(healthy, 2, "two of three masters healthy: {status:#}");
     wait_state(&p, "private-1", "ready", Duration::from_secs(5));
-    // Still Ready a full grace period later: its heartbeats go to the
-    // masters that are left.
-    std::thread::sleep(Duration::from_secs(12));
-    wait_state(&p, "private-1", "ready", Duration::from_secs(1));
+    // Still Ready, since the same time, well past a grace period (10 s):
+    // its heartbeats go to the masters that are left.
+    Hold::new(
+        "private-1 stays Ready after losing master-3",
+        Duration::from_secs(14),
+    )
+    .every(Duration::from_secs(1))
+    .blind_for(Duration::from_secs(4))
+    .check(|| stays_ready(&p, "private-1", &mut since));
 }
 
 /// The cluster's tasks, as `strata task list --json` gives them.

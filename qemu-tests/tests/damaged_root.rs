@@ -83,28 +83,48 @@ fn a_damaged_root_block_fails_the_read_and_the_boot_is_not_blessed() {
     let corrupted = format!("data block {block} is corrupted");
     let line = wait(&mut vm, "device-mapper: verity:", &[&corrupted], 400);
     eprintln!("damaged: {line}");
-    // systemd cannot execute the binary: the read of its first block fails
-    // with EIO (journal errors are copied to the console).
-    let line = wait(&mut vm, "Input/output error", &["/usr/bin/strata"], 180);
-    eprintln!("damaged: {line}");
-    let line = wait(&mut vm, "Failed to start", &["Strata node agent"], 180);
-    eprintln!("damaged: {line}");
-    // The health gate fails too, and its failure reboots the node: the
-    // next kernel start shows that it rebooted by itself. (systemd shortens
-    // the unit's name and description on the console.)
-    let line = wait(
-        &mut vm,
-        "Failed to start",
-        &["health gate for boot assessment"],
-        180,
-    );
-    eprintln!("damaged: {line}");
-    let line = wait(&mut vm, "] Linux version ", &[], 240);
+    // The health gate fails too, and its failure reboots the node: the next
+    // kernel start shows that it rebooted by itself.
+    let line = wait(&mut vm, "] Linux version ", &[], 400);
     eprintln!("damaged: rebooted: {line}");
     let log = vm.config.log();
     drop(vm);
 
+    // What the first boot said, in whatever order systemd printed it.
     let console = std::fs::read_to_string(&log).expect("the console log");
+    let first_boot: Vec<&str> = console
+        .split("] Linux version ")
+        .nth(1)
+        .expect("a first kernel start")
+        .lines()
+        .collect();
+    let said = |all: &[&str]| {
+        first_boot
+            .iter()
+            .find(|l| all.iter().all(|a| l.contains(a)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no console line with {all:?} in the first boot ({})",
+                    log.display()
+                )
+            })
+            .to_string()
+    };
+    // systemd could not execute the agent: the read of its first block
+    // failed with EIO (the agent's unit puts its errors on the console).
+    eprintln!(
+        "damaged: {}",
+        said(&["/usr/bin/strata", "Input/output error"])
+    );
+    eprintln!(
+        "damaged: {}",
+        said(&["Failed to start", "Strata node agent"])
+    );
+    // (systemd shortens the health unit's name and description.)
+    eprintln!(
+        "damaged: {}",
+        said(&["Failed to start", "health gate for boot assessment"])
+    );
     let starts = kernel_starts(&console) as u32;
     assert!(
         starts >= 2,

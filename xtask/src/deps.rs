@@ -88,7 +88,9 @@ pub enum Step {
     HostTests,
     /// Container tests and `bench runtime`: a busybox image built with umoci,
     /// served from a real registry over TLS (openssl, python3), copied with
-    /// skopeo, and crun to compare with.
+    /// skopeo, crun to compare with, and the seccomp probe (a static C
+    /// program: glibc's libc.a) run in a task and, as control, under
+    /// setpriv.
     Runtime,
     /// Booting images: QEMU (backports) with OVMF.
     QemuBoot,
@@ -177,6 +179,8 @@ const RUNTIME_TOOLS: &[Tool] = &[
     t("crun", "crun"),
     t("openssl", "openssl"),
     t("python3", "python3"),
+    t("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    t("setpriv", "util-linux"),
 ];
 
 const QEMU_BOOT_TOOLS: &[Tool] = &[

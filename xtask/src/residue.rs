@@ -6,8 +6,8 @@
 //!
 //! A process counts when it was started under the tier (it carries the
 //! [`MARK`] variable in its environment, which every child of the xtask
-//! inherits) or when it runs in a cgroup whose path names Strata (task
-//! inits, whose environment is their image's). Everything else is compared
+//! inherits) or when it runs under this run's parent cgroup
+//! ([`host_prefix`]: task inits, whose environment is their image's). Everything else is compared
 //! by name: what exists after and did not before.
 
 use std::collections::BTreeSet;
@@ -78,6 +78,7 @@ impl Snapshot {
 /// cgroup, as `pid comm`. The xtask itself does not carry the mark.
 fn processes(mark: &str) -> BTreeSet<String> {
     let needle = format!("{MARK}={mark}");
+    let cgroup = format!("/{}/", host_prefix());
     let mut out = BTreeSet::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -97,7 +98,7 @@ fn processes(mark: &str) -> BTreeSet<String> {
         let marked = std::fs::read(proc.join("environ"))
             .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()));
         let in_strata_cgroup = std::fs::read_to_string(proc.join("cgroup"))
-            .is_ok_and(|c| c.lines().any(|l| l.contains("strata")));
+            .is_ok_and(|c| c.lines().any(|l| l.contains(&cgroup)));
         if marked || in_strata_cgroup {
             let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
             out.insert(format!("{pid} {}", comm.trim()));
@@ -106,12 +107,16 @@ fn processes(mark: &str) -> BTreeSet<String> {
     out
 }
 
-/// Mount points of this mount namespace.
+/// Mount points of this mount namespace, but `/run/netns`: iproute2 (and
+/// the agent, which does what `ip netns add` does) makes that directory a
+/// mount point of its own the first time a named network namespace is made,
+/// and it stays for the life of the host, shared by every user of `ip netns`.
 fn mounts() -> BTreeSet<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| m != "/run/netns" && m != "/var/run/netns")
         .collect()
 }
 
@@ -123,6 +128,31 @@ fn names(dir: &Path) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The host prefix (`STRATA_HOST_PREFIX`) of the agents a tier or bench
+/// starts: unique to this xtask process, so that its tasks' cgroups and
+/// network namespaces are its own.
+pub fn host_prefix() -> String {
+    format!("strata-t{}", std::process::id())
+}
+
+/// Removes this run's parent cgroup in every hierarchy once its agents are
+/// gone: an agent keeps its parent cgroup (on a node it lives as long as
+/// the node), and the run made it. It fails only when the cgroup still
+/// holds something, which the residue check then reports.
+pub fn remove_parent_cgroups(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut dirs: Vec<std::path::PathBuf> =
+        entries.flatten().map(|e| e.path().join(prefix)).collect();
+    dirs.push(Path::new("/sys/fs/cgroup").join(prefix));
+    for dir in dirs {
+        if dir.is_dir() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
 }
 
 /// Every cgroup directory under `/sys/fs/cgroup`, a few levels deep (the

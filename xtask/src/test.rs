@@ -200,7 +200,9 @@ fn install(tiers: &[Tier]) -> anyhow::Result<()> {
 
 fn cargo(root: &Path, skips: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
-    cmd.current_dir(root).env("STRATA_TEST_SKIPS", skips);
+    cmd.current_dir(root)
+        .env("STRATA_TEST_SKIPS", skips)
+        .env("STRATA_HOST_PREFIX", residue::host_prefix());
     cmd
 }
 
@@ -292,7 +294,9 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
                 cmd.args(["--test", t]);
             }
             cmd.args(["--", "--test-threads=1"]);
-            cargo_test(&mut cmd, skips, &mut report)?;
+            let result = cargo_test(&mut cmd, skips, &mut report);
+            residue::remove_parent_cgroups(&residue::host_prefix());
+            result?;
         }
         Tier::Qemu => {
             if let Some(why) = root_required() {

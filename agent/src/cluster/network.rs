@@ -177,9 +177,17 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
             return;
         }
     }
+    let names = match crate::runtime::names::HostNames::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            log(&format!("overlay: {e}; tasks get no network"));
+            return;
+        }
+    };
     tasks.send_replace(Some(Arc::new(OverlayTasks {
         net: net.clone(),
         zone: node.settings.dns.zone.clone(),
+        names,
     })));
     let _dns = serve_dns(&node, &net, dns_records.clone()).await;
     log(&format!(

@@ -13,6 +13,7 @@ use configs::net::Ipv4Cidr;
 use super::ipam::{Ipam, veth_name};
 use super::netlink::{self, NodeOverlay, TaskNet};
 use super::plan::{self, Action, Peer};
+use crate::runtime::names::HostNames;
 
 /// The overlay of this node.
 #[derive(Debug)]
@@ -126,25 +127,28 @@ impl NodeNetwork {
 }
 
 /// Tasks on the node's overlay: each in a named namespace
-/// `strata-<task>` with a veth from the bridge, an address from the node's
-/// IPAM and the node's resolver in its resolv.conf.
+/// `strata-<task>` (the agent's [`HostNames`] prefix) with a veth from the
+/// bridge, an address from the node's IPAM and the node's resolver in its
+/// resolv.conf.
 #[derive(Debug)]
 pub struct OverlayTasks {
     pub net: std::sync::Arc<NodeNetwork>,
     /// The cluster's DNS zone, searched by tasks.
     pub zone: String,
+    /// Names the tasks' network namespaces.
+    pub names: HostNames,
 }
 
 impl OverlayTasks {
     /// The name of task `task`'s network namespace.
-    pub fn netns_name(task: &str) -> String {
-        format!("strata-{task}")
+    pub fn netns_name(&self, task: &str) -> String {
+        self.names.netns(task)
     }
 }
 
 impl crate::tasks::TaskNetwork for OverlayTasks {
     fn attach(&self, task: &str) -> anyhow::Result<crate::tasks::TaskAddress> {
-        let name = Self::netns_name(task);
+        let name = self.netns_name(task);
         // A namespace left by an earlier generation of the task goes first.
         super::netns::delete(&name)?;
         let path = super::netns::create(&name)?;
@@ -168,7 +172,7 @@ impl crate::tasks::TaskNetwork for OverlayTasks {
 
     fn detach(&self, task: &str) -> anyhow::Result<()> {
         self.net.detach(task)?;
-        super::netns::delete(&Self::netns_name(task))
+        super::netns::delete(&self.netns_name(task))
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod launcher;
 pub mod logs;
+pub mod names;
 pub mod spec;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -63,6 +64,10 @@ pub struct RunParams {
     pub hostname: String,
     pub log_max_bytes: u64,
     pub log_keep: u32,
+    /// The parent cgroup of the task's cgroups (the agent's
+    /// [`names::HostNames`] prefix).
+    #[serde(default = "names::default_prefix")]
+    pub cgroup_parent: String,
 }
 
 /// Written by the shim once the container runs.
@@ -70,6 +75,9 @@ pub struct RunParams {
 pub struct ShimState {
     pub generation: u64,
     pub container_id: String,
+    /// The parent cgroup the container runs under ([`RunParams::cgroup_parent`]).
+    #[serde(default = "names::default_prefix")]
+    pub cgroup_parent: String,
     pub shim_pid: i32,
     pub shim_start: u64,
     pub init_pid: i32,
@@ -197,7 +205,7 @@ pub fn recover_lost(dir: &TaskDir) -> anyhow::Result<()> {
     let Status::Lost(state) = status(dir) else {
         return Ok(());
     };
-    let cgroup = spec::cgroup_path(&state.container_id);
+    let cgroup = spec::cgroup_path(&state.cgroup_parent, &state.container_id);
     let in_cgroup = |pid: i32| {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .is_ok_and(|c| c.lines().any(|l| l.ends_with(&cgroup)))
@@ -562,6 +570,7 @@ fn shim_create(dir: &TaskDir, run: &RunParams, rootfs: &Path) -> anyhow::Result<
     let state = ShimState {
         generation: run.generation,
         container_id: run.container_id.clone(),
+        cgroup_parent: run.cgroup_parent.clone(),
         shim_pid: me,
         shim_start: process_start(me).unwrap_or(0),
         init_pid,
@@ -600,7 +609,7 @@ fn cleanup(
     let _ = std::fs::remove_dir_all(dir.runtime_root().join(&run.container_id));
     // Any cgroup left behind (empty by now) goes too.
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        let rel = spec::cgroup_path(&run.container_id);
+        let rel = spec::cgroup_path(&run.cgroup_parent, &run.container_id);
         for e in entries.flatten() {
             let _ = std::fs::remove_dir(e.path().join(rel.trim_start_matches('/')));
         }

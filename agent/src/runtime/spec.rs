@@ -5,8 +5,8 @@ use std::path::Path;
 use libcontainer::oci_spec::runtime::{
     Arch, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
     LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp,
-    LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder, MountBuilder, RootBuilder, Spec,
-    UserBuilder,
+    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
+    LinuxSyscall, LinuxSyscallBuilder, MountBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::RunParams;
@@ -33,16 +33,21 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
 pub const CPU_PERIOD_US: u64 = 100_000;
 
 /// The cgroup path (relative to each hierarchy) of a container.
-pub fn cgroup_path(container_id: &str) -> String {
-    format!("/strata/{container_id}")
+pub fn cgroup_path(parent: &str, container_id: &str) -> String {
+    super::names::cgroup_path(parent, container_id)
 }
 
-/// System calls every task is refused (EPERM) by its seccomp filter: kernel
-/// modules and kexec, reboot and swap, clocks, mounts and namespaces, key
-/// rings, BPF and perf, tracing and other processes' memory, io_uring, and
-/// obsolete calls. Everything else is allowed: a deny list over the
-/// capability set, so workloads that run under Docker's default profile run
-/// here (names the kernel does not know are skipped by libcontainer).
+/// System calls every task is refused (EPERM) by its seccomp filter, by
+/// class (the classes of the host tier's probe, `agent/tests/probe/syscalls.c`,
+/// which calls each of them): namespaces (`clone` and `clone3` are refused
+/// only with namespace flags, by rules of their own), mounts, kernel
+/// code (modules and kexec), administration (reboot, swap, process
+/// accounting, quotas), clocks, key rings, BPF and perf, other processes
+/// (tracing, their memory), userfaultfd, io_uring, file handles, and
+/// obsolete calls (i386-only ones included: the filter covers the 32-bit
+/// ABIs). Everything else is allowed: a deny list over the capability set,
+/// so workloads that run under Docker's default profile run here (names the
+/// kernel does not know are skipped by libcontainer).
 pub const DENIED_SYSCALLS: &[&str] = &[
     "acct",
     "add_key",
@@ -100,9 +105,79 @@ pub const DENIED_SYSCALLS: &[&str] = &[
     "vm86old",
 ];
 
+/// The namespace flags of `clone` (linux/sched.h). CLONE_NEWTIME is not
+/// among them: `clone` has no room for it (0x80 is in its exit-signal
+/// byte), only `unshare` and `clone3` take it.
+pub const CLONE_NAMESPACE_FLAGS: &[u64] = &[
+    0x0002_0000, // CLONE_NEWNS
+    0x0200_0000, // CLONE_NEWCGROUP
+    0x0400_0000, // CLONE_NEWUTS
+    0x0800_0000, // CLONE_NEWIPC
+    0x1000_0000, // CLONE_NEWUSER
+    0x2000_0000, // CLONE_NEWPID
+    0x4000_0000, // CLONE_NEWNET
+];
+
+/// The errno of refused calls.
+const EPERM: u32 = libc::EPERM as u32;
+/// The errno of `clone3`: "no such call", so that callers fall back to `clone`.
+const ENOSYS: u32 = libc::ENOSYS as u32;
+
 /// The seccomp filter of every task: allow by default, refuse
-/// [`DENIED_SYSCALLS`] with EPERM, on the native and the 32-bit x86 ABIs.
+/// [`DENIED_SYSCALLS`], and `clone` with any of [`CLONE_NAMESPACE_FLAGS`],
+/// with EPERM, and `clone3` with ENOSYS, on the native and the 32-bit x86
+/// ABIs.
+///
+/// Refusing `unshare` and `setns` alone would leave a new namespace one
+/// `clone(CLONE_NEWUSER)` away, and an unprivileged user of a task would
+/// get every capability inside it. `clone` takes its flags by value
+/// (argument 0 on every x86 ABI), so one rule per flag refuses it when that
+/// flag is set (rules of one call are ORed), and fork and threads, which
+/// use none of them, go through. `clone3` takes its flags in a struct,
+/// which seccomp cannot read, so it is refused whole, as Docker does; with
+/// ENOSYS, not EPERM: glibc (2.34 and later) creates threads with `clone3`
+/// and falls back to `clone` only on ENOSYS, so EPERM would break
+/// `pthread_create`.
 fn seccomp() -> Result<LinuxSeccomp, libcontainer::oci_spec::OciSpecError> {
+    let mut syscalls: Vec<LinuxSyscall> = vec![
+        LinuxSyscallBuilder::default()
+            .names(
+                DENIED_SYSCALLS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(EPERM)
+            .build()?,
+    ];
+    for &flag in CLONE_NAMESPACE_FLAGS {
+        // `flags & FLAG == FLAG`. value and valueTwo are both the flag:
+        // runc reads SCMP_CMP_MASKED_EQ as (arg & value) == valueTwo and
+        // libcontainer as (arg & valueTwo) == value, and with equal values
+        // both read the same.
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(flag)
+            .value_two(flag)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()?;
+        syscalls.push(
+            LinuxSyscallBuilder::default()
+                .names(vec!["clone".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(EPERM)
+                .args(vec![arg])
+                .build()?,
+        );
+    }
+    syscalls.push(
+        LinuxSyscallBuilder::default()
+            .names(vec!["clone3".to_string()])
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(ENOSYS)
+            .build()?,
+    );
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActAllow)
         .architectures(vec![
@@ -110,18 +185,7 @@ fn seccomp() -> Result<LinuxSeccomp, libcontainer::oci_spec::OciSpecError> {
             Arch::ScmpArchX86,
             Arch::ScmpArchX32,
         ])
-        .syscalls(vec![
-            LinuxSyscallBuilder::default()
-                .names(
-                    DENIED_SYSCALLS
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .action(LinuxSeccompAction::ScmpActErrno)
-                .errno_ret(1u32)
-                .build()?,
-        ])
+        .syscalls(syscalls)
         .build()
 }
 
@@ -195,7 +259,9 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
         );
     }
     linux.set_resources(Some(resources.build().map_err(err)?));
-    linux.set_cgroups_path(Some(cgroup_path(&params.container_id).into()));
+    linux.set_cgroups_path(Some(
+        cgroup_path(&params.cgroup_parent, &params.container_id).into(),
+    ));
     linux.set_seccomp(Some(seccomp().map_err(err)?));
     if let Some(netns) = &params.netns {
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
@@ -291,7 +357,51 @@ mod tests {
             hostname: "web".into(),
             log_max_bytes: 1 << 20,
             log_keep: 2,
+            cgroup_parent: "strata".into(),
         }
+    }
+
+    /// One line per rule of a seccomp section: its calls (a count for a
+    /// long list), action, errno and argument conditions (index, operator,
+    /// value, valueTwo).
+    fn seccomp_rules(seccomp: &serde_json::Value) -> Vec<String> {
+        let rules = seccomp["syscalls"].as_array().cloned().unwrap_or_default();
+        rules
+            .iter()
+            .map(|r| {
+                let names: Vec<&str> = r["names"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str())
+                    .collect();
+                let names = if names.len() > 3 {
+                    format!("{} calls", names.len())
+                } else {
+                    names.join(",")
+                };
+                let args: Vec<String> = r["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        format!(
+                            " if arg{} {} {:#x} {:#x}",
+                            a["index"],
+                            a["op"].as_str().unwrap_or("?"),
+                            a["value"].as_u64().unwrap_or(0),
+                            a["valueTwo"].as_u64().unwrap_or(0)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{names}: {} {}{}",
+                    r["action"].as_str().unwrap_or("?"),
+                    r["errnoRet"],
+                    args.concat()
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -316,9 +426,7 @@ mod tests {
             "seccomp": {
                 "defaultAction": json["linux"]["seccomp"]["defaultAction"],
                 "architectures": json["linux"]["seccomp"]["architectures"],
-                "denied": json["linux"]["seccomp"]["syscalls"][0]["names"].as_array().map(Vec::len),
-                "action": json["linux"]["seccomp"]["syscalls"][0]["action"],
-                "errnoRet": json["linux"]["seccomp"]["syscalls"][0]["errnoRet"],
+                "rules": seccomp_rules(&json["linux"]["seccomp"]),
             },
             "resolv": json["mounts"].as_array().and_then(|m| m.iter().find(|m| m["destination"] == "/etc/resolv.conf")),
         });
@@ -406,15 +514,23 @@ mod tests {
                 "readonly": true
               },
               "seccomp": {
-                "action": "SCMP_ACT_ERRNO",
                 "architectures": [
                   "SCMP_ARCH_X86_64",
                   "SCMP_ARCH_X86",
                   "SCMP_ARCH_X32"
                 ],
                 "defaultAction": "SCMP_ACT_ALLOW",
-                "denied": 54,
-                "errnoRet": 1
+                "rules": [
+                  "54 calls: SCMP_ACT_ERRNO 1",
+                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x20000 0x20000",
+                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x2000000 0x2000000",
+                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x4000000 0x4000000",
+                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x8000000 0x8000000",
+                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x10000000 0x10000000",
+                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x20000000 0x20000000",
+                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x40000000 0x40000000",
+                  "clone3: SCMP_ACT_ERRNO 38"
+                ]
               }
             }"#]]
         .assert_eq(&serde_json::to_string_pretty(&pick).expect("json"));

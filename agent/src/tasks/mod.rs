@@ -224,6 +224,8 @@ pub struct Supervisor {
     /// Where new tasks get their network; without it a task gets an empty
     /// namespace of its own (or the one its spec names).
     network: Option<Arc<dyn TaskNetwork>>,
+    /// Its tasks' cgroup parent ([`runtime::names`]).
+    names: runtime::names::HostNames,
 }
 
 impl Supervisor {
@@ -232,6 +234,7 @@ impl Supervisor {
     pub fn new(state_dir: &Path, exe: PathBuf, pull: PullOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(tasks_root(state_dir))
             .with_context(|| format!("cannot create {}", tasks_root(state_dir).display()))?;
+        let names = runtime::names::HostNames::from_env().map_err(anyhow::Error::msg)?;
         let _lock = StateLock::acquire(state_dir)?;
         let images = ImageStore::open(state_dir.join("images"))?;
         Ok(Self {
@@ -242,6 +245,7 @@ impl Supervisor {
             pull,
             failures: HashMap::new(),
             network: None,
+            names,
         })
     }
 
@@ -418,6 +422,7 @@ impl Supervisor {
             hostname: spec.id.clone(),
             log_max_bytes: LOG_MAX_BYTES,
             log_keep: LOG_KEEP,
+            cgroup_parent: self.names.prefix().to_string(),
         })
     }
 

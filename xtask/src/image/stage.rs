@@ -121,12 +121,6 @@ pub fn stage(tree: &Path, dir: &Path, add: &Additions<'_>) -> anyhow::Result<()>
         std::fs::remove_file(&etcd_wants)
             .with_context(|| format!("cannot remove {}", etcd_wants.display()))?;
     }
-    put(
-        dir,
-        "usr/lib/systemd/journald.conf.d/50-strata-console.conf",
-        include_bytes!("files/journald-console.conf"),
-        0o644,
-    )?;
     put(dir, "etc/fstab", include_bytes!("files/fstab"), 0o644)?;
     put(dir, "etc/machine-id", b"", 0o444)?;
     put(dir, "etc/hostname", b"strata\n", 0o644)?;
