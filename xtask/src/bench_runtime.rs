@@ -64,18 +64,45 @@ impl Drop for Cleanup {
                 }
             }
         }
+        // What the stops above did not end: every process still in this
+        // run's cgroups (tasks the CLI could not find, such as the b-series
+        // started straight through the launcher), and the shims working in
+        // this run's directory. Each is named: a leftover is a finding.
+        let prefix = crate::residue::host_prefix();
+        for pid in pids() {
+            let in_run_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.lines().any(|l| l.contains(&format!("/{prefix}/"))));
+            let our_shim = std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(&self.work));
+            if in_run_cgroup || our_shim {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                eprintln!("bench runtime: killing leftover {pid} {}", comm.trim());
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = Command::new("umount")
             .arg("-l")
             .arg(self.work.join("crun/rootfs"))
             .status();
-        // crun's parent cgroup (empty once its containers are deleted).
+        // crun's parent cgroup (empty once its containers are deleted), and
+        // this run's tasks' cgroups and their parent.
         for entry in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
             let _ = std::fs::remove_dir(entry.path().join("strata-crun"));
+            let parent = entry.path().join(&prefix);
+            for task in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                if task.path().is_dir() {
+                    let _ = std::fs::remove_dir(task.path());
+                }
+            }
         }
+        crate::residue::remove_parent_cgroups(&prefix);
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
@@ -275,6 +302,7 @@ pub fn run(count: usize) -> anyhow::Result<()> {
             "args": ["sleep", "1000"], "env": ["PATH=/bin"], "cwd": "/", "user": null, "read_only": false,
             "cpu_millis": 500, "memory_bytes": 67108864u64, "pids": 64, "layers": [layer], "netns": null,
             "hostname": format!("b{i}"), "log_max_bytes": 1048576, "log_keep": 1,
+            "cgroup_parent": crate::residue::host_prefix(),
         });
         std::fs::write(dir.join("run.json"), serde_json::to_vec(&run)?)?;
         let key = dir.display().to_string();

@@ -52,9 +52,14 @@ enum Command {
 
 /// Runs the xtask CLI and maps errors to an exit code.
 pub fn main() -> ExitCode {
-    // SAFETY: no other thread exists yet; every process the xtask starts
-    // inherits the mark, so that `residue` finds what a tier left running.
-    unsafe { std::env::set_var(residue::MARK, residue::mark_value()) };
+    // SAFETY: no other thread exists yet. Every process the xtask starts
+    // inherits the mark, so that `residue` finds what a tier left running,
+    // and the host prefix, so that the agents it starts keep their tasks'
+    // cgroups and namespaces apart from any other run's.
+    unsafe {
+        std::env::set_var(residue::MARK, residue::mark_value());
+        std::env::set_var(residue::HOST_PREFIX, residue::host_prefix());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),

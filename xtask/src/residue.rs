@@ -133,9 +133,15 @@ fn names(dir: &Path) -> BTreeSet<String> {
 /// The host prefix (`STRATA_HOST_PREFIX`) of the agents a tier or bench
 /// starts: unique to this xtask process, so that its tasks' cgroups and
 /// network namespaces are its own.
+/// (`STRATA_HOST_PREFIX` when the caller set one, which the xtask's
+/// children inherit.)
 pub fn host_prefix() -> String {
-    format!("strata-t{}", std::process::id())
+    std::env::var(HOST_PREFIX).unwrap_or_else(|_| format!("strata-t{}", std::process::id()))
 }
+
+/// The agent's environment variable for its host prefix
+/// (`agent::runtime::names::ENV`; the xtask does not link the agent).
+pub const HOST_PREFIX: &str = "STRATA_HOST_PREFIX";
 
 /// Removes this run's parent cgroup in every hierarchy once its agents are
 /// gone: an agent keeps its parent cgroup (on a node it lives as long as

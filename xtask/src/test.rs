@@ -200,9 +200,7 @@ fn install(tiers: &[Tier]) -> anyhow::Result<()> {
 
 fn cargo(root: &Path, skips: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()));
-    cmd.current_dir(root)
-        .env("STRATA_TEST_SKIPS", skips)
-        .env("STRATA_HOST_PREFIX", residue::host_prefix());
+    cmd.current_dir(root).env("STRATA_TEST_SKIPS", skips);
     cmd
 }
 
