@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
     let cluster = format!(
         "name = \"bench\"\nmasters = [\"127.0.0.1\"]\napi_port = {api_port}\n\
          [etcd]\nexternal = [\"http://127.0.0.1:{etcd_port}\"]\n\
+         [overlay]\ncidr = \"10.0.0.0/8\"\nsubnet_prefix = 24\n\
          [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"127.0.0.1/8\"\n\
          [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\n"
     );

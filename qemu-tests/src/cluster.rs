@@ -3,6 +3,9 @@
 //! the first master's API forwarded to the host's loopback. Shared by
 //! `cargo xtask cluster up` and the cluster tests.
 //!
+//! The segment is the run's own ([`crate::reserve::Slot`]), checked unused
+//! before the first VM starts; the API's port was free when it was picked.
+//!
 //! Every VM has two NICs: the user-mode one QEMU always adds (DHCP, the API
 //! port forward on the first master) and the cluster NIC at PCI slot 0x10,
 //! which the guest names `enp0s16` and configures from its user-data.
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::disk::{ConfigFs, config_disk};
-use crate::{VmConfig, overlay, unique_mac, unique_port};
+use crate::reserve::{Slot, free_tcp_port};
+use crate::{VmConfig, overlay, unique_mac};
 
 /// How a node gets its user-data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,10 +109,11 @@ pub struct Prepared {
     pub strata: PathBuf,
     pub images: PathBuf,
     pub nodes: Vec<NodeSpec>,
-    /// Host port forwarded to the first master's API.
+    /// Host port forwarded to the first master's API (free when picked).
     pub api_port: u16,
-    /// UDP port of the multicast segment.
-    pub mcast_port: u16,
+    /// The run's multicast segment, held while any clone of this value (or
+    /// a detached VM it was passed on to) lives.
+    pub slot: std::sync::Arc<Slot>,
 }
 
 impl Prepared {
@@ -161,8 +166,8 @@ impl Prepared {
             strata: strata.to_path_buf(),
             images: images.to_path_buf(),
             nodes: layout.nodes(),
-            api_port: unique_port(),
-            mcast_port: unique_port(),
+            api_port: free_tcp_port()?,
+            slot: std::sync::Arc::new(Slot::take()?),
         })
     }
 
@@ -194,10 +199,7 @@ impl Prepared {
         }
         config.extra = vec![
             "-netdev".into(),
-            format!(
-                "socket,id=cl,mcast=230.0.0.1:{},localaddr=127.0.0.1",
-                self.mcast_port
-            ),
+            self.slot.netdev("cl"),
             "-device".into(),
             format!("virtio-net-pci,netdev=cl,mac={},addr=0x10", unique_mac()),
         ];

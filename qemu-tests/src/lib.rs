@@ -15,6 +15,7 @@ pub mod disk;
 pub mod env;
 pub mod observe;
 pub mod registry;
+pub mod reserve;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -38,13 +39,14 @@ pub const FW_CFG_USER_DATA: &str = "opt/strata/user-data";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A number unique to this process and call: for MACs, ports, file names.
-pub fn unique() -> u32 {
+/// A number unique among live processes and to this call: for MACs, UUIDs
+/// and directory names (the whole pid, then a per-process counter).
+pub fn unique() -> u64 {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    (std::process::id() & 0xffff) << 8 | (n & 0xff)
+    (u64::from(std::process::id()) << 16) | u64::from(n & 0xffff)
 }
 
-/// A locally administered MAC address unique to this run.
+/// A locally administered MAC address unique within one run's segment.
 pub fn unique_mac() -> String {
     let u = unique();
     format!(
@@ -54,11 +56,6 @@ pub fn unique_mac() -> String {
         (u >> 8) & 0xff,
         u & 0xff
     )
-}
-
-/// A UDP/TCP port for socket networking, unique to this run (20000-59999).
-pub fn unique_port() -> u16 {
-    20000 + (unique() % 40000) as u16
 }
 
 /// Where the serial console goes.
@@ -480,15 +477,19 @@ impl Drop for Vm {
 }
 
 /// Starts a VM that outlives this process (`-daemonize`, console in
-/// [`VmConfig::log`]) and returns its pid.
-pub fn spawn_detached(mut config: VmConfig) -> anyhow::Result<u32> {
+/// [`VmConfig::log`]) and returns its pid. The VM holds `slot` (its
+/// multicast segment) for as long as it runs.
+pub fn spawn_detached(mut config: VmConfig, slot: Option<&reserve::Slot>) -> anyhow::Result<u32> {
     config.console = Console::File;
     std::fs::create_dir_all(&config.dir)
         .with_context(|| format!("cannot create {}", config.dir.display()))?;
     std::fs::copy(OVMF_VARS, config.vars()).with_context(|| format!("cannot copy {OVMF_VARS}"))?;
     let _ = std::fs::remove_file(config.qmp());
-    let out = config
-        .command()
+    let mut cmd = config.command();
+    if let Some(slot) = slot {
+        slot.inherit_into(&mut cmd);
+    }
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .context("cannot start qemu-system-x86_64")?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::unique_port;
+use crate::reserve::free_tcp_port;
 
 /// The address a guest reaches the host's loopback at.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
@@ -55,7 +55,7 @@ impl Registry {
     pub fn start(dir: &Path) -> anyhow::Result<Registry> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let layout = busybox_layout(dir)?;
-        let port = unique_port();
+        let port = free_tcp_port()?;
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,

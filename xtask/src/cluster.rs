@@ -101,7 +101,7 @@ fn up(layout: Layout) -> anyhow::Result<()> {
     let mut vms = Vec::new();
     let start = Instant::now();
     for node in &prepared.nodes {
-        let pid = qemu_tests::spawn_detached(prepared.vm_config(node)?)?;
+        let pid = qemu_tests::spawn_detached(prepared.vm_config(node)?, Some(&prepared.slot))?;
         eprintln!(
             "xtask: {} ({}, {}) booting, pid {pid}, console {}",
             node.name,

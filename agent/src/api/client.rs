@@ -72,6 +72,8 @@ pub struct ApiClient {
     conn: tokio::sync::Mutex<Option<Conn>>,
     last_local: std::sync::Mutex<Option<SocketAddr>>,
     timeout: Duration,
+    /// The local address to connect from (the kernel's choice by default).
+    local_ip: Option<std::net::IpAddr>,
 }
 
 impl ApiClient {
@@ -84,7 +86,16 @@ impl ApiClient {
             conn: tokio::sync::Mutex::new(None),
             last_local: std::sync::Mutex::new(None),
             timeout: REQUEST_TIMEOUT,
+            local_ip: None,
         }
+    }
+
+    /// Connects from `ip`: the cluster bench spreads many simulated agents
+    /// over loopback addresses, since one source address has only about
+    /// 28,000 ports towards one master.
+    pub fn with_local_ip(mut self, ip: std::net::IpAddr) -> ApiClient {
+        self.local_ip = Some(ip);
+        self
     }
 
     /// Gives up on one master after `timeout` and tries the next. Agents
@@ -209,10 +220,22 @@ impl ApiClient {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| format!("bad host name `{host}`: {e}"))?;
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect(endpoint.as_str()),
-        )
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let Some(ip) = self.local_ip else {
+                return tokio::net::TcpStream::connect(endpoint.as_str()).await;
+            };
+            let peer = tokio::net::lookup_host(endpoint.as_str())
+                .await?
+                .next()
+                .ok_or_else(|| std::io::Error::other("the name has no address"))?;
+            let socket = if peer.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(peer).await
+        })
         .await
         .map_err(|_| format!("no TCP connection within {}s", CONNECT_TIMEOUT.as_secs()))?
         .map_err(|e| format!("cannot connect: {e}"))?;

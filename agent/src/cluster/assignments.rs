@@ -121,7 +121,10 @@ async fn run(
 }
 
 /// Long-polls the assignment watch and hands every answer over.
-async fn follow(client: Arc<ApiClient>, tx: tokio::sync::watch::Sender<Option<Vec<TaskSpec>>>) {
+pub(crate) async fn follow(
+    client: Arc<ApiClient>,
+    tx: tokio::sync::watch::Sender<Option<Vec<TaskSpec>>>,
+) {
     let mut revision = 0;
     let mut failing = false;
     loop {

@@ -1,7 +1,12 @@
 //! Simulated agents for `cargo xtask bench cluster` (`agent/benches/cluster.rs`):
-//! many heartbeating nodes in one process, each with its own key, certificate and TLS
-//! connection, joined with the real join token through the real API. It
-//! finds how many one master holds with no missed heartbeat.
+//! many nodes in one process, each with its own key and certificate, joined
+//! with the real join token through the real API, and each holding what a
+//! real agent holds on the master: a heartbeat every interval on its own
+//! connection, and the two long-polls a real agent keeps open on two more,
+//! the node list (`GET /v1/watch/nodes/<revision>`, when it holds a subnet)
+//! and its assignments (`GET /v1/watch/assignments/<revision>`), run by the
+//! agent's own followers. It finds how many one master holds with no missed
+//! heartbeat and no failed watch.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +20,18 @@ use crate::api::client::{ApiClient, Auth};
 use crate::api::tls;
 use crate::cluster::context::Loaded;
 use crate::cluster::model::{
-    HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo, NodeSettings, NodeState, NodeStatus,
+    HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo, NodeState, NodeStatus, Registered,
 };
+
+/// Aborts a spawned task when dropped, so a simulated agent's watches end
+/// with it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 use crate::pki::{JoinToken, NodeKey};
 
 /// Counters shared by the simulated agents.
@@ -30,6 +45,11 @@ struct Stats {
     /// Nodes whose first heartbeat went through.
     live: Mutex<HashSet<String>>,
     join_failed: AtomicU64,
+    /// Answers of the node-list and assignment watches.
+    node_answers: AtomicU64,
+    assign_answers: AtomicU64,
+    /// Simulated agents holding a node-list watch.
+    node_watchers: AtomicU64,
 }
 
 /// The outcome of one step of the ramp.
@@ -46,6 +66,12 @@ pub struct Step {
     pub max_ms: f64,
     /// Simulated agents that could not join or register.
     pub join_failed: u64,
+    /// Watch answers in the window (node list, assignments).
+    pub node_answers: u64,
+    pub assign_answers: u64,
+    /// Agents holding both watches (the rest hold the assignment watch only:
+    /// they got no subnet).
+    pub node_watchers: u64,
 }
 
 impl Step {
@@ -54,14 +80,20 @@ impl Step {
     }
 }
 
-async fn sim_agent(ud: Arc<UserData>, name: String, stats: Arc<Stats>) -> anyhow::Result<()> {
+async fn sim_agent(
+    ud: Arc<UserData>,
+    name: String,
+    local: std::net::IpAddr,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
     let token = JoinToken::parse(&ud.join_token)?;
     let key = NodeKey::generate()?;
     let joiner = ApiClient::new(
         ud.masters.clone(),
         tls::pinned_client_config(&token.ca_sha256)?,
         Auth::Tls,
-    );
+    )
+    .with_local_ip(local);
     let req = JoinRequest {
         token: ud.join_token.clone(),
         name: name.clone(),
@@ -70,11 +102,16 @@ async fn sim_agent(ud: Arc<UserData>, name: String, stats: Arc<Stats>) -> anyhow
     };
     let joined: JoinResponse = joiner.post("/v1/join", &req).await?;
     drop(joiner);
-    let client = ApiClient::new(
-        ud.masters.clone(),
-        tls::client_config(&joined.ca_pem, Some((&joined.cert_pem, &key.key_pem)))?,
-        Auth::Tls,
-    );
+    let connect = |timeout: Duration| -> anyhow::Result<ApiClient> {
+        Ok(ApiClient::new(
+            ud.masters.clone(),
+            tls::client_config(&joined.ca_pem, Some((&joined.cert_pem, &key.key_pem)))?,
+            Auth::Tls,
+        )
+        .with_local_ip(local)
+        .with_timeout(timeout))
+    };
+    let client = connect(Duration::from_secs(15))?;
     let info = NodeInfo {
         name: name.clone(),
         role: ud.role,
@@ -84,8 +121,34 @@ async fn sim_agent(ud: Arc<UserData>, name: String, stats: Arc<Stats>) -> anyhow
         disk_bytes: 10 << 30,
         attributes: [("simulated".to_string(), "true".to_string())].into(),
     };
-    let settings: NodeSettings = client.post(&format!("/v1/nodes/{name}"), &info).await?;
+    let registered: Registered = client.post(&format!("/v1/nodes/{name}"), &info).await?;
+    let settings = &registered.settings;
     let interval = Duration::from_secs(u64::from(settings.heartbeat_interval_seconds));
+    // The two long-polls of a real agent, each on its own connection
+    // (`cluster::node::start_tasks` and `start_network`).
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let assignments = Arc::new(connect(crate::cluster::network::WATCH_TIMEOUT)?);
+    let counter = stats.clone();
+    let _assignments = AbortOnDrop(tokio::spawn(async move {
+        let follower = tokio::spawn(crate::cluster::assignments::follow(assignments, tx));
+        while rx.changed().await.is_ok() {
+            counter.assign_answers.fetch_add(1, Ordering::Relaxed);
+        }
+        follower.abort();
+    }));
+    let _nodes = if registered.subnet.is_some() && settings.network.is_some() {
+        stats.node_watchers.fetch_add(1, Ordering::Relaxed);
+        let nodes = connect(crate::cluster::network::WATCH_TIMEOUT)?;
+        let counter = stats.clone();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            crate::cluster::network::follow_nodes(&nodes, 0, |_| {
+                counter.node_answers.fetch_add(1, Ordering::Relaxed);
+            })
+            .await
+        })))
+    } else {
+        None
+    };
     // Spread the agents over the interval, as real ones are.
     let offset = Duration::from_micros(
         u64::from(
@@ -179,8 +242,15 @@ pub async fn ramp(
             for i in started..started + batch {
                 let (ud, stats) = (ud.clone(), stats.clone());
                 let name = format!("sim-{i:05}");
+                // 1,000 agents (3,000 connections) per loopback source address.
+                let local = std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                    127,
+                    1,
+                    (i / 1000 / 250) as u8,
+                    (i / 1000 % 250) as u8 + 1,
+                ));
                 tasks.spawn(async move {
-                    sim_agent(ud, name.clone(), stats)
+                    sim_agent(ud, name.clone(), local, stats)
                         .await
                         .with_context(|| format!("simulated agent {name}"))
                 });
@@ -210,6 +280,8 @@ pub async fn ramp(
         }
         // Measure this step.
         let ok_before = stats.ok.load(Ordering::Relaxed);
+        let node_before = stats.node_answers.load(Ordering::Relaxed);
+        let assign_before = stats.assign_answers.load(Ordering::Relaxed);
         stats.latencies_us.lock().expect("stats lock").clear();
         let end = Instant::now() + window;
         let mut unreachable = 0usize;
@@ -241,9 +313,12 @@ pub async fn ramp(
             p99_ms: percentile(&lat, 0.99),
             max_ms: lat.last().map_or(0.0, |m| *m as f64 / 1000.0),
             join_failed: stats.join_failed.load(Ordering::Relaxed),
+            node_answers: stats.node_answers.load(Ordering::Relaxed) - node_before,
+            assign_answers: stats.assign_answers.load(Ordering::Relaxed) - assign_before,
+            node_watchers: stats.node_watchers.load(Ordering::Relaxed),
         };
         println!(
-            "agents {:>5}: {:>6} heartbeats, {} failed, {} late, {} unreachable, {} failed to join; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "agents {:>5}: {:>6} heartbeats, {} failed, {} late, {} unreachable, {} failed to join; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; watches: {} node-list answers ({} watchers), {} assignment answers",
             step.agents,
             step.heartbeats,
             step.failed,
@@ -252,7 +327,10 @@ pub async fn ramp(
             step.join_failed,
             step.p50_ms,
             step.p99_ms,
-            step.max_ms
+            step.max_ms,
+            step.node_answers,
+            step.node_watchers,
+            step.assign_answers
         );
         let missed = step.missed() > 0;
         out.push(step);

@@ -138,7 +138,7 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
     };
     // The first node list before the first reconcile: planning against an
     // empty peer list would remove every peer's entries.
-    let (mut revision, nodes, endpoints) = loop {
+    let (revision, nodes, endpoints) = loop {
         match client.get::<NodeWatch>("/v1/watch/nodes/0").await {
             Ok(w) => break (w.revision, w.nodes, w.tasks),
             Err(e) => {
@@ -198,6 +198,31 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
         net.resolver()
     ));
     let _follower = AbortOnDrop(follower);
+    follow_nodes(&client, revision, |w| {
+        let next = peers(&node.name, &w.nodes);
+        tx.send_if_modified(|p| {
+            let changed = *p != next;
+            if changed {
+                *p = next;
+            }
+            changed
+        });
+        let set = records(&w.nodes, &w.tasks);
+        if dns_records.snapshot() != set {
+            dns_records.replace(set);
+        }
+    })
+    .await
+}
+
+/// Long-polls the node list from `revision` on and hands every answer to
+/// `on`; after an error it starts over with the whole list (revision 0)
+/// from whichever master answers. Never returns.
+pub(crate) async fn follow_nodes(
+    client: &ApiClient,
+    mut revision: i64,
+    mut on: impl FnMut(NodeWatch),
+) {
     let mut last_error = String::new();
     loop {
         match client
@@ -206,18 +231,7 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
         {
             Ok(w) => {
                 revision = w.revision;
-                let next = peers(&node.name, &w.nodes);
-                tx.send_if_modified(|p| {
-                    let changed = *p != next;
-                    if changed {
-                        *p = next;
-                    }
-                    changed
-                });
-                let set = records(&w.nodes, &w.tasks);
-                if dns_records.snapshot() != set {
-                    dns_records.replace(set);
-                }
+                on(w);
                 last_error.clear();
             }
             Err(e) => {
@@ -226,8 +240,6 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
                     log(&format!("overlay: cannot follow the node list: {m}"));
                     last_error = m;
                 }
-                // Start over with the whole list from whichever master
-                // answers.
                 revision = 0;
                 tokio::time::sleep(RETRY).await;
             }
