@@ -27,11 +27,11 @@ pub use error::Error;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Runs etcd, the API, the scheduler and the cluster DNS zone.
+    /// Runs etcd and the API.
     Master,
     /// Runs workloads.
     Private,
-    /// Runs workloads and the edge proxy.
+    /// Runs workloads exposed outside the cluster.
     Public,
 }
 

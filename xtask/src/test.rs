@@ -56,6 +56,11 @@ impl Tier {
         }
     }
 
+    /// Whether the tier runs tests (the others check or build).
+    fn runs_tests(self) -> bool {
+        matches!(self, Tier::Unit | Tier::Host | Tier::Qemu)
+    }
+
     /// What the tier runs on the host, for [`deps::ensure`].
     pub fn steps(self) -> Vec<Step> {
         match self {
@@ -131,11 +136,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         };
         let line = match result {
             Ok(Outcome::Ran(report)) => {
-                let mut line = format!(
-                    "{}: passed in {secs:.0}s, {} tests ran",
-                    tier.name(),
-                    report.passed - report.not_run.len().min(report.passed)
-                );
+                let mut line = format!("{}: passed in {secs:.0}s", tier.name());
+                if tier.runs_tests() {
+                    line.push_str(&format!(
+                        ", {} tests ran",
+                        report.passed - report.not_run.len().min(report.passed)
+                    ));
+                }
                 if !report.not_run.is_empty() {
                     line.push_str(&format!(", {} NOT RUN", report.not_run.len()));
                     for why in &report.not_run {
