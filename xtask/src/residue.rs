@@ -225,9 +225,9 @@ mod tests {
         after.netns.insert("strata-t1".into());
         // Something gone since is not residue.
         after.mounts.clear();
-        expect_test::expect![[r#"
-              network namespaces: strata-t1
-              interfaces: strata0"#]]
-        .assert_eq(&after.left_behind_since(&before).unwrap_or_default());
+        assert_eq!(
+            after.left_behind_since(&before).as_deref(),
+            Some("  network namespaces: strata-t1\n  interfaces: strata0")
+        );
     }
 }

@@ -43,6 +43,52 @@ pub struct ApiState {
     pub node_cert_lifetime: Duration,
     /// Nodes whose registration this master has checked: name to key hash.
     registered: Mutex<HashMap<String, String>>,
+    /// The node list and the task list as last read for the long-polls.
+    node_watch: SharedRead<NodeWatch>,
+    task_list: SharedRead<std::collections::BTreeMap<String, TaskRecord>>,
+}
+
+/// How long one read of cluster state may answer other long-polls: those a
+/// change woke together share it. Changes the shared watch does not follow
+/// (a node's liveness key expiring) show within this time.
+const SHARED_READ_FRESH: Duration = Duration::from_secs(1);
+
+/// One read of cluster state shared by the long-polls that a change woke
+/// together: with N agents each holding a watch, every change used to cost
+/// N identical reads of the whole list (`cargo xtask bench cluster`).
+struct SharedRead<T> {
+    last: tokio::sync::Mutex<Option<(i64, std::time::Instant, Arc<T>)>>,
+}
+
+impl<T> Default for SharedRead<T> {
+    fn default() -> Self {
+        SharedRead {
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl<T> SharedRead<T> {
+    /// The last read when it is at least at revision `seen` and fresh,
+    /// otherwise a new one (`read` gives its revision and value). Callers
+    /// queue on the lock, so one read answers all of them.
+    async fn get<F, Fut>(&self, seen: i64, read: F) -> Result<(i64, Arc<T>)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(i64, T)>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((revision, at, value)) = last.as_ref()
+            && *revision >= seen
+            && at.elapsed() < SHARED_READ_FRESH
+        {
+            return Ok((*revision, value.clone()));
+        }
+        let (revision, value) = read().await?;
+        let value = Arc::new(value);
+        *last = Some((revision, std::time::Instant::now(), value.clone()));
+        Ok((revision, value))
+    }
 }
 
 impl ApiState {
@@ -66,6 +112,8 @@ impl ApiState {
             answered_by,
             node_cert_lifetime,
             registered: Mutex::default(),
+            node_watch: SharedRead::default(),
+            task_list: SharedRead::default(),
         })
     }
 }
@@ -472,16 +520,26 @@ async fn watch_nodes(
     if after > 0 {
         state.store.wait_node_change(after, WATCH_WAIT).await?;
     }
-    // The revision before the read: a change racing the read shows up in
-    // the next watch.
-    let revision = state.store.revision().await?;
-    let nodes = statuses(&state).await?;
-    let tasks = endpoints(&state).await?;
-    Ok(Json(NodeWatch {
-        revision,
-        nodes,
-        tasks,
-    }))
+    let seen = state.store.seen_node_change().await;
+    let (_, answer) = state
+        .node_watch
+        .get(seen, || async {
+            // The revision before the read: a change racing the read shows
+            // up in the next watch.
+            let revision = state.store.revision().await?;
+            let nodes = statuses(&state).await?;
+            let tasks = endpoints(&state).await?;
+            Ok((
+                revision,
+                NodeWatch {
+                    revision,
+                    nodes,
+                    tasks,
+                },
+            ))
+        })
+        .await?;
+    Ok(Json(NodeWatch::clone(&answer)))
 }
 
 /// Every running task that reported an overlay address.
@@ -724,14 +782,18 @@ async fn watch_assignments(
     if after > 0 {
         state.store.wait_task_change(after, WATCH_WAIT).await?;
     }
-    let revision = state.store.revision().await?;
-    let tasks = state
-        .store
-        .list_tasks()
-        .await?
-        .into_values()
+    let seen = state.store.seen_task_change().await;
+    let (revision, all) = state
+        .task_list
+        .get(seen, || async {
+            let revision = state.store.revision().await?;
+            Ok((revision, state.store.list_tasks().await?))
+        })
+        .await?;
+    let tasks = all
+        .values()
         .filter(|t| t.node == cert.common_name)
-        .map(|t| t.spec)
+        .map(|t| t.spec.clone())
         .collect();
     Ok(Json(AssignmentWatch { revision, tasks }))
 }

@@ -72,6 +72,21 @@ pub struct Store {
     connect: EtcdConnect,
     /// Open keep-alive streams of nodes whose heartbeats this master serves.
     keepalives: Arc<Mutex<HashMap<String, KeepAlive>>>,
+    /// The one etcd watch every long-poll of this master shares, started
+    /// with the first.
+    feed: Arc<tokio::sync::OnceCell<Feed>>,
+}
+
+/// What the shared watch saw last: the revision of the latest change to the
+/// node list's inputs (node records, overlay leases, tasks, their reported
+/// states) and to tasks. Each also starts at the watch's first revision
+/// when it (re)starts, so a waiter whose revision is older than the watch
+/// returns at once and reads everything again: nothing that happened
+/// before the watch began is missed.
+#[derive(Clone)]
+struct Feed {
+    nodes: tokio::sync::watch::Receiver<i64>,
+    tasks: tokio::sync::watch::Receiver<i64>,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,6 +125,7 @@ impl Store {
             endpoints,
             connect: c.clone(),
             keepalives: Arc::default(),
+            feed: Arc::default(),
         })
     }
 
@@ -176,40 +192,14 @@ impl Store {
     }
 
     /// Waits until a node record, an overlay lease, a task or a task's
-    /// reported state changes after
-    /// revision `after` (at once when it already did, or when that history
-    /// was compacted away), or until `wait` passes. The caller reads the
-    /// node list afterwards either way.
+    /// reported state changes after revision `after` (at once when it
+    /// already did, or when that is older than the master's shared watch),
+    /// or until `wait` passes. The caller reads the node list afterwards
+    /// either way.
     pub async fn wait_node_change(&self, after: i64, wait: Duration) -> Result<(), Error> {
-        let mut watch = self.client.watch_client();
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(after + 1);
-        let relevant = |key: &[u8]| {
-            let key = String::from_utf8_lossy(key);
-            key.starts_with(NODES)
-                || key.starts_with(LeaseKeys::PREFIX)
-                || key.starts_with(TASK_STATUS)
-                || key.starts_with(TASKS)
-        };
-        let changed = async {
-            let mut stream = watch.watch("/strata/", Some(options)).await?;
-            while let Some(resp) = stream.message().await? {
-                if resp.canceled()
-                    || resp
-                        .events()
-                        .iter()
-                        .any(|e| e.kv().is_some_and(|kv| relevant(kv.key())))
-                {
-                    break;
-                }
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(wait, changed).await {
-            Ok(r) => r.map_err(|e| self.err(e)),
-            Err(_) => Ok(()),
-        }
+        let rx = self.feed().await.nodes;
+        wait_past(rx, after, wait).await;
+        Ok(())
     }
 
     /// Stores a new task; `false` when a task with its id exists already.
@@ -295,23 +285,37 @@ impl Store {
     /// Waits until a task is created, changed or removed after revision
     /// `after`, or until `wait` passes (as [`Store::wait_node_change`]).
     pub async fn wait_task_change(&self, after: i64, wait: Duration) -> Result<(), Error> {
-        let mut watch = self.client.watch_client();
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(after + 1);
-        let changed = async {
-            let mut stream = watch.watch(TASKS, Some(options)).await?;
-            while let Some(resp) = stream.message().await? {
-                if resp.canceled() || !resp.events().is_empty() {
-                    break;
-                }
-            }
-            Ok(())
-        };
-        match tokio::time::timeout(wait, changed).await {
-            Ok(r) => r.map_err(|e| self.err(e)),
-            Err(_) => Ok(()),
-        }
+        let rx = self.feed().await.tasks;
+        wait_past(rx, after, wait).await;
+        Ok(())
+    }
+
+    /// The revision of the latest change to the node list's inputs that
+    /// the shared watch has seen.
+    pub async fn seen_node_change(&self) -> i64 {
+        *self.feed().await.nodes.borrow()
+    }
+
+    /// The revision of the latest change to tasks that the shared watch
+    /// has seen.
+    pub async fn seen_task_change(&self) -> i64 {
+        *self.feed().await.tasks.borrow()
+    }
+
+    /// The shared watch, started on first use. Every long-poll used to
+    /// open an etcd watch of its own: with a few hundred agents, each
+    /// holding two long-polls, the master's one gRPC connection to etcd ran
+    /// out of streams and every call failed (`cargo xtask bench cluster`).
+    async fn feed(&self) -> Feed {
+        self.feed
+            .get_or_init(|| async {
+                let (nodes_tx, nodes) = tokio::sync::watch::channel(0);
+                let (tasks_tx, tasks) = tokio::sync::watch::channel(0);
+                tokio::spawn(follow_changes(self.clone(), nodes_tx, tasks_tx));
+                Feed { nodes, tasks }
+            })
+            .await
+            .clone()
     }
 
     /// Every key under `prefix` with its value (lossy UTF-8), in key order.
@@ -544,4 +548,72 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, 
         key: key.to_string(),
         reason: e.to_string(),
     })
+}
+/// Waits until `rx` holds a revision past `after`, or `wait` passes, or the
+/// feed is gone (the caller then reads the current state anyway).
+async fn wait_past(mut rx: tokio::sync::watch::Receiver<i64>, after: i64, wait: Duration) {
+    let _ = tokio::time::timeout(wait, rx.wait_for(|rev| *rev > after)).await;
+}
+
+/// Keys whose changes the node list shows.
+fn node_list_input(key: &[u8]) -> bool {
+    let key = String::from_utf8_lossy(key);
+    key.starts_with(NODES)
+        || key.starts_with(LeaseKeys::PREFIX)
+        || key.starts_with(TASK_STATUS)
+        || key.starts_with(TASKS)
+}
+
+/// The master's one watch on `/strata/`, feeding the revisions of changes
+/// to `nodes` and `tasks`; started again after an error, from the current
+/// revision (the first message of a new watch carries it), which wakes
+/// every waiter to read the state afresh. Ends when no long-poll can wait
+/// any more (every receiver is gone).
+async fn follow_changes(
+    store: Store,
+    nodes: tokio::sync::watch::Sender<i64>,
+    tasks: tokio::sync::watch::Sender<i64>,
+) {
+    let mut retry = Duration::from_millis(200);
+    while !nodes.is_closed() || !tasks.is_closed() {
+        let mut watch = store.client.watch_client();
+        let run = async {
+            let mut stream = watch
+                .watch("/strata/", Some(WatchOptions::new().with_prefix()))
+                .await?;
+            while let Some(resp) = stream.message().await? {
+                let rev = resp.header().map_or(0, |h| h.revision());
+                if resp.created() {
+                    nodes.send_if_modified(|r| std::mem::replace(r, rev.max(*r)) != *r);
+                    tasks.send_if_modified(|r| std::mem::replace(r, rev.max(*r)) != *r);
+                    continue;
+                }
+                if resp.canceled() {
+                    break;
+                }
+                for e in resp.events() {
+                    let Some(kv) = e.kv() else { continue };
+                    let at = kv.mod_revision().max(rev);
+                    if node_list_input(kv.key()) {
+                        nodes.send_if_modified(|r| std::mem::replace(r, at.max(*r)) != *r);
+                    }
+                    if String::from_utf8_lossy(kv.key()).starts_with(TASKS) {
+                        tasks.send_if_modified(|r| std::mem::replace(r, at.max(*r)) != *r);
+                    }
+                }
+            }
+            Ok::<(), etcd_client::Error>(())
+        };
+        match run.await {
+            Ok(()) => retry = Duration::from_millis(200),
+            Err(e) => {
+                crate::cluster::log(&format!(
+                    "etcd: the shared watch failed, starting it again: {}",
+                    store.err(e)
+                ));
+                retry = (retry * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(retry).await;
+    }
 }
