@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent::cli::context::Context;
 use agent::cluster::bench::ramp;
-use agent::cluster::context::Context;
-use agent::cluster::model::{NodeState, NodeStatus};
 use anyhow::{Context as _, bail};
+use control::model::{NodeState, NodeStatus};
 
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 /// Seconds the real agent idles after Ready before its memory is read.
@@ -90,6 +90,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<Vec
 }
 
 fn main() -> anyhow::Result<()> {
+    agent::obs::init();
     if !agent::testenv::on_path("etcd") {
         bail!("`etcd` is missing: install etcd-server (see xtask/src/deps.rs)");
     }
@@ -214,7 +215,7 @@ fn main() -> anyhow::Result<()> {
         &template_path,
         &std::fs::read_to_string(&template_path)?,
     )?;
-    let admin = Context::load(Path::new(&context))?;
+    let admin = Context::load(Path::new(&context))?.client(None)?;
     let results = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

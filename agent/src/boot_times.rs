@@ -144,7 +144,7 @@ async fn query() -> (Milestone, Option<Split>) {
     match asked.await {
         Ok(answer) => answer,
         Err(e) => {
-            eprintln!("strata: cannot read the boot times from systemd: {e}");
+            tracing::warn!("cannot read the boot times from systemd: {e}");
             (Milestone::Unknown, None)
         }
     }

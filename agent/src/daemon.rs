@@ -60,7 +60,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     };
     // Where the user-data came from, on the console: the QEMU tests read
     // it to tell a config disk's filesystem from fw_cfg.
-    crate::cluster::log(&format!("user-data: {}", health.user_data));
+    tracing::info!("user-data: {}", health.user_data);
     let Some(ud) = found else {
         // A node without user-data is a healthy image waiting for its
         // configuration: it says so and stays up. It is Ready before
@@ -107,7 +107,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.apply_network
         && let Err(e) = runtime.block_on(apply_network(&ud.network))
     {
-        crate::cluster::log(&format!("cannot apply the network settings: {e:#}"));
+        tracing::warn!("cannot apply the network settings: {e:#}");
     }
     health.healthy = false;
     health.problems.push("joining the cluster".to_string());
@@ -223,14 +223,8 @@ pub fn count_boot(state_dir: &Path) -> anyhow::Result<u64> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let now = before + 1;
-    let tmp = state_dir.join(".boots.tmp");
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    writeln!(f, "{now}")
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    crate::state::write_atomic(&path, format!("{now}\n").as_bytes(), None)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(now)
 }
 
@@ -287,8 +281,9 @@ fn console(opts: &Options, line: &str) {
                     .is_ok()
             });
         if !written {
-            eprintln!(
-                "strata: cannot write a console line to {} or /dev/console",
+            tracing::warn!(
+                console = %console.display(),
+                "cannot write a console line to {} or /dev/console",
                 console.display()
             );
         }

@@ -157,12 +157,10 @@ pub fn write(run_dir: &Path, health: &Health) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let path = run_dir.join("health");
-    let tmp = run_dir.join(".health.tmp");
     let mut text = serde_json::to_string_pretty(health).context("cannot serialize the health")?;
     text.push('\n');
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    crate::state::write_atomic(&path, text.as_bytes(), None)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
 

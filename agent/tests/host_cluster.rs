@@ -12,9 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use agent::api::client::{ApiClient, Auth, ClientError};
 use agent::api::tls;
-use agent::cluster::model::{NodeState, NodeStatus};
 use agent::pki::{Ca, NodeKey};
 use agent::testenv::{Need, require};
+use control::model::{NodeState, NodeStatus};
 use qemu_tests::observe::{Hold, Seen, wait_until_holding};
 
 mod common;
@@ -418,8 +418,12 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
         "{}",
         intruder.log()
     );
-    // It keeps retrying: the node list never shows it.
+    // It keeps retrying: the node list never shows it, over a window that
+    // ends only after two more tries were refused (the join backoff doubles
+    // from 0.5 s, so a fixed short window could cover no try at all).
     let intruder_pid = intruder.child.id();
+    let tries = |log: &str| log.matches("join failed, retrying").count();
+    let tried = tries(&intruder.log());
     Hold::new("the intruder is never registered", Duration::from_secs(2))
         .every(Duration::from_millis(250))
         .blind_for(Duration::from_secs(1))
@@ -435,6 +439,19 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
                 Ok(n) => Seen::Holds(format!("{:?}", summary(&n))),
             }
         });
+    wait_until_holding(
+        "two more join tries refused",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || (tries(&intruder.log()) >= tried + 2).then_some(()),
+        || match c.try_nodes() {
+            Err(e) => Seen::Blind(e),
+            Ok(n) if state(&n, "intruder").is_some() => {
+                Seen::Broken(format!("the intruder was registered: {:?}", summary(&n)))
+            }
+            Ok(n) => Seen::Holds(format!("{:?}", summary(&n))),
+        },
+    );
 
     // Calls without credentials, with a foreign certificate and with an
     // expired one, made from an agent's namespace.
@@ -445,7 +462,7 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
         block_on(async move {
             let call = |tls: rustls::ClientConfig, auth: Auth| {
                 let client = ApiClient::new(vec![endpoint.clone()], tls, auth);
-                async move { client.get::<Vec<NodeStatus>>("/v1/nodes").await.map(|_| ()) }
+                async move { client.list_nodes().await.map(|_| ()) }
             };
             let anonymous = call(tls::client_config(&ca_pem, None).expect("tls"), Auth::Tls).await;
             let bad_bearer = call(

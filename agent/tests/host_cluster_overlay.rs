@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::cluster::model::{NodeState, NodeStatus};
 use agent::etcd::{EtcdConnect, EtcdTls, Store};
 use agent::overlay::netlink::{self, NodeOverlay};
 use agent::overlay::{NodeNetwork, Peer, lab, plan};
 use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
+use control::model::{NodeState, NodeStatus};
 use qemu_tests::observe::{Hold, Seen, first_difference};
 
 mod common;
@@ -120,9 +120,7 @@ fn lease_keys(master_ns: &str, connect: &EtcdConnect) -> Vec<(String, String)> {
             .build()?
             .block_on(async {
                 let store = Store::connect(&connect).await?;
-                Ok(store
-                    .list_prefix(agent::overlay::lease::LeaseKeys::PREFIX)
-                    .await?)
+                Ok(store.list_prefix(control::lease::LeaseKeys::PREFIX).await?)
             })
     })
     .expect("etcd lease keys")
@@ -452,10 +450,10 @@ fn overlay_follows_the_cluster() {
             .contains("overlay: node `agent-1` holds")
             .then_some(())
     });
-    // The restarted agent logs `holds` after its first reconcile. Then the
-    // nodes see its new heartbeat in the node list (a 20 s long poll, which
-    // answers at once when the list changes) and plan their peers again:
-    // nothing changes in any namespace, and nothing is logged as applied.
+    // The restarted agent logs `holds` after its first reconcile, which
+    // planned against the whole node list (its re-registration, which the
+    // other nodes' long-polls saw, came before). From then on nothing may
+    // change in any namespace, and nothing may be logged as applied.
     for (i, n) in NODES.iter().enumerate() {
         assert!(before[i].contains("masquerade"), "{n}: {}", before[i]);
     }
@@ -679,7 +677,7 @@ fn store_leases_race_stick_and_release() {
         );
         assert!(store.remove_node(n3).await.is_ok());
         let keys = store
-            .list_prefix(agent::overlay::lease::LeaseKeys::PREFIX)
+            .list_prefix(control::lease::LeaseKeys::PREFIX)
             .await
             .expect("keys");
         assert_eq!(keys.len(), 30, "both keys of n3 are gone: {keys:?}");

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent::cluster::model::{NodeState, NodeStatus, TaskView};
 use agent::runtime::names::HostNames;
 use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
+use control::model::{NodeState, NodeStatus, TaskView};
+use control::task::TaskState;
 use hickory_proto::rr::RecordType;
 use qemu_tests::observe::{Hold, Seen};
 
@@ -338,7 +339,7 @@ fn tasks_pinned_through_the_api() {
     let running = c.wait("task hello running", Duration::from_secs(30), || {
         c.tasks()?
             .into_iter()
-            .find(|t| t.id == "hello" && t.state == "running")
+            .find(|t| t.id == "hello" && t.state == TaskState::Running)
     });
     eprintln!(
         "figure: task run to running in task list {:.3}s",
@@ -356,7 +357,7 @@ fn tasks_pinned_through_the_api() {
     assert!(netns_handle("hello").exists());
     let local = agent::tasks::list(&agent_state);
     assert_eq!(local.len(), 1, "{local:?}");
-    assert_eq!(local[0].state, "running");
+    assert_eq!(local[0].state, TaskState::Running);
     let table = c.cli(&["task", "list"]).expect("task list");
     assert!(
         table.contains("hello") && table.contains("agent-1"),
@@ -400,7 +401,7 @@ fn tasks_pinned_through_the_api() {
             }
             let local = agent::tasks::list(&agent_state);
             let adopted = local.len() == 1
-                && local[0].state == "running"
+                && local[0].state == TaskState::Running
                 && local[0].pid == running.pid
                 && local[0].restarts == 0;
             if !adopted {
@@ -415,7 +416,7 @@ fn tasks_pinned_through_the_api() {
             let seen = format!("on the node and listed: {listed:?}");
             if listed.len() == 1
                 && listed[0].pid == running.pid
-                && listed[0].state == "running"
+                && listed[0].state == TaskState::Running
                 && listed[0].address == Some(hello_addr)
             {
                 Seen::Holds(seen)
@@ -491,7 +492,7 @@ fn tasks_reach_each_other(
     let web = c.wait("task web running", Duration::from_secs(30), || {
         c.tasks()?
             .into_iter()
-            .find(|t| t.id == "web" && t.state == "running" && t.address.is_some())
+            .find(|t| t.id == "web" && t.state == TaskState::Running && t.address.is_some())
     });
     let addr = web.address.expect("web has an address");
     assert_eq!(

@@ -344,7 +344,7 @@ fn register(
     cidr: configs::net::Ipv4Cidr,
     node: &str,
 ) -> Result<(configs::net::Ipv4Cidr, u32), String> {
-    use agent::overlay::lease::{self, LeaseKeys};
+    use control::lease::{self, LeaseKeys};
     for attempt in 1..=100 {
         let listing = etcdctl(
             endpoint,

@@ -278,7 +278,7 @@ impl Fixture {
             "id = {id:?}\nimage = {:?}\nstop_grace_secs = 1\n",
             self.image("1")
         );
-        let mut spec = tasks::spec::parse("test", &toml).expect("spec");
+        let mut spec = control::task::file::parse("test", &toml).expect("spec");
         spec.command = command.iter().map(|s| s.to_string()).collect();
         spec
     }
@@ -995,7 +995,7 @@ fn bad_input_is_refused_and_a_failed_create_leaves_nothing() {
     assert!(err.contains("cannot create container nobinary-1"), "{err}");
     // Spec-level errors never reach the runtime.
     let bad = |text: &str| {
-        tasks::spec::parse("t.toml", text)
+        control::task::file::parse("t.toml", text)
             .expect_err("invalid")
             .to_string()
     };
@@ -1465,6 +1465,12 @@ fn live_tasks_have_exactly_the_spec_capabilities_and_every_denied_call_is_refuse
             ),
         );
     }
+    // The probe as a task's init too: its filter comes from the spec
+    // through libcontainer, an exec'd process's through the shim's executor.
+    fx.write_task(
+        &tasks_dir,
+        &format!("id = \"caps-probe\"\nimage = {image:?}\ncommand = [\"/bin/probe\"]\n"),
+    );
     fx.start_agent(&tasks_dir);
     let pid_of = |fx: &Fixture, id: &str| {
         Fixture::task(&fx.list(), id)
@@ -1537,6 +1543,13 @@ fn live_tasks_have_exactly_the_spec_capabilities_and_every_denied_call_is_refuse
         "the control's process"
     );
     let inside = probe_results(&exec("caps-root", &["/bin/probe"]));
+    wait_for("the probe task exited", Duration::from_secs(20), || {
+        Fixture::task(&fx.list(), "caps-probe").is_some_and(|t| t["state"] == "exited")
+    });
+    let as_init = probe_results(&run(fx
+        .strata()
+        .args(["task", "logs", "caps-probe", "--state-dir"])
+        .arg(fx.state())));
     let control = probe_results(&setpriv(probe.as_os_str(), &[]));
     let names = |r: &[ProbeResult]| -> Vec<String> {
         r.iter()
@@ -1544,11 +1557,13 @@ fn live_tasks_have_exactly_the_spec_capabilities_and_every_denied_call_is_refuse
             .collect()
     };
     assert_eq!(names(&inside), names(&control), "the same probes ran twice");
+    assert_eq!(names(&as_init), names(&control), "the probe ran as an init");
     // What the filter answers: EPERM, and ENOSYS for clone3, so that glibc
     // falls back to clone.
     let refusal = |name: &str| if name == "clone3" { "ENOSYS" } else { "EPERM" };
     let through: Vec<&ProbeResult> = inside
         .iter()
+        .chain(&as_init)
         .filter(|p| p.result != refusal(&p.name))
         .collect();
     assert!(

@@ -206,8 +206,9 @@ const FRESH_TREE_TOOLS: &[Tool] = &[t("mmdebstrap", "mmdebstrap"), t("unshare", 
 
 /// The steps of `cargo xtask image`.
 pub const IMAGE: &[Step] = &[Step::AgentBuild, Step::ImageBuild];
-/// The steps of `cargo xtask qemu` and `cargo xtask cluster up` (which build
-/// missing images first).
+/// The steps of `cargo xtask cluster up` and `bench image`/`bench boot`,
+/// which build missing images first (`cargo xtask qemu` boots built
+/// images only: [`Step::QemuBoot`]).
 pub const BOOT: &[Step] = &[Step::AgentBuild, Step::ImageBuild, Step::QemuBoot];
 /// The steps of `cargo xtask bench runtime`.
 pub const BENCH_RUNTIME: &[Step] = &[Step::AgentBuild, Step::HostTests, Step::Runtime];

@@ -8,6 +8,9 @@
 //! with the host's Rust toolchain and crate cache bind-mounted at their own
 //! paths and the workspace read-only at `/src`:
 //!
+//! (The host's cargo home is the lower layer of an overlay there, so the
+//! build inside writes nothing into it.)
+//!
 //! 1. `cargo xtask deps --install agent-build` builds the xtask and installs
 //!    the agent build's packages exactly as `cargo xtask image` would (apt,
 //!    `--no-install-recommends`);
@@ -121,42 +124,52 @@ fn build_inside(root: &Path, tree: &Path) -> anyhow::Result<()> {
     let (cargo_home, rustup_home) = toolchain_dirs()?;
     std::fs::copy("/etc/resolv.conf", tree.join("etc/resolv.conf"))
         .context("cannot give the tree the host's resolv.conf")?;
-    let toolchain = std::env::var("RUSTUP_TOOLCHAIN")
-        .map(|t| format!("RUSTUP_TOOLCHAIN={t}"))
-        .unwrap_or_default();
-    let inner = "set -eu\n\
-        cd /src\n\
-        cargo xtask deps --install agent-build\n\
-        cargo build --locked -p agent --bin strata\n\
-        test -x /build/target/debug/strata\n";
-    // Mounts made in the private namespace go with it, even on failure.
-    let script = format!(
-        "set -eu\n\
-         T={tree}\n\
-         mount -t proc proc \"$T/proc\"\n\
-         mount --rbind /sys \"$T/sys\"\n\
-         mount --rbind /dev \"$T/dev\"\n\
-         for d in {cargo_home} {rustup_home}; do mkdir -p \"$T$d\"; mount --bind \"$d\" \"$T$d\"; done\n\
-         mount -o remount,bind,ro \"$T{rustup_home}\"\n\
-         mkdir -p \"$T/src\" \"$T/build\"\n\
-         mount --bind {root} \"$T/src\"\n\
-         mount -o remount,bind,ro \"$T/src\"\n\
-         exec chroot \"$T\" /usr/bin/env -i HOME=/root \
-           PATH={cargo_home}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-           CARGO_HOME={cargo_home} RUSTUP_HOME={rustup_home} {toolchain} \
-           CARGO_TARGET_DIR=/build/target CARGO_NET_OFFLINE=true CARGO_TERM_COLOR=never \
-           CARGO_PROFILE_DEV_DEBUG=0 CI='{ci}' \
-           /bin/sh -c '{inner}'\n",
-        tree = tree.display(),
-        cargo_home = cargo_home.display(),
-        rustup_home = rustup_home.display(),
-        root = root.display(),
-        ci = std::env::var("CI").unwrap_or_default(),
-    );
+    // The outer script runs in a private mount namespace (its mounts go
+    // with it, even on failure) and takes every path as a parameter, never
+    // pasted into its text. The host's cargo home is the lower layer of an
+    // overlay, so the build inside writes only into the tree; the rustup
+    // toolchain and the workspace are read-only.
+    const OUTER: &str = r#"set -eu
+T=$1 ROOT=$2 CH=$3 RH=$4
+mount -t proc proc "$T/proc"
+mount --rbind /sys "$T/sys"
+mount --rbind /dev "$T/dev"
+mkdir -p "$T$CH" "$T$RH" "$T/src" "$T/build/cargo-upper" "$T/build/cargo-work"
+mount -t overlay overlay -o "lowerdir=$CH,upperdir=$T/build/cargo-upper,workdir=$T/build/cargo-work" "$T$CH"
+mount --bind "$RH" "$T$RH"
+mount -o remount,bind,ro "$T$RH"
+mount --bind "$ROOT" "$T/src"
+mount -o remount,bind,ro "$T/src"
+exec chroot "$T" /usr/bin/env -i HOME=/root PATH="$CH/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+  CARGO_HOME="$CH" RUSTUP_HOME="$RH" RUSTUP_TOOLCHAIN="${RUSTUP_TOOLCHAIN:-}" \
+  CARGO_TARGET_DIR=/build/target CARGO_NET_OFFLINE=true CARGO_TERM_COLOR=never CARGO_PROFILE_DEV_DEBUG=0 \
+  CI="${CI:-}" STRATA_XTASK_RUN="${STRATA_XTASK_RUN:-}" STRATA_HOST_PREFIX="${STRATA_HOST_PREFIX:-}" \
+  /bin/sh -c "$INNER"
+"#;
+    const INNER: &str = r#"set -eu
+[ -n "$RUSTUP_TOOLCHAIN" ] || unset RUSTUP_TOOLCHAIN
+cd /src
+cargo xtask deps --install agent-build
+cargo build --locked -p agent --bin strata
+test -x /build/target/debug/strata
+"#;
     sh::run(
         Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(script),
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                OUTER,
+                "sh",
+            ])
+            .arg(tree)
+            .arg(root)
+            .arg(&cargo_home)
+            .arg(&rustup_home)
+            .env("INNER", INNER),
     )
     .context(
         "building the agent in a fresh bookworm tree failed: a package it needs is missing from \

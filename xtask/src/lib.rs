@@ -60,6 +60,10 @@ pub fn main() -> ExitCode {
         std::env::set_var(residue::MARK, residue::mark_value());
         std::env::set_var(residue::HOST_PREFIX, residue::host_prefix());
     }
+    if let Err(err) = residue::check_host_prefix(&residue::host_prefix()) {
+        eprintln!("xtask: error: {err:#}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Test(args) => test::run(&args),

@@ -17,9 +17,11 @@ use std::process::Command;
 /// The environment variable that marks the processes a tier or bench starts.
 pub const MARK: &str = "STRATA_XTASK_RUN";
 
-/// The value of [`MARK`] for this xtask process.
+/// The value of [`MARK`] for this run: the outermost xtask's (a nested
+/// `xtask image` of the QEMU tier keeps its caller's, so that the caller
+/// sees what the image build left running too).
 pub fn mark_value() -> String {
-    format!("xtask-{}", std::process::id())
+    std::env::var(MARK).unwrap_or_else(|_| format!("xtask-{}", std::process::id()))
 }
 
 /// What is on the host at one moment.
@@ -139,6 +141,25 @@ pub fn host_prefix() -> String {
     std::env::var(HOST_PREFIX).unwrap_or_else(|_| format!("strata-t{}", std::process::id()))
 }
 
+/// Checks a host prefix the caller set: the agent's rule (`strata-` and 1
+/// to 12 lowercase letters or digits), and never a node's own `strata`,
+/// since the xtask kills what runs under the prefix and removes its
+/// cgroups.
+pub fn check_host_prefix(prefix: &str) -> anyhow::Result<()> {
+    let ok = prefix.strip_prefix("strata-").is_some_and(|rest| {
+        (1..=12).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
+    if !ok {
+        anyhow::bail!(
+            "{HOST_PREFIX}={prefix:?}: the xtask needs a run prefix of its own, `strata-` and 1-12 lowercase letters or digits (unset it to get `strata-t<pid>`)"
+        );
+    }
+    Ok(())
+}
+
 /// The agent's environment variable for its host prefix
 /// (`agent::runtime::names::ENV`; the xtask does not link the agent).
 pub const HOST_PREFIX: &str = "STRATA_HOST_PREFIX";
@@ -161,8 +182,11 @@ pub fn remove_parent_cgroups(prefix: &str) {
     }
 }
 
-/// Every cgroup directory under `/sys/fs/cgroup`, a few levels deep (the
-/// tests' and tasks' cgroups are at most four levels down).
+/// Strata's cgroup directories under `/sys/fs/cgroup`, a few levels deep
+/// (the tests' and tasks' cgroups are at most four levels down): those whose
+/// path names Strata (the agents' parents `strata*`, crun's `strata-crun`).
+/// Others belong to the machine (the sandbox or CI service running the
+/// xtask makes and removes its own).
 fn cgroups() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut stack = vec![(std::path::PathBuf::from("/sys/fs/cgroup"), 0)];
@@ -173,7 +197,10 @@ fn cgroups() -> BTreeSet<String> {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 let path = e.path();
-                out.insert(path.display().to_string());
+                let text = path.display().to_string();
+                if text.contains("strata") {
+                    out.insert(text);
+                }
                 if depth < 5 {
                     stack.push((path, depth + 1));
                 }

@@ -83,12 +83,23 @@ pub fn run_tee(cmd: &mut Command) -> anyhow::Result<String> {
         .with_context(|| format!("cannot start `{line}`"))?;
     let mut text = String::new();
     if let Some(out) = child.stdout.take() {
+        let mut reader = std::io::BufReader::new(out);
         let mut stdout = std::io::stdout().lock();
-        for l in std::io::BufReader::new(out).lines() {
-            let l = l.with_context(|| format!("cannot read the output of `{line}`"))?;
-            let _ = writeln!(stdout, "{l}");
-            text.push_str(&l);
-            text.push('\n');
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let _ = stdout.write_all(&buf);
+                    text.push_str(&String::from_utf8_lossy(&buf));
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e).with_context(|| format!("cannot read the output of `{line}`"));
+                }
+            }
         }
     }
     let status = child

@@ -66,10 +66,9 @@ impl Tier {
         match self {
             Tier::Fmt => vec![],
             Tier::Clippy | Tier::Unit => vec![Step::AgentBuild],
-            // The tier builds the xtask and the agent inside its tree; on
-            // the host it needs mmdebstrap (and the crates the unit tier
-            // fetched).
-            Tier::Fresh => vec![Step::AgentBuild, Step::FreshTree],
+            // The tier builds the xtask and the agent inside its tree, which
+            // installs their packages itself; the host needs mmdebstrap.
+            Tier::Fresh => vec![Step::FreshTree],
             Tier::Host => vec![Step::AgentBuild, Step::HostTests, Step::Runtime],
             Tier::Qemu => {
                 let mut steps = deps::BOOT.to_vec();
@@ -128,11 +127,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let left = residue::Snapshot::take().left_behind_since(&before);
         let secs = start.elapsed().as_secs_f64();
         let result = match (result, left) {
-            (Ok(outcome), Some(left)) => {
-                let _ = outcome;
-                Err(anyhow::anyhow!("the tier left things behind:\n{left}"))
-            }
-            (result, _) => result,
+            (Ok(_), Some(left)) => Err(anyhow::anyhow!("the tier left things behind:\n{left}")),
+            (Err(e), Some(left)) => Err(e.context(format!(
+                "the tier failed, and left things behind:\n{left}\n"
+            ))),
+            (result, None) => result,
         };
         let line = match result {
             Ok(Outcome::Ran(report)) => {

@@ -15,7 +15,7 @@ use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cluster::model::ApiErrorBody;
+use control::model::ApiErrorBody;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time for one request on an open connection.
@@ -25,8 +25,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No master could be reached or none completed the request.
-    #[error("no master answered: {0}")]
-    Unreachable(String),
+    #[error("no master answered: {failures}")]
+    Unreachable {
+        /// What went wrong with each master, `endpoint: reason; ...`.
+        failures: String,
+        /// Whether a master refused this node's own certificate (expired,
+        /// or not of this cluster's CA): only joining again can help.
+        identity_refused: bool,
+    },
     /// A master answered with an error.
     #[error("{endpoint} refused the request ({status}): {message}")]
     Api {
@@ -174,6 +180,11 @@ impl ApiClient {
     ) -> Result<(String, StatusCode, Bytes), ClientError> {
         let mut guard = self.conn.lock().await;
         let mut failures = Vec::new();
+        let mut identity_refused = false;
+        let mut failed = |endpoint: &str, f: Failure| {
+            identity_refused |= f.tls.is_some_and(TlsFailure::node_identity_refused);
+            failures.push(format!("{endpoint}: {}", f.message));
+        };
         let start = guard.as_ref().map_or(0, |c| c.index);
         if let Some(conn) = guard.as_mut() {
             let endpoint = self.endpoints[conn.index].clone();
@@ -182,7 +193,7 @@ impl ApiClient {
                 .await
             {
                 Ok((status, bytes)) => return Ok((endpoint, status, bytes)),
-                Err(e) => failures.push(format!("{endpoint}: {e}")),
+                Err(e) => failed(&endpoint, e),
             }
             *guard = None;
         }
@@ -193,7 +204,7 @@ impl ApiClient {
             let mut conn = match self.connect(index).await {
                 Ok(c) => c,
                 Err(e) => {
-                    failures.push(format!("{endpoint}: {e}"));
+                    failed(&endpoint, e);
                     continue;
                 }
             };
@@ -206,13 +217,16 @@ impl ApiClient {
                     *guard = Some(conn);
                     return Ok((endpoint, status, bytes));
                 }
-                Err(e) => failures.push(format!("{endpoint}: {e}")),
+                Err(e) => failed(&endpoint, e),
             }
         }
-        Err(ClientError::Unreachable(failures.join("; ")))
+        Err(ClientError::Unreachable {
+            failures: failures.join("; "),
+            identity_refused,
+        })
     }
 
-    async fn connect(&self, index: usize) -> Result<Conn, String> {
+    async fn connect(&self, index: usize) -> Result<Conn, Failure> {
         let endpoint = &self.endpoints[index];
         let host = endpoint
             .rsplit_once(':')
@@ -246,7 +260,7 @@ impl ApiClient {
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| format!("no TLS handshake within {}s", CONNECT_TIMEOUT.as_secs()))?
-            .map_err(|e| explain_tls(&e.to_string()))?;
+            .map_err(|e| Failure::tls(&e))?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP handshake: {e}"))?;
@@ -269,7 +283,7 @@ impl ApiClient {
         method: &Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<(StatusCode, Bytes), Failure> {
         let mut req = Request::builder()
             .method(method.clone())
             .uri(path)
@@ -284,15 +298,12 @@ impl ApiClient {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| format!("bad request: {e}"))?;
         let exchange = async {
-            conn.sender
-                .ready()
-                .await
-                .map_err(|e| explain_tls(&chain(&e)))?;
+            conn.sender.ready().await.map_err(|e| Failure::tls(&e))?;
             let resp = conn
                 .sender
                 .send_request(req)
                 .await
-                .map_err(|e| explain_tls(&chain(&e)))?;
+                .map_err(|e| Failure::tls(&e))?;
             let status = resp.status();
             let bytes = resp
                 .into_body()
@@ -300,7 +311,7 @@ impl ApiClient {
                 .await
                 .map_err(|e| format!("reading the answer: {e}"))?
                 .to_bytes();
-            Ok::<_, String>((status, bytes))
+            Ok::<_, Failure>((status, bytes))
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -308,25 +319,102 @@ impl ApiClient {
     }
 }
 
-/// Adds what a TLS failure most likely means for Strata.
-fn explain_tls(message: &str) -> String {
-    let hint = if message.contains("CertificateExpired") {
-        Some("the master says this node's certificate has expired")
-    } else if message.contains("UnknownCA")
-        || message.contains("BadCertificate")
-        || message.contains("DecryptError")
-    {
-        Some("the master does not trust this node's certificate (issued by another cluster's CA?)")
-    } else if message.contains("UnknownIssuer") {
-        Some("the master's certificate is not signed by the cluster CA")
-    } else if message.contains("Expired") {
-        Some("the master's certificate has expired")
-    } else {
+/// Why one master did not answer: the text for the operator, and what a
+/// TLS failure means for Strata when it was one.
+struct Failure {
+    message: String,
+    tls: Option<TlsFailure>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, tls: None }
+    }
+}
+
+impl Failure {
+    /// A failure of the TLS session or of the exchange over it: the whole
+    /// chain of causes, led by what it means when it is a TLS failure.
+    fn tls(e: &(dyn std::error::Error + 'static)) -> Failure {
+        let message = chain(e);
+        let tls = TlsFailure::of(e);
+        Failure {
+            message: match tls {
+                Some(t) => format!("{} ({message})", t.hint()),
+                None => message,
+            },
+            tls,
+        }
+    }
+}
+
+/// What a TLS failure means for Strata, read from rustls's error (not from
+/// its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The master refused this node's certificate as expired.
+    NodeCertExpired,
+    /// The master does not trust this node's certificate.
+    NodeCertUntrusted,
+    /// The master's certificate is not signed by the cluster CA.
+    MasterUntrusted,
+    /// The master's certificate has expired.
+    MasterExpired,
+}
+
+impl TlsFailure {
+    /// The first rustls error in `e`'s chain, classified.
+    pub fn of(e: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
+        let mut next = Some(e);
+        while let Some(err) = next {
+            let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+                err.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if let Some(tls) = tls {
+                return Self::classify(tls);
+            }
+            next = err.source();
+        }
         None
-    };
-    match hint {
-        Some(h) => format!("{h} ({message})"),
-        None => message.to_string(),
+    }
+
+    fn classify(e: &rustls::Error) -> Option<TlsFailure> {
+        use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+        match e {
+            E::AlertReceived(A::CertificateExpired) => Some(TlsFailure::NodeCertExpired),
+            E::AlertReceived(A::UnknownCA | A::BadCertificate | A::DecryptError) => {
+                Some(TlsFailure::NodeCertUntrusted)
+            }
+            E::InvalidCertificate(C::UnknownIssuer) => Some(TlsFailure::MasterUntrusted),
+            E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                Some(TlsFailure::MasterExpired)
+            }
+            _ => None,
+        }
+    }
+
+    /// What it means, for the operator.
+    pub fn hint(self) -> &'static str {
+        match self {
+            TlsFailure::NodeCertExpired => "the master says this node's certificate has expired",
+            TlsFailure::NodeCertUntrusted => {
+                "the master does not trust this node's certificate (issued by another cluster's CA?)"
+            }
+            TlsFailure::MasterUntrusted => {
+                "the master's certificate is not signed by the cluster CA"
+            }
+            TlsFailure::MasterExpired => "the master's certificate has expired",
+        }
+    }
+
+    /// Whether only joining again (a new certificate) can help.
+    pub fn node_identity_refused(self) -> bool {
+        matches!(
+            self,
+            TlsFailure::NodeCertExpired | TlsFailure::NodeCertUntrusted
+        )
     }
 }
 

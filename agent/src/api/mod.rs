@@ -1,7 +1,9 @@
 //! The Strata API over HTTPS: the server every master runs ([`server`]), the
-//! typed client the CLI and the agents use ([`client`]), and their TLS
-//! settings ([`tls`]).
+//! client the CLI and the agents use ([`client`], with one typed call per
+//! route in [`calls`]), and their TLS settings ([`tls`]). The routes
+//! themselves are a table in `control::api`.
 
+pub mod calls;
 pub mod client;
 pub mod server;
 pub mod tls;

@@ -19,10 +19,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::client::ApiClient;
-use crate::cluster::log;
-use crate::cluster::model::{AssignmentWatch, TaskReport};
 use crate::images::PullOptions;
 use crate::tasks::{self, Supervisor, TaskNetwork, TaskSpec};
+use control::model::TaskReport;
 
 /// How often the supervisor reconciles when nothing changed (restart
 /// policies, status reports).
@@ -47,7 +46,7 @@ pub fn spawn(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    log(&format!("tasks: cannot start the async runtime: {e}"));
+                    tracing::warn!("tasks: cannot start the async runtime: {e}");
                     return;
                 }
             };
@@ -58,7 +57,7 @@ pub fn spawn(
             // while the node looks healthy: exit, so systemd restarts the
             // agent, which adopts the running tasks.
             if ran.is_err() {
-                log("tasks: the task follower panicked: exiting so the agent restarts");
+                tracing::info!("tasks: the task follower panicked: exiting so the agent restarts");
                 std::process::exit(70);
             }
         })
@@ -84,7 +83,7 @@ async fn run(
         match opened {
             Ok(s) => break s,
             Err(e) => {
-                log(&format!("tasks: {e:#}: trying again in 5s"));
+                tracing::info!("tasks: {e:#}: trying again in 5s");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
@@ -95,9 +94,9 @@ async fn run(
         match net.wait_for(Option::is_some).await {
             Ok(n) => {
                 supervisor.set_network(n.clone());
-                log("tasks: the overlay is up, tasks get their network from it");
+                tracing::info!("tasks: the overlay is up, tasks get their network from it");
             }
-            Err(_) => log("tasks: the overlay went away before it came up"),
+            Err(_) => tracing::info!("tasks: the overlay went away before it came up"),
         }
     }
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
@@ -112,7 +111,7 @@ async fn run(
         }
         if let Some(desired) = desired {
             for event in supervisor.reconcile(desired.clone()).await {
-                log(&format!("tasks: {event}"));
+                tracing::info!("tasks: {event}");
             }
             report_states(&state_dir, &desired, &report, &mut reported).await;
         }
@@ -128,13 +127,10 @@ pub(crate) async fn follow(
     let mut revision = 0;
     let mut failing = false;
     loop {
-        match client
-            .get::<AssignmentWatch>(&format!("/v1/watch/assignments/{revision}"))
-            .await
-        {
+        match client.watch_assignments(revision).await {
             Ok(w) => {
                 if failing {
-                    log("tasks: the assignment watch answers again");
+                    tracing::info!("tasks: the assignment watch answers again");
                     failing = false;
                 }
                 revision = w.revision;
@@ -147,7 +143,7 @@ pub(crate) async fn follow(
             }
             Err(e) => {
                 if !failing {
-                    log(&format!("tasks: assignment watch failed, retrying: {e}"));
+                    tracing::warn!("tasks: assignment watch failed, retrying: {e}");
                     failing = true;
                 }
                 revision = 0;
@@ -170,7 +166,8 @@ async fn report_states(
     for spec in desired {
         let now = match local.iter().find(|t| t.id == spec.id) {
             Some(t) => TaskReport {
-                state: t.state.clone(),
+                format: Default::default(),
+                state: t.state,
                 pid: t.pid,
                 restarts: t.restarts,
                 exit_code: t.exit_code,
@@ -178,7 +175,8 @@ async fn report_states(
                 at: 0,
             },
             None => TaskReport {
-                state: "starting".to_string(),
+                format: Default::default(),
+                state: control::task::TaskState::Starting,
                 pid: None,
                 restarts: 0,
                 exit_code: None,
@@ -189,14 +187,11 @@ async fn report_states(
         if reported.get(&spec.id) == Some(&now) {
             continue;
         }
-        match client
-            .put::<_, serde_json::Value>(&format!("/v1/tasks/{}/status", spec.id), &now)
-            .await
-        {
+        match client.report_task(&spec.id, &now).await {
             Ok(_) => {
                 reported.insert(spec.id.clone(), now);
             }
-            Err(e) => log(&format!("tasks: cannot report task {}: {e}", spec.id)),
+            Err(e) => tracing::warn!("tasks: cannot report task {}: {e}", spec.id),
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
-use crate::cluster::model::NodeSettings;
 use crate::pki::{self, CertInfo, NodeKey};
+use control::model::NodeSettings;
 
 /// The files of an identity.
 #[derive(Debug, Clone)]
@@ -78,29 +78,11 @@ impl IdentityDir {
     }
 }
 
-/// Writes `content` to `path` (mode 0600) through a temporary file, so a
-/// crash never leaves half a file.
+/// Writes `content` to `path` (mode 0600, durably: [`crate::state::write_atomic`]),
+/// so a crash never leaves half a file and others never read it.
 pub fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .context("a state file always has a parent directory")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(content.as_bytes())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("cannot sync {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    crate::state::write_atomic(path, content.as_bytes(), Some(0o600))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A joined node's credentials.

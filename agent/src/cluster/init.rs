@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use configs::Role;
 use configs::cluster::ClusterConfig;
 use configs::user_data::{MasterSecrets, Network, UserData};
+use serde::Serialize;
 
-use crate::cluster::context::Context;
 use crate::etcd::render;
 use crate::pki::{self, Ca, JoinToken};
 
@@ -32,6 +32,22 @@ impl Secrets {
             cli_token: pki::generate_cli_token()?,
         })
     }
+}
+
+/// The CLI's context file as `cluster init` writes it: the CLI reads it
+/// with `cli::context::Context`, which refuses unknown keys. Its fields are
+/// copied here rather than imported, so that nothing below the CLI depends
+/// on it; `init_writes_a_context_the_cli_reads_and_keeps_only_hashes_on_masters`
+/// in `cluster/tests.rs` keeps the two in step.
+#[derive(Debug, Serialize)]
+struct CliContext {
+    cluster: String,
+    /// API endpoints (`host:port`), tried in turn.
+    endpoints: Vec<String>,
+    /// The file holding the CLI's bearer token, relative to this file.
+    token_file: String,
+    /// The cluster CA, PEM.
+    ca_cert: String,
 }
 
 /// One file to write, relative to the output directory.
@@ -126,7 +142,7 @@ pub fn plan(
             mode: 0o600,
         });
     }
-    let context = Context {
+    let context = CliContext {
         cluster: cluster.name.clone(),
         endpoints: cluster.master_endpoints(),
         token_file: "token".to_string(),

@@ -15,13 +15,12 @@ use configs::user_data::UserData;
 use crate::api::server::{ApiState, serve};
 use crate::api::tls;
 use crate::cluster::identity::write_private;
-use crate::cluster::log;
-use crate::cluster::model::NodeSettings;
 use crate::cluster::node::{AgentOptions, run_agent};
 use crate::etcd::render::{self, EtcdPaths};
 use crate::etcd::{EtcdConnect, EtcdTls, Store};
 use crate::pki::{self, Ca, Issued, JoinToken};
 use crate::systemd::Systemd;
+use control::model::NodeSettings;
 
 /// What [`run_master`] needs.
 #[derive(Debug, Clone)]
@@ -107,10 +106,10 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
             tls: Some(etcd_tls),
         }
     } else {
-        log(&format!(
+        tracing::info!(
             "using the external etcd at {}",
             plan.cluster.etcd.external.join(", ")
-        ));
+        );
         let tls = plan
             .cluster
             .etcd
@@ -127,13 +126,14 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
     wait_quorum(&store).await;
 
     let settings = NodeSettings {
+        format: Default::default(),
         cluster: plan.cluster.name.clone(),
         heartbeat_interval_seconds: plan.cluster.heartbeat.interval_seconds,
         grace_seconds: plan.cluster.heartbeat.grace_seconds,
         masters: plan.cluster.master_endpoints(),
-        network: Some(crate::cluster::model::NetworkSettings {
-            overlay: plan.cluster.overlay.clone(),
-            dns: plan.cluster.dns.clone(),
+        network: Some(control::model::NetworkSettings {
+            overlay: (&plan.cluster.overlay).into(),
+            dns: (&plan.cluster.dns).into(),
         }),
         insecure_registries: plan.cluster.registries.insecure.clone(),
     };
@@ -154,10 +154,10 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} for the API"))?;
-    log(&format!(
+    tracing::info!(
         "API of cluster `{}` listening on https://{listen}",
         plan.cluster.name
-    ));
+    );
     let api = tokio::spawn(serve(listener, server_tls, Arc::new(state)));
 
     // A master is a node too: it joins through its own API.
@@ -175,22 +175,22 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
 }
 
 async fn wait_quorum(store: &Store) {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut last = String::new();
     loop {
         match store.check_quorum().await {
             Ok(()) => {
-                log("etcd has quorum");
+                tracing::info!("etcd has quorum");
                 return;
             }
             Err(e) => {
                 let msg = e.to_string();
                 if msg != last {
-                    log(&format!("waiting for etcd quorum: {msg}"));
+                    tracing::info!("waiting for etcd quorum: {msg}");
                     last = msg;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                crate::retry::wait(&mut backoff).await;
             }
         }
     }
@@ -234,11 +234,11 @@ async fn start_etcd(plan: &Plan, paths: &EtcdPaths) -> anyhow::Result<()> {
     let systemd = Systemd::system().await?;
     systemd.reload().await?;
     let job = systemd.start_unit("etcd.service").await?;
-    log(&format!(
+    tracing::info!(
         "started etcd.service as member `{}` (job {})",
         plan.me.name,
         job.as_str()
-    ));
+    );
     Ok(())
 }
 

@@ -1,21 +1,19 @@
-//! Cluster formation: `strata cluster init` ([`init`]), the CLI's context
-//! ([`context`]), a node's identity under its state directory
-//! ([`identity`]), joining and heartbeats ([`node`]), the masters' control
-//! plane ([`master`]) and the node model ([`model`]).
+//! Cluster formation: `strata cluster init` ([`init`]; the CLI that reads
+//! the context it writes is `crate::cli`), a node's identity under its
+//! state directory ([`identity`]), joining and heartbeats ([`node`]) and the
+//! masters' control plane ([`master`]); the node model is
+//! `control::model`.
 //!
 //! The daemon calls [`run_master`] on masters and [`run_agent`] on private
 //! and public agents; both run until the process ends.
 
 pub mod assignments;
 pub mod bench;
-pub mod context;
 pub mod identity;
 pub mod init;
 pub mod master;
-pub mod model;
 pub mod network;
 pub mod node;
-pub mod show;
 pub mod sysinfo;
 
 use std::path::PathBuf;
@@ -48,23 +46,6 @@ pub async fn run(
         })
         .await
     }
-}
-
-/// Writes one line to the agent's log (stderr, which systemd's journal keeps).
-pub fn log(message: &str) {
-    eprintln!("strata: {message}");
-}
-
-/// Where a node keeps what it learned; `/var/lib/strata` on an image.
-pub fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/strata")
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

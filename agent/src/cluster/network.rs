@@ -20,14 +20,13 @@ use std::time::Duration;
 use configs::net::Ipv4Cidr;
 
 use crate::api::client::ApiClient;
-use crate::cluster::log;
-use crate::cluster::model::{NetworkSettings, NodeStatus, NodeWatch, TaskEndpoint};
 use crate::dns::records::RecordSet;
 use crate::dns::{DnsServer, Records, TaskRecord};
 use crate::overlay::netlink::NodeOverlay;
 use crate::overlay::node::OverlayTasks;
 use crate::overlay::{self, NodeNetwork, Peer};
 use crate::tasks::TaskNetwork;
+use control::model::{NetworkSettings, NodeStatus, NodeWatch, TaskEndpoint};
 
 /// Pause before asking again after a failed node-list watch.
 pub const RETRY: Duration = Duration::from_millis(500);
@@ -125,24 +124,24 @@ pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
 }
 
 async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let net = loop {
         match open(&node) {
             Ok(n) => break Arc::new(n),
             Err(e) => {
-                log(&format!("overlay: cannot open the node's network: {e:#}"));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                tracing::warn!("overlay: cannot open the node's network: {e:#}");
+                crate::retry::wait(&mut backoff).await;
             }
         }
     };
     // The first node list before the first reconcile: planning against an
     // empty peer list would remove every peer's entries.
     let (revision, nodes, endpoints) = loop {
-        match client.get::<NodeWatch>("/v1/watch/nodes/0").await {
+        match client.watch_nodes(0).await {
             Ok(w) => break (w.revision, w.nodes, w.tasks),
             Err(e) => {
-                log(&format!("overlay: cannot read the node list: {e}"));
+                tracing::warn!("overlay: cannot read the node list: {e}");
                 tokio::time::sleep(RETRY).await;
             }
         }
@@ -160,14 +159,11 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
         move |r| match r {
             Ok(actions) => {
                 if !actions.is_empty() {
-                    log(&format!(
-                        "overlay: node `{name}` applied {} change(s)",
-                        actions.len()
-                    ));
+                    tracing::info!("overlay: node `{name}` applied {} change(s)", actions.len());
                 }
                 ready_tx.send_replace(true);
             }
-            Err(e) => log(&format!("overlay: reconcile failed: {e:#}")),
+            Err(e) => tracing::warn!("overlay: reconcile failed: {e:#}"),
         },
     ));
     // The bridge holds the resolver address once the first reconcile went
@@ -180,7 +176,7 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
     let names = match crate::runtime::names::HostNames::from_env() {
         Ok(n) => n,
         Err(e) => {
-            log(&format!("overlay: {e}; tasks get no network"));
+            tracing::info!("overlay: {e}; tasks get no network");
             return;
         }
     };
@@ -190,13 +186,13 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
         names,
     })));
     let _dns = serve_dns(&node, &net, dns_records.clone()).await;
-    log(&format!(
+    tracing::info!(
         "overlay: node `{}` holds {} on {}, resolver {}",
         node.name,
         node.subnet,
         node.underlay_ip,
         net.resolver()
-    ));
+    );
     let _follower = AbortOnDrop(follower);
     follow_nodes(&client, revision, |w| {
         let next = peers(&node.name, &w.nodes);
@@ -225,10 +221,7 @@ pub(crate) async fn follow_nodes(
 ) {
     let mut last_error = String::new();
     loop {
-        match client
-            .get::<NodeWatch>(&format!("/v1/watch/nodes/{revision}"))
-            .await
-        {
+        match client.watch_nodes(revision).await {
             Ok(w) => {
                 revision = w.revision;
                 on(w);
@@ -237,7 +230,7 @@ pub(crate) async fn follow_nodes(
             Err(e) => {
                 let m = e.to_string();
                 if m != last_error {
-                    log(&format!("overlay: cannot follow the node list: {m}"));
+                    tracing::warn!("overlay: cannot follow the node list: {m}");
                     last_error = m;
                 }
                 revision = 0;
@@ -247,9 +240,11 @@ pub(crate) async fn follow_nodes(
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts a spawned task when dropped, so that a follower ends with its
+/// owner.
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -259,7 +254,7 @@ fn open(node: &NodeNet) -> anyhow::Result<NodeNetwork> {
     NodeNetwork::open(
         &node.state_dir,
         None,
-        NodeOverlay::new(node.underlay_ip, &node.settings.overlay),
+        NodeOverlay::new(node.underlay_ip, &(&node.settings.overlay).into()),
         node.subnet,
         node.settings.overlay.cidr,
     )
@@ -276,7 +271,8 @@ async fn serve_dns(node: &NodeNet, net: &NodeNetwork, records: Records) -> DnsSe
         .map(|r| SocketAddr::from((*r, 53)))
         .collect();
     let addr = SocketAddr::from((net.resolver(), 53));
-    let mut delay = Duration::from_millis(200);
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let bound =
             crate::dns::server::Handler::new(&node.settings.dns.zone, records.clone(), &upstreams)
@@ -284,9 +280,8 @@ async fn serve_dns(node: &NodeNet, net: &NodeNetwork, records: Records) -> DnsSe
         match bound {
             Ok(s) => return s,
             Err(e) => {
-                log(&format!("dns: cannot serve on {addr}: {e:#}"));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                tracing::warn!("dns: cannot serve on {addr}: {e:#}");
+                crate::retry::wait(&mut backoff).await;
             }
         }
     }
@@ -297,12 +292,13 @@ mod tests {
     use expect_test::expect;
 
     use super::*;
-    use crate::cluster::model::{NodeInfo, NodeRecord, NodeState};
+    use control::model::{NodeInfo, NodeRecord, NodeState};
 
     fn status(name: &str, addresses: &[&str], subnet: Option<&str>) -> NodeStatus {
         NodeStatus {
             record: NodeRecord {
                 info: NodeInfo {
+                    format: Default::default(),
                     name: name.into(),
                     role: configs::Role::Private,
                     addresses: addresses.iter().map(|a| a.to_string()).collect(),
@@ -401,15 +397,16 @@ mod tests {
 
     #[test]
     fn registration_answer_carries_settings_and_lease() {
-        use crate::cluster::model::{NodeSettings, Registered};
+        use control::model::{NodeSettings, Registered};
         let settings = NodeSettings {
+            format: Default::default(),
             cluster: "c".into(),
             heartbeat_interval_seconds: 2,
             grace_seconds: 10,
             masters: vec!["10.9.0.10:6443".into()],
             network: Some(NetworkSettings {
-                overlay: configs::cluster::Overlay::default(),
-                dns: configs::cluster::Dns::default(),
+                overlay: (&configs::cluster::Overlay::default()).into(),
+                dns: (&configs::cluster::Dns::default()).into(),
             }),
             insecure_registries: vec!["10.0.2.2:5000".into()],
         };

@@ -17,13 +17,12 @@ use crate::api::client::{ApiClient, Auth, ClientError};
 use crate::api::tls;
 use crate::cluster::assignments::TaskNetReceiver;
 use crate::cluster::identity::{Identity, IdentityDir, write_private};
-use crate::cluster::model::{
-    HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo, NodeSettings, Registered,
-};
 use crate::cluster::network;
-use crate::cluster::{log, sysinfo, unix_now};
+use crate::cluster::sysinfo;
 use crate::images::PullOptions;
 use crate::pki::JoinToken;
+use crate::retry::Backoff;
+use control::model::{JoinRequest, NodeInfo, NodeSettings, Registered};
 
 /// What [`run_agent`] needs.
 #[derive(Debug, Clone)]
@@ -100,31 +99,23 @@ impl Reporter {
         {
             return;
         }
-        log(message);
+        tracing::info!("{}", message);
         self.last = Some((phase, message.to_string()));
         let text = serde_json::to_string(&Health {
             phase,
             message: message.to_string(),
-            at: unix_now(),
+            at: crate::clock::unix_secs(),
         })
         .expect("health always serializes");
         if let Err(e) = write_private(&self.path, &text) {
-            log(&format!("cannot write the health file: {e:#}"));
+            tracing::warn!("cannot write the health file: {e:#}");
         }
     }
 }
 
-struct Backoff(Duration);
-
-impl Backoff {
-    const MAX: Duration = Duration::from_secs(30);
-    fn new() -> Backoff {
-        Backoff(Duration::from_millis(500))
-    }
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Backoff::MAX);
-    }
+/// Joining and registering retry from 0.5 s, doubling up to 30 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
 }
 
 /// Whether an error means the master no longer accepts this node's
@@ -132,7 +123,9 @@ impl Backoff {
 fn needs_rejoin(e: &ClientError) -> bool {
     match e {
         ClientError::Api { status, .. } => *status == 404 || *status == 403,
-        ClientError::Unreachable(m) => m.contains("this node's certificate"),
+        ClientError::Unreachable {
+            identity_refused, ..
+        } => *identity_refused,
         ClientError::Decode { .. } => false,
     }
 }
@@ -171,23 +164,23 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
             Ok(Some(id)) => match id.check(&ud.name, &token.ca_sha256, SystemTime::now()) {
                 Ok(_) => Some(id),
                 Err(stale) => {
-                    log(&format!("{stale}: joining again with the same key"));
+                    tracing::info!("{stale}: joining again with the same key");
                     None
                 }
             },
             Ok(None) => None,
             Err(e) => {
-                log(&format!("{e:#}: joining again"));
+                tracing::info!("{e:#}: joining again");
                 None
             }
         };
         let identity = match kept {
             Some(id) => {
-                log(&format!(
+                tracing::info!(
                     "node `{}` keeps its identity from {}",
                     ud.name,
                     dir.dir.display()
-                ));
+                );
                 id
             }
             None => {
@@ -256,12 +249,13 @@ async fn join(
         Auth::Tls,
     );
     let req = JoinRequest {
+        format: Default::default(),
         token: ud.join_token.clone(),
         name: ud.name.clone(),
         role: ud.role,
         csr_pem,
     };
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     health.report(
         Phase::Joining,
         &format!(
@@ -271,12 +265,13 @@ async fn join(
         ),
     );
     loop {
-        match client.post::<_, JoinResponse>("/v1/join", &req).await {
+        match client.join(&req).await {
             Ok(resp) => {
-                log(&format!(
+                tracing::info!(
                     "node `{}` joined cluster `{}`",
-                    ud.name, resp.settings.cluster
-                ));
+                    ud.name,
+                    resp.settings.cluster
+                );
                 return Ok(Identity {
                     key_pem: key_pem.to_string(),
                     cert_pem: resp.cert_pem,
@@ -287,9 +282,9 @@ async fn join(
             Err(e) => {
                 health.report(
                     Phase::Retrying,
-                    &format!("join failed, retrying in {:?}: {e}", backoff.0),
+                    &format!("join failed, retrying in {:?}: {e}", backoff.delay()),
                 );
-                backoff.wait().await;
+                crate::retry::wait(&mut backoff).await;
             }
         }
     }
@@ -307,20 +302,20 @@ fn start_network(
     tasks_net: &network::TaskNetSender,
 ) -> anyhow::Result<Option<network::Running>> {
     let (Some(settings), Some(subnet)) = (&registered.settings.network, registered.subnet) else {
-        log("the masters hand out no overlay settings or lease: no overlay on this node");
+        tracing::info!(
+            "the masters hand out no overlay settings or lease: no overlay on this node"
+        );
         return Ok(None);
     };
     let Some(underlay_ip) = underlay_ip(ud, opts, client) else {
-        log("no underlay address known for this node: no overlay");
+        tracing::info!("no underlay address known for this node: no overlay");
         return Ok(None);
     };
     // A loopback underlay (a whole cluster on one host's loopback, as the
     // cluster benchmark runs it) cannot carry a tunnel; building one would
     // put the overlay's devices into the host's own namespace.
     if underlay_ip.is_loopback() {
-        log(&format!(
-            "the underlay address {underlay_ip} is loopback: no overlay on this node"
-        ));
+        tracing::info!("the underlay address {underlay_ip} is loopback: no overlay on this node");
         return Ok(None);
     }
     // Its own connection, so that following the node list (a long poll)
@@ -402,6 +397,7 @@ fn node_info(ud: &UserData, opts: &AgentOptions, client: &ApiClient) -> NodeInfo
         }
     }
     NodeInfo {
+        format: Default::default(),
         name: ud.name.clone(),
         role: ud.role,
         addresses,
@@ -419,7 +415,7 @@ async fn register(
     client: &ApiClient,
     health: &mut Reporter,
 ) -> Option<Registered> {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     health.report(
         Phase::Registering,
         &format!("node `{}` registering", ud.name),
@@ -429,10 +425,7 @@ async fn register(
         // once a call went through: register twice when it was unknown.
         let fresh = client.local_addr().is_none();
         let info = node_info(ud, opts, client);
-        match client
-            .post::<_, Registered>(&format!("/v1/nodes/{}", ud.name), &info)
-            .await
-        {
+        match client.register(&info).await {
             Ok(_) if fresh => continue,
             Ok(settings) => return Some(settings),
             Err(e) if needs_rejoin(&e) => {
@@ -445,9 +438,12 @@ async fn register(
             Err(e) => {
                 health.report(
                     Phase::Retrying,
-                    &format!("registration failed, retrying in {:?}: {e}", backoff.0),
+                    &format!(
+                        "registration failed, retrying in {:?}: {e}",
+                        backoff.delay()
+                    ),
                 );
-                backoff.wait().await;
+                crate::retry::wait(&mut backoff).await;
             }
         }
     }
@@ -460,9 +456,8 @@ async fn heartbeat(
     mut settings: NodeSettings,
     health: &mut Reporter,
 ) {
-    let path = format!("/v1/nodes/{}/heartbeat", ud.name);
     loop {
-        match client.post::<_, HeartbeatResponse>(&path, &()).await {
+        match client.heartbeat(&ud.name).await {
             Ok(resp) => {
                 health.report(
                     Phase::Ready,

@@ -1,13 +1,11 @@
-use std::collections::BTreeMap;
-
-use configs::Role;
 use configs::cluster::ClusterConfig;
 use configs::user_data::UserData;
 use expect_test::{Expect, expect};
 
 use super::init::{Secrets, plan, write};
-use super::model::{Alive, NodeInfo, NodeRecord, TaskView, node_statuses};
-use super::{context, show};
+// The CLI reads the context `cluster init` writes: the one use of
+// `crate::cli` below it, in a test, to keep the two in step.
+use crate::cli::context;
 use crate::pki::JoinToken;
 
 const CLUSTER: &str = include_str!("../../../configs/cluster.example.toml");
@@ -123,72 +121,6 @@ fn init_writes_a_context_the_cli_reads_and_keeps_only_hashes_on_masters() {
     );
 }
 
-fn record(name: &str, role: Role) -> NodeRecord {
-    NodeRecord {
-        info: NodeInfo {
-            name: name.to_string(),
-            role,
-            addresses: vec!["10.9.0.21".to_string()],
-            cpus: 2,
-            memory_bytes: 2 << 30,
-            disk_bytes: 20 << 30,
-            attributes: BTreeMap::from([("arch".to_string(), "x86_64".to_string())]),
-        },
-        key_sha256: "ab".repeat(32),
-        joined_at: 1000,
-        registered_at: 1900,
-    }
-}
-
-#[test]
-fn node_state_and_tables() {
-    let records = vec![
-        record("private-1", Role::Private),
-        record("master-1", Role::Master),
-        record("public-1", Role::Public),
-    ];
-    let alive = BTreeMap::from([
-        (
-            "master-1".to_string(),
-            Alive {
-                lease: 1,
-                since: 1100,
-            },
-        ),
-        (
-            "public-1".to_string(),
-            Alive {
-                lease: 2,
-                since: 1990,
-            },
-        ),
-    ]);
-    let nodes = node_statuses(records, &alive);
-    expect![[r#"
-        NAME       ROLE     STATE        ADDRESS    CPUS  MEMORY   READY FOR
-        master-1   master   Ready        10.9.0.21  2     2.0 GiB  15m
-        private-1  private  Unreachable  10.9.0.21  2     2.0 GiB  -
-        public-1   public   Ready        10.9.0.21  2     2.0 GiB  10s
-    "#]]
-    .assert_eq(&show::node_list(&nodes, 2000));
-    expect![[r#"
-        name:        private-1
-        role:        private
-        state:       Unreachable
-        addresses:   10.9.0.21
-        cpus:        2
-        memory:      2.0 GiB
-        disk:        20.0 GiB
-        joined:      16m ago
-        registered:  100s ago
-        key sha256:  abababababababababababababababababababababababababababababababab
-        attribute:   arch=x86_64
-    "#]]
-    .assert_eq(&show::node_show(&nodes[1], 2000));
-    let json = serde_json::to_string(&nodes[0]).expect("json");
-    expect![[r#"{"name":"master-1","role":"master","addresses":["10.9.0.21"],"cpus":2,"memory_bytes":2147483648,"disk_bytes":21474836480,"attributes":{"arch":"x86_64"},"key_sha256":"abababababababababababababababababababababababababababababababab","joined_at":1000,"registered_at":1900,"state":"ready","ready_since":1100}"#]].assert_eq(&json);
-}
-
 #[test]
 fn meminfo() {
     assert_eq!(
@@ -201,8 +133,8 @@ fn meminfo() {
 #[test]
 fn a_kept_identity_is_checked_before_use() {
     use super::identity::{Identity, IdentityDir, Stale};
-    use super::model::NodeSettings;
     use crate::pki::{CERT_LIFETIME, Ca};
+    use control::model::NodeSettings;
     use std::time::{Duration, SystemTime};
 
     let ca = Ca::generate("t").expect("ca");
@@ -218,6 +150,7 @@ fn a_kept_identity_is_checked_before_use() {
     );
     let csr = key.csr("agent-1").expect("csr");
     let settings = NodeSettings {
+        format: Default::default(),
         cluster: "t".into(),
         heartbeat_interval_seconds: 2,
         grace_seconds: 10,
@@ -264,31 +197,4 @@ fn a_kept_identity_is_checked_before_use() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-}
-
-#[test]
-fn task_table() {
-    let view = |id: &str, state: &str, app: Option<&str>, ports: &[u16]| TaskView {
-        id: id.into(),
-        node: "private-1".into(),
-        image: "registry.example/web:1".into(),
-        state: state.into(),
-        pid: (state == "running").then_some(4242),
-        restarts: 0,
-        exit_code: None,
-        address: (state == "running").then(|| "10.200.1.2".parse().expect("address")),
-        app: app.map(Into::into),
-        ports: ports.to_vec(),
-    };
-    let table = show::task_list(&[
-        view("web-1", "running", Some("shop"), &[8080, 9090]),
-        view("batch", "pending", None, &[]),
-        view("metrics", "running", None, &[9100]),
-    ]);
-    expect![[r#"
-        ID                       NODE             STATE      ADDRESS              PID RESTARTS  EXIT  APP:PORTS            IMAGE
-        web-1                    private-1        running    10.200.1.2          4242        0     -  shop:8080,9090       registry.example/web:1
-        batch                    private-1        pending    -                      -        0     -  -                    registry.example/web:1
-        metrics                  private-1        running    10.200.1.2          4242        0     -  -:9100               registry.example/web:1
-    "#]].assert_eq(&table);
 }

@@ -17,8 +17,8 @@ use etcd_client::{
     LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
-use crate::cluster::model::{Alive, MasterStatus, NodeRecord, TaskRecord, TaskReport};
-use crate::overlay::lease::{self, LeaseError, LeaseKeys};
+use control::lease::{self, LeaseError, LeaseKeys};
+use control::model::{Alive, MasterStatus, NodeRecord, TaskRecord, TaskReport};
 
 const NODES: &str = "/strata/nodes/";
 const ALIVE: &str = "/strata/alive/";
@@ -196,10 +196,9 @@ impl Store {
     /// already did, or when that is older than the master's shared watch),
     /// or until `wait` passes. The caller reads the node list afterwards
     /// either way.
-    pub async fn wait_node_change(&self, after: i64, wait: Duration) -> Result<(), Error> {
+    pub async fn wait_node_change(&self, after: i64, wait: Duration) {
         let rx = self.feed().await.nodes;
         wait_past(rx, after, wait).await;
-        Ok(())
     }
 
     /// Stores a new task; `false` when a task with its id exists already.
@@ -284,10 +283,9 @@ impl Store {
 
     /// Waits until a task is created, changed or removed after revision
     /// `after`, or until `wait` passes (as [`Store::wait_node_change`]).
-    pub async fn wait_task_change(&self, after: i64, wait: Duration) -> Result<(), Error> {
+    pub async fn wait_task_change(&self, after: i64, wait: Duration) {
         let rx = self.feed().await.tasks;
         wait_past(rx, after, wait).await;
-        Ok(())
     }
 
     /// The revision of the latest change to the node list's inputs that
@@ -311,7 +309,14 @@ impl Store {
             .get_or_init(|| async {
                 let (nodes_tx, nodes) = tokio::sync::watch::channel(0);
                 let (tasks_tx, tasks) = tokio::sync::watch::channel(0);
-                tokio::spawn(follow_changes(self.clone(), nodes_tx, tasks_tx));
+                // The task holds the client, not the store: it ends once
+                // the store (and with it every receiver) is gone.
+                tokio::spawn(follow_changes(
+                    self.client.clone(),
+                    self.endpoints.clone(),
+                    nodes_tx,
+                    tasks_tx,
+                ));
                 Feed { nodes, tasks }
             })
             .await
@@ -486,6 +491,7 @@ impl Store {
             .timed(lease.grant(i64::from(grace_seconds), None))
             .await?;
         let value = serde_json::to_vec(&Alive {
+            format: Default::default(),
             lease: granted.id(),
             since: now,
         })
@@ -549,10 +555,22 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, 
         reason: e.to_string(),
     })
 }
-/// Waits until `rx` holds a revision past `after`, or `wait` passes, or the
-/// feed is gone (the caller then reads the current state anyway).
+/// Waits until `rx` holds a revision past `after`, or `wait` passes. When
+/// the feed is gone (it never ends while its store lives, so only a panic
+/// does that) it still waits out `wait`: answering at once would have every
+/// agent poll in a tight loop.
 async fn wait_past(mut rx: tokio::sync::watch::Receiver<i64>, after: i64, wait: Duration) {
-    let _ = tokio::time::timeout(wait, rx.wait_for(|rev| *rev > after)).await;
+    let deadline = tokio::time::Instant::now() + wait;
+    // (The answer holds a borrow of the channel, which must not live
+    // across the sleep.)
+    let gone = matches!(
+        tokio::time::timeout_at(deadline, rx.wait_for(|rev| *rev > after)).await,
+        Ok(Err(_))
+    );
+    if gone {
+        tracing::warn!("etcd: the shared watch is gone; long-polls wait their whole time");
+        tokio::time::sleep_until(deadline).await;
+    }
 }
 
 /// Keys whose changes the node list shows.
@@ -564,56 +582,82 @@ fn node_list_input(key: &[u8]) -> bool {
         || key.starts_with(TASKS)
 }
 
+/// Raises `tx` to `rev` when that is later than what it holds.
+fn raise(tx: &tokio::sync::watch::Sender<i64>, rev: i64) {
+    tx.send_if_modified(|r| {
+        let later = rev > *r;
+        if later {
+            *r = rev;
+        }
+        later
+    });
+}
+
 /// The master's one watch on `/strata/`, feeding the revisions of changes
-/// to `nodes` and `tasks`; started again after an error, from the current
-/// revision (the first message of a new watch carries it), which wakes
-/// every waiter to read the state afresh. Ends when no long-poll can wait
-/// any more (every receiver is gone).
+/// to `nodes` and `tasks`. Each (re)start sets both to the revision the
+/// new watch starts at (authoritative even when etcd's history went
+/// backwards, a wiped and rebuilt cluster behind the same endpoints), which
+/// wakes every waiter to read the state afresh. Ends when every receiver is
+/// gone.
 async fn follow_changes(
-    store: Store,
+    client: Client,
+    endpoints: String,
     nodes: tokio::sync::watch::Sender<i64>,
     tasks: tokio::sync::watch::Sender<i64>,
 ) {
-    let mut retry = Duration::from_millis(200);
-    while !nodes.is_closed() || !tasks.is_closed() {
-        let mut watch = store.client.watch_client();
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut last_error = String::new();
+    loop {
+        let mut watch = client.watch_client();
+        let mut started = false;
         let run = async {
             let mut stream = watch
                 .watch("/strata/", Some(WatchOptions::new().with_prefix()))
-                .await?;
-            while let Some(resp) = stream.message().await? {
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
+                if resp.canceled() {
+                    return Err(format!(
+                        "etcd cancelled the watch: {}",
+                        resp.cancel_reason()
+                    ));
+                }
                 let rev = resp.header().map_or(0, |h| h.revision());
                 if resp.created() {
-                    nodes.send_if_modified(|r| std::mem::replace(r, rev.max(*r)) != *r);
-                    tasks.send_if_modified(|r| std::mem::replace(r, rev.max(*r)) != *r);
+                    started = true;
+                    nodes.send_replace(rev);
+                    tasks.send_replace(rev);
                     continue;
-                }
-                if resp.canceled() {
-                    break;
                 }
                 for e in resp.events() {
                     let Some(kv) = e.kv() else { continue };
                     let at = kv.mod_revision().max(rev);
                     if node_list_input(kv.key()) {
-                        nodes.send_if_modified(|r| std::mem::replace(r, at.max(*r)) != *r);
+                        raise(&nodes, at);
                     }
                     if String::from_utf8_lossy(kv.key()).starts_with(TASKS) {
-                        tasks.send_if_modified(|r| std::mem::replace(r, at.max(*r)) != *r);
+                        raise(&tasks, at);
                     }
                 }
             }
-            Ok::<(), etcd_client::Error>(())
+            Err("etcd closed the watch".to_string())
         };
-        match run.await {
-            Ok(()) => retry = Duration::from_millis(200),
-            Err(e) => {
-                crate::cluster::log(&format!(
-                    "etcd: the shared watch failed, starting it again: {}",
-                    store.err(e)
-                ));
-                retry = (retry * 2).min(Duration::from_secs(5));
+        let ended: Result<(), String> = tokio::select! {
+            r = run => r,
+            () = async { tokio::join!(nodes.closed(), tasks.closed()); } => return,
+        };
+        if started {
+            backoff.reset();
+        }
+        if let Err(e) = ended {
+            if e != last_error {
+                tracing::warn!(
+                    "etcd at {endpoints}: the shared watch failed, starting it again: {e}"
+                );
+                last_error = e;
             }
         }
-        tokio::time::sleep(retry).await;
+        crate::retry::wait(&mut backoff).await;
     }
 }

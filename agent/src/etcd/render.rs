@@ -34,7 +34,7 @@ impl EtcdPaths {
         EtcdPaths {
             data_dir: "/var/lib/etcd/strata".into(),
             pki_dir: "/var/lib/etcd/pki".into(),
-            env_file: "/var/lib/strata/etcd/etcd.env".into(),
+            env_file: std::path::Path::new(crate::state::STATE_DIR).join("etcd/etcd.env"),
             dropin: "/run/systemd/system/etcd.service.d/50-strata.conf".into(),
         }
     }

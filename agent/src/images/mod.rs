@@ -26,9 +26,6 @@ use sha2::{Digest as _, Sha256};
 
 pub use pull::{PullAuth, PullOptions, parse_reference};
 
-/// Default root of the image store.
-pub const DEFAULT_ROOT: &str = "/var/lib/strata/images";
-
 /// Errors callers branch on.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -239,7 +236,8 @@ impl ImageStore {
     ) -> Result<ImageRecord, ImageError> {
         let config_digest = format!("sha256:{}", sha256_hex(config_blob));
         let blob = self.root.join("blobs/sha256").join(hex_of(&config_digest));
-        write_atomic(&blob, config_blob)?;
+        crate::state::write_atomic(&blob, config_blob, None)
+            .map_err(ImageError::io(format!("cannot write {}", blob.display())))?;
         let record = ImageRecord {
             name: normalize_name(name),
             config_digest,
@@ -249,7 +247,9 @@ impl ImageStore {
                 .unwrap_or_default(),
         };
         let json = serde_json::to_vec_pretty(&record).expect("an image record always serializes");
-        write_atomic(&self.record_path(&record.name), &json)?;
+        let path = self.record_path(&record.name);
+        crate::state::write_atomic(&path, &json, None)
+            .map_err(ImageError::io(format!("cannot write {}", path.display())))?;
         Ok(record)
     }
 
@@ -316,13 +316,6 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), ImageError> {
     chmod_dirs(path);
     std::fs::remove_dir_all(path)
         .map_err(ImageError::io(format!("cannot remove {}", path.display())))
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes)
-        .map_err(ImageError::io(format!("cannot write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(ImageError::io(format!("cannot write {}", path.display())))
 }
 
 /// `sha256:<hex>` -> `<hex>` (other strings unchanged).

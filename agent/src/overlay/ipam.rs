@@ -126,19 +126,13 @@ impl Ipam {
         Ok(ipam)
     }
 
-    /// Writes the book to `path` atomically (temporary file and rename).
+    /// Writes the book to `path` atomically and durably
+    /// ([`crate::state::write_json`]): a power cut never leaves it empty.
     pub fn save(&self, path: &Path) -> Result<(), IpamError> {
-        let write = |source| IpamError::Write {
+        crate::state::write_json(path, self, None).map_err(|source| IpamError::Write {
             path: path.into(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(write)?;
-        }
-        let tmp = path.with_extension("tmp");
-        let text = serde_json::to_string_pretty(self).expect("the IPAM book always serialises");
-        std::fs::write(&tmp, text).map_err(write)?;
-        std::fs::rename(&tmp, path).map_err(write)
+        })
     }
 }
 

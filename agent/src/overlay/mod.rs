@@ -64,7 +64,7 @@
 
 pub mod ipam;
 pub mod lab;
-pub mod lease;
+pub use control::lease;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

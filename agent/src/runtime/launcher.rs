@@ -212,7 +212,7 @@ pub fn launcher_main() -> i32 {
     let devnull = match std::fs::File::open("/dev/null") {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("strata shim-launcher: cannot open /dev/null: {e}");
+            tracing::error!("shim launcher: cannot open /dev/null: {e}");
             return 1;
         }
     };

@@ -33,6 +33,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::state::{read_json, write_json};
+
 /// Where libcontainer keeps its container state, under the state dir.
 pub const RUNTIME_SUBDIR: &str = "runtime";
 
@@ -142,26 +144,6 @@ impl TaskDir {
     }
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.partial");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Start time (clock ticks since boot) of a live, non-zombie process.
 pub fn process_start(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -205,7 +187,7 @@ pub fn recover_lost(dir: &TaskDir) -> anyhow::Result<()> {
     let Status::Lost(state) = status(dir) else {
         return Ok(());
     };
-    let cgroup = spec::cgroup_path(&state.cgroup_parent, &state.container_id);
+    let cgroup = names::cgroup_path(&state.cgroup_parent, &state.container_id);
     let in_cgroup = |pid: i32| {
         std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .is_ok_and(|c| c.lines().any(|l| l.ends_with(&cgroup)))
@@ -228,9 +210,9 @@ pub fn recover_lost(dir: &TaskDir) -> anyhow::Result<()> {
         code: 255,
         signal: None,
         started_at_ms: state.started_at_ms,
-        finished_at_ms: now_ms(),
+        finished_at_ms: crate::clock::unix_millis(),
     };
-    write_json(&dir.exit_json(), &record)
+    write_json(&dir.exit_json(), &record, None)
         .with_context(|| format!("cannot write {}", dir.exit_json().display()))
 }
 
@@ -565,7 +547,7 @@ fn shim_create(dir: &TaskDir, run: &RunParams, rootfs: &Path) -> anyhow::Result<
         reap(init_pid);
         return Err(e).with_context(|| format!("cannot start container {}", run.container_id));
     }
-    let started_at_ms = now_ms();
+    let started_at_ms = crate::clock::unix_millis();
     let me = std::process::id() as i32;
     let state = ShimState {
         generation: run.generation,
@@ -576,7 +558,7 @@ fn shim_create(dir: &TaskDir, run: &RunParams, rootfs: &Path) -> anyhow::Result<
         init_pid,
         started_at_ms,
     };
-    if let Err(e) = write_json(&dir.state_json(), &state) {
+    if let Err(e) = write_json(&dir.state_json(), &state, None) {
         let _ = container.delete(true);
         reap(init_pid);
         return Err(e).context("cannot write state.json");
@@ -609,7 +591,7 @@ fn cleanup(
     let _ = std::fs::remove_dir_all(dir.runtime_root().join(&run.container_id));
     // Any cgroup left behind (empty by now) goes too.
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
-        let rel = spec::cgroup_path(&run.cgroup_parent, &run.container_id);
+        let rel = names::cgroup_path(&run.cgroup_parent, &run.container_id);
         for e in entries.flatten() {
             let _ = std::fs::remove_dir(e.path().join(rel.trim_start_matches('/')));
         }
@@ -729,7 +711,7 @@ fn shim_supervise(dir: &TaskDir, mut r: Running) {
         code,
         signal,
         started_at_ms: r.started_at_ms,
-        finished_at_ms: now_ms(),
+        finished_at_ms: crate::clock::unix_millis(),
     };
-    let _ = write_json(&dir.exit_json(), &record);
+    let _ = write_json(&dir.exit_json(), &record, None);
 }

@@ -14,6 +14,13 @@ pub const ENV: &str = "STRATA_HOST_PREFIX";
 /// The prefix of a node's one agent.
 pub const DEFAULT: &str = "strata";
 
+/// A prefix that is not one (see [`HostNames::new`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{ENV}={0:?} is not a valid prefix: use `strata` or `strata-` and 1-12 lowercase letters or digits"
+)]
+pub struct BadPrefix(pub String);
+
 /// The host-wide names of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostNames {
@@ -32,7 +39,7 @@ impl HostNames {
     /// Names under `prefix`: `strata` or `strata-` followed by 1 to 12
     /// lowercase letters or digits (short enough for interface and cgroup
     /// names, and recognisably Strata's in `ps` and `/sys/fs/cgroup`).
-    pub fn new(prefix: &str) -> Result<HostNames, String> {
+    pub fn new(prefix: &str) -> Result<HostNames, BadPrefix> {
         let ok = prefix == DEFAULT
             || prefix.strip_prefix("strata-").is_some_and(|rest| {
                 (1..=12).contains(&rest.len())
@@ -45,18 +52,16 @@ impl HostNames {
                 prefix: prefix.to_string(),
             })
         } else {
-            Err(format!(
-                "{ENV}={prefix:?} is not a valid prefix: use `strata` or `strata-` and 1-12 lowercase letters or digits"
-            ))
+            Err(BadPrefix(prefix.to_string()))
         }
     }
 
     /// The names this process's environment asks for (`strata` when
     /// [`ENV`] is unset).
-    pub fn from_env() -> Result<HostNames, String> {
-        match std::env::var(ENV) {
-            Ok(p) => HostNames::new(&p),
-            Err(_) => Ok(HostNames::default()),
+    pub fn from_env() -> Result<HostNames, BadPrefix> {
+        match std::env::var_os(ENV) {
+            None => Ok(HostNames::default()),
+            Some(p) => HostNames::new(&p.to_string_lossy()),
         }
     }
 
@@ -65,9 +70,15 @@ impl HostNames {
         &self.prefix
     }
 
-    /// The network namespace of task `task`.
+    /// The network namespace of task `task`: `strata-<task>` for a node's
+    /// agent, `<prefix>+<task>` for another prefix (task ids have no `+`,
+    /// so `strata-t3` and task `web` never meet `strata` and task `t3-web`).
     pub fn netns(&self, task: &str) -> String {
-        format!("{}-{task}", self.prefix)
+        if self.prefix == DEFAULT {
+            format!("{DEFAULT}-{task}")
+        } else {
+            format!("{}+{task}", self.prefix)
+        }
     }
 }
 
@@ -79,7 +90,7 @@ pub fn cgroup_path(parent: &str, container_id: &str) -> String {
 
 /// Serde default for files written before the prefix was recorded.
 pub fn default_prefix() -> String {
-    DEFAULT.to_string()
+    HostNames::default().prefix
 }
 
 #[cfg(test)]
@@ -91,7 +102,11 @@ mod tests {
         assert_eq!(HostNames::default().netns("web"), "strata-web");
         assert_eq!(
             HostNames::new("strata-t3").map(|n| n.netns("web")),
-            Ok("strata-t3-web".to_string())
+            Ok("strata-t3+web".to_string())
+        );
+        assert_ne!(
+            HostNames::new("strata-t3").map(|n| n.netns("web")),
+            Ok(HostNames::default().netns("t3-web"))
         );
         assert_eq!(cgroup_path("strata-t3", "web-2"), "/strata-t3/web-2");
         for bad in [
@@ -105,6 +120,6 @@ mod tests {
             assert!(HostNames::new(bad).is_err(), "{bad}");
         }
         expect_test::expect![[r#"STRATA_HOST_PREFIX="../x" is not a valid prefix: use `strata` or `strata-` and 1-12 lowercase letters or digits"#]]
-            .assert_eq(&HostNames::new("../x").unwrap_err());
+            .assert_eq(&HostNames::new("../x").map(drop).unwrap_err().to_string());
     }
 }

@@ -32,11 +32,6 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
 /// CFS period used for CPU limits, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// The cgroup path (relative to each hierarchy) of a container.
-pub fn cgroup_path(parent: &str, container_id: &str) -> String {
-    super::names::cgroup_path(parent, container_id)
-}
-
 /// System calls every task is refused (EPERM) by its seccomp filter, by
 /// class (the classes of the host tier's probe, `agent/tests/probe/syscalls.c`,
 /// which calls each of them): namespaces (`clone` and `clone3` are refused
@@ -260,7 +255,7 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
     }
     linux.set_resources(Some(resources.build().map_err(err)?));
     linux.set_cgroups_path(Some(
-        cgroup_path(&params.cgroup_parent, &params.container_id).into(),
+        super::names::cgroup_path(&params.cgroup_parent, &params.container_id).into(),
     ));
     linux.set_seccomp(Some(seccomp().map_err(err)?));
     if let Some(netns) = &params.netns {
@@ -335,6 +330,24 @@ fn lookup_uid(rootfs: &Path, uid: u32) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A misspelt name would be skipped by libcontainer without a word:
+    /// every denied call must be a system call of x86-64 or of its 32-bit
+    /// ABI, as libseccomp knows them.
+    #[test]
+    fn every_denied_call_is_a_system_call() {
+        use libseccomp::{ScmpArch, ScmpSyscall};
+        let unknown: Vec<&str> = DENIED_SYSCALLS
+            .iter()
+            .copied()
+            .chain(["clone", "clone3"])
+            .filter(|name| {
+                ScmpSyscall::from_name_by_arch(name, ScmpArch::X8664).is_err()
+                    && ScmpSyscall::from_name_by_arch(name, ScmpArch::X86).is_err()
+            })
+            .collect();
+        assert!(unknown.is_empty(), "not system calls: {unknown:?}");
+    }
     use super::*;
 
     fn params() -> RunParams {

@@ -8,8 +8,8 @@
 //! knows lives in `<state dir>/tasks/<id>/`, so a restarted agent adopts the
 //! tasks that kept running (their shims are independent processes).
 
-pub mod plan;
-pub mod spec;
+pub use control::task::restart as plan;
+pub use control::task::spec;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::images::{ImageStore, PullOptions};
 use crate::runtime::{self, RunParams, Status, TaskDir};
+use crate::state::{self, read_json};
+pub use control::task::TaskState;
 pub use plan::{Action, Observed, ObservedState};
 pub use spec::{RestartPolicy, TaskSpec};
 
-/// Default state directory.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/strata";
 /// Log rotation: bytes per file and rotated files kept.
 pub const LOG_MAX_BYTES: u64 = 8 << 20;
 pub const LOG_KEEP: u32 = 3;
@@ -71,15 +71,9 @@ pub fn task_dir(state_dir: &Path, id: &str) -> TaskDir {
     TaskDir(tasks_root(state_dir).join(id))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
+/// [`state::write_json`] (durable), with the path in the error.
 fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.partial");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    state::write_json(path, value, None).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// One task as `strata task list` shows it.
@@ -87,7 +81,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
 pub struct TaskInfo {
     pub id: String,
     pub image: String,
-    pub state: String,
+    pub state: TaskState,
     pub pid: Option<i32>,
     pub restarts: u32,
     pub exit_code: Option<i32>,
@@ -116,14 +110,18 @@ pub fn list(state_dir: &Path) -> Vec<TaskInfo> {
             .restarts;
         let stopped = dir.0.join("stopped").exists();
         let (state, pid, exit_code) = match runtime::status(&dir) {
-            Status::NotStarted => ("starting".to_string(), None, None),
-            Status::Running(s) => ("running".to_string(), Some(s.init_pid), None),
+            Status::NotStarted => (TaskState::Starting, None, None),
+            Status::Running(s) => (TaskState::Running, Some(s.init_pid), None),
             Status::Exited(e) => (
-                if stopped { "stopped" } else { "exited" }.to_string(),
+                if stopped {
+                    TaskState::Stopped
+                } else {
+                    TaskState::Exited
+                },
                 None,
                 Some(e.code),
             ),
-            Status::Lost(_) => ("lost".to_string(), None, None),
+            Status::Lost(_) => (TaskState::Lost, None, None),
         };
         let address = read_json::<RunParams>(&dir.run_json()).and_then(|r| r.address);
         out.push(TaskInfo {
@@ -234,7 +232,7 @@ impl Supervisor {
     pub fn new(state_dir: &Path, exe: PathBuf, pull: PullOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(tasks_root(state_dir))
             .with_context(|| format!("cannot create {}", tasks_root(state_dir).display()))?;
-        let names = runtime::names::HostNames::from_env().map_err(anyhow::Error::msg)?;
+        let names = runtime::names::HostNames::from_env()?;
         let _lock = StateLock::acquire(state_dir)?;
         let images = ImageStore::open(state_dir.join("images"))?;
         Ok(Self {
@@ -326,7 +324,7 @@ impl Supervisor {
                 Err(e) => events.push(format!("task {}: cannot recover: {e}", obs.id)),
             }
         }
-        let now = runtime::now_ms();
+        let now = crate::clock::unix_millis();
         let actions = plan::plan(&valid, &self.observe(), now);
         let by_id: BTreeMap<&str, &TaskSpec> = valid.iter().map(|s| (s.id.as_str(), s)).collect();
         for action in actions {
@@ -526,7 +524,8 @@ pub fn read_tasks_dir(
         let parsed = std::fs::read_to_string(&path)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|text| {
-                spec::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())
+                control::task::file::parse(&path.display().to_string(), &text)
+                    .map_err(|e| e.to_string())
             });
         match parsed {
             Ok(spec) => {
@@ -573,8 +572,10 @@ pub fn run_static_dir(opts: StaticDirOptions) -> anyhow::Result<()> {
         let mut sup = Supervisor::new(&opts.state_dir, exe, opts.pull.clone())?;
         let mut last_good = BTreeMap::new();
         let mut last_errors = Vec::new();
-        eprintln!(
-            "strata: reconciling tasks from {} (state in {})",
+        tracing::info!(
+            tasks_dir = %opts.tasks_dir.display(),
+            state_dir = %opts.state_dir.display(),
+            "reconciling tasks from {} (state in {})",
             opts.tasks_dir.display(),
             opts.state_dir.display()
         );
@@ -582,12 +583,12 @@ pub fn run_static_dir(opts: StaticDirOptions) -> anyhow::Result<()> {
             let (desired, errors) = read_tasks_dir(&opts.tasks_dir, &mut last_good);
             if errors != last_errors {
                 for e in &errors {
-                    eprintln!("strata: {e}");
+                    tracing::warn!("{e}");
                 }
                 last_errors = errors;
             }
             for event in sup.reconcile(desired).await {
-                eprintln!("strata: {event}");
+                tracing::info!("{event}");
             }
             tokio::time::sleep(opts.interval).await;
         }

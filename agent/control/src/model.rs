@@ -1,5 +1,8 @@
-//! The node model shared by the API, the store and the CLI: what a node
-//! registers, what the cluster keeps about it, and how its state is derived.
+//! The records the masters keep in etcd and the bodies the API sends: what
+//! a node registers, what the cluster keeps about nodes and tasks, and the
+//! answers of every route. All of them read what a newer writer wrote:
+//! unknown fields are ignored, a record carries its [`Format`], and a state
+//! this release does not know reads as `Unknown`.
 
 use std::collections::BTreeMap;
 
@@ -7,9 +10,15 @@ use configs::Role;
 use configs::net::Ipv4Cidr;
 use serde::{Deserialize, Serialize};
 
+use crate::format::Format;
+use crate::task::{TaskSpec, TaskState};
+
 /// What a node tells the cluster about itself when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub name: String,
     pub role: Role,
     /// Underlay addresses, the one the masters see first.
@@ -43,6 +52,9 @@ pub enum NodeState {
     Ready,
     /// Registered but no heartbeat for the grace period.
     Unreachable,
+    /// A state a newer master reported that this release does not know.
+    #[serde(other)]
+    Unknown,
 }
 
 impl std::fmt::Display for NodeState {
@@ -50,6 +62,7 @@ impl std::fmt::Display for NodeState {
         f.write_str(match self {
             NodeState::Ready => "Ready",
             NodeState::Unreachable => "Unreachable",
+            NodeState::Unknown => "Unknown",
         })
     }
 }
@@ -57,6 +70,9 @@ impl std::fmt::Display for NodeState {
 /// The value of `/strata/alive/<name>`, a key bound to the node's lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alive {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub lease: i64,
     /// Unix seconds since which heartbeats arrive without a gap.
     pub since: u64,
@@ -117,6 +133,9 @@ pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) 
 /// answers once the list changed after revision `after` (at once for 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeWatch {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub revision: i64,
     pub nodes: Vec<NodeStatus>,
     /// Running tasks with an overlay address, for service discovery.
@@ -142,6 +161,9 @@ pub struct TaskEndpoint {
 /// certificate signing request for its own key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub token: String,
     pub name: String,
     pub role: Role,
@@ -151,6 +173,9 @@ pub struct JoinRequest {
 /// What a joining node receives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResponse {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub cert_pem: String,
     pub ca_pem: String,
     pub settings: NodeSettings,
@@ -159,6 +184,9 @@ pub struct JoinResponse {
 /// Cluster settings a node needs at run time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeSettings {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub cluster: String,
     pub heartbeat_interval_seconds: u32,
     pub grace_seconds: u32,
@@ -177,8 +205,67 @@ pub struct NodeSettings {
 /// What every node needs to build its share of the overlay and serve DNS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSettings {
-    pub overlay: configs::cluster::Overlay,
-    pub dns: configs::cluster::Dns,
+    pub overlay: OverlaySettings,
+    pub dns: DnsSettings,
+}
+
+/// The cluster's overlay as masters hand it to nodes: `cluster.toml`'s
+/// `[overlay]` ([`configs::cluster::Overlay`], which an operator writes and
+/// which refuses unknown keys), read tolerantly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlaySettings {
+    pub cidr: Ipv4Cidr,
+    pub subnet_prefix: u8,
+    pub vni: u32,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// The cluster's DNS as masters hand it to nodes (`[dns]` of cluster.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsSettings {
+    pub zone: String,
+    #[serde(default)]
+    pub resolvers: Vec<std::net::Ipv4Addr>,
+}
+
+impl From<&configs::cluster::Overlay> for OverlaySettings {
+    fn from(o: &configs::cluster::Overlay) -> Self {
+        let configs::cluster::Overlay {
+            cidr,
+            subnet_prefix,
+            vni,
+            port,
+            mtu,
+        } = o.clone();
+        OverlaySettings {
+            cidr,
+            subnet_prefix,
+            vni,
+            port,
+            mtu,
+        }
+    }
+}
+
+impl From<&OverlaySettings> for configs::cluster::Overlay {
+    fn from(o: &OverlaySettings) -> Self {
+        configs::cluster::Overlay {
+            cidr: o.cidr,
+            subnet_prefix: o.subnet_prefix,
+            vni: o.vni,
+            port: o.port,
+            mtu: o.mtu,
+        }
+    }
+}
+
+impl From<&configs::cluster::Dns> for DnsSettings {
+    fn from(d: &configs::cluster::Dns) -> Self {
+        let configs::cluster::Dns { zone, resolvers } = d.clone();
+        DnsSettings { zone, resolvers }
+    }
 }
 
 /// The answer to a registration: the cluster settings and the node's
@@ -194,6 +281,9 @@ pub struct Registered {
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatResponse {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     /// Seconds the node stays Ready without another heartbeat.
     pub ttl_seconds: i64,
     pub settings: NodeSettings,
@@ -218,6 +308,9 @@ pub struct MasterStatus {
 /// The whole cluster at a glance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub cluster: String,
     /// The master that answered this request.
     pub answered_by: String,
@@ -233,22 +326,31 @@ pub struct ClusterStatus {
 /// An error body of the API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiErrorBody {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub error: String,
 }
 
 /// A task pinned to a node, as the CLI sends it (`POST /v1/tasks`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRequest {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     /// The node that runs the task.
     pub node: String,
-    pub spec: crate::tasks::TaskSpec,
+    pub spec: TaskSpec,
 }
 
 /// What the cluster keeps about a task (`/strata/tasks/<id>` in etcd).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub node: String,
-    pub spec: crate::tasks::TaskSpec,
+    pub spec: TaskSpec,
     /// Unix seconds of the submission.
     pub created_at: u64,
 }
@@ -256,8 +358,10 @@ pub struct TaskRecord {
 /// A task's state as its node reports it (`PUT /v1/tasks/<id>/status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskReport {
-    /// `starting`, `running`, `exited`, `stopped` or `lost`.
-    pub state: String,
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    pub state: TaskState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     #[serde(default)]
@@ -275,11 +379,14 @@ pub struct TaskReport {
 /// One task as `GET /v1/tasks` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub id: String,
     pub node: String,
     pub image: String,
     /// `pending` until the node reported.
-    pub state: String,
+    pub state: TaskState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     #[serde(default)]
@@ -299,6 +406,73 @@ pub struct TaskView {
 /// `GET /v1/watch/assignments/<after>` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssignmentWatch {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
     pub revision: i64,
-    pub tasks: Vec<crate::tasks::TaskSpec>,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records and bodies written by a newer release: a higher format, a
+    /// field this release does not know, a state it does not know. Every
+    /// reader of this release must still read them (a rolling upgrade runs
+    /// both releases side by side).
+    #[test]
+    fn records_from_a_newer_writer_read() {
+        let node: NodeStatus = serde_json::from_str(
+            r#"{"format":2,"name":"n1","role":"private","addresses":["10.0.0.1"],"cpus":2,
+                "memory_bytes":1,"disk_bytes":1,"key_sha256":"ab","joined_at":1,"registered_at":2,
+                "state":"draining","zone":"eu-1","future":{"x":1}}"#,
+        )
+        .expect("a newer node status reads");
+        assert_eq!(node.record.info.format, Format(2));
+        assert_eq!(node.state, NodeState::Unknown);
+
+        let report: TaskReport =
+            serde_json::from_str(r#"{"format":3,"state":"evicted","restarts":1,"health":"ok"}"#)
+                .expect("a newer task report reads");
+        assert_eq!(report.format, Format(3));
+        assert_eq!(report.state, TaskState::Unknown);
+
+        let record: TaskRecord = serde_json::from_str(
+            r#"{"node":"n1","spec":{"id":"web","image":"bb:1","user_ns":true},"created_at":5,
+                "app_version":"v2"}"#,
+        )
+        .expect("a newer task record reads");
+        assert_eq!(record.spec.id, "web");
+        assert_eq!(record.format, Format::V1);
+
+        let settings: NodeSettings = serde_json::from_str(
+            r#"{"cluster":"c","heartbeat_interval_seconds":2,"grace_seconds":10,"masters":[],
+                "network":{"overlay":{"cidr":"10.200.0.0/16","subnet_prefix":24,"vni":1,"port":4789,
+                "encryption":"wireguard"},"dns":{"zone":"z","resolvers":[],"search":["a"]}},
+                "metrics_port":9464}"#,
+        )
+        .expect("newer settings read");
+        assert_eq!(settings.network.map(|n| n.dns.zone), Some("z".to_string()));
+
+        let watch: AssignmentWatch =
+            serde_json::from_str(r#"{"revision":7,"tasks":[],"generation":2}"#)
+                .expect("a newer assignment watch reads");
+        assert_eq!(watch.revision, 7);
+    }
+
+    #[test]
+    fn format_1_is_not_written() {
+        let report = TaskReport {
+            format: Format::V1,
+            state: TaskState::Running,
+            pid: Some(4),
+            restarts: 0,
+            exit_code: None,
+            address: None,
+            at: 9,
+        };
+        expect_test::expect![[r#"{"state":"running","pid":4,"restarts":0,"at":9}"#]]
+            .assert_eq(&serde_json::to_string(&report).expect("serializes"));
+    }
 }

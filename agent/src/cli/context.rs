@@ -1,10 +1,17 @@
 //! The CLI's context file: which cluster, the masters' API endpoints, the
-//! CA that signs them, and where the bearer token is.
+//! CA that signs them, and where the bearer token is. An operator's file, so
+//! it refuses unknown keys. `cluster init` writes it
+//! (`cluster::init::plan`, through a copy of these fields kept there so that
+//! nothing below the CLI imports it; a test in `cluster/tests.rs` reads what
+//! `plan` writes with [`Context::load`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+
+use crate::api::client::{ApiClient, Auth};
+use crate::api::tls;
 
 /// `context.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,5 +79,21 @@ impl Context {
             token,
             path: path.to_path_buf(),
         })
+    }
+}
+
+impl Loaded {
+    /// A client of the context's API (of `endpoint` instead of the
+    /// context's endpoints when given), trusting the context's CA and
+    /// carrying its token.
+    pub fn client(&self, endpoint: Option<String>) -> anyhow::Result<ApiClient> {
+        let endpoints = endpoint.map_or_else(|| self.context.endpoints.clone(), |e| vec![e]);
+        let config = tls::client_config(&self.context.ca_cert, None)
+            .with_context(|| format!("the CA in {}", self.path.display()))?;
+        Ok(ApiClient::new(
+            endpoints,
+            config,
+            Auth::Bearer(self.token.clone()),
+        ))
     }
 }

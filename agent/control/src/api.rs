@@ -1,0 +1,199 @@
+//! The API's routes, in one table: the method, the path, who may call it
+//! and the operation's name. The server mounts exactly these
+//! (`agent::api::server` checks it in a test), the typed client has one
+//! call per route, and `docs/api.yaml` describes each (the tidy test
+//! compares it with [`ROUTES`]).
+
+/// An HTTP method the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    /// The lowercase name (as OpenAPI spells it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Auth {
+    /// Anyone holding the cluster's join token (in the body).
+    JoinToken,
+    /// A node certificate or an operator token.
+    Any,
+    /// An operator token.
+    Operator,
+    /// The certificate of the node the path names (`{name}`).
+    NodeSelf,
+    /// Any node's certificate.
+    Node,
+    /// The certificate of the node the task (`{id}`) is assigned to.
+    TaskNode,
+}
+
+impl Auth {
+    /// The name `docs/api.yaml` gives it (`x-strata-auth`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Auth::JoinToken => "join-token",
+            Auth::Any => "any",
+            Auth::Operator => "operator",
+            Auth::NodeSelf => "node-self",
+            Auth::Node => "node",
+            Auth::TaskNode => "task-node",
+        }
+    }
+}
+
+/// One route of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    /// With `{parameter}` segments, as the server mounts it.
+    pub path: &'static str,
+    pub auth: Auth,
+    /// The operation's name (`operationId` in `docs/api.yaml`).
+    pub operation: &'static str,
+}
+
+impl Route {
+    /// The path with its `{parameter}` segments replaced by `args`, in
+    /// order.
+    pub fn fill(&self, args: &[&str]) -> String {
+        let mut out = String::new();
+        let mut args = args.iter();
+        for segment in self.path.split('/').skip(1) {
+            out.push('/');
+            if segment.starts_with('{') && segment.ends_with('}') {
+                out.push_str(args.next().copied().unwrap_or(segment));
+            } else {
+                out.push_str(segment);
+            }
+        }
+        out
+    }
+}
+
+const fn route(method: Method, path: &'static str, auth: Auth, operation: &'static str) -> Route {
+    Route {
+        method,
+        path,
+        auth,
+        operation,
+    }
+}
+
+/// `POST /v1/join`: a node joins with the join token and gets its
+/// certificate.
+pub const JOIN: Route = route(Method::Post, "/v1/join", Auth::JoinToken, "join");
+/// `GET /v1/nodes`: every node with its state.
+pub const LIST_NODES: Route = route(Method::Get, "/v1/nodes", Auth::Any, "list_nodes");
+/// `GET /v1/nodes/{name}`: one node.
+pub const SHOW_NODE: Route = route(Method::Get, "/v1/nodes/{name}", Auth::Any, "show_node");
+/// `POST /v1/nodes/{name}`: a node registers itself.
+pub const REGISTER: Route = route(Method::Post, "/v1/nodes/{name}", Auth::NodeSelf, "register");
+/// `DELETE /v1/nodes/{name}`: an operator removes a node.
+pub const REMOVE_NODE: Route = route(
+    Method::Delete,
+    "/v1/nodes/{name}",
+    Auth::Operator,
+    "remove_node",
+);
+/// `POST /v1/nodes/{name}/heartbeat`: a node says it is alive.
+pub const HEARTBEAT: Route = route(
+    Method::Post,
+    "/v1/nodes/{name}/heartbeat",
+    Auth::NodeSelf,
+    "heartbeat",
+);
+/// `GET /v1/watch/nodes/{after}`: the node list once it changed after a
+/// revision (a long poll).
+pub const WATCH_NODES: Route = route(
+    Method::Get,
+    "/v1/watch/nodes/{after}",
+    Auth::Any,
+    "watch_nodes",
+);
+/// `GET /v1/cluster/status`: the masters, etcd and the node count.
+pub const CLUSTER_STATUS: Route = route(
+    Method::Get,
+    "/v1/cluster/status",
+    Auth::Any,
+    "cluster_status",
+);
+/// `GET /v1/tasks`: every task with its state.
+pub const LIST_TASKS: Route = route(Method::Get, "/v1/tasks", Auth::Any, "list_tasks");
+/// `POST /v1/tasks`: an operator pins a task to a node.
+pub const CREATE_TASK: Route = route(Method::Post, "/v1/tasks", Auth::Operator, "create_task");
+/// `DELETE /v1/tasks/{id}`: an operator stops a task.
+pub const DELETE_TASK: Route = route(
+    Method::Delete,
+    "/v1/tasks/{id}",
+    Auth::Operator,
+    "delete_task",
+);
+/// `PUT /v1/tasks/{id}/status`: a node reports a task's state.
+pub const REPORT_TASK: Route = route(
+    Method::Put,
+    "/v1/tasks/{id}/status",
+    Auth::TaskNode,
+    "report_task",
+);
+/// `GET /v1/watch/assignments/{after}`: a node's tasks once they changed
+/// after a revision (a long poll).
+pub const WATCH_ASSIGNMENTS: Route = route(
+    Method::Get,
+    "/v1/watch/assignments/{after}",
+    Auth::Node,
+    "watch_assignments",
+);
+
+/// Every route.
+pub const ROUTES: &[Route] = &[
+    JOIN,
+    LIST_NODES,
+    SHOW_NODE,
+    REGISTER,
+    REMOVE_NODE,
+    HEARTBEAT,
+    WATCH_NODES,
+    CLUSTER_STATUS,
+    LIST_TASKS,
+    CREATE_TASK,
+    DELETE_TASK,
+    REPORT_TASK,
+    WATCH_ASSIGNMENTS,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_filled_in_order() {
+        assert_eq!(HEARTBEAT.fill(&["n1"]), "/v1/nodes/n1/heartbeat");
+        assert_eq!(WATCH_NODES.fill(&["42"]), "/v1/watch/nodes/42");
+        assert_eq!(LIST_NODES.fill(&[]), "/v1/nodes");
+    }
+
+    #[test]
+    fn routes_are_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in ROUTES {
+            assert!(seen.insert((r.method, r.path)), "{r:?} twice");
+        }
+        let ops: std::collections::BTreeSet<_> = ROUTES.iter().map(|r| r.operation).collect();
+        assert_eq!(ops.len(), ROUTES.len());
+    }
+}

@@ -1,0 +1,82 @@
+//! One typed call per route of [`control::api`]: the CLI, the agents, the
+//! benches and the tests reach the API through these, never by spelling a
+//! path.
+
+use control::api as routes;
+use control::model::{
+    AssignmentWatch, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo,
+    NodeStatus, NodeWatch, Registered, TaskReport, TaskRequest, TaskView,
+};
+
+use super::client::{ApiClient, ClientError};
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+impl ApiClient {
+    /// `POST /v1/join`.
+    pub async fn join(&self, req: &JoinRequest) -> Result<JoinResponse> {
+        self.post(&routes::JOIN.fill(&[]), req).await
+    }
+
+    /// `GET /v1/nodes`.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeStatus>> {
+        self.get(&routes::LIST_NODES.fill(&[])).await
+    }
+
+    /// `GET /v1/nodes/{name}`.
+    pub async fn show_node(&self, name: &str) -> Result<NodeStatus> {
+        self.get(&routes::SHOW_NODE.fill(&[name])).await
+    }
+
+    /// `POST /v1/nodes/{name}`.
+    pub async fn register(&self, info: &NodeInfo) -> Result<Registered> {
+        self.post(&routes::REGISTER.fill(&[&info.name]), info).await
+    }
+
+    /// `DELETE /v1/nodes/{name}`.
+    pub async fn remove_node(&self, name: &str) -> Result<serde_json::Value> {
+        self.delete(&routes::REMOVE_NODE.fill(&[name])).await
+    }
+
+    /// `POST /v1/nodes/{name}/heartbeat`.
+    pub async fn heartbeat(&self, name: &str) -> Result<HeartbeatResponse> {
+        self.post(&routes::HEARTBEAT.fill(&[name]), &()).await
+    }
+
+    /// `GET /v1/watch/nodes/{after}`.
+    pub async fn watch_nodes(&self, after: i64) -> Result<NodeWatch> {
+        self.get(&routes::WATCH_NODES.fill(&[&after.to_string()]))
+            .await
+    }
+
+    /// `GET /v1/cluster/status`.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        self.get(&routes::CLUSTER_STATUS.fill(&[])).await
+    }
+
+    /// `GET /v1/tasks`.
+    pub async fn list_tasks(&self) -> Result<Vec<TaskView>> {
+        self.get(&routes::LIST_TASKS.fill(&[])).await
+    }
+
+    /// `POST /v1/tasks`.
+    pub async fn create_task(&self, req: &TaskRequest) -> Result<TaskView> {
+        self.post(&routes::CREATE_TASK.fill(&[]), req).await
+    }
+
+    /// `DELETE /v1/tasks/{id}`.
+    pub async fn delete_task(&self, id: &str) -> Result<serde_json::Value> {
+        self.delete(&routes::DELETE_TASK.fill(&[id])).await
+    }
+
+    /// `PUT /v1/tasks/{id}/status`.
+    pub async fn report_task(&self, id: &str, report: &TaskReport) -> Result<serde_json::Value> {
+        self.put(&routes::REPORT_TASK.fill(&[id]), report).await
+    }
+
+    /// `GET /v1/watch/assignments/{after}`.
+    pub async fn watch_assignments(&self, after: i64) -> Result<AssignmentWatch> {
+        self.get(&routes::WATCH_ASSIGNMENTS.fill(&[&after.to_string()]))
+            .await
+    }
+}

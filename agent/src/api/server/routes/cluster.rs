@@ -1,0 +1,32 @@
+//! `GET /v1/cluster/status`: the masters, etcd's leader and quorum, and
+//! how many nodes are Ready.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use control::model::{ClusterStatus, NodeState};
+
+use super::nodes::statuses;
+use crate::api::server::ApiState;
+use crate::api::server::auth::AnyCaller;
+use crate::api::server::error::ApiError;
+
+pub async fn cluster_status(
+    State(state): State<Arc<ApiState>>,
+    _: AnyCaller,
+) -> Result<Json<ClusterStatus>, ApiError> {
+    let masters = state.store.members().await?;
+    let nodes = statuses(&state).await?;
+    let healthy = masters.iter().filter(|m| m.healthy).count();
+    Ok(Json(ClusterStatus {
+        format: Default::default(),
+        cluster: state.settings.cluster.clone(),
+        answered_by: state.answered_by.clone(),
+        etcd_leader: masters.iter().find(|m| m.leader).map(|m| m.name.clone()),
+        etcd_quorum: healthy * 2 > masters.len(),
+        masters,
+        nodes_ready: nodes.iter().filter(|n| n.state == NodeState::Ready).count(),
+        nodes_total: nodes.len(),
+    }))
+}

@@ -1,0 +1,177 @@
+//! Nodes: registering (`POST /v1/nodes/{name}`), heartbeats, the node list
+//! and one node, and removing a node.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use configs::net::Ipv4Cidr;
+use control::model::{
+    HeartbeatResponse, NodeInfo, NodeRecord, NodeStatus, Registered, node_statuses,
+};
+
+use crate::api::server::ApiState;
+use crate::api::server::auth::{AnyCaller, Operator, RemoveNodes, ThisNode};
+use crate::api::server::error::ApiError;
+use crate::pki::CertInfo;
+
+/// Checks that the node exists and that its certificate holds its key.
+pub async fn check_registered(state: &ApiState, cert: &CertInfo) -> Result<NodeRecord, ApiError> {
+    let record = state
+        .store
+        .get_node(&cert.common_name)
+        .await?
+        .ok_or_else(|| ApiError::NotJoined(cert.common_name.clone()))?;
+    if record.key_sha256 != cert.key_sha256 {
+        return Err(ApiError::WrongKey(cert.common_name.clone()));
+    }
+    Ok(record)
+}
+
+pub async fn register(
+    State(state): State<Arc<ApiState>>,
+    ThisNode { name, cert }: ThisNode,
+    Json(info): Json<NodeInfo>,
+) -> Result<Json<Registered>, ApiError> {
+    if info.name != name {
+        return Err(ApiError::MisaddressedRegistration {
+            sent: info.name,
+            path: name,
+        });
+    }
+    let old = check_registered(&state, &cert).await?;
+    let record = NodeRecord {
+        info,
+        key_sha256: old.key_sha256,
+        joined_at: old.joined_at,
+        registered_at: crate::clock::unix_secs(),
+    };
+    let subnet = lease_for(&state, &name).await?;
+    state.store.put_node(&record).await?;
+    state
+        .registered
+        .lock()
+        .expect("registered lock poisoned")
+        .insert(name.clone(), cert.key_sha256.clone());
+    tracing::info!(
+        node = %name,
+        "api: node `{name}` ({}) registered: {} CPU(s), {} MiB memory, addresses {}",
+        record.info.role,
+        record.info.cpus,
+        record.info.memory_bytes >> 20,
+        record.info.addresses.join(", ")
+    );
+    if let Some(subnet) = subnet {
+        tracing::info!(node = %name, %subnet, "api: node `{name}` holds overlay subnet {subnet}");
+    }
+    Ok(Json(Registered {
+        settings: state.settings.clone(),
+        subnet,
+    }))
+}
+
+/// The node's overlay subnet: its lease, or a new one (none when the
+/// cluster has no overlay settings or every subnet is leased).
+async fn lease_for(state: &ApiState, name: &str) -> Result<Option<Ipv4Cidr>, ApiError> {
+    let Some(net) = &state.settings.network else {
+        return Ok(None);
+    };
+    match state
+        .store
+        .lease_subnet(net.overlay.cidr, net.overlay.subnet_prefix, name)
+        .await
+    {
+        Ok(subnet) => Ok(Some(subnet)),
+        // A full overlay leaves the node without one, not out of the
+        // cluster: it still registers and heartbeats, and says so.
+        Err(crate::etcd::Error::Lease(e @ control::lease::LeaseError::Full { .. })) => {
+            tracing::info!(node = %name, "api: {e}: node `{name}` registers without an overlay subnet");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a node: its record, liveness and overlay lease, in one etcd
+/// transaction. Only an operator may.
+pub async fn remove_node(
+    State(state): State<Arc<ApiState>>,
+    _: Operator<RemoveNodes>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.store.remove_node(&name).await? {
+        return Err(ApiError::NoSuchNode(name));
+    }
+    state
+        .registered
+        .lock()
+        .expect("registered lock poisoned")
+        .remove(&name);
+    tracing::info!(node = %name, "api: node `{name}` removed, its overlay lease released");
+    Ok(Json(serde_json::json!({ "removed": name })))
+}
+
+pub async fn heartbeat(
+    State(state): State<Arc<ApiState>>,
+    ThisNode { name, cert }: ThisNode,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let known = state
+        .registered
+        .lock()
+        .expect("registered lock poisoned")
+        .get(&name)
+        == Some(&cert.key_sha256);
+    if !known {
+        check_registered(&state, &cert).await?;
+        state
+            .registered
+            .lock()
+            .expect("registered lock poisoned")
+            .insert(name.clone(), cert.key_sha256.clone());
+    }
+    let ttl = state
+        .store
+        .heartbeat(
+            &name,
+            state.settings.grace_seconds,
+            crate::clock::unix_secs(),
+        )
+        .await?;
+    Ok(Json(HeartbeatResponse {
+        format: Default::default(),
+        ttl_seconds: ttl,
+        settings: state.settings.clone(),
+    }))
+}
+
+/// Every node with its state and its overlay subnet.
+pub async fn statuses(state: &ApiState) -> Result<Vec<NodeStatus>, ApiError> {
+    let records = state.store.list_nodes().await?;
+    let alive = state.store.alive().await?;
+    let leases = state.store.leases().await?;
+    let mut out = node_statuses(records, &alive);
+    for n in &mut out {
+        n.subnet = leases.get(&n.record.info.name).copied();
+    }
+    Ok(out)
+}
+
+pub async fn list_nodes(
+    State(state): State<Arc<ApiState>>,
+    _: AnyCaller,
+) -> Result<Json<Vec<NodeStatus>>, ApiError> {
+    Ok(Json(statuses(&state).await?))
+}
+
+pub async fn show_node(
+    State(state): State<Arc<ApiState>>,
+    _: AnyCaller,
+    Path(name): Path<String>,
+) -> Result<Json<NodeStatus>, ApiError> {
+    statuses(&state)
+        .await?
+        .into_iter()
+        .find(|n| n.record.info.name == name)
+        .map(Json)
+        .ok_or(ApiError::NoSuchNode(name))
+}

@@ -1,0 +1,114 @@
+//! The two long-polls: the node list (`GET /v1/watch/nodes/{after}`),
+//! which every node follows for the overlay and DNS, and a node's
+//! assignments (`GET /v1/watch/assignments/{after}`). Both wait on the
+//! master's one shared etcd watch and answer from a read shared by every
+//! poll the same change woke (`SharedRead`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use control::model::{AssignmentWatch, NodeWatch, TaskEndpoint, TaskRecord, TaskReport};
+use control::task::TaskState;
+
+use super::nodes::{check_registered, statuses};
+use crate::api::server::auth::{AnyCaller, FollowAssignments, NodeCert};
+use crate::api::server::error::ApiError;
+use crate::api::server::{ApiState, WATCH_WAIT, json_bytes};
+
+/// The node list once it changed after etcd revision `after` (a long
+/// poll of at most [`WATCH_WAIT`]; `0` answers at once), with the revision
+/// to pass next time.
+pub async fn watch_nodes(
+    State(state): State<Arc<ApiState>>,
+    _: AnyCaller,
+    Path(after): Path<i64>,
+) -> Result<Response, ApiError> {
+    if after > 0 {
+        state.store.wait_node_change(after, WATCH_WAIT).await;
+    }
+    // Never older than what the caller has (`after`): another master's
+    // read may lag behind the one it asked before.
+    let seen = state.store.seen_node_change().await.max(after);
+    let (_, json) = state
+        .node_watch
+        .get(seen, || async {
+            // The revision before the read: a change racing the read shows
+            // up in the next watch.
+            let revision = state.store.revision().await?;
+            let watch = NodeWatch {
+                format: Default::default(),
+                revision,
+                nodes: statuses(&state).await?,
+                tasks: endpoints(&state).await?,
+            };
+            let json =
+                serde_json::to_vec(&watch).map_err(|e| ApiError::Serialize(e.to_string()))?;
+            Ok((revision, axum::body::Bytes::from(json)))
+        })
+        .await?;
+    Ok(json_bytes(json))
+}
+
+/// Every running task that reported an overlay address.
+async fn endpoints(state: &ApiState) -> Result<Vec<TaskEndpoint>, ApiError> {
+    let tasks = state.store.list_tasks().await?;
+    let reports = state.store.task_reports().await?;
+    Ok(tasks_endpoints(&tasks, &reports))
+}
+
+/// The endpoints of `tasks` from their nodes' `reports`: running ones
+/// with an address. Pure.
+pub fn tasks_endpoints(
+    tasks: &BTreeMap<String, TaskRecord>,
+    reports: &BTreeMap<String, TaskReport>,
+) -> Vec<TaskEndpoint> {
+    tasks
+        .iter()
+        .filter_map(|(id, t)| {
+            let r = reports.get(id)?;
+            (r.state == TaskState::Running).then_some(TaskEndpoint {
+                id: id.clone(),
+                node: t.node.clone(),
+                address: r.address?,
+                app: t.spec.app.clone(),
+                ports: t.spec.ports.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The tasks assigned to the calling node (known by its certificate) once
+/// the task set changed after etcd revision `after` (a long poll of at
+/// most [`WATCH_WAIT`]; `0` answers at once).
+pub async fn watch_assignments(
+    State(state): State<Arc<ApiState>>,
+    node: NodeCert<FollowAssignments>,
+    Path(after): Path<i64>,
+) -> Result<Json<AssignmentWatch>, ApiError> {
+    let cert = node.0;
+    check_registered(&state, &cert).await?;
+    if after > 0 {
+        state.store.wait_task_change(after, WATCH_WAIT).await;
+    }
+    let seen = state.store.seen_task_change().await.max(after);
+    let (revision, all) = state
+        .task_list
+        .get(seen, || async {
+            let revision = state.store.revision().await?;
+            Ok((revision, Arc::new(state.store.list_tasks().await?)))
+        })
+        .await?;
+    let tasks = all
+        .values()
+        .filter(|t| t.node == cert.common_name)
+        .map(|t| t.spec.clone())
+        .collect();
+    Ok(Json(AssignmentWatch {
+        format: Default::default(),
+        revision,
+        tasks,
+    }))
+}

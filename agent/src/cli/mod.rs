@@ -1,0 +1,170 @@
+//! Command-line parsing and dispatch. Only subcommands that work are listed.
+//!
+//! One module per noun, each command a few lines that parse, call the
+//! library and add context: [`agent`], [`health`], [`config`], [`cluster`],
+//! [`node`], [`task`], [`image`](self::image), and the hidden [`shim`]
+//! commands. What they print goes through [`output`] (a table or `--json`);
+//! how they reach a cluster or this node is [`target`], with the CLI's
+//! [`context`] file. Nothing else in the library depends on this module (one
+//! test of `cluster init` reads what it writes with [`context`]).
+
+pub mod agent;
+pub mod cluster;
+pub mod config;
+pub mod context;
+pub mod health;
+pub mod image;
+pub mod node;
+pub mod output;
+pub mod shim;
+pub mod target;
+pub mod task;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: an immutable cluster OS. Node agent and CLI.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node daemon (started by systemd as strata-agent.service).
+    Agent(self::agent::AgentArgs),
+    /// Print the node's health; fails unless the node is healthy.
+    Health(self::health::HealthArgs),
+    /// Validate Strata configuration files (cluster.toml, role defaults, user-data).
+    Config {
+        #[command(subcommand)]
+        command: self::config::ConfigCommand,
+    },
+    /// Create a cluster and look at it.
+    Cluster {
+        #[command(subcommand)]
+        command: self::cluster::ClusterCommand,
+    },
+    /// Look at the cluster's nodes.
+    Node {
+        #[command(subcommand)]
+        command: self::node::NodeCommand,
+    },
+    /// Run, list and stop tasks: on the cluster or on this node.
+    Task {
+        #[command(subcommand)]
+        command: self::task::TaskCommand,
+    },
+    /// Pull, import, list and garbage-collect OCI images.
+    Image {
+        #[command(subcommand)]
+        command: self::image::ImageCommand,
+    },
+    /// Per-task container shim (started by the agent).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        task_dir: PathBuf,
+    },
+    /// Forks shims on request (started by the agent; see `runtime::launcher`).
+    #[command(hide = true)]
+    ShimLauncher,
+}
+
+/// Runs the CLI and maps errors to an exit code.
+pub fn main() -> ExitCode {
+    crate::obs::init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("strata: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Agent(args) => self::agent::run(args),
+        Command::Health(args) => self::health::run(args),
+        Command::Config { command } => self::config::run(command),
+        Command::Cluster { command } => self::cluster::run(command),
+        Command::Node { command } => self::node::run(command),
+        Command::Task { command } => self::task::run(command),
+        Command::Image { command } => self::image::run(command),
+        Command::Shim { task_dir } => self::shim::shim(&task_dir),
+        Command::ShimLauncher => self::shim::launcher(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+    use expect_test::{Expect, expect};
+
+    use super::{Cli, run};
+
+    /// Runs the CLI with `args` and compares its error (or "ok") with `expected`.
+    fn check(args: &[&str], expected: Expect) {
+        let actual = match Cli::try_parse_from(args) {
+            Ok(cli) => match run(cli) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("error: {e:#}"),
+            },
+            Err(e) => e.to_string(),
+        };
+        expected.assert_eq(actual.trim_end());
+    }
+
+    #[test]
+    fn help_lists_only_working_subcommands() {
+        let help = Cli::command().render_help().to_string();
+        expect![[r#"
+            Strata: an immutable cluster OS. Node agent and CLI
+
+            Usage: strata <COMMAND>
+
+            Commands:
+              agent    Run the node daemon (started by systemd as strata-agent.service)
+              health   Print the node's health; fails unless the node is healthy
+              config   Validate Strata configuration files (cluster.toml, role defaults, user-data)
+              cluster  Create a cluster and look at it
+              node     Look at the cluster's nodes
+              task     Run, list and stop tasks: on the cluster or on this node
+              image    Pull, import, list and garbage-collect OCI images
+              help     Print this message or the help of the given subcommand(s)
+
+            Options:
+              -h, --help     Print help
+              -V, --version  Print version
+        "#]]
+        .assert_eq(&help);
+    }
+
+    #[test]
+    fn config_check() {
+        let example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/cluster.example.toml"
+        );
+        check(&["strata", "config", "check", example], expect!["ok"]);
+        check(
+            &["strata", "config", "check", "/nonexistent/cluster.toml"],
+            expect![
+                "error: cannot read /nonexistent/cluster.toml: No such file or directory (os error 2)"
+            ],
+        );
+        check(
+            &["strata", "config", "check", "--kind", "bogus", example],
+            expect![[r#"
+                error: invalid value 'bogus' for '--kind <KIND>': unknown kind `bogus`, expected one of role, cluster, user-data
+
+                For more information, try '--help'."#]],
+        );
+    }
+}

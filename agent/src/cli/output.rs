@@ -1,0 +1,435 @@
+//! What the CLI prints (pure, apart from [`emit`]): JSON with `--json`,
+//! else a table or text rendered here. Node and master tables size their
+//! columns to fit ([`table`]); the task tables keep fixed widths, as they
+//! always had ([`fixed`]).
+
+use serde::Serialize;
+
+use control::model::{ClusterStatus, NodeStatus, TaskView};
+
+use crate::images::ImageRecord;
+use crate::tasks::TaskInfo;
+
+/// Prints `value` as pretty JSON when `json`, else what `render` makes of
+/// it (which ends with its own newline).
+pub fn emit<T: Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", render(value));
+    }
+    Ok(())
+}
+
+/// Formats rows as left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.to_vec())];
+    for r in rows {
+        out.push(line(r.iter().map(String::as_str).collect()));
+    }
+    out.join("\n") + "\n"
+}
+
+/// How a column of a [`fixed`] table pads its cells.
+#[derive(Debug, Clone, Copy)]
+pub enum Pad {
+    /// Left-aligned, padded to this many characters.
+    Left(usize),
+    /// Right-aligned (numbers), padded to this many characters.
+    Right(usize),
+    /// Not padded: the last column.
+    None,
+}
+
+/// One column of a [`fixed`] table: its header, its padding, and the
+/// separator that follows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub header: &'static str,
+    pub pad: Pad,
+    pub then: &'static str,
+}
+
+/// Formats rows as fixed-width columns: each cell (the header's too) padded
+/// as its column says and followed by its separator, nothing trimmed, a
+/// cell wider than its column pushing the rest of its line right.
+pub fn fixed(columns: &[Column], rows: &[Vec<String>]) -> String {
+    let header: Vec<&str> = columns.iter().map(|c| c.header).collect();
+    let mut out = fixed_line(columns, &header);
+    for r in rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        out.push_str(&fixed_line(columns, &cells));
+    }
+    out
+}
+
+/// One line of a [`fixed`] table, with its newline.
+fn fixed_line(columns: &[Column], cells: &[&str]) -> String {
+    let mut s = String::new();
+    for (column, cell) in columns.iter().zip(cells) {
+        match column.pad {
+            Pad::Left(w) => s.push_str(&format!("{cell:<w$}")),
+            Pad::Right(w) => s.push_str(&format!("{cell:>w$}")),
+            Pad::None => s.push_str(cell),
+        }
+        s.push_str(column.then);
+    }
+    s.push('\n');
+    s
+}
+
+const fn column(header: &'static str, pad: Pad, then: &'static str) -> Column {
+    Column { header, pad, then }
+}
+
+/// The columns of `strata task list` against the cluster.
+const CLUSTER_TASKS: [Column; 9] = [
+    column("ID", Pad::Left(24), " "),
+    column("NODE", Pad::Left(16), " "),
+    column("STATE", Pad::Left(10), " "),
+    column("ADDRESS", Pad::Left(15), " "),
+    column("PID", Pad::Right(8), " "),
+    column("RESTARTS", Pad::Right(8), " "),
+    column("EXIT", Pad::Right(5), "  "),
+    column("APP:PORTS", Pad::Left(20), " "),
+    column("IMAGE", Pad::None, ""),
+];
+
+/// The columns of `strata task list` on this node.
+const NODE_TASKS: [Column; 6] = [
+    column("ID", Pad::Left(24), " "),
+    column("STATE", Pad::Left(10), " "),
+    column("PID", Pad::Right(8), " "),
+    column("RESTARTS", Pad::Right(8), " "),
+    column("EXIT", Pad::Right(5), "  "),
+    column("IMAGE", Pad::None, ""),
+];
+
+/// A byte count in binary units.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A duration in seconds, short.
+pub fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// An optional number, `-` when absent.
+fn or_dash(n: Option<impl ToString>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+/// `strata node list`.
+pub fn node_list(nodes: &[NodeStatus], now: u64) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let i = &n.record.info;
+            vec![
+                i.name.clone(),
+                i.role.to_string(),
+                n.state.to_string(),
+                i.addresses.first().cloned().unwrap_or_else(|| "-".into()),
+                i.cpus.to_string(),
+                bytes(i.memory_bytes),
+                n.ready_since
+                    .map_or_else(|| "-".into(), |s| age(now.saturating_sub(s))),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "ROLE",
+            "STATE",
+            "ADDRESS",
+            "CPUS",
+            "MEMORY",
+            "READY FOR",
+        ],
+        &rows,
+    )
+}
+
+/// `strata node show NAME`.
+pub fn node_show(n: &NodeStatus, now: u64) -> String {
+    let i = &n.record.info;
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k:<12} {v}\n"));
+    kv("name:", i.name.clone());
+    kv("role:", i.role.to_string());
+    kv("state:", n.state.to_string());
+    if let Some(s) = n.ready_since {
+        kv("ready for:", age(now.saturating_sub(s)));
+    }
+    kv("addresses:", i.addresses.join(", "));
+    if let Some(s) = n.subnet {
+        kv("subnet:", s.to_string());
+    }
+    kv("cpus:", i.cpus.to_string());
+    kv("memory:", bytes(i.memory_bytes));
+    kv("disk:", bytes(i.disk_bytes));
+    kv(
+        "joined:",
+        format!("{} ago", age(now.saturating_sub(n.record.joined_at))),
+    );
+    kv(
+        "registered:",
+        format!("{} ago", age(now.saturating_sub(n.record.registered_at))),
+    );
+    kv("key sha256:", n.record.key_sha256.clone());
+    for (k, v) in &i.attributes {
+        kv("attribute:", format!("{k}={v}"));
+    }
+    out
+}
+
+/// `strata cluster status`.
+pub fn cluster_status(s: &ClusterStatus) -> String {
+    let mut out = format!(
+        "cluster {}: etcd {}, leader {}, {}/{} node(s) Ready (answered by {})\n\n",
+        s.cluster,
+        if s.etcd_quorum {
+            "healthy"
+        } else {
+            "WITHOUT QUORUM"
+        },
+        s.etcd_leader.as_deref().unwrap_or("none"),
+        s.nodes_ready,
+        s.nodes_total,
+        s.answered_by
+    );
+    let rows: Vec<Vec<String>> = s
+        .masters
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.endpoint.clone(),
+                if m.healthy {
+                    "healthy".into()
+                } else {
+                    "unhealthy".into()
+                },
+                if m.leader { "yes".into() } else { "no".into() },
+                m.version
+                    .clone()
+                    .or_else(|| m.error.clone())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "MASTER",
+            "ETCD ENDPOINT",
+            "HEALTH",
+            "LEADER",
+            "VERSION/ERROR",
+        ],
+        &rows,
+    ));
+    out
+}
+
+/// The `strata task list` table of the cluster's tasks.
+pub fn task_list(tasks: &[TaskView]) -> String {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let ports: Vec<String> = t.ports.iter().map(u16::to_string).collect();
+            let app = match (&t.app, ports.is_empty()) {
+                (None, true) => "-".to_string(),
+                (app, _) => format!("{}:{}", app.as_deref().unwrap_or("-"), ports.join(",")),
+            };
+            vec![
+                t.id.clone(),
+                t.node.clone(),
+                t.state.to_string(),
+                or_dash(t.address),
+                or_dash(t.pid),
+                t.restarts.to_string(),
+                or_dash(t.exit_code),
+                app,
+                t.image.clone(),
+            ]
+        })
+        .collect();
+    fixed(&CLUSTER_TASKS, &rows)
+}
+
+/// The `strata task list` table of the tasks in this node's state
+/// directory.
+pub fn local_task_list(tasks: &[TaskInfo]) -> String {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.state.to_string(),
+                or_dash(t.pid),
+                t.restarts.to_string(),
+                or_dash(t.exit_code),
+                t.image.clone(),
+            ]
+        })
+        .collect();
+    fixed(&NODE_TASKS, &rows)
+}
+
+/// One stored image: what `strata image pull`, `import` and `list` print.
+pub fn image_line(rec: &ImageRecord) -> String {
+    format!(
+        "{} {} ({} layers)",
+        rec.name,
+        rec.config_digest,
+        rec.layers.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use configs::Role;
+    use control::model::{Alive, NodeInfo, NodeRecord, TaskView, node_statuses};
+    use control::task::TaskState;
+    use expect_test::expect;
+
+    use super::{node_list, node_show, task_list};
+
+    fn record(name: &str, role: Role) -> NodeRecord {
+        NodeRecord {
+            info: NodeInfo {
+                format: Default::default(),
+                name: name.to_string(),
+                role,
+                addresses: vec!["10.9.0.21".to_string()],
+                cpus: 2,
+                memory_bytes: 2 << 30,
+                disk_bytes: 20 << 30,
+                attributes: BTreeMap::from([("arch".to_string(), "x86_64".to_string())]),
+            },
+            key_sha256: "ab".repeat(32),
+            joined_at: 1000,
+            registered_at: 1900,
+        }
+    }
+
+    #[test]
+    fn node_state_and_tables() {
+        let records = vec![
+            record("private-1", Role::Private),
+            record("master-1", Role::Master),
+            record("public-1", Role::Public),
+        ];
+        let alive = BTreeMap::from([
+            (
+                "master-1".to_string(),
+                Alive {
+                    format: Default::default(),
+                    lease: 1,
+                    since: 1100,
+                },
+            ),
+            (
+                "public-1".to_string(),
+                Alive {
+                    format: Default::default(),
+                    lease: 2,
+                    since: 1990,
+                },
+            ),
+        ]);
+        let nodes = node_statuses(records, &alive);
+        expect![[r#"
+            NAME       ROLE     STATE        ADDRESS    CPUS  MEMORY   READY FOR
+            master-1   master   Ready        10.9.0.21  2     2.0 GiB  15m
+            private-1  private  Unreachable  10.9.0.21  2     2.0 GiB  -
+            public-1   public   Ready        10.9.0.21  2     2.0 GiB  10s
+        "#]]
+        .assert_eq(&node_list(&nodes, 2000));
+        expect![[r#"
+            name:        private-1
+            role:        private
+            state:       Unreachable
+            addresses:   10.9.0.21
+            cpus:        2
+            memory:      2.0 GiB
+            disk:        20.0 GiB
+            joined:      16m ago
+            registered:  100s ago
+            key sha256:  abababababababababababababababababababababababababababababababab
+            attribute:   arch=x86_64
+        "#]]
+        .assert_eq(&node_show(&nodes[1], 2000));
+        let json = serde_json::to_string(&nodes[0]).expect("json");
+        expect![[r#"{"name":"master-1","role":"master","addresses":["10.9.0.21"],"cpus":2,"memory_bytes":2147483648,"disk_bytes":21474836480,"attributes":{"arch":"x86_64"},"key_sha256":"abababababababababababababababababababababababababababababababab","joined_at":1000,"registered_at":1900,"state":"ready","ready_since":1100}"#]].assert_eq(&json);
+    }
+
+    #[test]
+    fn task_table() {
+        let view = |id: &str, state: TaskState, app: Option<&str>, ports: &[u16]| TaskView {
+            format: Default::default(),
+            id: id.into(),
+            node: "private-1".into(),
+            image: "registry.example/web:1".into(),
+            state,
+            pid: (state == TaskState::Running).then_some(4242),
+            restarts: 0,
+            exit_code: None,
+            address: (state == TaskState::Running).then(|| "10.200.1.2".parse().expect("address")),
+            app: app.map(Into::into),
+            ports: ports.to_vec(),
+        };
+        let table = task_list(&[
+            view("web-1", TaskState::Running, Some("shop"), &[8080, 9090]),
+            view("batch", TaskState::Pending, None, &[]),
+            view("metrics", TaskState::Running, None, &[9100]),
+        ]);
+        expect![[r#"
+            ID                       NODE             STATE      ADDRESS              PID RESTARTS  EXIT  APP:PORTS            IMAGE
+            web-1                    private-1        running    10.200.1.2          4242        0     -  shop:8080,9090       registry.example/web:1
+            batch                    private-1        pending    -                      -        0     -  -                    registry.example/web:1
+            metrics                  private-1        running    10.200.1.2          4242        0     -  -:9100               registry.example/web:1
+        "#]].assert_eq(&table);
+    }
+}
