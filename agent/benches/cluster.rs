@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::cli::context::Context;
-use agent::cluster::bench::ramp;
+use agent::testing::bench::ramp;
 use anyhow::{Context as _, bail};
 use control::model::{NodeState, NodeStatus};
 
@@ -91,7 +91,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<Vec
 
 fn main() -> anyhow::Result<()> {
     agent::obs::init();
-    if !agent::testenv::on_path("etcd") {
+    if !qemu_tests::testenv::on_path("etcd") {
         bail!("`etcd` is missing: install etcd-server (see xtask/src/deps.rs)");
     }
     let steps: Vec<usize> = env_or("STRATA_BENCH_STEPS", "500,1000,2000,4000,8000,12000,16000")?;

@@ -1,5 +1,5 @@
 //! `cargo xtask bench overlay` (`cargo bench -p agent --bench overlay`):
-//! on a lab of network namespaces wired by the agent's overlay module (see `agent::overlay::lab`), measures in one run
+//! on a lab of network namespaces wired by the agent's overlay module (see `agent::testing::lab`), measures in one run
 //! - TCP throughput task to task across two nodes over VXLAN, beside host
 //!   to host over the underlay (iperf3, one stream), and their ratio;
 //! - the time from a node joining to its routes being present on every
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agent::overlay::lab::{self, Lab};
+use agent::testing::lab::{self, Lab};
 use anyhow::{Context as _, bail};
 
 /// Seconds each iperf3 run lasts.
@@ -22,7 +22,7 @@ const ROUNDS: usize = 3;
 
 fn main() -> anyhow::Result<()> {
     for program in ["iperf3", "nft", "ip"] {
-        if !agent::testenv::on_path(program) {
+        if !qemu_tests::testenv::on_path(program) {
             bail!("`{program}` is missing: install it (see xtask/src/deps.rs)");
         }
     }

@@ -44,7 +44,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let boots = match count_boot(&opts.state_dir) {
         Ok(n) => n,
         Err(e) => {
-            problems.push(format!("{e:#}"));
+            problems.push(health::Problem::BootCounter(format!("{e:#}")));
             0
         }
     };
@@ -110,7 +110,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         tracing::warn!("cannot apply the network settings: {e:#}");
     }
     health.healthy = false;
-    health.problems.push("joining the cluster".to_string());
+    health.problems.push(health::Problem::Joining);
     health::write(&opts.run_dir, &health)?;
     crate::notify::notify("READY=1\nSTATUS=joining the cluster")
         .context("cannot notify systemd")?;
@@ -127,18 +127,24 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                     Err(e) => format!("the cluster task failed: {e}"),
                 };
                 health.healthy = false;
-                health.problems = vec![why.clone()];
+                health.problems = vec![health::Problem::Ended(why.clone())];
                 let _ = health::write(&opts.run_dir, &health);
                 anyhow::bail!("{why}");
             }
             let (phase, message) = crate::cluster::node::read_phase(&opts.state_dir);
             let ready = phase == crate::cluster::node::Phase::Ready;
             if ready != health.healthy || !reported {
-                health
-                    .problems
-                    .retain(|p| p != "joining the cluster" && !p.starts_with("cluster: "));
+                health.problems.retain(|p| {
+                    !matches!(
+                        p,
+                        health::Problem::Joining | health::Problem::Cluster { .. }
+                    )
+                });
                 if !ready {
-                    health.problems.push(format!("cluster: {phase}: {message}"));
+                    health.problems.push(health::Problem::Cluster {
+                        phase: phase.to_string(),
+                        message: message.clone(),
+                    });
                 }
                 health.healthy = health.problems.is_empty();
                 if health.healthy {

@@ -19,6 +19,46 @@ pub struct Facts {
     pub slot: String,
 }
 
+/// Why a node is not healthy. Written to the health file and the console
+/// as text; read back, a problem is [`Problem::Other`]: the agent decides
+/// from the variants it set, never from the text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Problem {
+    /// The boot counter could not be kept.
+    BootCounter(String),
+    /// The node is joining its cluster.
+    Joining,
+    /// The node's cluster membership is not Ready: its phase and message.
+    Cluster { phase: String, message: String },
+    /// The cluster membership ended, and why.
+    Ended(String),
+    /// A problem read back from a health file.
+    Other(String),
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::BootCounter(m) | Problem::Ended(m) | Problem::Other(m) => f.write_str(m),
+            Problem::Joining => f.write_str("joining the cluster"),
+            Problem::Cluster { phase, message } => write!(f, "cluster: {phase}: {message}"),
+        }
+    }
+}
+
+impl From<Problem> for String {
+    fn from(p: Problem) -> String {
+        p.to_string()
+    }
+}
+
+impl From<String> for Problem {
+    fn from(s: String) -> Problem {
+        Problem::Other(s)
+    }
+}
+
 /// The health file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -29,7 +69,7 @@ pub struct Health {
     /// Where the user-data came from, or why there is none.
     pub user_data: String,
     /// Why the node is unhealthy (empty when healthy).
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// The boot times of the first Ready (absent before it, and in health
     /// files of older agents).
     #[serde(default)]
@@ -187,7 +227,14 @@ pub fn check(run_dir: &Path, wait: bool, timeout: Duration) -> anyhow::Result<He
             Some(_) | None if wait && start.elapsed() < timeout => {
                 std::thread::sleep(Duration::from_millis(250))
             }
-            Some(h) => bail!("node is unhealthy: {}", h.problems.join("; ")),
+            Some(h) => bail!(
+                "node is unhealthy: {}",
+                h.problems
+                    .iter()
+                    .map(Problem::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             None => bail!(
                 "no health reported in {} after {:.0}s: is `strata agent` running?",
                 run_dir.join("health").display(),
@@ -305,7 +352,7 @@ mod tests {
             assert_eq!(h.user_data_kind(), kind);
         }
         h.healthy = false;
-        h.problems = vec!["cannot write the boot counter".into()];
+        h.problems = vec![Problem::BootCounter("cannot write the boot counter".into())];
         write(&dir, &h).unwrap();
         expect_test::expect!["node is unhealthy: cannot write the boot counter"].assert_eq(
             &check(&dir, true, Duration::from_secs(1))

@@ -24,4 +24,5 @@ pub mod runtime;
 pub mod state;
 pub mod systemd;
 pub mod tasks;
-pub mod testenv;
+#[cfg(feature = "testing")]
+pub mod testing;

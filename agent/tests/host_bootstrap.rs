@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use agent::testenv::{Need, require};
 use bootstrap::Bootstrap;
+use qemu_tests::testenv::{Need, require};
 
 const USER_DATA: &str = "cluster = \"demo\"\nname = \"from-label\"\nrole = \"public\"\n\
                          masters = [\"10.9.0.10:6443\"]\njoin_token = \"t\"\n";

@@ -6,37 +6,18 @@
 //! token, an unauthenticated call, a foreign and an expired certificate are
 //! refused.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use agent::api::client::{ApiClient, Auth, ClientError};
 use agent::api::tls;
 use agent::pki::{Ca, NodeKey};
-use agent::testenv::{Need, require};
 use control::model::{NodeState, NodeStatus};
 use qemu_tests::observe::{Hold, Seen, wait_until_holding};
+use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::{Netns, Proc, run};
-
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-const MASTER_IP: &str = "10.77.0.1";
-
-/// Runs `f` on a thread inside network namespace `netns`.
-fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).expect("netns file");
-        // SAFETY: setns on a valid namespace fd only changes this thread's
-        // network namespace; the thread ends when `f` returns.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
+use common::cluster::{ClusterSpec, TestCluster};
 
 fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -44,76 +25,6 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(f)
-}
-
-struct Cluster {
-    dir: PathBuf,
-    master_ns: String,
-    context: PathBuf,
-}
-
-impl Cluster {
-    /// `strata` CLI in the master's namespace.
-    fn cli(&self, args: &[&str]) -> String {
-        let mut full = vec!["netns", "exec", &self.master_ns, STRATA];
-        full.extend_from_slice(args);
-        let ctx = self.context.display().to_string();
-        full.extend_from_slice(&["--context", &ctx]);
-        run("ip", &full)
-    }
-
-    fn try_nodes(&self) -> Result<Vec<NodeStatus>, String> {
-        let ctx = self.context.display().to_string();
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.master_ns,
-                STRATA,
-                "node",
-                "list",
-                "--json",
-                "--context",
-                &ctx,
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).to_string());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("node list JSON: {e}"))
-    }
-
-    /// Waits until `pred` holds for the node list, or panics with `what`.
-    fn wait(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&[NodeStatus]) -> bool,
-    ) -> Vec<NodeStatus> {
-        let start = Instant::now();
-        loop {
-            let nodes = self.try_nodes();
-            if let Ok(nodes) = &nodes
-                && pred(nodes)
-            {
-                eprintln!("{what}: after {:.1}s", start.elapsed().as_secs_f64());
-                return nodes.clone();
-            }
-            let logs = ["master.log", "agent-1.log", "agent-2.log", "etcd.log"].map(|f| {
-                format!(
-                    "--- {f}:\n{}",
-                    std::fs::read_to_string(self.dir.join(f)).unwrap_or_default()
-                )
-            });
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting for {what}; nodes: {nodes:#?}\n{}",
-                logs.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
 }
 
 fn state(nodes: &[NodeStatus], name: &str) -> Option<NodeState> {
@@ -146,85 +57,17 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
     ) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().to_path_buf();
-    let id = std::process::id() % 100_000;
-    let master_ns = format!("sc{id}-m");
-    let agent_ns = [format!("sc{id}-a1"), format!("sc{id}-a2")];
-    let mut netns = Netns(Vec::new());
-
-    // The underlay: a bridge in the master's namespace, one veth per agent.
-    common::underlay(
-        &mut netns,
-        &master_ns,
-        &format!("{MASTER_IP}/24"),
-        &[
-            (&agent_ns[0], "10.77.0.11/24".into()),
-            (&agent_ns[1], "10.77.0.12/24".into()),
-        ],
-    );
-
-    // The operator's side: cluster.toml and `strata cluster init`.
-    let etcd_port = 20_000 + (id % 20_000) as u16;
     let api_port = 6443;
-    let cluster_toml = format!(
-        "name = \"host\"\nmasters = [\"{MASTER_IP}\"]\napi_port = {api_port}\n\
-         [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
-         [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n\
-         [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"{MASTER_IP}/24\"\n\
-         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.77.0.11/24\"\n\
-         [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.77.0.12/24\"\n"
-    );
-    let ca = common::cluster_init(Path::new(STRATA), &dir, &cluster_toml);
-    let out = dir.join("out");
-
-    // A real etcd in the master's namespace, mutual TLS from the cluster CA.
-    let _etcd = common::etcd(&master_ns, &dir, &ca, "etcd-host", etcd_port);
+    let c = TestCluster::new(ClusterSpec {
+        extra_toml: format!("api_port = {api_port}\n"),
+        ..ClusterSpec::new("sc", "host", "10.77.0")
+    });
+    let master_ip = c.ip("master-1");
 
     // The nodes: the real binary, each in its namespace.
-    let ud = |n: &str| {
-        out.join("user-data")
-            .join(format!("{n}.toml"))
-            .display()
-            .to_string()
-    };
-    let state_dir = |n: &str| dir.join("state").join(n).display().to_string();
-    let master = Proc::spawn(
-        &master_ns,
-        STRATA,
-        &[
-            "cluster",
-            "run-node",
-            "--user-data",
-            &ud("master-1"),
-            "--state-dir",
-            &state_dir("master-1"),
-        ],
-        &dir.join("master.log"),
-    );
-    let spawn_agent = |i: usize, log: &str| {
-        let name = format!("agent-{}", i + 1);
-        Proc::spawn(
-            &agent_ns[i],
-            STRATA,
-            &[
-                "cluster",
-                "run-node",
-                "--user-data",
-                &ud(&name),
-                "--state-dir",
-                &state_dir(&name),
-            ],
-            &dir.join(log),
-        )
-    };
-    let mut agent1 = spawn_agent(0, "agent-1.log");
-    let _agent2 = spawn_agent(1, "agent-2.log");
-    let c = Cluster {
-        dir: dir.clone(),
-        master_ns: master_ns.clone(),
-        context: out.join("cli/context.toml"),
-    };
+    let master = c.spawn_node("master-1", "master.log");
+    let mut agent1 = c.spawn_node("agent-1", "agent-1.log");
+    let _agent2 = c.spawn_node("agent-2", "agent-2.log");
 
     // Join and heartbeats: everyone Ready, masters listed as nodes too.
     let ready = |nodes: &[NodeStatus]| {
@@ -232,7 +75,7 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
             .iter()
             .all(|n| state(nodes, n) == Some(NodeState::Ready))
     };
-    let nodes = c.wait("all nodes Ready", Duration::from_secs(60), ready);
+    let nodes = c.wait_nodes("all nodes Ready", Duration::from_secs(60), ready);
     assert_eq!(nodes.len(), 3, "{nodes:#?}");
     let a1 = node(&nodes, "agent-1").clone();
     assert_eq!(a1.record.info.role, configs::Role::Private);
@@ -254,7 +97,7 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
             && a1.record.info.disk_bytes > 0
     );
 
-    let table = c.cli(&["node", "list"]);
+    let table = c.cli_ok(&["node", "list"]);
     assert!(table.starts_with("NAME"), "{table}");
     assert!(
         table
@@ -262,46 +105,30 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
             .any(|l| l.starts_with("agent-2") && l.contains("public") && l.contains("Ready")),
         "{table}"
     );
-    let status = c.cli(&["cluster", "status"]);
+    let status = c.cli_ok(&["cluster", "status"]);
     assert!(
         status.contains("etcd healthy, leader etcd-host, 3/3 node(s) Ready"),
         "{status}"
     );
-    let show = c.cli(&["node", "show", "agent-1"]);
+    let show = c.cli_ok(&["node", "show", "agent-1"]);
     assert!(
         show.contains(&format!("key sha256:  {}", a1.record.key_sha256)),
         "{show}"
     );
 
     // A master that cannot be reached is named with the reason.
-    let ctx = c.context.display().to_string();
-    let unreachable = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &master_ns,
-            STRATA,
-            "node",
-            "list",
-            "--context",
-            &ctx,
-            "--endpoint",
-            &format!("{MASTER_IP}:1"),
-        ])
-        .output()
-        .expect("strata");
-    assert!(!unreachable.status.success());
-    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    let unreachable = c.cli(&["node", "list", "--endpoint", &format!("{master_ip}:1")]);
+    let stderr = unreachable.expect_err("no master answers on port 1");
     assert!(
         stderr.contains(&format!(
-            "no master answered: {MASTER_IP}:1: cannot connect: Connection refused"
+            "no master answered: {master_ip}:1: cannot connect: Connection refused"
         )),
         "{stderr}"
     );
 
     // Heartbeats keep the nodes Ready well past the grace period, each
     // since the same time (a new ready_since means its lease expired).
-    let grace = Duration::from_secs(3); // grace_seconds in cluster.toml
+    let grace = Duration::from_secs(3); // grace_seconds in the harness's cluster.toml
     let mut since: Option<Vec<(String, Option<u64>)>> = None;
     Hold::new(
         "every node stays Ready while heartbeating",
@@ -361,8 +188,8 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
     );
 
     // Rejoin with the same identity: same key, same first join.
-    let agent1 = spawn_agent(0, "agent-1-again.log");
-    let nodes = c.wait("agent-1 Ready again", Duration::from_secs(30), |n| {
+    let agent1 = c.spawn_node("agent-1", "agent-1-again.log");
+    let nodes = c.wait_nodes("agent-1 Ready again", Duration::from_secs(30), |n| {
         state(n, "agent-1") == Some(NodeState::Ready)
     });
     let again = node(&nodes, "agent-1");
@@ -375,7 +202,7 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
     );
 
     // A wrong token: refused, and the agent says why in its log and health.
-    let good = std::fs::read_to_string(ud("agent-2")).expect("user-data");
+    let good = std::fs::read_to_string(c.user_data("agent-2")).expect("user-data");
     let token_line = good
         .lines()
         .find(|l| l.starts_with("join_token"))
@@ -384,31 +211,24 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
     let bad = good
         .replace(token_line, &format!("{head}.{}\"", "0".repeat(48)))
         .replace("name = \"agent-2\"", "name = \"intruder\"");
-    std::fs::write(dir.join("intruder.toml"), bad).expect("write");
-    let intruder = Proc::spawn(
-        &agent_ns[1],
-        STRATA,
-        &[
-            "cluster",
-            "run-node",
-            "--user-data",
-            &dir.join("intruder.toml").display().to_string(),
-            "--state-dir",
-            &state_dir("intruder"),
-        ],
-        &dir.join("intruder.log"),
+    let intruder_ud = c.dir().join("intruder.toml");
+    std::fs::write(&intruder_ud, bad).expect("write");
+    let intruder = c.spawn(
+        c.ns("agent-2"),
+        &intruder_ud,
+        &c.state_dir("intruder"),
+        "intruder.log",
     );
-    let health = dir.join("state/intruder/health/cluster.json");
-    let start = Instant::now();
-    while !std::fs::read_to_string(&health).is_ok_and(|h| h.contains("retrying")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "intruder log: {}",
-            intruder.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let h = std::fs::read_to_string(&health).expect("health");
+    let health = c.state_dir("intruder").join("health/cluster.json");
+    let h = c.wait(
+        "the intruder's health saying it retries",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&health)
+                .ok()
+                .filter(|h| h.contains("retrying"))
+        },
+    );
     assert!(
         h.contains("the join token is wrong: its secret is not this cluster's"),
         "{h}"
@@ -455,11 +275,12 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
 
     // Calls without credentials, with a foreign certificate and with an
     // expired one, made from an agent's namespace.
-    let ca_pem = ca.cert_pem.clone();
-    let endpoint = format!("{MASTER_IP}:{api_port}");
-    let ca2 = ca.clone();
-    let errors = in_netns(&agent_ns[0], move || {
-        block_on(async move {
+    let ca_pem = c.ca.cert_pem.clone();
+    let endpoint = format!("{master_ip}:{api_port}");
+    let ca2 = c.ca.clone();
+    let agent1_ns = agent::overlay::netns::path(c.ns("agent-1"));
+    let errors = agent::overlay::netns::run_in(Some(&agent1_ns), move || {
+        Ok(block_on(async move {
             let call = |tls: rustls::ClientConfig, auth: Auth| {
                 let client = ApiClient::new(vec![endpoint.clone()], tls, auth);
                 async move { client.list_nodes().await.map(|_| ()) }
@@ -499,8 +320,9 @@ fn master_and_two_agents_join_heartbeat_and_survive_loss() {
             )
             .await;
             [anonymous, bad_bearer, foreign, expired]
-        })
-    });
+        }))
+    })
+    .expect("netns thread");
     let [anonymous, bad_bearer, foreign, expired] = errors;
     let msg = |r: Result<(), ClientError>| r.expect_err("the call must be refused").to_string();
     let anonymous = msg(anonymous);

@@ -14,64 +14,26 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::etcd::{EtcdConnect, EtcdTls, Store};
 use agent::overlay::netlink::{self, NodeOverlay};
-use agent::overlay::{NodeNetwork, Peer, lab, plan};
-use agent::testenv::{Need, require};
+use agent::overlay::netns::path as ns_path;
+use agent::overlay::{NodeNetwork, Peer, plan};
+use agent::testing::lab;
 use configs::net::Ipv4Cidr;
 use control::model::{NodeState, NodeStatus};
 use qemu_tests::observe::{Hold, Seen, first_difference};
+use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::{Netns, Proc, run};
+use common::cluster::{ClusterSpec, TestCluster};
+use common::{Proc, free_port, run};
 
-const STRATA: &str = env!("CARGO_BIN_EXE_strata");
-const MASTER_IP: &str = "10.78.0.1";
 const NODES: [&str; 3] = ["master-1", "agent-1", "agent-2"];
 const ZONE: &str = "strata.internal";
-
-fn ns_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/var/run/netns/{name}"))
-}
-
-struct Cluster {
-    dir: PathBuf,
-    master_ns: String,
-    context: PathBuf,
-}
-
-impl Cluster {
-    fn cli(&self, args: &[&str]) -> String {
-        let ctx = self.context.display().to_string();
-        let mut full = vec!["netns", "exec", &self.master_ns, STRATA];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["--context", &ctx]);
-        run("ip", &full)
-    }
-
-    fn try_nodes(&self) -> Result<Vec<NodeStatus>, String> {
-        let ctx = self.context.display().to_string();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.master_ns, STRATA])
-            .args(["node", "list", "--json", "--context", &ctx])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).to_string());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("node list JSON: {e}"))
-    }
-
-    /// Polls `check` every 20 ms until it returns `Some`, or panics with
-    /// `what` and the logs. Prints how long it took.
-    fn wait<T>(&self, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
-        common::wait_until(&self.dir, what, timeout, Duration::from_millis(20), check)
-    }
-}
 
 /// The node's overlay is exactly what the peer list asks for: the plan
 /// against a fresh dump of its namespace is empty.
@@ -139,95 +101,35 @@ fn overlay_follows_the_cluster() {
     ) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().to_path_buf();
-    let id = std::process::id() % 100_000;
-    let master_ns = format!("so{id}-m");
-    let agent_ns = [format!("so{id}-a1"), format!("so{id}-a2")];
-    let node_ns = |name: &str| match name {
-        "master-1" => master_ns.clone(),
-        "agent-1" => agent_ns[0].clone(),
-        _ => agent_ns[1].clone(),
-    };
-    let mut netns = Netns(Vec::new());
-
-    // The underlay: a bridge in the master's namespace, one veth per agent.
-    common::underlay(
-        &mut netns,
-        &master_ns,
-        &format!("{MASTER_IP}/24"),
-        &[
-            (&agent_ns[0], "10.78.0.11/24".into()),
-            (&agent_ns[1], "10.78.0.12/24".into()),
-        ],
-    );
-    let m = master_ns.as_str();
-
-    // cluster.toml with an explicit overlay, and `strata cluster init`.
-    let etcd_port = 20_000 + (id % 20_000) as u16;
-    let cluster_toml = format!(
-        "name = \"ovl\"\nmasters = [\"{MASTER_IP}\"]\n\
-         [overlay]\ncidr = \"10.201.0.0/16\"\nvni = 4242\nport = 4790\n\
-         [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
-         [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n\
-         [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"{MASTER_IP}/24\"\n\
-         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.78.0.11/24\"\n\
-         [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.78.0.12/24\"\n"
-    );
-    let config = configs::cluster::ClusterConfig::parse("test cluster.toml", &cluster_toml)
+    // cluster.toml with an explicit overlay; waits look every 20 ms.
+    let mut c = TestCluster::new(ClusterSpec {
+        extra_toml: "[overlay]\ncidr = \"10.201.0.0/16\"\nvni = 4242\nport = 4790\n".to_string(),
+        poll: Duration::from_millis(20),
+        ..ClusterSpec::new("so", "ovl", "10.78.0")
+    });
+    let config = configs::cluster::ClusterConfig::parse("test cluster.toml", &c.cluster_toml)
         .expect("cluster.toml");
-    let ca = common::cluster_init(Path::new(STRATA), &dir, &cluster_toml);
-    let out = dir.join("out");
 
-    // A real etcd in the master's namespace, mutual TLS from the cluster CA.
-    let _etcd = common::etcd(m, &dir, &ca, "etcd-ovl", etcd_port);
-    let client_url = format!("https://127.0.0.1:{etcd_port}");
-    let etcd_cert = ca
-        .issue_master(
+    // An etcd client of the master's etcd, for the lease keys.
+    let etcd_cert =
+        c.ca.issue_master(
             "etcd-client",
             &["127.0.0.1".to_string()],
             Duration::from_secs(3600),
         )
         .expect("etcd client cert");
     let etcd = EtcdConnect {
-        endpoints: vec![client_url.clone()],
+        endpoints: vec![format!("https://127.0.0.1:{}", c.etcd_port)],
         tls: Some(EtcdTls {
-            ca_pem: ca.cert_pem.clone(),
+            ca_pem: c.ca.cert_pem.clone(),
             cert_pem: etcd_cert.cert_pem.clone(),
             key_pem: etcd_cert.key_pem.clone(),
         }),
     };
 
     // The nodes: the real binary, each in its namespace.
-    let ud = |n: &str| {
-        out.join("user-data")
-            .join(format!("{n}.toml"))
-            .display()
-            .to_string()
-    };
-    let state_dir = |n: &str| dir.join("state").join(n);
-    let spawn_node = |name: &str, log: &str| {
-        Proc::spawn(
-            &node_ns(name),
-            STRATA,
-            &[
-                "cluster",
-                "run-node",
-                "--user-data",
-                &ud(name),
-                "--state-dir",
-                &state_dir(name).display().to_string(),
-            ],
-            &dir.join(log),
-        )
-    };
-    let c = Cluster {
-        dir: dir.clone(),
-        master_ns: master_ns.clone(),
-        context: out.join("cli/context.toml"),
-    };
-    let _master = spawn_node("master-1", "master.log");
-    let mut agent1 = spawn_node("agent-1", "agent-1.log");
+    let _master = c.spawn_node("master-1", "master.log");
+    let mut agent1 = c.spawn_node("agent-1", "agent-1.log");
 
     let overlay_of = |nodes: &[NodeStatus], name: &str| {
         let n = nodes
@@ -261,8 +163,8 @@ fn overlay_follows_the_cluster() {
                 .iter()
                 .all(|n| {
                     let (o, s) = overlay_of(&nodes, n);
-                    converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
-                        && dump(&node_ns(n)).contains("route")
+                    converged(c.ns(n), &o, s, &peers_of(&nodes, n))
+                        && dump(c.ns(n)).contains("route")
                 })
                 .then_some(())
         },
@@ -271,7 +173,7 @@ fn overlay_follows_the_cluster() {
     // Agent 2 joins: time from its process starting to its routes on
     // every peer (includes process start, join, TLS and registration).
     let spawned = Instant::now();
-    let mut agent2 = spawn_node("agent-2", "agent-2.log");
+    let mut agent2 = c.spawn_node("agent-2", "agent-2.log");
     let nodes = c.wait("agent-2 leased", Duration::from_secs(60), || {
         let nodes = c.try_nodes().ok()?;
         subnet_of(&nodes, "agent-2").map(|_| nodes)
@@ -282,7 +184,7 @@ fn overlay_follows_the_cluster() {
             .iter()
             .all(|n| {
                 let (o, s) = overlay_of(&nodes, n);
-                converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
+                converged(c.ns(n), &o, s, &peers_of(&nodes, n))
             })
             .then_some(())
     });
@@ -317,10 +219,10 @@ fn overlay_follows_the_cluster() {
         })
         .collect();
     expected.sort();
-    assert_eq!(lease_keys(&master_ns, &etcd), expected);
+    assert_eq!(lease_keys(c.master_ns(), &etcd), expected);
     let all_ready = nodes.iter().all(|n| n.state == NodeState::Ready);
     eprintln!("nodes ready: {all_ready}; subnets: {subnets:?}");
-    let shown = c.cli(&["node", "show", "agent-2"]);
+    let shown = c.cli_ok(&["node", "show", "agent-2"]);
     assert!(
         shown.contains(&format!("subnet:      {}", subnets[2])),
         "{shown}"
@@ -342,7 +244,7 @@ fn overlay_follows_the_cluster() {
         .collect();
     assert_eq!(underlays, ["10.78.0.1", "10.78.0.11", "10.78.0.12"]);
     for (i, n) in NODES.iter().enumerate() {
-        let d = dump(&node_ns(n));
+        let d = dump(c.ns(n));
         assert!(
             d.contains("link strata-vx Vxlan { vni: 4242, port: 4790"),
             "{n}: {d}"
@@ -376,18 +278,18 @@ fn overlay_follows_the_cluster() {
             );
         }
     }
-    eprintln!("agent-1 overlay:\n{}", dump(&agent_ns[0]));
+    eprintln!("agent-1 overlay:\n{}", dump(c.ns("agent-1")));
 
     // Tasks on agent 1 and agent 2, attached the way the agent attaches
     // containers; a TCP round trip over the overlay.
     let mut task = |i: usize, name: &str| {
         let node = NODES[i];
-        let task_ns = format!("so{id}-{name}");
-        netns.add(&task_ns);
+        let task_ns = c.ns_name(name);
+        c.add_netns(&task_ns);
         let (o, s) = overlay_of(&nodes, node);
         let net = NodeNetwork::open(
-            &state_dir(node),
-            Some(ns_path(&node_ns(node))),
+            &c.state_dir(node),
+            Some(ns_path(c.ns(node))),
             o,
             s,
             config.overlay.cidr,
@@ -439,14 +341,13 @@ fn overlay_follows_the_cluster() {
     // open TCP conversation across the overlay going.
     let conv = lab::Conversation::open(&ns_path(&t1_ns), echo).expect("conversation");
     conv.say("before restart").expect("before restart");
-    let before: Vec<String> = NODES.iter().map(|n| state_of(&node_ns(n))).collect();
+    let before: Vec<String> = NODES.iter().map(|n| state_of(c.ns(n))).collect();
     agent1.kill();
     conv.say("agent-1 down")
         .expect("traffic while agent-1 is down");
-    let agent1b = spawn_node("agent-1", "agent-1-restarted.log");
+    let agent1b = c.spawn_node("agent-1", "agent-1-restarted.log");
     c.wait("agent-1 follows again", Duration::from_secs(60), || {
-        std::fs::read_to_string(dir.join("agent-1-restarted.log"))
-            .ok()?
+        c.log("agent-1-restarted.log")
             .contains("overlay: node `agent-1` holds")
             .then_some(())
     });
@@ -468,7 +369,7 @@ fn overlay_follows_the_cluster() {
             return Seen::Broken(format!("the restarted agent-1 exited: {}", agent1b.log()));
         }
         for (i, n) in NODES.iter().enumerate() {
-            if let Some(d) = first_difference(&before[i], &state_of(&node_ns(n))) {
+            if let Some(d) = first_difference(&before[i], &state_of(c.ns(n))) {
                 return Seen::Broken(format!("{n}'s netlink or nftables state changed: {d}"));
             }
         }
@@ -489,8 +390,8 @@ fn overlay_follows_the_cluster() {
     // Removing agent 2 releases its lease and its routes vanish from peers.
     agent2.kill();
     let removed = Instant::now();
-    c.cli(&["node", "remove", "agent-2"]);
-    let nodes = c.try_nodes().expect("node list");
+    c.cli_ok(&["node", "remove", "agent-2"]);
+    let nodes = c.nodes();
     assert!(subnet_of(&nodes, "agent-2").is_none());
     assert_eq!(nodes.len(), 2, "{nodes:#?}");
     let gone = subnets[2].network().to_string();
@@ -502,8 +403,8 @@ fn overlay_follows_the_cluster() {
                 .iter()
                 .all(|n| {
                     let (o, s) = overlay_of(&nodes, n);
-                    converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
-                        && !dump(&node_ns(n)).contains(&gone)
+                    converged(c.ns(n), &o, s, &peers_of(&nodes, n))
+                        && !dump(c.ns(n)).contains(&gone)
                 })
                 .then_some(())
         },
@@ -512,7 +413,7 @@ fn overlay_follows_the_cluster() {
         "figure: node remove to its routes gone on every peer {:.3}s",
         removed.elapsed().as_secs_f64()
     );
-    let keys = lease_keys(&master_ns, &etcd);
+    let keys = lease_keys(c.master_ns(), &etcd);
     assert_eq!(keys.len(), 4, "{keys:?}");
     assert!(
         keys.iter()
@@ -521,7 +422,7 @@ fn overlay_follows_the_cluster() {
     );
     // The removed node comes back: it joins again, gets a lease (the
     // lowest free subnet, its old one) and every node converges again.
-    let _agent2b = spawn_node("agent-2", "agent-2-back.log");
+    let _agent2b = c.spawn_node("agent-2", "agent-2-back.log");
     let nodes = c.wait("agent-2 back with a lease", Duration::from_secs(60), || {
         let nodes = c.try_nodes().ok()?;
         subnet_of(&nodes, "agent-2").map(|_| nodes)
@@ -535,7 +436,7 @@ fn overlay_follows_the_cluster() {
                 .iter()
                 .all(|n| {
                     let (o, s) = overlay_of(&nodes, n);
-                    converged(&node_ns(n), &o, s, &peers_of(&nodes, n))
+                    converged(c.ns(n), &o, s, &peers_of(&nodes, n))
                 })
                 .then_some(())
         },
@@ -555,14 +456,6 @@ impl Drop for LoopbackEtcd {
         self.proc.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn loopback_etcd() -> LoopbackEtcd {

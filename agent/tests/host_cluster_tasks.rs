@@ -11,37 +11,19 @@
 //! with clear errors. Root only.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::runtime::names::HostNames;
-use agent::testenv::{Need, require};
 use configs::net::Ipv4Cidr;
-use control::model::{NodeState, NodeStatus, TaskView};
+use control::model::NodeState;
 use control::task::TaskState;
 use hickory_proto::rr::RecordType;
 use qemu_tests::observe::{Hold, Seen};
+use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::{Netns, Proc};
-
-const MASTER_IP: &str = "10.79.0.1";
-
-fn output(program: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
+use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
+use common::output;
 
 /// Stops every task left in a state directory and unmounts its root
 /// filesystem (after the agent was killed: declared before the processes).
@@ -77,38 +59,6 @@ impl Drop for TaskCleanup {
     }
 }
 
-struct Cluster {
-    dir: PathBuf,
-    strata: PathBuf,
-    master_ns: String,
-    context: PathBuf,
-}
-
-impl Cluster {
-    /// The CLI in the master's namespace, with the cluster's context
-    /// (given after the two subcommand words, before any `--`).
-    fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let ctx = self.context.display().to_string();
-        let strata = self.strata.display().to_string();
-        let mut full = vec!["netns", "exec", &self.master_ns, &strata];
-        full.extend_from_slice(&args[..2]);
-        full.extend_from_slice(&["--context", &ctx]);
-        full.extend_from_slice(&args[2..]);
-        output(Path::new("ip"), &full)
-    }
-
-    fn tasks(&self) -> Option<Vec<TaskView>> {
-        let out = self.cli(&["task", "list", "--json"]).ok()?;
-        serde_json::from_str(&out).ok()
-    }
-
-    /// Polls `check` every 50 ms until it returns `Some`, or panics with
-    /// `what` and the logs. Prints how long it took.
-    fn wait<T>(&self, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
-        common::wait_until(&self.dir, what, timeout, Duration::from_millis(50), check)
-    }
-}
-
 #[test]
 fn tasks_pinned_through_the_api() {
     if !require(
@@ -125,53 +75,25 @@ fn tasks_pinned_through_the_api() {
     ) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().to_path_buf();
     // A copy of the binary (several worktrees may share one target dir;
-    // STRATA_TEST_BIN picks another binary).
-    let bin = std::env::var_os("STRATA_TEST_BIN")
-        .map_or(PathBuf::from(env!("CARGO_BIN_EXE_strata")), PathBuf::from);
-    let strata = dir.join("strata");
-    std::fs::copy(&bin, &strata).expect("copy strata");
-    let id = std::process::id() % 100_000;
-    let master_ns = format!("st{id}-m");
-    let agent_ns = format!("st{id}-a1");
-    let agent2_ns = format!("st{id}-a2");
-    let mut netns = Netns(Vec::new());
-
-    // The underlay: a bridge in the master's namespace, a veth to each agent.
-    common::underlay(
-        &mut netns,
-        &master_ns,
-        &format!("{MASTER_IP}/24"),
-        &[
-            (&agent_ns, "10.79.0.11/24".into()),
-            (&agent2_ns, "10.79.0.12/24".into()),
-        ],
-    );
-    let m = master_ns.as_str();
-
-    let etcd_port = 40_000 + (id % 20_000) as u16;
-    let cluster_toml = format!(
-        "name = \"tasks\"\nmasters = [\"{MASTER_IP}\"]\n\
-         [overlay]\ncidr = \"10.202.0.0/16\"\nvni = 4343\nport = 4791\n\
-         [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
-         [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n\
-         [[nodes]]\nname = \"master-1\"\nrole = \"master\"\naddress = \"{MASTER_IP}/24\"\n\
-         [[nodes]]\nname = \"agent-1\"\nrole = \"private\"\naddress = \"10.79.0.11/24\"\n\
-         [[nodes]]\nname = \"agent-2\"\nrole = \"public\"\naddress = \"10.79.0.12/24\"\n"
-    );
-    let ca = common::cluster_init(&strata, &dir, &cluster_toml);
-    let out = dir.join("out");
+    // STRATA_TEST_BIN picks another binary); the nodes keep the host's
+    // sysfs (their containers need its cgroups); waits look every 50 ms.
+    let c = TestCluster::new(ClusterSpec {
+        extra_toml: "[overlay]\ncidr = \"10.202.0.0/16\"\nvni = 4343\nport = 4791\n".to_string(),
+        etcd_port_base: 40_000,
+        binary: Binary::Copy,
+        launch: Launch::NetOnly,
+        poll: Duration::from_millis(50),
+        ..ClusterSpec::new("st", "tasks", "10.79.0")
+    });
 
     // The image, imported into the agents' stores before they start.
-    let state_dir = |n: &str| dir.join("state").join(n);
-    let agent_state = state_dir("agent-1");
-    let agent2_state = state_dir("agent-2");
-    let layout = qemu_tests::registry::busybox_layout(&dir).expect("busybox image");
+    let agent_state = c.state_dir("agent-1");
+    let agent2_state = c.state_dir("agent-2");
+    let layout = qemu_tests::registry::busybox_layout(c.dir()).expect("busybox image");
     for state in [&agent_state, &agent2_state] {
         output(
-            &strata,
+            &c.strata,
             &[
                 "image",
                 "import",
@@ -187,39 +109,11 @@ fn tasks_pinned_through_the_api() {
     let _cleanup = TaskCleanup(agent_state.clone());
     let _cleanup2 = TaskCleanup(agent2_state.clone());
 
-    // A real etcd in the master's namespace, mutual TLS from the cluster CA.
-    let _etcd = common::etcd(m, &dir, &ca, "etcd-tasks", etcd_port);
-
-    let spawn_node = |name: &str, ns: &str| {
-        Proc::spawn_net_only(
-            ns,
-            &strata,
-            &[
-                "cluster",
-                "run-node",
-                "--user-data",
-                &out.join("user-data")
-                    .join(format!("{name}.toml"))
-                    .display()
-                    .to_string(),
-                "--state-dir",
-                &state_dir(name).display().to_string(),
-            ],
-            &dir.join(format!("{name}.log")),
-        )
-    };
-    let c = Cluster {
-        dir: dir.clone(),
-        strata: strata.clone(),
-        master_ns: master_ns.clone(),
-        context: out.join("cli/context.toml"),
-    };
-    let _master = spawn_node("master-1", &master_ns);
-    let agent = spawn_node("agent-1", &agent_ns);
-    let _agent2 = spawn_node("agent-2", &agent2_ns);
+    let _master = c.spawn_node("master-1", "master-1.log");
+    let agent = c.spawn_node("agent-1", "agent-1.log");
+    let _agent2 = c.spawn_node("agent-2", "agent-2.log");
     let nodes = c.wait("agents Ready", Duration::from_secs(60), || {
-        let nodes: Vec<NodeStatus> =
-            serde_json::from_str(&c.cli(&["node", "list", "--json"]).ok()?).ok()?;
+        let nodes = c.try_nodes().ok()?;
         ["agent-1", "agent-2"]
             .iter()
             .all(|a| {
@@ -291,7 +185,7 @@ fn tasks_pinned_through_the_api() {
         ])
         .expect_err("malformed reference refused");
     assert!(refused.contains("malformed image reference"), "{refused}");
-    assert_eq!(c.tasks().expect("task list"), Vec::new());
+    assert_eq!(c.tasks(), Vec::new());
 
     // A task pinned to agent-1 runs there.
     let submitted = Instant::now();
@@ -337,7 +231,8 @@ fn tasks_pinned_through_the_api() {
         "{duplicate}"
     );
     let running = c.wait("task hello running", Duration::from_secs(30), || {
-        c.tasks()?
+        c.try_tasks()
+            .ok()?
             .into_iter()
             .find(|t| t.id == "hello" && t.state == TaskState::Running)
     });
@@ -365,7 +260,7 @@ fn tasks_pinned_through_the_api() {
     );
     let state = agent_state.display().to_string();
     c.wait("hello in the task's log", Duration::from_secs(10), || {
-        output(&strata, &["task", "logs", "hello", "--state-dir", &state])
+        output(&c.strata, &["task", "logs", "hello", "--state-dir", &state])
             .ok()
             .filter(|l| l.contains("hello"))
     });
@@ -373,12 +268,9 @@ fn tasks_pinned_through_the_api() {
     // The agent restarts: the task keeps running and is adopted (same
     // process, no restart, no second task), and is still reported.
     drop(agent);
-    let agent = spawn_node("agent-1", &agent_ns);
+    let agent = c.spawn_node("agent-1", "agent-1.log");
     c.wait("agent-1 registered again", Duration::from_secs(30), || {
-        std::fs::read_to_string(dir.join("agent-1.log"))
-            .ok()?
-            .contains("is Ready")
-            .then_some(())
+        c.log("agent-1.log").contains("is Ready").then_some(())
     });
     // Its task follower logs this just before its first reconcile.
     c.wait(
@@ -410,7 +302,7 @@ fn tasks_pinned_through_the_api() {
                     running.pid
                 ));
             }
-            let Some(listed) = c.tasks() else {
+            let Ok(listed) = c.try_tasks() else {
                 return Seen::Blind("no task list from the API".to_string());
             };
             let seen = format!("on the node and listed: {listed:?}");
@@ -425,13 +317,7 @@ fn tasks_pinned_through_the_api() {
             }
         });
 
-    tasks_reach_each_other(
-        &c,
-        &strata,
-        &agent2_state,
-        subnet_of("agent-1"),
-        (&agent2_ns, subnet_of("agent-2")),
-    );
+    tasks_reach_each_other(&c, subnet_of("agent-1"), subnet_of("agent-2"));
 
     // Stopped through the API: gone from the cluster and from the node.
     let stopped = Instant::now();
@@ -446,7 +332,7 @@ fn tasks_pinned_through_the_api() {
         "figure: task stop to removed on the node {:.3}s",
         stopped.elapsed().as_secs_f64()
     );
-    assert_eq!(c.tasks().expect("task list"), Vec::new());
+    assert_eq!(c.tasks(), Vec::new());
     assert!(
         !netns_handle("hello").exists(),
         "the task's namespace is left behind"
@@ -462,13 +348,7 @@ fn tasks_pinned_through_the_api() {
 /// search domain), by `<task>.<zone>` and by address; agent-2's resolver
 /// answers the server's app name (A) and its port (SRV). Stopping the server
 /// removes its DNS records and its namespace.
-fn tasks_reach_each_other(
-    c: &Cluster,
-    strata: &Path,
-    agent2_state: &Path,
-    subnet: Ipv4Cidr,
-    (agent2_ns, agent2_subnet): (&str, Ipv4Cidr),
-) {
+fn tasks_reach_each_other(c: &TestCluster, subnet: Ipv4Cidr, agent2_subnet: Ipv4Cidr) {
     let run_task = |node: &str, id: &str, script: &str| {
         c.cli(&qemu_tests::registry::task_run_args(
             node,
@@ -490,7 +370,8 @@ fn tasks_reach_each_other(
     c.cli(&web_args)
         .unwrap_or_else(|e| panic!("task run web: {e}"));
     let web = c.wait("task web running", Duration::from_secs(30), || {
-        c.tasks()?
+        c.try_tasks()
+            .ok()?
             .into_iter()
             .find(|t| t.id == "web" && t.state == TaskState::Running && t.address.is_some())
     });
@@ -513,13 +394,17 @@ fn tasks_reach_each_other(
     // The client may start before its node learnt the record: it retries.
     run_task("agent-2", "client", &script);
     let client = c.wait("task client exited", Duration::from_secs(60), || {
-        c.tasks()?
+        c.try_tasks()
+            .ok()?
             .into_iter()
             .find(|t| t.id == "client" && t.exit_code.is_some())
     });
-    let state = agent2_state.display().to_string();
-    let logs =
-        output(strata, &["task", "logs", "client", "--state-dir", &state]).unwrap_or_default();
+    let state = c.state_dir("agent-2").display().to_string();
+    let logs = output(
+        &c.strata,
+        &["task", "logs", "client", "--state-dir", &state],
+    )
+    .unwrap_or_default();
     // Exit 0: both names resolved to web's address and web answered
     // `pong` at each (the script checks).
     assert_eq!(client.exit_code, Some(0), "client failed: {logs}");
@@ -544,17 +429,19 @@ fn tasks_reach_each_other(
         ),
     );
     let srv = c.wait("task srv exited", Duration::from_secs(60), || {
-        c.tasks()?
+        c.try_tasks()
+            .ok()?
             .into_iter()
             .find(|t| t.id == "srv" && t.exit_code.is_some())
     });
-    let logs = output(strata, &["task", "logs", "srv", "--state-dir", &state]).unwrap_or_default();
+    let logs =
+        output(&c.strata, &["task", "logs", "srv", "--state-dir", &state]).unwrap_or_default();
     assert_eq!(srv.exit_code, Some(0), "app and SRV records: {logs}");
     c.cli(&["task", "stop", "srv"]).expect("stop srv");
     // ... and from the test, at agent-2's resolver (in its
     // namespace, at its bridge's address).
     let resolver = std::net::SocketAddr::from((agent::overlay::plan::gateway(agent2_subnet), 53));
-    let netns = PathBuf::from(format!("/var/run/netns/{agent2_ns}"));
+    let netns = agent::overlay::netns::path(c.ns("agent-2"));
     let ask = |name: &str, rtype: RecordType| {
         agent::overlay::netns::run_in(Some(&netns), || {
             agent::dns::client::query(resolver, name, rtype, Duration::from_secs(2))
@@ -579,7 +466,11 @@ fn tasks_reach_each_other(
     // The server stops: its name no longer resolves anywhere.
     c.cli(&["task", "stop", "web"]).expect("stop web");
     c.wait("task web removed", Duration::from_secs(30), || {
-        c.tasks()?.iter().all(|t| t.id != "web").then_some(())
+        c.try_tasks()
+            .ok()?
+            .iter()
+            .all(|t| t.id != "web")
+            .then_some(())
     });
     run_task(
         "agent-2",
@@ -589,7 +480,8 @@ fn tasks_reach_each_other(
         &qemu_tests::registry::gone_script("web", "agent-1", 10),
     );
     let probe = c.wait("task probe exited", Duration::from_secs(60), || {
-        c.tasks()?
+        c.try_tasks()
+            .ok()?
             .into_iter()
             .find(|t| t.id == "probe" && t.exit_code.is_some())
     });

@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use agent::overlay::lab::{self, Lab};
-use agent::testenv::{Need, require};
+use agent::testing::lab::{self, Lab};
+use qemu_tests::testenv::{Need, require};
 
 fn tag() -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use agent::images::{ImageError, ImageStore, PullAuth, PullOptions};
 use agent::tasks::{self, Supervisor, TaskSpec};
-use agent::testenv::{Need, require};
 use qemu_tests::observe::{self, Hold, Seen};
+use qemu_tests::testenv::{Need, require};
 
 /// How often the agents of these tests reconcile (`--interval-ms`).
 const AGENT_INTERVAL: Duration = Duration::from_millis(200);

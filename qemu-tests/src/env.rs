@@ -38,7 +38,7 @@ pub fn require(test: &str, files: &[&Path], programs: &[&str]) -> bool {
     missing.extend(
         programs
             .iter()
-            .filter(|p| !on_path(p))
+            .filter(|p| !crate::testenv::on_path(p))
             .map(|p| format!("needs `{p}` on PATH")),
     );
     if missing.is_empty() {
@@ -79,9 +79,4 @@ pub fn record_skip(reason: &str) {
     {
         let _ = writeln!(f, "{}", reason.replace('\n', " "));
     }
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }

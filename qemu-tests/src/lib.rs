@@ -16,6 +16,7 @@ pub mod env;
 pub mod observe;
 pub mod registry;
 pub mod reserve;
+pub mod testenv;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

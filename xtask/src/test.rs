@@ -251,14 +251,21 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
     let mut report = Report::default();
     match tier {
         Tier::Fmt => sh::run(cargo(root, skips).args(["fmt", "--all", "--check"]))?,
-        Tier::Clippy => sh::run(cargo(root, skips).args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?,
+        Tier::Clippy => {
+            sh::run(cargo(root, skips).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            // The tests turn on the agent's `testing` feature; the binary in
+            // the images is built without it, and is linted as it is built.
+            sh::run(cargo(root, skips).args([
+                "clippy", "-p", "agent", "--lib", "--bins", "--", "-D", "warnings",
+            ]))?;
+        }
         Tier::Unit => {
             cargo_test(
                 cargo(root, skips).args([

@@ -5,6 +5,7 @@
 
 pub mod calls;
 pub mod client;
+pub mod follow;
 pub mod server;
 pub mod tls;
 

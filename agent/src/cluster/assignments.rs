@@ -119,38 +119,26 @@ async fn run(
     }
 }
 
-/// Long-polls the assignment watch and hands every answer over.
+/// Long-polls the assignment watch and hands every answer that changed
+/// the assignments over.
 pub(crate) async fn follow(
     client: Arc<ApiClient>,
     tx: tokio::sync::watch::Sender<Option<Vec<TaskSpec>>>,
 ) {
-    let mut revision = 0;
-    let mut failing = false;
-    loop {
-        match client.watch_assignments(revision).await {
-            Ok(w) => {
-                if failing {
-                    tracing::info!("tasks: the assignment watch answers again");
-                    failing = false;
-                }
-                revision = w.revision;
-                tx.send_if_modified(|old| {
-                    let new = Some(w.tasks);
-                    let changed = *old != new;
-                    *old = new;
-                    changed
-                });
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!("tasks: assignment watch failed, retrying: {e}");
-                    failing = true;
-                }
-                revision = 0;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
+    crate::api::follow::follow(
+        &client,
+        0,
+        Duration::from_secs(2),
+        |w: control::model::AssignmentWatch| {
+            tx.send_if_modified(|old| {
+                let new = Some(w.tasks);
+                let changed = *old != new;
+                *old = new;
+                changed
+            });
+        },
+    )
+    .await
 }
 
 /// Reports the state of every assigned task that changed since the last

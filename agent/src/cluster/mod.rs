@@ -8,7 +8,6 @@
 //! and public agents; both run until the process ends.
 
 pub mod assignments;
-pub mod bench;
 pub mod identity;
 pub mod init;
 pub mod master;

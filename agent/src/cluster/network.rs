@@ -212,32 +212,9 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
 }
 
 /// Long-polls the node list from `revision` on and hands every answer to
-/// `on`; after an error it starts over with the whole list (revision 0)
-/// from whichever master answers. Never returns.
-pub(crate) async fn follow_nodes(
-    client: &ApiClient,
-    mut revision: i64,
-    mut on: impl FnMut(NodeWatch),
-) {
-    let mut last_error = String::new();
-    loop {
-        match client.watch_nodes(revision).await {
-            Ok(w) => {
-                revision = w.revision;
-                on(w);
-                last_error.clear();
-            }
-            Err(e) => {
-                let m = e.to_string();
-                if m != last_error {
-                    tracing::warn!("overlay: cannot follow the node list: {m}");
-                    last_error = m;
-                }
-                revision = 0;
-                tokio::time::sleep(RETRY).await;
-            }
-        }
-    }
+/// `on` (see [`crate::api::follow`]). Never returns.
+pub(crate) async fn follow_nodes(client: &ApiClient, revision: i64, on: impl FnMut(NodeWatch)) {
+    crate::api::follow::follow(client, revision, RETRY, on).await
 }
 
 /// Aborts a spawned task when dropped, so that a follower ends with its

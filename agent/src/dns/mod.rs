@@ -8,6 +8,7 @@
 //! - [`client`]: a small blocking query, for tests, benchmarks and health.
 //! - [`render_resolv_conf`]: a task's `/etc/resolv.conf`.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod client;
 pub mod records;
 pub mod server;

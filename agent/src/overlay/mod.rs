@@ -63,7 +63,6 @@
 //! [`node::follow`] does.
 
 pub mod ipam;
-pub mod lab;
 pub use control::lease;
 pub mod netlink;
 pub mod netns;

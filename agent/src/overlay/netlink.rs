@@ -683,6 +683,7 @@ pub fn detach_task(node_netns: Option<&Path>, host_if: &str) -> anyhow::Result<(
     })
 }
 
+#[cfg(feature = "testing")]
 /// Sets the loopback link of `netns` up (a fresh namespace has it down).
 pub fn loopback_up(netns: Option<&Path>) -> anyhow::Result<()> {
     with_handle(netns, |handle| async move {
@@ -696,6 +697,7 @@ pub fn loopback_up(netns: Option<&Path>) -> anyhow::Result<()> {
     })
 }
 
+#[cfg(feature = "testing")]
 /// A veth pair for test and benchmark plumbing (an underlay).
 #[derive(Debug, Clone, Default)]
 pub struct VethPair<'a> {
@@ -711,6 +713,7 @@ pub struct VethPair<'a> {
     pub mtu: Option<u32>,
 }
 
+#[cfg(feature = "testing")]
 /// Creates the pair `v` between `netns_a` and `netns_b`, both ends up, with
 /// their addresses, and loopback of `netns_b` up.
 pub fn veth_between(
@@ -793,6 +796,7 @@ pub fn veth_between(
     })
 }
 
+#[cfg(feature = "testing")]
 /// Creates a bridge `name`, up, in `netns` (the test underlay switch).
 pub fn bridge(netns: Option<&Path>, name: &str) -> anyhow::Result<()> {
     with_handle(netns, |handle| async move {

@@ -1,7 +1,10 @@
-//! Pieces shared by the host integration tests: running host commands and
-//! network namespaces that are deleted with their links when the test ends.
-//! Each test binary compiles this module and uses only part of it.
+//! Pieces shared by the host integration tests: running host commands,
+//! network namespaces that are deleted with their links when the test ends,
+//! and whole test clusters ([`cluster::TestCluster`]). Each test binary
+//! compiles this module and uses only part of it.
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::process::Command;
 
@@ -18,6 +21,33 @@ pub fn run(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs `program` and returns its stdout, or its stdout and stderr when it
+/// fails; panics only when it cannot be started.
+pub fn output(program: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A TCP port on loopback that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Network namespaces, deleted (with their links) on drop, newest first.
@@ -70,15 +100,37 @@ pub fn wait_until<T>(
     every: std::time::Duration,
     mut check: impl FnMut() -> Option<T>,
 ) -> T {
+    wait_seeing(dir, what, timeout, every, || {
+        check().ok_or_else(String::new)
+    })
+}
+
+/// [`wait_until`] with a `check` that says what it saw when it is not done
+/// yet: the panic message shows the last of those (unless empty).
+pub fn wait_seeing<T>(
+    dir: &std::path::Path,
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let start = std::time::Instant::now();
     loop {
-        if let Some(v) = check() {
-            eprintln!("{what}: after {:.3}s", start.elapsed().as_secs_f64());
-            return v;
-        }
+        let seen = match check() {
+            Ok(v) => {
+                eprintln!("{what}: after {:.3}s", start.elapsed().as_secs_f64());
+                return v;
+            }
+            Err(seen) => seen,
+        };
         assert!(
             start.elapsed() < timeout,
-            "timed out waiting for {what}\n{}",
+            "timed out waiting for {what}{}\n{}",
+            if seen.is_empty() {
+                String::new()
+            } else {
+                format!("; last seen: {seen}")
+            },
             logs_in(dir)
         );
         std::thread::sleep(every);

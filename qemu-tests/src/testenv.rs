@@ -1,10 +1,13 @@
-//! Environment checks for tests that need root, network namespaces or host
-//! tools. A test asks for what it needs; when something is missing the
+//! Environment checks for the host tier's tests and the benchmarks, which
+//! need root, network namespaces or host tools (the QEMU tier's own check
+//! is [`crate::env::require`]; both say "not run" the same way). A test asks for what it needs; when something is missing the
 //! reason is printed (and recorded for `cargo xtask test`'s summary), and
 //! under CI (`CI` set to `true`, `1` or `yes`) the test fails instead of
 //! skipping, so CI can never pass by skipping.
 
 use std::path::Path;
+
+use crate::env::{record_skip, under_ci};
 
 /// What a test needs from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,28 +34,6 @@ pub fn require(test: &str, needs: &[Need]) -> bool {
     eprintln!("{reason} (run `cargo xtask test` as root to install and run everything)");
     record_skip(&reason);
     false
-}
-
-/// Whether the tests run under CI: `CI` set to `true`, `1` or `yes` (any
-/// case), as CI services set it.
-pub fn under_ci() -> bool {
-    std::env::var("CI")
-        .is_ok_and(|v| ["true", "1", "yes"].contains(&v.trim().to_ascii_lowercase().as_str()))
-}
-
-/// Appends why a test did not run to the file `cargo xtask test` names in
-/// `STRATA_TEST_SKIPS`, so that its summary counts the test as not run
-/// (libtest reports it as passed).
-fn record_skip(reason: &str) {
-    use std::io::Write;
-    if let Some(path) = std::env::var_os("STRATA_TEST_SKIPS")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        let _ = writeln!(f, "{}", reason.replace('\n', " "));
-    }
 }
 
 fn missing(need: Need) -> Option<String> {

@@ -13,11 +13,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use configs::net::Ipv4Cidr;
 
-use super::lease;
-use super::netlink::{self, NodeOverlay};
-use super::netns;
-use super::node::NodeNetwork;
-use super::plan::{Action, Peer};
+use crate::overlay::netlink::{self, NodeOverlay};
+use crate::overlay::netns;
+use crate::overlay::node::NodeNetwork;
+use crate::overlay::plan::{Action, Peer};
+use control::lease;
 
 /// One node of the lab.
 #[derive(Debug)]
@@ -314,7 +314,7 @@ pub fn start_dns(
     upstreams: &[SocketAddr],
 ) -> anyhow::Result<crate::dns::DnsServer> {
     let n = &lab.nodes[i];
-    let addr: SocketAddr = (super::plan::gateway(n.subnet), 53).into();
+    let addr: SocketAddr = (crate::overlay::plan::gateway(n.subnet), 53).into();
     let (udp, tcp) = netns::run_in(Some(&n.netns), || {
         let udp =
             std::net::UdpSocket::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?;

@@ -1,0 +1,381 @@
+//! One test cluster for the host tests: a master and its agents as real
+//! `strata cluster run-node` processes, each in a network namespace of its
+//! own joined by veth to a bridge in the master's (the underlay), a real
+//! etcd in the master's namespace with mutual TLS from the cluster CA, and
+//! the operator's side (`cluster.toml`, `strata cluster init`, the CLI with
+//! the context it wrote). What a test needs beyond that (registries, other
+//! etcds, a D-Bus peer) it builds itself on top.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use control::model::{NodeStatus, TaskView};
+
+use super::{Netns, Proc};
+
+/// The node list the cluster tests use: a master, a private and a public
+/// agent.
+pub const MASTER_AND_TWO_AGENTS: &[(&str, &str)] = &[
+    ("master-1", "master"),
+    ("agent-1", "private"),
+    ("agent-2", "public"),
+];
+
+/// Which `strata` binary the nodes and the CLI run.
+#[derive(Clone, Copy, Debug)]
+pub enum Binary {
+    /// Cargo's, in place.
+    Cargo,
+    /// `$STRATA_TEST_BIN`, else cargo's, copied into the cluster's
+    /// directory first (several worktrees may share one target dir).
+    Copy,
+}
+
+/// How a node's process enters its namespace.
+#[derive(Clone, Copy, Debug)]
+pub enum Launch {
+    /// `ip netns exec`: the namespace's own `/sys`, a mount namespace of
+    /// its own ([`Proc::spawn`]).
+    NetnsExec,
+    /// `nsenter --net`: the host's sysfs and the test's mount namespace, as
+    /// an agent that runs containers needs ([`Proc::spawn_net_only`]).
+    NetOnly,
+}
+
+/// What a [`TestCluster`] is made of.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Starts every namespace's name: `{tag}{pid}-m` for the master,
+    /// `{tag}{pid}-a1`, `-a2`, ... for the other nodes.
+    pub tag: &'static str,
+    /// The cluster's `name` in `cluster.toml`; etcd's member is
+    /// `etcd-{name}`.
+    pub name: &'static str,
+    /// The underlay's /24 as its first three octets (`"10.77.0"`): the
+    /// first node at `.1`, node `i` after it at `.(10 + i)`.
+    pub subnet: &'static str,
+    /// `(name, role)` of every node; the first one is the only master and
+    /// holds the underlay's bridge.
+    pub nodes: &'static [(&'static str, &'static str)],
+    /// Lines of `cluster.toml` between `masters` and `[heartbeat]`:
+    /// top-level keys first, then tables (`[overlay]`).
+    pub extra_toml: String,
+    /// etcd's client port is this plus the pid modulo 20 000 (its peer
+    /// port the next one).
+    pub etcd_port_base: u16,
+    pub binary: Binary,
+    pub launch: Launch,
+    /// How often [`TestCluster::wait`] looks.
+    pub poll: Duration,
+}
+
+impl ClusterSpec {
+    /// A cluster of [`MASTER_AND_TWO_AGENTS`] with nothing extra in
+    /// `cluster.toml`, etcd above port 20 000, cargo's binary under `ip
+    /// netns exec`, waits looking every 250 ms.
+    pub fn new(tag: &'static str, name: &'static str, subnet: &'static str) -> ClusterSpec {
+        ClusterSpec {
+            tag,
+            name,
+            subnet,
+            nodes: MASTER_AND_TWO_AGENTS,
+            extra_toml: String::new(),
+            etcd_port_base: 20_000,
+            binary: Binary::Cargo,
+            launch: Launch::NetnsExec,
+            poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// One node of the cluster: its name, namespace and underlay address.
+#[derive(Clone, Debug)]
+struct Node {
+    name: String,
+    ns: String,
+    ip: String,
+}
+
+/// A running test cluster: its namespaces, etcd and directory go away on
+/// drop (etcd first, the directory last). The nodes' processes are the
+/// test's ([`TestCluster::spawn_node`]); declared after the cluster, they
+/// are killed before it.
+pub struct TestCluster {
+    /// The `strata` binary the nodes and the CLI run.
+    pub strata: PathBuf,
+    /// The cluster's CA, as `strata cluster init` made it.
+    pub ca: agent::pki::Ca,
+    /// The `cluster.toml` given to `strata cluster init`.
+    pub cluster_toml: String,
+    /// etcd's client port (on the master's loopback).
+    pub etcd_port: u16,
+    /// The CLI context `strata cluster init` wrote.
+    pub context: PathBuf,
+    id: u32,
+    tag: &'static str,
+    nodes: Vec<Node>,
+    launch: Launch,
+    poll: Duration,
+    // Dropped in this order: etcd, the namespaces, the directory.
+    _etcd: Proc,
+    netns: Netns,
+    tmp: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Lays out the underlay, writes `cluster.toml`, runs `strata cluster
+    /// init` and starts etcd. No node runs yet.
+    pub fn new(spec: ClusterSpec) -> TestCluster {
+        assert!(
+            spec.nodes
+                .first()
+                .is_some_and(|(_, role)| *role == "master"),
+            "the first node of {:?} must be the master",
+            spec.nodes
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let cargo = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
+        let strata = match spec.binary {
+            Binary::Cargo => cargo,
+            Binary::Copy => {
+                let bin = std::env::var_os("STRATA_TEST_BIN").map_or(cargo, PathBuf::from);
+                let copy = dir.join("strata");
+                std::fs::copy(&bin, &copy).expect("copy strata");
+                copy
+            }
+        };
+        let id = std::process::id() % 100_000;
+        let nodes: Vec<Node> = spec
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| Node {
+                name: name.to_string(),
+                ns: if i == 0 {
+                    format!("{}{id}-m", spec.tag)
+                } else {
+                    format!("{}{id}-a{i}", spec.tag)
+                },
+                ip: if i == 0 {
+                    format!("{}.1", spec.subnet)
+                } else {
+                    format!("{}.{}", spec.subnet, 10 + i)
+                },
+            })
+            .collect();
+
+        // The underlay: a bridge in the master's namespace, one veth per
+        // other node.
+        let mut netns = Netns(Vec::new());
+        let master = &nodes[0];
+        let others: Vec<(&str, String)> = nodes[1..]
+            .iter()
+            .map(|n| (n.ns.as_str(), format!("{}/24", n.ip)))
+            .collect();
+        super::underlay(
+            &mut netns,
+            &master.ns,
+            &format!("{}/24", master.ip),
+            &others,
+        );
+
+        // The operator's side: cluster.toml and `strata cluster init`.
+        let etcd_port = spec.etcd_port_base + (id % 20_000) as u16;
+        let mut cluster_toml = format!(
+            "name = \"{}\"\nmasters = [\"{}\"]\n{}\
+             [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
+             [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n",
+            spec.name, master.ip, spec.extra_toml
+        );
+        for (n, (name, role)) in nodes.iter().zip(spec.nodes) {
+            cluster_toml.push_str(&format!(
+                "[[nodes]]\nname = \"{name}\"\nrole = \"{role}\"\naddress = \"{}/24\"\n",
+                n.ip
+            ));
+        }
+        let ca = super::cluster_init(&strata, &dir, &cluster_toml);
+
+        // A real etcd in the master's namespace, mutual TLS from the CA.
+        let etcd = super::etcd(
+            &master.ns,
+            &dir,
+            &ca,
+            &format!("etcd-{}", spec.name),
+            etcd_port,
+        );
+        TestCluster {
+            strata,
+            ca,
+            cluster_toml,
+            etcd_port,
+            context: dir.join("out/cli/context.toml"),
+            id,
+            tag: spec.tag,
+            nodes,
+            launch: spec.launch,
+            poll: spec.poll,
+            _etcd: etcd,
+            netns,
+            tmp,
+        }
+    }
+
+    /// The cluster's directory: `cluster.toml`, `out/` of `cluster init`,
+    /// `state/<node>/`, and every process's `*.log`.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name} in this cluster"))
+    }
+
+    /// The network namespace of node `name`.
+    pub fn ns(&self, name: &str) -> &str {
+        &self.node(name).ns
+    }
+
+    /// The master's network namespace (where the CLI runs and etcd listens).
+    pub fn master_ns(&self) -> &str {
+        &self.nodes[0].ns
+    }
+
+    /// Node `name`'s underlay address, without prefix.
+    pub fn ip(&self, name: &str) -> &str {
+        &self.node(name).ip
+    }
+
+    /// A name for a namespace of the test's own, `{tag}{pid}-{suffix}`.
+    pub fn ns_name(&self, suffix: &str) -> String {
+        format!("{}{}-{suffix}", self.tag, self.id)
+    }
+
+    /// Adds namespace `name`, deleted with the cluster's.
+    pub fn add_netns(&mut self, name: &str) {
+        self.netns.add(name);
+    }
+
+    /// The user-data `strata cluster init` wrote for node `name`.
+    pub fn user_data(&self, name: &str) -> PathBuf {
+        self.dir()
+            .join("out/user-data")
+            .join(format!("{name}.toml"))
+    }
+
+    /// Node `name`'s state directory.
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.dir().join("state").join(name)
+    }
+
+    /// Starts node `name` in its namespace with its own user-data and state
+    /// directory, its output in `log` (a file name in [`Self::dir`]).
+    pub fn spawn_node(&self, name: &str, log: &str) -> Proc {
+        self.spawn(
+            self.ns(name),
+            &self.user_data(name),
+            &self.state_dir(name),
+            log,
+        )
+    }
+
+    /// Starts `strata cluster run-node` in namespace `ns` with any
+    /// user-data and state directory, its output in `log` (a file name in
+    /// [`Self::dir`]).
+    pub fn spawn(&self, ns: &str, user_data: &Path, state_dir: &Path, log: &str) -> Proc {
+        let (user_data, state_dir) = (
+            user_data.display().to_string(),
+            state_dir.display().to_string(),
+        );
+        let args = [
+            "cluster",
+            "run-node",
+            "--user-data",
+            &user_data,
+            "--state-dir",
+            &state_dir,
+        ];
+        let log = self.dir().join(log);
+        match self.launch {
+            Launch::NetnsExec => Proc::spawn(ns, &self.strata, &args, &log),
+            Launch::NetOnly => Proc::spawn_net_only(ns, &self.strata, &args, &log),
+        }
+    }
+
+    /// What the log file `log` in [`Self::dir`] holds so far.
+    pub fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir().join(log)).unwrap_or_default()
+    }
+
+    /// The CLI in the master's namespace with the cluster's context, given
+    /// after the first two words of `args` (`node list`, `task run`, ...:
+    /// so before any `--`). Its stdout, or its stdout and stderr on failure.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        assert!(args.len() >= 2, "a noun and a verb first: {args:?}");
+        let ctx = self.context.display().to_string();
+        let strata = self.strata.display().to_string();
+        let mut full = vec!["netns", "exec", self.master_ns(), &strata];
+        full.extend_from_slice(&args[..2]);
+        full.extend_from_slice(&["--context", &ctx]);
+        full.extend_from_slice(&args[2..]);
+        super::output(Path::new("ip"), &full)
+    }
+
+    /// [`Self::cli`], which must succeed.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        self.cli(args)
+            .unwrap_or_else(|e| panic!("strata {args:?}: {e}"))
+    }
+
+    /// `strata node list --json`.
+    pub fn try_nodes(&self) -> Result<Vec<NodeStatus>, String> {
+        let out = self.cli(&["node", "list", "--json"])?;
+        serde_json::from_str(&out).map_err(|e| format!("node list JSON: {e}"))
+    }
+
+    /// [`Self::try_nodes`], which must succeed.
+    pub fn nodes(&self) -> Vec<NodeStatus> {
+        self.try_nodes()
+            .unwrap_or_else(|e| panic!("node list: {e}"))
+    }
+
+    /// `strata task list --json`.
+    pub fn try_tasks(&self) -> Result<Vec<TaskView>, String> {
+        let out = self.cli(&["task", "list", "--json"])?;
+        serde_json::from_str(&out).map_err(|e| format!("task list JSON: {e}"))
+    }
+
+    /// [`Self::try_tasks`], which must succeed.
+    pub fn tasks(&self) -> Vec<TaskView> {
+        self.try_tasks()
+            .unwrap_or_else(|e| panic!("task list: {e}"))
+    }
+
+    /// Polls `check` (every [`ClusterSpec::poll`]) until it returns
+    /// `Some`, or panics with `what` and every log of the cluster. Prints
+    /// how long it took.
+    pub fn wait<T>(&self, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+        super::wait_until(self.dir(), what, timeout, self.poll, check)
+    }
+
+    /// Waits until `pred` holds for the node list and returns that list;
+    /// the panic on timeout also shows the last list (or why there was
+    /// none).
+    pub fn wait_nodes(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&[NodeStatus]) -> bool,
+    ) -> Vec<NodeStatus> {
+        super::wait_seeing(self.dir(), what, timeout, self.poll, || {
+            match self.try_nodes() {
+                Ok(nodes) if pred(&nodes) => Ok(nodes),
+                Ok(nodes) => Err(format!("nodes: {nodes:#?}")),
+                Err(e) => Err(format!("no node list: {e}")),
+            }
+        })
+    }
+}
