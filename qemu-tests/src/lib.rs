@@ -558,16 +558,20 @@ mod tests {
         assert!(a.starts_with("52:54:"));
     }
 
+    /// QEMU's arguments for `c`, as one line.
+    fn command_line(c: &VmConfig) -> String {
+        c.command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     #[test]
     fn the_command_line_boots_ovmf_with_user_data() {
         let mut c = VmConfig::new("n1", Path::new("/x/disk.qcow2"), Path::new("/tmp/q"));
         c.user_data = Some("/x/ud.toml".into());
-        let line: Vec<String> = c
-            .command()
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let line = line.join(" ");
+        let line = command_line(&c);
         assert!(line.contains("-nodefaults"));
         assert!(line.contains("-fw_cfg name=opt/strata/user-data,file=/x/ud.toml"));
         assert!(line.contains("format=qcow2,file=/x/disk.qcow2"));
@@ -579,12 +583,7 @@ mod tests {
     fn a_config_disk_is_a_read_only_second_disk() {
         let mut c = VmConfig::new("n1", Path::new("/x/disk.qcow2"), Path::new("/tmp/q"));
         c.config_disk = Some("/x/cfg.iso".into());
-        let line: Vec<String> = c
-            .command()
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let line = line.join(" ");
+        let line = command_line(&c);
         assert!(line.contains("if=none,id=cfg,format=raw,readonly=on,file=/x/cfg.iso"));
         assert!(line.contains("virtio-blk-pci,drive=cfg,addr=0x11"));
         assert!(line.contains("virtio-blk-pci,drive=disk0,bootindex=0"));
