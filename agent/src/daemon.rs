@@ -51,7 +51,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let facts = health::facts(&health::Sources::default());
     let mut health = Health {
         healthy: problems.is_empty(),
-        role: role.role.to_string(),
+        role: role.role,
         boots,
         facts,
         user_data,

@@ -8,6 +8,39 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+/// An A/B root slot (the root partition's GPT label `root-a`, `root-b`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    A,
+    B,
+    /// Not booted from a slot (outside an image), or a label this release
+    /// does not know.
+    #[serde(other)]
+    None,
+}
+
+impl Slot {
+    /// The slot named by a partition label's suffix (`a`, `b`).
+    pub fn from_label(suffix: &str) -> Slot {
+        match suffix {
+            "a" => Slot::A,
+            "b" => Slot::B,
+            _ => Slot::None,
+        }
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Slot::A => "a",
+            Slot::B => "b",
+            Slot::None => "none",
+        })
+    }
+}
+
 /// What the agent found out about the node it runs on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
@@ -15,8 +48,8 @@ pub struct Facts {
     pub root_read_only: bool,
     /// The root device is a dm-verity target.
     pub root_verity: bool,
-    /// The slot the root came from (`a`, `b`), or `none` outside an image.
-    pub slot: String,
+    /// The slot the root came from, [`Slot::None`] outside an image.
+    pub slot: Slot,
 }
 
 /// Why a node is not healthy. Written to the health file and the console
@@ -63,7 +96,7 @@ impl From<String> for Problem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub healthy: bool,
-    pub role: String,
+    pub role: configs::Role,
     pub boots: u64,
     pub facts: Facts,
     /// Where the user-data came from, or why there is none.
@@ -182,9 +215,9 @@ pub fn facts(src: &Sources) -> Facts {
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .find_map(|u| {
             u.lines()
-                .find_map(|l| l.strip_prefix("PARTNAME=root-").map(str::to_string))
+                .find_map(|l| l.strip_prefix("PARTNAME=root-").map(Slot::from_label))
         })
-        .unwrap_or_else(|| "none".to_string());
+        .unwrap_or(Slot::None);
     Facts {
         root_read_only: mounted_ro && write_refused,
         root_verity,
@@ -296,7 +329,7 @@ mod tests {
             Facts {
                 root_read_only: true,
                 root_verity: true,
-                slot: "b".into()
+                slot: Slot::B
             }
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -310,12 +343,12 @@ mod tests {
         assert!(e.to_string().starts_with("no health reported in"), "{e}");
         let mut h = Health {
             healthy: true,
-            role: "master".into(),
+            role: configs::Role::Master,
             boots: 2,
             facts: Facts {
                 root_read_only: true,
                 root_verity: true,
-                slot: "a".into(),
+                slot: Slot::A,
             },
             user_data: "none".into(),
             problems: vec![],

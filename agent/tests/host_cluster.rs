@@ -1,5 +1,5 @@
 //! Cluster formation for real: one master with a real etcd (Debian's
-//! `etcd`, started here with mutual TLS from the cluster CA) and two agents,
+//! `etcd`, started here with mutual TLS from the etcd CA) and two agents,
 //! each `strata` process in its own network namespace, the agents' joined
 //! to the master's by veth pairs on a bridge. Checks join, heartbeats, loss
 //! after an agent is killed, rejoin with the same identity, and that a wrong

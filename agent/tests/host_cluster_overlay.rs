@@ -110,18 +110,21 @@ fn overlay_follows_the_cluster() {
     let config = configs::cluster::ClusterConfig::parse("test cluster.toml", &c.cluster_toml)
         .expect("cluster.toml");
 
-    // An etcd client of the master's etcd, for the lease keys.
-    let etcd_cert =
-        c.ca.issue_master(
+    // An etcd client of the master's etcd, for the lease keys: etcd trusts
+    // only the etcd CA.
+    let etcd_ca = c.ca.etcd_ca().expect("etcd CA");
+    let etcd_cert = etcd_ca
+        .issue_etcd(
+            agent::pki::EtcdCert::Client,
             "etcd-client",
-            &["127.0.0.1".to_string()],
+            &[],
             Duration::from_secs(3600),
         )
         .expect("etcd client cert");
     let etcd = EtcdConnect {
         endpoints: vec![format!("https://127.0.0.1:{}", c.etcd_port)],
         tls: Some(EtcdTls {
-            ca_pem: c.ca.cert_pem.clone(),
+            ca_pem: etcd_ca.cert_pem.clone(),
             cert_pem: etcd_cert.cert_pem.clone(),
             key_pem: etcd_cert.key_pem.clone(),
         }),

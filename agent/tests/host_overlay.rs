@@ -3,8 +3,9 @@
 //! different nodes talk over real VXLAN and find each other through the
 //! node's DNS server. Needs root.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use agent::testing::lab::{self, Lab};
 use qemu_tests::testenv::{Need, require};
@@ -246,6 +247,377 @@ fn three_nodes_talk_over_the_overlay() {
     lab::stop_echo(&web, db).expect("stop db echo");
     srv_b.join().expect("join").expect("db echo");
     drop(srv_c); // unreachable now; the thread ends with the process
+}
+
+/// Raw Ethernet frames for the bridge's anti-spoofing test, sent and
+/// captured through AF_PACKET sockets on a task's `eth0`.
+mod frames {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context as _;
+
+    pub const BROADCAST: [u8; 6] = [0xff; 6];
+    /// The MAC of IPv6's all-nodes group (ff02::1).
+    pub const ALL_NODES: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+    pub const IPV4: u16 = 0x0800;
+    pub const ARP: u16 = 0x0806;
+    pub const IPV6: u16 = 0x86dd;
+
+    pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        [&dst[..], &src[..], &ethertype.to_be_bytes()[..], payload].concat()
+    }
+
+    /// A UDP datagram from port 4000 to 4001, without checksum.
+    fn udp(payload: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(8 + payload.len()).expect("a small datagram");
+        [
+            &4000u16.to_be_bytes()[..],
+            &4001u16.to_be_bytes()[..],
+            &len.to_be_bytes()[..],
+            &[0, 0][..],
+            payload,
+        ]
+        .concat()
+    }
+
+    pub fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let udp = udp(payload);
+        let total = u16::try_from(20 + udp.len()).expect("a small packet");
+        let mut header = [
+            &[0x45, 0][..],
+            &total.to_be_bytes()[..],
+            &[0, 1, 0, 0, 64, 17, 0, 0][..],
+        ]
+        .concat();
+        header.extend_from_slice(&src.octets());
+        header.extend_from_slice(&dst.octets());
+        let mut sum: u32 = header
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let check = !u16::try_from(sum).expect("folded");
+        header[10..12].copy_from_slice(&check.to_be_bytes());
+        [header, udp].concat()
+    }
+
+    /// An ARP request (Ethernet, IPv4) for `target` from `sender_mac` /
+    /// `sender`, with `marker` after it (in the frame's padding).
+    pub fn arp_request(
+        sender_mac: [u8; 6],
+        sender: Ipv4Addr,
+        target: Ipv4Addr,
+        marker: &[u8],
+    ) -> Vec<u8> {
+        [
+            &[0, 1, 0x08, 0x00, 6, 4, 0, 1][..],
+            &sender_mac[..],
+            &sender.octets()[..],
+            &[0; 6][..],
+            &target.octets()[..],
+            marker,
+        ]
+        .concat()
+    }
+
+    /// A UDP datagram from fe80::53:1 to ff02::1.
+    pub fn ipv6_udp(payload: &[u8]) -> Vec<u8> {
+        let udp = udp(payload);
+        let len = u16::try_from(udp.len()).expect("a small datagram");
+        let src: Ipv6Addr = "fe80::53:1".parse().expect("an address");
+        let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        [
+            &[0x60, 0, 0, 0][..],
+            &len.to_be_bytes()[..],
+            &[17, 64][..],
+            &src.octets()[..],
+            &dst.octets()[..],
+            &udp[..],
+        ]
+        .concat()
+    }
+
+    fn os_error(what: &str) -> anyhow::Error {
+        anyhow::anyhow!("{what}: {}", std::io::Error::last_os_error())
+    }
+
+    /// An AF_PACKET socket bound to `eth0` of the calling thread's network
+    /// namespace, for every protocol.
+    fn packet_socket() -> anyhow::Result<OwnedFd> {
+        let name = std::ffi::CString::new("eth0").context("interface name")?;
+        // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(os_error("no eth0"));
+        }
+        let protocol = u16::try_from(libc::ETH_P_ALL).context("ETH_P_ALL")?.to_be();
+        // SAFETY: socket takes no pointers and returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol),
+            )
+        };
+        if fd < 0 {
+            return Err(os_error("socket(AF_PACKET)"));
+        }
+        // SAFETY: the kernel just returned fd, and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data, for which all zero is a value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = u16::try_from(libc::AF_PACKET).context("AF_PACKET")?;
+        addr.sll_protocol = protocol;
+        addr.sll_ifindex = i32::try_from(index).context("interface index")?;
+        // SAFETY: addr is a sockaddr_ll of the size given, alive during the call.
+        let bound = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const addr).cast(),
+                u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).context("size")?,
+            )
+        };
+        if bound != 0 {
+            return Err(os_error("bind to eth0"));
+        }
+        Ok(fd)
+    }
+
+    /// Sends `frames` out of `eth0` in `netns`.
+    pub fn send(netns: &Path, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+        agent::overlay::netns::run_in(Some(netns), || {
+            let fd = packet_socket()?;
+            for frame in frames {
+                // SAFETY: frame is a live buffer of the length given.
+                let sent =
+                    unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+                if usize::try_from(sent).ok() != Some(frame.len()) {
+                    return Err(os_error("send"));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Captures what arrives on `eth0` in `netns` for `window` and returns
+    /// which of `markers` the frames held. Returns once the socket is bound.
+    pub fn capture(
+        netns: PathBuf,
+        window: Duration,
+        markers: &'static [&'static str],
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<anyhow::Result<Vec<&'static str>>>>>
+    {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle =
+            agent::overlay::netns::spawn_in(netns, move || -> anyhow::Result<Vec<&'static str>> {
+                let fd = match packet_socket() {
+                    Ok(fd) => {
+                        let _ = ready_tx.send(Ok(()));
+                        fd
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Err(e);
+                    }
+                };
+                let timeout = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 100_000,
+                };
+                // SAFETY: timeout is a timeval of the size given, alive during the call.
+                let set = unsafe {
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        (&raw const timeout).cast(),
+                        u32::try_from(std::mem::size_of::<libc::timeval>()).context("size")?,
+                    )
+                };
+                if set != 0 {
+                    return Err(os_error("SO_RCVTIMEO"));
+                }
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 2048];
+                let deadline = Instant::now() + window;
+                while Instant::now() < deadline {
+                    // SAFETY: buf is a live, writable buffer of the length given.
+                    let n = unsafe {
+                        libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                    };
+                    let Ok(n) = usize::try_from(n) else {
+                        continue; // the timeout
+                    };
+                    let frame = &buf[..n];
+                    for &m in markers {
+                        if frame.windows(m.len()).any(|w| w == m.as_bytes()) && !seen.contains(&m) {
+                            seen.push(m);
+                        }
+                    }
+                }
+                seen.sort_unstable();
+                Ok(seen)
+            });
+        ready_rx
+            .recv()
+            .context("the capture thread died")?
+            .map_err(anyhow::Error::msg)?;
+        Ok(handle)
+    }
+}
+
+/// A task's frames go on only from its own MAC and address: a forged
+/// source address or MAC, ARP claiming another's address and IPv6 stop at
+/// the bridge, while what it may send passes; and a metadata address routed
+/// to the node (169.254.169.254 on its loopback, an echo server behind it)
+/// is out of a task's reach while the node's resolver still answers.
+#[test]
+fn the_bridge_drops_what_a_task_forges_and_metadata_traffic() {
+    if !require(
+        "the_bridge_drops_what_a_task_forges_and_metadata_traffic",
+        &[
+            Need::Root,
+            Need::File("/proc/sys/net/ipv4"),
+            Need::Program("nft"),
+            Need::Program("ip"),
+        ],
+    ) {
+        return;
+    }
+    use agent::overlay::plan::{gateway, task_mac};
+
+    let mut lab = Lab::new(&tag(), 1, None, 1500).expect("lab");
+    lab.reconcile(0, &[0]).expect("reconcile");
+    let a = lab.add_task(0, "a").expect("task a");
+    let b = lab.add_task(0, "b").expect("task b");
+    let (ns_a, ns_b) = (lab.task_ns("a").expect("ns"), lab.task_ns("b").expect("ns"));
+    // Each task's end carries the MAC derived from its address.
+    let mac_a = task_mac(a.addr);
+    let eth0 = agent::overlay::netlink::dump(Some(&ns_a)).expect("dump");
+    assert_eq!(eth0.link("eth0").and_then(|l| l.mac), Some(mac_a));
+
+    const MARKERS: &[&str] = &[
+        "strata-legit-ipv4",
+        "strata-forged-ip",
+        "strata-forged-mac",
+        "strata-legit-arp",
+        "strata-arp-spoof",
+        "strata-ipv6",
+    ];
+    let capture = frames::capture(ns_b, Duration::from_secs(1), MARKERS).expect("capture on b");
+    let broadcast = Ipv4Addr::from(u32::from(lab.nodes[0].subnet.network()) | 0xff);
+    let forged_mac = task_mac(Ipv4Addr::new(10, 200, 0, 99)).0;
+    let udp = |mac: [u8; 6], src: Ipv4Addr, marker: &str| {
+        frames::ethernet(
+            frames::BROADCAST,
+            mac,
+            frames::IPV4,
+            &frames::ipv4_udp(src, broadcast, marker.as_bytes()),
+        )
+    };
+    let arp = |sender: Ipv4Addr, marker: &str| {
+        frames::ethernet(
+            frames::BROADCAST,
+            mac_a.0,
+            frames::ARP,
+            &frames::arp_request(mac_a.0, sender, b.addr, marker.as_bytes()),
+        )
+    };
+    frames::send(
+        &ns_a,
+        &[
+            udp(mac_a.0, a.addr, "strata-legit-ipv4"),
+            udp(mac_a.0, Ipv4Addr::new(10, 200, 0, 77), "strata-forged-ip"),
+            udp(forged_mac, a.addr, "strata-forged-mac"),
+            arp(a.addr, "strata-legit-arp"),
+            arp(gateway(lab.nodes[0].subnet), "strata-arp-spoof"),
+            frames::ethernet(
+                frames::ALL_NODES,
+                mac_a.0,
+                frames::IPV6,
+                &frames::ipv6_udp(b"strata-ipv6"),
+            ),
+        ],
+    )
+    .expect("send from a");
+    let seen = capture
+        .join()
+        .expect("capture thread")
+        .expect("in b's namespace")
+        .expect("capture");
+    assert_eq!(
+        seen,
+        ["strata-legit-arp", "strata-legit-ipv4"],
+        "what reached task b from task a"
+    );
+
+    // The metadata address, on the node's loopback as a cloud's would be
+    // routed: refused, while the resolver on the gateway answers.
+    let node_ns = lab.nodes[0]
+        .netns
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("named netns")
+        .to_string();
+    let metadata = Ipv4Addr::new(169, 254, 169, 254);
+    let added = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &node_ns,
+            "addr",
+            "add",
+            "169.254.169.254/32",
+            "dev",
+            "lo",
+        ])
+        .output()
+        .expect("ip addr add");
+    assert!(
+        added.status.success(),
+        "ip addr add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let meta: SocketAddr = (metadata, 80).into();
+    let srv = lab::echo_server(lab.nodes[0].netns.clone(), meta).expect("metadata echo");
+    assert_eq!(
+        lab::roundtrip(&lab.nodes[0].netns, meta, "from the node").expect("the node reaches it"),
+        "from the node"
+    );
+    let reached = lab::roundtrip(&ns_a, meta, "from a task");
+    assert!(
+        reached.is_err(),
+        "a task reached the metadata address: {reached:?}"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let records = agent::dns::Records::new();
+    records.upsert(
+        "b",
+        agent::dns::TaskRecord {
+            app: None,
+            addr: b.addr,
+            ports: vec![],
+        },
+    );
+    let server = {
+        let _guard = rt.enter();
+        lab::start_dns(&lab, 0, "strata.internal", records, &[]).expect("dns")
+    };
+    assert_eq!(
+        lab::resolve(&ns_a, server.addr, "b.strata.internal.").expect("resolve b"),
+        [b.addr]
+    );
+    rt.block_on(async { server.stop().await.expect("stop dns") });
+    lab::stop_echo(&lab.nodes[0].netns, meta).expect("stop the metadata echo");
+    srv.join().expect("join").expect("metadata echo");
 }
 
 /// A throwaway etcd on loopback, killed on drop.

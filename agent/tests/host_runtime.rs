@@ -82,7 +82,7 @@ impl Fixture {
         std::fs::copy("/bin/busybox", dir.join("root/bin/busybox")).expect("copy busybox");
         for applet in [
             "sh", "sleep", "echo", "cat", "id", "ps", "true", "false", "hostname", "grep", "ls",
-            "unshare",
+            "unshare", "mknod", "mkdir", "head",
         ] {
             std::os::unix::fs::symlink("busybox", dir.join("root/bin").join(applet))
                 .expect("symlink");
@@ -1319,6 +1319,8 @@ const CAPABILITY_BITS: &[(&str, u32)] = &[
 
 /// Docker's default capability set (its `DefaultCapabilities`), as kernel bits.
 const DOCKER_DEFAULT_CAPS: u64 = 0xa804_25fb;
+/// A task's default set: Docker's without CAP_MKNOD (bit 27), 0xa004_25fb.
+const TASK_DEFAULT_CAPS: u64 = DOCKER_DEFAULT_CAPS & !(1 << 27);
 
 /// The value of `field` in a /proc/<pid>/status text.
 fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
@@ -1449,8 +1451,8 @@ fn live_tasks_have_exactly_the_spec_capabilities_and_every_denied_call_is_refuse
     };
     let m = default_caps.iter().fold(0u64, |m, c| m | (1u64 << bit(c)));
     assert_eq!(
-        m, DOCKER_DEFAULT_CAPS,
-        "DEFAULT_CAPABILITIES is not Docker's default set: {default_caps:?}"
+        m, TASK_DEFAULT_CAPS,
+        "DEFAULT_CAPABILITIES is not Docker's default set without CAP_MKNOD: {default_caps:?}"
     );
 
     let mut fx = Fixture::new("caps");
@@ -1590,7 +1592,7 @@ fn live_tasks_have_exactly_the_spec_capabilities_and_every_denied_call_is_refuse
     );
     // Every denied call has its probe (a call added to the list needs one).
     let probed: BTreeSet<&str> = inside.iter().map(|p| p.name.as_str()).collect();
-    let unprobed: Vec<&str> = agent::runtime::spec::DENIED_SYSCALLS
+    let unprobed: Vec<&str> = agent::runtime::seccomp::DENIED_SYSCALLS
         .iter()
         .copied()
         .chain(["clone", "clone3"])
@@ -1599,6 +1601,245 @@ fn live_tasks_have_exactly_the_spec_capabilities_and_every_denied_call_is_refuse
     assert!(
         unprobed.is_empty(),
         "denied calls without a probe in tests/probe/syscalls.c: {unprobed:?}"
+    );
+
+    // What the allow-list must keep: each call of `probe allowed` works in
+    // the task and in the control (a call missing from ALLOWED_SYSCALLS
+    // shows here as EPERM), and so do ordinary tools, as root and nobody.
+    let allowed_inside = probe_results(&exec("caps-root", &["/bin/probe", "allowed"]));
+    let allowed_control = probe_results(&setpriv(probe.as_os_str(), &["allowed"]));
+    assert_eq!(
+        names(&allowed_inside),
+        names(&allowed_control),
+        "the same calls ran twice"
+    );
+    let failed: Vec<&ProbeResult> = allowed_inside
+        .iter()
+        .chain(&allowed_control)
+        .filter(|p| p.class != "allowed" || p.result != "ok")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "calls a task must keep that failed: {failed:?}"
+    );
+    for (id, uid) in [("caps-root", 0), ("caps-nobody", 65534)] {
+        let out = exec(
+            id,
+            &[
+                "sh",
+                "-c",
+                "ls / >/dev/null && cat /etc/passwd >/dev/null && ps >/dev/null && hostname && id -u && sleep 0.1 && echo fine",
+            ],
+        );
+        assert_eq!(
+            out,
+            format!("{id}\n{uid}\nfine\n"),
+            "ordinary tools in {id}"
+        );
+    }
+    fx.kill_agents();
+}
+
+/// The first block device of this host, as `major:minor` (from /sys/dev/block).
+fn a_block_device() -> (u32, u32) {
+    let mut devices: Vec<(u32, u32)> = std::fs::read_dir("/sys/dev/block")
+        .expect("/sys/dev/block")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let (major, minor) = name.split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect();
+    devices.sort();
+    *devices
+        .first()
+        .expect("this host has a block device to test the devices cgroup with")
+}
+
+/// Starts the tasks `(id, extra task file lines)` running `sleep` from
+/// `bb:1` with an agent, and waits until all run.
+fn start_sleepers(fx: &mut Fixture, tasks: &[(&str, &str)]) {
+    let tasks_dir = fx.dir.join("tasks");
+    let image = fx.image("1");
+    for (id, extra) in tasks {
+        fx.write_task(
+            &tasks_dir,
+            &format!(
+                "id = \"{id}\"\nimage = {image:?}\ncommand = [\"sleep\", \"1000\"]\nstop_grace_secs = 0\n{extra}"
+            ),
+        );
+    }
+    fx.start_agent(&tasks_dir);
+    wait_for("the tasks running", Duration::from_secs(20), || {
+        let list = fx.list();
+        tasks
+            .iter()
+            .all(|(id, _)| Fixture::task(&list, id).is_some_and(|t| t["state"] == "running"))
+    });
+}
+
+/// `strata task exec <id> -- sh -c <script>`: its stdout (the script
+/// must end with status 0).
+fn exec_sh(fx: &Fixture, id: &str, script: &str) -> String {
+    run(fx
+        .strata()
+        .args(["task", "exec", id, "--state-dir"])
+        .arg(fx.state())
+        .args(["--", "sh", "-c", script]))
+}
+
+#[test]
+fn devices_are_the_oci_defaults_and_mknod_must_be_asked_for() {
+    if !require(
+        "devices_are_the_oci_defaults_and_mknod_must_be_asked_for",
+        &[NEEDS, &[Need::File("/sys/dev/block")]].concat(),
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new("dev");
+    start_sleepers(
+        &mut fx,
+        &[
+            ("dev-default", ""),
+            ("dev-mknod", "cap_add = [\"CAP_MKNOD\"]\n"),
+        ],
+    );
+
+    // The devices cgroup (v1: its rules are readable): the spec's rules
+    // (runtime::spec::ALLOWED_DEVICES after a deny-all) and libcontainer's
+    // own: mknod of any device, /dev/console, /dev/net/tun.
+    if Path::new("/sys/fs/cgroup/devices").is_dir() {
+        for id in ["dev-default", "dev-mknod"] {
+            let list = cgroup_file("devices", &format!("{id}-1"), "devices.list")
+                .unwrap_or_else(|| panic!("{id} has no devices cgroup"));
+            let got: BTreeSet<&str> = list.lines().collect();
+            let want: BTreeSet<&str> = [
+                "c 1:3 rwm",
+                "c 1:5 rwm",
+                "c 1:7 rwm",
+                "c 1:8 rwm",
+                "c 1:9 rwm",
+                "c 5:0 rwm",
+                "c 5:1 rwm",
+                "c 5:2 rwm",
+                "c 10:200 rwm",
+                "c 136:* rwm",
+                "c *:* m",
+                "b *:* m",
+            ]
+            .into();
+            assert_eq!(got, want, "devices.list of {id}");
+        }
+    } else {
+        eprintln!(
+            "devices_are_the_oci_defaults_and_mknod_must_be_asked_for: cgroup v2, the device rules are a BPF program: checked by their effect only"
+        );
+    }
+
+    let (major, minor) = a_block_device();
+    // Without CAP_MKNOD (the default), no device node can be made.
+    let out = exec_sh(
+        &fx,
+        "dev-default",
+        &format!("mknod /dev/blk b {major} {minor} 2>&1; echo status $?"),
+    );
+    assert!(
+        out.contains("Operation not permitted") && out.ends_with("status 1\n"),
+        "mknod in a default task: {out}"
+    );
+    // With it, the node is made, but the devices cgroup refuses to open a
+    // block device, and a node on the root filesystem (nodev) does not
+    // open even when the cgroup allows its device (1:3 is /dev/null).
+    let out = exec_sh(
+        &fx,
+        "dev-mknod",
+        &format!(
+            "mknod /dev/blk b {major} {minor} && echo made-blk; \
+             head -c1 /dev/blk 2>&1 >/dev/null || echo refused-blk; \
+             mkdir -p /tmp && mknod /tmp/null c 1 3 && echo made-null; \
+             cat /tmp/null 2>&1 || echo refused-tmp-null; \
+             cat /dev/null && echo opened-dev-null"
+        ),
+    );
+    let tokens: Vec<&str> = out.lines().filter(|l| !l.contains(':')).collect();
+    assert_eq!(
+        tokens,
+        [
+            "made-blk",
+            "refused-blk",
+            "made-null",
+            "refused-tmp-null",
+            "opened-dev-null"
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("/dev/blk") && out.contains("Operation not permitted"),
+        "the devices cgroup's refusal: {out}"
+    );
+    assert!(
+        out.contains("/tmp/null") && out.contains("Permission denied"),
+        "nodev's refusal: {out}"
+    );
+    fx.kill_agents();
+}
+
+#[test]
+fn task_mounts_are_locked_down() {
+    if !require("task_mounts_are_locked_down", NEEDS) {
+        return;
+    }
+    let mut fx = Fixture::new("mounts");
+    start_sleepers(&mut fx, &[("locked", "")]);
+
+    // The root (the task's overlay) without device nodes or set-uid, /proc
+    // without those nor exec: each option of the mount point's top mount.
+    let mountinfo = exec_sh(&fx, "locked", "cat /proc/self/mountinfo");
+    let options = |point: &str| -> BTreeSet<String> {
+        mountinfo
+            .lines()
+            .rev()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 5 && f[4] == point)
+            .unwrap_or_else(|| panic!("no mount on {point}:\n{mountinfo}"))[5]
+            .split(',')
+            .map(String::from)
+            .collect()
+    };
+    for (point, wanted) in [
+        ("/", &["nodev", "nosuid"][..]),
+        ("/proc", &["nodev", "nosuid", "noexec"][..]),
+    ] {
+        let have = options(point);
+        for option in wanted {
+            assert!(
+                have.contains(*option),
+                "{point} is mounted without {option}: {have:?}"
+            );
+        }
+    }
+    // A masked file reads empty (the host's does not), and /proc/sys is
+    // read-only.
+    let host = std::fs::read_to_string("/proc/interrupts").expect("the host's /proc/interrupts");
+    assert!(
+        !host.is_empty(),
+        "the host's /proc/interrupts is empty: nothing to mask"
+    );
+    assert_eq!(exec_sh(&fx, "locked", "cat /proc/interrupts"), "");
+    let out = exec_sh(
+        &fx,
+        "locked",
+        "(echo strata > /proc/sys/kernel/domainname) 2>&1 || echo refused",
+    );
+    assert!(
+        out.contains("Read-only file system") && out.ends_with("refused\n"),
+        "writing /proc/sys: {out}"
+    );
+    // A task that sets no pids limit gets the default.
+    assert_eq!(
+        cgroup_file("pids", "locked-1", "pids.max"),
+        Some(control::task::spec::DEFAULT_PIDS_LIMIT.to_string())
     );
     fx.kill_agents();
 }

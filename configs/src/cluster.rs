@@ -182,10 +182,17 @@ impl Default for Heartbeat {
 #[serde(deny_unknown_fields)]
 pub struct Etcd {
     /// Client URLs of an etcd the masters use instead of starting their own
-    /// (`http://` or `https://` with the cluster CA). For hosts without
-    /// systemd, such as the host test tier; nothing is started when set.
+    /// (`http://`, or `https://` with certificates of the etcd CA that the
+    /// masters derive from the cluster CA: they trust only it and present a
+    /// client certificate of it). For hosts without systemd, such as the
+    /// host test tier; nothing is started when set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external: Vec<String>,
+    /// etcd's backend quota in bytes, 1 MiB to 8 GiB (etcd's suggested
+    /// maximum): past it etcd raises the NOSPACE alarm and refuses writes.
+    /// 2 GiB when absent. Only the etcd the masters start uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
 }
 
 /// How nodes reach OCI registries.
@@ -379,6 +386,16 @@ impl ClusterConfig {
                     ),
                 ));
             }
+        }
+        if let Some(q) = self.etcd.quota_bytes
+            && !(1 << 20..=8 << 30).contains(&q)
+        {
+            return Err((
+                "etcd.quota_bytes".into(),
+                format!(
+                    "{q} bytes is outside 1 MiB to 8 GiB (etcd's suggested maximum), expected for example 2147483648 (2 GiB, the default)"
+                ),
+            ));
         }
         for (i, r) in self.registries.insecure.iter().enumerate() {
             check_registry(r).map_err(|m| (format!("registries.insecure[{i}]"), m))?;

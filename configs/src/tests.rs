@@ -186,6 +186,13 @@ fn malformed_cluster() {
     );
     check(
         Kind::Cluster,
+        &format!("{CLUSTER}[etcd]\nquota_bytes = 1000\n"),
+        expect![
+            "error: test.toml:7:15: field `etcd.quota_bytes`: 1000 bytes is outside 1 MiB to 8 GiB (etcd's suggested maximum), expected for example 2147483648 (2 GiB, the default)"
+        ],
+    );
+    check(
+        Kind::Cluster,
         "masters = [\"10.9.0.10\"]\n",
         expect!["error: test.toml:1:1: field `name`: missing field `name`"],
     );

@@ -77,8 +77,10 @@ impl Tool {
 pub enum Step {
     /// `cargo build` of the workspace with the agent: etcd-client's build
     /// script runs `protoc` on `.proto` files that import the well-known
-    /// types; libcontainer's `libseccomp` links `libseccomp.so`; ring and
-    /// other crates build C with `cc`.
+    /// types; libcontainer's `libseccomp` links `libseccomp.so`; its
+    /// `cgroupsv2_devices` builds libbpf (libbpf-sys, with `make`) against
+    /// libelf's and zlib's headers and links `libelf.so` and `libz.so`;
+    /// ring and other crates build C with `cc`.
     AgentBuild,
     /// `cargo xtask image`: mmdebstrap, erofs, dm-verity, the ESP, the GPT
     /// disk, the UKI stub and systemd-boot, qcow2.
@@ -129,6 +131,10 @@ const AGENT_BUILD_TOOLS: &[Tool] = &[
     ),
     t("/usr/include/seccomp.h", "libseccomp-dev"),
     t("/usr/lib/x86_64-linux-gnu/libseccomp.so", "libseccomp-dev"),
+    t("/usr/include/gelf.h", "libelf-dev"),
+    t("/usr/lib/x86_64-linux-gnu/libelf.so", "libelf-dev"),
+    t("/usr/include/zlib.h", "zlib1g-dev"),
+    t("/usr/lib/x86_64-linux-gnu/libz.so", "zlib1g-dev"),
     t("pkg-config", "pkg-config"),
     t("cc", "build-essential"),
     t("make", "build-essential"),
@@ -508,6 +514,21 @@ mod tests {
         assert!(p.contains(&("protobuf-compiler", Suite::Bookworm)));
         assert!(p.contains(&("libprotobuf-dev", Suite::Bookworm)));
         assert!(p.contains(&("libseccomp-dev", Suite::Bookworm)));
+        // libbpf-sys (libcontainer's cgroupsv2_devices) compiles libbpf
+        // against gelf.h and zlib.h and links libelf.so and libz.so.
+        assert!(p.contains(&("libelf-dev", Suite::Bookworm)));
+        assert!(p.contains(&("zlib1g-dev", Suite::Bookworm)));
+        for path in [
+            "/usr/include/gelf.h",
+            "/usr/lib/x86_64-linux-gnu/libelf.so",
+            "/usr/include/zlib.h",
+            "/usr/lib/x86_64-linux-gnu/libz.so",
+        ] {
+            assert!(
+                Step::AgentBuild.tools().iter().any(|t| t.path == path),
+                "the agent build does not check {path}"
+            );
+        }
     }
 
     #[test]

@@ -204,24 +204,26 @@ fn the_api_document_matches_the_routes() {
     let indent = |l: &str| l.len() - l.trim_start().len();
     let mut documented = std::collections::BTreeSet::new();
     let (mut in_paths, mut path, mut method) = (false, String::new(), String::new());
-    let (mut op, mut auth) = (String::new(), String::new());
-    let mut flush = |path: &str, method: &str, op: &mut String, auth: &mut String| {
-        if !method.is_empty() {
-            documented.insert((
-                method.to_string(),
-                path.to_string(),
-                std::mem::take(op),
-                std::mem::take(auth),
-            ));
-        }
-    };
+    let (mut op, mut auth, mut limit) = (String::new(), String::new(), String::new());
+    let mut flush =
+        |path: &str, method: &str, op: &mut String, auth: &mut String, limit: &mut String| {
+            if !method.is_empty() {
+                documented.insert((
+                    method.to_string(),
+                    path.to_string(),
+                    std::mem::take(op),
+                    std::mem::take(auth),
+                    std::mem::take(limit),
+                ));
+            }
+        };
     for line in text.lines() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
         if indent(line) == 0 {
             if in_paths {
-                flush(&path, &method, &mut op, &mut auth);
+                flush(&path, &method, &mut op, &mut auth, &mut limit);
                 method.clear();
             }
             in_paths = line.starts_with("paths:");
@@ -233,7 +235,7 @@ fn the_api_document_matches_the_routes() {
         let t = line.trim();
         match indent(line) {
             2 => {
-                flush(&path, &method, &mut op, &mut auth);
+                flush(&path, &method, &mut op, &mut auth, &mut limit);
                 method.clear();
                 path = t
                     .trim_end_matches(':')
@@ -242,7 +244,7 @@ fn the_api_document_matches_the_routes() {
                     .to_string();
             }
             4 if ["get:", "post:", "put:", "delete:", "patch:"].contains(&t) => {
-                flush(&path, &method, &mut op, &mut auth);
+                flush(&path, &method, &mut op, &mut auth, &mut limit);
                 method = t.trim_end_matches(':').to_string();
             }
             6 => {
@@ -250,6 +252,8 @@ fn the_api_document_matches_the_routes() {
                     op = v.trim().to_string();
                 } else if let Some(v) = t.strip_prefix("x-strata-auth:") {
                     auth = v.trim().to_string();
+                } else if let Some(v) = t.strip_prefix("x-strata-body-limit:") {
+                    limit = v.trim().to_string();
                 }
             }
             _ => {}
@@ -263,6 +267,7 @@ fn the_api_document_matches_the_routes() {
                 r.path.to_string(),
                 r.operation.to_string(),
                 r.auth.as_str().to_string(),
+                r.body_limit.to_string(),
             )
         })
         .collect();
@@ -270,7 +275,7 @@ fn the_api_document_matches_the_routes() {
     let extra: Vec<_> = documented.difference(&served).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "docs/api.yaml and control::api::ROUTES differ (method, path, operationId, x-strata-auth):\n  routes not documented so: {missing:?}\n  documented, not routes: {extra:?}"
+        "docs/api.yaml and control::api::ROUTES differ (method, path, operationId, x-strata-auth, x-strata-body-limit):\n  routes not documented so: {missing:?}\n  documented, not routes: {extra:?}"
     );
 
     // Every `$ref` names a schema defined under `components.schemas`.

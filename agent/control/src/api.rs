@@ -1,5 +1,6 @@
-//! The API's routes, in one table: the method, the path, who may call it
-//! and the operation's name. The server mounts exactly these
+//! The API's routes, in one table: the method, the path, who may call it,
+//! the operation's name and the largest body it reads. The server mounts
+//! exactly these
 //! (`agent::api::server` checks it in a test), the typed client has one
 //! call per route, and `docs/api.yaml` describes each (the tidy test
 //! compares it with [`ROUTES`]).
@@ -65,9 +66,24 @@ pub struct Route {
     pub auth: Auth,
     /// The operation's name (`operationId` in `docs/api.yaml`).
     pub operation: &'static str,
+    /// The largest request body the route reads, in bytes: a larger one is
+    /// refused with 413 before it is parsed (`x-strata-body-limit` in
+    /// `docs/api.yaml`). [`SMALL_BODY`] unless the route takes more.
+    pub body_limit: u32,
 }
 
+/// The body limit of a route that takes no body or a small one.
+pub const SMALL_BODY: u32 = 16 << 10;
+
 impl Route {
+    /// The route with a body limit of `bytes`.
+    const fn with_body_limit(self, bytes: u32) -> Route {
+        Route {
+            body_limit: bytes,
+            ..self
+        }
+    }
+
     /// The path with its `{parameter}` segments replaced by `args`, in
     /// order.
     pub fn fill(&self, args: &[&str]) -> String {
@@ -91,18 +107,23 @@ const fn route(method: Method, path: &'static str, auth: Auth, operation: &'stat
         path,
         auth,
         operation,
+        body_limit: SMALL_BODY,
     }
 }
 
 /// `POST /v1/join`: a node joins with the join token and gets its
-/// certificate.
-pub const JOIN: Route = route(Method::Post, "/v1/join", Auth::JoinToken, "join");
+/// certificate. The body holds a CSR (about 400 bytes); this is the one
+/// route anyone may send a body to.
+pub const JOIN: Route =
+    route(Method::Post, "/v1/join", Auth::JoinToken, "join").with_body_limit(64 << 10);
 /// `GET /v1/nodes`: every node with its state.
 pub const LIST_NODES: Route = route(Method::Get, "/v1/nodes", Auth::Any, "list_nodes");
 /// `GET /v1/nodes/{name}`: one node.
 pub const SHOW_NODE: Route = route(Method::Get, "/v1/nodes/{name}", Auth::Any, "show_node");
-/// `POST /v1/nodes/{name}`: a node registers itself.
-pub const REGISTER: Route = route(Method::Post, "/v1/nodes/{name}", Auth::NodeSelf, "register");
+/// `POST /v1/nodes/{name}`: a node registers itself (its facts and
+/// attributes).
+pub const REGISTER: Route =
+    route(Method::Post, "/v1/nodes/{name}", Auth::NodeSelf, "register").with_body_limit(64 << 10);
 /// `DELETE /v1/nodes/{name}`: an operator removes a node.
 pub const REMOVE_NODE: Route = route(
     Method::Delete,
@@ -134,8 +155,10 @@ pub const CLUSTER_STATUS: Route = route(
 );
 /// `GET /v1/tasks`: every task with its state.
 pub const LIST_TASKS: Route = route(Method::Get, "/v1/tasks", Auth::Any, "list_tasks");
-/// `POST /v1/tasks`: an operator pins a task to a node.
-pub const CREATE_TASK: Route = route(Method::Post, "/v1/tasks", Auth::Operator, "create_task");
+/// `POST /v1/tasks`: an operator pins a task to a node (the whole task
+/// spec: command, environment, mounts).
+pub const CREATE_TASK: Route =
+    route(Method::Post, "/v1/tasks", Auth::Operator, "create_task").with_body_limit(256 << 10);
 /// `DELETE /v1/tasks/{id}`: an operator stops a task.
 pub const DELETE_TASK: Route = route(
     Method::Delete,
@@ -185,6 +208,18 @@ mod tests {
         assert_eq!(HEARTBEAT.fill(&["n1"]), "/v1/nodes/n1/heartbeat");
         assert_eq!(WATCH_NODES.fill(&["42"]), "/v1/watch/nodes/42");
         assert_eq!(LIST_NODES.fill(&[]), "/v1/nodes");
+    }
+
+    #[test]
+    fn bodies_are_limited() {
+        for r in ROUTES {
+            assert!(
+                (SMALL_BODY..=256 << 10).contains(&r.body_limit),
+                "{r:?}: the API reads no body above 256 KiB"
+            );
+        }
+        assert_eq!(CREATE_TASK.body_limit, 256 << 10);
+        assert_eq!(HEARTBEAT.body_limit, SMALL_BODY);
     }
 
     #[test]

@@ -321,6 +321,11 @@ pub struct ClusterStatus {
     pub etcd_quorum: bool,
     pub nodes_ready: usize,
     pub nodes_total: usize,
+    /// etcd's active alarms, each its kind and the member that raised it
+    /// (`NOSPACE on m1`); absent when there are none. Readers show the
+    /// text; a kind they do not know is shown as it comes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd_alarms: Vec<String>,
 }
 
 /// An error body of the API.

@@ -225,7 +225,7 @@ pub fn node_show(n: &NodeStatus, now: u64) -> String {
 /// `strata cluster status`.
 pub fn cluster_status(s: &ClusterStatus) -> String {
     let mut out = format!(
-        "cluster {}: etcd {}, leader {}, {}/{} node(s) Ready (answered by {})\n\n",
+        "cluster {}: etcd {}, leader {}, {}/{} node(s) Ready (answered by {})\n",
         s.cluster,
         if s.etcd_quorum {
             "healthy"
@@ -237,6 +237,15 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
         s.nodes_total,
         s.answered_by
     );
+    if !s.etcd_alarms.is_empty() {
+        out.push_str(&format!("etcd ALARMS: {}\n", s.etcd_alarms.join(", ")));
+        if s.etcd_alarms.iter().any(|a| a.starts_with("NOSPACE")) {
+            out.push_str(
+                "  NOSPACE: etcd's backend quota is used up and it refuses writes until space is freed (compaction, defragmentation) and the alarm disarmed\n",
+            );
+        }
+    }
+    out.push('\n');
     let rows: Vec<Vec<String>> = s
         .masters
         .iter()
@@ -330,11 +339,67 @@ mod tests {
     use std::collections::BTreeMap;
 
     use configs::Role;
-    use control::model::{Alive, NodeInfo, NodeRecord, TaskView, node_statuses};
+    use control::model::{
+        Alive, ClusterStatus, MasterStatus, NodeInfo, NodeRecord, TaskView, node_statuses,
+    };
     use control::task::TaskState;
     use expect_test::expect;
 
-    use super::{node_list, node_show, task_list};
+    use super::{cluster_status, node_list, node_show, task_list};
+
+    #[test]
+    fn cluster_status_with_and_without_alarms() {
+        let master = |name: &str, leader: bool| MasterStatus {
+            name: name.into(),
+            endpoint: "https://10.9.0.10:2379".into(),
+            healthy: true,
+            leader,
+            version: Some("3.4.23".into()),
+            error: None,
+        };
+        let mut status = ClusterStatus {
+            format: Default::default(),
+            cluster: "demo".into(),
+            answered_by: "m1".into(),
+            masters: vec![master("m1", true)],
+            etcd_leader: Some("m1".into()),
+            etcd_quorum: true,
+            nodes_ready: 3,
+            nodes_total: 3,
+            etcd_alarms: Vec::new(),
+        };
+        expect![[r#"
+            cluster demo: etcd healthy, leader m1, 3/3 node(s) Ready (answered by m1)
+
+            MASTER  ETCD ENDPOINT           HEALTH   LEADER  VERSION/ERROR
+            m1      https://10.9.0.10:2379  healthy  yes     3.4.23
+        "#]]
+        .assert_eq(&cluster_status(&status));
+        // Without alarms the JSON is what readers before alarms read.
+        expect![[r#"{"cluster":"demo","answered_by":"m1","masters":[{"name":"m1","endpoint":"https://10.9.0.10:2379","healthy":true,"leader":true,"version":"3.4.23"}],"etcd_leader":"m1","etcd_quorum":true,"nodes_ready":3,"nodes_total":3}"#]]
+            .assert_eq(&serde_json::to_string(&status).expect("json"));
+        status.etcd_alarms = vec!["NOSPACE on m1".into()];
+        expect![[r#"
+            cluster demo: etcd healthy, leader m1, 3/3 node(s) Ready (answered by m1)
+            etcd ALARMS: NOSPACE on m1
+              NOSPACE: etcd's backend quota is used up and it refuses writes until space is freed (compaction, defragmentation) and the alarm disarmed
+
+            MASTER  ETCD ENDPOINT           HEALTH   LEADER  VERSION/ERROR
+            m1      https://10.9.0.10:2379  healthy  yes     3.4.23
+        "#]]
+        .assert_eq(&cluster_status(&status));
+        let json = serde_json::to_string(&status).expect("json");
+        assert!(
+            json.ends_with(r#","etcd_alarms":["NOSPACE on m1"]}"#),
+            "{json}"
+        );
+        // An older writer's answer reads as no alarms.
+        let old: ClusterStatus = serde_json::from_str(
+            r#"{"cluster":"demo","answered_by":"m1","masters":[],"etcd_leader":null,"etcd_quorum":false,"nodes_ready":0,"nodes_total":0}"#,
+        )
+        .expect("an answer without alarms");
+        assert!(old.etcd_alarms.is_empty());
+    }
 
     fn record(name: &str, role: Role) -> NodeRecord {
         NodeRecord {

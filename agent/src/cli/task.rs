@@ -65,6 +65,10 @@ pub enum TaskCommand {
         /// A TCP port the task serves, published as an SRV record (repeatable).
         #[arg(long = "port")]
         ports: Vec<u16>,
+        /// A capability to add to the default set (repeatable; only
+        /// CAP_MKNOD).
+        #[arg(long = "cap-add")]
+        cap_add: Vec<String>,
         #[command(flatten)]
         target: Target,
         /// The command and its arguments [default: the image's].
@@ -149,6 +153,7 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
             stop_grace,
             app,
             ports,
+            cap_add,
             target,
             command,
         } => {
@@ -169,6 +174,7 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
                 netns: None,
                 app,
                 ports,
+                cap_add,
             };
             pin(&target, node, spec)
         }

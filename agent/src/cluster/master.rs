@@ -1,7 +1,9 @@
-//! The control plane on a master: issue this master's certificate from the
-//! cluster CA, render etcd's configuration and start `etcd.service` through
-//! systemd (or use the external etcd that `cluster.toml` names), wait for
-//! quorum, serve the API, and take part as a node like any agent.
+//! The control plane on a master: issue this master's API certificate from
+//! the cluster CA and its etcd certificates from the etcd CA (derived from
+//! the cluster CA's key, so only masters hold it), render etcd's
+//! configuration and start `etcd.service` through systemd (or use the
+//! external etcd that `cluster.toml` names), wait for quorum, serve the API,
+//! and take part as a node like any agent.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,13 +14,13 @@ use anyhow::Context;
 use configs::cluster::ClusterConfig;
 use configs::user_data::UserData;
 
-use crate::api::server::{ApiState, serve};
+use crate::api::server::{ApiState, Limits, serve};
 use crate::api::tls;
 use crate::cluster::identity::write_private;
 use crate::cluster::node::{AgentOptions, run_agent};
 use crate::etcd::render::{self, EtcdPaths};
 use crate::etcd::{EtcdConnect, EtcdTls, Store};
-use crate::pki::{self, Ca, Issued, JoinToken};
+use crate::pki::{self, Ca, EtcdCert, Issued, JoinToken};
 use crate::systemd::Systemd;
 use control::model::NodeSettings;
 
@@ -40,11 +42,61 @@ pub struct Plan {
     pub ca: Ca,
     pub me: render::Member,
     pub token: JoinToken,
+    /// The API's certificate, of the cluster CA.
     pub cert: Issued,
+    pub etcd: EtcdPki,
 }
 
-/// Reads the master's secrets and issues its certificate (pure apart from
-/// key generation).
+/// A master's etcd certificates, all of the etcd CA.
+pub struct EtcdPki {
+    /// The etcd CA ([`Ca::etcd_ca`]): etcd trusts only it, and the
+    /// master's etcd client trusts only it.
+    pub ca: Ca,
+    /// etcd's client port.
+    pub server: Issued,
+    /// etcd's peer port.
+    pub peer: Issued,
+    /// The master's own etcd client.
+    pub client: Issued,
+}
+
+impl EtcdPki {
+    /// Derives the etcd CA from the cluster CA `ca` and issues member
+    /// `me`'s certificates: the server's and the peer's for `names` (the
+    /// member's address among them: etcd checks that a peer connects from
+    /// an address its certificate names, and a member dials its peers from
+    /// its underlay address, or from 127.0.0.1 on loopback), the client's
+    /// for no name.
+    pub fn issue(ca: &Ca, me: &render::Member, names: &[String]) -> Result<EtcdPki, pki::Error> {
+        let etcd_ca = ca.etcd_ca()?;
+        let issue = |kind| etcd_ca.issue_etcd(kind, &me.name, names, pki::CERT_LIFETIME);
+        let server = issue(EtcdCert::Server)?;
+        let peer = issue(EtcdCert::Peer)?;
+        // (The client certificate carries no name whatever it is given.)
+        let client = issue(EtcdCert::Client)?;
+        Ok(EtcdPki {
+            ca: etcd_ca,
+            server,
+            peer,
+            client,
+        })
+    }
+
+    /// The files etcd reads under `paths`, each with its content: what
+    /// [`render::render`]'s environment names.
+    pub fn files<'a>(&'a self, paths: &EtcdPaths) -> [(PathBuf, &'a str); 5] {
+        [
+            (paths.server_cert(), self.server.cert_pem.as_str()),
+            (paths.server_key(), self.server.key_pem.as_str()),
+            (paths.peer_cert(), self.peer.cert_pem.as_str()),
+            (paths.peer_key(), self.peer.key_pem.as_str()),
+            (paths.ca(), self.ca.cert_pem.as_str()),
+        ]
+    }
+}
+
+/// Reads the master's secrets and issues its certificates: the API's of the
+/// cluster CA, etcd's of the etcd CA (pure apart from key generation).
 pub fn plan(ud: &UserData) -> anyhow::Result<Plan> {
     let secrets = ud
         .master
@@ -75,12 +127,14 @@ pub fn plan(ud: &UserData) -> anyhow::Result<Plan> {
     ];
     names.dedup();
     let cert = ca.issue_master(&ud.name, &names, pki::CERT_LIFETIME)?;
+    let etcd = EtcdPki::issue(&ca, &me, &names)?;
     Ok(Plan {
         cluster,
         ca,
         me,
         token,
         cert,
+        etcd,
     })
 }
 
@@ -94,10 +148,12 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
     let pki_dir = opts.state_dir.join("master");
     write_private(&pki_dir.join("master.crt"), &plan.cert.cert_pem)?;
     write_private(&pki_dir.join("master.key"), &plan.cert.key_pem)?;
+    // The master's etcd client: a certificate of the etcd CA, trusting
+    // only it, for its own etcd and an external one alike.
     let etcd_tls = EtcdTls {
-        ca_pem: plan.ca.cert_pem.clone(),
-        cert_pem: plan.cert.cert_pem.clone(),
-        key_pem: plan.cert.key_pem.clone(),
+        ca_pem: plan.etcd.ca.cert_pem.clone(),
+        cert_pem: plan.etcd.client.cert_pem.clone(),
+        key_pem: plan.etcd.client.key_pem.clone(),
     };
     let connect = if plan.cluster.etcd.external.is_empty() {
         start_etcd(&plan, &opts.etcd_paths).await?;
@@ -158,7 +214,12 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
         "API of cluster `{}` listening on https://{listen}",
         plan.cluster.name
     );
-    let api = tokio::spawn(serve(listener, server_tls, Arc::new(state)));
+    let api = tokio::spawn(serve(
+        listener,
+        server_tls,
+        Arc::new(state),
+        Limits::default(),
+    ));
 
     // A master is a node too: it joins through its own API.
     let own = format!("{}:{}", Ipv4Addr::LOCALHOST, listen.port());
@@ -196,13 +257,33 @@ async fn wait_quorum(store: &Store) {
     }
 }
 
-/// Writes etcd's certificate, environment file and drop-in, then starts
+/// Writes etcd's certificates, environment file and drop-in, then starts
 /// `etcd.service` through systemd.
+///
+/// A master of an earlier release ran etcd with the cluster CA on both
+/// ports: members and masters of the two releases refuse each other's
+/// certificates, so while masters are upgraded one at a time only the side
+/// that holds a majority of the members has a quorum, and the masters of
+/// the other side wait for quorum until they are upgraded too.
 async fn start_etcd(plan: &Plan, paths: &EtcdPaths) -> anyhow::Result<()> {
     let rendered = render::render(&plan.cluster, &plan.me, paths);
-    write_private(&paths.cert(), &plan.cert.cert_pem)?;
-    write_private(&paths.key(), &plan.cert.key_pem)?;
-    write_private(&paths.ca(), &plan.ca.cert_pem)?;
+    let files = plan.etcd.files(paths);
+    for (path, content) in &files {
+        write_private(path, content)?;
+    }
+    for old in paths.legacy() {
+        match std::fs::remove_file(&old) {
+            Ok(()) => tracing::info!(
+                path = %old.display(),
+                "removed {}, etcd's file of an earlier release",
+                old.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove {}", old.display()));
+            }
+        }
+    }
     write_private(&paths.env_file, &rendered.env)?;
     write_private(&paths.dropin, &rendered.dropin)?;
     std::fs::set_permissions(
@@ -220,13 +301,10 @@ async fn start_etcd(plan: &Plan, paths: &EtcdPaths) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_parent)
         .with_context(|| format!("cannot create {}", data_parent.display()))?;
     if let Some((uid, gid)) = user_ids("etcd") {
-        for p in [
-            &data_parent,
-            &paths.pki_dir,
-            &paths.cert(),
-            &paths.key(),
-            &paths.ca(),
-        ] {
+        let owned = [&data_parent, &paths.pki_dir]
+            .into_iter()
+            .chain(files.iter().map(|(path, _)| path));
+        for p in owned {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))
                 .with_context(|| format!("cannot chown {} to etcd", p.display()))?;
         }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use configs::net::Ipv4Cidr;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    AlarmAction, AlarmType, Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions,
+    Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use control::lease::{self, LeaseError, LeaseKeys};
@@ -31,8 +31,8 @@ const TASK_STATUS: &str = "/strata/task-status/";
 pub struct EtcdConnect {
     /// Client URLs (`https://10.9.0.10:2379` or `http://127.0.0.1:2379`).
     pub endpoints: Vec<String>,
-    /// Mutual TLS for `https` endpoints: the CA and this master's client
-    /// certificate and key, all PEM.
+    /// Mutual TLS for `https` endpoints: the etcd CA and this master's
+    /// client certificate and key of it, all PEM.
     pub tls: Option<EtcdTls>,
 }
 
@@ -501,6 +501,34 @@ impl Store {
         let (keeper, stream) = self.timed(lease.keep_alive(granted.id())).await?;
         *slot = Some((granted.id(), keeper, stream));
         Ok(granted.ttl())
+    }
+
+    /// etcd's active alarms, each as its kind and the member that raised
+    /// it (`NOSPACE on m1`): NOSPACE (the backend quota is used up; etcd
+    /// refuses writes until space is freed and the alarm disarmed) or
+    /// CORRUPT.
+    pub async fn alarms(&self) -> Result<Vec<String>, Error> {
+        let mut maintenance = self.client.maintenance_client();
+        let resp = self
+            .timed(maintenance.alarm(AlarmAction::Get, AlarmType::None, None))
+            .await?;
+        if resp.alarms().is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cluster = self.client.cluster_client();
+        let list = self.timed(cluster.member_list()).await?;
+        Ok(resp
+            .alarms()
+            .iter()
+            .map(|a| {
+                let member = list
+                    .members()
+                    .iter()
+                    .find(|m| m.id() == a.member_id())
+                    .map_or_else(|| format!("{:x}", a.member_id()), |m| m.name().to_string());
+                format!("{} on {member}", a.alarm().as_str_name())
+            })
+            .collect())
     }
 
     /// Every member with its health and whether it leads; each member is

@@ -1,8 +1,10 @@
 //! Renders etcd's configuration for one master (pure): a static initial
-//! cluster from the master list, mutual TLS from the cluster CA on the client
-//! and peer ports, data under `/var/lib/etcd`. The output is an environment
-//! file for Debian's `etcd.service` and a runtime drop-in that points the
-//! unit at it.
+//! cluster from the master list, mutual TLS on the client and peer ports
+//! from the etcd CA only (`pki::Ca::etcd_ca`, which only masters can
+//! derive: a node's certificate of the cluster CA is refused), peers only
+//! with the peer certificate's name, periodic compaction, a backend quota,
+//! data under `/var/lib/etcd`. The output is an environment file for
+//! Debian's `etcd.service` and a runtime drop-in that points the unit at it.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -14,13 +16,23 @@ use configs::cluster::ClusterConfig;
 pub const CLIENT_PORT: u16 = 2379;
 /// etcd's peer port.
 pub const PEER_PORT: u16 = 2380;
+/// etcd's backend quota when `cluster.toml` sets none: past it etcd raises
+/// the NOSPACE alarm and refuses writes (`strata cluster status` shows it)
+/// instead of filling the state partition. etcd's own default is 2 GiB too,
+/// but written here it is what an operator reads.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 << 30;
+/// How much history etcd keeps before it compacts (periodic): the shared
+/// watch resumes from its last revision after a short outage, and nothing
+/// reads older revisions.
+const COMPACTION_RETENTION: &str = "1h";
 
 /// Where the rendered files and etcd's data go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdPaths {
     /// etcd's data directory.
     pub data_dir: PathBuf,
-    /// Directory of etcd's certificate, key and the CA (readable by etcd).
+    /// Directory of etcd's certificates, keys and the etcd CA (readable by
+    /// etcd).
     pub pki_dir: PathBuf,
     /// The environment file `etcd.service` reads.
     pub env_file: PathBuf,
@@ -39,14 +51,29 @@ impl EtcdPaths {
         }
     }
 
-    pub fn cert(&self) -> PathBuf {
-        self.pki_dir.join("etcd.crt")
+    /// The client port's certificate and key (`pki::EtcdCert::Server`).
+    pub fn server_cert(&self) -> PathBuf {
+        self.pki_dir.join("server.crt")
     }
-    pub fn key(&self) -> PathBuf {
-        self.pki_dir.join("etcd.key")
+    pub fn server_key(&self) -> PathBuf {
+        self.pki_dir.join("server.key")
     }
+    /// The peer port's certificate and key (`pki::EtcdCert::Peer`).
+    pub fn peer_cert(&self) -> PathBuf {
+        self.pki_dir.join("peer.crt")
+    }
+    pub fn peer_key(&self) -> PathBuf {
+        self.pki_dir.join("peer.key")
+    }
+    /// The etcd CA, the only CA etcd trusts.
     pub fn ca(&self) -> PathBuf {
-        self.pki_dir.join("ca.crt")
+        self.pki_dir.join("etcd-ca.crt")
+    }
+    /// What releases before the etcd CA wrote (the master's certificate of
+    /// the cluster CA and the cluster CA itself): removed at start, so that
+    /// nothing reads them by mistake.
+    pub fn legacy(&self) -> [PathBuf; 3] {
+        ["etcd.crt", "etcd.key", "ca.crt"].map(|f| self.pki_dir.join(f))
     }
 }
 
@@ -168,14 +195,32 @@ pub fn render(cluster: &ClusterConfig, me: &Member, paths: &EtcdPaths) -> Render
             "ETCD_INITIAL_CLUSTER_TOKEN",
             format!("strata-{}", cluster.name),
         ),
-        ("ETCD_CERT_FILE", p(&paths.cert())),
-        ("ETCD_KEY_FILE", p(&paths.key())),
+        ("ETCD_CERT_FILE", p(&paths.server_cert())),
+        ("ETCD_KEY_FILE", p(&paths.server_key())),
         ("ETCD_TRUSTED_CA_FILE", p(&paths.ca())),
         ("ETCD_CLIENT_CERT_AUTH", "true".to_string()),
-        ("ETCD_PEER_CERT_FILE", p(&paths.cert())),
-        ("ETCD_PEER_KEY_FILE", p(&paths.key())),
+        ("ETCD_PEER_CERT_FILE", p(&paths.peer_cert())),
+        ("ETCD_PEER_KEY_FILE", p(&paths.peer_key())),
         ("ETCD_PEER_TRUSTED_CA_FILE", p(&paths.ca())),
         ("ETCD_PEER_CLIENT_CERT_AUTH", "true".to_string()),
+        (
+            "ETCD_PEER_CERT_ALLOWED_CN",
+            crate::pki::ETCD_PEER_CN.to_string(),
+        ),
+        ("ETCD_AUTO_COMPACTION_MODE", "periodic".to_string()),
+        (
+            "ETCD_AUTO_COMPACTION_RETENTION",
+            COMPACTION_RETENTION.to_string(),
+        ),
+        (
+            "ETCD_QUOTA_BACKEND_BYTES",
+            cluster
+                .etcd
+                .quota_bytes
+                .unwrap_or(DEFAULT_QUOTA_BYTES)
+                .to_string(),
+        ),
+        ("ETCD_ENABLE_V2", "false".to_string()),
     ];
     let mut env = String::from(
         "# Written by the Strata agent from cluster.toml; rewritten at every start.\n",
@@ -235,14 +280,19 @@ mod tests {
                 ETCD_INITIAL_CLUSTER=m1=https://10.9.0.10:2380,m2=https://10.9.0.11:2380,m3=https://10.9.0.12:2380
                 ETCD_INITIAL_CLUSTER_STATE=new
                 ETCD_INITIAL_CLUSTER_TOKEN=strata-demo
-                ETCD_CERT_FILE=/var/lib/etcd/pki/etcd.crt
-                ETCD_KEY_FILE=/var/lib/etcd/pki/etcd.key
-                ETCD_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+                ETCD_CERT_FILE=/var/lib/etcd/pki/server.crt
+                ETCD_KEY_FILE=/var/lib/etcd/pki/server.key
+                ETCD_TRUSTED_CA_FILE=/var/lib/etcd/pki/etcd-ca.crt
                 ETCD_CLIENT_CERT_AUTH=true
-                ETCD_PEER_CERT_FILE=/var/lib/etcd/pki/etcd.crt
-                ETCD_PEER_KEY_FILE=/var/lib/etcd/pki/etcd.key
-                ETCD_PEER_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+                ETCD_PEER_CERT_FILE=/var/lib/etcd/pki/peer.crt
+                ETCD_PEER_KEY_FILE=/var/lib/etcd/pki/peer.key
+                ETCD_PEER_TRUSTED_CA_FILE=/var/lib/etcd/pki/etcd-ca.crt
                 ETCD_PEER_CLIENT_CERT_AUTH=true
+                ETCD_PEER_CERT_ALLOWED_CN=strata-etcd-peer
+                ETCD_AUTO_COMPACTION_MODE=periodic
+                ETCD_AUTO_COMPACTION_RETENTION=1h
+                ETCD_QUOTA_BACKEND_BYTES=2147483648
+                ETCD_ENABLE_V2=false
                 --- drop-in
                 # Written by the Strata agent: etcd's settings come from the cluster configuration.
                 [Service]
@@ -272,20 +322,38 @@ mod tests {
             ETCD_INITIAL_CLUSTER=master-1=https://10.9.0.10:2380
             ETCD_INITIAL_CLUSTER_STATE=new
             ETCD_INITIAL_CLUSTER_TOKEN=strata-demo
-            ETCD_CERT_FILE=/var/lib/etcd/pki/etcd.crt
-            ETCD_KEY_FILE=/var/lib/etcd/pki/etcd.key
-            ETCD_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+            ETCD_CERT_FILE=/var/lib/etcd/pki/server.crt
+            ETCD_KEY_FILE=/var/lib/etcd/pki/server.key
+            ETCD_TRUSTED_CA_FILE=/var/lib/etcd/pki/etcd-ca.crt
             ETCD_CLIENT_CERT_AUTH=true
-            ETCD_PEER_CERT_FILE=/var/lib/etcd/pki/etcd.crt
-            ETCD_PEER_KEY_FILE=/var/lib/etcd/pki/etcd.key
-            ETCD_PEER_TRUSTED_CA_FILE=/var/lib/etcd/pki/ca.crt
+            ETCD_PEER_CERT_FILE=/var/lib/etcd/pki/peer.crt
+            ETCD_PEER_KEY_FILE=/var/lib/etcd/pki/peer.key
+            ETCD_PEER_TRUSTED_CA_FILE=/var/lib/etcd/pki/etcd-ca.crt
             ETCD_PEER_CLIENT_CERT_AUTH=true
+            ETCD_PEER_CERT_ALLOWED_CN=strata-etcd-peer
+            ETCD_AUTO_COMPACTION_MODE=periodic
+            ETCD_AUTO_COMPACTION_RETENTION=1h
+            ETCD_QUOTA_BACKEND_BYTES=2147483648
+            ETCD_ENABLE_V2=false
             --- drop-in
             # Written by the Strata agent: etcd's settings come from the cluster configuration.
             [Service]
             EnvironmentFile=/var/lib/strata/etcd/etcd.env
         "#]],
         );
+    }
+
+    #[test]
+    fn the_quota_comes_from_cluster_toml() {
+        let text = "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[etcd]\nquota_bytes = 8589934592\n";
+        let c = ClusterConfig::parse("cluster.toml", text).expect("valid cluster");
+        let me = find_me(&c, "master-1", None).expect("a master");
+        let env = render(&c, &me, &EtcdPaths::standard()).env;
+        let quota: Vec<&str> = env
+            .lines()
+            .filter(|l| l.starts_with("ETCD_QUOTA_BACKEND_BYTES="))
+            .collect();
+        assert_eq!(quota, ["ETCD_QUOTA_BACKEND_BYTES=8589934592"]);
     }
 
     #[test]

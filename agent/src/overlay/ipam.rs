@@ -136,14 +136,18 @@ impl Ipam {
     }
 }
 
-/// The host-side name of a task's veth: `stv` and 8 hex digits of a hash of
-/// the task id (interface names hold at most 15 bytes).
+/// The prefix of every task veth's host-side name: the bridge's
+/// anti-spoofing rules ([`super::nft`]) check the ports so named.
+pub const VETH_PREFIX: &str = "stv";
+
+/// The host-side name of a task's veth: [`VETH_PREFIX`] and 8 hex digits of
+/// a hash of the task id (interface names hold at most 15 bytes).
 pub fn veth_name(task: &str) -> String {
     // FNV-1a: stable across releases, unlike std's hasher.
     let h = task.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    format!("stv{h:08x}")
+    format!("{VETH_PREFIX}{h:08x}")
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 //! - [`ipam`]: task addresses in the node's subnet, persisted on the node.
 //! - [`netlink`]: the only module touching rtnetlink: dump, apply, per-task
 //!   veth.
-//! - [`nft`]: the only module touching nftables: masquerading.
+//! - [`nft`]: the only module touching nftables: masquerading, and what
+//!   tasks may send into the bridge (their own MAC and address, no cloud
+//!   metadata service).
 //! - [`netns`]: named network namespaces (`/var/run/netns/NAME`) and running
 //!   code inside one.
 //! - [`node`]: [`NodeNetwork`], what the agent holds, and [`node::follow`],
@@ -79,17 +81,19 @@ use configs::net::Ipv4Cidr;
 
 /// One full reconciliation pass of a node, in `netns` (`None`: the agent's
 /// own namespace): the netlink plan for the VXLAN device, bridge and peer
-/// entries, then the masquerade ruleset. Returns the netlink actions
-/// applied (empty when nothing had to change).
+/// entries, then the nftables ruleset (masquerade, and the bridge's rules
+/// for the task ports `ports`). Returns the netlink actions applied (empty
+/// when nothing had to change).
 pub fn reconcile_node(
     netns: Option<&Path>,
     node: &netlink::NodeOverlay,
     subnet: Ipv4Cidr,
     cluster: Ipv4Cidr,
     peers: Vec<Peer>,
+    ports: &[nft::Port],
 ) -> anyhow::Result<Vec<Action>> {
     let actions = netlink::reconcile(netns, node, subnet, peers)?;
-    let ruleset = nft::render(subnet, cluster, node.port);
+    let ruleset = nft::render(subnet, cluster, node.port, ports);
     netns::run_in(netns, || nft::apply(&ruleset))?;
     Ok(actions)
 }

@@ -567,15 +567,19 @@ pub struct TaskNet {
     pub host_if: String,
     /// The task's address with the subnet's prefix (from [`super::ipam::Ipam`]).
     pub addr: Ipv4Cidr,
+    /// The MAC of the task's end ([`plan::task_mac`]), which the bridge's
+    /// anti-spoofing rules expect.
+    pub mac: Mac,
     /// The node's bridge.
     pub bridge: String,
     pub mtu: u32,
 }
 
-/// Creates the task's veth pair in the node namespace `node_netns`,
-/// enslaves the host end to the bridge, moves the other end into the task's
-/// namespace as `eth0` and gives it the address and a default route via the
-/// subnet's gateway. An existing host end of the same name is replaced.
+/// Creates the task's veth pair in the node namespace `node_netns`, gives
+/// the task's end its MAC, enslaves the host end to the bridge, moves the
+/// other end into the task's namespace as `eth0` and gives it the address
+/// and a default route via the subnet's gateway. An existing host end of
+/// the same name is replaced.
 pub fn attach_task(node_netns: Option<&Path>, task: &TaskNet) -> anyhow::Result<()> {
     let peer_tmp = &format!("{}p", task.host_if);
     let ns_file = std::fs::File::open(&task.netns)
@@ -598,6 +602,19 @@ pub fn attach_task(node_netns: Option<&Path>, task: &TaskNet) -> anyhow::Result<
         let host = index_of(&handle, &task.host_if).await?;
         let peer = index_of(&handle, peer_tmp).await?;
         let bridge = index_of(&handle, &task.bridge).await?;
+        // The MAC the bridge's rules expect, set while the end is still in
+        // the node's namespace (a task lacks CAP_NET_ADMIN to change it; a
+        // changed one would get its frames dropped).
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(peer)
+                    .address(task.mac.0.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("cannot set the MAC of {peer_tmp}"))?;
         handle
             .link()
             .set(

@@ -1,7 +1,9 @@
 //! One node's overlay as the agent holds it: configuration, lease, IPAM
 //! book under the state directory, and the three calls the agent makes
 //! (reconcile on every node-list change, attach on task start, detach on
-//! task stop).
+//! task stop). Each of them applies the nftables ruleset with the bridge's
+//! sets filled from the IPAM book, under the book's lock, so that no pass
+//! applies a set that misses a task attached meanwhile.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use configs::net::Ipv4Cidr;
 
 use super::ipam::{Ipam, veth_name};
 use super::netlink::{self, NodeOverlay, TaskNet};
+use super::nft;
 use super::plan::{self, Action, Peer};
 use crate::runtime::names::HostNames;
 
@@ -53,17 +56,26 @@ impl NodeNetwork {
     }
 
     /// Brings links, addresses, peer routes, neighbours, FDB entries and
-    /// the masquerade ruleset in line with `peers` (every other node:
-    /// name, underlay address, subnet). Idempotent: returns no action when
-    /// nothing changed.
+    /// the nftables ruleset in line with `peers` (every other node: name,
+    /// underlay address, subnet) and the IPAM book. Idempotent: returns no
+    /// action when nothing changed.
     pub fn reconcile(&self, peers: Vec<Peer>) -> anyhow::Result<Vec<Action>> {
+        let ipam = self.lock()?;
         super::reconcile_node(
             self.netns.as_deref(),
             &self.node,
             self.subnet,
             self.cluster,
             peers,
+            &ports(&ipam),
         )
+    }
+
+    /// Applies the nftables ruleset with the bridge's sets of `ipam` (the
+    /// locked book).
+    fn apply_rules(&self, ipam: &Ipam) -> anyhow::Result<()> {
+        let ruleset = nft::render(self.subnet, self.cluster, self.node.port, &ports(ipam));
+        super::netns::run_in(self.netns.as_deref(), || nft::apply(&ruleset))
     }
 
     /// The address the node's DNS server listens on and tasks resolve
@@ -74,14 +86,9 @@ impl NodeNetwork {
 
     /// Gives task `task` an address (kept across agent restarts) and wires
     /// a veth from the bridge into its namespace `task_netns`
-    /// (`/var/run/netns/NAME`, the OCI spec's network namespace path).
+    /// (`/var/run/netns/NAME`, the OCI spec's network namespace path). The
+    /// bridge's rules know the port before it exists.
     pub fn attach(&self, task: &str, task_netns: &Path) -> anyhow::Result<Ipv4Cidr> {
-        let addr = {
-            let mut ipam = self.lock()?;
-            let addr = ipam.allocate(task)?;
-            ipam.save(&self.ipam_path)?;
-            addr
-        };
         let mtu = netlink::dump(self.netns.as_deref())?
             .link(&self.node.bridge_name)
             .map(|l| l.mtu)
@@ -91,10 +98,19 @@ impl NodeNetwork {
                     self.node.bridge_name
                 )
             })?;
+        let addr = {
+            let mut ipam = self.lock()?;
+            let addr = ipam.allocate(task)?;
+            ipam.save(&self.ipam_path)?;
+            self.apply_rules(&ipam)
+                .with_context(|| format!("admitting task {task} on the bridge"))?;
+            addr
+        };
         let net = TaskNet {
             netns: task_netns.to_path_buf(),
             host_if: veth_name(task),
             addr,
+            mac: plan::task_mac(addr.addr),
             bridge: self.node.bridge_name.clone(),
             mtu,
         };
@@ -103,13 +119,15 @@ impl NodeNetwork {
         Ok(addr)
     }
 
-    /// Removes task `task`'s veth and frees its address.
+    /// Removes task `task`'s veth, frees its address and takes its port
+    /// out of the bridge's rules.
     pub fn detach(&self, task: &str) -> anyhow::Result<()> {
         netlink::detach_task(self.netns.as_deref(), &veth_name(task))?;
         let mut ipam = self.lock()?;
         ipam.release(task);
         ipam.save(&self.ipam_path)?;
-        Ok(())
+        self.apply_rules(&ipam)
+            .with_context(|| format!("removing task {task} from the bridge"))
     }
 
     /// The address of task `task`, if it has one.
@@ -124,6 +142,19 @@ impl NodeNetwork {
             .lock()
             .map_err(|_| anyhow::anyhow!("the IPAM book lock is poisoned"))
     }
+}
+
+/// The bridge ports of the tasks in `ipam`: each task's veth, MAC and
+/// address.
+fn ports(ipam: &Ipam) -> Vec<nft::Port> {
+    ipam.assigned()
+        .iter()
+        .map(|(task, addr)| nft::Port {
+            ifname: veth_name(task),
+            mac: plan::task_mac(*addr),
+            addr: *addr,
+        })
+        .collect()
 }
 
 /// Tasks on the node's overlay: each in a named namespace

@@ -58,6 +58,16 @@ pub fn bridge_mac(subnet: Ipv4Cidr) -> Mac {
     Mac([0x0e, 0x54, o[0], o[1], o[2], o[3]])
 }
 
+/// The MAC of the task that holds `addr`, set on its veth's end before that
+/// end moves into the task's namespace: locally administered, unicast,
+/// `02:53:` followed by the address. Derived like the others, so that the
+/// bridge's anti-spoofing sets ([`super::nft`]) follow from the IPAM book
+/// alone.
+pub fn task_mac(addr: Ipv4Addr) -> Mac {
+    let o = addr.octets();
+    Mac([0x02, 0x53, o[0], o[1], o[2], o[3]])
+}
+
 /// The VTEP (overlay) address of the node that leases `subnet`.
 pub fn vtep_addr(subnet: Ipv4Cidr) -> Ipv4Addr {
     subnet.network()

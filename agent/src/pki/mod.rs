@@ -1,8 +1,9 @@
 //! The cluster's public-key infrastructure: the cluster CA (P-256, made by
 //! `strata cluster init`), certificates the masters issue from it (their own
-//! API and etcd certificates, node certificates from a join), the join token
-//! that pins the CA's hash, and the CLI's bearer token. Pure apart from the
-//! system random number generator.
+//! API certificates, node certificates from a join), the etcd CA that every
+//! master derives from the cluster CA's key ([`Ca::etcd_ca`]) and the etcd
+//! certificates it issues, the join token that pins the CA's hash, and the
+//! CLI's bearer token. Pure apart from the system random number generator.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType,
+    PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SanType, SerialNumber,
 };
 use ring::rand::SecureRandom;
 use x509_parser::prelude::FromDer;
@@ -37,7 +38,18 @@ pub enum Error {
     BadToken,
     #[error("the system random number generator failed")]
     Random,
+    #[error("cannot derive the etcd CA from the cluster CA: {0}")]
+    EtcdCa(String),
 }
+
+/// The common name of etcd's peer certificates: etcd's members accept a
+/// peer only with this name (`ETCD_PEER_CERT_ALLOWED_CN`), so a master's
+/// etcd client or server certificate cannot speak raft.
+pub const ETCD_PEER_CN: &str = "strata-etcd-peer";
+
+/// What the etcd CA derivation feeds HKDF as its info: a new derivation
+/// (another key type, other fields) takes a new version.
+const ETCD_CA_LABEL: &[u8] = b"strata etcd ca v1";
 
 /// Hex sha256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -55,11 +67,25 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 
 /// `n` random bytes as hex.
 pub fn random_hex(n: usize) -> Result<String, Error> {
+    Ok(hex::encode(random_bytes(n)?))
+}
+
+fn random_bytes(n: usize) -> Result<Vec<u8>, Error> {
     let mut buf = vec![0u8; n];
     ring::rand::SystemRandom::new()
         .fill(&mut buf)
         .map_err(|_| Error::Random)?;
-    Ok(hex::encode(buf))
+    Ok(buf)
+}
+
+/// A random serial number of 16 bytes, positive. rcgen's default serial is
+/// a hash of the subject's public key, so every certificate of one key
+/// (a node that joins again, a renewal) would carry the same serial.
+fn random_serial() -> Result<SerialNumber, Error> {
+    let mut bytes = random_bytes(16)?;
+    // Positive, and no leading zero byte to strip.
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(SerialNumber::from_slice(&bytes))
 }
 
 /// The cluster CA: certificate and key, both PEM.
@@ -99,8 +125,100 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
         ];
         (params.not_before, params.not_after) = not_before_after(CA_LIFETIME);
+        params.serial_number = Some(random_serial()?);
         let cert = params.self_signed(&key)?;
         Ok(Ca {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The etcd CA of this cluster CA: the only CA etcd trusts, on its
+    /// client and peer ports. It is derived from the cluster CA's private
+    /// key, so every master (each holds that key) derives the same one, and
+    /// nothing that holds only a certificate of the cluster CA (a node) can
+    /// get a certificate etcd accepts.
+    ///
+    /// Its key is an Ed25519 key whose seed is HKDF-SHA256 of the cluster
+    /// CA key's PKCS#8 DER (info `strata etcd ca v1`); its certificate has
+    /// fixed fields, a serial from the same HKDF output and the cluster
+    /// CA's validity, and Ed25519 signatures are deterministic: every master
+    /// derives byte-identical PEM.
+    pub fn etcd_ca(&self) -> Result<Ca, Error> {
+        let bad = Error::EtcdCa;
+        let cluster_key = KeyPair::from_pem(&self.key_pem)?;
+        // 32 bytes of Ed25519 seed, then 16 of serial number.
+        let mut okm = [0u8; 48];
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[])
+            .extract(cluster_key.serialized_der())
+            .expand(&[ETCD_CA_LABEL], OkmLen(okm.len()))
+            .and_then(|o| o.fill(&mut okm))
+            .map_err(|_| bad("HKDF failed".to_string()))?;
+        let (seed, serial) = okm.split_at(32);
+        // PKCS#8 v1 (RFC 8410) of an Ed25519 key: a fixed prefix, then
+        // the seed.
+        let mut pkcs8 = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        pkcs8.extend_from_slice(seed);
+        let key = KeyPair::from_pkcs8_der_and_sign_algo(
+            &rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8),
+            &PKCS_ED25519,
+        )?;
+        let der = first_der(&self.cert_pem, "the cluster CA")?;
+        let (_, cluster) = x509_parser::certificate::X509Certificate::from_der(&der)
+            .map_err(|e| bad(format!("the cluster CA certificate: {e}")))?;
+        let at = |t: &x509_parser::time::ASN1Time| {
+            time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+                .map_err(|e| bad(format!("the cluster CA's validity: {e}")))
+        };
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        let fingerprint = self.fingerprint()?;
+        dn.push(
+            DnType::CommonName,
+            format!("strata etcd CA {}", &fingerprint[..16]),
+        );
+        dn.push(DnType::OrganizationName, "strata");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = at(&cluster.validity().not_before)?;
+        params.not_after = at(&cluster.validity().not_after)?;
+        let mut serial = serial.to_vec();
+        serial[0] = (serial[0] & 0x7f) | 0x40;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let cert = params.self_signed(&key)?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues an etcd certificate (with a fresh P-256 key); call it on the
+    /// etcd CA ([`Ca::etcd_ca`]). `member` is the etcd member (the master's
+    /// node name) and `names` the DNS names or IP addresses the certificate
+    /// is for; see [`EtcdCert`] for what each kind carries.
+    pub fn issue_etcd(
+        &self,
+        kind: EtcdCert,
+        member: &str,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<Issued, Error> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let params = match kind {
+            EtcdCert::Server => leaf_params(member, names, true, lifetime)?,
+            EtcdCert::Peer => leaf_params(ETCD_PEER_CN, names, true, lifetime)?,
+            EtcdCert::Client => leaf_params(member, &[], false, lifetime)?,
+        };
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
@@ -117,8 +235,8 @@ impl Ca {
     }
 
     /// Issues a server and client certificate (with a fresh key) for a
-    /// master: the API, etcd's client and peer ports and the master's own
-    /// etcd client all use it. `names` are DNS names or IP addresses.
+    /// master's API (etcd uses certificates of the etcd CA instead,
+    /// [`Ca::issue_etcd`]). `names` are DNS names or IP addresses.
     pub fn issue_master(
         &self,
         node: &str,
@@ -168,6 +286,31 @@ impl Ca {
     }
 }
 
+/// The length of an HKDF output, for ring.
+struct OkmLen(usize);
+
+impl ring::hkdf::KeyType for OkmLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// The kinds of certificate the etcd CA issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdCert {
+    /// etcd's client port: server and client use (etcd's gRPC gateway
+    /// dials its own port with it), named for the member's addresses.
+    Server,
+    /// etcd's peer port, both ends: common name [`ETCD_PEER_CN`], named
+    /// for the member's addresses (etcd checks that a peer connects from an
+    /// address its certificate names).
+    Peer,
+    /// A master's etcd client: client use only and no names at all (etcd
+    /// checks the address of a client whose certificate names any, and a
+    /// master dials from its underlay address or loopback).
+    Client,
+}
+
 /// A node certificate the CA signed.
 #[derive(Debug, Clone)]
 pub struct SignedNode {
@@ -204,6 +347,7 @@ fn leaf_params(
     }
     params.use_authority_key_identifier_extension = true;
     (params.not_before, params.not_after) = not_before_after(lifetime);
+    params.serial_number = Some(random_serial()?);
     Ok(params)
 }
 

@@ -19,6 +19,7 @@
 pub mod launcher;
 pub mod logs;
 pub mod names;
+pub mod seccomp;
 pub mod spec;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -70,6 +71,9 @@ pub struct RunParams {
     /// [`names::HostNames`] prefix).
     #[serde(default = "names::default_prefix")]
     pub cgroup_parent: String,
+    /// Capabilities added to the default set (the spec's `cap_add`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
 }
 
 /// Written by the shim once the container runs.
@@ -474,11 +478,15 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
     )
     .context("cannot make the shim's mounts private")?;
     detach_other_netns(run.netns.as_deref());
+    // No device nodes and no set-uid bits from the image or from what the
+    // task writes: /dev is a tmpfs of its own, and a node made elsewhere
+    // (with CAP_MKNOD) cannot be opened. libcontainer's bind of the root
+    // onto itself and its read-only remount keep both flags.
     nix::mount::mount(
         Some("overlay"),
         &rootfs,
         Some("overlay"),
-        nix::mount::MsFlags::empty(),
+        nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOSUID,
         Some(opts.as_str()),
     )
     .with_context(|| format!("cannot mount the overlay root at {}", rootfs.display()))?;
@@ -512,9 +520,35 @@ fn detach_other_netns(keep: Option<&Path>) {
     }
 }
 
+/// The per-CPU `thermal_throttle` directories of this host
+/// (`/sys/devices/system/cpu/cpuN/thermal_throttle`, on CPUs that have
+/// one), masked in every task as Docker masks them: their counts of
+/// thermal events are a side channel (GHSA-6fw5-f8r9-fgfm). Listed by the
+/// shim, since the CPUs are the host's.
+fn thermal_throttle_paths() -> Vec<String> {
+    let cpu = Path::new("/sys/devices/system/cpu");
+    let mut paths: Vec<String> = std::fs::read_dir(cpu)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("cpu"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path().join("thermal_throttle"))
+        .filter(|p| p.is_dir())
+        .map(|p| p.display().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
 fn shim_create(dir: &TaskDir, run: &RunParams, rootfs: &Path) -> anyhow::Result<Running> {
     let (uid, gid) = spec::resolve_user(run.user.as_deref(), rootfs).map_err(anyhow::Error::msg)?;
-    let spec = spec::build(run, rootfs, uid, gid).map_err(anyhow::Error::msg)?;
+    let spec = spec::build(run, rootfs, uid, gid, &thermal_throttle_paths())
+        .map_err(anyhow::Error::msg)?;
     let bundle = dir.bundle();
     spec.save(bundle.join("config.json"))
         .context("cannot write config.json")?;

@@ -2,16 +2,19 @@
 
 use std::path::Path;
 
+use libcontainer::oci_spec::OciSpecError;
 use libcontainer::oci_spec::runtime::{
-    Arch, Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp,
-    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
-    LinuxSyscall, LinuxSyscallBuilder, MountBuilder, RootBuilder, Spec, UserBuilder,
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, RootBuilder,
+    Spec, UserBuilder,
 };
 
 use super::RunParams;
 
-/// The capabilities every task gets (Docker's default set, with CAP_NET_RAW).
+/// The capabilities every task gets: Docker's default set without
+/// CAP_MKNOD (a task that makes device nodes asks for it, `cap_add`; the
+/// devices cgroup still lets it open only [`ALLOWED_DEVICES`]).
 pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::AuditWrite,
     Capability::Chown,
@@ -19,7 +22,6 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::Fowner,
     Capability::Fsetid,
     Capability::Kill,
-    Capability::Mknod,
     Capability::NetBindService,
     Capability::NetRaw,
     Capability::Setfcap,
@@ -29,164 +31,170 @@ pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::SysChroot,
 ];
 
+/// The capability a task's `cap_add` names (one of
+/// `control::task::spec::ADDABLE_CAPABILITIES`, checked when the spec was
+/// validated), by an explicit match: a name added to that list without a
+/// line here is refused, not mapped to whatever parses.
+fn added_capability(name: &str) -> Result<Capability, String> {
+    match name {
+        "CAP_MKNOD" => Ok(Capability::Mknod),
+        other => Err(format!("capability {other:?} cannot be added to a task")),
+    }
+}
+
 /// CFS period used for CPU limits, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// System calls every task is refused (EPERM) by its seccomp filter, by
-/// class (the classes of the host tier's probe, `agent/tests/probe/syscalls.c`,
-/// which calls each of them): namespaces (`clone` and `clone3` are refused
-/// only with namespace flags, by rules of their own), mounts, kernel
-/// code (modules and kexec), administration (reboot, swap, process
-/// accounting, quotas), clocks, key rings, BPF and perf, other processes
-/// (tracing, their memory), userfaultfd, io_uring, file handles, and
-/// obsolete calls (i386-only ones included: the filter covers the 32-bit
-/// ABIs). Everything else is allowed: a deny list over the capability set,
-/// so workloads that run under Docker's default profile run here (names the
-/// kernel does not know are skipped by libcontainer).
-pub const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "init_module",
-    "io_uring_enter",
-    "io_uring_register",
-    "io_uring_setup",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "_sysctl",
-    "umount",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
+/// Paths of `/proc` and `/sys` hidden from every task (an empty read-only
+/// tmpfs over a directory, /dev/null over a file; paths the kernel does
+/// not have are skipped): runc's and Docker's list. They give away the
+/// host's hardware, kernel memory and key rings, timers of other
+/// processes, and interrupt counts (`/proc/interrupts`, with the per-CPU
+/// `thermal_throttle` directories the shim adds, [`build`]'s
+/// `host_masked`: a thermal side channel, GHSA-6fw5-f8r9-fgfm).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
 ];
 
-/// The namespace flags of `clone` (linux/sched.h). CLONE_NEWTIME is not
-/// among them: `clone` has no room for it (0x80 is in its exit-signal
-/// byte), only `unshare` and `clone3` take it.
-pub const CLONE_NAMESPACE_FLAGS: &[u64] = &[
-    0x0002_0000, // CLONE_NEWNS
-    0x0200_0000, // CLONE_NEWCGROUP
-    0x0400_0000, // CLONE_NEWUTS
-    0x0800_0000, // CLONE_NEWIPC
-    0x1000_0000, // CLONE_NEWUSER
-    0x2000_0000, // CLONE_NEWPID
-    0x4000_0000, // CLONE_NEWNET
+/// Paths of `/proc` every task sees read-only (runc's and Docker's list):
+/// the kernel's settings, interrupt routing, the magic SysRq key.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
 ];
 
-/// The errno of refused calls.
-const EPERM: u32 = libc::EPERM as u32;
-/// The errno of `clone3`: "no such call", so that callers fall back to `clone`.
-const ENOSYS: u32 = libc::ENOSYS as u32;
-
-/// The seccomp filter of every task: allow by default, refuse
-/// [`DENIED_SYSCALLS`], and `clone` with any of [`CLONE_NAMESPACE_FLAGS`],
-/// with EPERM, and `clone3` with ENOSYS, on the native and the 32-bit x86
-/// ABIs.
+/// The character devices (major, minor; `None`: every minor) a task may
+/// read, write and make, after a rule that denies every device: /dev/null,
+/// zero, full, random, urandom, tty, ptmx and the pseudo-terminals.
 ///
-/// Refusing `unshare` and `setns` alone would leave a new namespace one
-/// `clone(CLONE_NEWUSER)` away, and an unprivileged user of a task would
-/// get every capability inside it. `clone` takes its flags by value
-/// (argument 0 on every x86 ABI), so one rule per flag refuses it when that
-/// flag is set (rules of one call are ORed), and fork and threads, which
-/// use none of them, go through. `clone3` takes its flags in a struct,
-/// which seccomp cannot read, so it is refused whole, as Docker does; with
-/// ENOSYS, not EPERM: glibc (2.34 and later) creates threads with `clone3`
-/// and falls back to `clone` only on ENOSYS, so EPERM would break
-/// `pthread_create`.
-fn seccomp() -> Result<LinuxSeccomp, libcontainer::oci_spec::OciSpecError> {
-    let mut syscalls: Vec<LinuxSyscall> = vec![
-        LinuxSyscallBuilder::default()
-            .names(
-                DENIED_SYSCALLS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>(),
-            )
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(EPERM)
+/// libcontainer appends rules of its own after these (libcgroups'
+/// `default_devices` and `default_allow_devices`, on cgroup v1 and, with
+/// the `cgroupsv2_devices` feature, v2): the same six devices again, `m`
+/// (mknod only, no read or write) on every character and block device,
+/// /dev/console (5:1) and /dev/net/tun (10:200). A task needs CAP_MKNOD
+/// to use the first (`cap_add`) and CAP_NET_ADMIN, which it never has, to
+/// attach to the second.
+pub const ALLOWED_DEVICES: &[(i64, Option<i64>)] = &[
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(2)),
+    (136, None),
+];
+
+/// The device rules of every task: deny everything, then
+/// [`ALLOWED_DEVICES`] with `rwm`.
+fn devices() -> Result<Vec<LinuxDeviceCgroup>, OciSpecError> {
+    let mut rules = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .typ(LinuxDeviceType::A)
+            .access("rwm")
             .build()?,
     ];
-    for &flag in CLONE_NAMESPACE_FLAGS {
-        // `flags & FLAG == FLAG`. value and valueTwo are both the flag:
-        // runc reads SCMP_CMP_MASKED_EQ as (arg & value) == valueTwo and
-        // libcontainer as (arg & valueTwo) == value, and with equal values
-        // both read the same.
-        let arg = LinuxSeccompArgBuilder::default()
-            .index(0usize)
-            .value(flag)
-            .value_two(flag)
-            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-            .build()?;
-        syscalls.push(
-            LinuxSyscallBuilder::default()
-                .names(vec!["clone".to_string()])
-                .action(LinuxSeccompAction::ScmpActErrno)
-                .errno_ret(EPERM)
-                .args(vec![arg])
-                .build()?,
-        );
+    for &(major, minor) in ALLOWED_DEVICES {
+        let mut rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        if let Some(minor) = minor {
+            rule = rule.minor(minor);
+        }
+        rules.push(rule.build()?);
     }
-    syscalls.push(
-        LinuxSyscallBuilder::default()
-            .names(vec!["clone3".to_string()])
-            .action(LinuxSeccompAction::ScmpActErrno)
-            .errno_ret(ENOSYS)
-            .build()?,
-    );
-    LinuxSeccompBuilder::default()
-        .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![
-            Arch::ScmpArchX86_64,
-            Arch::ScmpArchX86,
-            Arch::ScmpArchX32,
-        ])
-        .syscalls(syscalls)
-        .build()
+    Ok(rules)
 }
 
-/// Builds the spec for `params`, with the process user already resolved.
-pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Spec, String> {
-    let err = |e: libcontainer::oci_spec::OciSpecError| e.to_string();
+/// The kernel filesystems of every task, written out rather than taken
+/// from oci-spec's defaults: /proc without set-uid, exec or devices, /dev
+/// a small tmpfs (it must hold device nodes), /sys and the cgroup tree
+/// read-only.
+fn mounts() -> Result<Vec<Mount>, OciSpecError> {
+    let mount = |destination: &str, typ: &str, source: &str, options: &[&str]| {
+        MountBuilder::default()
+            .destination(destination)
+            .typ(typ)
+            .source(source)
+            .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+            .build()
+    };
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
+    ])
+}
+
+/// Builds the spec for `params`, with the process user already resolved;
+/// `host_masked` holds paths of this host masked beside [`MASKED_PATHS`]
+/// (the shim lists them: they depend on the host's CPUs).
+pub fn build(
+    params: &RunParams,
+    rootfs: &Path,
+    uid: u32,
+    gid: u32,
+    host_masked: &[String],
+) -> Result<Spec, String> {
+    let err = |e: OciSpecError| e.to_string();
     let mut spec = Spec::default();
     spec.set_hostname(Some(params.hostname.clone()));
     spec.set_root(Some(
@@ -197,8 +205,11 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
             .map_err(err)?,
     ));
 
-    let caps: std::collections::HashSet<Capability> =
+    let mut caps: std::collections::HashSet<Capability> =
         DEFAULT_CAPABILITIES.iter().copied().collect();
+    for name in &params.cap_add {
+        caps.insert(added_capability(name)?);
+    }
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -224,7 +235,7 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
     spec.set_process(Some(process));
 
     let mut linux = spec.linux().clone().unwrap_or_default();
-    let mut resources = LinuxResourcesBuilder::default();
+    let mut resources = LinuxResourcesBuilder::default().devices(devices().map_err(err)?);
     if let Some(bytes) = params.memory_bytes {
         let bytes = i64::try_from(bytes).map_err(|_| "memory limit too large".to_string())?;
         resources = resources.memory(
@@ -257,7 +268,15 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
     linux.set_cgroups_path(Some(
         super::names::cgroup_path(&params.cgroup_parent, &params.container_id).into(),
     ));
-    linux.set_seccomp(Some(seccomp().map_err(err)?));
+    linux.set_seccomp(Some(super::seccomp::filter().map_err(err)?));
+    linux.set_masked_paths(Some(
+        MASKED_PATHS
+            .iter()
+            .map(|p| p.to_string())
+            .chain(host_masked.iter().cloned())
+            .collect(),
+    ));
+    linux.set_readonly_paths(Some(READONLY_PATHS.iter().map(|p| p.to_string()).collect()));
     if let Some(netns) = &params.netns {
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
         for ns in &mut namespaces {
@@ -270,19 +289,23 @@ pub fn build(params: &RunParams, rootfs: &Path, uid: u32, gid: u32) -> Result<Sp
         linux.set_namespaces(Some(namespaces));
     }
     spec.set_linux(Some(linux));
+    let mut mounts = mounts().map_err(err)?;
     if let Some(resolv) = &params.resolv_conf {
-        let mut mounts = spec.mounts().clone().unwrap_or_default();
         mounts.push(
             MountBuilder::default()
                 .destination("/etc/resolv.conf")
                 .typ("bind")
                 .source(resolv)
-                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .options(
+                    ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                        .map(String::from)
+                        .to_vec(),
+                )
                 .build()
                 .map_err(err)?,
         );
-        spec.set_mounts(Some(mounts));
     }
+    spec.set_mounts(Some(mounts));
     Ok(spec)
 }
 
@@ -330,24 +353,6 @@ fn lookup_uid(rootfs: &Path, uid: u32) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-
-    /// A misspelt name would be skipped by libcontainer without a word:
-    /// every denied call must be a system call of x86-64 or of its 32-bit
-    /// ABI, as libseccomp knows them.
-    #[test]
-    fn every_denied_call_is_a_system_call() {
-        use libseccomp::{ScmpArch, ScmpSyscall};
-        let unknown: Vec<&str> = DENIED_SYSCALLS
-            .iter()
-            .copied()
-            .chain(["clone", "clone3"])
-            .filter(|name| {
-                ScmpSyscall::from_name_by_arch(name, ScmpArch::X8664).is_err()
-                    && ScmpSyscall::from_name_by_arch(name, ScmpArch::X86).is_err()
-            })
-            .collect();
-        assert!(unknown.is_empty(), "not system calls: {unknown:?}");
-    }
     use super::*;
 
     fn params() -> RunParams {
@@ -371,6 +376,7 @@ mod tests {
             log_max_bytes: 1 << 20,
             log_keep: 2,
             cgroup_parent: "strata".into(),
+            cap_add: vec![],
         }
     }
 
@@ -393,25 +399,76 @@ mod tests {
                 } else {
                     names.join(",")
                 };
+                let errno = r
+                    .get("errnoRet")
+                    .map(|e| format!(" {e}"))
+                    .unwrap_or_default();
                 let args: Vec<String> = r["args"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(|a| {
+                        let two = a
+                            .get("valueTwo")
+                            .and_then(|v| v.as_u64())
+                            .map(|v| format!(" {v:#x}"))
+                            .unwrap_or_default();
                         format!(
-                            " if arg{} {} {:#x} {:#x}",
+                            " if arg{} {} {:#x}{two}",
                             a["index"],
                             a["op"].as_str().unwrap_or("?"),
                             a["value"].as_u64().unwrap_or(0),
-                            a["valueTwo"].as_u64().unwrap_or(0)
                         )
                     })
                     .collect();
                 format!(
-                    "{names}: {} {}{}",
+                    "{names}: {}{errno}{}",
                     r["action"].as_str().unwrap_or("?"),
-                    r["errnoRet"],
                     args.concat()
+                )
+            })
+            .collect()
+    }
+
+    /// One line per device rule: allow or deny, type, major:minor, access.
+    fn device_rules(devices: &serde_json::Value) -> Vec<String> {
+        let number = |n: Option<&serde_json::Value>| n.map_or("*".to_string(), |n| n.to_string());
+        devices
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                format!(
+                    "{} {} {}:{} {}",
+                    if d["allow"] == true { "allow" } else { "deny" },
+                    d["type"].as_str().unwrap_or("?"),
+                    number(d.get("major")),
+                    number(d.get("minor")),
+                    d["access"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    /// One line per mount: destination, type, source, options.
+    fn mount_lines(mounts: &serde_json::Value) -> Vec<String> {
+        mounts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let options: Vec<&str> = m["options"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o.as_str())
+                    .collect();
+                format!(
+                    "{} {} {} {}",
+                    m["destination"].as_str().unwrap_or("?"),
+                    m["type"].as_str().unwrap_or("?"),
+                    m["source"].as_str().unwrap_or("?"),
+                    options.join(",")
                 )
             })
             .collect()
@@ -419,8 +476,15 @@ mod tests {
 
     #[test]
     fn spec_carries_limits_caps_and_process() {
-        let spec = build(&params(), Path::new("/x/rootfs"), 1000, 1000).expect("spec builds");
+        let host_masked = ["/sys/devices/system/cpu/cpu0/thermal_throttle".to_string()];
+        let spec = build(&params(), Path::new("/x/rootfs"), 1000, 1000, &host_masked)
+            .expect("spec builds");
         let json = serde_json::to_value(&spec).expect("serializes");
+        let mut resources = json["linux"]["resources"].clone();
+        let devices = resources
+            .as_object_mut()
+            .and_then(|r| r.remove("devices"))
+            .unwrap_or_default();
         let pick = serde_json::json!({
             "root": json["root"],
             "hostname": json["hostname"],
@@ -433,20 +497,60 @@ mod tests {
                     v
                 }),
             },
-            "resources": json["linux"]["resources"],
+            "resources": resources,
+            "devices": device_rules(&devices),
             "cgroupsPath": json["linux"]["cgroupsPath"],
             "namespaces": json["linux"]["namespaces"],
+            "maskedPaths": json["linux"]["maskedPaths"],
+            "readonlyPaths": json["linux"]["readonlyPaths"],
             "seccomp": {
                 "defaultAction": json["linux"]["seccomp"]["defaultAction"],
+                "defaultErrnoRet": json["linux"]["seccomp"]["defaultErrnoRet"],
                 "architectures": json["linux"]["seccomp"]["architectures"],
                 "rules": seccomp_rules(&json["linux"]["seccomp"]),
             },
-            "resolv": json["mounts"].as_array().and_then(|m| m.iter().find(|m| m["destination"] == "/etc/resolv.conf")),
+            "mounts": mount_lines(&json["mounts"]),
         });
         expect_test::expect![[r#"
             {
               "cgroupsPath": "/strata/web.3",
+              "devices": [
+                "deny a *:* rwm",
+                "allow c 1:3 rwm",
+                "allow c 1:5 rwm",
+                "allow c 1:7 rwm",
+                "allow c 1:8 rwm",
+                "allow c 1:9 rwm",
+                "allow c 5:0 rwm",
+                "allow c 5:2 rwm",
+                "allow c 136:* rwm"
+              ],
               "hostname": "web",
+              "maskedPaths": [
+                "/proc/acpi",
+                "/proc/asound",
+                "/proc/interrupts",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/sched_debug",
+                "/proc/scsi",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/sys/devices/virtual/powercap",
+                "/sys/firmware",
+                "/sys/devices/system/cpu/cpu0/thermal_throttle"
+              ],
+              "mounts": [
+                "/proc proc proc nosuid,noexec,nodev",
+                "/dev tmpfs tmpfs nosuid,strictatime,mode=755,size=65536k",
+                "/dev/pts devpts devpts nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5",
+                "/dev/shm tmpfs shm nosuid,noexec,nodev,mode=1777,size=65536k",
+                "/dev/mqueue mqueue mqueue nosuid,noexec,nodev",
+                "/sys sysfs sysfs nosuid,noexec,nodev,ro",
+                "/sys/fs/cgroup cgroup cgroup nosuid,noexec,nodev,relatime,ro",
+                "/etc/resolv.conf bind /var/lib/strata/tasks/web/resolv.conf rbind,ro,nosuid,nodev,noexec"
+              ],
               "namespaces": [
                 {
                   "type": "pid"
@@ -481,7 +585,6 @@ mod tests {
                   "CAP_FOWNER",
                   "CAP_FSETID",
                   "CAP_KILL",
-                  "CAP_MKNOD",
                   "CAP_NET_BIND_SERVICE",
                   "CAP_NET_RAW",
                   "CAP_SETFCAP",
@@ -501,15 +604,13 @@ mod tests {
                   "uid": 1000
                 }
               },
-              "resolv": {
-                "destination": "/etc/resolv.conf",
-                "options": [
-                  "rbind",
-                  "ro"
-                ],
-                "source": "/var/lib/strata/tasks/web/resolv.conf",
-                "type": "bind"
-              },
+              "readonlyPaths": [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger"
+              ],
               "resources": {
                 "cpu": {
                   "period": 100000,
@@ -532,21 +633,55 @@ mod tests {
                   "SCMP_ARCH_X86",
                   "SCMP_ARCH_X32"
                 ],
-                "defaultAction": "SCMP_ACT_ALLOW",
+                "defaultAction": "SCMP_ACT_ERRNO",
+                "defaultErrnoRet": 1,
                 "rules": [
-                  "54 calls: SCMP_ACT_ERRNO 1",
-                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x20000 0x20000",
-                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x2000000 0x2000000",
-                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x4000000 0x4000000",
-                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x8000000 0x8000000",
-                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x10000000 0x10000000",
-                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x20000000 0x20000000",
-                  "clone: SCMP_ACT_ERRNO 1 if arg0 SCMP_CMP_MASKED_EQ 0x40000000 0x40000000",
+                  "350 calls: SCMP_ACT_ALLOW",
+                  "socket: SCMP_ACT_ALLOW if arg0 SCMP_CMP_LT 0x26",
+                  "socket: SCMP_ACT_ALLOW if arg0 SCMP_CMP_EQ 0x27",
+                  "socket: SCMP_ACT_ALLOW if arg0 SCMP_CMP_EQ 0x29",
+                  "socket: SCMP_ACT_ALLOW if arg0 SCMP_CMP_MASKED_EQ 0x2a 0xfffffffffffffffe",
+                  "socket: SCMP_ACT_ALLOW if arg0 SCMP_CMP_MASKED_EQ 0x2c 0xfffffffffffffffc",
+                  "socket: SCMP_ACT_ALLOW if arg0 SCMP_CMP_MASKED_EQ 0x30 0xfffffffffffffff0",
+                  "personality: SCMP_ACT_ALLOW if arg0 SCMP_CMP_EQ 0x0",
+                  "personality: SCMP_ACT_ALLOW if arg0 SCMP_CMP_EQ 0x8",
+                  "personality: SCMP_ACT_ALLOW if arg0 SCMP_CMP_EQ 0x20000",
+                  "personality: SCMP_ACT_ALLOW if arg0 SCMP_CMP_EQ 0x20008",
+                  "personality: SCMP_ACT_ALLOW if arg0 SCMP_CMP_EQ 0xffffffff",
+                  "clone: SCMP_ACT_ALLOW if arg0 SCMP_CMP_MASKED_EQ 0x0 0x7e020000",
                   "clone3: SCMP_ACT_ERRNO 38"
                 ]
               }
             }"#]]
         .assert_eq(&serde_json::to_string_pretty(&pick).expect("json"));
+    }
+
+    /// A task asks for CAP_MKNOD by name; every name a spec may add maps to
+    /// a capability, and no other does.
+    #[test]
+    fn added_capabilities() {
+        let mut p = params();
+        p.cap_add = vec!["CAP_MKNOD".into()];
+        let spec = build(&p, Path::new("/x/rootfs"), 0, 0, &[]).expect("spec builds");
+        let caps = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .expect("capabilities");
+        for set in [caps.bounding(), caps.effective(), caps.permitted()] {
+            assert!(
+                set.as_ref().is_some_and(|s| s.contains(&Capability::Mknod)),
+                "{set:?}"
+            );
+        }
+        for name in control::task::spec::ADDABLE_CAPABILITIES {
+            assert!(added_capability(name).is_ok(), "{name} does not map");
+        }
+        p.cap_add = vec!["CAP_SYS_ADMIN".into()];
+        assert_eq!(
+            build(&p, Path::new("/x/rootfs"), 0, 0, &[]).expect_err("refused"),
+            "capability \"CAP_SYS_ADMIN\" cannot be added to a task"
+        );
     }
 
     #[test]

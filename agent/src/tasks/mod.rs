@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::images::{ImageStore, PullOptions};
+use crate::images::{Digest, ImageStore, PullOptions};
 use crate::runtime::{self, RunParams, Status, TaskDir};
 use crate::state::{self, read_json};
 pub use control::task::TaskState;
@@ -157,7 +157,7 @@ pub fn stop(
 }
 
 /// Layers that task directories still use (for image garbage collection).
-pub fn layers_in_use(state_dir: &Path) -> BTreeSet<String> {
+pub fn layers_in_use(state_dir: &Path) -> BTreeSet<Digest> {
     let mut out = BTreeSet::new();
     for entry in std::fs::read_dir(tasks_root(state_dir))
         .into_iter()
@@ -166,8 +166,12 @@ pub fn layers_in_use(state_dir: &Path) -> BTreeSet<String> {
     {
         if let Some(run) = read_json::<RunParams>(&entry.path().join("run.json")) {
             for l in run.layers {
-                if let Some(name) = l.file_name() {
-                    out.insert(format!("sha256:{}", name.to_string_lossy()));
+                if let Some(digest) = l
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| Digest::from_hex(n).ok())
+                {
+                    out.insert(digest);
                 }
             }
         }
@@ -408,12 +412,12 @@ impl Supervisor {
             read_only: spec.read_only,
             cpu_millis: spec.cpu_millis(),
             memory_bytes: spec.mem.map(|m| m.0),
-            pids: spec.pids,
+            pids: Some(spec.pids_limit()),
             layers: image
                 .layers
                 .iter()
-                .map(|d| self.images.layer_dir(d))
-                .collect(),
+                .map(|d| self.images.verified_layer_dir(&image.name, d))
+                .collect::<Result<_, _>>()?,
             netns: spec.netns.clone(),
             resolv_conf: None,
             address: None,
@@ -421,6 +425,7 @@ impl Supervisor {
             log_max_bytes: LOG_MAX_BYTES,
             log_keep: LOG_KEEP,
             cgroup_parent: self.names.prefix().to_string(),
+            cap_add: spec.cap_add.clone(),
         })
     }
 

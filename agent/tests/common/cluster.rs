@@ -1,7 +1,7 @@
 //! One test cluster for the host tests: a master and its agents as real
 //! `strata cluster run-node` processes, each in a network namespace of its
 //! own joined by veth to a bridge in the master's (the underlay), a real
-//! etcd in the master's namespace with mutual TLS from the cluster CA, and
+//! etcd in the master's namespace with mutual TLS from the etcd CA, and
 //! the operator's side (`cluster.toml`, `strata cluster init`, the CLI with
 //! the context it wrote). What a test needs beyond that (registries, other
 //! etcds, a D-Bus peer) it builds itself on top.
@@ -196,7 +196,8 @@ impl TestCluster {
         }
         let ca = super::cluster_init(&strata, &dir, &cluster_toml);
 
-        // A real etcd in the master's namespace, mutual TLS from the CA.
+        // A real etcd in the master's namespace, mutual TLS from the etcd
+        // CA (which the master derives from the cluster CA).
         let etcd = super::etcd(
             &master.ns,
             &dir,

@@ -262,7 +262,9 @@ pub fn cluster_init(
 }
 
 /// A real etcd member `name` in `netns`: clients on `https://127.0.0.1:port`
-/// with mutual TLS from `ca`, its peer on `port + 1`, data and log in `dir`.
+/// with mutual TLS from the etcd CA of `ca` (as a master runs it: a node's
+/// certificate of `ca` is refused), its peer on `port + 1`, data and log in
+/// `dir`.
 pub fn etcd(
     netns: &str,
     dir: &std::path::Path,
@@ -270,8 +272,10 @@ pub fn etcd(
     name: &str,
     port: u16,
 ) -> Proc {
-    let etcd_cert = ca
-        .issue_master(
+    let etcd_ca = ca.etcd_ca().expect("etcd CA");
+    let etcd_cert = etcd_ca
+        .issue_etcd(
+            agent::pki::EtcdCert::Server,
             "etcd",
             &["127.0.0.1".to_string()],
             std::time::Duration::from_secs(3600),
@@ -279,7 +283,7 @@ pub fn etcd(
         .expect("etcd cert");
     let pki = dir.join("etcd-pki");
     std::fs::create_dir_all(&pki).expect("pki dir");
-    std::fs::write(pki.join("ca.crt"), &ca.cert_pem).expect("write");
+    std::fs::write(pki.join("ca.crt"), &etcd_ca.cert_pem).expect("write");
     std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
     std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
     let p = |f: &str| pki.join(f).display().to_string();

@@ -1,22 +1,36 @@
 /*
- * The seccomp probe of the host tier (agent/tests/host_runtime.rs): calls
- * every system call a task's filter refuses (agent/src/runtime/spec.rs,
- * DENIED_SYSCALLS, plus clone with a namespace flag and clone3), each in a
- * child of its own, and prints one line per call:
+ * The seccomp probe of the host tier (agent/tests/host_runtime.rs).
+ *
+ * `probe` calls every system call a task's filter refuses, each in a child
+ * of its own, and prints one line per call:
  *
  *     <class> <name> <result>
  *
  * where <result> is `ok`, the errno's name (EPERM, ENOSYS, ...) or `signal`
- * when the child was killed. The names are those of DENIED_SYSCALLS.
+ * when the child was killed. The classes but the last are those of
+ * DENIED_SYSCALLS (agent/src/runtime/seccomp.rs), plus clone with a
+ * namespace flag and clone3, and the names are those of DENIED_SYSCALLS;
+ * the last, `allowlist`, holds harmless calls that are in no list at all
+ * (refused because the filter is an allow-list, ALLOWED_SYSCALLS) and the
+ * argument rules of `socket` and `personality`.
  *
- * Every call's arguments make an unfiltered kernel answer without doing
- * anything, even for root with every capability: paths that do not exist,
- * invalid flags, NULL pointers, bad magic numbers, pids and file
+ * `probe allowed` calls what a task must keep (fork, threads, sockets,
+ * a FIFO, the descriptors of event loops, newer calls such as statx,
+ * openat2 and close_range, ...), each in a child of its own, and prints
+ * `allowed <name> <result>` lines: each must be `ok`, in a task and
+ * outside.
+ *
+ * Every refused call's arguments make an unfiltered kernel answer without
+ * doing anything, even for root with every capability: paths that do not
+ * exist, invalid flags, NULL pointers, bad magic numbers, pids and file
  * descriptors that cannot exist. The only calls that succeed unfiltered
- * are the namespace ones, which make a user namespace in a throwaway child.
- * Never give a call here an argument the kernel could act on: reboot's
- * magic numbers, kexec_load with no segments (an unload), acct(NULL) (stops
- * accounting), swapoff of a real device, a valid time.
+ * are the namespace ones, which make a user namespace in a throwaway
+ * child, and personality and get_mempolicy, which change or read only the
+ * throwaway child. Never give a call here an argument the kernel could act
+ * on: reboot's magic numbers, kexec_load with no segments (an unload),
+ * acct(NULL) (stops accounting), swapoff of a real device, a valid time, a
+ * socket family the kernel would load a module for (the socket probes ask
+ * for type 15, which the kernel refuses before it looks the family up).
  *
  * Built static (`cc -static -O1 -o probe syscalls.c`, glibc >= 2.32 for
  * strerrorname_np) so that it runs in a busybox image. The i386-only calls
@@ -26,11 +40,15 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -54,6 +72,14 @@
 #define PROBE_Q_GETINFO 0x800005UL
 #define PROBE_PTRACE_PEEKDATA 2L
 #define PROBE_QCMD(cmd, type) (((cmd) << 8) | ((type) & 0xff))
+#define PROBE_AF_ALG 38L
+#define PROBE_AF_VSOCK 40L
+/* A socket type the kernel refuses (EINVAL) before it looks the family up. */
+#define PROBE_BAD_SOCKTYPE 15L
+/* PER_BSD: a personality the filter does not allow. */
+#define PROBE_PER_BSD 0x0006L
+/* PER_QUERY: reads the personality. */
+#define PROBE_PER_QUERY 0xffffffffL
 
 /* A 32-bit system call: its pointer arguments must be below 4 GiB. */
 static long i386_call(long nr, long a, long b)
@@ -195,7 +221,20 @@ static long probe_settimeofday(void)
     X(legacy, uselib, syscall(SYS_uselib, NOPATH)) \
     X(legacy, ustat, syscall(SYS_ustat, 0UL, NULL)) \
     X(legacy, vm86old, i386_call(I386_VM86OLD, 0, 0)) \
-    X(legacy, vm86, i386_call(I386_VM86, 0x5afeL, 0))
+    X(legacy, vm86, i386_call(I386_VM86, 0x5afeL, 0)) \
+    /* In no list: refused by the allow-list's default. get_mempolicy reads \
+       the child's policy (0); pidfd_getfd and process_madvise: EBADF; \
+       personality(PER_BSD) changes the child's personality. */ \
+    X(allowlist, get_mempolicy, syscall(SYS_get_mempolicy, NULL, NULL, 0UL, NULL, 0UL)) \
+    X(allowlist, pidfd_getfd, syscall(SYS_pidfd_getfd, NOFD, NOFD, 0UL)) \
+    X(allowlist, process_madvise, syscall(SYS_process_madvise, NOFD, NULL, 0UL, 0L, 0UL)) \
+    X(allowlist, personality, syscall(SYS_personality, PROBE_PER_BSD)) \
+    /* EINVAL for the type: AF_ALG and AF_VSOCK are the families `socket` \
+       refuses; the third is AF_ALG with bit 32 set, which the kernel drops \
+       (the family is an int) and a 64-bit comparison would not. */ \
+    X(allowlist, socket_af_alg, syscall(SYS_socket, PROBE_AF_ALG, PROBE_BAD_SOCKTYPE, 0L)) \
+    X(allowlist, socket_af_vsock, syscall(SYS_socket, PROBE_AF_VSOCK, PROBE_BAD_SOCKTYPE, 0L)) \
+    X(allowlist, socket_af_alg_high, syscall(SYS_socket, (1L << 32) | PROBE_AF_ALG, PROBE_BAD_SOCKTYPE, 0L))
 
 struct probe {
     const char *class, *name;
@@ -218,9 +257,125 @@ static int run(int i)
     return r < 0 ? errno : 0;
 }
 
-int main(void)
+/* A fork, reaped. */
+static long probe_fork(void)
 {
-    for (int i = 0; i < (int)(sizeof probes / sizeof probes[0]); i++) {
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    return reap(pid);
+}
+
+static void *thread_main(void *arg)
+{
+    return arg;
+}
+
+/* A thread, joined (glibc tries clone3, then clone on ENOSYS). */
+static long probe_thread(void)
+{
+    pthread_t t;
+    int err = pthread_create(&t, NULL, thread_main, NULL);
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    return pthread_join(t, NULL) == 0 ? 0 : -1;
+}
+
+/* A FIFO in /tmp (made if missing), removed again. */
+static long probe_fifo(void)
+{
+    char path[64];
+    if (mkdir("/tmp", 01777) < 0 && errno != EEXIST)
+        return -1;
+    snprintf(path, sizeof path, "/tmp/strata-probe-fifo-%ld", (long)getpid());
+    long r = syscall(SYS_mknodat, AT_FDCWD, path, (long)(S_IFIFO | 0600), 0L);
+    if (r == 0)
+        unlink(path);
+    return r;
+}
+
+/* openat2 of / with struct open_how { flags, mode, resolve }. */
+static long probe_openat2(void)
+{
+    struct { uint64_t flags, mode, resolve; } how = { O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0, 0 };
+    return syscall(SYS_openat2, AT_FDCWD, "/", &how, sizeof how);
+}
+
+static long probe_statx(void)
+{
+    static char buf[256]; /* struct statx */
+    return syscall(SYS_statx, AT_FDCWD, "/", 0L, 0x7ffL /* STATX_BASIC_STATS */, buf);
+}
+
+static long probe_getrandom(void)
+{
+    char buf[16];
+    return syscall(SYS_getrandom, buf, sizeof buf, 0L);
+}
+
+static long probe_affinity(void)
+{
+    static unsigned long mask[16];
+    return syscall(SYS_sched_getaffinity, 0L, sizeof mask, mask);
+}
+
+static long probe_prlimit(void)
+{
+    struct rlimit rl;
+    return syscall(SYS_prlimit64, 0L, (long)RLIMIT_NOFILE, NULL, &rl);
+}
+
+static long probe_socketpair(void)
+{
+    int sv[2];
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+}
+
+/* What a task must keep. Descriptors are left to the child's exit. */
+#define ALLOWED(X) \
+    X(allowed, fork, probe_fork()) \
+    X(allowed, pthread_create, probe_thread()) \
+    X(allowed, socket_inet_dgram, socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)) \
+    X(allowed, socket_unix, socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) \
+    X(allowed, socketpair, probe_socketpair()) \
+    X(allowed, personality_query, syscall(SYS_personality, PROBE_PER_QUERY)) \
+    X(allowed, mknodat_fifo, probe_fifo()) \
+    X(allowed, memfd_create, syscall(SYS_memfd_create, "strata-probe", 1L /* MFD_CLOEXEC */)) \
+    X(allowed, eventfd2, syscall(SYS_eventfd2, 0L, (long)O_CLOEXEC)) \
+    X(allowed, timerfd_create, syscall(SYS_timerfd_create, (long)CLOCK_MONOTONIC, (long)O_CLOEXEC)) \
+    X(allowed, epoll_create1, syscall(SYS_epoll_create1, (long)O_CLOEXEC)) \
+    X(allowed, inotify_init1, syscall(SYS_inotify_init1, (long)O_CLOEXEC)) \
+    X(allowed, statx, probe_statx()) \
+    X(allowed, openat2, probe_openat2()) \
+    X(allowed, close_range, syscall(SYS_close_range, 1000L, 1000L, 0L)) \
+    X(allowed, getrandom, probe_getrandom()) \
+    X(allowed, faccessat2, syscall(SYS_faccessat2, AT_FDCWD, "/", (long)F_OK, 0L)) \
+    X(allowed, sched_getaffinity, probe_affinity()) \
+    X(allowed, prlimit64, probe_prlimit()) \
+    X(allowed, chroot, syscall(SYS_chroot, "/"))
+
+static const struct probe allowed[] = { ALLOWED(ENTRY) };
+
+/* Runs allowed probe `i` in the calling (child) process: 0, or the errno. */
+static int run_allowed(int i)
+{
+    long r = -1;
+    errno = 0;
+    int n = 0;
+#define CASE(class, name, call) \
+    if (n++ == i)               \
+        r = (call);
+    ALLOWED(CASE)
+#undef CASE
+    return r < 0 ? errno : 0;
+}
+
+/* Runs each of the `count` probes of `list` in a child and prints its line. */
+static int run_all(const struct probe *list, int count, int (*runner)(int))
+{
+    for (int i = 0; i < count; i++) {
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) {
@@ -228,7 +383,7 @@ int main(void)
             return 2;
         }
         if (pid == 0)
-            _exit(run(i));
+            _exit(runner(i));
         int status;
         if (waitpid(pid, &status, 0) < 0) {
             perror("waitpid");
@@ -241,8 +396,15 @@ int main(void)
             if (result == NULL)
                 result = "unknown";
         }
-        printf("%s %s %s\n", probes[i].class, probes[i].name, result);
+        printf("%s %s %s\n", list[i].class, list[i].name, result);
     }
     fflush(stdout);
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "allowed") == 0)
+        return run_all(allowed, (int)(sizeof allowed / sizeof allowed[0]), run_allowed);
+    return run_all(probes, (int)(sizeof probes / sizeof probes[0]), run);
 }

@@ -33,6 +33,11 @@ pub const BASE_PACKAGES: &[&str] = &[
     "nftables",
     // Trust roots for HTTPS registries (the agent pulls images).
     "ca-certificates",
+    // The agent links libelf and zlib dynamically: libbpf (libcontainer's
+    // cgroupsv2_devices, a task's device rules on cgroup v2) needs them.
+    // Other packages pull both in today; named so that it stays so.
+    "libelf1",
+    "zlib1g",
 ];
 
 /// Bump when the way a tree is made changes, so old caches are not reused.

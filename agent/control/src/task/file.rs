@@ -45,6 +45,8 @@ pub struct TaskFile {
     pub app: Option<String>,
     #[serde(default)]
     pub ports: Vec<u16>,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
 }
 
 impl From<TaskFile> for TaskSpec {
@@ -65,6 +67,7 @@ impl From<TaskFile> for TaskSpec {
             netns,
             app,
             ports,
+            cap_add,
         } = f;
         TaskSpec {
             id,
@@ -82,6 +85,7 @@ impl From<TaskFile> for TaskSpec {
             netns,
             app,
             ports,
+            cap_add,
         }
     }
 }
@@ -125,6 +129,9 @@ mod tests {
                 );
                 if spec.app.is_some() || !spec.ports.is_empty() {
                     got += &format!(" app={:?} ports={:?}", spec.app, spec.ports);
+                }
+                if !spec.cap_add.is_empty() {
+                    got += &format!(" cap_add={:?}", spec.cap_add);
                 }
                 got
             }
@@ -207,8 +214,18 @@ restart = "on-failure""#,
         check(
             "id = \"a\"\nimage = \"bb\"\nuser_ns = true",
             expect![
-                "t.toml: TOML parse error at line 3, column 1   | 3 | user_ns = true   | ^^^^^^^ unknown field `user_ns`, expected one of `id`, `image`, `command`, `env`, `cwd`, `user`, `cpus`, `mem`, `pids`, `read_only`, `restart`, `stop_grace_secs`, `netns`, `app`, `ports`"
+                "t.toml: TOML parse error at line 3, column 1   | 3 | user_ns = true   | ^^^^^^^ unknown field `user_ns`, expected one of `id`, `image`, `command`, `env`, `cwd`, `user`, `cpus`, `mem`, `pids`, `read_only`, `restart`, `stop_grace_secs`, `netns`, `app`, `ports`, `cap_add`"
             ],
+        );
+        check(
+            "id = \"a\"\nimage = \"bb\"\ncap_add = [\"CAP_MKNOD\"]",
+            expect![[r#"ok a [] mem=None cpu=None restart=Never cap_add=["CAP_MKNOD"]"#]],
+        );
+        check(
+            "id = \"a\"\nimage = \"bb\"\ncap_add = [\"CAP_NET_ADMIN\"]",
+            expect![[
+                r#"t.toml: capability "CAP_NET_ADMIN" cannot be added: a task may add only CAP_MKNOD"#
+            ]],
         );
         check(
             "id = \"a\"\nimage = \"bb\"\nports = [70000]",

@@ -142,6 +142,7 @@ mod tests {
             netns: None,
             app: None,
             ports: vec![],
+            cap_add: vec![],
         }
     }
 

@@ -16,6 +16,18 @@ use serde::{Deserialize, Serialize};
 /// The smallest memory limit a task may ask for.
 pub const MIN_MEMORY_BYTES: u64 = 4 << 20;
 
+/// The pids limit of a task whose spec sets none ([`TaskSpec::pids_limit`]):
+/// a fork bomb stops there instead of at the node's limit. The spec keeps
+/// `pids` unset (its JSON, and so its fingerprint, does not change); the
+/// node applies the default when it starts the task.
+pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
+
+/// The capabilities a task may add to the default set (`cap_add`).
+/// CAP_MKNOD: making device nodes, which the devices cgroup still lets a
+/// task open only among the few it allows, and never on its root
+/// filesystem (mounted nodev).
+pub const ADDABLE_CAPABILITIES: &[&str] = &["CAP_MKNOD"];
+
 /// When a task that exited is started again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -49,6 +61,7 @@ pub struct TaskSpec {
     /// Memory limit: bytes, or a size such as `64MiB`, `1G`.
     #[serde(default)]
     pub mem: Option<Size>,
+    /// Process limit; [`DEFAULT_PIDS_LIMIT`] when unset.
     #[serde(default)]
     pub pids: Option<i64>,
     #[serde(default)]
@@ -68,6 +81,10 @@ pub struct TaskSpec {
     /// TCP ports the task serves, published as SRV records.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
+    /// Capabilities added to the default set, among
+    /// [`ADDABLE_CAPABILITIES`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
 }
 
 pub(crate) fn default_grace() -> u64 {
@@ -182,7 +199,24 @@ impl TaskSpec {
                 return Err(format!("port {port} is listed twice"));
             }
         }
+        let mut added = BTreeSet::new();
+        for cap in &self.cap_add {
+            if !ADDABLE_CAPABILITIES.contains(&cap.as_str()) {
+                return Err(format!(
+                    "capability {cap:?} cannot be added: a task may add only {}",
+                    ADDABLE_CAPABILITIES.join(", ")
+                ));
+            }
+            if !added.insert(cap) {
+                return Err(format!("capability {cap} is listed twice"));
+            }
+        }
         Ok(())
+    }
+
+    /// The task's pids limit: its own, or [`DEFAULT_PIDS_LIMIT`].
+    pub fn pids_limit(&self) -> i64 {
+        self.pids.unwrap_or(DEFAULT_PIDS_LIMIT)
     }
 
     /// CPU limit in thousandths of a core.
@@ -230,5 +264,47 @@ mod tests {
             .expect("the defaults fill the rest");
         expect_test::expect!["baa2cb8f87b8edea63b39e0a374e7ba0ab722a0b89c63c2872e3d79c59cffdc2"]
             .assert_eq(&spec.fingerprint());
+        // The default pids limit is the node's, not the spec's.
+        assert_eq!(spec.pids, None);
+        assert_eq!(spec.pids_limit(), DEFAULT_PIDS_LIMIT);
+    }
+
+    #[test]
+    fn added_capabilities_are_checked() {
+        let spec = |caps: &str| -> Result<TaskSpec, String> {
+            let spec: TaskSpec = serde_json::from_str(&format!(
+                r#"{{"id":"web","image":"bb:1","cap_add":{caps}}}"#
+            ))
+            .map_err(|e| e.to_string())?;
+            spec.validate().map(|()| spec)
+        };
+        let mknod = spec(r#"["CAP_MKNOD"]"#).expect("CAP_MKNOD may be added");
+        assert_eq!(mknod.cap_add, ["CAP_MKNOD"]);
+        assert!(
+            serde_json::to_string(&mknod)
+                .expect("serializes")
+                .ends_with(r#","cap_add":["CAP_MKNOD"]}"#)
+        );
+        expect_test::expect![[r#"
+            [
+                Err(
+                    "capability \"CAP_SYS_ADMIN\" cannot be added: a task may add only CAP_MKNOD",
+                ),
+                Err(
+                    "capability \"mknod\" cannot be added: a task may add only CAP_MKNOD",
+                ),
+                Err(
+                    "capability CAP_MKNOD is listed twice",
+                ),
+            ]
+        "#]]
+        .assert_debug_eq(
+            &[
+                r#"["CAP_SYS_ADMIN"]"#,
+                r#"["mknod"]"#,
+                r#"["CAP_MKNOD","CAP_MKNOD"]"#,
+            ]
+            .map(|caps| spec(caps).map(|s| s.cap_add)),
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! who may call it is an extractor of [`auth`] in the handler's arguments
 //! (nodes by their client certificate, operators by their bearer token, a
 //! joining node by the join token in its request), and every failure is an
-//! [`error::ApiError`], answered in one place.
+//! [`error::ApiError`], answered in one place. What one client may cost the
+//! master is bounded by [`Limits`] and each route's body limit.
 
 pub mod auth;
 pub mod error;
@@ -11,16 +12,20 @@ pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use control::api::{self as api_routes, Method, Route};
 use control::model::{NodeSettings, TaskRecord};
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tower::ServiceExt;
 
@@ -212,15 +217,76 @@ where
         Method::Put => MethodFilter::PUT,
         Method::Delete => MethodFilter::DELETE,
     };
-    (route, axum::routing::on(filter, handler))
+    // The route's own limit, which the body extractors (`Json`) apply: a
+    // larger body is refused with 413 once that much has arrived, before
+    // it is parsed.
+    let limit = DefaultBodyLimit::max(route.body_limit as usize);
+    (route, axum::routing::on(filter, handler).layer(limit))
 }
 
-/// Serves the API on `listener` until the task is dropped. TLS handshake
-/// failures (a foreign or expired client certificate) are logged.
-pub async fn serve(listener: tokio::net::TcpListener, tls: ServerConfig, state: Arc<ApiState>) {
+/// What one master serves at most, and how long it waits for a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a request's head (request line and headers) may take to
+    /// arrive, from the connection's start or the previous answer: hyper
+    /// closes the connection otherwise, which also ends a kept-alive
+    /// connection idle that long (clients connect again).
+    pub header_read: Duration,
+    /// Connections served at once. At the cap the master stops accepting:
+    /// new connections wait in the kernel's backlog, not each in a task
+    /// with its TLS session and buffers.
+    pub max_connections: usize,
+    /// How long a TLS handshake may take.
+    pub tls_handshake: Duration,
+    /// How long a request body may pause between two reads before the
+    /// request fails.
+    pub body_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read: Duration::from_secs(15),
+            max_connections: 8192,
+            tls_handshake: Duration::from_secs(10),
+            body_idle: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Headers one request may carry (431 beyond).
+const MAX_HEADERS: usize = 64;
+/// hyper's read buffer, which bounds a request's head (431 beyond).
+const MAX_BUF: usize = 64 << 10;
+
+/// Serves the API on `listener` until the task is dropped, within
+/// `limits`. TLS handshake failures (a foreign or expired client
+/// certificate) are logged.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: ServerConfig,
+    state: Arc<ApiState>,
+    limits: Limits,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let limits = Arc::new(limits);
+    let mut full = false;
     loop {
+        // A slot before the connection: its task holds it until the
+        // connection ends.
+        if slots.available_permits() == 0 && !full {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "api: {} connections open, the most this master serves; new ones wait",
+                limits.max_connections
+            );
+        }
+        full = slots.available_permits() == 0;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return; // never closed
+        };
         let (tcp, addr) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
@@ -231,10 +297,12 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: ServerConfig, state: 
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
             let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(limits.tls_handshake, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
                         tracing::warn!("api: TLS handshake with {addr} failed: {e}");
@@ -248,17 +316,98 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: ServerConfig, state: 
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| CertInfo::from_der(c, "the client certificate").ok());
-            let peer = Peer { addr, node };
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    app.clone().oneshot(req)
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            serve_connection(stream, Peer { addr, node }, app, &limits).await;
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one connection (after its TLS handshake) until the
+/// client closes it or a limit of `limits` ends it. `peer` goes into every
+/// request's extensions.
+async fn serve_connection<I>(io: I, peer: Peer, app: Router, limits: &Limits)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let body_idle = limits.body_idle;
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(|body| axum::body::Body::new(IdleBody::new(body, body_idle)));
+        req.extensions_mut().insert(peer.clone());
+        app.clone().oneshot(req)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        // Without a timer hyper applies no header read timeout at all.
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_BUF)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// A request body that fails once it waits longer than `idle` for its next
+/// frame: hyper has no timeout of its own for bodies, so a client could
+/// hold a handler (and its connection slot) by sending a byte now and then
+/// or nothing at all.
+struct IdleBody<B> {
+    inner: Pin<Box<B>>,
+    idle: Duration,
+    /// Runs while the body waits for a frame.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> IdleBody<B> {
+    fn new(inner: B, idle: Duration) -> Self {
+        IdleBody {
+            inner: Box::pin(inner),
+            idle,
+            waiting: None,
+        }
+    }
+}
+
+/// Why an [`IdleBody`] failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body paused for more than {}s", .0.as_secs_f64())]
+struct BodyIdle(Duration);
+
+impl<B> HttpBody for IdleBody<B>
+where
+    B: HttpBody,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match waiting.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyIdle(idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -270,5 +419,188 @@ mod route_tests {
     fn every_route_is_served() {
         let served: Vec<_> = super::handlers().into_iter().map(|(r, _)| r).collect();
         assert_eq!(served, control::api::ROUTES);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use control::model::NodeSettings;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::ServiceExt;
+
+    use super::{ApiState, Limits, Peer, router, serve_connection};
+    use crate::etcd::{EtcdConnect, Store};
+    use crate::pki::{self, Ca};
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            addr: ([127, 0, 0, 1], 40000).into(),
+            node: None,
+        }
+    }
+
+    /// Serves `app` on one end of an in-memory pipe with `limits`, writes
+    /// `request` on the other and returns what came back until the server
+    /// closed the connection, or `None` when it stayed open for 10 s (far
+    /// beyond every limit the tests set).
+    async fn exchange(app: Router, limits: Limits, request: &[u8]) -> Option<String> {
+        let (client, server) = tokio::io::duplex(64 << 10);
+        let served = tokio::spawn(async move {
+            serve_connection(server, peer(), app, &limits).await;
+        });
+        let (mut rd, mut wr) = tokio::io::split(client);
+        wr.write_all(request).await.expect("write");
+        let mut answer = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer)).await;
+        // The writing half stays open: the server, not the client, ended it.
+        drop(wr);
+        served.abort();
+        closed
+            .ok()
+            .map(|_| String::from_utf8_lossy(&answer).to_string())
+    }
+
+    fn echo() -> Router {
+        Router::new().route(
+            "/",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
+    }
+
+    #[test]
+    fn a_client_slow_to_send_its_head_is_cut_off() {
+        let limits = Limits {
+            header_read: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        // The request line and one header, and never the blank line.
+        let answer = block_on(exchange(
+            echo(),
+            limits.clone(),
+            b"POST / HTTP/1.1\r\nHost: m\r\n",
+        ));
+        assert!(answer.is_some(), "the connection stayed open");
+        // A whole request is answered under the same limits.
+        let answer = block_on(exchange(
+            echo(),
+            limits,
+            b"POST / HTTP/1.1\r\nHost: m\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        ))
+        .expect("closed after the answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\n2"), "{answer}");
+    }
+
+    #[test]
+    fn a_body_that_stalls_fails_its_request() {
+        let limits = Limits {
+            body_idle: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        // 100 bytes promised, 1 sent.
+        let answer = block_on(exchange(
+            echo(),
+            limits,
+            b"POST / HTTP/1.1\r\nHost: m\r\nContent-Length: 100\r\n\r\n{",
+        ))
+        .expect("the connection stayed open");
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+
+    #[test]
+    fn too_many_headers_are_refused() {
+        let mut request = b"POST / HTTP/1.1\r\nHost: m\r\n".to_vec();
+        for i in 0..100 {
+            request.extend_from_slice(format!("X-Filler-{i}: x\r\n").as_bytes());
+        }
+        request.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let answer = block_on(exchange(echo(), Limits::default(), &request))
+            .expect("the connection stayed open");
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    }
+
+    /// The API's router over a store that is never reached (etcd-client
+    /// connects lazily; these requests fail before any handler runs).
+    async fn api(cli_token: &str) -> Router {
+        let store = Store::connect(&EtcdConnect {
+            endpoints: vec!["http://127.0.0.1:9".to_string()],
+            tls: None,
+        })
+        .await
+        .expect("store");
+        let state = ApiState::new(
+            store,
+            Ca::generate("t").expect("ca"),
+            pki::sha256_hex(b"join secret"),
+            vec![pki::sha256_hex(cli_token.as_bytes())],
+            NodeSettings {
+                format: Default::default(),
+                cluster: "t".to_string(),
+                heartbeat_interval_seconds: 1,
+                grace_seconds: 3,
+                masters: Vec::new(),
+                network: None,
+                insecure_registries: Vec::new(),
+            },
+            "m1".to_string(),
+            pki::CERT_LIFETIME,
+        )
+        .expect("state");
+        router(Arc::new(state))
+    }
+
+    /// The status of `POST path` with `size` bytes of body (not JSON).
+    async fn post(app: &Router, path: &str, token: Option<&str>, size: usize) -> StatusCode {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::from(vec![b'x'; size])).expect("request");
+        req.extensions_mut().insert(peer());
+        app.clone().oneshot(req).await.expect("infallible").status()
+    }
+
+    #[test]
+    fn each_route_reads_at_most_its_body_limit() {
+        block_on(async {
+            let token = "strata-cli.v1.test";
+            let app = api(token).await;
+            let (join, create) = (control::api::JOIN, control::api::CREATE_TASK);
+            let (join_limit, create_limit) = (join.body_limit as usize, create.body_limit as usize);
+            // Within the limit the body is read (and is not JSON).
+            assert_eq!(
+                post(&app, join.path, None, join_limit).await,
+                StatusCode::BAD_REQUEST
+            );
+            assert_eq!(
+                post(&app, join.path, None, join_limit + 1).await,
+                StatusCode::PAYLOAD_TOO_LARGE
+            );
+            // Creating a task takes more than joining.
+            assert!(create_limit > join_limit);
+            assert_eq!(
+                post(&app, create.path, Some(token), create_limit).await,
+                StatusCode::BAD_REQUEST
+            );
+            assert_eq!(
+                post(&app, create.path, Some(token), create_limit + 1).await,
+                StatusCode::PAYLOAD_TOO_LARGE
+            );
+        });
     }
 }

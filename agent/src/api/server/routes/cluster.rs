@@ -1,5 +1,5 @@
-//! `GET /v1/cluster/status`: the masters, etcd's leader and quorum, and
-//! how many nodes are Ready.
+//! `GET /v1/cluster/status`: the masters, etcd's leader, quorum and
+//! alarms, and how many nodes are Ready.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ pub async fn cluster_status(
 ) -> Result<Json<ClusterStatus>, ApiError> {
     let masters = state.store.members().await?;
     let nodes = statuses(&state).await?;
+    let etcd_alarms = state.store.alarms().await?;
     let healthy = masters.iter().filter(|m| m.healthy).count();
     Ok(Json(ClusterStatus {
         format: Default::default(),
@@ -28,5 +29,6 @@ pub async fn cluster_status(
         masters,
         nodes_ready: nodes.iter().filter(|n| n.state == NodeState::Ready).count(),
         nodes_total: nodes.len(),
+        etcd_alarms,
     }))
 }
