@@ -112,6 +112,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         args.tiers.clone()
     };
     let root = project_root();
+    // Before any tier can build the xtask again.
+    xtask_exe()?;
     if !args.no_install {
         install(&tiers)?;
     }
@@ -313,7 +315,7 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
             if let Some(why) = root_required() {
                 return Ok(Outcome::Skipped(why));
             }
-            let exe = std::env::current_exe().context("cannot find the xtask executable")?;
+            let exe = xtask_exe()?;
             sh::run(
                 Command::new(&exe)
                     .current_dir(root)
@@ -341,6 +343,18 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Ran(report))
+}
+
+/// The path of this xtask's executable, as it was when the run started.
+/// An earlier tier may build the xtask again (`cargo test -p xtask` links
+/// its binary for the tests, with its dev-dependencies' features), which
+/// replaces the file: `/proc/self/exe` then names it `... (deleted)`, and
+/// the path itself holds the new build, which is the one to run.
+fn xtask_exe() -> anyhow::Result<std::path::PathBuf> {
+    static EXE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::env::current_exe().ok())
+        .clone()
+        .context("cannot find the xtask executable")
 }
 
 /// Why a tier that needs root cannot run here, or None. Under CI a missing
