@@ -5,7 +5,9 @@
 //! 2. find the node's user-data (`--user-data FILE`, else the `bootstrap`
 //!    providers; a node without user-data still comes up and says so);
 //! 3. count this boot under the state directory (`/var/lib/strata/boots`);
-//! 4. read the node's facts (read-only root, dm-verity, booted slot);
+//! 4. apply the node's firewall ([`crate::firewall`]: the role file's
+//!    ports, and on a master the API's and etcd's) before anything listens,
+//!    read the node's facts (read-only root, dm-verity, booted slot);
 //! 5. write the health file, print the ready marker on the console (with
 //!    the boot times, [`crate::boot_times`]) and tell systemd `READY=1`;
 //! 6. stay up; print `STRATA-BOOT` with systemd's boot split once
@@ -13,6 +15,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use configs::user_data::UserData;
@@ -48,6 +51,18 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             0
         }
     };
+    // The firewall before anything listens: a node whose firewall does not
+    // load is not healthy, so an image that brings such a ruleset is not
+    // blessed and its slot falls back.
+    let firewall = Arc::new(crate::firewall::at_boot(
+        &role,
+        found.as_ref(),
+        &opts.run_dir,
+    ));
+    if let Err(e) = firewall.apply() {
+        tracing::error!("cannot apply the node's firewall: {e:#}");
+        problems.push(health::Problem::Firewall(format!("{e:#}")));
+    }
     let facts = health::facts(&health::Sources::default());
     let mut health = Health {
         healthy: problems.is_empty(),
@@ -114,7 +129,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     health::write(&opts.run_dir, &health)?;
     crate::notify::notify("READY=1\nSTATUS=joining the cluster")
         .context("cannot notify systemd")?;
-    let cluster = runtime.spawn(crate::cluster::run(opts.state_dir.clone(), ud));
+    let cluster = runtime.spawn(crate::cluster::run(
+        opts.state_dir.clone(),
+        ud,
+        Some(firewall),
+    ));
     runtime.block_on(async {
         let mut reported = false;
         let mut boot_printed = false;

@@ -66,6 +66,9 @@ pub enum Problem {
     Cluster { phase: String, message: String },
     /// The cluster membership ended, and why.
     Ended(String),
+    /// The node's firewall could not be applied at boot: an image whose
+    /// firewall does not load is not blessed.
+    Firewall(String),
     /// A problem read back from a health file.
     Other(String),
 }
@@ -76,6 +79,7 @@ impl std::fmt::Display for Problem {
             Problem::BootCounter(m) | Problem::Ended(m) | Problem::Other(m) => f.write_str(m),
             Problem::Joining => f.write_str("joining the cluster"),
             Problem::Cluster { phase, message } => write!(f, "cluster: {phase}: {message}"),
+            Problem::Firewall(m) => write!(f, "firewall: {m}"),
         }
     }
 }

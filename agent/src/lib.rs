@@ -3,7 +3,7 @@
 //! One binary, `strata`, runs in every image: `strata agent` is the daemon
 //! that joins the node to the cluster; every other subcommand is the CLI.
 //! Parsing and planning are pure; effects live at the edges, one module per
-//! outside system (libcontainer, rtnetlink, zbus, etcd).
+//! outside system (libcontainer, rtnetlink, zbus, etcd, nftables' command).
 
 pub mod api;
 pub mod boot_times;
@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod dns;
 pub mod etcd;
+pub mod firewall;
 pub mod health;
 pub mod images;
 pub mod notify;

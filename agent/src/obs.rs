@@ -15,12 +15,24 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Installs the log for this process (once; later calls do nothing).
+/// Installs the log for this process (once; later calls do nothing). The
+/// agent's own events from INFO up; the libraries' (hickory logs every DNS
+/// query at INFO) from WARN up.
 pub fn init() {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .event_format(Line)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let only_ours = tracing_subscriber::filter::Targets::new()
+        .with_target("agent", Level::INFO)
+        .with_default(Level::WARN);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .event_format(Line)
+                .with_filter(only_ours),
+        )
         .try_init();
 }
 

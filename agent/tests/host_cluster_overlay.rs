@@ -423,9 +423,17 @@ fn overlay_follows_the_cluster() {
             .all(|(k, v)| !k.contains("agent-2") && v != "agent-2"),
         "{keys:?}"
     );
-    // The removed node comes back: it joins again, gets a lease (the
+    // The removed node comes back with a new join token (the one it holds
+    // was created before its removal): it joins again, gets a lease (the
     // lowest free subnet, its old one) and every node converges again.
-    let _agent2b = c.spawn_node("agent-2", "agent-2-back.log");
+    let token = c.new_join_token();
+    let user_data = c.user_data_with("agent-2", &token, "agent-2-back.toml");
+    let _agent2b = c.spawn(
+        c.ns("agent-2"),
+        &user_data,
+        &c.state_dir("agent-2"),
+        "agent-2-back.log",
+    );
     let nodes = c.wait("agent-2 back with a lease", Duration::from_secs(60), || {
         let nodes = c.try_nodes().ok()?;
         subnet_of(&nodes, "agent-2").map(|_| nodes)
@@ -571,7 +579,7 @@ fn store_leases_race_stick_and_release() {
                     .to_string()
             )
         );
-        assert!(store.remove_node(n3).await.is_ok());
+        assert!(store.remove_node(n3, 0).await.is_ok());
         let keys = store
             .list_prefix(control::lease::LeaseKeys::PREFIX)
             .await

@@ -620,6 +620,139 @@ fn the_bridge_drops_what_a_task_forges_and_metadata_traffic() {
     srv.join().expect("join").expect("metadata echo");
 }
 
+/// The node's firewall with its overlay (as a master's would be: the
+/// API's port open to anywhere): a task on the bridge reaches its node's
+/// resolver and nothing else of the node, while another node reaches the
+/// API; the node reaches its own task (overlay traffic to and from the
+/// node is tracked, so the reply is not taken for a new connection); a
+/// task on another node reaches the task over VXLAN only while that node
+/// is in the firewall's node set.
+#[test]
+fn a_task_reaches_only_its_nodes_resolver_through_the_firewall() {
+    if !require(
+        "a_task_reaches_only_its_nodes_resolver_through_the_firewall",
+        &[
+            Need::Root,
+            Need::File("/proc/sys/net/ipv4"),
+            Need::Program("nft"),
+            Need::Program("ip"),
+        ],
+    ) {
+        return;
+    }
+    use agent::firewall::NodeFirewall;
+    use control::firewall::{FirewallInput, OverlayInput};
+
+    let mut lab = Lab::new(&tag(), 2, None, 1500).expect("lab");
+    let all = [0, 1];
+    for i in all {
+        lab.reconcile(i, &all).expect("reconcile");
+    }
+    let a = lab.add_task(0, "a").expect("task a on node 0");
+    let b = lab.add_task(1, "b").expect("task b on node 1");
+    let (ns_a, ns_b) = (lab.task_ns("a").expect("ns"), lab.task_ns("b").expect("ns"));
+    let node0 = &lab.nodes[0];
+    let part = |nodes: &[Ipv4Addr]| OverlayInput {
+        vxlan_port: node0.net.node.port,
+        nodes: nodes.to_vec(),
+        bridge: node0.net.node.bridge_name.clone(),
+        vxlan: node0.net.node.vxlan_name.clone(),
+        gateway: node0.net.resolver(),
+    };
+    let both: Vec<Ipv4Addr> = lab.nodes.iter().map(|n| n.underlay_ip).collect();
+    let fw = NodeFirewall::new(
+        Some(node0.netns.clone()),
+        FirewallInput {
+            role: configs::role::Firewall {
+                tcp: vec![9464],
+                udp: vec![],
+            },
+            api_port: Some(6443),
+            overlay: Some(part(&both)),
+            ..FirewallInput::default()
+        },
+        None,
+    );
+    assert!(fw.apply().expect("apply"), "a new firewall is applied");
+    assert!(
+        !fw.apply().expect("apply again"),
+        "the same firewall is not applied twice"
+    );
+
+    // The API's port on node 0: node 1 reaches it, task a does not, by
+    // the node's underlay address or by its gateway.
+    let api: SocketAddr = (Ipv4Addr::UNSPECIFIED, 6443).into();
+    let on_underlay: SocketAddr = (node0.underlay_ip, 6443).into();
+    let srv_api = lab::echo_server(node0.netns.clone(), api).expect("API stand-in on node 0");
+    assert_eq!(
+        lab::roundtrip(&lab.nodes[1].netns, on_underlay, "from node 1").expect("node 1 to the API"),
+        "from node 1"
+    );
+    for target in [on_underlay, (node0.net.resolver(), 6443).into()] {
+        let reached = lab::roundtrip(&ns_a, target, "from a task");
+        assert!(
+            reached.is_err(),
+            "task a reached {target} through the bridge: {reached:?}"
+        );
+    }
+    lab::stop_echo(&node0.netns, on_underlay).expect("stop the API stand-in");
+    srv_api.join().expect("join").expect("API stand-in");
+
+    // Its resolver answers task a.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let records = agent::dns::Records::new();
+    records.upsert(
+        "b",
+        agent::dns::TaskRecord {
+            app: None,
+            addr: b.addr,
+            ports: vec![],
+        },
+    );
+    let server = {
+        let _guard = rt.enter();
+        lab::start_dns(&lab, 0, "strata.internal", records, &[]).expect("dns")
+    };
+    assert_eq!(
+        lab::resolve(&ns_a, server.addr, "b.strata.internal.").expect("task a resolves b"),
+        [b.addr]
+    );
+    rt.block_on(async { server.stop().await.expect("stop dns") });
+
+    // Node 0 reaches its own task, and task b (node 1) reaches it over
+    // VXLAN; with node 1 out of the node set, VXLAN from it is dropped.
+    let at_a: SocketAddr = (a.addr, 7000).into();
+    let srv_a = lab::echo_server(ns_a.clone(), at_a).expect("echo on task a");
+    assert_eq!(
+        lab::roundtrip(&node0.netns, at_a, "from the node").expect("node 0 to its task"),
+        "from the node"
+    );
+    assert_eq!(
+        lab::roundtrip(&ns_b, at_a, "from b").expect("task b to task a"),
+        "from b"
+    );
+    assert!(
+        fw.set_overlay(Some(part(&both[..1]))).expect("node 1 out"),
+        "a smaller node set is applied"
+    );
+    let reached = lab::roundtrip(&ns_b, at_a, "from b, not a node");
+    assert!(
+        reached.is_err(),
+        "VXLAN from a node out of the set got through: {reached:?}"
+    );
+    fw.set_overlay(Some(part(&both))).expect("node 1 back");
+    assert_eq!(
+        lab::roundtrip(&ns_b, at_a, "from b again").expect("task b to task a again"),
+        "from b again"
+    );
+    lab::stop_echo(&ns_a, at_a).expect("stop the echo on a");
+    srv_a.join().expect("join").expect("echo on a");
+}
+
 /// A throwaway etcd on loopback, killed on drop.
 struct Etcd {
     child: std::process::Child,

@@ -34,7 +34,12 @@ pub struct AgentDefaults {
     pub edge: bool,
 }
 
-/// Ports opened on the node's underlay address; everything else is closed.
+/// Ports the node's firewall opens to every source but the overlay (the
+/// agent's `inet strata-fw` table, planned by `control::firewall`);
+/// everything else is dropped. The cluster's own ports are not listed here:
+/// the agent opens each to whom it serves (the API on masters, etcd to the
+/// masters, VXLAN to the nodes), and a port listed here that it restricts
+/// stays restricted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
@@ -65,6 +70,14 @@ impl RoleConfig {
                 return Err((
                     format!("packages[{i}]"),
                     format!("`{p}` is not a Debian package name"),
+                ));
+            }
+        }
+        for (proto, ports) in [("tcp", &self.firewall.tcp), ("udp", &self.firewall.udp)] {
+            if let Some(i) = ports.iter().position(|p| *p == 0) {
+                return Err((
+                    format!("firewall.{proto}[{i}]"),
+                    "port 0 is not allowed, expected 1 to 65535".into(),
                 ));
             }
         }

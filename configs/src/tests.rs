@@ -301,6 +301,13 @@ fn malformed_role() {
             "error: test.toml:4:12: field `agent.api_port`: invalid value: integer `70000`, expected u16"
         ],
     );
+    check(
+        Kind::Role,
+        "role = \"private\"\ndescription = \"p\"\n[agent]\napi_port = 6443\nmetrics_port = 9464\nworkloads = true\n[firewall]\ntcp = [9464, 0]\n",
+        expect![
+            "error: test.toml:8:14: field `firewall.tcp[1]`: port 0 is not allowed, expected 1 to 65535"
+        ],
+    );
 }
 
 #[test]

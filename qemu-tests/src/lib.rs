@@ -310,15 +310,34 @@ impl Vm {
                     .with_context(|| format!("cannot create {}", config.log().display()))?;
                 let (tx, rx) = channel();
                 std::thread::spawn(move || {
+                    // The log gets the bytes as they come, so that a prompt
+                    // without a newline (a login prompt) is in it at once;
+                    // the channel gets whole lines.
                     let mut reader = BufReader::new(stdout);
-                    let mut buf = Vec::new();
-                    while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                        let _ = log.write_all(&buf);
-                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                        buf.clear();
-                        if tx.send((Instant::now(), line)).is_err() {
-                            break;
+                    let mut line = Vec::new();
+                    loop {
+                        let chunk = match reader.fill_buf() {
+                            Ok(chunk) if !chunk.is_empty() => chunk.to_vec(),
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            _ => break,
+                        };
+                        reader.consume(chunk.len());
+                        let _ = log.write_all(&chunk);
+                        for part in chunk.split_inclusive(|b| *b == b'\n') {
+                            line.extend_from_slice(part);
+                            if !line.ends_with(b"\n") {
+                                continue;
+                            }
+                            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                            line.clear();
+                            if tx.send((Instant::now(), text)).is_err() {
+                                return;
+                            }
                         }
+                    }
+                    if !line.is_empty() {
+                        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                        let _ = tx.send((Instant::now(), text));
                     }
                 });
                 (child, Some(rx))

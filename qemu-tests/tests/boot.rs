@@ -1,16 +1,22 @@
 //! Each role's image boots under OVMF (TCG) to the agent's ready marker;
 //! the root is read-only through dm-verity; the boot is blessed (the UKI
-//! loses its `+3` counter); the state partition grows to fill a larger disk;
-//! and `/var` keeps the boot counter across a reboot of the same disk.
+//! loses its `+3` counter); the serial console never shows a login prompt;
+//! the state partition grows to fill a larger disk; and `/var` keeps the
+//! boot counter across a reboot of the same disk.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use qemu_tests::observe::{Hold, Seen, wait_until_holding};
 use qemu_tests::{OVMF_CODE, OVMF_VARS, QEMU, Vm, VmConfig, env, marker_fields, overlay};
 
 const READY: Duration = Duration::from_secs(300);
 const GROW_MIB: u64 = 512;
+/// How long the console is watched for a login prompt once
+/// multi-user.target, which would pull the gettys in, was reached: a getty
+/// prints its prompt within a second or two of starting, even under TCG.
+const NO_LOGIN_WINDOW: Duration = Duration::from_secs(15);
 
 fn image(role: &str, ext: &str) -> PathBuf {
     env::images_dir().join(format!("strata-{role}.{ext}"))
@@ -75,10 +81,41 @@ fn boot(config: &VmConfig, blessing: bool) -> std::collections::BTreeMap<String,
             Duration::from_secs(120),
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
+        no_login_prompt(&vm);
     }
     vm.shutdown(Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e:#}"));
     marker_fields(&line)
+}
+
+/// The serial console shows the boot and the agent's status and never a
+/// login prompt (the image masks the gettys): watched in the console's log,
+/// which has every byte the guest wrote (a prompt ends in no newline), from
+/// the boot on, until `STRATA-BOOT` says multi-user.target was reached and
+/// then for [`NO_LOGIN_WINDOW`].
+fn no_login_prompt(vm: &Vm) {
+    let log = vm.config.log();
+    let console = || std::fs::read_to_string(&log).unwrap_or_default();
+    let look = || {
+        let text = console();
+        match text.lines().find(|l| l.contains("login:")) {
+            Some(l) => Seen::Broken(format!("`{}` on the console", l.trim())),
+            None => Seen::Holds(format!("{} console lines", text.lines().count())),
+        }
+    };
+    wait_until_holding(
+        &format!("{}: multi-user.target reached", vm.config.name),
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || console().contains("STRATA-BOOT").then_some(()),
+        &look,
+    );
+    Hold::new(
+        format!("{}: no login prompt on the console", vm.config.name),
+        NO_LOGIN_WINDOW,
+    )
+    .every(Duration::from_millis(500))
+    .check(&look);
 }
 
 fn boots_and_keeps_var(role: &str) {

@@ -195,8 +195,10 @@ fn every_module_has_a_doc_comment() {
 }
 
 /// `docs/api.yaml` describes exactly the routes of `control::api::ROUTES`:
-/// each path and method, its `operationId` and its `x-strata-auth`; and
-/// every schema it refers to is defined. (A small reader of the document's
+/// each path and method, its `operationId`, its `x-strata-auth`, its
+/// `x-strata-body-limit` and its `x-strata-permission` (on the routes
+/// operators call, on no other); and every schema it refers to is
+/// defined. (A small reader of the document's
 /// regular layout, as rust-analyzer's tidy pins its protocol document.)
 #[test]
 fn the_api_document_matches_the_routes() {
@@ -204,26 +206,28 @@ fn the_api_document_matches_the_routes() {
     let indent = |l: &str| l.len() - l.trim_start().len();
     let mut documented = std::collections::BTreeSet::new();
     let (mut in_paths, mut path, mut method) = (false, String::new(), String::new());
-    let (mut op, mut auth, mut limit) = (String::new(), String::new(), String::new());
-    let mut flush =
-        |path: &str, method: &str, op: &mut String, auth: &mut String, limit: &mut String| {
-            if !method.is_empty() {
-                documented.insert((
-                    method.to_string(),
-                    path.to_string(),
-                    std::mem::take(op),
-                    std::mem::take(auth),
-                    std::mem::take(limit),
-                ));
-            }
-        };
+    // Operation id, auth, body limit, permission.
+    let mut fields: [String; 4] = Default::default();
+    let mut flush = |path: &str, method: &str, fields: &mut [String; 4]| {
+        if !method.is_empty() {
+            let [op, auth, limit, permission] = std::mem::take(fields);
+            documented.insert((
+                method.to_string(),
+                path.to_string(),
+                op,
+                auth,
+                limit,
+                permission,
+            ));
+        }
+    };
     for line in text.lines() {
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
         if indent(line) == 0 {
             if in_paths {
-                flush(&path, &method, &mut op, &mut auth, &mut limit);
+                flush(&path, &method, &mut fields);
                 method.clear();
             }
             in_paths = line.starts_with("paths:");
@@ -235,7 +239,7 @@ fn the_api_document_matches_the_routes() {
         let t = line.trim();
         match indent(line) {
             2 => {
-                flush(&path, &method, &mut op, &mut auth, &mut limit);
+                flush(&path, &method, &mut fields);
                 method.clear();
                 path = t
                     .trim_end_matches(':')
@@ -244,16 +248,20 @@ fn the_api_document_matches_the_routes() {
                     .to_string();
             }
             4 if ["get:", "post:", "put:", "delete:", "patch:"].contains(&t) => {
-                flush(&path, &method, &mut op, &mut auth, &mut limit);
+                flush(&path, &method, &mut fields);
                 method = t.trim_end_matches(':').to_string();
             }
             6 => {
-                if let Some(v) = t.strip_prefix("operationId:") {
-                    op = v.trim().to_string();
-                } else if let Some(v) = t.strip_prefix("x-strata-auth:") {
-                    auth = v.trim().to_string();
-                } else if let Some(v) = t.strip_prefix("x-strata-body-limit:") {
-                    limit = v.trim().to_string();
+                let keys = [
+                    "operationId:",
+                    "x-strata-auth:",
+                    "x-strata-body-limit:",
+                    "x-strata-permission:",
+                ];
+                for (field, key) in fields.iter_mut().zip(keys) {
+                    if let Some(v) = t.strip_prefix(key) {
+                        *field = v.trim().to_string();
+                    }
                 }
             }
             _ => {}
@@ -268,6 +276,8 @@ fn the_api_document_matches_the_routes() {
                 r.operation.to_string(),
                 r.auth.as_str().to_string(),
                 r.body_limit.to_string(),
+                r.permission
+                    .map_or_else(String::new, |p| p.as_str().to_string()),
             )
         })
         .collect();
@@ -275,7 +285,7 @@ fn the_api_document_matches_the_routes() {
     let extra: Vec<_> = documented.difference(&served).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "docs/api.yaml and control::api::ROUTES differ (method, path, operationId, x-strata-auth, x-strata-body-limit):\n  routes not documented so: {missing:?}\n  documented, not routes: {extra:?}"
+        "docs/api.yaml and control::api::ROUTES differ (method, path, operationId, x-strata-auth, x-strata-body-limit, x-strata-permission):\n  routes not documented so: {missing:?}\n  documented, not routes: {extra:?}"
     );
 
     // Every `$ref` names a schema defined under `components.schemas`.

@@ -1,6 +1,6 @@
-//! The API's routes, in one table: the method, the path, who may call it,
-//! the operation's name and the largest body it reads. The server mounts
-//! exactly these
+//! The API's routes, in one table: the method, the path, who may call it
+//! (and, for operators, the permission their role needs), the operation's
+//! name and the largest body it reads. The server mounts exactly these
 //! (`agent::api::server` checks it in a test), the typed client has one
 //! call per route, and `docs/api.yaml` describes each (the tidy test
 //! compares it with [`ROUTES`]).
@@ -26,14 +26,17 @@ impl Method {
     }
 }
 
+use crate::rbac::Permission;
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Auth {
     /// Anyone holding the cluster's join token (in the body).
     JoinToken,
-    /// A node certificate or an operator token.
+    /// A node certificate, or an operator token whose role grants the
+    /// route's permission.
     Any,
-    /// An operator token.
+    /// An operator token whose role grants the route's permission.
     Operator,
     /// The certificate of the node the path names (`{name}`).
     NodeSelf,
@@ -66,6 +69,10 @@ pub struct Route {
     pub auth: Auth,
     /// The operation's name (`operationId` in `docs/api.yaml`).
     pub operation: &'static str,
+    /// What an operator's role must grant to call it (`x-strata-permission`
+    /// in `docs/api.yaml`): set on every route an operator may call
+    /// ([`Auth::Operator`], [`Auth::Any`]), on no other.
+    pub permission: Option<Permission>,
     /// The largest request body the route reads, in bytes: a larger one is
     /// refused with 413 before it is parsed (`x-strata-body-limit` in
     /// `docs/api.yaml`). [`SMALL_BODY`] unless the route takes more.
@@ -80,6 +87,14 @@ impl Route {
     const fn with_body_limit(self, bytes: u32) -> Route {
         Route {
             body_limit: bytes,
+            ..self
+        }
+    }
+
+    /// The route for operators whose role grants `permission`.
+    const fn needs(self, permission: Permission) -> Route {
+        Route {
+            permission: Some(permission),
             ..self
         }
     }
@@ -107,6 +122,7 @@ const fn route(method: Method, path: &'static str, auth: Auth, operation: &'stat
         path,
         auth,
         operation,
+        permission: None,
         body_limit: SMALL_BODY,
     }
 }
@@ -117,20 +133,24 @@ const fn route(method: Method, path: &'static str, auth: Auth, operation: &'stat
 pub const JOIN: Route =
     route(Method::Post, "/v1/join", Auth::JoinToken, "join").with_body_limit(64 << 10);
 /// `GET /v1/nodes`: every node with its state.
-pub const LIST_NODES: Route = route(Method::Get, "/v1/nodes", Auth::Any, "list_nodes");
+pub const LIST_NODES: Route =
+    route(Method::Get, "/v1/nodes", Auth::Operator, "list_nodes").needs(Permission::Read);
 /// `GET /v1/nodes/{name}`: one node.
-pub const SHOW_NODE: Route = route(Method::Get, "/v1/nodes/{name}", Auth::Any, "show_node");
+pub const SHOW_NODE: Route =
+    route(Method::Get, "/v1/nodes/{name}", Auth::Operator, "show_node").needs(Permission::Read);
 /// `POST /v1/nodes/{name}`: a node registers itself (its facts and
 /// attributes).
 pub const REGISTER: Route =
     route(Method::Post, "/v1/nodes/{name}", Auth::NodeSelf, "register").with_body_limit(64 << 10);
-/// `DELETE /v1/nodes/{name}`: an operator removes a node.
+/// `DELETE /v1/nodes/{name}`: an operator removes a node (and revokes its
+/// certificates).
 pub const REMOVE_NODE: Route = route(
     Method::Delete,
     "/v1/nodes/{name}",
     Auth::Operator,
     "remove_node",
-);
+)
+.needs(Permission::ManageNodes);
 /// `POST /v1/nodes/{name}/heartbeat`: a node says it is alive.
 pub const HEARTBEAT: Route = route(
     Method::Post,
@@ -139,33 +159,38 @@ pub const HEARTBEAT: Route = route(
     "heartbeat",
 );
 /// `GET /v1/watch/nodes/{after}`: the node list once it changed after a
-/// revision (a long poll).
+/// revision (a long poll). Every node follows it for the overlay and DNS.
 pub const WATCH_NODES: Route = route(
     Method::Get,
     "/v1/watch/nodes/{after}",
     Auth::Any,
     "watch_nodes",
-);
+)
+.needs(Permission::Read);
 /// `GET /v1/cluster/status`: the masters, etcd and the node count.
 pub const CLUSTER_STATUS: Route = route(
     Method::Get,
     "/v1/cluster/status",
-    Auth::Any,
+    Auth::Operator,
     "cluster_status",
-);
+)
+.needs(Permission::Read);
 /// `GET /v1/tasks`: every task with its state.
-pub const LIST_TASKS: Route = route(Method::Get, "/v1/tasks", Auth::Any, "list_tasks");
+pub const LIST_TASKS: Route =
+    route(Method::Get, "/v1/tasks", Auth::Operator, "list_tasks").needs(Permission::Read);
 /// `POST /v1/tasks`: an operator pins a task to a node (the whole task
 /// spec: command, environment, mounts).
-pub const CREATE_TASK: Route =
-    route(Method::Post, "/v1/tasks", Auth::Operator, "create_task").with_body_limit(256 << 10);
+pub const CREATE_TASK: Route = route(Method::Post, "/v1/tasks", Auth::Operator, "create_task")
+    .needs(Permission::Deploy)
+    .with_body_limit(256 << 10);
 /// `DELETE /v1/tasks/{id}`: an operator stops a task.
 pub const DELETE_TASK: Route = route(
     Method::Delete,
     "/v1/tasks/{id}",
     Auth::Operator,
     "delete_task",
-);
+)
+.needs(Permission::Deploy);
 /// `PUT /v1/tasks/{id}/status`: a node reports a task's state.
 pub const REPORT_TASK: Route = route(
     Method::Put,
@@ -181,6 +206,58 @@ pub const WATCH_ASSIGNMENTS: Route = route(
     Auth::Node,
     "watch_assignments",
 );
+/// `POST /v1/join-tokens`: an admin makes a join token (an expiry, a use
+/// count); the answer holds the token, the only time it is shown.
+pub const CREATE_JOIN_TOKEN: Route = route(
+    Method::Post,
+    "/v1/join-tokens",
+    Auth::Operator,
+    "create_join_token",
+)
+.needs(Permission::ManageAccess);
+/// `GET /v1/join-tokens`: every join token's record (never a secret).
+pub const LIST_JOIN_TOKENS: Route = route(
+    Method::Get,
+    "/v1/join-tokens",
+    Auth::Operator,
+    "list_join_tokens",
+)
+.needs(Permission::ManageAccess);
+/// `DELETE /v1/join-tokens/{id}`: an admin revokes a join token (its record
+/// stays, marked revoked).
+pub const REVOKE_JOIN_TOKEN: Route = route(
+    Method::Delete,
+    "/v1/join-tokens/{id}",
+    Auth::Operator,
+    "revoke_join_token",
+)
+.needs(Permission::ManageAccess);
+/// `POST /v1/user-tokens`: an admin makes an operator's token with a role;
+/// the answer holds the token, the only time it is shown.
+pub const CREATE_USER_TOKEN: Route = route(
+    Method::Post,
+    "/v1/user-tokens",
+    Auth::Operator,
+    "create_user_token",
+)
+.needs(Permission::ManageAccess);
+/// `GET /v1/user-tokens`: every user token's record (never a secret).
+pub const LIST_USER_TOKENS: Route = route(
+    Method::Get,
+    "/v1/user-tokens",
+    Auth::Operator,
+    "list_user_tokens",
+)
+.needs(Permission::ManageAccess);
+/// `DELETE /v1/user-tokens/{id}`: an admin revokes a user token (its record
+/// stays, marked revoked).
+pub const REVOKE_USER_TOKEN: Route = route(
+    Method::Delete,
+    "/v1/user-tokens/{id}",
+    Auth::Operator,
+    "revoke_user_token",
+)
+.needs(Permission::ManageAccess);
 
 /// Every route.
 pub const ROUTES: &[Route] = &[
@@ -197,7 +274,42 @@ pub const ROUTES: &[Route] = &[
     DELETE_TASK,
     REPORT_TASK,
     WATCH_ASSIGNMENTS,
+    CREATE_JOIN_TOKEN,
+    LIST_JOIN_TOKENS,
+    REVOKE_JOIN_TOKEN,
+    CREATE_USER_TOKEN,
+    LIST_USER_TOKENS,
+    REVOKE_USER_TOKEN,
 ];
+
+/// The `code` of an error body (`model::ApiErrorBody`) that clients act
+/// on: the server answers with these, and the agents decide by them, never
+/// by a status or a text.
+pub mod code {
+    /// The node's record is gone (removed, or never joined).
+    pub const NOT_JOINED: &str = "not-joined";
+    /// The certificate's key is not the key the node joined with.
+    pub const WRONG_KEY: &str = "wrong-key";
+    /// The certificate is another node's.
+    pub const OTHER_NODE: &str = "other-node";
+    /// The certificate was revoked (its node was removed).
+    pub const CERT_REVOKED: &str = "cert-revoked";
+    /// The certificate has expired.
+    pub const CERT_EXPIRED: &str = "cert-expired";
+    /// The node was removed and the join token predates the removal.
+    pub const NODE_REMOVED: &str = "node-removed";
+
+    /// The codes after which a node's identity is of no use and it must
+    /// join again. A refusal of its join token is not among them: a node
+    /// never drops a certificate that still works because of its token.
+    pub const REJOIN: &[&str] = &[
+        NOT_JOINED,
+        WRONG_KEY,
+        OTHER_NODE,
+        CERT_REVOKED,
+        CERT_EXPIRED,
+    ];
+}
 
 #[cfg(test)]
 mod tests {
@@ -220,6 +332,32 @@ mod tests {
         }
         assert_eq!(CREATE_TASK.body_limit, 256 << 10);
         assert_eq!(HEARTBEAT.body_limit, SMALL_BODY);
+    }
+
+    /// Every route an operator may call names the permission it needs;
+    /// routes for nodes and for joining name none. Only the node list's
+    /// long-poll is open to nodes and operators both: node certificates
+    /// reach only what nodes need.
+    #[test]
+    fn operator_routes_name_a_permission_and_node_routes_none() {
+        for r in ROUTES {
+            match r.auth {
+                Auth::Operator | Auth::Any => {
+                    assert!(r.permission.is_some(), "{r:?} names no permission")
+                }
+                Auth::JoinToken | Auth::NodeSelf | Auth::Node | Auth::TaskNode => {
+                    assert!(r.permission.is_none(), "{r:?} is not for operators")
+                }
+            }
+        }
+        let shared: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| r.auth == Auth::Any)
+            .map(|r| r.operation)
+            .collect();
+        assert_eq!(shared, ["watch_nodes"]);
+        assert_eq!(CREATE_TASK.permission, Some(Permission::Deploy));
+        assert_eq!(LIST_NODES.permission, Some(Permission::Read));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The control plane's pure core: the types the masters store in etcd and
 //! the API sends on the wire, the task model and its restart planning, the
-//! overlay's subnet leases, and (as they come) the cluster snapshot and the
-//! planners of placement, deployments, rollouts and cron.
+//! overlay's subnet leases, who may do what ([`rbac`]) and who may join or
+//! call at all ([`access`]), and (as they come) the cluster snapshot and
+//! the planners of placement, deployments, rollouts and cron.
 //!
 //! Architecture invariant: nothing here does I/O, reads the clock, spawns
 //! or waits. Time comes in as arguments; effects go out as plans that the
@@ -15,9 +16,12 @@
 //! operator's files (task files, configs) do, through their own types
 //! ([`task::file`]).
 
+pub mod access;
 pub mod api;
 pub mod backoff;
+pub mod firewall;
 pub mod format;
 pub mod lease;
 pub mod model;
+pub mod rbac;
 pub mod task;

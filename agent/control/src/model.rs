@@ -42,6 +42,42 @@ pub struct NodeRecord {
     pub joined_at: u64,
     /// Unix seconds of the last registration (every agent start).
     pub registered_at: u64,
+    /// The certificates issued to the node that have not expired, each
+    /// recorded at join and at registration: removing the node revokes
+    /// them. Absent from records of masters that predate revocation (the
+    /// node's next registration records its certificate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certs: Vec<IssuedCert>,
+}
+
+/// A certificate the cluster issued to a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    /// Its serial number, lowercase hex of the DER integer's bytes.
+    pub serial: String,
+    /// Unix seconds at which it expires.
+    pub not_after: u64,
+}
+
+impl NodeRecord {
+    /// The record after a registration: the node's facts as it sent them,
+    /// its key, first join and certificates kept, and `cert` (the one it
+    /// presented) recorded when it was not (a node that joined before
+    /// certificates were recorded); expired certificates are dropped.
+    pub fn registered(self, info: NodeInfo, cert: IssuedCert, now: u64) -> NodeRecord {
+        let mut certs = self.certs;
+        if !certs.iter().any(|c| c.serial == cert.serial) {
+            certs.push(cert);
+        }
+        certs.retain(|c| c.not_after > now);
+        NodeRecord {
+            info,
+            key_sha256: self.key_sha256,
+            joined_at: self.joined_at,
+            registered_at: now,
+            certs,
+        }
+    }
 }
 
 /// Liveness as the cluster sees it.
@@ -335,6 +371,11 @@ pub struct ApiErrorBody {
     #[serde(default, skip_serializing_if = "Format::is_v1")]
     pub format: Format,
     pub error: String,
+    /// What went wrong, for programs (`not-joined`, `cert-revoked`, ...;
+    /// `control::api::code`): clients decide on it, never on the text.
+    /// Absent from masters that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// A task pinned to a node, as the CLI sends it (`POST /v1/tasks`).
@@ -436,6 +477,26 @@ mod tests {
         .expect("a newer node status reads");
         assert_eq!(node.record.info.format, Format(2));
         assert_eq!(node.state, NodeState::Unknown);
+        assert!(node.record.certs.is_empty());
+
+        let record: NodeRecord = serde_json::from_str(
+            r#"{"name":"n1","role":"private","addresses":[],"cpus":2,"memory_bytes":1,
+                "disk_bytes":1,"key_sha256":"ab","joined_at":1,"registered_at":2,
+                "certs":[{"serial":"4a01","not_after":99,"issuer":"m2"}],"taints":[]}"#,
+        )
+        .expect("a newer node record reads");
+        assert_eq!(
+            record.certs,
+            [IssuedCert {
+                serial: "4a01".into(),
+                not_after: 99
+            }]
+        );
+
+        let error: ApiErrorBody =
+            serde_json::from_str(r#"{"error":"no","code":"cert-revoked","retry_after":3}"#)
+                .expect("a newer error body reads");
+        assert_eq!(error.code.as_deref(), Some("cert-revoked"));
 
         let report: TaskReport =
             serde_json::from_str(r#"{"format":3,"state":"evicted","restarts":1,"health":"ok"}"#)
@@ -464,6 +525,48 @@ mod tests {
             serde_json::from_str(r#"{"revision":7,"tasks":[],"generation":2}"#)
                 .expect("a newer assignment watch reads");
         assert_eq!(watch.revision, 7);
+    }
+
+    #[test]
+    fn a_registration_records_the_presented_certificate() {
+        let info = |cpus| NodeInfo {
+            format: Format::V1,
+            name: "n1".into(),
+            role: Role::Private,
+            addresses: vec![],
+            cpus,
+            memory_bytes: 1,
+            disk_bytes: 1,
+            attributes: BTreeMap::new(),
+        };
+        let cert = |serial: &str, not_after| IssuedCert {
+            serial: serial.into(),
+            not_after,
+        };
+        let old = NodeRecord {
+            info: info(1),
+            key_sha256: "ab".into(),
+            joined_at: 5,
+            registered_at: 6,
+            certs: vec![cert("01", 50), cert("02", 500)],
+        };
+        let new = old.clone().registered(info(4), cert("03", 900), 100);
+        assert_eq!(new.info.cpus, 4);
+        assert_eq!((new.joined_at, new.registered_at), (5, 100));
+        assert_eq!(new.certs, [cert("02", 500), cert("03", 900)]);
+        // A certificate already recorded is not recorded twice.
+        let again = new.clone().registered(info(4), cert("03", 900), 101);
+        assert_eq!(again.certs, new.certs);
+        // Without certificates the record is written as before.
+        let bare = NodeRecord {
+            certs: vec![],
+            ..old
+        };
+        assert!(
+            !serde_json::to_string(&bare)
+                .expect("json")
+                .contains("certs")
+        );
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! benches and the tests reach the API through these, never by spelling a
 //! path.
 
+use control::access::{
+    JoinTokenCreated, JoinTokenRecord, JoinTokenRequest, UserTokenCreated, UserTokenRecord,
+    UserTokenRequest,
+};
 use control::api as routes;
 use control::model::{
     AssignmentWatch, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo,
@@ -78,5 +82,35 @@ impl ApiClient {
     pub async fn watch_assignments(&self, after: i64) -> Result<AssignmentWatch> {
         self.get(&routes::WATCH_ASSIGNMENTS.fill(&[&after.to_string()]))
             .await
+    }
+
+    /// `POST /v1/join-tokens`.
+    pub async fn create_join_token(&self, req: &JoinTokenRequest) -> Result<JoinTokenCreated> {
+        self.post(&routes::CREATE_JOIN_TOKEN.fill(&[]), req).await
+    }
+
+    /// `GET /v1/join-tokens`.
+    pub async fn list_join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
+        self.get(&routes::LIST_JOIN_TOKENS.fill(&[])).await
+    }
+
+    /// `DELETE /v1/join-tokens/{id}`.
+    pub async fn revoke_join_token(&self, id: &str) -> Result<JoinTokenRecord> {
+        self.delete(&routes::REVOKE_JOIN_TOKEN.fill(&[id])).await
+    }
+
+    /// `POST /v1/user-tokens`.
+    pub async fn create_user_token(&self, req: &UserTokenRequest) -> Result<UserTokenCreated> {
+        self.post(&routes::CREATE_USER_TOKEN.fill(&[]), req).await
+    }
+
+    /// `GET /v1/user-tokens`.
+    pub async fn list_user_tokens(&self) -> Result<Vec<UserTokenRecord>> {
+        self.get(&routes::LIST_USER_TOKENS.fill(&[])).await
+    }
+
+    /// `DELETE /v1/user-tokens/{id}`.
+    pub async fn revoke_user_token(&self, id: &str) -> Result<UserTokenRecord> {
+        self.delete(&routes::REVOKE_USER_TOKEN.fill(&[id])).await
     }
 }

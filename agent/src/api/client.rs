@@ -39,6 +39,9 @@ pub enum ClientError {
         endpoint: String,
         status: u16,
         message: String,
+        /// The error body's code (`control::api::code`); absent from
+        /// masters that predate codes.
+        code: Option<String>,
     },
     #[error("{endpoint} sent an answer that is not the expected JSON: {reason}")]
     Decode { endpoint: String, reason: String },
@@ -49,6 +52,14 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The error body's code, when a master answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => code.as_deref(),
             _ => None,
         }
     }
@@ -157,13 +168,14 @@ impl ApiClient {
     ) -> Result<T, ClientError> {
         let (endpoint, status, bytes) = self.request(method, path, body).await?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ApiErrorBody>(&bytes)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_string());
+            let (message, code) = serde_json::from_slice::<ApiErrorBody>(&bytes)
+                .map(|b| (b.error, b.code))
+                .unwrap_or_else(|_| (String::from_utf8_lossy(&bytes).trim().to_string(), None));
             return Err(ClientError::Api {
                 endpoint,
                 status: status.as_u16(),
                 message,
+                code,
             });
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {

@@ -1,11 +1,13 @@
-//! `strata cluster init|status|run-node`: make a cluster's files
-//! ([`crate::cluster::init`]), ask the masters how the cluster is, run this
-//! node's membership in the foreground.
+//! `strata cluster init|status|token|run-node`: make a cluster's files
+//! ([`crate::cluster::init`]), ask the masters how the cluster is, make,
+//! list and revoke join tokens, run this node's membership in the
+//! foreground.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use control::access::{JoinTokenRequest, parse_duration};
 
 use super::output;
 use super::target::{Target, runtime};
@@ -34,6 +36,11 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make, list and revoke join tokens (admins).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Run this node's cluster membership in the foreground from a given
     /// user-data file (masters: etcd, the API; every node: join and
     /// heartbeats). For hosts without the image's first-boot providers.
@@ -50,6 +57,44 @@ pub enum ClusterCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a join token: a node joins with it (its user-data's
+    /// `join_token`) while it is neither expired nor used up. Printed once.
+    Create {
+        /// How long it admits nodes (`30m`, `1h`, `7d`) [default: until revoked].
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<u64>,
+        /// How many nodes it admits [default: any number].
+        #[arg(long)]
+        uses: Option<u32>,
+        /// What it is for, for `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON (with the token) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every join token with its state and uses (never a secret).
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token: no node joins with it any more (nodes that
+    /// joined with it stay).
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Init { config, out, force } => init(&config, &out, force),
@@ -58,11 +103,49 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             let status = runtime()?.block_on(client.cluster_status())?;
             output::emit(json, &status, output::cluster_status)
         }
+        ClusterCommand::Token { command } => token(command),
         ClusterCommand::RunNode {
             user_data,
             state_dir,
             listen,
         } => run_node(&user_data, state_dir, listen),
+    }
+}
+
+/// `strata cluster token ...`.
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            ttl,
+            uses,
+            description,
+            target,
+            json,
+        } => {
+            let req = JoinTokenRequest {
+                format: Default::default(),
+                ttl_seconds: ttl,
+                uses,
+                description,
+            };
+            let client = target.client()?;
+            let created = runtime()?.block_on(client.create_join_token(&req))?;
+            output::emit(json, &created, |c| {
+                output::join_token_created(c, crate::clock::unix_secs())
+            })
+        }
+        TokenCommand::List { target, json } => {
+            let client = target.client()?;
+            let tokens = runtime()?.block_on(client.list_join_tokens())?;
+            let now = crate::clock::unix_secs();
+            output::emit(json, &tokens, |t| output::join_token_list(t, now))
+        }
+        TokenCommand::Revoke { id, target } => {
+            let client = target.client()?;
+            let record = runtime()?.block_on(client.revoke_join_token(&id))?;
+            println!("join token {} revoked", record.id);
+            Ok(())
+        }
     }
 }
 

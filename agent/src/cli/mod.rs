@@ -2,8 +2,8 @@
 //!
 //! One module per noun, each command a few lines that parse, call the
 //! library and add context: [`agent`], [`health`], [`config`], [`cluster`],
-//! [`node`], [`task`], [`image`](self::image), and the hidden [`shim`]
-//! commands. What they print goes through [`output`] (a table or `--json`);
+//! [`node`], [`task`], [`image`](self::image), [`user`], and the hidden
+//! [`shim`] commands. What they print goes through [`output`] (a table or `--json`);
 //! how they reach a cluster or this node is [`target`], with the CLI's
 //! [`context`] file. Nothing else in the library depends on this module (one
 //! test of `cluster init` reads what it writes with [`context`]).
@@ -19,6 +19,7 @@ pub mod output;
 pub mod shim;
 pub mod target;
 pub mod task;
+pub mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,7 +45,7 @@ pub enum Command {
         #[command(subcommand)]
         command: self::config::ConfigCommand,
     },
-    /// Create a cluster and look at it.
+    /// Create a cluster, look at it, make join tokens.
     Cluster {
         #[command(subcommand)]
         command: self::cluster::ClusterCommand,
@@ -63,6 +64,11 @@ pub enum Command {
     Image {
         #[command(subcommand)]
         command: self::image::ImageCommand,
+    },
+    /// Make, list and revoke operators' tokens, each with a role.
+    User {
+        #[command(subcommand)]
+        command: self::user::UserCommand,
     },
     /// Per-task container shim (started by the agent).
     #[command(hide = true)]
@@ -97,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => self::node::run(command),
         Command::Task { command } => self::task::run(command),
         Command::Image { command } => self::image::run(command),
+        Command::User { command } => self::user::run(command),
         Command::Shim { task_dir } => self::shim::shim(&task_dir),
         Command::ShimLauncher => self::shim::launcher(),
     }
@@ -133,10 +140,11 @@ mod tests {
               agent    Run the node daemon (started by systemd as strata-agent.service)
               health   Print the node's health; fails unless the node is healthy
               config   Validate Strata configuration files (cluster.toml, role defaults, user-data)
-              cluster  Create a cluster and look at it
+              cluster  Create a cluster, look at it, make join tokens
               node     Look at the cluster's nodes
               task     Run, list and stop tasks: on the cluster or on this node
               image    Pull, import, list and garbage-collect OCI images
+              user     Make, list and revoke operators' tokens, each with a role
               help     Print this message or the help of the given subcommand(s)
 
             Options:

@@ -25,8 +25,9 @@ pub enum NodeCommand {
         json: bool,
     },
     /// Remove a node from the cluster: its record, and its overlay subnet
-    /// lease, which peers drop from their routes. A node still running
-    /// joins again.
+    /// lease, which peers drop from their routes; its certificates are
+    /// revoked. It joins again only with a join token made after this
+    /// (`strata cluster token create`).
     Remove {
         name: String,
         #[command(flatten)]
@@ -50,8 +51,14 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
         }
         NodeCommand::Remove { name, target } => {
             let client = target.client()?;
-            runtime()?.block_on(client.remove_node(&name))?;
-            println!("node `{name}` removed");
+            let answer = runtime()?.block_on(client.remove_node(&name))?;
+            let revoked = answer
+                .get("revoked")
+                .and_then(|r| r.as_array())
+                .map_or(0, Vec::len);
+            println!(
+                "node `{name}` removed, {revoked} certificate(s) revoked; it joins again only with a join token made from now on"
+            );
             Ok(())
         }
     }

@@ -3,8 +3,11 @@
 //! columns to fit ([`table`]); the task tables keep fixed widths, as they
 //! always had ([`fixed`]).
 
+use std::path::Path;
+
 use serde::Serialize;
 
+use control::access::{JoinTokenCreated, JoinTokenRecord, UserTokenCreated, UserTokenRecord};
 use control::model::{ClusterStatus, NodeStatus, TaskView};
 
 use crate::images::ImageRecord;
@@ -324,6 +327,118 @@ pub fn local_task_list(tasks: &[TaskInfo]) -> String {
     fixed(&NODE_TASKS, &rows)
 }
 
+/// When a token expires, seen at `now`: `never`, `in 1h`, `5m ago`.
+fn expiry(expires_at: Option<u64>, now: u64) -> String {
+    match expires_at {
+        None => "never".to_string(),
+        Some(t) if t > now => format!("in {}", age(t - now)),
+        Some(t) => format!("{} ago", age(now - t)),
+    }
+}
+
+/// A join token's uses: `used/limit`, or `used` of an unlimited one.
+fn uses(t: &JoinTokenRecord) -> String {
+    match t.uses_left {
+        Some(left) => format!("{}/{}", t.used, t.used.saturating_add(left)),
+        None => "unlimited".to_string(),
+    }
+}
+
+/// `strata cluster token list`.
+pub fn join_token_list(tokens: &[JoinTokenRecord], now: u64) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.state(now).to_string(),
+                uses(t),
+                expiry(t.expires_at, now),
+                format!("{} ago", age(now.saturating_sub(t.created_at))),
+                t.created_by.clone(),
+                t.description.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATE",
+            "USES",
+            "EXPIRES",
+            "CREATED",
+            "CREATED BY",
+            "DESCRIPTION",
+        ],
+        &rows,
+    )
+}
+
+/// `strata cluster token create`: the token, shown this once.
+pub fn join_token_created(c: &JoinTokenCreated, now: u64) -> String {
+    let r = &c.record;
+    format!(
+        "join token {} (uses: {}, expires: {}):\n{}\n\
+         It is shown only now. A node joins with it as the `join_token` of its user-data.\n",
+        r.id,
+        uses(r),
+        expiry(r.expires_at, now),
+        c.token
+    )
+}
+
+/// `strata user token list`.
+pub fn user_token_list(tokens: &[UserTokenRecord], now: u64) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.role.to_string(),
+                t.state(now).to_string(),
+                expiry(t.expires_at, now),
+                format!("{} ago", age(now.saturating_sub(t.created_at))),
+                t.created_by.clone(),
+                t.name.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "ROLE",
+            "STATE",
+            "EXPIRES",
+            "CREATED",
+            "CREATED BY",
+            "NAME",
+        ],
+        &rows,
+    )
+}
+
+/// `strata user token create`: the token, shown this once, and how to use
+/// it (with the context written to `context`, when one was).
+pub fn user_token_created(c: &UserTokenCreated, context: Option<&Path>, now: u64) -> String {
+    let r = &c.record;
+    let how = match context {
+        Some(path) => format!(
+            "The CLI uses it with --context {} (or STRATA_CONTEXT).",
+            path.display()
+        ),
+        None => "It goes into a copy of a CLI context: its `token_file` names the file that \
+                 holds it (or let --write-context FILE write one)."
+            .to_string(),
+    };
+    format!(
+        "user token {} (role {}, expires: {}):\n{}\nIt is shown only now. {how}\n",
+        r.id,
+        r.role,
+        expiry(r.expires_at, now),
+        c.token
+    )
+}
+
 /// One stored image: what `strata image pull`, `import` and `list` print.
 pub fn image_line(rec: &ImageRecord) -> String {
     format!(
@@ -345,7 +460,10 @@ mod tests {
     use control::task::TaskState;
     use expect_test::expect;
 
-    use super::{cluster_status, node_list, node_show, task_list};
+    use super::{
+        cluster_status, join_token_created, join_token_list, node_list, node_show, task_list,
+        user_token_created, user_token_list,
+    };
 
     #[test]
     fn cluster_status_with_and_without_alarms() {
@@ -416,6 +534,7 @@ mod tests {
             key_sha256: "ab".repeat(32),
             joined_at: 1000,
             registered_at: 1900,
+            certs: Vec::new(),
         }
     }
 
@@ -496,5 +615,100 @@ mod tests {
             batch                    private-1        pending    -                      -        0     -  -                    registry.example/web:1
             metrics                  private-1        running    10.200.1.2          4242        0     -  -:9100               registry.example/web:1
         "#]].assert_eq(&table);
+    }
+
+    #[test]
+    fn token_tables() {
+        use control::access::{
+            JoinTokenCreated, JoinTokenRecord, JoinTokenRequest, UserTokenCreated, UserTokenRecord,
+            UserTokenRequest,
+        };
+        use control::rbac::Role;
+
+        let now = 10_000;
+        let boot = JoinTokenRecord::bootstrap(&"ab".repeat(32), 1_000);
+        let rack = JoinTokenRecord {
+            used: 1,
+            uses_left: Some(1),
+            ..JoinTokenRecord::new(
+                &"cd".repeat(32),
+                &JoinTokenRequest {
+                    format: Default::default(),
+                    ttl_seconds: Some(3600),
+                    uses: Some(2),
+                    description: "rack 4".into(),
+                },
+                "user token abababababab",
+                9_000,
+            )
+        };
+        let old = JoinTokenRecord {
+            revoked_at: Some(9_500),
+            ..JoinTokenRecord::new(
+                &"ef".repeat(32),
+                &JoinTokenRequest {
+                    format: Default::default(),
+                    ttl_seconds: Some(60),
+                    uses: None,
+                    description: String::new(),
+                },
+                "user token abababababab",
+                9_000,
+            )
+        };
+        expect![[r#"
+            ID            STATE    USES       EXPIRES  CREATED  CREATED BY               DESCRIPTION
+            abababababab  active   unlimited  never    2h ago   strata cluster init      the join token of the user-data `strata cluster init` wrote
+            cdcdcdcdcdcd  active   1/2        in 43m   16m ago  user token abababababab  rack 4
+            efefefefefef  revoked  unlimited  15m ago  16m ago  user token abababababab
+        "#]]
+        .assert_eq(&join_token_list(&[boot, rack.clone(), old], now));
+        expect![[r#"
+            join token cdcdcdcdcdcd (uses: 1/2, expires: in 43m):
+            strata-join.v1.x.y
+            It is shown only now. A node joins with it as the `join_token` of its user-data.
+        "#]]
+        .assert_eq(&join_token_created(
+            &JoinTokenCreated {
+                format: Default::default(),
+                token: "strata-join.v1.x.y".into(),
+                record: rack,
+            },
+            now,
+        ));
+
+        let admin = UserTokenRecord::bootstrap(&"ab".repeat(32), 1_000);
+        let viewer = UserTokenRecord::new(
+            &"cd".repeat(32),
+            &UserTokenRequest {
+                format: Default::default(),
+                role: Role::Viewer,
+                name: "ci".into(),
+                ttl_seconds: Some(86_400),
+            },
+            "user token abababababab",
+            9_000,
+        );
+        expect![[r#"
+            ID            ROLE    STATE   EXPIRES  CREATED  CREATED BY               NAME
+            abababababab  admin   active  never    2h ago   strata cluster init      the CLI token of `strata cluster init`
+            cdcdcdcdcdcd  viewer  active  in 23h   16m ago  user token abababababab  ci
+        "#]]
+        .assert_eq(&user_token_list(&[admin, viewer.clone()], now));
+        let created = UserTokenCreated {
+            format: Default::default(),
+            token: "strata-cli.v1.z".into(),
+            record: viewer,
+        };
+        expect![[r#"
+            user token cdcdcdcdcdcd (role viewer, expires: in 23h):
+            strata-cli.v1.z
+            It is shown only now. The CLI uses it with --context viewer.toml (or STRATA_CONTEXT).
+        "#]]
+        .assert_eq(&user_token_created(
+            &created,
+            Some(std::path::Path::new("viewer.toml")),
+            now,
+        ));
     }
 }

@@ -17,9 +17,10 @@ use configs::user_data::UserData;
 use crate::api::server::{ApiState, Limits, serve};
 use crate::api::tls;
 use crate::cluster::identity::write_private;
-use crate::cluster::node::{AgentOptions, run_agent};
+use crate::cluster::node::{AgentOptions, run_agent_with};
 use crate::etcd::render::{self, EtcdPaths};
 use crate::etcd::{EtcdConnect, EtcdTls, Store};
+use crate::firewall::NodeFirewall;
 use crate::pki::{self, Ca, EtcdCert, Issued, JoinToken};
 use crate::systemd::Systemd;
 use control::model::NodeSettings;
@@ -139,8 +140,18 @@ pub fn plan(ud: &UserData) -> anyhow::Result<Plan> {
 }
 
 /// Runs the control plane and this master's node membership until the
-/// process ends.
+/// process ends, without a firewall (`strata cluster run-node`).
 pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
+    run_master_with(opts, None).await
+}
+
+/// [`run_master`] on a node whose `firewall` the daemon applied (the API's
+/// and etcd's ports are in it from boot): its membership adds the overlay
+/// to it ([`run_agent_with`]).
+pub async fn run_master_with(
+    opts: MasterOptions,
+    firewall: Option<Arc<NodeFirewall>>,
+) -> anyhow::Result<()> {
     tls::install_default_provider();
     let ud = &opts.user_data;
     let plan = plan(ud)?;
@@ -180,6 +191,10 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
     };
     let store = Store::connect(&connect).await?;
     wait_quorum(&store).await;
+    seed_access(&store, &plan.token, &secrets.cli_token_sha256).await;
+    // The shared watch loads the revoked certificates and user tokens
+    // every request is checked against.
+    store.start_watch().await;
 
     let settings = NodeSettings {
         format: Default::default(),
@@ -196,8 +211,6 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
     let state = ApiState::new(
         store,
         plan.ca.clone(),
-        plan.token.secret_sha256(),
-        secrets.cli_token_sha256.clone(),
         settings,
         ud.name.clone(),
         pki::CERT_LIFETIME,
@@ -223,12 +236,15 @@ pub async fn run_master(opts: MasterOptions) -> anyhow::Result<()> {
 
     // A master is a node too: it joins through its own API.
     let own = format!("{}:{}", Ipv4Addr::LOCALHOST, listen.port());
-    let node = run_agent(AgentOptions {
-        state_dir: opts.state_dir.clone(),
-        user_data: ud.clone(),
-        endpoints: Some(vec![own]),
-        underlay: Some(plan.me.address),
-    });
+    let node = run_agent_with(
+        AgentOptions {
+            state_dir: opts.state_dir.clone(),
+            user_data: ud.clone(),
+            endpoints: Some(vec![own]),
+            underlay: Some(plan.me.address),
+        },
+        firewall,
+    );
     tokio::select! {
         r = node => r,
         r = api => r.context("the API server stopped"),
@@ -249,6 +265,44 @@ async fn wait_quorum(store: &Store) {
                 let msg = e.to_string();
                 if msg != last {
                     tracing::info!("waiting for etcd quorum: {msg}");
+                    last = msg;
+                }
+                crate::retry::wait(&mut backoff).await;
+            }
+        }
+    }
+}
+
+/// Makes the records of the user-data's secrets where they are absent
+/// (`Store::seed_access`): the join token, unlimited, and the CLI tokens,
+/// an admin's each. Earlier releases kept only their hashes in the
+/// user-data; contexts and user-data made then keep working, and `token
+/// revoke` revokes them like any other. Retries until etcd takes it.
+async fn seed_access(store: &Store, token: &JoinToken, cli_token_sha256: &[String]) {
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut last = String::new();
+    loop {
+        match store
+            .seed_access(
+                &token.secret_sha256(),
+                cli_token_sha256,
+                crate::clock::unix_secs(),
+            )
+            .await
+        {
+            Ok(made) => {
+                if made > 0 {
+                    tracing::info!(
+                        "made {made} access record(s) for the join token and CLI tokens of the user-data"
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if msg != last {
+                    tracing::warn!("cannot record the user-data's tokens in etcd, retrying: {msg}");
                     last = msg;
                 }
                 crate::retry::wait(&mut backoff).await;

@@ -16,33 +16,45 @@ pub mod node;
 pub mod sysinfo;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-pub use master::{MasterOptions, run_master};
-pub use node::{AgentOptions, run_agent};
+pub use master::{MasterOptions, run_master, run_master_with};
+pub use node::{AgentOptions, run_agent, run_agent_with};
+
+use crate::firewall::NodeFirewall;
 
 /// Runs the cluster side of a node from its user-data until the process
 /// ends: [`run_master`] (etcd through systemd, the API, membership) on
 /// masters, [`run_agent`] (join, register, heartbeats) on agents. What the
-/// daemon calls once `bootstrap::discover` returned the user-data.
+/// daemon calls once `bootstrap::discover` returned the user-data, with
+/// the node's `firewall`, whose overlay part [`network`] keeps in line
+/// with the node list.
 pub async fn run(
     state_dir: PathBuf,
     user_data: configs::user_data::UserData,
+    firewall: Option<Arc<NodeFirewall>>,
 ) -> anyhow::Result<()> {
     if user_data.role == configs::Role::Master {
-        run_master(MasterOptions {
-            state_dir,
-            user_data,
-            etcd_paths: crate::etcd::render::EtcdPaths::standard(),
-            listen: None,
-        })
+        run_master_with(
+            MasterOptions {
+                state_dir,
+                user_data,
+                etcd_paths: crate::etcd::render::EtcdPaths::standard(),
+                listen: None,
+            },
+            firewall,
+        )
         .await
     } else {
-        run_agent(AgentOptions {
-            state_dir,
-            user_data,
-            endpoints: None,
-            underlay: None,
-        })
+        run_agent_with(
+            AgentOptions {
+                state_dir,
+                user_data,
+                endpoints: None,
+                underlay: None,
+            },
+            firewall,
+        )
         .await
     }
 }

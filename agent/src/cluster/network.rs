@@ -7,9 +7,12 @@
 //! node's gateway address, other names go to the cluster's resolvers.
 //!
 //! The first reconcile waits for the first node list, so a restarted agent
-//! plans against the full peer set and changes nothing (no flap). Everything
-//! runs in the process's own network namespace (an agent started inside a
-//! namespace builds its overlay there).
+//! plans against the full peer set and changes nothing (no flap). Before
+//! it, the node's firewall (when the daemon runs one, [`NodeNet::firewall`])
+//! gets the overlay: VXLAN from every node of the list, DNS from the
+//! overlay to the node's resolver; it follows the list from then on.
+//! Everything runs in the process's own network namespace (an agent started
+//! inside a namespace builds its overlay there).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,10 +25,12 @@ use configs::net::Ipv4Cidr;
 use crate::api::client::ApiClient;
 use crate::dns::records::RecordSet;
 use crate::dns::{DnsServer, Records, TaskRecord};
+use crate::firewall::NodeFirewall;
 use crate::overlay::netlink::NodeOverlay;
 use crate::overlay::node::OverlayTasks;
 use crate::overlay::{self, NodeNetwork, Peer};
 use crate::tasks::TaskNetwork;
+use control::firewall::OverlayInput;
 use control::model::{NetworkSettings, NodeStatus, NodeWatch, TaskEndpoint};
 
 /// Pause before asking again after a failed node-list watch.
@@ -43,6 +48,9 @@ pub struct NodeNet {
     pub underlay_ip: Ipv4Addr,
     pub subnet: Ipv4Cidr,
     pub settings: NetworkSettings,
+    /// The node's firewall, which the daemon applied at boot; `None` under
+    /// `strata cluster run-node`.
+    pub firewall: Option<Arc<NodeFirewall>>,
 }
 
 /// The running overlay and DNS of the node; dropping it stops following
@@ -88,6 +96,27 @@ pub fn peers(me: &str, nodes: &[NodeStatus]) -> Vec<Peer> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The underlay address of every node of the list (this one too), sorted:
+/// the sources the firewall admits VXLAN from. Pure.
+pub fn node_addresses(nodes: &[NodeStatus]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = nodes.iter().filter_map(NodeStatus::underlay_ip).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The overlay part of the firewall of the node that holds `net`, with the
+/// node list `nodes`. Pure.
+pub fn firewall_part(net: &NodeNetwork, nodes: &[NodeStatus]) -> OverlayInput {
+    OverlayInput {
+        vxlan_port: net.node.port,
+        nodes: node_addresses(nodes),
+        bridge: net.node.bridge_name.clone(),
+        vxlan: net.node.vxlan_name.clone(),
+        gateway: net.resolver(),
+    }
 }
 
 /// The DNS records derived from the node list and the running tasks:
@@ -145,6 +174,18 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
                 tokio::time::sleep(RETRY).await;
             }
         }
+    };
+    // The firewall admits VXLAN from the listed nodes and DNS from the
+    // overlay before the overlay carries anything, then follows the list.
+    let firewall = match &node.firewall {
+        Some(fw) => {
+            let part = firewall_part(&net, &nodes);
+            set_firewall(fw, part.clone()).await;
+            let (fw_tx, fw_rx) = tokio::sync::watch::channel(part);
+            let follower = tokio::spawn(follow_firewall(fw.clone(), fw_rx));
+            Some((fw_tx, AbortOnDrop(follower)))
+        }
+        None => None,
     };
     let first = peers(&node.name, &nodes);
     let dns_records = Records::new();
@@ -207,8 +248,65 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
         if dns_records.snapshot() != set {
             dns_records.replace(set);
         }
+        if let Some((fw_tx, _)) = &firewall {
+            let part = firewall_part(&net, &w.nodes);
+            fw_tx.send_if_modified(|p| {
+                let changed = *p != part;
+                if changed {
+                    *p = part;
+                }
+                changed
+            });
+        }
     })
     .await
+}
+
+/// Applies `part` to the node's firewall (on a blocking thread: `nft` is a
+/// child process); logs what happened and returns whether it holds now.
+async fn set_firewall(fw: &Arc<NodeFirewall>, part: OverlayInput) -> bool {
+    let fw = fw.clone();
+    let nodes = part.nodes.len();
+    match tokio::task::spawn_blocking(move || fw.set_overlay(Some(part))).await {
+        Ok(Ok(applied)) => {
+            if applied {
+                tracing::info!(
+                    "firewall: VXLAN from {nodes} node(s), DNS from the overlay to the resolver"
+                );
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("firewall: {e:#}");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("firewall: the update failed: {e}");
+            false
+        }
+    }
+}
+
+/// Keeps the firewall in line with the overlay part `rx` holds: applies
+/// each change, and after a failure tries again (with backoff) until one
+/// goes through. Ends when the sender is dropped.
+async fn follow_firewall(
+    fw: Arc<NodeFirewall>,
+    mut rx: tokio::sync::watch::Receiver<OverlayInput>,
+) {
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let part = rx.borrow_and_update().clone();
+        if set_firewall(&fw, part).await {
+            backoff.reset();
+            if rx.changed().await.is_err() {
+                return;
+            }
+        } else {
+            crate::retry::wait(&mut backoff).await;
+        }
+    }
 }
 
 /// Long-polls the node list from `revision` on and hands every answer to
@@ -287,6 +385,7 @@ mod tests {
                 key_sha256: String::new(),
                 joined_at: 0,
                 registered_at: 0,
+                certs: Vec::new(),
             },
             state: NodeState::Ready,
             ready_since: None,
@@ -370,6 +469,28 @@ mod tests {
                 },
             }"#]]
         .assert_eq(&actual);
+    }
+
+    /// The firewall admits VXLAN from every node with an underlay
+    /// address, leased or not yet, each once.
+    #[test]
+    fn vxlan_sources_are_the_nodes_underlay_addresses() {
+        let nodes = [
+            status(
+                "master-1",
+                &["127.0.0.1", "10.77.0.1"],
+                Some("10.200.0.0/24"),
+            ),
+            status("agent-2", &["10.77.0.12"], None),
+            status("agent-1", &["10.77.0.11"], Some("10.200.1.0/24")),
+            status("agent-3", &["::1"], Some("10.200.3.0/24")),
+            status("agent-1-again", &["10.77.0.11"], None),
+        ];
+        let want: Vec<Ipv4Addr> = ["10.77.0.1", "10.77.0.11", "10.77.0.12"]
+            .iter()
+            .map(|a| a.parse().expect("ip"))
+            .collect();
+        assert_eq!(node_addresses(&nodes), want);
     }
 
     #[test]

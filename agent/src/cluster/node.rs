@@ -7,6 +7,7 @@
 //! file (`<state>/health/cluster.json`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -19,6 +20,7 @@ use crate::cluster::assignments::TaskNetReceiver;
 use crate::cluster::identity::{Identity, IdentityDir, write_private};
 use crate::cluster::network;
 use crate::cluster::sysinfo;
+use crate::firewall::NodeFirewall;
 use crate::images::PullOptions;
 use crate::pki::JoinToken;
 use crate::retry::Backoff;
@@ -119,10 +121,21 @@ fn backoff() -> Backoff {
 }
 
 /// Whether an error means the master no longer accepts this node's
-/// certificate or record, so the node must join again.
+/// certificate or record, so the node must join again: decided by the
+/// error's code (`control::api::code::REJOIN`), never by its status or
+/// text, so that no other refusal (a role, a store that is down, a master
+/// that has not loaded its access lists) makes a node drop a certificate
+/// that works.
 fn needs_rejoin(e: &ClientError) -> bool {
     match e {
-        ClientError::Api { status, .. } => *status == 404 || *status == 403,
+        ClientError::Api {
+            code: Some(code), ..
+        } => control::api::code::REJOIN.contains(&code.as_str()),
+        // A master of an earlier release sends no code: there a 404 or 403
+        // of a node's own route meant exactly that.
+        ClientError::Api {
+            status, code: None, ..
+        } => *status == 404 || *status == 403,
         ClientError::Unreachable {
             identity_refused, ..
         } => *identity_refused,
@@ -130,10 +143,21 @@ fn needs_rejoin(e: &ClientError) -> bool {
     }
 }
 
-/// Joins (if needed), registers and heartbeats until the process ends.
-/// Returns only for errors no retry can fix (a malformed join token, an
-/// unwritable state directory).
+/// Joins (if needed), registers and heartbeats until the process ends,
+/// without a firewall (`strata cluster run-node`). Returns only for errors
+/// no retry can fix (a malformed join token, an unwritable state
+/// directory).
 pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
+    run_agent_with(opts, None).await
+}
+
+/// [`run_agent`] on a node whose `firewall` the daemon applied at boot: the
+/// node's network ([`network`]) adds the overlay to it once the node holds
+/// a lease, and follows the node list.
+pub async fn run_agent_with(
+    opts: AgentOptions,
+    firewall: Option<Arc<NodeFirewall>>,
+) -> anyhow::Result<()> {
     tls::install_default_provider();
     let ud = &opts.user_data;
     let token = JoinToken::parse(&ud.join_token).context("user-data field `join_token`")?;
@@ -213,6 +237,7 @@ pub async fn run_agent(opts: AgentOptions) -> anyhow::Result<()> {
                 &endpoints,
                 &registered,
                 &tasks_net,
+                firewall.as_ref(),
             )?;
         }
         if !tasks_started {
@@ -291,7 +316,9 @@ async fn join(
 }
 
 /// Starts the overlay and DNS when the cluster has an overlay and the
-/// node holds a lease; `None` (logged) otherwise.
+/// node holds a lease; `None` (logged) otherwise, and the node keeps its
+/// boot firewall.
+#[allow(clippy::too_many_arguments)]
 fn start_network(
     ud: &UserData,
     opts: &AgentOptions,
@@ -300,6 +327,7 @@ fn start_network(
     endpoints: &[String],
     registered: &Registered,
     tasks_net: &network::TaskNetSender,
+    firewall: Option<&Arc<NodeFirewall>>,
 ) -> anyhow::Result<Option<network::Running>> {
     let (Some(settings), Some(subnet)) = (&registered.settings.network, registered.subnet) else {
         tracing::info!(
@@ -333,6 +361,7 @@ fn start_network(
             underlay_ip,
             subnet,
             settings: settings.clone(),
+            firewall: firewall.cloned(),
         },
         follower,
         tasks_net.clone(),
@@ -481,5 +510,51 @@ async fn heartbeat(
             settings.heartbeat_interval_seconds.max(1),
         )))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_rejoin;
+    use crate::api::client::ClientError;
+
+    fn api(status: u16, code: Option<&str>) -> ClientError {
+        ClientError::Api {
+            endpoint: "m1:6443".into(),
+            status,
+            message: "refused".into(),
+            code: code.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_node_joins_again_only_when_its_identity_is_refused() {
+        for code in [
+            "not-joined",
+            "wrong-key",
+            "other-node",
+            "cert-revoked",
+            "cert-expired",
+        ] {
+            assert!(needs_rejoin(&api(403, Some(code))), "{code}");
+        }
+        for (status, code) in [
+            (403, "role-forbids"),
+            (401, "join-token-expired"),
+            (403, "node-removed"),
+            (503, "access-not-loaded"),
+            (503, "store-unavailable"),
+            (404, "no-such-task"),
+        ] {
+            assert!(!needs_rejoin(&api(status, Some(code))), "{code}");
+        }
+        // Masters that predate codes.
+        assert!(needs_rejoin(&api(404, None)));
+        assert!(needs_rejoin(&api(403, None)));
+        assert!(!needs_rejoin(&api(503, None)));
+        assert!(!needs_rejoin(&ClientError::Unreachable {
+            failures: String::new(),
+            identity_refused: false,
+        }));
     }
 }

@@ -3,8 +3,12 @@
 //! live node under `/strata/alive/`, kept alive by the node's heartbeats
 //! through the API. Each node's overlay subnet lease lives under
 //! [`LeaseKeys::PREFIX`] ([`Store::lease_subnet`], [`Store::remove_node`]).
-//! The configuration a master renders for its own etcd is in [`render`].
+//! Join tokens, user tokens, revoked certificates, removed nodes and key
+//! claims, with the cache of them each master's shared watch keeps, are in
+//! [`access`]. The configuration a master renders for its own etcd is in
+//! [`render`].
 
+pub mod access;
 pub mod render;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,8 +21,12 @@ use etcd_client::{
     Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
+use control::access::{JoinRefusal, Removal, plan_removal};
 use control::lease::{self, LeaseError, LeaseKeys};
 use control::model::{Alive, MasterStatus, NodeRecord, TaskRecord, TaskReport};
+
+pub use access::AccessCache;
+use access::{NODE_KEYS, REMOVED, REVOKED};
 
 const NODES: &str = "/strata/nodes/";
 const ALIVE: &str = "/strata/alive/";
@@ -60,6 +68,11 @@ pub enum Error {
     Lease(#[from] LeaseError),
     #[error("no overlay lease for node `{node}` after {attempts} conflicting attempts")]
     Contended { node: String, attempts: u32 },
+    /// A join refused (`control::access::plan_join`).
+    #[error(transparent)]
+    Join(#[from] JoinRefusal),
+    #[error("{what}: another write came between each of {attempts} attempts")]
+    Conflict { what: String, attempts: u32 },
 }
 
 type KeepAlive = Arc<tokio::sync::Mutex<Option<(i64, LeaseKeeper, LeaseKeepAliveStream)>>>;
@@ -73,8 +86,11 @@ pub struct Store {
     /// Open keep-alive streams of nodes whose heartbeats this master serves.
     keepalives: Arc<Mutex<HashMap<String, KeepAlive>>>,
     /// The one etcd watch every long-poll of this master shares, started
-    /// with the first.
+    /// with the first (or by [`Store::start_watch`]).
     feed: Arc<tokio::sync::OnceCell<Feed>>,
+    /// Revoked certificates and user tokens, which the shared watch loads
+    /// and keeps current.
+    access: Arc<AccessCache>,
 }
 
 /// What the shared watch saw last: the revision of the latest change to the
@@ -126,6 +142,7 @@ impl Store {
             connect: c.clone(),
             keepalives: Arc::default(),
             feed: Arc::default(),
+            access: Arc::default(),
         })
     }
 
@@ -155,12 +172,32 @@ impl Store {
         self.timed(kv.get(PROBE, None)).await.map(|_| ())
     }
 
-    pub async fn put_node(&self, record: &NodeRecord) -> Result<(), Error> {
-        let mut kv = self.client.kv_client();
+    /// Writes `record` only while its key was last modified at `revision`
+    /// (as [`Store::get_node_at`] read it): a node removed or joined again
+    /// meanwhile is not written back. Returns whether it was written.
+    pub async fn put_node_if(&self, record: &NodeRecord, revision: i64) -> Result<bool, Error> {
+        let key = format!("{NODES}{}", record.info.name);
         let value = serde_json::to_vec(record).expect("a node record always serializes");
-        self.timed(kv.put(format!("{NODES}{}", record.info.name), value, None))
-            .await?;
-        Ok(())
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(key, value, None)]);
+        let mut kv = self.client.kv_client();
+        Ok(self.timed(kv.txn(txn)).await?.succeeded())
+    }
+
+    /// The record of node `name` with the revision it was last modified at.
+    pub async fn get_node_at(&self, name: &str) -> Result<Option<(NodeRecord, i64)>, Error> {
+        let key = format!("{NODES}{name}");
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(key.clone(), None)).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| Ok((decode(&key, kv.value())?, kv.mod_revision())))
+            .transpose()
     }
 
     pub async fn get_node(&self, name: &str) -> Result<Option<NodeRecord>, Error> {
@@ -316,6 +353,7 @@ impl Store {
                     self.endpoints.clone(),
                     nodes_tx,
                     tasks_tx,
+                    self.access.clone(),
                 ));
                 Feed { nodes, tasks }
             })
@@ -393,18 +431,32 @@ impl Store {
 
     /// Removes node `name` from the cluster in one transaction: its record,
     /// its alive key and both keys of its overlay lease (the subnet is free
-    /// again). Returns whether the node existed.
-    pub async fn remove_node(&self, name: &str) -> Result<bool, Error> {
+    /// again); and, when it had a record, revokes its certificates that
+    /// have not expired, records its removal (it joins again only with a
+    /// join token made after it) and marks its key's claim removed
+    /// (`control::access::plan_removal`). Returns what the removal wrote,
+    /// `None` when the node had no record.
+    pub async fn remove_node(&self, name: &str, now: u64) -> Result<Option<Removal>, Error> {
+        let node_key = format!("{NODES}{name}");
+        let lease_key = format!("{}nodes/{name}", LeaseKeys::PREFIX);
         loop {
-            let node_key = format!("{NODES}{name}");
             let mut kv = self.client.kv_client();
-            let lease_key = format!("{}nodes/{name}", LeaseKeys::PREFIX);
-            let held = self.timed(kv.get(lease_key.clone(), None)).await?;
+            let read = Txn::new().and_then([
+                TxnOp::get(node_key.clone(), None),
+                TxnOp::get(lease_key.clone(), None),
+            ]);
+            let resp = self.timed(kv.txn(read)).await?;
+            let mut found = resp.op_responses().into_iter().map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+                _ => None,
+            });
+            let (node, held) = (found.next().flatten(), found.next().flatten());
             let mut ops = vec![
                 TxnOp::delete(node_key.clone(), None),
                 TxnOp::delete(format!("{ALIVE}{name}"), None),
             ];
-            let compare = match held.kvs().first() {
+            let mut compares = Vec::new();
+            match &held {
                 Some(kv) => {
                     let value = String::from_utf8_lossy(kv.value()).to_string();
                     let subnet: Ipv4Cidr =
@@ -415,18 +467,54 @@ impl Store {
                     let keys = LeaseKeys::new(name, subnet);
                     ops.push(TxnOp::delete(keys.by_subnet, None));
                     ops.push(TxnOp::delete(keys.by_node, None));
-                    Compare::mod_revision(lease_key, CompareOp::Equal, kv.mod_revision())
+                    compares.push(Compare::mod_revision(
+                        lease_key.clone(),
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    ));
                 }
-                None => Compare::version(lease_key, CompareOp::Equal, 0),
+                None => compares.push(Compare::version(lease_key.clone(), CompareOp::Equal, 0)),
+            }
+            let removal = match &node {
+                Some(kv) => {
+                    let record: NodeRecord = decode(&node_key, kv.value())?;
+                    compares.push(Compare::mod_revision(
+                        node_key.clone(),
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    ));
+                    let removal = plan_removal(&record, now);
+                    ops.push(TxnOp::put(
+                        format!("{REMOVED}{name}"),
+                        record_json(&removal.removed),
+                        None,
+                    ));
+                    for cert in &removal.revoked {
+                        ops.push(TxnOp::put(
+                            format!("{REVOKED}{}", cert.serial),
+                            record_json(cert),
+                            None,
+                        ));
+                    }
+                    ops.push(TxnOp::put(
+                        format!("{NODE_KEYS}{}", record.key_sha256),
+                        record_json(&removal.claim),
+                        None,
+                    ));
+                    Some(removal)
+                }
+                None => {
+                    compares.push(Compare::version(node_key.clone(), CompareOp::Equal, 0));
+                    None
+                }
             };
-            let existed = self.timed(kv.get(node_key, None)).await?.count() > 0;
-            let txn = Txn::new().when([compare]).and_then(ops);
+            let txn = Txn::new().when(compares).and_then(ops);
             if self.timed(kv.txn(txn)).await?.succeeded() {
                 self.keepalives
                     .lock()
                     .expect("keepalive map lock poisoned")
                     .remove(name);
-                return Ok(existed);
+                return Ok(removal);
             }
         }
     }
@@ -577,6 +665,11 @@ impl Store {
     }
 }
 
+/// A record's JSON, as every key of the cluster holds it.
+fn record_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always serialize")
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(value).map_err(|e| Error::Corrupt {
         key: key.to_string(),
@@ -622,16 +715,20 @@ fn raise(tx: &tokio::sync::watch::Sender<i64>, rev: i64) {
 }
 
 /// The master's one watch on `/strata/`, feeding the revisions of changes
-/// to `nodes` and `tasks`. Each (re)start sets both to the revision the
-/// new watch starts at (authoritative even when etcd's history went
-/// backwards, a wiped and rebuilt cluster behind the same endpoints), which
-/// wakes every waiter to read the state afresh. Ends when every receiver is
-/// gone.
+/// to `nodes` and `tasks`, and keeping `access` (revoked certificates, user
+/// tokens) current. Each (re)start loads `access` afresh and watches from
+/// the revision after that read, so no change to it is missed; and sets
+/// `nodes` and `tasks` to the revision the new watch starts at
+/// (authoritative even when etcd's history went backwards, a wiped and
+/// rebuilt cluster behind the same endpoints), which wakes every waiter to
+/// read the state afresh. While the watch is down `access` is marked stale
+/// (requests that need it are refused). Ends when every receiver is gone.
 async fn follow_changes(
     client: Client,
     endpoints: String,
     nodes: tokio::sync::watch::Sender<i64>,
     tasks: tokio::sync::watch::Sender<i64>,
+    access: Arc<AccessCache>,
 ) {
     let mut backoff =
         crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -640,8 +737,12 @@ async fn follow_changes(
         let mut watch = client.watch_client();
         let mut started = false;
         let run = async {
+            let loaded_at = access::load_cache(&client, &access).await?;
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(loaded_at + 1);
             let mut stream = watch
-                .watch("/strata/", Some(WatchOptions::new().with_prefix()))
+                .watch("/strata/", Some(options))
                 .await
                 .map_err(|e| e.to_string())?;
             while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
@@ -660,6 +761,8 @@ async fn follow_changes(
                 }
                 for e in resp.events() {
                     let Some(kv) = e.kv() else { continue };
+                    let put = e.event_type() == etcd_client::EventType::Put;
+                    access.apply(&String::from_utf8_lossy(kv.key()), put.then(|| kv.value()));
                     let at = kv.mod_revision().max(rev);
                     if node_list_input(kv.key()) {
                         raise(&nodes, at);
@@ -675,6 +778,7 @@ async fn follow_changes(
             r = run => r,
             () = async { tokio::join!(nodes.closed(), tasks.closed()); } => return,
         };
+        access.mark_stale();
         if started {
             backoff.reset();
         }

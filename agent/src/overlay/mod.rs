@@ -8,9 +8,10 @@
 //! - [`ipam`]: task addresses in the node's subnet, persisted on the node.
 //! - [`netlink`]: the only module touching rtnetlink: dump, apply, per-task
 //!   veth.
-//! - [`nft`]: the only module touching nftables: masquerading, and what
-//!   tasks may send into the bridge (their own MAC and address, no cloud
-//!   metadata service).
+//! - [`nft`]: the only module touching nftables: masquerading, what tasks
+//!   may send into the bridge (their own MAC and address, no cloud
+//!   metadata service), and the node's input firewall, whose table
+//!   [`crate::firewall`] applies through it.
 //! - [`netns`]: named network namespaces (`/var/run/netns/NAME`) and running
 //!   code inside one.
 //! - [`node`]: [`NodeNetwork`], what the agent holds, and [`node::follow`],

@@ -1,15 +1,20 @@
-//! The node's nftables rules: the only module that runs `nft`. Two tables,
-//! replaced as a whole in one atomic transaction, so applying them again is
-//! a no-op for traffic (connection tracking keeps its entries):
+//! The node's nftables rules: the only module that runs `nft`. Three
+//! tables, each replaced as a whole in one atomic transaction, so applying
+//! one again is a no-op for traffic (connection tracking keeps its
+//! entries):
 //! - `ip strata`: masquerading of traffic that leaves the overlay;
 //! - `bridge strata`: what a task may send into the node's bridge (its own
-//!   MAC and address only, no cloud metadata service).
+//!   MAC and address only, no cloud metadata service);
+//! - `inet strata-fw`: the node's input firewall, planned by
+//!   [`control::firewall`] and applied by [`crate::firewall`] (the daemon
+//!   at boot, then [`crate::cluster::network`] as the node list changes).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use configs::net::Ipv4Cidr;
+use control::firewall::{DNS_PORT, FirewallPlan, Rule, Sources};
 
 use super::plan::Mac;
 
@@ -34,9 +39,12 @@ pub const METADATA_DESTINATIONS: &[&str] = &["169.254.0.0/16", "100.100.100.200"
 /// transaction:
 /// - packets from the node's tasks to anything outside the overlay leave
 ///   with the node's address (masquerade);
-/// - VXLAN packets and traffic that stays inside the overlay skip
-///   connection tracking (nothing is translated there, and tracking both
-///   the inner and the outer packet costs throughput);
+/// - VXLAN packets, and traffic that only passes through the node inside
+///   the overlay (task to task), skip connection tracking (nothing is
+///   translated there, and tracking both the inner and the outer packet
+///   costs throughput); overlay traffic to or from the node itself (its
+///   resolver, its own connections to tasks) is tracked, so that the
+///   firewall ([`render_firewall`]) tells a reply from a new connection;
 /// - the bridge's anti-spoofing rules ([`render_bridge`]).
 pub fn render(subnet: Ipv4Cidr, cluster: Ipv4Cidr, port: u16, ports: &[Port]) -> String {
     render_ip(subnet, cluster, port) + &render_bridge(ports)
@@ -53,12 +61,11 @@ fn render_ip(subnet: Ipv4Cidr, cluster: Ipv4Cidr, port: u16) -> String {
          \tchain raw-prerouting {{\n\
          \t\ttype filter hook prerouting priority raw; policy accept;\n\
          \t\tudp dport {port} notrack\n\
-         \t\tip saddr {cluster} ip daddr {cluster} notrack\n\
+         \t\tip saddr {cluster} ip daddr {cluster} fib daddr type != local notrack\n\
          \t}}\n\
          \tchain raw-output {{\n\
          \t\ttype filter hook output priority raw; policy accept;\n\
          \t\tudp dport {port} notrack\n\
-         \t\tip saddr {cluster} ip daddr {cluster} notrack\n\
          \t}}\n\
          \tchain postrouting {{\n\
          \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
@@ -123,7 +130,106 @@ pub fn render_bridge(ports: &[Port]) -> String {
     )
 }
 
-/// Removes both tables (a node leaving the cluster).
+/// ICMP types a node accepts from anywhere: the errors IP needs (path MTU
+/// discovery among them) and echo requests.
+const ICMP_TYPES: &str = "destination-unreachable, time-exceeded, parameter-problem, echo-request";
+/// ICMPv6 types a node accepts from anywhere: the errors, echo requests and
+/// neighbour discovery (without which IPv6 does not work on a link at all).
+const ICMPV6_TYPES: &str = "destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert";
+
+/// The `inet strata-fw` table: the node's input firewall as `plan` says,
+/// one input chain whose policy drops what no rule accepts, with the
+/// address sets `masters` and `nodes` its rules refer to. Forwarded
+/// traffic (tasks to tasks, tasks to the outside) does not pass an input
+/// hook and is left to the other two tables.
+///
+/// The table is deleted and made again in one transaction, like `bridge
+/// strata`: the sets lose a node that left, and connection tracking keeps
+/// its entries, so established connections go on through a change.
+pub fn render_firewall(plan: &FirewallPlan) -> String {
+    let set = |name: &str, addrs: &[Ipv4Addr]| -> String {
+        let elements = if addrs.is_empty() {
+            String::new()
+        } else {
+            let a: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            format!("\t\telements = {{ {} }}\n", a.join(", "))
+        };
+        format!("\tset {name} {{\n\t\ttype ipv4_addr\n{elements}\t}}\n")
+    };
+    let mut out = String::from(
+        "table inet strata-fw {}\n\
+         delete table inet strata-fw\n\
+         table inet strata-fw {\n",
+    );
+    if let Some(m) = &plan.masters {
+        out.push_str(&set("masters", m));
+    }
+    if let Some(n) = &plan.nodes {
+        out.push_str(&set("nodes", n));
+    }
+    out.push_str(
+        "\tchain input {\n\
+         \t\ttype filter hook input priority filter; policy drop;\n",
+    );
+    for line in plan.rules.iter().flat_map(rule_lines) {
+        out.push_str(&format!("\t\t{line}\n"));
+    }
+    out.push_str("\t}\n}\n");
+    out
+}
+
+/// The nft statements of one firewall rule.
+fn rule_lines(rule: &Rule) -> Vec<String> {
+    let ifnames = |names: &[String]| -> String {
+        let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+        match quoted.as_slice() {
+            [one] => one.clone(),
+            many => format!("{{ {} }}", many.join(", ")),
+        }
+    };
+    match rule {
+        Rule::Established => vec!["ct state established,related accept".into()],
+        Rule::Invalid => vec!["ct state invalid drop".into()],
+        Rule::Loopback => vec!["iif \"lo\" accept".into()],
+        Rule::Icmp => vec![
+            format!("icmp type {{ {ICMP_TYPES} }} accept"),
+            format!("icmpv6 type {{ {ICMPV6_TYPES} }} accept"),
+        ],
+        Rule::Resolver {
+            interfaces,
+            gateway,
+            proto,
+        } => vec![format!(
+            "iifname {} ip daddr {gateway} {proto} dport {DNS_PORT} accept",
+            ifnames(interfaces)
+        )],
+        Rule::FromOverlay { interfaces } => vec![format!("iifname {} drop", ifnames(interfaces))],
+        Rule::Dhcp => vec![
+            "udp sport 67 udp dport 68 accept".into(),
+            "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept".into(),
+        ],
+        Rule::Open {
+            proto, ports, from, ..
+        } => {
+            let ports = match ports.as_slice() {
+                [one] => one.to_string(),
+                many => {
+                    let p: Vec<String> = many.iter().map(ToString::to_string).collect();
+                    format!("{{ {} }}", p.join(", "))
+                }
+            };
+            let from = match from {
+                Sources::Any => "",
+                Sources::Masters => "ip saddr @masters ",
+                Sources::Nodes => "ip saddr @nodes ",
+            };
+            vec![format!("{from}{proto} dport {ports} accept")]
+        }
+    }
+}
+
+/// Removes both overlay tables (a node leaving the cluster); the firewall
+/// stays.
 pub fn render_delete() -> String {
     "table ip strata {}\n\
      delete table ip strata\n\
@@ -180,12 +286,11 @@ mod tests {
             	chain raw-prerouting {
             		type filter hook prerouting priority raw; policy accept;
             		udp dport 4789 notrack
-            		ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 notrack
+            		ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 fib daddr type != local notrack
             	}
             	chain raw-output {
             		type filter hook output priority raw; policy accept;
             		udp dport 4789 notrack
-            		ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 notrack
             	}
             	chain postrouting {
             		type nat hook postrouting priority srcnat; policy accept;
@@ -252,5 +357,98 @@ mod tests {
             }
         "#]]
         .assert_eq(&s);
+    }
+
+    /// The firewall of a master of three (etcd from the masters, the API
+    /// from anywhere) and of a private agent, both on the overlay with
+    /// their node lists; `nft -c -f` accepts both.
+    #[test]
+    fn firewall_rulesets() {
+        use control::firewall::{FirewallInput, OverlayInput, plan};
+        let ip = |s: &str| -> Ipv4Addr { s.parse().expect("ip") };
+        let overlay = |gateway: &str, nodes: &[&str]| OverlayInput {
+            vxlan_port: 4789,
+            nodes: nodes.iter().map(|n| ip(n)).collect(),
+            bridge: "strata-br".into(),
+            vxlan: "strata-vx".into(),
+            gateway: ip(gateway),
+        };
+        let role = configs::role::Firewall {
+            tcp: vec![9464],
+            udp: vec![],
+        };
+        let master = FirewallInput {
+            role: role.clone(),
+            api_port: Some(6443),
+            etcd_ports: vec![2379, 2380],
+            masters: vec![ip("10.9.0.10"), ip("10.9.0.11"), ip("10.9.0.12")],
+            overlay: Some(overlay(
+                "10.200.0.1",
+                &["10.9.0.10", "10.9.0.11", "10.9.0.12", "10.9.0.21"],
+            )),
+        };
+        expect![[r#"
+            table inet strata-fw {}
+            delete table inet strata-fw
+            table inet strata-fw {
+            	set masters {
+            		type ipv4_addr
+            		elements = { 10.9.0.10, 10.9.0.11, 10.9.0.12 }
+            	}
+            	set nodes {
+            		type ipv4_addr
+            		elements = { 10.9.0.10, 10.9.0.11, 10.9.0.12, 10.9.0.21 }
+            	}
+            	chain input {
+            		type filter hook input priority filter; policy drop;
+            		ct state established,related accept
+            		ct state invalid drop
+            		iif "lo" accept
+            		icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } accept
+            		icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.0.1 udp dport 53 accept
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.0.1 tcp dport 53 accept
+            		iifname { "strata-br", "strata-vx" } drop
+            		udp sport 67 udp dport 68 accept
+            		ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
+            		tcp dport 6443 accept
+            		ip saddr @masters tcp dport { 2379, 2380 } accept
+            		ip saddr @nodes udp dport 4789 accept
+            		tcp dport 9464 accept
+            	}
+            }
+        "#]]
+        .assert_eq(&render_firewall(&plan(&master)));
+        let private = FirewallInput {
+            role,
+            overlay: Some(overlay("10.200.1.1", &["10.9.0.21", "10.9.0.10"])),
+            ..FirewallInput::default()
+        };
+        expect![[r#"
+            table inet strata-fw {}
+            delete table inet strata-fw
+            table inet strata-fw {
+            	set nodes {
+            		type ipv4_addr
+            		elements = { 10.9.0.10, 10.9.0.21 }
+            	}
+            	chain input {
+            		type filter hook input priority filter; policy drop;
+            		ct state established,related accept
+            		ct state invalid drop
+            		iif "lo" accept
+            		icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } accept
+            		icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.1.1 udp dport 53 accept
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.1.1 tcp dport 53 accept
+            		iifname { "strata-br", "strata-vx" } drop
+            		udp sport 67 udp dport 68 accept
+            		ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
+            		ip saddr @nodes udp dport 4789 accept
+            		tcp dport 9464 accept
+            	}
+            }
+        "#]]
+        .assert_eq(&render_firewall(&plan(&private)));
     }
 }

@@ -281,7 +281,8 @@ impl Ca {
         let info = CertInfo::parse(&cert_pem, "the new node certificate")?;
         Ok(SignedNode {
             cert_pem,
-            key_sha256: info.key_sha256,
+            key_sha256: info.key_sha256.clone(),
+            cert: info.issued(),
         })
     }
 }
@@ -317,6 +318,8 @@ pub struct SignedNode {
     pub cert_pem: String,
     /// Hex sha256 of the node's public key: its identity.
     pub key_sha256: String,
+    /// Its serial and expiry, as the node's record keeps them.
+    pub cert: control::model::IssuedCert,
 }
 
 fn leaf_params(
@@ -389,6 +392,9 @@ pub struct CertInfo {
     pub not_after: SystemTime,
     /// Hex sha256 of the subject's public key (the raw key bits).
     pub key_sha256: String,
+    /// The serial number: lowercase hex of the DER integer's bytes (what
+    /// the revocation list names).
+    pub serial: String,
 }
 
 impl CertInfo {
@@ -420,11 +426,27 @@ impl CertInfo {
             common_name,
             not_after,
             key_sha256,
+            serial: hex::encode(cert.raw_serial()),
         })
     }
 
     pub fn expired(&self, now: SystemTime) -> bool {
         now >= self.not_after
+    }
+
+    /// Unix seconds at which it expires.
+    pub fn not_after_unix(&self) -> u64 {
+        self.not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Its serial and expiry, as a node's record keeps them.
+    pub fn issued(&self) -> control::model::IssuedCert {
+        control::model::IssuedCert {
+            serial: self.serial.clone(),
+            not_after: self.not_after_unix(),
+        }
     }
 }
 

@@ -230,4 +230,10 @@ fn certificates_of_one_key_get_distinct_serials() {
     assert_eq!(one.key_sha256, two.key_sha256);
     assert_ne!(serial(&one.cert_pem), serial(&two.cert_pem));
     assert_eq!(serial(&one.cert_pem).len(), 16);
+    // The serial a master records at join is the one it reads from the
+    // client certificate (what the revocation list names).
+    let info = CertInfo::parse(&one.cert_pem, "cert").unwrap();
+    assert_eq!(info.serial, hex::encode(serial(&one.cert_pem)));
+    assert_eq!(one.cert.serial, info.serial);
+    assert_eq!(one.cert.not_after, info.not_after_unix());
 }

@@ -1,5 +1,6 @@
 //! One test cluster for the host tests: a master and its agents as real
-//! `strata cluster run-node` processes, each in a network namespace of its
+//! `strata cluster run-node` processes (or `strata agent`, the daemon, with
+//! its firewall: [`NodeCommand`]), each in a network namespace of its
 //! own joined by veth to a bridge in the master's (the underlay), a real
 //! etcd in the master's namespace with mutual TLS from the etcd CA, and
 //! the operator's side (`cluster.toml`, `strata cluster init`, the CLI with
@@ -42,6 +43,17 @@ pub enum Launch {
     NetOnly,
 }
 
+/// Which command runs a node.
+#[derive(Clone, Copy, Debug)]
+pub enum NodeCommand {
+    /// `strata cluster run-node`: the node's membership, no firewall.
+    RunNode,
+    /// `strata agent --no-network` with the repository's role file of the
+    /// node's role, as an image runs it: the node's firewall too, applied
+    /// in the node's namespace; the run directory is `<state dir>-run`.
+    Agent,
+}
+
 /// What a [`TestCluster`] is made of.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
@@ -65,6 +77,7 @@ pub struct ClusterSpec {
     pub etcd_port_base: u16,
     pub binary: Binary,
     pub launch: Launch,
+    pub command: NodeCommand,
     /// How often [`TestCluster::wait`] looks.
     pub poll: Duration,
 }
@@ -72,7 +85,7 @@ pub struct ClusterSpec {
 impl ClusterSpec {
     /// A cluster of [`MASTER_AND_TWO_AGENTS`] with nothing extra in
     /// `cluster.toml`, etcd above port 20 000, cargo's binary under `ip
-    /// netns exec`, waits looking every 250 ms.
+    /// netns exec` as `strata cluster run-node`, waits looking every 250 ms.
     pub fn new(tag: &'static str, name: &'static str, subnet: &'static str) -> ClusterSpec {
         ClusterSpec {
             tag,
@@ -83,6 +96,7 @@ impl ClusterSpec {
             etcd_port_base: 20_000,
             binary: Binary::Cargo,
             launch: Launch::NetnsExec,
+            command: NodeCommand::RunNode,
             poll: Duration::from_millis(250),
         }
     }
@@ -115,6 +129,7 @@ pub struct TestCluster {
     tag: &'static str,
     nodes: Vec<Node>,
     launch: Launch,
+    command: NodeCommand,
     poll: Duration,
     // Dropped in this order: etcd, the namespaces, the directory.
     _etcd: Proc,
@@ -215,6 +230,7 @@ impl TestCluster {
             tag: spec.tag,
             nodes,
             launch: spec.launch,
+            command: spec.command,
             poll: spec.poll,
             _etcd: etcd,
             netns,
@@ -267,6 +283,28 @@ impl TestCluster {
             .join(format!("{name}.toml"))
     }
 
+    /// A copy of node `name`'s user-data with another join token, at
+    /// `file` in [`Self::dir`].
+    pub fn user_data_with(&self, name: &str, token: &str, file: &str) -> PathBuf {
+        let text = std::fs::read_to_string(self.user_data(name)).expect("user-data");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("join_token"))
+            .expect("join_token line");
+        let text = text.replace(line, &format!("join_token = \"{token}\""));
+        let path = self.dir().join(file);
+        std::fs::write(&path, text).expect("write user-data");
+        path
+    }
+
+    /// A new join token (`strata cluster token create`, as the admin).
+    pub fn new_join_token(&self) -> String {
+        let out = self.admin_ok(&["cluster", "token", "create", "--json"]);
+        serde_json::from_str::<control::access::JoinTokenCreated>(&out)
+            .expect("the created token as JSON")
+            .token
+    }
+
     /// Node `name`'s state directory.
     pub fn state_dir(&self, name: &str) -> PathBuf {
         self.dir().join("state").join(name)
@@ -283,22 +321,49 @@ impl TestCluster {
         )
     }
 
-    /// Starts `strata cluster run-node` in namespace `ns` with any
-    /// user-data and state directory, its output in `log` (a file name in
-    /// [`Self::dir`]).
+    /// Starts the node command of the cluster ([`ClusterSpec::command`])
+    /// in namespace `ns` with any user-data and state directory, its output
+    /// in `log` (a file name in [`Self::dir`]).
     pub fn spawn(&self, ns: &str, user_data: &Path, state_dir: &Path, log: &str) -> Proc {
         let (user_data, state_dir) = (
             user_data.display().to_string(),
             state_dir.display().to_string(),
         );
-        let args = [
-            "cluster",
-            "run-node",
-            "--user-data",
-            &user_data,
-            "--state-dir",
-            &state_dir,
-        ];
+        let (role_file, run_dir) = match self.command {
+            NodeCommand::RunNode => (String::new(), String::new()),
+            NodeCommand::Agent => {
+                let text = std::fs::read_to_string(&user_data).expect("user-data");
+                let role = configs::user_data::UserData::parse(&user_data, &text)
+                    .expect("user-data parses")
+                    .role;
+                let role_file = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../configs/roles")
+                    .join(format!("{role}.toml"));
+                (role_file.display().to_string(), format!("{state_dir}-run"))
+            }
+        };
+        let args: Vec<&str> = match self.command {
+            NodeCommand::RunNode => vec![
+                "cluster",
+                "run-node",
+                "--user-data",
+                &user_data,
+                "--state-dir",
+                &state_dir,
+            ],
+            NodeCommand::Agent => vec![
+                "agent",
+                "--role-file",
+                &role_file,
+                "--user-data",
+                &user_data,
+                "--state-dir",
+                &state_dir,
+                "--run-dir",
+                &run_dir,
+                "--no-network",
+            ],
+        };
         let log = self.dir().join(log);
         match self.launch {
             Launch::NetnsExec => Proc::spawn(ns, &self.strata, &args, &log),
@@ -328,6 +393,31 @@ impl TestCluster {
     /// [`Self::cli`], which must succeed.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         self.cli(args)
+            .unwrap_or_else(|e| panic!("strata {args:?}: {e}"))
+    }
+
+    /// The CLI in the master's namespace with the context file `context`
+    /// (another operator's), given before the first argument that is a
+    /// flag (or at the end): `cluster token create --uses 1`, `node show
+    /// agent-1`. Its stdout, or its stdout and stderr on failure.
+    pub fn cli_as(&self, context: &Path, args: &[&str]) -> Result<String, String> {
+        let ctx = context.display().to_string();
+        let strata = self.strata.display().to_string();
+        let words = args
+            .iter()
+            .position(|a| a.starts_with('-'))
+            .unwrap_or(args.len());
+        let mut full = vec!["netns", "exec", self.master_ns(), &strata];
+        full.extend_from_slice(&args[..words]);
+        full.extend_from_slice(&["--context", &ctx]);
+        full.extend_from_slice(&args[words..]);
+        super::output(Path::new("ip"), &full)
+    }
+
+    /// [`Self::cli_as`] with the cluster's own context (an admin's), which
+    /// must succeed.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        self.cli_as(&self.context, args)
             .unwrap_or_else(|e| panic!("strata {args:?}: {e}"))
     }
 

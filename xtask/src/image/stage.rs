@@ -38,6 +38,15 @@ const UNITS: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
+/// The login units masked in the image (links to `/dev/null`).
+pub const MASKED_GETTYS: [&str; 5] = [
+    "serial-getty@.service",
+    "getty@.service",
+    "autovt@.service",
+    "console-getty.service",
+    "getty.target",
+];
+
 /// What goes into the tree besides the cache.
 pub struct Additions<'a> {
     pub agent: &'a Path,
@@ -93,6 +102,18 @@ pub fn stage(tree: &Path, dir: &Path, add: &Additions<'_>) -> anyhow::Result<()>
         "etc/systemd/system/systemd-firstboot.service",
         "/dev/null",
     )?;
+    // No login anywhere: the serial console shows the boot and the agent's
+    // status, never a login prompt (systemd-getty-generator would start
+    // `serial-getty@ttyS0` for `console=ttyS0`, and Debian enables a getty
+    // on tty1). Masking the templates masks every instance.
+    for unit in MASKED_GETTYS {
+        link(dir, &format!("etc/systemd/system/{unit}"), "/dev/null")?;
+    }
+    let tty1 = dir.join("etc/systemd/system/getty.target.wants/getty@tty1.service");
+    if tty1.symlink_metadata().is_ok() {
+        std::fs::remove_file(&tty1).with_context(|| format!("cannot remove {}", tty1.display()))?;
+    }
+    lock_root(dir)?;
     // systemd-networkd configures the links: the agent writes the node's
     // `.network` from its user-data at runtime (under /run/systemd/network,
     // sorting first); until then, and on nodes without user-data, every
@@ -161,6 +182,46 @@ pub fn os_release(tree: &Path, version: &str) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// Makes sure root's password is locked in the staged `etc/shadow`
+/// (Debian's tree has `*`): a root password in an image would be the same
+/// on every node. Rewrites the file, unlinked first, only when it is not.
+fn lock_root(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join("etc/shadow");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let Some(locked) = locked_shadow(&text) else {
+        return Ok(());
+    };
+    let meta =
+        std::fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
+    put(dir, "etc/shadow", locked.as_bytes(), meta.mode() & 0o7777)?;
+    std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid()))
+        .with_context(|| format!("cannot chown {}", path.display()))
+}
+
+/// `shadow` with root's password field set to `*` (locked, no password),
+/// or `None` when it is locked already (`*`, or `!` before a hash).
+fn locked_shadow(shadow: &str) -> Option<String> {
+    let mut changed = false;
+    let lines: Vec<String> = shadow
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(':').collect();
+            let open = fields.first() == Some(&"root")
+                && fields
+                    .get(1)
+                    .is_some_and(|p| *p != "*" && !p.starts_with('!'));
+            if open {
+                fields[1] = "*";
+                changed = true;
+            }
+            fields.join(":")
+        })
+        .collect();
+    changed.then(|| lines.join("\n") + "\n")
+}
+
 /// Writes `rel` under `dir` as a new file (unlinking what was there).
 fn put(dir: &Path, rel: &str, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let path = dir.join(rel);
@@ -187,4 +248,28 @@ fn link(dir: &Path, rel: &str, target: &str) -> anyhow::Result<()> {
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
     symlink(target, &path).with_context(|| format!("cannot link {} to {target}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_locked() {
+        // Debian's tree: locked already, left alone.
+        assert_eq!(
+            locked_shadow("root:*:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n"),
+            None
+        );
+        assert_eq!(locked_shadow("root:!$y$j9T$abc:19000:0:99999:7:::\n"), None);
+        // An empty password or a hash: locked.
+        assert_eq!(
+            locked_shadow("root::19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n").as_deref(),
+            Some("root:*:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n")
+        );
+        assert_eq!(
+            locked_shadow("root:$y$j9T$abc:19000:0:99999:7:::\n").as_deref(),
+            Some("root:*:19000:0:99999:7:::\n")
+        );
+    }
 }

@@ -1,37 +1,71 @@
 //! Who calls: axum extractors that authenticate a request before its
 //! handler runs, one per kind of caller a route admits
 //! (`control::api::Auth`). Nodes present their client certificate (mutual
-//! TLS); operators a bearer token; a joining node the join token in its
-//! body (checked by the join handler itself).
+//! TLS), checked against the revocation list and its expiry on every
+//! request; operators a bearer token, whose record gives its role, and the
+//! route's permission (a type parameter, [`Needs`]) must be among what the
+//! role grants; a joining node the join token in its body (checked by the
+//! join handler itself). The revocation list and the user tokens come from
+//! the master's cache ([`crate::etcd::AccessCache`]): until it is loaded
+//! every request that needs it is refused (503).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use control::access::check_user_token;
+use control::rbac::{Permission, Role, roles_granting};
 
 use super::error::ApiError;
 use super::{ApiState, Peer};
 use crate::pki::{self, CertInfo};
 
+/// How long a request waits for this master to load its access lists
+/// before it is refused.
+const ACCESS_WAIT: Duration = Duration::from_secs(2);
+
+/// An operator, by a user token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The token's id.
+    pub id: String,
+    /// Whose it is.
+    pub name: String,
+    pub role: Role,
+}
+
+impl User {
+    /// How the records an operator makes name who made them.
+    pub fn label(&self) -> String {
+        if self.name.is_empty() {
+            format!("user token {}", self.id)
+        } else {
+            format!("user token {} ({})", self.id, self.name)
+        }
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    /// The cluster's CLI token.
-    Operator,
+    /// An operator, by a user token.
+    User(User),
     /// A node, by its certificate.
     Node(CertInfo),
 }
 
-/// The caller of a connection: its node certificate, else a valid bearer
-/// token.
-pub fn authenticate(
+/// The caller of a request: its node certificate (not revoked, not
+/// expired), else a valid bearer token.
+pub async fn authenticate(
     state: &ApiState,
     headers: &HeaderMap,
     peer: &Peer,
 ) -> Result<Caller, ApiError> {
     if let Some(node) = &peer.node {
+        check_certificate(state, node).await?;
         return Ok(Caller::Node(node.clone()));
     }
     let Some(value) = headers.get(hyper::header::AUTHORIZATION) else {
@@ -44,15 +78,48 @@ pub fn authenticate(
         .unwrap_or_default()
         .trim();
     let hash = pki::sha256_hex(token.as_bytes());
-    if state
-        .cli_token_sha256
-        .iter()
-        .any(|h| pki::constant_time_eq(h, &hash))
-    {
-        Ok(Caller::Operator)
-    } else {
-        Err(ApiError::BadToken)
+    let access = state.store.access();
+    if !access.wait_loaded(ACCESS_WAIT).await {
+        return Err(ApiError::AccessNotLoaded);
     }
+    // A token another master made a moment ago may not have reached this
+    // master's cache yet: one read of etcd, for what can be a token at all.
+    let record = match access.user_token(&hash) {
+        Some(r) => r,
+        None if token.starts_with(pki::CLI_TOKEN_PREFIX) => state
+            .store
+            .user_token(&hash)
+            .await?
+            .ok_or(ApiError::BadToken)?,
+        None => return Err(ApiError::BadToken),
+    };
+    let role =
+        check_user_token(&record, crate::clock::unix_secs()).map_err(ApiError::TokenRefused)?;
+    Ok(Caller::User(User {
+        id: record.id,
+        name: record.name,
+        role,
+    }))
+}
+
+/// A node certificate the TLS handshake accepted is refused once it
+/// expired (a kept-alive connection outlives the handshake) or was revoked
+/// (its node was removed).
+async fn check_certificate(state: &ApiState, cert: &CertInfo) -> Result<(), ApiError> {
+    if crate::clock::unix_secs() >= cert.not_after_unix() {
+        return Err(ApiError::CertExpired(cert.common_name.clone()));
+    }
+    let access = state.store.access();
+    if !access.wait_loaded(ACCESS_WAIT).await {
+        return Err(ApiError::AccessNotLoaded);
+    }
+    if access.is_revoked(&cert.serial) {
+        return Err(ApiError::CertRevoked {
+            node: cert.common_name.clone(),
+            serial: cert.serial.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// The connection's peer, which the transport adds to every request.
@@ -63,57 +130,103 @@ fn peer(parts: &Parts) -> Result<&Peer, ApiError> {
         .ok_or(ApiError::NoCredentials)
 }
 
-/// Any authenticated caller (`Auth::Any`).
-pub struct AnyCaller(pub Caller);
-
-impl FromRequestParts<Arc<ApiState>> for AnyCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<ApiState>,
-    ) -> Result<Self, Self::Rejection> {
-        authenticate(state, &parts.headers, peer(parts)?).map(AnyCaller)
-    }
-}
-
-/// What an operator-only route does, for the refusal's text.
-pub trait OperatorAction {
+/// What an operator's route needs: the permission its route names in
+/// `control::api::ROUTES` (a test checks each against its route), and what
+/// it does, for the refusal's text.
+pub trait Needs {
+    const PERMISSION: Permission;
     /// "remove nodes", "run tasks", ...
     const WHAT: &'static str;
 }
 
+/// The reads: the node list, one node, the cluster's status, the tasks.
+pub struct ReadState;
+impl Needs for ReadState {
+    const PERMISSION: Permission = Permission::Read;
+    const WHAT: &'static str = "read the cluster's state";
+}
+
 /// `DELETE /v1/nodes/{name}`.
 pub struct RemoveNodes;
-impl OperatorAction for RemoveNodes {
+impl Needs for RemoveNodes {
+    const PERMISSION: Permission = Permission::ManageNodes;
     const WHAT: &'static str = "remove nodes";
 }
 
 /// `POST /v1/tasks`.
 pub struct RunTasks;
-impl OperatorAction for RunTasks {
+impl Needs for RunTasks {
+    const PERMISSION: Permission = Permission::Deploy;
     const WHAT: &'static str = "run tasks";
 }
 
 /// `DELETE /v1/tasks/{id}`.
 pub struct StopTasks;
-impl OperatorAction for StopTasks {
+impl Needs for StopTasks {
+    const PERMISSION: Permission = Permission::Deploy;
     const WHAT: &'static str = "stop tasks";
 }
 
-/// An operator (`Auth::Operator`), for action `A`.
-pub struct Operator<A>(PhantomData<A>);
+/// The join token routes.
+pub struct ManageJoinTokens;
+impl Needs for ManageJoinTokens {
+    const PERMISSION: Permission = Permission::ManageAccess;
+    const WHAT: &'static str = "manage join tokens";
+}
 
-impl<A: OperatorAction> FromRequestParts<Arc<ApiState>> for Operator<A> {
+/// The user token routes.
+pub struct ManageUserTokens;
+impl Needs for ManageUserTokens {
+    const PERMISSION: Permission = Permission::ManageAccess;
+    const WHAT: &'static str = "manage user tokens";
+}
+
+/// `user` when its role grants what `N` needs.
+fn permit<N: Needs>(user: User) -> Result<User, ApiError> {
+    if user.role.grants(N::PERMISSION) {
+        return Ok(user);
+    }
+    let allowed: Vec<&str> = roles_granting(N::PERMISSION)
+        .into_iter()
+        .map(Role::as_str)
+        .collect();
+    Err(ApiError::RoleForbids {
+        role: user.role,
+        what: N::WHAT,
+        allowed: allowed.join(", "),
+    })
+}
+
+/// An operator whose role grants what `N` needs (`Auth::Operator`).
+pub struct Operator<N>(pub User, pub PhantomData<N>);
+
+impl<N: Needs> FromRequestParts<Arc<ApiState>> for Operator<N> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        match authenticate(state, &parts.headers, peer(parts)?)? {
-            Caller::Operator => Ok(Operator(PhantomData)),
-            Caller::Node(_) => Err(ApiError::OperatorOnly(A::WHAT)),
+        match authenticate(state, &parts.headers, peer(parts)?).await? {
+            Caller::User(user) => Ok(Operator(permit::<N>(user)?, PhantomData)),
+            Caller::Node(_) => Err(ApiError::OperatorOnly(N::WHAT)),
+        }
+    }
+}
+
+/// Any node, or an operator whose role may read (`Auth::Any`).
+pub struct NodeOrReader(pub Caller);
+
+impl FromRequestParts<Arc<ApiState>> for NodeOrReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        match authenticate(state, &parts.headers, peer(parts)?).await? {
+            Caller::Node(cert) => Ok(NodeOrReader(Caller::Node(cert))),
+            Caller::User(user) => Ok(NodeOrReader(Caller::User(permit::<ReadState>(user)?))),
         }
     }
 }
@@ -146,9 +259,9 @@ impl<A: NodeAction> FromRequestParts<Arc<ApiState>> for NodeCert<A> {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        match authenticate(state, &parts.headers, peer(parts)?)? {
+        match authenticate(state, &parts.headers, peer(parts)?).await? {
             Caller::Node(cert) => Ok(NodeCert(cert, PhantomData)),
-            Caller::Operator => Err(ApiError::NodesOnly(A::REFUSAL)),
+            Caller::User(_) => Err(ApiError::NodesOnly(A::REFUSAL)),
         }
     }
 }
@@ -167,7 +280,7 @@ impl FromRequestParts<Arc<ApiState>> for ThisNode {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(state, &parts.headers, peer(parts)?)?;
+        let caller = authenticate(state, &parts.headers, peer(parts)?).await?;
         let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::BadPath(e.body_text()))?;
@@ -177,7 +290,56 @@ impl FromRequestParts<Arc<ApiState>> for ThisNode {
                 cert: cert.common_name,
                 name,
             }),
-            Caller::Operator => Err(ApiError::NodeOnly(name)),
+            Caller::User(_) => Err(ApiError::NodeOnly(name)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use control::api::{self, Route};
+
+    use super::*;
+
+    /// Each marker needs what its route names.
+    #[test]
+    fn markers_need_what_their_routes_name() {
+        fn check<N: Needs>(route: Route) {
+            assert_eq!(route.permission, Some(N::PERMISSION), "{route:?}");
+        }
+        check::<ReadState>(api::LIST_NODES);
+        check::<ReadState>(api::SHOW_NODE);
+        check::<ReadState>(api::CLUSTER_STATUS);
+        check::<ReadState>(api::LIST_TASKS);
+        check::<ReadState>(api::WATCH_NODES);
+        check::<RemoveNodes>(api::REMOVE_NODE);
+        check::<RunTasks>(api::CREATE_TASK);
+        check::<StopTasks>(api::DELETE_TASK);
+        check::<ManageJoinTokens>(api::CREATE_JOIN_TOKEN);
+        check::<ManageJoinTokens>(api::LIST_JOIN_TOKENS);
+        check::<ManageJoinTokens>(api::REVOKE_JOIN_TOKEN);
+        check::<ManageUserTokens>(api::CREATE_USER_TOKEN);
+        check::<ManageUserTokens>(api::LIST_USER_TOKENS);
+        check::<ManageUserTokens>(api::REVOKE_USER_TOKEN);
+        assert_eq!(ReadState::PERMISSION, Permission::Read);
+    }
+
+    #[test]
+    fn a_role_that_lacks_the_permission_is_refused_with_what_may() {
+        let viewer = User {
+            id: "0123456789ab".into(),
+            name: "ci".into(),
+            role: Role::Viewer,
+        };
+        assert_eq!(
+            permit::<ReadState>(viewer.clone()).ok(),
+            Some(viewer.clone())
+        );
+        let refused = permit::<RunTasks>(viewer.clone()).expect_err("a viewer cannot deploy");
+        assert_eq!(
+            refused.to_string(),
+            "this token's role `viewer` may not run tasks (roles that may: admin, operator)"
+        );
+        assert_eq!(viewer.label(), "user token 0123456789ab (ci)");
     }
 }

@@ -1,12 +1,16 @@
 //! The API's errors: one variant per way a request fails, each mapped to
-//! its HTTP status in one place ([`ApiError::status`]) and answered as an
-//! [`ApiErrorBody`] naming what went wrong and what to do.
+//! its HTTP status and its code in one place ([`ApiError::status`],
+//! [`ApiError::code`]) and answered as an [`ApiErrorBody`] naming what went
+//! wrong and what to do.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use control::access::{JoinRefusal, TokenRefusal};
+use control::api::code;
 use control::lease::LeaseError;
 use control::model::ApiErrorBody;
+use control::rbac::Role;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +19,19 @@ pub enum ApiError {
     NoCredentials,
     #[error("the bearer token is not valid for this cluster")]
     BadToken,
+    /// A user token that was revoked or expired.
+    #[error("{0}")]
+    TokenRefused(TokenRefusal),
     /// A route for operators, called with a node certificate.
-    #[error("only the cluster's CLI token can {0}")]
+    #[error("only an operator's bearer token can {0}, not a node certificate")]
     OperatorOnly(&'static str),
+    /// An operator whose role does not grant the route's permission.
+    #[error("this token's role `{role}` may not {what} (roles that may: {allowed})")]
+    RoleForbids {
+        role: Role,
+        what: &'static str,
+        allowed: String,
+    },
     /// A route for nodes, called with an operator token.
     #[error("{0}")]
     NodesOnly(&'static str),
@@ -25,16 +39,26 @@ pub enum ApiError {
     OtherNode { cert: String, name: String },
     #[error("only node `{0}` itself can do this")]
     NodeOnly(String),
+    #[error(
+        "the certificate of node `{node}` (serial {serial}) was revoked: the node was removed from the cluster"
+    )]
+    CertRevoked { node: String, serial: String },
+    #[error("the certificate of node `{0}` has expired: the node must join again")]
+    CertExpired(String),
+    #[error(
+        "this master has not loaded the cluster's revoked certificates and user tokens yet: try again shortly"
+    )]
+    AccessNotLoaded,
+    /// A join token that does not parse or pins another cluster's CA.
     #[error("{0}")]
     JoinRefused(String),
+    /// A join the cluster's records refuse (`control::access::plan_join`).
+    #[error("{0}")]
+    Join(JoinRefusal),
     #[error("node name: {0}")]
     BadNodeName(String),
     #[error("certificate signing request: {0}")]
     BadCsr(String),
-    #[error(
-        "node name `{name}` is taken by another node (another key, joined at unix time {joined_at}); pick another name"
-    )]
-    NameTaken { name: String, joined_at: u64 },
     #[error("node `{0}` is not known to the cluster: join first")]
     NotJoined(String),
     #[error("the certificate's key is not the key node `{0}` joined with")]
@@ -57,6 +81,16 @@ pub enum ApiError {
         node: String,
         caller: String,
     },
+    #[error("token request: {0}")]
+    BadTokenRequest(String),
+    #[error("no token with id `{0}`")]
+    NoSuchToken(String),
+    #[error(
+        "token {0} is the last admin token that is not revoked or expired: make another admin token first"
+    )]
+    LastAdmin(String),
+    #[error("cannot make a token: {0}")]
+    Secret(String),
     #[error("{0}")]
     BadPath(String),
     #[error("overlay lease: {0}")]
@@ -70,7 +104,11 @@ pub enum ApiError {
     /// The failure another request met a moment ago, shared with this one
     /// (`SharedRead`).
     #[error("{message}")]
-    Shared { status: StatusCode, message: String },
+    Shared {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -78,25 +116,85 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            NoCredentials | BadToken | JoinRefused(_) => StatusCode::UNAUTHORIZED,
+            NoCredentials | BadToken | TokenRefused(_) | JoinRefused(_) | CertExpired(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Join(r) => match r {
+                JoinRefusal::UnknownToken
+                | JoinRefusal::Revoked { .. }
+                | JoinRefusal::Expired { .. }
+                | JoinRefusal::UsedUp { .. } => StatusCode::UNAUTHORIZED,
+                JoinRefusal::Removed { .. } => StatusCode::FORBIDDEN,
+                JoinRefusal::NameTaken { .. } | JoinRefusal::KeyHoldsName { .. } => {
+                    StatusCode::CONFLICT
+                }
+            },
             OperatorOnly(_)
+            | RoleForbids { .. }
             | NodesOnly(_)
             | OtherNode { .. }
             | NodeOnly(_)
+            | CertRevoked { .. }
             | WrongKey(_)
             | NotYourTask { .. } => StatusCode::FORBIDDEN,
             BadNodeName(_)
             | BadCsr(_)
             | MisaddressedRegistration { .. }
             | BadTask { .. }
+            | BadTokenRequest(_)
             | BadPath(_) => StatusCode::BAD_REQUEST,
-            NameTaken { .. } | TaskExists(_) | Lease(_) => StatusCode::CONFLICT,
-            NotJoined(_) | NoSuchNode(_) | TaskNodeUnknown { .. } | NoSuchTask(_) | NoRoute => {
-                StatusCode::NOT_FOUND
-            }
-            Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Serialize(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TaskExists(_) | Lease(_) | LastAdmin(_) => StatusCode::CONFLICT,
+            NotJoined(_)
+            | NoSuchNode(_)
+            | TaskNodeUnknown { .. }
+            | NoSuchTask(_)
+            | NoSuchToken(_)
+            | NoRoute => StatusCode::NOT_FOUND,
+            AccessNotLoaded | Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Serialize(_) | Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Shared { status, .. } => *status,
+        }
+    }
+
+    /// The answer's code, for programs (`ApiErrorBody::code`): clients
+    /// decide on it, never on the status or the text.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            NoCredentials => "no-credentials",
+            BadToken => "bad-token",
+            TokenRefused(r) => r.code(),
+            OperatorOnly(_) => "operator-only",
+            RoleForbids { .. } => "role-forbids",
+            NodesOnly(_) => "nodes-only",
+            OtherNode { .. } => code::OTHER_NODE,
+            NodeOnly(_) => "node-only",
+            CertRevoked { .. } => code::CERT_REVOKED,
+            CertExpired(_) => code::CERT_EXPIRED,
+            AccessNotLoaded => "access-not-loaded",
+            JoinRefused(_) => "join-refused",
+            Join(r) => r.code(),
+            BadNodeName(_) => "bad-node-name",
+            BadCsr(_) => "bad-csr",
+            NotJoined(_) => code::NOT_JOINED,
+            WrongKey(_) => code::WRONG_KEY,
+            MisaddressedRegistration { .. } => "misaddressed-registration",
+            NoSuchNode(_) => "no-such-node",
+            BadTask { .. } => "bad-task",
+            TaskNodeUnknown { .. } => "task-node-unknown",
+            TaskExists(_) => "task-exists",
+            NoSuchTask(_) => "no-such-task",
+            NotYourTask { .. } => "not-your-task",
+            BadTokenRequest(_) => "bad-token-request",
+            NoSuchToken(_) => "no-such-token",
+            LastAdmin(_) => "last-admin",
+            Secret(_) => "secret",
+            BadPath(_) => "bad-path",
+            Lease(_) => "lease",
+            Store(_) => "store-unavailable",
+            Serialize(_) => "serialize",
+            NoRoute => "no-route",
+            Shared { code: c, .. } => c,
         }
     }
 }
@@ -105,6 +203,7 @@ impl From<crate::etcd::Error> for ApiError {
     fn from(e: crate::etcd::Error) -> ApiError {
         match e {
             crate::etcd::Error::Lease(lease) => ApiError::Lease(lease),
+            crate::etcd::Error::Join(refusal) => ApiError::Join(refusal),
             other => ApiError::Store(other),
         }
     }
@@ -117,6 +216,7 @@ impl IntoResponse for ApiError {
             Json(ApiErrorBody {
                 format: Default::default(),
                 error: self.to_string(),
+                code: Some(self.code().to_string()),
             }),
         )
             .into_response()
@@ -127,23 +227,46 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
-    /// The status and text of every error the API answers with.
+    /// The status, code and text of every error the API answers with.
     #[test]
     fn statuses_and_messages() {
         let errors = [
             ApiError::NoCredentials,
             ApiError::BadToken,
+            ApiError::TokenRefused(TokenRefusal::Expired {
+                id: "0123456789ab".into(),
+                at: 9,
+            }),
             ApiError::OperatorOnly("remove nodes"),
+            ApiError::RoleForbids {
+                role: Role::Viewer,
+                what: "run tasks",
+                allowed: "admin, operator".into(),
+            },
             ApiError::NodesOnly("assignments are for nodes: present the node's certificate"),
             ApiError::OtherNode {
                 cert: "a".into(),
                 name: "b".into(),
             },
             ApiError::NodeOnly("b".into()),
-            ApiError::NameTaken {
+            ApiError::CertRevoked {
+                node: "b".into(),
+                serial: "4a01".into(),
+            },
+            ApiError::CertExpired("b".into()),
+            ApiError::AccessNotLoaded,
+            ApiError::Join(JoinRefusal::NameTaken {
                 name: "b".into(),
                 joined_at: 7,
-            },
+            }),
+            ApiError::Join(JoinRefusal::Removed {
+                name: "b".into(),
+                at: 8,
+            }),
+            ApiError::Join(JoinRefusal::UsedUp {
+                id: "0123456789ab".into(),
+                used: 1,
+            }),
             ApiError::NotJoined("b".into()),
             ApiError::BadTask {
                 id: "t".into(),
@@ -154,24 +277,63 @@ mod tests {
                 node: "a".into(),
                 caller: "b".into(),
             },
+            ApiError::NoSuchToken("0123".into()),
             ApiError::NoRoute,
         ];
         let text: Vec<String> = errors
             .iter()
-            .map(|e| format!("{} {e}", e.status().as_u16()))
+            .map(|e| format!("{} {} {e}", e.status().as_u16(), e.code()))
             .collect();
         expect_test::expect![[r#"
-            401 authentication required: present a node certificate or a bearer token
-            401 the bearer token is not valid for this cluster
-            403 only the cluster's CLI token can remove nodes
-            403 assignments are for nodes: present the node's certificate
-            403 the certificate of node `a` cannot act for node `b`
-            403 only node `b` itself can do this
-            409 node name `b` is taken by another node (another key, joined at unix time 7); pick another name
-            404 node `b` is not known to the cluster: join first
-            400 task `t`: netns is chosen by the node, not the API
-            403 task `t` runs on node `a`, not on `b`
-            404 no such API endpoint"#]]
+            401 no-credentials authentication required: present a node certificate or a bearer token
+            401 bad-token the bearer token is not valid for this cluster
+            401 token-expired the bearer token 0123456789ab expired at unix time 9: ask an admin for a new one (`strata user token create`)
+            403 operator-only only an operator's bearer token can remove nodes, not a node certificate
+            403 role-forbids this token's role `viewer` may not run tasks (roles that may: admin, operator)
+            403 nodes-only assignments are for nodes: present the node's certificate
+            403 other-node the certificate of node `a` cannot act for node `b`
+            403 node-only only node `b` itself can do this
+            403 cert-revoked the certificate of node `b` (serial 4a01) was revoked: the node was removed from the cluster
+            401 cert-expired the certificate of node `b` has expired: the node must join again
+            503 access-not-loaded this master has not loaded the cluster's revoked certificates and user tokens yet: try again shortly
+            409 name-taken node name `b` is taken by another node (another key, joined at unix time 7); pick another name
+            403 node-removed node `b` was removed from the cluster at unix time 8: it joins again only with a join token created after that (`strata cluster token create`)
+            401 join-token-used-up join token 0123456789ab is used up: it admitted 1 node(s), as many as it may; ask an operator for a new one (`strata cluster token create`)
+            404 not-joined node `b` is not known to the cluster: join first
+            400 bad-task task `t`: netns is chosen by the node, not the API
+            403 not-your-task task `t` runs on node `a`, not on `b`
+            404 no-such-token no token with id `0123`
+            404 no-route no such API endpoint"#]]
         .assert_eq(&text.join("\n"));
+    }
+
+    /// The codes agents act on are the ones `control::api::code` names.
+    #[test]
+    fn rejoin_codes_are_answered() {
+        let answered = [
+            ApiError::NotJoined("b".into()).code(),
+            ApiError::WrongKey("b".into()).code(),
+            ApiError::OtherNode {
+                cert: "a".into(),
+                name: "b".into(),
+            }
+            .code(),
+            ApiError::CertRevoked {
+                node: "b".into(),
+                serial: "1".into(),
+            }
+            .code(),
+            ApiError::CertExpired("b".into()).code(),
+        ];
+        assert_eq!(answered, code::REJOIN);
+        assert!(
+            !code::REJOIN.contains(
+                &ApiError::Join(JoinRefusal::Expired {
+                    id: "x".into(),
+                    at: 1
+                })
+                .code()
+            )
+        );
     }
 }

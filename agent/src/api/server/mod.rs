@@ -1,7 +1,8 @@
 //! The Strata API every master serves: axum over rustls. Every route of
 //! `control::api::ROUTES` is mounted here with its handler ([`routes`]);
 //! who may call it is an extractor of [`auth`] in the handler's arguments
-//! (nodes by their client certificate, operators by their bearer token, a
+//! (nodes by their client certificate, unless it was revoked; operators by
+//! their bearer token, whose role must grant the route's permission; a
 //! joining node by the join token in its request), and every failure is an
 //! [`error::ApiError`], answered in one place. What one client may cost the
 //! master is bounded by [`Limits`] and each route's body limit.
@@ -32,7 +33,7 @@ use tower::ServiceExt;
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo};
 use error::ApiError;
-use routes::{cluster, join, nodes, tasks, watch};
+use routes::{cluster, join, nodes, tasks, tokens, watch};
 
 /// What the handlers share.
 pub struct ApiState {
@@ -40,10 +41,6 @@ pub struct ApiState {
     pub ca: Ca,
     /// Hex sha256 of the CA certificate (what join tokens pin).
     pub ca_sha256: String,
-    /// Hex sha256 of the join token's secret.
-    pub join_secret_sha256: String,
-    /// Hex sha256 of each accepted CLI bearer token.
-    pub cli_token_sha256: Vec<String>,
     pub settings: NodeSettings,
     /// This master's node name.
     pub answered_by: String,
@@ -58,12 +55,12 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    #[allow(clippy::too_many_arguments)]
+    /// The state of a master's API. Join tokens and user tokens are
+    /// records in `store` (`Store::seed_access` makes those of `strata
+    /// cluster init`'s secrets).
     pub fn new(
         store: Store,
         ca: Ca,
-        join_secret_sha256: String,
-        cli_token_sha256: Vec<String>,
         settings: NodeSettings,
         answered_by: String,
         node_cert_lifetime: Duration,
@@ -72,8 +69,6 @@ impl ApiState {
             ca_sha256: ca.fingerprint()?,
             store,
             ca,
-            join_secret_sha256,
-            cli_token_sha256,
             settings,
             answered_by,
             node_cert_lifetime,
@@ -113,8 +108,9 @@ struct SharedRead<V> {
     last: tokio::sync::Mutex<Option<(std::time::Instant, Kept<V>)>>,
 }
 
-/// What a shared read gave: its revision and value, or its failure.
-type Kept<V> = Result<(i64, V), (StatusCode, String)>;
+/// What a shared read gave: its revision and value, or its failure's
+/// status, code and text.
+type Kept<V> = Result<(i64, V), (StatusCode, &'static str, String)>;
 
 impl<V> Default for SharedRead<V> {
     fn default() -> Self {
@@ -141,9 +137,10 @@ impl<V: Clone> SharedRead<V> {
                 Ok((revision, value)) if *revision >= seen => {
                     return Ok((*revision, value.clone()));
                 }
-                Err((status, message)) => {
+                Err((status, code, message)) => {
                     return Err(ApiError::Shared {
                         status: *status,
+                        code,
                         message: message.clone(),
                     });
                 }
@@ -153,7 +150,7 @@ impl<V: Clone> SharedRead<V> {
         let answer = read().await;
         let kept = match &answer {
             Ok((revision, value)) => Ok((*revision, value.clone())),
-            Err(e) => Err((e.status(), e.to_string())),
+            Err(e) => Err((e.status(), e.code(), e.to_string())),
         };
         *last = Some((std::time::Instant::now(), kept));
         answer
@@ -203,6 +200,12 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::DELETE_TASK, tasks::delete_task),
         mount(api_routes::REPORT_TASK, tasks::report_task),
         mount(api_routes::WATCH_ASSIGNMENTS, watch::watch_assignments),
+        mount(api_routes::CREATE_JOIN_TOKEN, tokens::create_join_token),
+        mount(api_routes::LIST_JOIN_TOKENS, tokens::list_join_tokens),
+        mount(api_routes::REVOKE_JOIN_TOKEN, tokens::revoke_join_token),
+        mount(api_routes::CREATE_USER_TOKEN, tokens::create_user_token),
+        mount(api_routes::LIST_USER_TOKENS, tokens::list_user_tokens),
+        mount(api_routes::REVOKE_USER_TOKEN, tokens::revoke_user_token),
     ]
 }
 
@@ -434,11 +437,14 @@ mod limit_tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::ServiceExt;
 
+    use control::access::UserTokenRecord;
+    use control::rbac::Role;
+
     use super::{ApiState, Limits, Peer, router, serve_connection};
     use crate::etcd::{EtcdConnect, Store};
     use crate::pki::{self, Ca};
 
-    fn block_on<F: Future>(f: F) -> F::Output {
+    pub(super) fn block_on<F: Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -446,7 +452,7 @@ mod limit_tests {
             .block_on(f)
     }
 
-    fn peer() -> Peer {
+    pub(super) fn peer() -> Peer {
         Peer {
             addr: ([127, 0, 0, 1], 40000).into(),
             node: None,
@@ -535,19 +541,30 @@ mod limit_tests {
     }
 
     /// The API's router over a store that is never reached (etcd-client
-    /// connects lazily; these requests fail before any handler runs).
-    async fn api(cli_token: &str) -> Router {
+    /// connects lazily; these requests are answered before any handler
+    /// reads the store), its access cache loaded with the user tokens
+    /// `tokens` (each with its role) and the revoked serials `revoked`.
+    pub(super) async fn api_with(tokens: &[(&str, Role)], revoked: &[&str]) -> Router {
         let store = Store::connect(&EtcdConnect {
             endpoints: vec!["http://127.0.0.1:9".to_string()],
             tls: None,
         })
         .await
         .expect("store");
+        store.access().load(
+            revoked.iter().map(|s| s.to_string()),
+            tokens.iter().map(|(token, role)| {
+                let sha256 = pki::sha256_hex(token.as_bytes());
+                let record = UserTokenRecord {
+                    role: *role,
+                    ..UserTokenRecord::bootstrap(&sha256, 0)
+                };
+                (sha256, record)
+            }),
+        );
         let state = ApiState::new(
             store,
             Ca::generate("t").expect("ca"),
-            pki::sha256_hex(b"join secret"),
-            vec![pki::sha256_hex(cli_token.as_bytes())],
             NodeSettings {
                 format: Default::default(),
                 cluster: "t".to_string(),
@@ -562,6 +579,11 @@ mod limit_tests {
         )
         .expect("state");
         router(Arc::new(state))
+    }
+
+    /// [`api_with`] with one admin token.
+    async fn api(cli_token: &str) -> Router {
+        api_with(&[(cli_token, Role::Admin)], &[]).await
     }
 
     /// The status of `POST path` with `size` bytes of body (not JSON).
@@ -600,6 +622,256 @@ mod limit_tests {
             assert_eq!(
                 post(&app, create.path, Some(token), create_limit + 1).await,
                 StatusCode::PAYLOAD_TOO_LARGE
+            );
+        });
+    }
+}
+
+/// Who may call what, through the router: the extractors refuse these
+/// requests before a handler reads the store.
+#[cfg(test)]
+mod access_tests {
+    use std::time::{Duration, SystemTime};
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use control::model::ApiErrorBody;
+    use control::rbac::Role;
+    use tower::ServiceExt;
+
+    use super::Peer;
+    use super::limit_tests::{api_with, block_on, peer};
+    use crate::pki::CertInfo;
+
+    const ADMIN: &str = "strata-cli.v1.admin";
+    const VIEWER: &str = "strata-cli.v1.viewer";
+    const METRICS: &str = "strata-cli.v1.metrics";
+    const REVOKED_SERIAL: &str = "4a01";
+
+    fn cert(serial: &str, not_after: SystemTime) -> CertInfo {
+        CertInfo {
+            common_name: "n1".into(),
+            not_after,
+            key_sha256: "ab".repeat(32),
+            serial: serial.into(),
+        }
+    }
+
+    /// The status and the error body's code and text of `method path`,
+    /// called with `token` or as the node of `node`, with a body that is
+    /// not JSON.
+    async fn call(
+        app: &Router,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        node: Option<CertInfo>,
+    ) -> (StatusCode, String, String) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = req.body(Body::from("x")).expect("request");
+        req.extensions_mut().insert(Peer { node, ..peer() });
+        let resp = app.clone().oneshot(req).await.expect("infallible");
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body: ApiErrorBody = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not an error body: {}", String::from_utf8_lossy(&bytes)));
+        (status, body.code.unwrap_or_default(), body.error)
+    }
+
+    async fn app() -> Router {
+        api_with(
+            &[
+                (ADMIN, Role::Admin),
+                (VIEWER, Role::Viewer),
+                (METRICS, Role::Metrics),
+            ],
+            &[REVOKED_SERIAL],
+        )
+        .await
+    }
+
+    #[test]
+    fn a_viewer_cannot_deploy_and_the_refusal_names_its_role() {
+        block_on(async {
+            let app = app().await;
+            let create = control::api::CREATE_TASK;
+            let (status, code, text) =
+                call(&app, Method::POST, create.path, Some(VIEWER), None).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::FORBIDDEN, "role-forbids")
+            );
+            assert_eq!(
+                text,
+                "this token's role `viewer` may not run tasks (roles that may: admin, operator)"
+            );
+            // Nor make tokens.
+            let tokens = control::api::CREATE_JOIN_TOKEN;
+            let (status, _, text) = call(&app, Method::POST, tokens.path, Some(VIEWER), None).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert!(text.contains("may not manage join tokens"), "{text}");
+            // A metrics token cannot read the cluster's state.
+            let nodes = control::api::LIST_NODES;
+            let (status, _, text) = call(&app, Method::GET, nodes.path, Some(METRICS), None).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert!(
+                text.contains("role `metrics` may not read the cluster's state"),
+                "{text}"
+            );
+            // What cannot be a token is refused without a read of etcd.
+            let (status, code, _) = call(&app, Method::GET, nodes.path, Some("nope"), None).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::UNAUTHORIZED, "bad-token")
+            );
+            // An admin gets past the extractor: the body is read (and is
+            // not JSON).
+            let status = app
+                .clone()
+                .oneshot({
+                    let mut req = Request::post(create.path)
+                        .header("content-type", "application/json")
+                        .header("authorization", format!("Bearer {ADMIN}"))
+                        .body(Body::from("x"))
+                        .expect("request");
+                    req.extensions_mut().insert(peer());
+                    req
+                })
+                .await
+                .expect("infallible")
+                .status();
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        });
+    }
+
+    #[test]
+    fn node_certificates_reach_only_node_routes_and_never_once_revoked() {
+        block_on(async {
+            let app = app().await;
+            let valid = cert("4a02", SystemTime::now() + Duration::from_secs(3600));
+            // Operator routes, reads among them, refuse a node.
+            for (method, path) in [
+                (Method::GET, control::api::LIST_NODES.path),
+                (Method::GET, control::api::LIST_TASKS.path),
+                (Method::GET, control::api::CLUSTER_STATUS.path),
+                (Method::POST, control::api::CREATE_TASK.path),
+                (Method::POST, control::api::CREATE_JOIN_TOKEN.path),
+            ] {
+                let (status, code, _) = call(&app, method, path, None, Some(valid.clone())).await;
+                assert_eq!(
+                    (status, code.as_str()),
+                    (StatusCode::FORBIDDEN, "operator-only"),
+                    "{path}"
+                );
+            }
+            // Another node's heartbeat.
+            let (status, code, _) = call(
+                &app,
+                Method::POST,
+                &control::api::HEARTBEAT.fill(&["n2"]),
+                None,
+                Some(valid),
+            )
+            .await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::FORBIDDEN, "other-node")
+            );
+            // A revoked certificate, on its own heartbeat.
+            let revoked = cert(
+                REVOKED_SERIAL,
+                SystemTime::now() + Duration::from_secs(3600),
+            );
+            let (status, code, text) = call(
+                &app,
+                Method::POST,
+                &control::api::HEARTBEAT.fill(&["n1"]),
+                None,
+                Some(revoked),
+            )
+            .await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::FORBIDDEN, "cert-revoked")
+            );
+            assert!(text.contains("was revoked"), "{text}");
+            // An expired one (a kept-alive connection outlives its
+            // handshake).
+            let expired = cert("4a03", SystemTime::UNIX_EPOCH + Duration::from_secs(60));
+            let (status, code, _) = call(
+                &app,
+                Method::GET,
+                &control::api::WATCH_NODES.fill(&["0"]),
+                None,
+                Some(expired),
+            )
+            .await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::UNAUTHORIZED, "cert-expired")
+            );
+        });
+    }
+
+    #[test]
+    fn nothing_is_admitted_before_the_access_lists_are_loaded() {
+        block_on(async {
+            let store = crate::etcd::Store::connect(&crate::etcd::EtcdConnect {
+                endpoints: vec!["http://127.0.0.1:9".to_string()],
+                tls: None,
+            })
+            .await
+            .expect("store");
+            let state = super::ApiState::new(
+                store,
+                crate::pki::Ca::generate("t").expect("ca"),
+                control::model::NodeSettings {
+                    format: Default::default(),
+                    cluster: "t".to_string(),
+                    heartbeat_interval_seconds: 1,
+                    grace_seconds: 3,
+                    masters: Vec::new(),
+                    network: None,
+                    insecure_registries: Vec::new(),
+                },
+                "m1".to_string(),
+                crate::pki::CERT_LIFETIME,
+            )
+            .expect("state");
+            let app = super::router(std::sync::Arc::new(state));
+            let valid = cert("4a02", SystemTime::now() + Duration::from_secs(3600));
+            let (status, code, _) = call(
+                &app,
+                Method::POST,
+                &control::api::HEARTBEAT.fill(&["n1"]),
+                None,
+                Some(valid),
+            )
+            .await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::SERVICE_UNAVAILABLE, "access-not-loaded")
+            );
+            let (status, code, _) = call(
+                &app,
+                Method::GET,
+                control::api::LIST_NODES.path,
+                Some(ADMIN),
+                None,
+            )
+            .await;
+            assert_eq!(
+                (status, code.as_str()),
+                (StatusCode::SERVICE_UNAVAILABLE, "access-not-loaded")
             );
         });
     }

@@ -9,12 +9,12 @@ use control::model::{ClusterStatus, NodeState};
 
 use super::nodes::statuses;
 use crate::api::server::ApiState;
-use crate::api::server::auth::AnyCaller;
+use crate::api::server::auth::{Operator, ReadState};
 use crate::api::server::error::ApiError;
 
 pub async fn cluster_status(
     State(state): State<Arc<ApiState>>,
-    _: AnyCaller,
+    _: Operator<ReadState>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
     let masters = state.store.members().await?;
     let nodes = statuses(&state).await?;

@@ -1,83 +1,91 @@
-//! `POST /v1/join`: a node proves it holds the join token and gets a
-//! certificate for its own key.
+//! `POST /v1/join`: a node proves it holds a join token of this cluster
+//! and gets a certificate for its own key. The token's expiry and use
+//! count, the name's and the key's claims and the node's removal are
+//! decided by `control::access::plan_join`, committed by
+//! [`crate::etcd::Store::join`] in one transaction.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use control::model::{JoinRequest, JoinResponse, NodeInfo, NodeRecord};
+use control::access::{JoinAttempt, JoinRefusal};
+use control::model::{JoinRequest, JoinResponse};
 
 use crate::api::server::error::ApiError;
 use crate::api::server::{ApiState, Peer};
-use crate::pki::{self, JoinToken};
+use crate::pki::JoinToken;
 
 pub async fn join(
     State(state): State<Arc<ApiState>>,
     Extension(peer): Extension<Peer>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, ApiError> {
-    let unauthorized = |m: String| {
+    let refused = |e: ApiError| {
         tracing::warn!(
             node = %req.name,
             peer = %peer.addr.ip(),
-            "api: refused join of `{}` from {}: {m}",
+            code = e.code(),
+            "api: refused join of `{}` from {}: {e}",
             req.name,
             peer.addr.ip()
         );
-        ApiError::JoinRefused(m)
+        e
     };
-    let token = JoinToken::parse(&req.token).map_err(|e| unauthorized(e.to_string()))?;
+    let token =
+        JoinToken::parse(&req.token).map_err(|e| refused(ApiError::JoinRefused(e.to_string())))?;
     if token.ca_sha256 != state.ca_sha256 {
-        return Err(unauthorized(format!(
+        return Err(refused(ApiError::JoinRefused(format!(
             "the join token pins CA {} but this cluster's CA is {}: the token is for another cluster",
             token.ca_sha256, state.ca_sha256
-        )));
+        ))));
     }
-    if !pki::constant_time_eq(&token.secret_sha256(), &state.join_secret_sha256) {
-        return Err(unauthorized(
-            "the join token is wrong: its secret is not this cluster's".to_string(),
-        ));
+    let secret_sha256 = token.secret_sha256();
+    // An unknown secret is refused before anything is signed for it; the
+    // join itself checks the token again with everything else.
+    if state.store.join_token(&secret_sha256).await?.is_none() {
+        return Err(refused(ApiError::Join(JoinRefusal::UnknownToken)));
     }
     configs::cluster::check_label(&req.name).map_err(ApiError::BadNodeName)?;
     let signed = state
         .ca
         .sign_node_csr(&req.name, &req.csr_pem, state.node_cert_lifetime)
         .map_err(|e| ApiError::BadCsr(e.to_string()))?;
-    let existing = state.store.get_node(&req.name).await?;
-    let at = crate::clock::unix_secs();
-    let record = match existing {
-        Some(r) if r.key_sha256 != signed.key_sha256 => {
-            return Err(ApiError::NameTaken {
-                name: req.name.clone(),
-                joined_at: r.joined_at,
+    let attempt = JoinAttempt {
+        name: req.name.clone(),
+        role: req.role,
+        key_sha256: signed.key_sha256.clone(),
+        address: peer.addr.ip().to_string(),
+        cert: signed.cert.clone(),
+    };
+    let plan = match state
+        .store
+        .join(&secret_sha256, &attempt, crate::clock::unix_secs())
+        .await
+    {
+        Ok(plan) => plan,
+        Err(e) => {
+            return Err(match ApiError::from(e) {
+                e @ ApiError::Join(_) => refused(e),
+                e => e,
             });
         }
-        Some(r) => r,
-        None => NodeRecord {
-            info: NodeInfo {
-                format: Default::default(),
-                name: req.name.clone(),
-                role: req.role,
-                addresses: vec![peer.addr.ip().to_string()],
-                cpus: 0,
-                memory_bytes: 0,
-                disk_bytes: 0,
-                attributes: Default::default(),
-            },
-            key_sha256: signed.key_sha256.clone(),
-            joined_at: at,
-            registered_at: at,
-        },
     };
-    state.store.put_node(&record).await?;
     tracing::info!(
         node = %req.name,
         role = %req.role,
         peer = %peer.addr.ip(),
-        "api: node `{}` ({}) joined from {}",
+        token = %plan.token_id,
+        serial = %signed.cert.serial,
+        "api: node `{}` ({}) {} from {} with join token {}",
         req.name,
         req.role,
-        peer.addr.ip()
+        if plan.admitted {
+            "joined"
+        } else {
+            "joined again with its own key"
+        },
+        peer.addr.ip(),
+        plan.token_id
     );
     Ok(Json(JoinResponse {
         format: Default::default(),

@@ -1,10 +1,12 @@
 //! The handlers, one file per resource: joining ([`join`]), nodes
-//! ([`nodes`]), the long-polls ([`watch`]), the cluster ([`cluster`]) and
-//! tasks ([`tasks`]). Each takes its caller from an extractor of
-//! [`super::auth`] and answers with [`super::error::ApiError`] on failure.
+//! ([`nodes`]), the long-polls ([`watch`]), the cluster ([`cluster`]),
+//! tasks ([`tasks`]) and join and user tokens ([`tokens`]). Each takes its
+//! caller from an extractor of [`super::auth`] and answers with
+//! [`super::error::ApiError`] on failure.
 
 pub mod cluster;
 pub mod join;
 pub mod nodes;
 pub mod tasks;
+pub mod tokens;
 pub mod watch;

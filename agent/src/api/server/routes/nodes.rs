@@ -11,9 +11,13 @@ use control::model::{
 };
 
 use crate::api::server::ApiState;
-use crate::api::server::auth::{AnyCaller, Operator, RemoveNodes, ThisNode};
+use crate::api::server::auth::{Operator, ReadState, RemoveNodes, ThisNode};
 use crate::api::server::error::ApiError;
 use crate::pki::CertInfo;
+
+/// How often a registration reads and writes the node's record again when
+/// another write came between.
+const REGISTER_ATTEMPTS: u32 = 8;
 
 /// Checks that the node exists and that its certificate holds its key.
 pub async fn check_registered(state: &ApiState, cert: &CertInfo) -> Result<NodeRecord, ApiError> {
@@ -39,15 +43,35 @@ pub async fn register(
             path: name,
         });
     }
-    let old = check_registered(&state, &cert).await?;
-    let record = NodeRecord {
-        info,
-        key_sha256: old.key_sha256,
-        joined_at: old.joined_at,
-        registered_at: crate::clock::unix_secs(),
+    // Written only over the record read (a node removed meanwhile is not
+    // written back), with the certificate the node presented recorded so
+    // that removing it revokes that certificate too.
+    let mut subnet = None;
+    let mut tries = 0;
+    let record = loop {
+        tries += 1;
+        let (old, revision) = state
+            .store
+            .get_node_at(&name)
+            .await?
+            .ok_or_else(|| ApiError::NotJoined(name.clone()))?;
+        if old.key_sha256 != cert.key_sha256 {
+            return Err(ApiError::WrongKey(name));
+        }
+        if tries == 1 {
+            subnet = lease_for(&state, &name).await?;
+        }
+        let record = old.registered(info.clone(), cert.issued(), crate::clock::unix_secs());
+        if state.store.put_node_if(&record, revision).await? {
+            break record;
+        }
+        if tries == REGISTER_ATTEMPTS {
+            return Err(ApiError::Store(crate::etcd::Error::Conflict {
+                what: format!("the registration of node `{name}`"),
+                attempts: REGISTER_ATTEMPTS,
+            }));
+        }
     };
-    let subnet = lease_for(&state, &name).await?;
-    state.store.put_node(&record).await?;
     state
         .registered
         .lock()
@@ -93,22 +117,38 @@ async fn lease_for(state: &ApiState, name: &str) -> Result<Option<Ipv4Cidr>, Api
 }
 
 /// Removes a node: its record, liveness and overlay lease, in one etcd
-/// transaction. Only an operator may.
+/// transaction that also revokes its certificates and records the removal
+/// (it joins again only with a join token made after it). Only an
+/// operator whose role may manage nodes may.
 pub async fn remove_node(
     State(state): State<Arc<ApiState>>,
-    _: Operator<RemoveNodes>,
+    Operator(user, _): Operator<RemoveNodes>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !state.store.remove_node(&name).await? {
+    let Some(removal) = state
+        .store
+        .remove_node(&name, crate::clock::unix_secs())
+        .await?
+    else {
         return Err(ApiError::NoSuchNode(name));
-    }
+    };
     state
         .registered
         .lock()
         .expect("registered lock poisoned")
         .remove(&name);
-    tracing::info!(node = %name, "api: node `{name}` removed, its overlay lease released");
-    Ok(Json(serde_json::json!({ "removed": name })))
+    tracing::info!(
+        node = %name,
+        by = %user.id,
+        revoked = removal.revoked.len(),
+        "api: node `{name}` removed by {}: its overlay lease released, {} certificate(s) revoked",
+        user.label(),
+        removal.revoked.len()
+    );
+    Ok(Json(serde_json::json!({
+        "removed": name,
+        "revoked": removal.revoked.iter().map(|c| c.serial.as_str()).collect::<Vec<_>>(),
+    })))
 }
 
 pub async fn heartbeat(
@@ -158,14 +198,14 @@ pub async fn statuses(state: &ApiState) -> Result<Vec<NodeStatus>, ApiError> {
 
 pub async fn list_nodes(
     State(state): State<Arc<ApiState>>,
-    _: AnyCaller,
+    _: Operator<ReadState>,
 ) -> Result<Json<Vec<NodeStatus>>, ApiError> {
     Ok(Json(statuses(&state).await?))
 }
 
 pub async fn show_node(
     State(state): State<Arc<ApiState>>,
-    _: AnyCaller,
+    _: Operator<ReadState>,
     Path(name): Path<String>,
 ) -> Result<Json<NodeStatus>, ApiError> {
     statuses(&state)

@@ -9,7 +9,7 @@ use control::model::{TaskRecord, TaskReport, TaskRequest, TaskView};
 use control::task::TaskState;
 
 use crate::api::server::ApiState;
-use crate::api::server::auth::{AnyCaller, NodeCert, Operator, ReportTasks, RunTasks, StopTasks};
+use crate::api::server::auth::{NodeCert, Operator, ReadState, ReportTasks, RunTasks, StopTasks};
 use crate::api::server::error::ApiError;
 
 /// Pins a task to a node. The spec is checked as the node's runtime checks
@@ -66,7 +66,7 @@ pub async fn create_task(
 
 pub async fn list_tasks(
     State(state): State<Arc<ApiState>>,
-    _: AnyCaller,
+    _: Operator<ReadState>,
 ) -> Result<Json<Vec<TaskView>>, ApiError> {
     let tasks = state.store.list_tasks().await?;
     let mut reports = state.store.task_reports().await?;

@@ -14,7 +14,7 @@ use control::model::{AssignmentWatch, NodeWatch, TaskEndpoint, TaskRecord, TaskR
 use control::task::TaskState;
 
 use super::nodes::{check_registered, statuses};
-use crate::api::server::auth::{AnyCaller, FollowAssignments, NodeCert};
+use crate::api::server::auth::{FollowAssignments, NodeCert, NodeOrReader};
 use crate::api::server::error::ApiError;
 use crate::api::server::{ApiState, WATCH_WAIT, json_bytes};
 
@@ -23,7 +23,7 @@ use crate::api::server::{ApiState, WATCH_WAIT, json_bytes};
 /// to pass next time.
 pub async fn watch_nodes(
     State(state): State<Arc<ApiState>>,
-    _: AnyCaller,
+    _: NodeOrReader,
     Path(after): Path<i64>,
 ) -> Result<Response, ApiError> {
     if after > 0 {

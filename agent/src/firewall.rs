@@ -1,0 +1,271 @@
+//! The node's input firewall as the agent holds it: what it knows of the
+//! node ([`control::firewall::FirewallInput`]), planned by
+//! [`control::firewall::plan`], rendered and applied by
+//! [`crate::overlay::nft`] (the one module that runs `nft`) as the `inet
+//! strata-fw` table.
+//!
+//! The daemon applies it at boot, before the cluster starts and anything
+//! listens ([`at_boot`]: the role file's ports, and on a master the API's
+//! port and etcd's from its user-data); [`crate::cluster::network`] adds
+//! the overlay once the node holds a lease and has read the node list
+//! (VXLAN from every node, DNS from the overlay to the node's resolver),
+//! and follows the list. A node without an overlay keeps the boot firewall.
+//! `strata cluster run-node` applies none: it runs on hosts (the cluster
+//! benchmark runs a whole cluster in the host's own namespace), whose
+//! firewall is their own.
+//!
+//! The overlay part is kept under the run directory (`firewall.json`, gone
+//! at the next boot), so that an agent restarted during a boot applies the
+//! same table again at once, which changes nothing for traffic, instead of
+//! dropping VXLAN until it has read the node list.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use configs::role::RoleConfig;
+use configs::user_data::UserData;
+use control::firewall::{self, FirewallInput, OverlayInput};
+
+/// The file under the run directory that keeps the overlay part.
+pub const KEPT_FILE: &str = "firewall.json";
+
+/// The firewall of this node: its input and the ruleset last applied.
+#[derive(Debug)]
+pub struct NodeFirewall {
+    /// Network namespace the table lives in: `None` for the agent (its own
+    /// namespace), a path in tests.
+    netns: Option<PathBuf>,
+    /// Where the overlay part is kept for the next agent of this boot.
+    kept: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    input: FirewallInput,
+    /// The ruleset `nft` last accepted.
+    applied: Option<String>,
+}
+
+impl NodeFirewall {
+    /// A firewall for `input`, not applied yet; the overlay part is kept
+    /// in `kept` when given.
+    pub fn new(netns: Option<PathBuf>, input: FirewallInput, kept: Option<PathBuf>) -> Self {
+        NodeFirewall {
+            netns,
+            kept,
+            state: Mutex::new(State {
+                input,
+                applied: None,
+            }),
+        }
+    }
+
+    /// What the firewall is planned from now.
+    pub fn input(&self) -> anyhow::Result<FirewallInput> {
+        Ok(self.lock()?.input.clone())
+    }
+
+    /// Plans and applies the current input, unless the same ruleset is
+    /// applied already. Returns whether `nft` ran. Blocks (`nft` is a
+    /// child process): from async code, through `spawn_blocking`.
+    pub fn apply(&self) -> anyhow::Result<bool> {
+        let mut state = self.lock()?;
+        self.apply_locked(&mut state)
+    }
+
+    /// Replaces the overlay part of the input (`None`: the node has no
+    /// overlay), applies the result as [`NodeFirewall::apply`] does and
+    /// keeps the part for the next agent of this boot.
+    pub fn set_overlay(&self, overlay: Option<OverlayInput>) -> anyhow::Result<bool> {
+        let mut state = self.lock()?;
+        state.input.overlay = overlay;
+        let ran = self.apply_locked(&mut state)?;
+        if let Some(path) = &self.kept {
+            let kept = match &state.input.overlay {
+                Some(o) => crate::state::write_json(path, o, None),
+                None => match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = kept {
+                // Only a restarted agent misses it, and it reads the node
+                // list again.
+                tracing::warn!("firewall: cannot keep {}: {e}", path.display());
+            }
+        }
+        Ok(ran)
+    }
+
+    fn apply_locked(&self, state: &mut State) -> anyhow::Result<bool> {
+        let ruleset = crate::overlay::nft::render_firewall(&firewall::plan(&state.input));
+        if state.applied.as_deref() == Some(ruleset.as_str()) {
+            return Ok(false);
+        }
+        crate::overlay::netns::run_in(self.netns.as_deref(), || {
+            crate::overlay::nft::apply(&ruleset)
+        })
+        .context("cannot apply the firewall (table inet strata-fw)")?;
+        state.applied = Some(ruleset);
+        Ok(true)
+    }
+
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, State>> {
+        self.state
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the firewall's lock is poisoned"))
+    }
+}
+
+/// What the daemon knows at boot: the role file's ports; on a master with
+/// its user-data, the API's port and etcd's ports open to the masters of
+/// `cluster.toml`; and the overlay part `kept` by an earlier agent of this
+/// boot. A master whose `cluster.toml` does not
+/// parse gets the role's ports only (the cluster then says what is wrong).
+pub fn boot_input(
+    role: &RoleConfig,
+    user_data: Option<&UserData>,
+    kept: Option<OverlayInput>,
+) -> FirewallInput {
+    let mut input = FirewallInput {
+        role: role.firewall.clone(),
+        overlay: kept,
+        ..FirewallInput::default()
+    };
+    let Some(secrets) = user_data
+        .filter(|u| u.role == configs::Role::Master)
+        .and_then(|u| u.master.as_ref())
+    else {
+        return input;
+    };
+    let Ok(cluster) = configs::cluster::ClusterConfig::parse(
+        "user-data field `master.cluster_toml`",
+        &secrets.cluster_toml,
+    ) else {
+        return input;
+    };
+    input.api_port = Some(cluster.api_port);
+    // Open to the masters alone whether the masters run etcd themselves or
+    // the operator runs an external one beside them.
+    input.etcd_ports = vec![
+        crate::etcd::render::CLIENT_PORT,
+        crate::etcd::render::PEER_PORT,
+    ];
+    input.masters = cluster.masters;
+    input
+}
+
+/// The overlay part an earlier agent of this boot kept in `run_dir`, if
+/// any (an unreadable file counts as none).
+pub fn kept(run_dir: &Path) -> Option<OverlayInput> {
+    crate::state::read_json(&run_dir.join(KEPT_FILE))
+}
+
+/// The daemon's firewall: [`boot_input`] with the part kept in `run_dir`,
+/// kept there again as it changes. Not applied yet.
+pub fn at_boot(role: &RoleConfig, user_data: Option<&UserData>, run_dir: &Path) -> NodeFirewall {
+    NodeFirewall::new(
+        None,
+        boot_input(role, user_data, kept(run_dir)),
+        Some(run_dir.join(KEPT_FILE)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    const MASTER_ROLE: &str = include_str!("../../configs/roles/master.toml");
+    const PRIVATE_ROLE: &str = include_str!("../../configs/roles/private.toml");
+
+    fn user_data(role: &str, cluster_toml: Option<&str>) -> UserData {
+        UserData {
+            cluster: "demo".into(),
+            name: "node-1".into(),
+            role: role.parse().expect("role"),
+            masters: vec!["10.9.0.10:6443".into()],
+            join_token: "t".into(),
+            network: Default::default(),
+            master: cluster_toml.map(|t| configs::user_data::MasterSecrets {
+                ca_cert: String::new(),
+                ca_key: String::new(),
+                cluster_toml: t.into(),
+                cli_token_sha256: vec![],
+            }),
+        }
+    }
+
+    /// What the daemon applies at boot, from the shipped role files: a
+    /// master opens the API of its `cluster.toml` and etcd's ports to its
+    /// masters; an agent only its role's ports.
+    #[test]
+    fn boot_firewalls_of_the_shipped_roles() {
+        let master = RoleConfig::parse("master.toml", MASTER_ROLE).expect("master role");
+        let private = RoleConfig::parse("private.toml", PRIVATE_ROLE).expect("private role");
+        let cluster = "name = \"demo\"\nmasters = [\"10.9.0.10\", \"10.9.0.11\", \"10.9.0.12\"]\napi_port = 7443\n";
+        let text = |role: &RoleConfig, ud: Option<&UserData>| {
+            firewall::plan(&boot_input(role, ud, None)).to_string()
+        };
+        expect![[r#"
+            set masters: 10.9.0.10, 10.9.0.11, 10.9.0.12
+            accept established and related
+            drop invalid
+            accept loopback
+            accept icmp and icmpv6 errors, echo requests, neighbour discovery
+            accept dhcp and dhcpv6 replies
+            accept tcp 7443 from anywhere (the API)
+            accept tcp 2379, 2380 from the masters (etcd)
+            accept tcp 9464 from anywhere (the role's ports)
+            drop everything else (the policy)"#]]
+        .assert_eq(&text(&master, Some(&user_data("master", Some(cluster)))));
+        // An external etcd may run beside the masters: its ports are
+        // open to the masters all the same.
+        let external = format!("{cluster}[etcd]\nexternal = [\"https://10.9.0.10:2379\"]\n");
+        assert_eq!(
+            text(&master, Some(&user_data("master", Some(&external)))),
+            text(&master, Some(&user_data("master", Some(cluster)))),
+        );
+        // Without user-data, or with a broken cluster.toml: the role's ports.
+        let role_only = text(&master, None);
+        assert_eq!(
+            role_only,
+            text(&master, Some(&user_data("master", Some("name = ")))),
+        );
+        assert!(!role_only.contains("6443") && !role_only.contains("2379"));
+        expect![[r#"
+            accept established and related
+            drop invalid
+            accept loopback
+            accept icmp and icmpv6 errors, echo requests, neighbour discovery
+            accept dhcp and dhcpv6 replies
+            accept tcp 9464 from anywhere (the role's ports)
+            drop everything else (the policy)"#]]
+        .assert_eq(&text(&private, Some(&user_data("private", None))));
+    }
+
+    /// The overlay part kept by an earlier agent of the boot is the new
+    /// agent's at once; a file it cannot read counts as none.
+    #[test]
+    fn the_overlay_part_is_kept_for_the_next_agent() {
+        let dir = std::env::temp_dir().join(format!("strata-fw-kept-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert_eq!(kept(&dir), None);
+        let part = OverlayInput {
+            vxlan_port: 4789,
+            nodes: vec!["10.9.0.10".parse().expect("ip")],
+            bridge: "strata-br".into(),
+            vxlan: "strata-vx".into(),
+            gateway: "10.200.1.1".parse().expect("ip"),
+        };
+        crate::state::write_json(&dir.join(KEPT_FILE), &part, None).expect("write");
+        assert_eq!(kept(&dir), Some(part));
+        std::fs::write(dir.join(KEPT_FILE), "{").expect("write");
+        assert_eq!(kept(&dir), None);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+}

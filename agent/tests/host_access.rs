@@ -1,0 +1,298 @@
+//! Who may join and call, for real: one master with a real etcd and three
+//! agents (each `strata` process in its own network namespace). A viewer's
+//! token reads and cannot deploy or make tokens, and is refused once
+//! revoked; a join token with one use admits one node and refuses the
+//! next; an expired join token is refused; a removed node (its agent still
+//! running, holding the bootstrap token) cannot join again, its old
+//! certificate is refused, and it joins with a token made after the
+//! removal.
+
+use std::time::Duration;
+
+use agent::api::client::{ApiClient, Auth, ClientError};
+use agent::api::tls;
+use control::access::{JoinTokenCreated, JoinTokenRecord, TokenState, UserTokenCreated};
+use control::model::{NodeState, NodeStatus};
+use control::rbac::Role;
+use qemu_tests::observe::{Hold, Seen};
+use qemu_tests::testenv::{Need, require};
+
+mod common;
+use common::cluster::{ClusterSpec, TestCluster};
+
+const NODES: &[(&str, &str)] = &[
+    ("master-1", "master"),
+    ("agent-1", "private"),
+    ("agent-2", "private"),
+    ("agent-3", "private"),
+];
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn state(nodes: &[NodeStatus], name: &str) -> Option<NodeState> {
+    nodes
+        .iter()
+        .find(|n| n.record.info.name == name)
+        .map(|n| n.state)
+}
+
+fn node<'a>(nodes: &'a [NodeStatus], name: &str) -> &'a NodeStatus {
+    nodes
+        .iter()
+        .find(|n| n.record.info.name == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+}
+
+/// Node `name`'s membership health file, as it is now.
+fn health(c: &TestCluster, name: &str) -> String {
+    std::fs::read_to_string(c.state_dir(name).join("health/cluster.json")).unwrap_or_default()
+}
+
+/// Waits until node `name`'s health says it retries with `refusal`.
+fn wait_refused(c: &TestCluster, name: &str, refusal: &str) -> String {
+    c.wait(
+        &format!("{name} refused: {refusal}"),
+        Duration::from_secs(30),
+        || {
+            let h = health(c, name);
+            (h.contains("retrying") && h.contains(refusal)).then_some(h)
+        },
+    )
+}
+
+/// `name` is never listed over two seconds.
+fn never_listed(c: &TestCluster, name: &str) {
+    Hold::new(format!("{name} is never listed"), Duration::from_secs(2))
+        .every(Duration::from_millis(250))
+        .blind_for(Duration::from_secs(1))
+        .check(|| match c.try_nodes() {
+            Err(e) => Seen::Blind(e),
+            Ok(n) if state(&n, name).is_some() => Seen::Broken(format!("{name} listed: {n:#?}")),
+            Ok(n) => Seen::Holds(format!("{} node(s)", n.len())),
+        });
+}
+
+#[test]
+fn join_tokens_roles_and_removal_are_enforced() {
+    if !require(
+        "host_access",
+        &[Need::Root, Need::Program("etcd"), Need::Program("ip")],
+    ) {
+        return;
+    }
+    let api_port = 6443;
+    let c = TestCluster::new(ClusterSpec {
+        nodes: NODES,
+        extra_toml: format!("api_port = {api_port}\n"),
+        ..ClusterSpec::new("sa", "access", "10.81.0")
+    });
+    let _master = c.spawn_node("master-1", "master.log");
+    // agent-1 joins with the bootstrap token of its user-data.
+    let mut agent1 = c.spawn_node("agent-1", "agent-1.log");
+    let nodes = c.wait_nodes("master-1 and agent-1 Ready", Duration::from_secs(60), |n| {
+        state(n, "master-1") == Some(NodeState::Ready)
+            && state(n, "agent-1") == Some(NodeState::Ready)
+    });
+    let agent1_key = node(&nodes, "agent-1").record.key_sha256.clone();
+    assert_eq!(
+        node(&nodes, "agent-1").record.certs.len(),
+        1,
+        "the join recorded the certificate: {nodes:#?}"
+    );
+
+    // The bootstrap records: the CLI token is an admin's, the join token
+    // is unlimited.
+    let users: Vec<control::access::UserTokenRecord> =
+        json(&c.admin_ok(&["user", "token", "list", "--json"]));
+    assert!(
+        users.iter().any(|u| u.bootstrap && u.role == Role::Admin),
+        "{users:#?}"
+    );
+    let joins: Vec<JoinTokenRecord> = json(&c.admin_ok(&["cluster", "token", "list", "--json"]));
+    assert!(
+        joins.iter().any(|t| t.bootstrap && t.uses_left.is_none()),
+        "{joins:#?}"
+    );
+
+    // A viewer reads, and cannot deploy or make tokens.
+    let viewer_ctx = c.dir().join("viewer.toml");
+    let created: UserTokenCreated = json(&c.admin_ok(&[
+        "user",
+        "token",
+        "create",
+        "--role",
+        "viewer",
+        "--name",
+        "ci",
+        "--write-context",
+        &viewer_ctx.display().to_string(),
+        "--json",
+    ]));
+    assert_eq!(created.record.role, Role::Viewer);
+    let listed = c
+        .cli_as(&viewer_ctx, &["node", "list", "--json"])
+        .expect("a viewer lists nodes");
+    let listed: Vec<NodeStatus> = json(&listed);
+    assert_eq!(state(&listed, "agent-1"), Some(NodeState::Ready));
+    let refused = c
+        .cli_as(
+            &viewer_ctx,
+            &[
+                "task",
+                "run",
+                "--node",
+                "agent-1",
+                "--image",
+                "registry.invalid/busybox:1",
+            ],
+        )
+        .expect_err("a viewer cannot run tasks");
+    assert!(
+        refused.contains(
+            "(403): this token's role `viewer` may not run tasks (roles that may: admin, operator)"
+        ),
+        "{refused}"
+    );
+    let refused = c
+        .cli_as(&viewer_ctx, &["cluster", "token", "create"])
+        .expect_err("a viewer cannot make join tokens");
+    assert!(
+        refused.contains("(403): this token's role `viewer` may not manage join tokens"),
+        "{refused}"
+    );
+    assert!(c.try_tasks().expect("tasks").is_empty(), "no task was made");
+    // Revoked, the viewer's token is refused by every route.
+    c.admin_ok(&["user", "token", "revoke", &created.record.id]);
+    let refused = c.wait(
+        "the revoked viewer refused",
+        Duration::from_secs(10),
+        || c.cli_as(&viewer_ctx, &["node", "list"]).err(),
+    );
+    assert!(
+        refused.contains("(401): the bearer token") && refused.contains("was revoked"),
+        "{refused}"
+    );
+
+    // A join token with one use admits agent-2 and refuses agent-3.
+    let once: JoinTokenCreated = json(&c.admin_ok(&[
+        "cluster",
+        "token",
+        "create",
+        "--uses",
+        "1",
+        "--description",
+        "one node",
+        "--json",
+    ]));
+    let ud = c.user_data_with("agent-2", &once.token, "agent-2-once.toml");
+    let _agent2 = c.spawn(c.ns("agent-2"), &ud, &c.state_dir("agent-2"), "agent-2.log");
+    c.wait_nodes("agent-2 Ready", Duration::from_secs(60), |n| {
+        state(n, "agent-2") == Some(NodeState::Ready)
+    });
+    let ud = c.user_data_with("agent-3", &once.token, "agent-3-once.toml");
+    let mut agent3 = c.spawn(c.ns("agent-3"), &ud, &c.state_dir("agent-3"), "agent-3.log");
+    let h = wait_refused(&c, "agent-3", "is used up");
+    assert!(
+        h.contains(&format!("join token {} is used up", once.record.id)),
+        "{h}"
+    );
+    never_listed(&c, "agent-3");
+    let joins: Vec<JoinTokenRecord> = json(&c.admin_ok(&["cluster", "token", "list", "--json"]));
+    let used = joins
+        .iter()
+        .find(|t| t.id == once.record.id)
+        .expect("the token is listed");
+    assert_eq!((used.used, used.uses_left), (1, Some(0)), "{used:?}");
+    let table = c.admin_ok(&["cluster", "token", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&once.record.id) && l.contains("used up") && l.contains("1/1")),
+        "{table}"
+    );
+
+    // An expired join token is refused.
+    let short: JoinTokenCreated =
+        json(&c.admin_ok(&["cluster", "token", "create", "--ttl", "1s", "--json"]));
+    std::thread::sleep(Duration::from_millis(2500));
+    agent3.kill();
+    let _ = std::fs::remove_file(c.state_dir("agent-3").join("health/cluster.json"));
+    let ud = c.user_data_with("agent-3", &short.token, "agent-3-short.toml");
+    let _agent3 = c.spawn(
+        c.ns("agent-3"),
+        &ud,
+        &c.state_dir("agent-3"),
+        "agent-3-short.log",
+    );
+    let h = wait_refused(&c, "agent-3", "expired at unix time");
+    assert!(
+        h.contains(&format!("join token {} expired", short.record.id)),
+        "{h}"
+    );
+    never_listed(&c, "agent-3");
+
+    // agent-1 removed: its certificate is revoked, and its agent, still
+    // running with the bootstrap token, cannot join again.
+    let identity = c.state_dir("agent-1").join("identity");
+    let old_cert = std::fs::read_to_string(identity.join("node.crt")).expect("node.crt");
+    let old_key = std::fs::read_to_string(identity.join("node.key")).expect("node.key");
+    c.admin_ok(&["node", "remove", "agent-1"]);
+    let h = wait_refused(&c, "agent-1", "was removed from the cluster");
+    assert!(
+        h.contains("node `agent-1` was removed from the cluster at unix time"),
+        "{h}"
+    );
+    never_listed(&c, "agent-1");
+    // Its old certificate is refused on every route, even the one every
+    // node may call.
+    let ca_pem = c.ca.cert_pem.clone();
+    let endpoint = format!("{}:{api_port}", c.ip("master-1"));
+    let ns = agent::overlay::netns::path(c.ns("agent-1"));
+    let refused = agent::overlay::netns::run_in(Some(&ns), move || {
+        Ok(block_on(async move {
+            let tls = tls::client_config(&ca_pem, Some((&old_cert, &old_key))).expect("tls");
+            let client = ApiClient::new(vec![endpoint], tls, Auth::Tls);
+            client.watch_nodes(0).await.map(|_| ())
+        }))
+    })
+    .expect("netns thread")
+    .expect_err("a revoked certificate is refused");
+    assert!(
+        matches!(&refused, ClientError::Api { status: 403, code: Some(code), .. } if code == "cert-revoked"),
+        "{refused}"
+    );
+
+    // With a token made after the removal it joins again, with its key.
+    let fresh: JoinTokenCreated = json(&c.admin_ok(&["cluster", "token", "create", "--json"]));
+    agent1.kill();
+    let ud = c.user_data_with("agent-1", &fresh.token, "agent-1-fresh.toml");
+    let _agent1 = c.spawn(
+        c.ns("agent-1"),
+        &ud,
+        &c.state_dir("agent-1"),
+        "agent-1-again.log",
+    );
+    let nodes = c.wait_nodes("agent-1 Ready again", Duration::from_secs(60), |n| {
+        state(n, "agent-1") == Some(NodeState::Ready)
+    });
+    assert_eq!(node(&nodes, "agent-1").record.key_sha256, agent1_key);
+
+    // Revoked, a join token shows so.
+    c.admin_ok(&["cluster", "token", "revoke", &fresh.record.id]);
+    let joins: Vec<JoinTokenRecord> = json(&c.admin_ok(&["cluster", "token", "list", "--json"]));
+    let revoked = joins
+        .iter()
+        .find(|t| t.id == fresh.record.id)
+        .expect("listed");
+    assert_eq!(revoked.state(u64::MAX), TokenState::Revoked);
+}

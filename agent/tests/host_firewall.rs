@@ -1,0 +1,228 @@
+//! The node's firewall for real: a master and two agents run as `strata
+//! agent`, the daemon an image runs, with the repository's role files, each
+//! in a network namespace of its own; each applies its `inet strata-fw`
+//! table in its namespace at boot and adds the overlay once it has read the
+//! node list. Checks that the cluster forms through the firewalls (the API,
+//! VXLAN, the resolvers), that every node admits VXLAN from exactly the
+//! nodes of the list, that the API answers another node while a port the
+//! role does not open drops a connection, that etcd's client port drops a
+//! node that is not a master, and that from the overlay only a node's
+//! resolver answers. (That a task on the bridge reaches no other service of
+//! its node is `host_overlay.rs`.)
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use agent::overlay::netns::{path as ns_path, run_in};
+use agent::overlay::plan;
+use anyhow::Context as _;
+use control::model::{NodeState, NodeStatus};
+use qemu_tests::testenv::{Need, require};
+
+mod common;
+use common::cluster::{ClusterSpec, NodeCommand, TestCluster};
+use common::output;
+
+const NODES: [&str; 3] = ["master-1", "agent-1", "agent-2"];
+const ZONE: &str = "strata.internal";
+/// How long a connection attempt may take before the port counts as
+/// dropped: an open port answers within milliseconds here.
+const DROPPED_AFTER: Duration = Duration::from_secs(2);
+/// A port no role opens.
+const CLOSED: u16 = 7070;
+
+/// Listens on `addr` inside namespace `ns` (the socket stays there); the
+/// kernel completes connections without an accept.
+fn listen(ns: &str, addr: SocketAddr) -> TcpListener {
+    run_in(Some(&ns_path(ns)), || {
+        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} in {ns}"))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Connects to `addr` from inside namespace `ns`, giving up after
+/// [`DROPPED_AFTER`].
+fn connect(ns: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    run_in(Some(&ns_path(ns)), || {
+        Ok(TcpStream::connect_timeout(&addr, DROPPED_AFTER))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `addr` answers a connection from `ns`.
+fn answers(ns: &str, addr: SocketAddr) {
+    if let Err(e) = connect(ns, addr) {
+        panic!("{addr} does not answer {ns}: {e}");
+    }
+}
+
+/// A connection from `ns` to `addr` gets no answer at all: the firewall
+/// dropped it (a closed port without a firewall refuses at once).
+fn dropped(ns: &str, addr: SocketAddr) {
+    match connect(ns, addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        Err(e) => panic!("{addr} from {ns}: expected no answer, got `{e}`"),
+        Ok(_) => panic!("{addr} answered {ns}"),
+    }
+}
+
+/// `nft list table inet strata-fw` in namespace `ns`.
+fn ruleset(ns: &str) -> Result<String, String> {
+    output(
+        std::path::Path::new("ip"),
+        &[
+            "netns",
+            "exec",
+            ns,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "strata-fw",
+        ],
+    )
+}
+
+/// The elements of the set `nodes` in a listed table, sorted.
+fn nodes_set(table: &str) -> Vec<Ipv4Addr> {
+    let Some(set) = table.split("set nodes {").nth(1) else {
+        return vec![];
+    };
+    let Some(elements) = set.split("elements = {").nth(1) else {
+        return vec![];
+    };
+    let mut addrs: Vec<Ipv4Addr> = elements
+        .split('}')
+        .next()
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+fn node<'a>(nodes: &'a [NodeStatus], name: &str) -> &'a NodeStatus {
+    nodes
+        .iter()
+        .find(|n| n.record.info.name == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
+}
+
+#[test]
+fn every_node_admits_only_what_its_role_and_the_cluster_need() {
+    if !require(
+        "every_node_admits_only_what_its_role_and_the_cluster_need",
+        &[
+            Need::Root,
+            Need::Program("etcd"),
+            Need::Program("ip"),
+            Need::Program("nft"),
+        ],
+    ) {
+        return;
+    }
+    let c = TestCluster::new(ClusterSpec {
+        command: NodeCommand::Agent,
+        ..ClusterSpec::new("sf", "fw", "10.80.0")
+    });
+    let _master = c.spawn_node("master-1", "master.log");
+    let _agent1 = c.spawn_node("agent-1", "agent-1.log");
+    let _agent2 = c.spawn_node("agent-2", "agent-2.log");
+
+    // The cluster forms through the firewalls: agents reach the API,
+    // every node gets its lease.
+    let nodes = c.wait_nodes(
+        "every node Ready with a lease",
+        Duration::from_secs(90),
+        |nodes| {
+            NODES.iter().all(|name| {
+                nodes.iter().any(|n| {
+                    n.record.info.name == *name && n.state == NodeState::Ready && n.subnet.is_some()
+                })
+            })
+        },
+    );
+    let ip = |name: &str| -> Ipv4Addr { c.ip(name).parse().expect("underlay address") };
+    let mut underlay: Vec<Ipv4Addr> = NODES.iter().map(|n| ip(n)).collect();
+    underlay.sort();
+
+    // Every node admits VXLAN from every node of the list, once it has
+    // read it (the boot firewall has no overlay yet).
+    for name in NODES {
+        let ns = c.ns(name);
+        let table = c.wait(
+            &format!("{name}'s firewall admits VXLAN from every node"),
+            Duration::from_secs(30),
+            || {
+                let table = ruleset(ns).ok()?;
+                (nodes_set(&table) == underlay
+                    && table.contains("ip saddr @nodes udp dport 4789 accept"))
+                .then_some(table)
+            },
+        );
+        assert!(table.contains("policy drop;"), "{name}:\n{table}");
+        let master = name == "master-1";
+        assert_eq!(
+            table.contains("tcp dport 6443 accept"),
+            master,
+            "the API's port is open on masters only; {name}:\n{table}"
+        );
+        assert_eq!(
+            table.contains("ip saddr @masters tcp dport { 2379, 2380 } accept"),
+            master,
+            "etcd's ports are open to the masters on masters only; {name}:\n{table}"
+        );
+    }
+
+    // The API answers another node's namespace; a port the role does not
+    // open drops it, while the same listener answers on the node itself.
+    let api: SocketAddr = (ip("master-1"), 6443).into();
+    answers(c.ns("agent-1"), api);
+    let closed: SocketAddr = (Ipv4Addr::UNSPECIFIED, CLOSED).into();
+    let _closed_on_master = listen(c.ns("master-1"), closed);
+    answers(c.ns("master-1"), (ip("master-1"), CLOSED).into());
+    dropped(c.ns("agent-1"), (ip("master-1"), CLOSED).into());
+    let _closed_on_agent = listen(c.ns("agent-1"), closed);
+    dropped(c.ns("master-1"), (ip("agent-1"), CLOSED).into());
+
+    // The role's ports: a public agent opens 443, a private one does not.
+    let https: SocketAddr = (Ipv4Addr::UNSPECIFIED, 443).into();
+    let _https_on_public = listen(c.ns("agent-2"), https);
+    let _https_on_private = listen(c.ns("agent-1"), https);
+    answers(c.ns("agent-1"), (ip("agent-2"), 443).into());
+    dropped(c.ns("agent-2"), (ip("agent-1"), 443).into());
+
+    // etcd's client port, where an image's master listens for its peers
+    // (this cluster's etcd is on the master's loopback): a node that is
+    // not a master gets no answer.
+    let _etcd_port = listen(c.ns("master-1"), (ip("master-1"), 2379).into());
+    answers(c.ns("master-1"), (ip("master-1"), 2379).into());
+    dropped(c.ns("agent-1"), (ip("master-1"), 2379).into());
+
+    // From the overlay only a node's resolver answers: agent-1 asks
+    // agent-2's resolver (on agent-2's gateway, through VXLAN both ways)
+    // for a node's name; a port on that gateway drops it.
+    let gateway_2 = plan::gateway(node(&nodes, "agent-2").subnet.expect("agent-2's lease"));
+    let gateway_1 = plan::gateway(node(&nodes, "agent-1").subnet.expect("agent-1's lease"));
+    let resolver: SocketAddr = (gateway_2, 53).into();
+    let found = c.wait(
+        "agent-2's resolver answers agent-1 over the overlay",
+        Duration::from_secs(20),
+        || {
+            run_in(Some(&ns_path(c.ns("agent-1"))), || {
+                agent::dns::client::lookup_a(resolver, &format!("agent-1.{ZONE}."))
+            })
+            .ok()
+            .filter(|found| !found.is_empty())
+        },
+    );
+    assert_eq!(
+        found,
+        [gateway_1],
+        "agent-1.{ZONE} through agent-2's resolver"
+    );
+    let _closed_on_agent2 = listen(c.ns("agent-2"), closed);
+    answers(c.ns("agent-2"), (gateway_2, CLOSED).into());
+    dropped(c.ns("agent-1"), (gateway_2, CLOSED).into());
+}
