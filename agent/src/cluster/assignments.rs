@@ -110,6 +110,7 @@ async fn run(
             supervisor.set_network(net.borrow_and_update().clone());
         }
         if let Some(desired) = desired {
+            let desired = admissible(desired);
             for event in supervisor.reconcile(desired.clone()).await {
                 tracing::info!("tasks: {event}");
             }
@@ -117,6 +118,23 @@ async fn run(
         }
         let _ = tokio::time::timeout(RECONCILE_INTERVAL, rx.changed()).await;
     }
+}
+
+/// The assignments this node runs: each checked as the API checked it
+/// when it was created ([`TaskSpec::validate_assignment`]), since what
+/// reaches a node must not be trusted more than what reaches the API; the
+/// others are logged and left out.
+fn admissible(desired: Vec<TaskSpec>) -> Vec<TaskSpec> {
+    desired
+        .into_iter()
+        .filter(|spec| match spec.validate_assignment() {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(task = %spec.id, "tasks: assignment `{}` refused: {reason}", spec.id);
+                false
+            }
+        })
+        .collect()
 }
 
 /// Long-polls the assignment watch and hands every answer that changed
@@ -181,5 +199,22 @@ async fn report_states(
             }
             Err(e) => tracing::warn!("tasks: cannot report task {}: {e}", spec.id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_naming_a_network_namespace_are_left_out() {
+        let spec = |json: &str| serde_json::from_str::<TaskSpec>(json).expect("a spec");
+        let kept = admissible(vec![
+            spec(r#"{"id":"web","image":"bb:1"}"#),
+            spec(r#"{"id":"escape","image":"bb:1","netns":"/proc/1/ns/net"}"#),
+            spec(r#"{"id":"Bad Id","image":"bb:1"}"#),
+        ]);
+        let ids: Vec<&str> = kept.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["web"]);
     }
 }

@@ -219,6 +219,19 @@ impl TaskSpec {
         self.pids.unwrap_or(DEFAULT_PIDS_LIMIT)
     }
 
+    /// Checks a spec the cluster assigns to a node: [`TaskSpec::validate`],
+    /// and nothing the node decides for itself (its network namespaces: a
+    /// task given a path would join any namespace of the node, the host's
+    /// own included). The API checks a task with it when it is created, and
+    /// the node checks every assignment it receives with it again.
+    pub fn validate_assignment(&self) -> Result<(), String> {
+        self.validate()?;
+        if self.netns.is_some() {
+            return Err("netns is chosen by the node, not the API".into());
+        }
+        Ok(())
+    }
+
     /// CPU limit in thousandths of a core.
     pub fn cpu_millis(&self) -> Option<u32> {
         self.cpus.map(|c| (c * 1000.0).round() as u32)
@@ -254,6 +267,19 @@ mod tests {
         assert_eq!(spec.id, "web");
         assert_eq!(spec.mem, Some(Size(64 << 20)));
         assert_eq!(spec.restart, RestartPolicy::Always);
+    }
+
+    #[test]
+    fn an_assignment_may_not_name_a_network_namespace() {
+        let mut spec: TaskSpec =
+            serde_json::from_str(r#"{"id":"web","image":"bb:1"}"#).expect("a spec");
+        assert_eq!(spec.validate_assignment(), Ok(()));
+        spec.netns = Some("/proc/1/ns/net".into());
+        assert_eq!(spec.validate(), Ok(()), "a task file may name one");
+        assert_eq!(
+            spec.validate_assignment(),
+            Err("netns is chosen by the node, not the API".to_string())
+        );
     }
 
     #[test]

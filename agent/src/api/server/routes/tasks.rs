@@ -20,16 +20,12 @@ pub async fn create_task(
     Json(req): Json<TaskRequest>,
 ) -> Result<Json<TaskView>, ApiError> {
     let id = req.spec.id.clone();
-    req.spec.validate().map_err(|reason| ApiError::BadTask {
-        id: id.clone(),
-        reason,
-    })?;
-    if req.spec.netns.is_some() {
-        return Err(ApiError::BadTask {
-            id,
-            reason: "netns is chosen by the node, not the API".into(),
-        });
-    }
+    req.spec
+        .validate_assignment()
+        .map_err(|reason| ApiError::BadTask {
+            id: id.clone(),
+            reason,
+        })?;
     if state.store.get_node(&req.node).await?.is_none() {
         return Err(ApiError::TaskNodeUnknown { id, node: req.node });
     }
