@@ -57,11 +57,15 @@ impl std::fmt::Display for TokenState {
 /// revoking them by id.
 pub trait TokenRecord {
     fn id(&self) -> &str;
+    /// When it was revoked (Unix seconds); `None` while it is not.
+    fn revoked_at_mut(&mut self) -> &mut Option<u64>;
     fn revoked_at(&self) -> Option<u64>;
-    /// Marks the token revoked at `now` (records are never deleted: a
-    /// bootstrap record deleted would be made again at a master's next
+    /// Marks the token revoked at `now`, once (records are never deleted:
+    /// a bootstrap record deleted would be made again at a master's next
     /// start).
-    fn revoke(&mut self, now: u64);
+    fn revoke(&mut self, now: u64) {
+        self.revoked_at_mut().get_or_insert(now);
+    }
 }
 
 /// A join token (`/strata/tokens/join/<sha256 of its secret>`). The secret
@@ -158,10 +162,8 @@ impl TokenRecord for JoinTokenRecord {
     fn revoked_at(&self) -> Option<u64> {
         self.revoked_at
     }
-    fn revoke(&mut self, now: u64) {
-        if self.revoked_at.is_none() {
-            self.revoked_at = Some(now);
-        }
+    fn revoked_at_mut(&mut self) -> &mut Option<u64> {
+        &mut self.revoked_at
     }
 }
 
@@ -248,10 +250,8 @@ impl TokenRecord for UserTokenRecord {
     fn revoked_at(&self) -> Option<u64> {
         self.revoked_at
     }
-    fn revoke(&mut self, now: u64) {
-        if self.revoked_at.is_none() {
-            self.revoked_at = Some(now);
-        }
+    fn revoked_at_mut(&mut self) -> &mut Option<u64> {
+        &mut self.revoked_at
     }
 }
 
