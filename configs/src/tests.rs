@@ -329,6 +329,26 @@ fn malformed_user_data() {
             "error: test.toml:8:11: field `network.gateway`: gateway 10.8.0.1 is not inside 10.9.0.0/24"
         ],
     );
+    // An interface name that would add lines to the rendered .network file.
+    check(
+        Kind::UserData,
+        &format!(
+            "{base}masters = [\"10.9.0.10:6443\"]\n[network]\ninterface = \"eth0\\n[Network]\\nDNS=6.6.6.6\"\n"
+        ),
+        expect![[r#"error: test.toml:7:13: field `network.interface`: `eth0\n[Network]\nDNS=6.6.6.6` is not an interface name: `\n` is not allowed (letters, digits, `-_.:` and the globs `*?`)"#]],
+    );
+    check(
+        Kind::UserData,
+        &format!(
+            "{base}masters = [\"10.9.0.10:6443\"]\n[network]\ninterface = \"enp0s1_too_long1\"\n"
+        ),
+        expect!["error: test.toml:7:13: field `network.interface`: `enp0s1_too_long1` is not an interface name: expected 1 to 15 characters"],
+    );
+    check(
+        Kind::UserData,
+        &format!("{base}masters = [\"10.9.0.10:6443\"]\n[network]\ninterface = \"en*\"\n"),
+        expect!["test.toml: user-data for node `private-1` (private) of cluster `demo`"],
+    );
     check(
         Kind::UserData,
         "cluster = \"demo\"\nname = \"m\"\nrole = \"master\"\njoin_token = \"t\"\nmasters = [\"10.9.0.10:6443\"]\n",

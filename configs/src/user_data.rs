@@ -58,6 +58,30 @@ pub struct MasterSecrets {
     pub cli_token_sha256: Vec<String>,
 }
 
+/// Checks an interface name as networkd's `Name=` takes it: at most 15
+/// bytes (the kernel's limit), of letters, digits and `-_.:`, and the
+/// glob characters `*?` (`en*`). Anything else (a space, a newline, `=`)
+/// would change the rendered `.network` file's meaning.
+pub fn check_interface(name: &str) -> Result<(), String> {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.:*?".contains(*c)))
+    {
+        return Err(format!(
+            "`{}` is not an interface name: `{}` is not allowed (letters, digits, `-_.:` and the globs `*?`)",
+            name.escape_debug(),
+            c.escape_debug()
+        ));
+    }
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "`{}` is not an interface name: expected 1 to 15 characters",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 impl UserData {
     pub fn parse(origin: &str, text: &str) -> Result<UserData, Error> {
         let u: UserData = toml::from_str(text).map_err(|e| Error::from_toml(origin, text, &e))?;
@@ -116,6 +140,9 @@ impl UserData {
                     ));
                 }
             }
+        }
+        if let Some(name) = &self.network.interface {
+            check_interface(name).map_err(|m| ("network.interface".to_string(), m))?;
         }
         if let (Some(gw), Some(addr)) = (self.network.gateway, self.network.address)
             && !addr.contains(gw)
