@@ -310,7 +310,9 @@ pub fn build(
 }
 
 /// Resolves `user` (`uid[:gid]`, or a name in the image's `/etc/passwd`)
-/// against the mounted root filesystem.
+/// against the mounted root filesystem. The image's account files are
+/// read as [`read_in_root`] reads them: a link in the image cannot point
+/// the lookup at the host's files or at a device.
 pub fn resolve_user(user: Option<&str>, rootfs: &Path) -> Result<(u32, u32), String> {
     let Some(user) = user.filter(|u| !u.is_empty()) else {
         return Ok((0, 0));
@@ -319,36 +321,74 @@ pub fn resolve_user(user: Option<&str>, rootfs: &Path) -> Result<(u32, u32), Str
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let lookup = |file: &str, key: &str| -> Option<(u32, u32)> {
-        let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
-        text.lines().find_map(|line| {
+    let passwd = read_in_root(rootfs, "etc/passwd").unwrap_or_default();
+    // name:password:uid:gid:...
+    let account = |matches: &dyn Fn(&[&str]) -> bool| -> Option<(u32, u32)> {
+        passwd.lines().find_map(|line| {
             let f: Vec<&str> = line.split(':').collect();
-            (f.len() >= 4 && f[0] == key).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+            (f.len() >= 4 && matches(&f)).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
         })
     };
     let (uid, primary) = match name.parse::<u32>() {
-        Ok(uid) => (uid, lookup_uid(rootfs, uid).unwrap_or(uid)),
-        Err(_) => lookup("etc/passwd", name)
+        Ok(uid) => (
+            uid,
+            account(&|f| f[2].parse::<u32>().ok() == Some(uid)).map_or(uid, |(_, gid)| gid),
+        ),
+        Err(_) => account(&|f| f[0] == name)
             .ok_or_else(|| format!("user {name:?} is not in the image's /etc/passwd"))?,
     };
     let gid = match group {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup("etc/group", g)
-                .map(|(gid, _)| gid)
+            // name:password:gid:members
+            Err(_) => read_in_root(rootfs, "etc/group")
+                .unwrap_or_default()
+                .lines()
+                .find_map(|line| {
+                    let f: Vec<&str> = line.split(':').collect();
+                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok())?
+                })
                 .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
         },
     };
     Ok((uid, gid))
 }
 
-fn lookup_uid(rootfs: &Path, uid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
-    text.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[3].parse().ok())?
-    })
+/// The largest account file (`/etc/passwd`, `/etc/group`) read from an
+/// image.
+const MAX_ACCOUNT_FILE: u64 = 1 << 20;
+
+/// The text of `rel` inside the image's root `rootfs`, resolved with
+/// `rootfs` as its root (`..` and absolute symbolic links stay inside), no
+/// magic links, no other mount, opened without blocking (a FIFO cannot hang
+/// the shim); `None` unless it is a regular file, and at most
+/// [`MAX_ACCOUNT_FILE`] bytes are read (a link to `/dev/zero` or a huge
+/// file cannot exhaust memory).
+fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+
+    let root = std::fs::File::open(rootfs).ok()?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how).ok()?;
+    // SAFETY: `fd` was just returned by a successful openat2 call; nothing
+    // else holds or closes it.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(MAX_ACCOUNT_FILE).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 #[cfg(test)]
@@ -712,12 +752,48 @@ mod tests {
                 "None -> Ok((0, 0))",
                 "Some(\"www\") -> Ok((33, 34))",
                 "Some(\"33\") -> Ok((33, 34))",
-                "Some(\"www:staff\") -> Err(\"group \\\"staff\\\" is not in the image's /etc/group\")",
+                "Some(\"www:staff\") -> Ok((33, 50))",
                 "Some(\"7:8\") -> Ok((7, 8))",
                 "Some(\"nobody\") -> Err(\"user \\\"nobody\\\" is not in the image's /etc/passwd\")",
                 "Some(\"www:nogroup\") -> Err(\"group \\\"nogroup\\\" is not in the image's /etc/group\")",
             ]
         "#]]
         .assert_debug_eq(&got);
+    }
+
+    /// A link in the image resolves inside the image: an absolute or a
+    /// climbing link to a host file, or one to a device, finds nothing
+    /// (before, the shim read the host's file, or `/dev/zero` forever).
+    #[test]
+    fn account_files_are_read_inside_the_image_only() {
+        use std::os::unix::fs::symlink;
+        let base = tempfile::tempdir().expect("tempdir");
+        let outside = base.path().join("outside");
+        std::fs::write(&outside, "evil:x:4242:4242::/:/bin/sh\nwheel:x:4243:\n").expect("outside");
+        let root = base.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).expect("etc");
+        let passwd = root.join("etc/passwd");
+        let group = root.join("etc/group");
+        symlink(&outside, &passwd).expect("absolute link");
+        symlink("/dev/zero", &group).expect("device link");
+        let check = |user: &str| format!("{:?}", resolve_user(Some(user), &root));
+        assert_eq!(
+            check("evil"),
+            r#"Err("user \"evil\" is not in the image's /etc/passwd")"#
+        );
+        assert_eq!(
+            check("0:wheel"),
+            r#"Err("group \"wheel\" is not in the image's /etc/group")"#
+        );
+        std::fs::remove_file(&passwd).expect("rm");
+        symlink("../../outside", &passwd).expect("climbing link");
+        assert_eq!(
+            check("evil"),
+            r#"Err("user \"evil\" is not in the image's /etc/passwd")"#
+        );
+        std::fs::write(root.join("accounts"), "app:x:7:8::/:/bin/sh\n").expect("accounts");
+        std::fs::remove_file(&passwd).expect("rm");
+        symlink("/accounts", &passwd).expect("link inside the image");
+        assert_eq!(check("app"), "Ok((7, 8))");
     }
 }
