@@ -5,13 +5,15 @@
 //! next; an expired join token is refused; a removed node (its agent still
 //! running, holding the bootstrap token) cannot join again, its old
 //! certificate is refused, and it joins with a token made after the
-//! removal.
+//! removal. The audit log holds every write with who made it, and only
+//! admins read it.
 
 use std::time::Duration;
 
 use agent::api::client::{ApiClient, Auth, ClientError};
 use agent::api::tls;
 use control::access::{JoinTokenCreated, JoinTokenRecord, TokenState, UserTokenCreated};
+use control::audit::AuditRecord;
 use control::model::{NodeState, NodeStatus};
 use control::rbac::Role;
 use qemu_tests::observe::{Hold, Seen};
@@ -164,6 +166,15 @@ fn join_tokens_roles_and_removal_are_enforced() {
         "{refused}"
     );
     let refused = c
+        .cli_as(&viewer_ctx, &["audit", "list"])
+        .expect_err("a viewer cannot read the audit log");
+    assert!(
+        refused.contains(
+            "(403): this token's role `viewer` may not read the audit log (roles that may: admin)"
+        ),
+        "{refused}"
+    );
+    let refused = c
         .cli_as(&viewer_ctx, &["cluster", "token", "create"])
         .expect_err("a viewer cannot make join tokens");
     assert!(
@@ -295,4 +306,66 @@ fn join_tokens_roles_and_removal_are_enforced() {
         .find(|t| t.id == fresh.record.id)
         .expect("listed");
     assert_eq!(revoked.state(u64::MAX), TokenState::Revoked);
+
+    // The audit log holds every write above with who made it, refused
+    // ones too, and no reads or node telemetry.
+    let log: Vec<AuditRecord> = json(&c.admin_ok(&["audit", "list", "--limit", "1000", "--json"]));
+    let find = |what: &str, pred: &dyn Fn(&AuditRecord) -> bool| -> AuditRecord {
+        log.iter()
+            .find(|r| pred(r))
+            .unwrap_or_else(|| panic!("no audit record of {what}: {log:#?}"))
+            .clone()
+    };
+    let viewer_try = find("the viewer's task run", &|r| r.operation == "create_task");
+    assert_eq!(
+        (viewer_try.who.as_str(), viewer_try.role, viewer_try.status),
+        (
+            format!("user token {} (ci)", created.record.id).as_str(),
+            Some(Role::Viewer),
+            403
+        ),
+        "{viewer_try:#?}"
+    );
+    let viewer_token = find("the viewer's token", &|r| {
+        r.operation == "create_user_token" && r.status == 200
+    });
+    assert_eq!(viewer_token.role, Some(Role::Admin), "{viewer_token:#?}");
+    assert!(
+        viewer_token.who.starts_with("user token "),
+        "{viewer_token:#?}"
+    );
+    let join2 = find("agent-2's join", &|r| {
+        r.operation == "join" && r.detail.starts_with("node agent-2 ")
+    });
+    assert_eq!(join2.who, format!("join token {}", once.record.id));
+    assert_eq!((join2.status, join2.from.as_str()), (200, c.ip("agent-2")));
+    let removal = find("agent-1's removal", &|r| r.operation == "remove_node");
+    assert_eq!(
+        (removal.path.as_str(), removal.status, removal.role),
+        ("/v1/nodes/agent-1", 200, Some(Role::Admin))
+    );
+    find("agent-1's registration", &|r| {
+        r.operation == "register" && r.who == "node agent-1"
+    });
+    find("the revocation of the fresh token", &|r| {
+        r.operation == "revoke_join_token" && r.path.ends_with(&fresh.record.id)
+    });
+    assert!(
+        log.iter().all(|r| r.method != "GET"
+            && r.operation != "heartbeat"
+            && r.operation != "report_task"
+            && r.master == "master-1"),
+        "{log:#?}"
+    );
+    assert!(
+        log.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "oldest first"
+    );
+    let refused_only = c.admin_ok(&["audit", "list", "--refused"]);
+    let rows: Vec<&str> = refused_only.lines().skip(1).collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|l| l.contains(" 403 ")),
+        "{refused_only}"
+    );
+    assert!(refused_only.contains("POST /v1/tasks"), "{refused_only}");
 }

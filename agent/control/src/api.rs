@@ -258,6 +258,10 @@ pub const REVOKE_USER_TOKEN: Route = route(
     "revoke_user_token",
 )
 .needs(Permission::ManageAccess);
+/// `GET /v1/audit`: the newest records of the audit log
+/// ([`crate::audit::PAGE`] at most), oldest first.
+pub const LIST_AUDIT: Route =
+    route(Method::Get, "/v1/audit", Auth::Operator, "list_audit").needs(Permission::ReadAudit);
 
 /// Every route.
 pub const ROUTES: &[Route] = &[
@@ -280,6 +284,7 @@ pub const ROUTES: &[Route] = &[
     CREATE_USER_TOKEN,
     LIST_USER_TOKENS,
     REVOKE_USER_TOKEN,
+    LIST_AUDIT,
 ];
 
 /// The `code` of an error body (`model::ApiErrorBody`) that clients act

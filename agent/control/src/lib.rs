@@ -1,7 +1,7 @@
 //! The control plane's pure core: the types the masters store in etcd and
 //! the API sends on the wire, the task model and its restart planning, the
 //! overlay's subnet leases, who may do what ([`rbac`]) and who may join or
-//! call at all ([`access`]), and (as they come) the cluster snapshot and
+//! call at all ([`access`]), what the audit log records ([`audit`]), and (as they come) the cluster snapshot and
 //! the planners of placement, deployments, rollouts and cron.
 //!
 //! Architecture invariant: nothing here does I/O, reads the clock, spawns
@@ -18,6 +18,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod backoff;
 pub mod firewall;
 pub mod format;

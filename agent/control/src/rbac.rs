@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Everything: nodes, tokens, deployments, reads.
+    /// Everything: nodes, tokens, deployments, reads, the audit log.
     Admin,
     /// Deploys and scales (runs and stops tasks), and reads.
     Operator,
@@ -37,16 +37,19 @@ pub enum Permission {
     ManageAccess,
     /// Read metrics.
     ReadMetrics,
+    /// Read the audit log.
+    ReadAudit,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 5] = [
+    pub const ALL: [Permission; 6] = [
         Permission::Read,
         Permission::Deploy,
         Permission::ManageNodes,
         Permission::ManageAccess,
         Permission::ReadMetrics,
+        Permission::ReadAudit,
     ];
 
     /// The name `docs/api.yaml` gives it (`x-strata-permission`).
@@ -57,6 +60,7 @@ impl Permission {
             Permission::ManageNodes => "manage-nodes",
             Permission::ManageAccess => "manage-access",
             Permission::ReadMetrics => "read-metrics",
+            Permission::ReadAudit => "read-audit",
         }
     }
 }
@@ -145,7 +149,7 @@ mod tests {
             })
             .collect();
         expect_test::expect![[r#"
-            admin    read deploy manage-nodes manage-access read-metrics
+            admin    read deploy manage-nodes manage-access read-metrics read-audit
             operator read deploy read-metrics
             viewer   read read-metrics
             metrics  read-metrics

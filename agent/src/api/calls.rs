@@ -7,6 +7,7 @@ use control::access::{
     UserTokenRequest,
 };
 use control::api as routes;
+use control::audit::AuditRecord;
 use control::model::{
     AssignmentWatch, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo,
     NodeStatus, NodeWatch, Registered, TaskReport, TaskRequest, TaskView,
@@ -112,5 +113,10 @@ impl ApiClient {
     /// `DELETE /v1/user-tokens/{id}`.
     pub async fn revoke_user_token(&self, id: &str) -> Result<UserTokenRecord> {
         self.delete(&routes::REVOKE_USER_TOKEN.fill(&[id])).await
+    }
+
+    /// `GET /v1/audit`.
+    pub async fn list_audit(&self) -> Result<Vec<AuditRecord>> {
+        self.get(&routes::LIST_AUDIT.fill(&[])).await
     }
 }

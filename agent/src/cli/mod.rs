@@ -2,13 +2,14 @@
 //!
 //! One module per noun, each command a few lines that parse, call the
 //! library and add context: [`agent`], [`health`], [`config`], [`cluster`],
-//! [`node`], [`task`], [`image`](self::image), [`user`], and the hidden
+//! [`node`], [`task`], [`image`](self::image), [`user`], [`audit`], and the hidden
 //! [`shim`] commands. What they print goes through [`output`] (a table or `--json`);
 //! how they reach a cluster or this node is [`target`], with the CLI's
 //! [`context`] file. Nothing else in the library depends on this module (one
 //! test of `cluster init` reads what it writes with [`context`]).
 
 pub mod agent;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod context;
@@ -70,6 +71,11 @@ pub enum Command {
         #[command(subcommand)]
         command: self::user::UserCommand,
     },
+    /// Read the cluster's audit log: who changed what, and when (admins).
+    Audit {
+        #[command(subcommand)]
+        command: self::audit::AuditCommand,
+    },
     /// Per-task container shim (started by the agent).
     #[command(hide = true)]
     Shim {
@@ -104,6 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task { command } => self::task::run(command),
         Command::Image { command } => self::image::run(command),
         Command::User { command } => self::user::run(command),
+        Command::Audit { command } => self::audit::run(command),
         Command::Shim { task_dir } => self::shim::shim(&task_dir),
         Command::ShimLauncher => self::shim::launcher(),
     }
@@ -145,6 +152,7 @@ mod tests {
               task     Run, list and stop tasks: on the cluster or on this node
               image    Pull, import, list and garbage-collect OCI images
               user     Make, list and revoke operators' tokens, each with a role
+              audit    Read the cluster's audit log: who changed what, and when (admins)
               help     Print this message or the help of the given subcommand(s)
 
             Options:

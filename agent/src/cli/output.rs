@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use control::access::{JoinTokenCreated, JoinTokenRecord, UserTokenCreated, UserTokenRecord};
+use control::audit::AuditRecord;
 use control::model::{ClusterStatus, NodeStatus, TaskView};
 
 use crate::images::ImageRecord;
@@ -417,6 +418,32 @@ pub fn user_token_list(tokens: &[UserTokenRecord], now: u64) -> String {
     )
 }
 
+/// `strata audit list`: one line per record, oldest first; the time is
+/// how long ago (`now_ms`: Unix milliseconds).
+pub fn audit_list(records: &[AuditRecord], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{} ago", age(now_ms.saturating_sub(r.at_ms) / 1000)),
+                r.who.clone(),
+                r.role.map(|role| role.to_string()).unwrap_or_default(),
+                r.from.clone(),
+                format!("{} {}", r.method, r.path),
+                r.status.to_string(),
+                r.master.clone(),
+                r.detail.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WHEN", "WHO", "ROLE", "FROM", "REQUEST", "STATUS", "MASTER", "DETAIL",
+        ],
+        &rows,
+    )
+}
+
 /// `strata user token create`: the token, shown this once, and how to use
 /// it (with the context written to `context`, when one was).
 pub fn user_token_created(c: &UserTokenCreated, context: Option<&Path>, now: u64) -> String {
@@ -461,8 +488,8 @@ mod tests {
     use expect_test::expect;
 
     use super::{
-        cluster_status, join_token_created, join_token_list, node_list, node_show, task_list,
-        user_token_created, user_token_list,
+        audit_list, cluster_status, join_token_created, join_token_list, node_list, node_show,
+        task_list, user_token_created, user_token_list,
     };
 
     #[test]
@@ -623,6 +650,7 @@ mod tests {
             JoinTokenCreated, JoinTokenRecord, JoinTokenRequest, UserTokenCreated, UserTokenRecord,
             UserTokenRequest,
         };
+        use control::audit::AuditRecord;
         use control::rbac::Role;
 
         let now = 10_000;
@@ -709,6 +737,51 @@ mod tests {
             &created,
             Some(std::path::Path::new("viewer.toml")),
             now,
+        ));
+
+        let record = |at_s: u64, who: &str, role, request: &str, status, detail: &str| {
+            let (method, path) = request.split_once(' ').expect("method and path");
+            AuditRecord {
+                format: Default::default(),
+                at_ms: at_s * 1000,
+                who: who.into(),
+                role,
+                from: "10.9.0.1".into(),
+                operation: String::new(),
+                method: method.into(),
+                path: path.into(),
+                status,
+                detail: detail.into(),
+                master: "master-1".into(),
+            }
+        };
+        expect![[r#"
+            WHEN     WHO                           ROLE    FROM      REQUEST                 STATUS  MASTER    DETAIL
+            2h ago   join token abababababab               10.9.0.1  POST /v1/join           200     master-1  node agent-1 (private) joined, certificate serial 01
+            16m ago  user token cdcdcdcdcdcd (ci)  viewer  10.9.0.1  POST /v1/tasks          403     master-1
+            0s ago   node agent-1                          10.9.0.1  POST /v1/nodes/agent-1  200     master-1
+        "#]]
+        .assert_eq(&audit_list(
+            &[
+                record(
+                    1_000,
+                    "join token abababababab",
+                    None,
+                    "POST /v1/join",
+                    200,
+                    "node agent-1 (private) joined, certificate serial 01",
+                ),
+                record(
+                    9_000,
+                    "user token cdcdcdcdcdcd (ci)",
+                    Some(Role::Viewer),
+                    "POST /v1/tasks",
+                    403,
+                    "",
+                ),
+                record(now, "node agent-1", None, "POST /v1/nodes/agent-1", 200, ""),
+            ],
+            now * 1000,
         ));
     }
 }

@@ -5,8 +5,9 @@
 //! [`LeaseKeys::PREFIX`] ([`Store::lease_subnet`], [`Store::remove_node`]).
 //! Join tokens, user tokens, revoked certificates, removed nodes and key
 //! claims, with the cache of them each master's shared watch keeps, are in
-//! [`access`]. The configuration a master renders for its own etcd is in
-//! [`render`].
+//! [`access`]. The audit log is under `control::audit::PREFIX`
+//! ([`Store::append_audit`]). The configuration a master renders for its
+//! own etcd is in [`render`].
 
 pub mod access;
 pub mod render;
@@ -17,11 +18,13 @@ use std::time::Duration;
 
 use configs::net::Ipv4Cidr;
 use etcd_client::{
-    AlarmAction, AlarmType, Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions,
-    Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    AlarmAction, AlarmType, Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions,
+    GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget,
+    TlsOptions, Txn, TxnOp, WatchOptions,
 };
 
 use control::access::{JoinRefusal, Removal, plan_removal};
+use control::audit::{self, AuditRecord};
 use control::lease::{self, LeaseError, LeaseKeys};
 use control::model::{Alive, MasterStatus, NodeRecord, TaskRecord, TaskReport};
 
@@ -359,6 +362,44 @@ impl Store {
             })
             .await
             .clone()
+    }
+
+    /// Appends `record` to the audit log under `key`
+    /// (`control::audit::key`).
+    pub async fn append_audit(&self, key: &str, record: &AuditRecord) -> Result<(), Error> {
+        let value = serde_json::to_vec(record).expect("an audit record always serializes");
+        let mut kv = self.client.kv_client();
+        self.timed(kv.put(key, value, None)).await.map(|_| ())
+    }
+
+    /// The newest `limit` records of the audit log, oldest first. A record
+    /// that does not parse is left out and logged, so that one damaged key
+    /// does not hide the rest.
+    pub async fn list_audit(&self, limit: usize) -> Result<Vec<AuditRecord>, Error> {
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Key, SortOrder::Descend)
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut kv = self.client.kv_client();
+        let resp = self.timed(kv.get(audit::PREFIX, Some(options))).await?;
+        let mut out = Vec::new();
+        for kv in resp.kvs().iter().rev() {
+            let key = String::from_utf8_lossy(kv.key());
+            match decode::<AuditRecord>(&key, kv.value()) {
+                Ok(record) => out.push(record),
+                Err(e) => tracing::warn!("etcd: audit record left out: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the audit records keyed before `end`
+    /// (`control::audit::trim_end`); returns how many went.
+    pub async fn trim_audit(&self, end: &str) -> Result<i64, Error> {
+        let mut kv = self.client.kv_client();
+        let options = DeleteOptions::new().with_range(end);
+        let resp = self.timed(kv.delete(audit::PREFIX, Some(options))).await?;
+        Ok(resp.deleted())
     }
 
     /// Every key under `prefix` with its value (lossy UTF-8), in key order.

@@ -19,6 +19,7 @@ use axum::http::request::Parts;
 use control::access::check_user_token;
 use control::rbac::{Permission, Role, roles_granting};
 
+use super::audit::CallerSlot;
 use super::error::ApiError;
 use super::{ApiState, Peer};
 use crate::pki::{self, CertInfo};
@@ -130,6 +131,16 @@ fn peer(parts: &Parts) -> Result<&Peer, ApiError> {
         .ok_or(ApiError::NoCredentials)
 }
 
+/// [`authenticate`] for an extractor: the caller also goes into the audit
+/// layer's slot, when the route is audited, before its role is checked.
+async fn identify(state: &ApiState, parts: &Parts) -> Result<Caller, ApiError> {
+    let caller = authenticate(state, &parts.headers, peer(parts)?).await?;
+    if let Some(slot) = parts.extensions.get::<CallerSlot>() {
+        slot.fill(&caller);
+    }
+    Ok(caller)
+}
+
 /// What an operator's route needs: the permission its route names in
 /// `control::api::ROUTES` (a test checks each against its route), and what
 /// it does, for the refusal's text.
@@ -181,6 +192,13 @@ impl Needs for ManageUserTokens {
     const WHAT: &'static str = "manage user tokens";
 }
 
+/// `GET /v1/audit`.
+pub struct ReadAuditLog;
+impl Needs for ReadAuditLog {
+    const PERMISSION: Permission = Permission::ReadAudit;
+    const WHAT: &'static str = "read the audit log";
+}
+
 /// `user` when its role grants what `N` needs.
 fn permit<N: Needs>(user: User) -> Result<User, ApiError> {
     if user.role.grants(N::PERMISSION) {
@@ -207,7 +225,7 @@ impl<N: Needs> FromRequestParts<Arc<ApiState>> for Operator<N> {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        match authenticate(state, &parts.headers, peer(parts)?).await? {
+        match identify(state, parts).await? {
             Caller::User(user) => Ok(Operator(permit::<N>(user)?, PhantomData)),
             Caller::Node(_) => Err(ApiError::OperatorOnly(N::WHAT)),
         }
@@ -224,7 +242,7 @@ impl FromRequestParts<Arc<ApiState>> for NodeOrReader {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        match authenticate(state, &parts.headers, peer(parts)?).await? {
+        match identify(state, parts).await? {
             Caller::Node(cert) => Ok(NodeOrReader(Caller::Node(cert))),
             Caller::User(user) => Ok(NodeOrReader(Caller::User(permit::<ReadState>(user)?))),
         }
@@ -259,7 +277,7 @@ impl<A: NodeAction> FromRequestParts<Arc<ApiState>> for NodeCert<A> {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        match authenticate(state, &parts.headers, peer(parts)?).await? {
+        match identify(state, parts).await? {
             Caller::Node(cert) => Ok(NodeCert(cert, PhantomData)),
             Caller::User(_) => Err(ApiError::NodesOnly(A::REFUSAL)),
         }
@@ -280,7 +298,7 @@ impl FromRequestParts<Arc<ApiState>> for ThisNode {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(state, &parts.headers, peer(parts)?).await?;
+        let caller = identify(state, parts).await?;
         let Path(name) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::BadPath(e.body_text()))?;
@@ -321,6 +339,7 @@ mod tests {
         check::<ManageUserTokens>(api::CREATE_USER_TOKEN);
         check::<ManageUserTokens>(api::LIST_USER_TOKENS);
         check::<ManageUserTokens>(api::REVOKE_USER_TOKEN);
+        check::<ReadAuditLog>(api::LIST_AUDIT);
         assert_eq!(ReadState::PERMISSION, Permission::Read);
     }
 

@@ -7,6 +7,7 @@
 //! [`error::ApiError`], answered in one place. What one client may cost the
 //! master is bounded by [`Limits`] and each route's body limit.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod routes;
@@ -33,7 +34,7 @@ use tower::ServiceExt;
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo};
 use error::ApiError;
-use routes::{cluster, join, nodes, tasks, tokens, watch};
+use routes::{audit_log, cluster, join, nodes, tasks, tokens, watch};
 
 /// What the handlers share.
 pub struct ApiState {
@@ -52,6 +53,8 @@ pub struct ApiState {
     /// long-polls.
     node_watch: SharedRead<axum::body::Bytes>,
     task_list: SharedRead<Arc<BTreeMap<String, TaskRecord>>>,
+    /// This master's audit writer.
+    audit: audit::AuditLog,
 }
 
 impl ApiState {
@@ -75,6 +78,7 @@ impl ApiState {
             registered: Mutex::default(),
             node_watch: SharedRead::default(),
             task_list: SharedRead::default(),
+            audit: audit::AuditLog::default(),
         })
     }
 }
@@ -170,6 +174,16 @@ fn json_bytes(json: axum::body::Bytes) -> Response {
 pub fn router(state: Arc<ApiState>) -> Router {
     let mut paths: BTreeMap<&str, MethodRouter<Arc<ApiState>>> = BTreeMap::new();
     for (route, handler) in handlers() {
+        // The audit layer goes outside the route's own layers: it sees the
+        // answer the client gets, refusals included.
+        let handler = if control::audit::audited(&route) {
+            handler.layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                move |state, req, next| audit::record(state, route, req, next),
+            ))
+        } else {
+            handler
+        };
         let merged = match paths.remove(route.path) {
             Some(other) => other.merge(handler),
             None => handler,
@@ -206,6 +220,7 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::CREATE_USER_TOKEN, tokens::create_user_token),
         mount(api_routes::LIST_USER_TOKENS, tokens::list_user_tokens),
         mount(api_routes::REVOKE_USER_TOKEN, tokens::revoke_user_token),
+        mount(api_routes::LIST_AUDIT, audit_log::list_audit),
     ]
 }
 

@@ -11,6 +11,7 @@ use axum::{Extension, Json};
 use control::access::{JoinAttempt, JoinRefusal};
 use control::model::{JoinRequest, JoinResponse};
 
+use crate::api::server::audit::AuditNote;
 use crate::api::server::error::ApiError;
 use crate::api::server::{ApiState, Peer};
 use crate::pki::JoinToken;
@@ -19,7 +20,7 @@ pub async fn join(
     State(state): State<Arc<ApiState>>,
     Extension(peer): Extension<Peer>,
     Json(req): Json<JoinRequest>,
-) -> Result<Json<JoinResponse>, ApiError> {
+) -> Result<(Extension<AuditNote>, Json<JoinResponse>), ApiError> {
     let refused = |e: ApiError| {
         tracing::warn!(
             node = %req.name,
@@ -87,10 +88,25 @@ pub async fn join(
         peer.addr.ip(),
         plan.token_id
     );
-    Ok(Json(JoinResponse {
+    let note = AuditNote {
+        who: Some(format!("join token {}", plan.token_id)),
+        detail: format!(
+            "node {} ({}) {}, certificate serial {}",
+            req.name,
+            req.role,
+            if plan.admitted {
+                "joined"
+            } else {
+                "joined again with its own key"
+            },
+            signed.cert.serial
+        ),
+    };
+    let answer = JoinResponse {
         format: Default::default(),
         cert_pem: signed.cert_pem,
         ca_pem: state.ca.cert_pem.clone(),
         settings: state.settings.clone(),
-    }))
+    };
+    Ok((Extension(note), Json(answer)))
 }

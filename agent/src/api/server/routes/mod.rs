@@ -1,9 +1,11 @@
 //! The handlers, one file per resource: joining ([`join`]), nodes
 //! ([`nodes`]), the long-polls ([`watch`]), the cluster ([`cluster`]),
-//! tasks ([`tasks`]) and join and user tokens ([`tokens`]). Each takes its
+//! tasks ([`tasks`]), join and user tokens ([`tokens`]) and the audit log
+//! ([`audit_log`]). Each takes its
 //! caller from an extractor of [`super::auth`] and answers with
 //! [`super::error::ApiError`] on failure.
 
+pub mod audit_log;
 pub mod cluster;
 pub mod join;
 pub mod nodes;

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use control::model::{TaskRecord, TaskReport, TaskRequest, TaskView};
 use control::task::TaskState;
 
 use crate::api::server::ApiState;
+use crate::api::server::audit::AuditNote;
 use crate::api::server::auth::{NodeCert, Operator, ReadState, ReportTasks, RunTasks, StopTasks};
 use crate::api::server::error::ApiError;
 
@@ -18,7 +19,7 @@ pub async fn create_task(
     State(state): State<Arc<ApiState>>,
     _: Operator<RunTasks>,
     Json(req): Json<TaskRequest>,
-) -> Result<Json<TaskView>, ApiError> {
+) -> Result<(Extension<AuditNote>, Json<TaskView>), ApiError> {
     let id = req.spec.id.clone();
     req.spec
         .validate_assignment()
@@ -45,7 +46,11 @@ pub async fn create_task(
         req.spec.image,
         req.node
     );
-    Ok(Json(TaskView {
+    let note = AuditNote {
+        who: None,
+        detail: format!("task {id} ({}) on node {}", req.spec.image, req.node),
+    };
+    let view = TaskView {
         format: Default::default(),
         id,
         node: req.node,
@@ -57,7 +62,8 @@ pub async fn create_task(
         address: None,
         app: req.spec.app,
         ports: req.spec.ports,
-    }))
+    };
+    Ok((Extension(note), Json(view)))
 }
 
 pub async fn list_tasks(
