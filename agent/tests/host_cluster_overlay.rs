@@ -296,6 +296,7 @@ fn overlay_follows_the_cluster() {
             o,
             s,
             config.overlay.cidr,
+            Vec::new,
         )
         .expect("open node network");
         let addr = net.attach(name, &ns_path(&task_ns)).expect("attach task");

@@ -266,8 +266,13 @@ fn tasks_pinned_through_the_api() {
     });
 
     // The agent restarts: the task keeps running and is adopted (same
-    // process, no restart, no second task), and is still reported.
+    // process, no restart, no second task), and is still reported. While
+    // it is down its IPAM book is emptied, as a power cut on a file system
+    // without the durable write would leave it: the agent rebuilds the book
+    // from the task's own record instead of failing at every start.
     drop(agent);
+    let ipam_path = agent_state.join("overlay/ipam.json");
+    std::fs::write(&ipam_path, "").expect("empty the IPAM book");
     let agent = c.spawn_node("agent-1", "agent-1.log");
     c.wait("agent-1 registered again", Duration::from_secs(30), || {
         c.log("agent-1.log").contains("is Ready").then_some(())
@@ -316,6 +321,25 @@ fn tasks_pinned_through_the_api() {
                 Seen::Broken(seen)
             }
         });
+
+    assert!(
+        agent
+            .log()
+            .contains("overlay: the IPAM book could not be parsed"),
+        "the damaged book is not reported: {}",
+        agent.log()
+    );
+    let book = agent::overlay::ipam::Ipam::load(&ipam_path, subnet_of("agent-1"))
+        .expect("the rebuilt book reads");
+    assert_eq!(
+        book.assigned().get("hello"),
+        Some(&hello_addr),
+        "the rebuilt book keeps hello's address"
+    );
+    assert_eq!(
+        std::fs::read_to_string(agent_state.join("overlay/ipam.json.damaged")).expect("kept"),
+        ""
+    );
 
     tasks_reach_each_other(&c, subnet_of("agent-1"), subnet_of("agent-2"));
 

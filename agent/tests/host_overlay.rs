@@ -239,6 +239,7 @@ fn three_nodes_talk_over_the_overlay() {
         lab.nodes[0].net.node.clone(),
         lab.nodes[0].subnet,
         lab.cluster,
+        || panic!("the book is sound: nothing to rebuild"),
     )
     .expect("reopen after restart");
     assert_eq!(reopened.address_of(&lab.task_key("web")), Some(a.addr));

@@ -332,6 +332,12 @@ fn open(node: &NodeNet) -> anyhow::Result<NodeNetwork> {
         NodeOverlay::new(node.underlay_ip, &(&node.settings.overlay).into()),
         node.subnet,
         node.settings.overlay.cidr,
+        || {
+            crate::tasks::list(&node.state_dir)
+                .into_iter()
+                .filter_map(|t| Some((t.id, t.address?)))
+                .collect()
+        },
     )
 }
 

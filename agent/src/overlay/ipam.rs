@@ -3,6 +3,12 @@
 //! task's address. Allocation is next-fit: a released address is only
 //! handed out again after the rest of the subnet has been used, and never
 //! while a task holds it.
+//!
+//! A book that cannot be parsed (empty or half-written after a power cut on
+//! a file system without the durable write, or damaged by hand) is never a
+//! crash loop: [`Ipam::open`] keeps it beside the book as
+//! `ipam.json.damaged` and rebuilds the book from the addresses the tasks
+//! recorded themselves (their `run.json`), which the caller supplies.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -41,6 +47,30 @@ pub enum IpamError {
     },
 }
 
+/// What [`Ipam::open`] did with a book it could not parse.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// Where the damaged book was kept.
+    pub kept: PathBuf,
+    /// Why it could not be parsed.
+    pub reason: serde_json::Error,
+    /// How many tasks' addresses the rebuilt book holds.
+    pub tasks: usize,
+}
+
+impl std::fmt::Display for Rebuilt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the IPAM book could not be parsed ({}); kept it as {} and rebuilt it from the \
+             addresses {} task(s) recorded",
+            self.reason,
+            self.kept.display(),
+            self.tasks
+        )
+    }
+}
+
 /// The address book of one node subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ipam {
@@ -67,11 +97,9 @@ impl Ipam {
         if let Some(a) = self.assigned.get(task) {
             return Ok(Ipv4Cidr { addr: *a, prefix });
         }
-        let size = 1u32 << (32 - u32::from(prefix));
         let base = u32::from(self.subnet.network());
         let used: std::collections::BTreeSet<Ipv4Addr> = self.assigned.values().copied().collect();
-        let first = u32::from(gateway(self.subnet)) - base + 1;
-        let last = size - 2;
+        let (first, last) = self.hosts();
         let span = last.saturating_sub(first) + 1;
         let start = self.next.clamp(first, last.max(first));
         for i in 0..span {
@@ -92,6 +120,63 @@ impl Ipam {
     /// Frees the address of `task`; returns it if it had one.
     pub fn release(&mut self, task: &str) -> Option<Ipv4Addr> {
         self.assigned.remove(task)
+    }
+
+    /// The first and last host numbers a task may be given (after the
+    /// gateway, before the broadcast address).
+    fn hosts(&self) -> (u32, u32) {
+        let size = 1u32 << (32 - u32::from(self.subnet.prefix));
+        let first = u32::from(gateway(self.subnet)) - u32::from(self.subnet.network()) + 1;
+        (first, size - 2)
+    }
+
+    /// A book of `lease` holding the addresses in `held` (task id and the
+    /// address the task recorded). An address outside the subnet's task
+    /// range, or one an earlier task already holds, is left out: that task
+    /// gets a new address when it is attached again.
+    pub fn rebuilt(lease: Ipv4Cidr, held: impl IntoIterator<Item = (String, Ipv4Addr)>) -> Ipam {
+        let mut ipam = Ipam::new(lease);
+        let (first, last) = ipam.hosts();
+        let base = u32::from(ipam.subnet.network());
+        for (task, addr) in held {
+            let host = u32::from(addr).wrapping_sub(base);
+            let free = !ipam.assigned.values().any(|a| *a == addr);
+            if ipam.subnet.contains(addr) && (first..=last).contains(&host) && free {
+                ipam.assigned.insert(task, addr);
+                ipam.next = ipam.next.max(host + 1);
+            }
+        }
+        ipam
+    }
+
+    /// [`Ipam::load`], except that a book that does not parse is moved to
+    /// `<path>.damaged` and replaced by [`Ipam::rebuilt`] from `held()`
+    /// (written at once); the second value then says what happened.
+    pub fn open(
+        path: &Path,
+        lease: Ipv4Cidr,
+        held: impl FnOnce() -> Vec<(String, Ipv4Addr)>,
+    ) -> Result<(Ipam, Option<Rebuilt>), IpamError> {
+        match Ipam::load(path, lease) {
+            Err(IpamError::Parse { source, .. }) => {
+                let mut kept = path.as_os_str().to_owned();
+                kept.push(".damaged");
+                let kept = PathBuf::from(kept);
+                std::fs::rename(path, &kept).map_err(|source| IpamError::Write {
+                    path: kept.clone(),
+                    source,
+                })?;
+                let ipam = Ipam::rebuilt(lease, held());
+                ipam.save(path)?;
+                let rebuilt = Rebuilt {
+                    kept,
+                    reason: source,
+                    tasks: ipam.assigned.len(),
+                };
+                Ok((ipam, Some(rebuilt)))
+            }
+            other => other.map(|ipam| (ipam, None)),
+        }
     }
 
     /// Every task with its address.
@@ -208,6 +293,80 @@ mod tests {
                 +f 10.200.1.3/29
                 +g 10.200.1.5/29
                 +h error: subnet 10.200.1.0/29 has no free address left for task `h`"#]],
+        );
+    }
+
+    /// `Ipam::open` of a book holding `contents`, with the tasks recording
+    /// `held`: the book it gives and what it says, then the next allocation.
+    fn check_open(contents: &str, held: &[(&str, &str)], expected: Expect) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ipam.json");
+        std::fs::write(&path, contents).expect("write");
+        let lease: Ipv4Cidr = "10.200.1.0/29".parse().expect("cidr");
+        let held: Vec<(String, Ipv4Addr)> = held
+            .iter()
+            .map(|(t, a)| (t.to_string(), a.parse().expect("address")))
+            .collect();
+        let (mut ipam, rebuilt) = Ipam::open(&path, lease, || held).expect("open");
+        let mut out = String::new();
+        match rebuilt {
+            Some(r) => {
+                let said = r
+                    .to_string()
+                    .replace(&dir.path().display().to_string(), "DIR");
+                out.push_str(&format!("{said}\n"));
+                let kept = std::fs::read_to_string(&r.kept).expect("damaged book kept");
+                assert_eq!(kept, contents);
+            }
+            None => out.push_str("read as it was\n"),
+        }
+        for (task, addr) in ipam.assigned() {
+            out.push_str(&format!("{task} {addr}\n"));
+        }
+        let next = ipam.allocate("new").map(|a| a.to_string());
+        out.push_str(&format!("new {}\n", next.unwrap_or_else(|e| e.to_string())));
+        let reread = Ipam::load(&path, lease).expect("the rebuilt book is written");
+        assert_eq!(reread.assigned().len() + 1, ipam.assigned().len());
+        expected.assert_eq(&out);
+    }
+
+    #[test]
+    fn a_damaged_book_is_rebuilt_from_the_tasks_records() {
+        check_open(
+            "",
+            &[("a", "10.200.1.3"), ("b", "10.200.1.2")],
+            expect![[r#"
+                the IPAM book could not be parsed (EOF while parsing a value at line 1 column 0); kept it as DIR/ipam.json.damaged and rebuilt it from the addresses 2 task(s) recorded
+                a 10.200.1.3
+                b 10.200.1.2
+                new 10.200.1.4/29
+            "#]],
+        );
+        // Half a file; addresses outside the task range, the gateway, and
+        // one taken twice are left out.
+        check_open(
+            r#"{"subnet":"10.200.1.0/29","next":4,"assi"#,
+            &[
+                ("gw", "10.200.1.1"),
+                ("a", "10.200.1.5"),
+                ("twin", "10.200.1.5"),
+                ("away", "10.200.9.2"),
+                ("bcast", "10.200.1.7"),
+            ],
+            expect![[r#"
+                the IPAM book could not be parsed (EOF while parsing a string at line 1 column 40); kept it as DIR/ipam.json.damaged and rebuilt it from the addresses 1 task(s) recorded
+                a 10.200.1.5
+                new 10.200.1.6/29
+            "#]],
+        );
+        check_open(
+            r#"{"subnet":"10.200.1.0/29","next":3,"assigned":{"a":"10.200.1.2"}}"#,
+            &[("other", "10.200.1.4")],
+            expect![[r#"
+                read as it was
+                a 10.200.1.2
+                new 10.200.1.3/29
+            "#]],
         );
     }
 

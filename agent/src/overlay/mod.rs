@@ -41,8 +41,9 @@
 //!
 //! Agent, once joined (it knows its name, underlay IP and subnet):
 //! 1. `NodeNetwork::open(state_dir, None, NodeOverlay::new(underlay_ip,
-//!    &cluster.overlay), subnet, cluster.overlay.cidr)`; the IPAM book is
-//!    kept at `<state_dir>/overlay/ipam.json`.
+//!    &cluster.overlay), subnet, cluster.overlay.cidr, held)`; the IPAM
+//!    book is kept at `<state_dir>/overlay/ipam.json` (rebuilt from
+//!    `held()`, the tasks' recorded addresses, when it does not parse).
 //! 2. Spawn `node::follow(Arc<NodeNetwork>, watch_rx, 30 s, report)` and send
 //!    on `watch_tx` a `Vec<Peer>` (`name`, underlay `Ipv4Addr`, `subnet`;
 //!    every other node, the node itself may be included and is skipped)

@@ -35,16 +35,22 @@ pub struct NodeNetwork {
 
 impl NodeNetwork {
     /// Opens the node's overlay state; the IPAM book lives at
-    /// `<state_dir>/overlay/ipam.json`.
+    /// `<state_dir>/overlay/ipam.json`. A book that does not parse is
+    /// rebuilt from `held()` (task id and the address the task recorded)
+    /// and the damage logged ([`Ipam::open`]).
     pub fn open(
         state_dir: &Path,
         netns: Option<PathBuf>,
         node: NodeOverlay,
         subnet: Ipv4Cidr,
         cluster: Ipv4Cidr,
+        held: impl FnOnce() -> Vec<(String, Ipv4Addr)>,
     ) -> anyhow::Result<NodeNetwork> {
         let ipam_path = state_dir.join("overlay").join("ipam.json");
-        let ipam = Ipam::load(&ipam_path, subnet)?;
+        let (ipam, rebuilt) = Ipam::open(&ipam_path, subnet, held)?;
+        if let Some(rebuilt) = rebuilt {
+            tracing::warn!("overlay: {rebuilt}");
+        }
         Ok(NodeNetwork {
             netns,
             node,

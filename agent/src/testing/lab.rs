@@ -102,6 +102,7 @@ impl Lab {
                 NodeOverlay::new(ip, &cfg),
                 subnet,
                 cluster,
+                Vec::new,
             )?;
             lab.nodes.push(LabNode {
                 name,
