@@ -342,7 +342,11 @@ fn join_tokens_roles_and_removal_are_enforced() {
     let removal = find("agent-1's removal", &|r| r.operation == "remove_node");
     assert_eq!(
         (removal.path.as_str(), removal.status, removal.role),
-        ("/v1/nodes/agent-1", 200, Some(Role::Admin))
+        (
+            control::api::REMOVE_NODE.fill(&["agent-1"]).as_str(),
+            200,
+            Some(Role::Admin)
+        )
     );
     find("agent-1's registration", &|r| {
         r.operation == "register" && r.who == "node agent-1"

@@ -29,6 +29,8 @@ pub struct ClusterConfig {
     pub etcd: Etcd,
     #[serde(default)]
     pub registries: Registries,
+    #[serde(default)]
+    pub certificates: Certificates,
     /// The nodes to make user-data for.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -193,6 +195,29 @@ pub struct Etcd {
     /// 2 GiB when absent. Only the etcd the masters start uses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_bytes: Option<u64>,
+}
+
+/// Node certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificates {
+    /// How long a node certificate is valid, in seconds, from its join or
+    /// its renewal: a node renews its certificate once two thirds of that
+    /// have passed. 60 seconds to 10 years; 365 days when absent.
+    #[serde(default = "default_node_lifetime")]
+    pub node_lifetime_seconds: u64,
+}
+
+fn default_node_lifetime() -> u64 {
+    365 * 24 * 3600
+}
+
+impl Default for Certificates {
+    fn default() -> Self {
+        Certificates {
+            node_lifetime_seconds: default_node_lifetime(),
+        }
+    }
 }
 
 /// How nodes reach OCI registries.
@@ -369,6 +394,13 @@ impl ClusterConfig {
                     self.heartbeat.interval_seconds,
                     2 * self.heartbeat.interval_seconds
                 ),
+            ));
+        }
+        let lifetime = self.certificates.node_lifetime_seconds;
+        if !(60..=10 * 365 * 24 * 3600).contains(&lifetime) {
+            return Err((
+                "certificates.node_lifetime_seconds".into(),
+                format!("{lifetime}s is outside 60 seconds to 10 years"),
             ));
         }
         for (i, url) in self.etcd.external.iter().enumerate() {

@@ -52,6 +52,13 @@ cidr = "10.200.0.0/16"
 fn malformed_cluster() {
     check(
         Kind::Cluster,
+        "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[certificates]\nnode_lifetime_seconds = 30\n",
+        expect![
+            "error: test.toml:4:25: field `certificates.node_lifetime_seconds`: 30s is outside 60 seconds to 10 years"
+        ],
+    );
+    check(
+        Kind::Cluster,
         "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n[registries]\ninsecure = [\"10.0.2.2:5000\", \"http://r.example:5000\"]\n",
         expect![
             "error: test.toml:4:30: field `registries.insecure[1]`: `http://r.example:5000` is not a registry: no scheme is wanted, expected host or host:port like 10.0.2.2:5000"
@@ -335,14 +342,18 @@ fn malformed_user_data() {
         &format!(
             "{base}masters = [\"10.9.0.10:6443\"]\n[network]\ninterface = \"eth0\\n[Network]\\nDNS=6.6.6.6\"\n"
         ),
-        expect![[r#"error: test.toml:7:13: field `network.interface`: `eth0\n[Network]\nDNS=6.6.6.6` is not an interface name: `\n` is not allowed (letters, digits, `-_.:` and the globs `*?`)"#]],
+        expect![[
+            r#"error: test.toml:7:13: field `network.interface`: `eth0\n[Network]\nDNS=6.6.6.6` is not an interface name: `\n` is not allowed (letters, digits, `-_.:` and the globs `*?`)"#
+        ]],
     );
     check(
         Kind::UserData,
         &format!(
             "{base}masters = [\"10.9.0.10:6443\"]\n[network]\ninterface = \"enp0s1_too_long1\"\n"
         ),
-        expect!["error: test.toml:7:13: field `network.interface`: `enp0s1_too_long1` is not an interface name: expected 1 to 15 characters"],
+        expect![
+            "error: test.toml:7:13: field `network.interface`: `enp0s1_too_long1` is not an interface name: expected 1 to 15 characters"
+        ],
     );
     check(
         Kind::UserData,

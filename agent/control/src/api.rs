@@ -158,6 +158,15 @@ pub const HEARTBEAT: Route = route(
     Auth::NodeSelf,
     "heartbeat",
 );
+/// `POST /v1/nodes/{name}/certificate`: a node renews its certificate
+/// (for the key it joined with) with its current one.
+pub const RENEW_CERT: Route = route(
+    Method::Post,
+    "/v1/nodes/{name}/certificate",
+    Auth::NodeSelf,
+    "renew_cert",
+)
+.with_body_limit(64 << 10);
 /// `GET /v1/watch/nodes/{after}`: the node list once it changed after a
 /// revision (a long poll). Every node follows it for the overlay and DNS.
 pub const WATCH_NODES: Route = route(
@@ -271,6 +280,7 @@ pub const ROUTES: &[Route] = &[
     REGISTER,
     REMOVE_NODE,
     HEARTBEAT,
+    RENEW_CERT,
     WATCH_NODES,
     CLUSTER_STATUS,
     LIST_TASKS,

@@ -102,8 +102,7 @@ mod tests {
             .filter(|r| audited(r))
             .map(|r| r.operation)
             .collect();
-        expect![[r#"
-            join register remove_node create_task delete_task create_join_token revoke_join_token create_user_token revoke_user_token"#]]
+        expect!["join register remove_node renew_cert create_task delete_task create_join_token revoke_join_token create_user_token revoke_user_token"]
         .assert_eq(&audited.join(" "));
     }
 

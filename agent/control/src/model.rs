@@ -60,6 +60,16 @@ pub struct IssuedCert {
 }
 
 impl NodeRecord {
+    /// The record with `cert` recorded (a renewal's), expired ones
+    /// dropped.
+    pub fn with_cert(mut self, cert: IssuedCert, now: u64) -> NodeRecord {
+        if !self.certs.iter().any(|c| c.serial == cert.serial) {
+            self.certs.push(cert);
+        }
+        self.certs.retain(|c| c.not_after > now);
+        self
+    }
+
     /// The record after a registration: the node's facts as it sent them,
     /// its key, first join and certificates kept, and `cert` (the one it
     /// presented) recorded when it was not (a node that joined before
@@ -376,6 +386,27 @@ pub struct ApiErrorBody {
     /// Absent from masters that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+}
+
+/// The body of `POST /v1/nodes/{name}/certificate`: a node asks for a new
+/// certificate for the key it joined with, before its current one expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRenewal {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    /// A PKCS#10 signing request for the node's own key, PEM.
+    pub csr_pem: String,
+}
+
+/// The answer to a renewal: the new certificate and the cluster CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewedCert {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    pub cert_pem: String,
+    pub ca_pem: String,
 }
 
 /// A task pinned to a node, as the CLI sends it (`POST /v1/tasks`).

@@ -9,8 +9,8 @@ use control::access::{
 use control::api as routes;
 use control::audit::AuditRecord;
 use control::model::{
-    AssignmentWatch, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse, NodeInfo,
-    NodeStatus, NodeWatch, Registered, TaskReport, TaskRequest, TaskView,
+    AssignmentWatch, CertRenewal, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse,
+    NodeInfo, NodeStatus, NodeWatch, Registered, RenewedCert, TaskReport, TaskRequest, TaskView,
 };
 
 use super::client::{ApiClient, ClientError};
@@ -46,6 +46,11 @@ impl ApiClient {
     /// `POST /v1/nodes/{name}/heartbeat`.
     pub async fn heartbeat(&self, name: &str) -> Result<HeartbeatResponse> {
         self.post(&routes::HEARTBEAT.fill(&[name]), &()).await
+    }
+
+    /// `POST /v1/nodes/{name}/certificate`.
+    pub async fn renew_cert(&self, name: &str, req: &CertRenewal) -> Result<RenewedCert> {
+        self.post(&routes::RENEW_CERT.fill(&[name]), req).await
     }
 
     /// `GET /v1/watch/nodes/{after}`.

@@ -79,12 +79,39 @@ struct Conn {
     index: usize,
     sender: SendRequest<Full<Bytes>>,
     local: Option<SocketAddr>,
+    /// The [`Credentials`] generation it was opened with.
+    generation: u64,
+}
+
+/// The TLS configuration (with a node's certificate) that clients share
+/// and that a renewal replaces: every clone sees the new one, and a client
+/// drops a connection opened with an older one before its next request, so
+/// nothing keeps presenting a certificate that will expire.
+#[derive(Clone)]
+pub struct Credentials(Arc<std::sync::RwLock<(u64, Arc<ClientConfig>)>>);
+
+impl Credentials {
+    pub fn new(tls: ClientConfig) -> Credentials {
+        Credentials(Arc::new(std::sync::RwLock::new((0, Arc::new(tls)))))
+    }
+
+    /// Replaces the configuration for every client that holds these.
+    pub fn set(&self, tls: ClientConfig) {
+        let mut slot = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *slot = (slot.0 + 1, Arc::new(tls));
+    }
+
+    /// The current configuration and its generation.
+    fn current(&self) -> (u64, Arc<ClientConfig>) {
+        let slot = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (slot.0, slot.1.clone())
+    }
 }
 
 /// A client of the Strata API.
 pub struct ApiClient {
     endpoints: Vec<String>,
-    tls: Arc<ClientConfig>,
+    tls: Credentials,
     auth: Auth,
     conn: tokio::sync::Mutex<Option<Conn>>,
     last_local: std::sync::Mutex<Option<SocketAddr>>,
@@ -96,9 +123,15 @@ pub struct ApiClient {
 impl ApiClient {
     /// `endpoints` are `host:port` of the masters.
     pub fn new(endpoints: Vec<String>, tls: ClientConfig, auth: Auth) -> ApiClient {
+        ApiClient::with_credentials(endpoints, Credentials::new(tls), auth)
+    }
+
+    /// A client whose TLS configuration follows `tls` (a node's renewed
+    /// certificate).
+    pub fn with_credentials(endpoints: Vec<String>, tls: Credentials, auth: Auth) -> ApiClient {
         ApiClient {
             endpoints,
-            tls: Arc::new(tls),
+            tls,
             auth,
             conn: tokio::sync::Mutex::new(None),
             last_local: std::sync::Mutex::new(None),
@@ -198,6 +231,11 @@ impl ApiClient {
             failures.push(format!("{endpoint}: {}", f.message));
         };
         let start = guard.as_ref().map_or(0, |c| c.index);
+        // A connection opened with credentials since replaced goes.
+        let generation = self.tls.current().0;
+        if guard.as_ref().is_some_and(|c| c.generation != generation) {
+            *guard = None;
+        }
         if let Some(conn) = guard.as_mut() {
             let endpoint = self.endpoints[conn.index].clone();
             match self
@@ -268,7 +306,8 @@ impl ApiClient {
         let local = tcp.local_addr().ok();
         tcp.set_nodelay(true)
             .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let (generation, tls) = self.tls.current();
+        let connector = tokio_rustls::TlsConnector::from(tls);
         let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| format!("no TLS handshake within {}s", CONNECT_TIMEOUT.as_secs()))?
@@ -285,6 +324,7 @@ impl ApiClient {
             index,
             sender,
             local,
+            generation,
         })
     }
 

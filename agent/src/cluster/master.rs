@@ -213,7 +213,7 @@ pub async fn run_master_with(
         plan.ca.clone(),
         settings,
         ud.name.clone(),
-        pki::CERT_LIFETIME,
+        Duration::from_secs(plan.cluster.certificates.node_lifetime_seconds),
     )?;
     let server_tls =
         tls::server_config(&plan.ca.cert_pem, &plan.cert.cert_pem, &plan.cert.key_pem)?;

@@ -2,19 +2,21 @@
 //! with the token unless the state directory already holds an identity,
 //! register the node's resources (receiving its overlay subnet lease), start
 //! the node's overlay and DNS ([`super::network`]), then heartbeat through
-//! the API. Every
+//! the API, renewing the node's certificate once two thirds of its life
+//! have passed (every client of the node shares its [`Credentials`], so
+//! the followers present the renewed certificate too). Every
 //! failure is retried with backoff and said in the log and in the health
 //! file (`<state>/health/cluster.json`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use configs::user_data::UserData;
 use serde::Serialize;
 
-use crate::api::client::{ApiClient, Auth, ClientError};
+use crate::api::client::{ApiClient, Auth, ClientError, Credentials};
 use crate::api::tls;
 use crate::cluster::assignments::TaskNetReceiver;
 use crate::cluster::identity::{Identity, IdentityDir, write_private};
@@ -22,9 +24,9 @@ use crate::cluster::network;
 use crate::cluster::sysinfo;
 use crate::firewall::NodeFirewall;
 use crate::images::PullOptions;
-use crate::pki::JoinToken;
+use crate::pki::{CertInfo, JoinToken, NodeKey};
 use crate::retry::Backoff;
-use control::model::{JoinRequest, NodeInfo, NodeSettings, Registered};
+use control::model::{CertRenewal, JoinRequest, NodeInfo, NodeSettings, Registered};
 
 /// What [`run_agent`] needs.
 #[derive(Debug, Clone)]
@@ -178,6 +180,8 @@ pub async fn run_agent_with(
     let mut tasks_started = false;
     // The overlay hands tasks their network through this once it is up.
     let (tasks_net, _) = tokio::sync::watch::channel(None);
+    // The node's certificate as every client of this agent presents it.
+    let mut creds: Option<Credentials> = None;
     loop {
         let loaded = if std::mem::take(&mut rejoin) {
             Ok(None)
@@ -217,11 +221,20 @@ pub async fn run_agent_with(
             &identity.ca_pem,
             Some((&identity.cert_pem, &identity.key_pem)),
         )?;
+        // The followers started with an earlier identity present this one
+        // from their next request on.
+        let creds = match &creds {
+            Some(c) => {
+                c.set(client_tls);
+                c.clone()
+            }
+            None => creds.insert(Credentials::new(client_tls)).clone(),
+        };
         // Heartbeats must get through within the grace period even when a
         // master vanished: give up on one master well before that.
         let grace = Duration::from_secs(u64::from(identity.settings.grace_seconds.max(2)));
-        let client =
-            ApiClient::new(endpoints.clone(), client_tls, Auth::Tls).with_timeout(grace / 3);
+        let client = ApiClient::with_credentials(endpoints.clone(), creds.clone(), Auth::Tls)
+            .with_timeout(grace / 3);
         let Some(registered) = register(ud, &opts, &client, &mut health).await else {
             rejoin = true;
             continue;
@@ -233,7 +246,7 @@ pub async fn run_agent_with(
                 ud,
                 &opts,
                 &client,
-                &identity,
+                &creds,
                 &endpoints,
                 &registered,
                 &tasks_net,
@@ -248,11 +261,12 @@ pub async fn run_agent_with(
             // Tasks wait for the overlay when the node has one, so none
             // starts outside it.
             let network = net.is_some().then(|| tasks_net.subscribe());
-            start_tasks(&opts, &identity, &endpoints, pull, network)?;
+            start_tasks(&opts, &creds, &endpoints, pull, network)?;
             tasks_started = true;
         }
         let settings = registered.settings;
-        heartbeat(ud, &client, settings, &mut health).await;
+        let mut renewer = Renewer::new(&dir, &key, &creds, identity)?;
+        heartbeat(ud, &client, settings, &mut health, &mut renewer).await;
         rejoin = true;
     }
 }
@@ -323,7 +337,7 @@ fn start_network(
     ud: &UserData,
     opts: &AgentOptions,
     client: &ApiClient,
-    identity: &Identity,
+    creds: &Credentials,
     endpoints: &[String],
     registered: &Registered,
     tasks_net: &network::TaskNetSender,
@@ -348,12 +362,8 @@ fn start_network(
     }
     // Its own connection, so that following the node list (a long poll)
     // never holds up a heartbeat.
-    let tls = tls::client_config(
-        &identity.ca_pem,
-        Some((&identity.cert_pem, &identity.key_pem)),
-    )?;
-    let follower =
-        ApiClient::new(endpoints.to_vec(), tls, Auth::Tls).with_timeout(network::WATCH_TIMEOUT);
+    let follower = ApiClient::with_credentials(endpoints.to_vec(), creds.clone(), Auth::Tls)
+        .with_timeout(network::WATCH_TIMEOUT);
     Ok(Some(network::spawn(
         network::NodeNet {
             name: ud.name.clone(),
@@ -372,22 +382,19 @@ fn start_network(
 /// ([`crate::cluster::assignments`]), with connections of its own.
 fn start_tasks(
     opts: &AgentOptions,
-    identity: &Identity,
+    creds: &Credentials,
     endpoints: &[String],
     pull: PullOptions,
     network: Option<TaskNetReceiver>,
 ) -> anyhow::Result<()> {
-    let client = |timeout: Duration| -> anyhow::Result<ApiClient> {
-        let tls = tls::client_config(
-            &identity.ca_pem,
-            Some((&identity.cert_pem, &identity.key_pem)),
-        )?;
-        Ok(ApiClient::new(endpoints.to_vec(), tls, Auth::Tls).with_timeout(timeout))
+    let client = |timeout: Duration| {
+        ApiClient::with_credentials(endpoints.to_vec(), creds.clone(), Auth::Tls)
+            .with_timeout(timeout)
     };
     crate::cluster::assignments::spawn(
         opts.state_dir.clone(),
-        client(network::WATCH_TIMEOUT)?,
-        client(Duration::from_secs(10))?,
+        client(network::WATCH_TIMEOUT),
+        client(Duration::from_secs(10)),
         pull,
         network,
     )
@@ -478,14 +485,110 @@ async fn register(
     }
 }
 
-/// Heartbeats until the master says the node must join again.
+/// Renews the node's certificate when it is due: a signing request for
+/// the node's own key, sent with the current certificate; the answer is
+/// kept in the identity directory and handed to every client through the
+/// shared [`Credentials`].
+struct Renewer<'a> {
+    dir: &'a IdentityDir,
+    key: &'a NodeKey,
+    creds: &'a Credentials,
+    identity: Identity,
+    /// Two thirds into the current certificate's life.
+    due: SystemTime,
+    /// After a failed renewal, when to try again.
+    retry_at: Option<Instant>,
+}
+
+/// How long a node waits after a failed renewal before it tries again.
+const RENEW_RETRY: Duration = Duration::from_secs(30);
+
+impl<'a> Renewer<'a> {
+    fn new(
+        dir: &'a IdentityDir,
+        key: &'a NodeKey,
+        creds: &'a Credentials,
+        identity: Identity,
+    ) -> anyhow::Result<Renewer<'a>> {
+        let info = CertInfo::parse(&identity.cert_pem, "the node certificate")?;
+        Ok(Renewer {
+            dir,
+            key,
+            creds,
+            identity,
+            due: info.renew_at(),
+            retry_at: None,
+        })
+    }
+
+    /// Renews the certificate if it is due (and no failed attempt is being
+    /// waited out).
+    async fn renew_if_due(&mut self, name: &str, client: &ApiClient) {
+        if SystemTime::now() < self.due || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match self.renew(name, client).await {
+            Ok(info) => {
+                self.retry_at = None;
+                self.due = info.renew_at();
+                tracing::info!(
+                    serial = %info.serial,
+                    "node certificate renewed: serial {}, valid until unix time {}",
+                    info.serial,
+                    info.not_after_unix()
+                );
+            }
+            Err(e) => {
+                self.retry_at = Some(Instant::now() + RENEW_RETRY);
+                tracing::warn!(
+                    "cannot renew the node certificate, trying again in {}s: {e:#}",
+                    RENEW_RETRY.as_secs()
+                );
+            }
+        }
+    }
+
+    async fn renew(&mut self, name: &str, client: &ApiClient) -> anyhow::Result<CertInfo> {
+        let req = CertRenewal {
+            format: Default::default(),
+            csr_pem: self.key.csr(name)?,
+        };
+        let renewed = client.renew_cert(name, &req).await?;
+        let identity = Identity {
+            cert_pem: renewed.cert_pem,
+            ..self.identity.clone()
+        };
+        let info = CertInfo::parse(&identity.cert_pem, "the renewed certificate")?;
+        let ours = self.key.public_sha256()?;
+        if info.common_name != name || info.key_sha256 != ours {
+            anyhow::bail!(
+                "the renewed certificate is for `{}` with key {}, not for this node's key",
+                info.common_name,
+                info.key_sha256
+            );
+        }
+        let tls = tls::client_config(
+            &identity.ca_pem,
+            Some((&identity.cert_pem, &identity.key_pem)),
+        )?;
+        self.dir.save(&identity)?;
+        self.creds.set(tls);
+        self.identity = identity;
+        Ok(info)
+    }
+}
+
+/// Heartbeats (renewing the certificate when it is due) until the master
+/// says the node must join again.
 async fn heartbeat(
     ud: &UserData,
     client: &ApiClient,
     mut settings: NodeSettings,
     health: &mut Reporter,
+    renewer: &mut Renewer<'_>,
 ) {
     loop {
+        renewer.renew_if_due(&ud.name, client).await;
         match client.heartbeat(&ud.name).await {
             Ok(resp) => {
                 health.report(

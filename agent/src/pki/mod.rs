@@ -102,11 +102,14 @@ pub struct Issued {
     pub key_pem: String,
 }
 
+/// How far a new certificate's validity starts before its signing, so that
+/// small clock differences between nodes do not make a fresh certificate
+/// "not yet valid".
+pub const BACKDATE: Duration = Duration::from_secs(3600);
+
 fn not_before_after(lifetime: Duration) -> (time::OffsetDateTime, time::OffsetDateTime) {
-    // Back-date by an hour so that small clock differences between nodes do
-    // not make a fresh certificate "not yet valid".
     let now = time::OffsetDateTime::now_utc();
-    (now - time::Duration::hours(1), now + lifetime)
+    (now - BACKDATE, now + lifetime)
 }
 
 impl Ca {
@@ -389,6 +392,7 @@ impl NodeKey {
 pub struct CertInfo {
     /// The subject's common name: the node name.
     pub common_name: String,
+    pub not_before: SystemTime,
     pub not_after: SystemTime,
     /// Hex sha256 of the subject's public key (the raw key bits).
     pub key_sha256: String,
@@ -418,12 +422,15 @@ impl CertInfo {
             .and_then(|cn| cn.as_str().ok())
             .ok_or_else(|| bad("it has no common name".to_string()))?
             .to_string();
-        let secs = cert.validity().not_after.timestamp();
-        let not_after =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+        let at = |secs: i64| {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+        };
+        let not_before = at(cert.validity().not_before.timestamp());
+        let not_after = at(cert.validity().not_after.timestamp());
         let key_sha256 = sha256_hex(&cert.public_key().subject_public_key.data);
         Ok(CertInfo {
             common_name,
+            not_before,
             not_after,
             key_sha256,
             serial: hex::encode(cert.raw_serial()),
@@ -432,6 +439,24 @@ impl CertInfo {
 
     pub fn expired(&self, now: SystemTime) -> bool {
         now >= self.not_after
+    }
+
+    /// When its holder should renew it: once two thirds of its life have
+    /// passed, its life counted from its signing (its start less
+    /// [`BACKDATE`], when it was back-dated by that much).
+    pub fn renew_at(&self) -> SystemTime {
+        let signed = if self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default()
+            > BACKDATE
+        {
+            self.not_before + BACKDATE
+        } else {
+            self.not_before
+        };
+        let life = self.not_after.duration_since(signed).unwrap_or_default();
+        signed + life * 2 / 3
     }
 
     /// Unix seconds at which it expires.

@@ -237,3 +237,26 @@ fn certificates_of_one_key_get_distinct_serials() {
     assert_eq!(one.cert.serial, info.serial);
     assert_eq!(one.cert.not_after, info.not_after_unix());
 }
+
+#[test]
+fn a_node_renews_at_two_thirds_of_the_life_it_was_signed_for() {
+    let ca = Ca::generate("t").unwrap();
+    let key = NodeKey::generate().unwrap();
+    let csr = key.csr("agent-1").unwrap();
+    for lifetime in [Duration::from_secs(90), CERT_LIFETIME] {
+        let before = SystemTime::now();
+        let signed = ca.sign_node_csr("agent-1", &csr, lifetime).unwrap();
+        let info = CertInfo::parse(&signed.cert_pem, "cert").unwrap();
+        let expected = before + lifetime * 2 / 3;
+        let renew = info.renew_at();
+        let off = renew
+            .duration_since(expected)
+            .unwrap_or_else(|e| e.duration());
+        // Certificates carry whole seconds.
+        assert!(
+            off <= Duration::from_secs(2),
+            "{lifetime:?}: off by {off:?}"
+        );
+        assert!(!info.expired(renew));
+    }
+}

@@ -63,6 +63,10 @@ pub enum ApiError {
     NotJoined(String),
     #[error("the certificate's key is not the key node `{0}` joined with")]
     WrongKey(String),
+    #[error(
+        "a renewal keeps the node's key: the signing request is not for the key node `{0}` joined with"
+    )]
+    RenewalKey(String),
     #[error("registration for `{sent}` sent to node `{path}`")]
     MisaddressedRegistration { sent: String, path: String },
     #[error("no node named `{0}`")]
@@ -139,6 +143,7 @@ impl ApiError {
             | NotYourTask { .. } => StatusCode::FORBIDDEN,
             BadNodeName(_)
             | BadCsr(_)
+            | RenewalKey(_)
             | MisaddressedRegistration { .. }
             | BadTask { .. }
             | BadTokenRequest(_)
@@ -178,6 +183,7 @@ impl ApiError {
             BadCsr(_) => "bad-csr",
             NotJoined(_) => code::NOT_JOINED,
             WrongKey(_) => code::WRONG_KEY,
+            RenewalKey(_) => "renewal-key",
             MisaddressedRegistration { .. } => "misaddressed-registration",
             NoSuchNode(_) => "no-such-node",
             BadTask { .. } => "bad-task",

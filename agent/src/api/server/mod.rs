@@ -207,6 +207,7 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::REGISTER, nodes::register),
         mount(api_routes::REMOVE_NODE, nodes::remove_node),
         mount(api_routes::HEARTBEAT, nodes::heartbeat),
+        mount(api_routes::RENEW_CERT, nodes::renew_cert),
         mount(api_routes::WATCH_NODES, watch::watch_nodes),
         mount(api_routes::CLUSTER_STATUS, cluster::cluster_status),
         mount(api_routes::LIST_TASKS, tasks::list_tasks),
@@ -667,6 +668,7 @@ mod access_tests {
     fn cert(serial: &str, not_after: SystemTime) -> CertInfo {
         CertInfo {
             common_name: "n1".into(),
+            not_before: SystemTime::UNIX_EPOCH,
             not_after,
             key_sha256: "ab".repeat(32),
             serial: serial.into(),

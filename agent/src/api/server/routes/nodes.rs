@@ -1,16 +1,18 @@
-//! Nodes: registering (`POST /v1/nodes/{name}`), heartbeats, the node list
-//! and one node, and removing a node.
+//! Nodes: registering (`POST /v1/nodes/{name}`), heartbeats, renewing a
+//! node's certificate, the node list and one node, and removing a node.
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use configs::net::Ipv4Cidr;
 use control::model::{
-    HeartbeatResponse, NodeInfo, NodeRecord, NodeStatus, Registered, node_statuses,
+    CertRenewal, HeartbeatResponse, NodeInfo, NodeRecord, NodeStatus, Registered, RenewedCert,
+    node_statuses,
 };
 
 use crate::api::server::ApiState;
+use crate::api::server::audit::AuditNote;
 use crate::api::server::auth::{Operator, ReadState, RemoveNodes, ThisNode};
 use crate::api::server::error::ApiError;
 use crate::pki::CertInfo;
@@ -214,4 +216,68 @@ pub async fn show_node(
         .find(|n| n.record.info.name == name)
         .map(Json)
         .ok_or(ApiError::NoSuchNode(name))
+}
+
+/// A node renews its certificate with its current one (not revoked, not
+/// expired: [`ThisNode`]): a new certificate for the key it joined with,
+/// valid for the cluster's node certificate lifetime, recorded on the
+/// node's record (so that removing the node revokes it too) before it is
+/// answered. The old certificate stays valid until it expires.
+pub async fn renew_cert(
+    State(state): State<Arc<ApiState>>,
+    ThisNode { name, cert }: ThisNode,
+    Json(req): Json<CertRenewal>,
+) -> Result<(Extension<AuditNote>, Json<RenewedCert>), ApiError> {
+    let signed = state
+        .ca
+        .sign_node_csr(&name, &req.csr_pem, state.node_cert_lifetime)
+        .map_err(|e| ApiError::BadCsr(e.to_string()))?;
+    if signed.key_sha256 != cert.key_sha256 {
+        return Err(ApiError::RenewalKey(name));
+    }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (old, revision) = state
+            .store
+            .get_node_at(&name)
+            .await?
+            .ok_or_else(|| ApiError::NotJoined(name.clone()))?;
+        if old.key_sha256 != cert.key_sha256 {
+            return Err(ApiError::WrongKey(name));
+        }
+        let record = old.with_cert(signed.cert.clone(), crate::clock::unix_secs());
+        if state.store.put_node_if(&record, revision).await? {
+            break;
+        }
+        if tries == REGISTER_ATTEMPTS {
+            return Err(ApiError::Store(crate::etcd::Error::Conflict {
+                what: format!("the certificate renewal of node `{name}`"),
+                attempts: REGISTER_ATTEMPTS,
+            }));
+        }
+    }
+    tracing::info!(
+        node = %name,
+        serial = %signed.cert.serial,
+        "api: node `{name}` renewed its certificate (serial {} for {}, valid until unix time {})",
+        signed.cert.serial,
+        cert.serial,
+        signed.cert.not_after
+    );
+    let note = AuditNote {
+        who: None,
+        detail: format!(
+            "certificate serial {} replaces {}, valid until unix time {}",
+            signed.cert.serial, cert.serial, signed.cert.not_after
+        ),
+    };
+    Ok((
+        Extension(note),
+        Json(RenewedCert {
+            format: Default::default(),
+            cert_pem: signed.cert_pem,
+            ca_pem: state.ca.cert_pem.clone(),
+        }),
+    ))
 }
