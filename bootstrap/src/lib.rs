@@ -31,6 +31,14 @@ use configs::user_data::UserData;
 
 pub use network::{NETWORK_DIR, NETWORK_FILE, NetworkPlan, apply_network};
 
+/// The metadata clients' HTTP/1.x response parser, for the fuzz targets
+/// (`agent/fuzz`, built with `--cfg fuzzing`): the status and the decoded
+/// body's length, or why the response was refused.
+#[cfg(fuzzing)]
+pub fn fuzz_http_response(raw: &[u8]) -> io::Result<(u16, usize)> {
+    http::parse(raw).map(|r| (r.status, r.body.len()))
+}
+
 /// The user-data a node found and where it found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovered {

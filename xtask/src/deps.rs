@@ -101,6 +101,8 @@ pub enum Step {
     QemuFixtures,
     /// The fresh-machine tier: a bookworm tree made with mmdebstrap.
     FreshTree,
+    /// `cargo xtask fuzz`: libfuzzer-sys compiles libFuzzer (C++).
+    Fuzz,
 }
 
 impl Step {
@@ -114,6 +116,7 @@ impl Step {
             Step::QemuBoot => QEMU_BOOT_TOOLS,
             Step::QemuFixtures => QEMU_FIXTURES_TOOLS,
             Step::FreshTree => FRESH_TREE_TOOLS,
+            Step::Fuzz => FUZZ_TOOLS,
         }
     }
 
@@ -210,6 +213,8 @@ const QEMU_FIXTURES_TOOLS: &[Tool] = &[
 
 const FRESH_TREE_TOOLS: &[Tool] = &[t("mmdebstrap", "mmdebstrap"), t("unshare", "util-linux")];
 
+const FUZZ_TOOLS: &[Tool] = &[t("c++", "g++")];
+
 /// The steps of `cargo xtask image`.
 pub const IMAGE: &[Step] = &[Step::AgentBuild, Step::ImageBuild];
 /// The steps of `cargo xtask cluster up` and `bench image`/`bench boot`,
@@ -218,6 +223,8 @@ pub const IMAGE: &[Step] = &[Step::AgentBuild, Step::ImageBuild];
 pub const BOOT: &[Step] = &[Step::AgentBuild, Step::ImageBuild, Step::QemuBoot];
 /// The steps of `cargo xtask bench runtime`.
 pub const BENCH_RUNTIME: &[Step] = &[Step::AgentBuild, Step::HostTests, Step::Runtime];
+/// The steps of `cargo xtask fuzz`: the fuzz targets link the agent.
+pub const FUZZ: &[Step] = &[Step::AgentBuild, Step::Fuzz];
 /// The steps of `cargo xtask bench overlay` and `bench cluster`.
 pub const BENCH_HOST: &[Step] = &[Step::AgentBuild, Step::HostTests];
 
@@ -504,6 +511,7 @@ mod tests {
             BENCH_RUNTIME,
         );
         check_covers("bench runtime", BENCH_RUNTIME, "bench overlay", BENCH_HOST);
+        check_covers("test --tier fuzz", &Tier::Fuzz.steps(), "fuzz", FUZZ);
     }
 
     #[test]
@@ -541,6 +549,7 @@ mod tests {
             Step::QemuBoot,
             Step::QemuFixtures,
             Step::FreshTree,
+            Step::Fuzz,
         ]
         .iter()
         .flat_map(|s| s.tools().iter().copied())

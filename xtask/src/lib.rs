@@ -8,6 +8,7 @@ pub mod bench_runtime;
 pub mod cluster;
 pub mod deps;
 pub mod fresh;
+pub mod fuzz;
 pub mod image;
 pub mod qemu;
 pub mod residue;
@@ -43,6 +44,9 @@ enum Command {
         #[command(subcommand)]
         command: cluster::Command,
     },
+    /// Build the fuzz targets (`agent/fuzz`) and run each for a number of
+    /// inputs.
+    Fuzz(fuzz::Args),
     /// Run a benchmark and print its figures.
     Bench {
         #[command(subcommand)]
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(&args),
         Command::Qemu(args) => qemu::run(&args),
         Command::Bench { area } => bench::run(area),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Cluster { command } => cluster::run(&command),
     };
     match result {

@@ -26,6 +26,8 @@ pub enum Tier {
     Clippy,
     /// Pure unit tests and the tidy checks.
     Unit,
+    /// Every fuzz target for a short run (`cargo xtask fuzz --runs`).
+    Fuzz,
     /// The agent and the xtask built in a fresh bookworm tree holding only
     /// what a new machine has plus what `deps` declares for the agent build.
     Fresh,
@@ -36,10 +38,11 @@ pub enum Tier {
 }
 
 impl Tier {
-    const ALL: [Tier; 6] = [
+    const ALL: [Tier; 7] = [
         Tier::Fmt,
         Tier::Clippy,
         Tier::Unit,
+        Tier::Fuzz,
         Tier::Fresh,
         Tier::Host,
         Tier::Qemu,
@@ -50,6 +53,7 @@ impl Tier {
             Tier::Fmt => "fmt",
             Tier::Clippy => "clippy",
             Tier::Unit => "unit",
+            Tier::Fuzz => "fuzz",
             Tier::Fresh => "fresh",
             Tier::Host => "host",
             Tier::Qemu => "qemu",
@@ -66,6 +70,7 @@ impl Tier {
         match self {
             Tier::Fmt => vec![],
             Tier::Clippy | Tier::Unit => vec![Step::AgentBuild],
+            Tier::Fuzz => deps::FUZZ.to_vec(),
             // The tier builds the xtask and the agent inside its tree, which
             // installs their packages itself; the host needs mmdebstrap.
             Tier::Fresh => vec![Step::FreshTree],
@@ -88,6 +93,9 @@ pub struct Args {
     #[arg(long)]
     no_install: bool,
 }
+
+/// Inputs per fuzz target in the fuzz tier.
+const CI_FUZZ_RUNS: u64 = 20_000;
 
 /// What a tier did.
 #[derive(Debug, Default)]
@@ -286,6 +294,15 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
                 skips,
                 &mut report,
             )?;
+        }
+        Tier::Fuzz => {
+            // Each target for a short run: enough to show that every one
+            // builds, starts and survives its first inputs; the long runs
+            // are `cargo xtask fuzz` (a million inputs each by default).
+            crate::fuzz::run(&crate::fuzz::Args {
+                runs: CI_FUZZ_RUNS,
+                targets: Vec::new(),
+            })?;
         }
         Tier::Fresh => {
             if let Some(why) = root_required() {
