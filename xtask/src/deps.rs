@@ -178,6 +178,9 @@ const HOST_TESTS_TOOLS: &[Tool] = &[
     t("mcopy", "mtools"),
     t("losetup", "mount"),
     t("unshare", "util-linux"),
+    // The API schema test: schemathesis from PyPI in a virtual environment.
+    t("python3", "python3"),
+    t("/usr/lib/python3.11/ensurepip/__init__.py", "python3-venv"),
 ];
 
 const RUNTIME_TOOLS: &[Tool] = &[

@@ -94,6 +94,31 @@ pub struct Args {
     no_install: bool,
 }
 
+/// The schemathesis release the API schema test runs (from PyPI).
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// The directory of schemathesis's `st`, installed (once, in a virtual
+/// environment under `target/schemathesis`) when missing or of another
+/// release.
+fn schemathesis(root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let venv = root.join("target/schemathesis");
+    let bin = venv.join("bin");
+    let stamp = venv.join("installed");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == SCHEMATHESIS) && bin.join("st").exists() {
+        return Ok(bin);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    sh::run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    sh::run(
+        Command::new(bin.join("pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(SCHEMATHESIS),
+    )?;
+    std::fs::write(&stamp, SCHEMATHESIS)
+        .with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(bin)
+}
+
 /// Inputs per fuzz target in the fuzz tier.
 const CI_FUZZ_RUNS: u64 = 20_000;
 
@@ -318,7 +343,12 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
             if tests.is_empty() {
                 bail!("no host tests found under agent/tests/host_*.rs");
             }
+            let st = schemathesis(root)?;
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut paths = vec![st];
+            paths.extend(std::env::split_paths(&path));
             let mut cmd = cargo(root, skips);
+            cmd.env("PATH", std::env::join_paths(paths)?);
             cmd.args(["test", "-p", "agent"]);
             for t in &tests {
                 cmd.args(["--test", t]);
