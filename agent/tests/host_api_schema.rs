@@ -87,7 +87,9 @@ fn schemathesis_run(c: &TestCluster, url: &str, ca: &Path, extra: &[&str], what:
         "--no-color",
     ];
     args.extend_from_slice(extra);
+    // In the test's directory: schemathesis keeps a cache where it runs.
     let out = std::process::Command::new("ip")
+        .current_dir(c.dir())
         .args(&args)
         .output()
         .expect("ip netns exec st");
