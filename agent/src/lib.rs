@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod firewall;
 pub mod health;
 pub mod images;
+pub mod inroot;
 pub mod notify;
 pub mod obs;
 pub mod overlay;

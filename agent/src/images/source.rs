@@ -6,18 +6,17 @@
 //! An archive is extracted into `tmp/` by the layer extractor (`layer`,
 //! archive rules: nothing outside the directory, no device nodes, bounded
 //! size and entry count), and its members are read only through
-//! [`open_in`]: `openat2` with `RESOLVE_IN_ROOT`, so that a symbolic link in
+//! [`open_in`] (`crate::inroot`): `openat2` with `RESOLVE_IN_ROOT`, so that a symbolic link in
 //! the archive (`docker save` links repeated layers) resolves inside it and
 //! never to a file of the host; only regular files are read, with reads
 //! bounded by the store's [`Limits`](super::Limits).
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use serde::Deserialize;
 
 use super::layer::{self, Rules};
@@ -94,27 +93,16 @@ impl Root {
     /// links, no other mount; non-blocking, so that a FIFO cannot hang the
     /// import; refused unless a regular file.
     fn open_in(&self, rel: &str) -> Result<File, ImageError> {
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_IN_ROOT
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                    | ResolveFlag::RESOLVE_NO_XDEV,
-            );
-        let fd = nix::fcntl::openat2(self.fd.as_raw_fd(), rel, how).map_err(|e| {
-            ImageError::io(format!("cannot open {rel} in {}", self.origin))(e.into())
-        })?;
-        // SAFETY: `fd` was just returned by a successful openat2 call;
-        // nothing else holds or closes it.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let md = file.metadata().map_err(ImageError::io(format!(
-            "cannot read {rel} in {}",
-            self.origin
-        )))?;
-        if !md.is_file() {
-            return Err(self.bad(format!("{rel} is not a regular file")));
-        }
-        Ok(file)
+        use crate::inroot::{InRootError, open_regular};
+        open_regular(&self.fd, rel).map_err(|e| match e {
+            InRootError::Open(e) => {
+                ImageError::io(format!("cannot open {rel} in {}", self.origin))(e)
+            }
+            InRootError::Stat(e) => {
+                ImageError::io(format!("cannot read {rel} in {}", self.origin))(e)
+            }
+            InRootError::NotRegular => self.bad(format!("{rel} is not a regular file")),
+        })
     }
 
     /// Whether `rel` is a regular file of the archive.

@@ -359,33 +359,16 @@ pub fn resolve_user(user: Option<&str>, rootfs: &Path) -> Result<(u32, u32), Str
 /// image.
 const MAX_ACCOUNT_FILE: u64 = 1 << 20;
 
-/// The text of `rel` inside the image's root `rootfs`, resolved with
-/// `rootfs` as its root (`..` and absolute symbolic links stay inside), no
-/// magic links, no other mount, opened without blocking (a FIFO cannot hang
-/// the shim); `None` unless it is a regular file, and at most
+/// The text of `rel` inside the image's root `rootfs`, opened by
+/// [`crate::inroot::open_regular`] (inside the image, without blocking);
+/// `None` unless it is a regular file, and at most
 /// [`MAX_ACCOUNT_FILE`] bytes are read (a link to `/dev/zero` or a huge
 /// file cannot exhaust memory).
 fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
     use std::io::Read as _;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
     let root = std::fs::File::open(rootfs).ok()?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    let fd = nix::fcntl::openat2(root.as_raw_fd(), rel, how).ok()?;
-    // SAFETY: `fd` was just returned by a successful openat2 call; nothing
-    // else holds or closes it.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    let file = crate::inroot::open_regular(&root, rel).ok()?;
     let mut text = String::new();
     file.take(MAX_ACCOUNT_FILE).read_to_string(&mut text).ok()?;
     Some(text)

@@ -71,35 +71,28 @@ pub async fn join(
             });
         }
     };
+    let joined = if plan.admitted {
+        "joined"
+    } else {
+        "joined again with its own key"
+    };
     tracing::info!(
         node = %req.name,
         role = %req.role,
         peer = %peer.addr.ip(),
         token = %plan.token_id,
         serial = %signed.cert.serial,
-        "api: node `{}` ({}) {} from {} with join token {}",
+        "api: node `{}` ({}) {joined} from {} with join token {}",
         req.name,
         req.role,
-        if plan.admitted {
-            "joined"
-        } else {
-            "joined again with its own key"
-        },
         peer.addr.ip(),
         plan.token_id
     );
     let note = AuditNote {
         who: Some(format!("join token {}", plan.token_id)),
         detail: format!(
-            "node {} ({}) {}, certificate serial {}",
-            req.name,
-            req.role,
-            if plan.admitted {
-                "joined"
-            } else {
-                "joined again with its own key"
-            },
-            signed.cert.serial
+            "node {} ({}) {joined}, certificate serial {}",
+            req.name, req.role, signed.cert.serial
         ),
     };
     let answer = JoinResponse {
