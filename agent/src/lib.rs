@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod dns;
 pub mod etcd;
+pub mod exec;
 pub mod firewall;
 pub mod health;
 pub mod images;

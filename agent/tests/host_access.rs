@@ -5,8 +5,10 @@
 //! next; an expired join token is refused; a removed node (its agent still
 //! running, holding the bootstrap token) cannot join again, its old
 //! certificate is refused, and it joins with a token made after the
-//! removal. The audit log holds every write with who made it, and only
-//! admins read it.
+//! removal. An admin runs break-glass commands on a node (`strata node
+//! exec`: output, errors, exit code, input, a terminal) and a viewer may
+//! not. The audit log holds every write with who made it, and only admins
+//! read it.
 
 use std::time::Duration;
 
@@ -181,7 +183,69 @@ fn join_tokens_roles_and_removal_are_enforced() {
         refused.contains("(403): this token's role `viewer` may not manage join tokens"),
         "{refused}"
     );
+    let refused = c
+        .cli_as(&viewer_ctx, &["node", "exec", "agent-1", "--", "true"])
+        .expect_err("a viewer cannot run commands on nodes");
+    assert!(
+        refused.contains(
+            "(403): this token's role `viewer` may not run commands on nodes (roles that may: admin)"
+        ),
+        "{refused}"
+    );
     assert!(c.try_tasks().expect("tasks").is_empty(), "no task was made");
+
+    // Break-glass: an admin runs a command on agent-1, in its namespaces
+    // (its address shows), and gets its output, its errors and its code.
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let ran = c.admin_run(
+        &[
+            "node",
+            "exec",
+            "agent-1",
+            "--",
+            "sh",
+            "-c",
+            "ip -4 -o addr show; echo to-stderr >&2; exit 7",
+        ],
+        None,
+    );
+    let (out, err) = (text(&ran.stdout), text(&ran.stderr));
+    assert_eq!(ran.status.code(), Some(7), "{out}{err}");
+    assert!(out.contains(&format!(" {}/", c.ip("agent-1"))), "{out}");
+    assert_eq!(err, "to-stderr\n");
+    // Input with -i; a terminal with -t.
+    let ran = c.admin_run(
+        &["node", "exec", "-i", "agent-1", "--", "cat"],
+        Some(b"ping\n"),
+    );
+    assert_eq!(
+        (ran.status.code(), text(&ran.stdout).as_str()),
+        (Some(0), "ping\n"),
+        "{}",
+        text(&ran.stderr)
+    );
+    let ran = c.admin_run(&["node", "exec", "-t", "agent-1", "--", "tty"], None);
+    assert!(
+        ran.status.success() && text(&ran.stdout).starts_with("/dev/pts/"),
+        "{}{}",
+        text(&ran.stdout),
+        text(&ran.stderr)
+    );
+    // A program the node lacks, and a node the cluster lacks, are named.
+    let ran = c.admin_run(&["node", "exec", "agent-1", "--", "/no/such/tool"], None);
+    assert!(
+        !ran.status.success()
+            && text(&ran.stderr).contains("cannot run `/no/such/tool`: No such file or directory"),
+        "{}",
+        text(&ran.stderr)
+    );
+    let ran = c.admin_run(&["node", "exec", "nowhere", "--", "true"], None);
+    assert!(
+        !ran.status.success() && text(&ran.stderr).contains("(404): no node named `nowhere`"),
+        "{}",
+        text(&ran.stderr)
+    );
+
     // Revoked, the viewer's token is refused by every route.
     c.admin_ok(&["user", "token", "revoke", &created.record.id]);
     let refused = c.wait(
@@ -348,6 +412,19 @@ fn join_tokens_roles_and_removal_are_enforced() {
             Some(Role::Admin)
         )
     );
+    let exec = find("the admin's exec on agent-1", &|r| {
+        r.operation == "exec_node" && r.status == 101 && r.detail.contains(": sh -c ")
+    });
+    assert_eq!(exec.role, Some(Role::Admin), "{exec:#?}");
+    assert!(
+        exec.detail
+            .contains("on node agent-1: sh -c 'ip -4 -o addr show; echo to-stderr >&2; exit 7'"),
+        "{exec:#?}"
+    );
+    let viewer_exec = find("the viewer's exec", &|r| {
+        r.operation == "exec_node" && r.status == 403
+    });
+    assert_eq!(viewer_exec.role, Some(Role::Viewer), "{viewer_exec:#?}");
     find("agent-1's registration", &|r| {
         r.operation == "register" && r.who == "node agent-1"
     });
@@ -368,7 +445,10 @@ fn join_tokens_roles_and_removal_are_enforced() {
     let refused_only = c.admin_ok(&["audit", "list", "--refused"]);
     let rows: Vec<&str> = refused_only.lines().skip(1).collect();
     assert!(
-        !rows.is_empty() && rows.iter().all(|l| l.contains(" 403 ")),
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|l| l.contains(" 403 ") || l.contains(" 404 ")),
         "{refused_only}"
     );
     assert!(refused_only.contains("POST /v1/tasks"), "{refused_only}");

@@ -272,6 +272,26 @@ pub const REVOKE_USER_TOKEN: Route = route(
 pub const LIST_AUDIT: Route =
     route(Method::Get, "/v1/audit", Auth::Operator, "list_audit").needs(Permission::ReadAudit);
 
+/// `POST /v1/nodes/{name}/exec`: an admin runs a break-glass command on a
+/// node. The request upgrades the connection (`Upgrade:
+/// strata-exec.v1`); once the node attached, the master joins the two
+/// connections and the frames of `crate::exec` flow.
+pub const EXEC_NODE: Route = route(
+    Method::Post,
+    "/v1/nodes/{name}/exec",
+    Auth::Operator,
+    "exec_node",
+)
+.needs(Permission::Exec);
+/// `POST /v1/exec/{id}/attach`: the node a session is for attaches to it
+/// (an upgraded connection, as `EXEC_NODE`'s) on the master that holds
+/// it; any other master answers `code::EXEC_ELSEWHERE`.
+pub const ATTACH_EXEC: Route = route(
+    Method::Post,
+    "/v1/exec/{id}/attach",
+    Auth::Node,
+    "attach_exec",
+);
 /// Every route.
 pub const ROUTES: &[Route] = &[
     JOIN,
@@ -295,6 +315,8 @@ pub const ROUTES: &[Route] = &[
     LIST_USER_TOKENS,
     REVOKE_USER_TOKEN,
     LIST_AUDIT,
+    EXEC_NODE,
+    ATTACH_EXEC,
 ];
 
 /// The `code` of an error body (`model::ApiErrorBody`) that clients act
@@ -313,6 +335,9 @@ pub mod code {
     pub const CERT_EXPIRED: &str = "cert-expired";
     /// The node was removed and the join token predates the removal.
     pub const NODE_REMOVED: &str = "node-removed";
+    /// This master holds no such break-glass session: the node tries the
+    /// next master.
+    pub const EXEC_ELSEWHERE: &str = "exec-elsewhere";
 
     /// The codes after which a node's identity is of no use and it must
     /// join again. A refusal of its join token is not among them: a node

@@ -61,9 +61,10 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// Whether the request was carried out (2xx).
+    /// Whether the request was carried out: 2xx, or 101 for a break-glass
+    /// session that opened.
     pub fn done(&self) -> bool {
-        (200..300).contains(&self.status)
+        (200..300).contains(&self.status) || self.status == 101
     }
 }
 
@@ -102,7 +103,7 @@ mod tests {
             .filter(|r| audited(r))
             .map(|r| r.operation)
             .collect();
-        expect!["join register remove_node renew_cert create_task delete_task create_join_token revoke_join_token create_user_token revoke_user_token"]
+        expect!["join register remove_node renew_cert create_task delete_task create_join_token revoke_join_token create_user_token revoke_user_token exec_node attach_exec"]
         .assert_eq(&audited.join(" "));
     }
 

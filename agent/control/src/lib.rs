@@ -20,6 +20,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod backoff;
+pub mod exec;
 pub mod firewall;
 pub mod format;
 pub mod lease;

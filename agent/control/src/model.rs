@@ -488,6 +488,10 @@ pub struct AssignmentWatch {
     pub format: Format,
     pub revision: i64,
     pub tasks: Vec<TaskSpec>,
+    /// Break-glass sessions waiting for this node to attach (absent from
+    /// masters that predate them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<crate::exec::ExecSession>,
 }
 
 #[cfg(test)]

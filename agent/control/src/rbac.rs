@@ -39,17 +39,20 @@ pub enum Permission {
     ReadMetrics,
     /// Read the audit log.
     ReadAudit,
+    /// Run break-glass commands on nodes (`strata node exec`).
+    Exec,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 6] = [
+    pub const ALL: [Permission; 7] = [
         Permission::Read,
         Permission::Deploy,
         Permission::ManageNodes,
         Permission::ManageAccess,
         Permission::ReadMetrics,
         Permission::ReadAudit,
+        Permission::Exec,
     ];
 
     /// The name `docs/api.yaml` gives it (`x-strata-permission`).
@@ -61,6 +64,7 @@ impl Permission {
             Permission::ManageAccess => "manage-access",
             Permission::ReadMetrics => "read-metrics",
             Permission::ReadAudit => "read-audit",
+            Permission::Exec => "exec",
         }
     }
 }
@@ -149,7 +153,7 @@ mod tests {
             })
             .collect();
         expect_test::expect![[r#"
-            admin    read deploy manage-nodes manage-access read-metrics read-audit
+            admin    read deploy manage-nodes manage-access read-metrics read-audit exec
             operator read deploy read-metrics
             viewer   read read-metrics
             metrics  read-metrics

@@ -8,12 +8,13 @@ use control::access::{
 };
 use control::api as routes;
 use control::audit::AuditRecord;
+use control::exec::{self, ExecRequest};
 use control::model::{
     AssignmentWatch, CertRenewal, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse,
     NodeInfo, NodeStatus, NodeWatch, Registered, RenewedCert, TaskReport, TaskRequest, TaskView,
 };
 
-use super::client::{ApiClient, ClientError};
+use super::client::{ApiClient, ClientError, Upgraded};
 
 type Result<T> = std::result::Result<T, ClientError>;
 
@@ -123,5 +124,33 @@ impl ApiClient {
     /// `GET /v1/audit`.
     pub async fn list_audit(&self) -> Result<Vec<AuditRecord>> {
         self.get(&routes::LIST_AUDIT.fill(&[])).await
+    }
+
+    /// `POST /v1/nodes/{name}/exec`: the connection, once the node has
+    /// attached, carrying the frames of `control::exec`.
+    pub async fn exec_node(&self, name: &str, req: &ExecRequest) -> Result<Upgraded> {
+        // The master waits for the node to attach before it answers.
+        let wait = std::time::Duration::from_secs(exec::ATTACH_WAIT_SECONDS + 15);
+        self.upgrade(
+            &routes::EXEC_NODE.fill(&[name]),
+            req,
+            exec::PROTOCOL,
+            &[],
+            wait,
+        )
+        .await
+    }
+
+    /// `POST /v1/exec/{id}/attach`, on whichever master holds the session.
+    pub async fn attach_exec(&self, id: &str) -> Result<Upgraded> {
+        let wait = std::time::Duration::from_secs(15);
+        self.upgrade(
+            &routes::ATTACH_EXEC.fill(&[id]),
+            &(),
+            exec::PROTOCOL,
+            &[routes::code::EXEC_ELSEWHERE],
+            wait,
+        )
+        .await
     }
 }

@@ -317,8 +317,9 @@ impl ApiClient {
             .map_err(|e| format!("HTTP handshake: {e}"))?;
         tokio::spawn(async move {
             // The connection ends when the sender is dropped or the master
-            // closes it; the next request reconnects.
-            let _ = connection.await;
+            // closes it; the next request reconnects. An upgraded one
+            // (`ApiClient::upgrade`) goes on as the upgraded stream.
+            let _ = connection.with_upgrades().await;
         });
         Ok(Conn {
             index,
@@ -368,6 +369,108 @@ impl ApiClient {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| format!("no answer within {:.1}s", self.timeout.as_secs_f64()))?
+    }
+}
+
+/// A connection a master upgraded (`ApiClient::upgrade`).
+pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+impl ApiClient {
+    /// POSTs `body` to `path` asking the master to upgrade the connection
+    /// to `protocol`, on a connection of its own (not the one calls
+    /// share), trying each master in turn until one switches. A master that
+    /// refuses with a code in `next_on` is passed over like one that cannot
+    /// be reached; any other refusal is the answer. `wait` bounds each
+    /// master's answer.
+    pub async fn upgrade<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        protocol: &str,
+        next_on: &[&str],
+        wait: Duration,
+    ) -> Result<Upgraded, ClientError> {
+        let body = Bytes::from(serde_json::to_vec(body).expect("request bodies always serialize"));
+        let mut failures = Vec::new();
+        let mut identity_refused = false;
+        for index in 0..self.endpoints.len() {
+            let endpoint = self.endpoints[index].clone();
+            let mut conn = match self.connect(index).await {
+                Ok(c) => c,
+                Err(f) => {
+                    identity_refused |= f.tls.is_some_and(TlsFailure::node_identity_refused);
+                    failures.push(format!("{endpoint}: {}", f.message));
+                    continue;
+                }
+            };
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(hyper::header::HOST, &endpoint)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, protocol);
+            if let Auth::Bearer(token) = &self.auth {
+                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let req = req
+                .body(Full::new(body.clone()))
+                .expect("the request's parts are valid");
+            let exchange = async {
+                conn.sender.ready().await?;
+                conn.sender.send_request(req).await
+            };
+            let resp = match tokio::time::timeout(wait, exchange).await {
+                Err(_) => {
+                    failures.push(format!(
+                        "{endpoint}: no answer within {:.0}s",
+                        wait.as_secs_f64()
+                    ));
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let f = Failure::tls(&e);
+                    identity_refused |= f.tls.is_some_and(TlsFailure::node_identity_refused);
+                    failures.push(format!("{endpoint}: {}", f.message));
+                    continue;
+                }
+                Ok(Ok(resp)) => resp,
+            };
+            let status = resp.status();
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                let upgraded =
+                    hyper::upgrade::on(resp)
+                        .await
+                        .map_err(|e| ClientError::Unreachable {
+                            failures: format!("{endpoint}: the upgrade failed: {}", chain(&e)),
+                            identity_refused: false,
+                        })?;
+                return Ok(TokioIo::new(upgraded));
+            }
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let (message, code) = serde_json::from_slice::<ApiErrorBody>(&bytes)
+                .map(|b| (b.error, b.code))
+                .unwrap_or_else(|_| (String::from_utf8_lossy(&bytes).trim().to_string(), None));
+            if code.as_deref().is_some_and(|c| next_on.contains(&c)) {
+                failures.push(format!("{endpoint}: {message}"));
+                continue;
+            }
+            return Err(ClientError::Api {
+                endpoint,
+                status: status.as_u16(),
+                message,
+                code,
+            });
+        }
+        Err(ClientError::Unreachable {
+            failures: failures.join("; "),
+            identity_refused,
+        })
     }
 }
 

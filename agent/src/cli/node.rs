@@ -1,4 +1,5 @@
-//! `strata node list|show|remove`: the cluster's nodes, through the API.
+//! `strata node list|show|remove|exec`: the cluster's nodes, through the
+//! API.
 
 use clap::Subcommand;
 
@@ -33,6 +34,27 @@ pub enum NodeCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Run a command on a node, as root in the host's namespaces (admins
+    /// only; each session is in the audit log). The node has no SSH: this
+    /// is the way in when something is wrong. Exits with the command's
+    /// code.
+    #[command(
+        after_help = "Examples:\n  strata node exec agent-1 -- journalctl -u strata-agent -n 50\n  strata node exec -it agent-1 -- sh"
+    )]
+    Exec {
+        name: String,
+        /// Forward this terminal's input to the command.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Run the command on a terminal (with -i: an interactive shell).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 pub fn run(command: NodeCommand) -> anyhow::Result<()> {
@@ -61,5 +83,109 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        NodeCommand::Exec {
+            name,
+            interactive,
+            tty,
+            command,
+            target,
+        } => {
+            let code = exec(&name, interactive, tty, command, target)?;
+            std::process::exit(code)
+        }
+    }
+}
+
+/// Runs `strata node exec`; the command's exit code.
+fn exec(
+    name: &str,
+    interactive: bool,
+    tty: bool,
+    command: Vec<String>,
+    target: Target,
+) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let client = target.client()?;
+    let (rows, cols) = terminal_size().unwrap_or((0, 0));
+    let request = control::exec::ExecRequest {
+        command,
+        tty,
+        stdin: interactive,
+        rows,
+        cols,
+    };
+    request.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let stream = client
+            .exec_node(name, &request)
+            .await
+            .with_context(|| format!("cannot open a session on node `{name}`"))?;
+        // A local terminal passes every key through (^C reaches the
+        // command) while the session runs.
+        let _raw = (tty && interactive && std::io::stdin().is_terminal())
+            .then(RawMode::enter)
+            .transpose()?;
+        let sizes = tty.then(watch_size);
+        crate::exec::drive(stream, interactive, sizes).await
+    })
+}
+
+use anyhow::Context;
+
+/// The local terminal's rows and columns.
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which
+    // is valid and exclusively borrowed for the call.
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_row > 0).then_some((size.ws_row, size.ws_col))
+}
+
+/// The terminal's size each time it changes (SIGWINCH).
+fn watch_size() -> tokio::sync::mpsc::Receiver<(u16, u16)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut changes) = signal(SignalKind::window_change()) else {
+            return;
+        };
+        while changes.recv().await.is_some() {
+            if let Some(size) = terminal_size()
+                && tx.send(size).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The local terminal in raw mode, restored when dropped.
+struct RawMode {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter() -> anyhow::Result<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).context("cannot put the terminal in raw mode")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
     }
 }

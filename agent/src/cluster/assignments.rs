@@ -2,7 +2,8 @@
 //! (`GET /v1/watch/assignments/<revision>`, the path the scheduler will
 //! use too), bring the node's tasks to it through
 //! [`Supervisor::reconcile`], and report each task's state back
-//! (`PUT /v1/tasks/<id>/status`).
+//! (`PUT /v1/tasks/<id>/status`). The break-glass sessions the watch
+//! offers go to [`crate::exec::Sessions`].
 //!
 //! Everything runs on a thread of its own with a single-threaded async
 //! runtime: the supervisor only spawns per-task shims (separate
@@ -100,7 +101,9 @@ async fn run(
         }
     }
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
-    tokio::spawn(follow(Arc::new(watch), tx));
+    let watch = Arc::new(watch);
+    let exec = crate::exec::Sessions::new(watch.clone());
+    tokio::spawn(follow(watch, tx, Some(exec)));
     let mut reported: HashMap<String, TaskReport> = HashMap::new();
     loop {
         let desired = rx.borrow_and_update().clone();
@@ -138,16 +141,21 @@ fn admissible(desired: Vec<TaskSpec>) -> Vec<TaskSpec> {
 }
 
 /// Long-polls the assignment watch and hands every answer that changed
-/// the assignments over.
+/// the assignments over; the break-glass sessions it offers go to
+/// `exec` (none: they are ignored, as by the cluster bench's agents).
 pub(crate) async fn follow(
     client: Arc<ApiClient>,
     tx: tokio::sync::watch::Sender<Option<Vec<TaskSpec>>>,
+    exec: Option<crate::exec::Sessions>,
 ) {
     crate::api::follow::follow(
         &client,
         0,
         Duration::from_secs(2),
         |w: control::model::AssignmentWatch| {
+            if let Some(exec) = &exec {
+                exec.offer(&w.exec);
+            }
             tx.send_if_modified(|old| {
                 let new = Some(w.tasks);
                 let changed = *old != new;

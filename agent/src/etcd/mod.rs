@@ -25,6 +25,7 @@ use etcd_client::{
 
 use control::access::{JoinRefusal, Removal, plan_removal};
 use control::audit::{self, AuditRecord};
+use control::exec::ExecSession;
 use control::lease::{self, LeaseError, LeaseKeys};
 use control::model::{Alive, MasterStatus, NodeRecord, TaskRecord, TaskReport};
 
@@ -36,6 +37,8 @@ const ALIVE: &str = "/strata/alive/";
 const PROBE: &str = "/strata/probe";
 const TASKS: &str = "/strata/tasks/";
 const TASK_STATUS: &str = "/strata/task-status/";
+/// Break-glass sessions waiting for their node: `<node>/<id>`.
+const EXEC: &str = "/strata/exec/";
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
@@ -362,6 +365,42 @@ impl Store {
             })
             .await
             .clone()
+    }
+
+    /// Offers `session` to its node, for `ttl_seconds` at most (the key
+    /// is bound to a lease, so a session whose master died goes too).
+    pub async fn put_exec(&self, session: &ExecSession, ttl_seconds: u64) -> Result<(), Error> {
+        let ttl = i64::try_from(ttl_seconds).unwrap_or(i64::MAX);
+        let mut lease = self.client.lease_client();
+        let granted = self.timed(lease.grant(ttl, None)).await?;
+        let value = serde_json::to_vec(session).expect("an exec session always serializes");
+        let key = format!("{EXEC}{}/{}", session.node, session.id);
+        let options = PutOptions::new().with_lease(granted.id());
+        let mut kv = self.client.kv_client();
+        self.timed(kv.put(key, value, Some(options)))
+            .await
+            .map(|_| ())
+    }
+
+    /// Withdraws a session (its node attached, or never will).
+    pub async fn delete_exec(&self, node: &str, id: &str) -> Result<(), Error> {
+        let mut kv = self.client.kv_client();
+        self.timed(kv.delete(format!("{EXEC}{node}/{id}"), None))
+            .await
+            .map(|_| ())
+    }
+
+    /// Every session waiting for its node. One that does not parse is left
+    /// out and logged.
+    pub async fn list_exec(&self) -> Result<Vec<ExecSession>, Error> {
+        let mut out = Vec::new();
+        for (key, value) in self.list_prefix(EXEC).await? {
+            match decode::<ExecSession>(&key, value.as_bytes()) {
+                Ok(session) => out.push(session),
+                Err(e) => tracing::warn!("etcd: exec session left out: {e}"),
+            }
+        }
+        Ok(out)
     }
 
     /// Appends `record` to the audit log under `key`
@@ -808,7 +847,9 @@ async fn follow_changes(
                     if node_list_input(kv.key()) {
                         raise(&nodes, at);
                     }
-                    if String::from_utf8_lossy(kv.key()).starts_with(TASKS) {
+                    // Exec sessions reach nodes in their assignment watch.
+                    let key = String::from_utf8_lossy(kv.key());
+                    if key.starts_with(TASKS) || key.starts_with(EXEC) {
                         raise(&tasks, at);
                     }
                 }

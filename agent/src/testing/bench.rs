@@ -123,6 +123,7 @@ async fn sim_agent(
     let _follower = AbortOnDrop(tokio::spawn(crate::cluster::assignments::follow(
         assignments,
         tx,
+        None,
     )));
     let _assignments = AbortOnDrop(tokio::spawn(async move {
         // Counts the answers that changed the assignments (the follower

@@ -414,6 +414,38 @@ impl TestCluster {
         super::output(Path::new("ip"), &full)
     }
 
+    /// [`Self::cli_as`] with the cluster's own context (an admin's) and
+    /// `input` on the CLI's standard input: the whole outcome (exit status,
+    /// stdout, stderr), for commands whose exit code says something
+    /// (`strata node exec`).
+    pub fn admin_run(&self, args: &[&str], input: Option<&[u8]>) -> std::process::Output {
+        use std::io::Write;
+        let ctx = self.context.display().to_string();
+        let words = args
+            .iter()
+            .position(|a| a.starts_with('-'))
+            .unwrap_or(args.len());
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", self.master_ns()])
+            .arg(&self.strata)
+            .args(&args[..words])
+            .args(["--context", &ctx])
+            .args(&args[words..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run strata {args:?}: {e}"));
+        let mut stdin = child.stdin.take().expect("piped");
+        if let Some(input) = input {
+            stdin.write_all(input).expect("the CLI takes input");
+        }
+        drop(stdin);
+        child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("strata {args:?}: {e}"))
+    }
+
     /// [`Self::cli_as`] with the cluster's own context (an admin's), which
     /// must succeed.
     pub fn admin_ok(&self, args: &[&str]) -> String {

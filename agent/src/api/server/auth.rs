@@ -199,6 +199,13 @@ impl Needs for ReadAuditLog {
     const WHAT: &'static str = "read the audit log";
 }
 
+/// `POST /v1/nodes/{name}/exec`.
+pub struct ExecOnNodes;
+impl Needs for ExecOnNodes {
+    const PERMISSION: Permission = Permission::Exec;
+    const WHAT: &'static str = "run commands on nodes";
+}
+
 /// `user` when its role grants what `N` needs.
 fn permit<N: Needs>(user: User) -> Result<User, ApiError> {
     if user.role.grants(N::PERMISSION) {
@@ -264,6 +271,12 @@ impl NodeAction for ReportTasks {
 pub struct FollowAssignments;
 impl NodeAction for FollowAssignments {
     const REFUSAL: &'static str = "assignments are for nodes: present the node's certificate";
+}
+
+/// `POST /v1/exec/{id}/attach`.
+pub struct AttachExec;
+impl NodeAction for AttachExec {
+    const REFUSAL: &'static str = "only the node an exec session is for attaches to it";
 }
 
 /// Any node, by its certificate (`Auth::Node`; `Auth::TaskNode` checks the
@@ -340,6 +353,7 @@ mod tests {
         check::<ManageUserTokens>(api::LIST_USER_TOKENS);
         check::<ManageUserTokens>(api::REVOKE_USER_TOKEN);
         check::<ReadAuditLog>(api::LIST_AUDIT);
+        check::<ExecOnNodes>(api::EXEC_NODE);
         assert_eq!(ReadState::PERMISSION, Permission::Read);
     }
 

@@ -105,6 +105,25 @@ pub enum ApiError {
     Serialize(String),
     #[error("no such API endpoint")]
     NoRoute,
+    #[error("exec: {0}")]
+    BadExec(control::exec::ExecRequestError),
+    #[error(
+        "exec needs an upgraded connection (`Connection: upgrade`, `Upgrade: {}`): use `strata node exec`",
+        control::exec::PROTOCOL
+    )]
+    UpgradeRequired,
+    #[error("this master holds no exec session `{0}`")]
+    ExecElsewhere(String),
+    #[error("exec session `{id}` is for node `{node}`, not for `{caller}`")]
+    ExecOtherNode {
+        id: String,
+        node: String,
+        caller: String,
+    },
+    #[error(
+        "node `{node}` did not attach to the exec session within {seconds}s: is it Ready (`strata node list`), and is its agent recent enough to know exec?"
+    )]
+    ExecNotAttached { node: String, seconds: u64 },
     /// The failure another request met a moment ago, shared with this one
     /// (`SharedRead`).
     #[error("{message}")]
@@ -140,20 +159,25 @@ impl ApiError {
             | NodeOnly(_)
             | CertRevoked { .. }
             | WrongKey(_)
-            | NotYourTask { .. } => StatusCode::FORBIDDEN,
+            | NotYourTask { .. }
+            | ExecOtherNode { .. } => StatusCode::FORBIDDEN,
             BadNodeName(_)
             | BadCsr(_)
             | RenewalKey(_)
             | MisaddressedRegistration { .. }
             | BadTask { .. }
             | BadTokenRequest(_)
+            | BadExec(_)
             | BadPath(_) => StatusCode::BAD_REQUEST,
+            UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            ExecNotAttached { .. } => StatusCode::GATEWAY_TIMEOUT,
             TaskExists(_) | Lease(_) | LastAdmin(_) => StatusCode::CONFLICT,
             NotJoined(_)
             | NoSuchNode(_)
             | TaskNodeUnknown { .. }
             | NoSuchTask(_)
             | NoSuchToken(_)
+            | ExecElsewhere(_)
             | NoRoute => StatusCode::NOT_FOUND,
             AccessNotLoaded | Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Serialize(_) | Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -200,6 +224,11 @@ impl ApiError {
             Store(_) => "store-unavailable",
             Serialize(_) => "serialize",
             NoRoute => "no-route",
+            BadExec(_) => "bad-exec",
+            UpgradeRequired => "upgrade-required",
+            ExecElsewhere(_) => code::EXEC_ELSEWHERE,
+            ExecOtherNode { .. } => "exec-other-node",
+            ExecNotAttached { .. } => "exec-not-attached",
             Shared { code: c, .. } => c,
         }
     }
@@ -285,6 +314,18 @@ mod tests {
             },
             ApiError::NoSuchToken("0123".into()),
             ApiError::NoRoute,
+            ApiError::BadExec(control::exec::ExecRequestError::Empty),
+            ApiError::UpgradeRequired,
+            ApiError::ExecElsewhere("00ff".into()),
+            ApiError::ExecOtherNode {
+                id: "00ff".into(),
+                node: "a".into(),
+                caller: "b".into(),
+            },
+            ApiError::ExecNotAttached {
+                node: "a".into(),
+                seconds: 30,
+            },
         ];
         let text: Vec<String> = errors
             .iter()
@@ -309,7 +350,12 @@ mod tests {
             400 bad-task task `t`: netns is chosen by the node, not the API
             403 not-your-task task `t` runs on node `a`, not on `b`
             404 no-such-token no token with id `0123`
-            404 no-route no such API endpoint"#]]
+            404 no-route no such API endpoint
+            400 bad-exec exec: the command is empty: name a program to run, as in `strata node exec NODE -- uptime`
+            426 upgrade-required exec needs an upgraded connection (`Connection: upgrade`, `Upgrade: strata-exec.v1`): use `strata node exec`
+            404 exec-elsewhere this master holds no exec session `00ff`
+            403 exec-other-node exec session `00ff` is for node `a`, not for `b`
+            504 exec-not-attached node `a` did not attach to the exec session within 30s: is it Ready (`strata node list`), and is its agent recent enough to know exec?"#]]
         .assert_eq(&text.join("\n"));
     }
 

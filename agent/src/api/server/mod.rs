@@ -34,7 +34,11 @@ use tower::ServiceExt;
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo};
 use error::ApiError;
-use routes::{audit_log, cluster, join, nodes, tasks, tokens, watch};
+use routes::{audit_log, cluster, exec, join, nodes, tasks, tokens, watch};
+
+/// Every task and every break-glass session waiting for its node, as the
+/// assignment long-polls last read them.
+type Assignments = (BTreeMap<String, TaskRecord>, Vec<control::exec::ExecSession>);
 
 /// What the handlers share.
 pub struct ApiState {
@@ -52,7 +56,9 @@ pub struct ApiState {
     /// The node list (as JSON) and the task list as last read for the
     /// long-polls.
     node_watch: SharedRead<axum::body::Bytes>,
-    task_list: SharedRead<Arc<BTreeMap<String, TaskRecord>>>,
+    task_list: SharedRead<Arc<Assignments>>,
+    /// The break-glass sessions this master holds, waiting for their node.
+    exec: routes::exec::Pending,
     /// This master's audit writer.
     audit: audit::AuditLog,
 }
@@ -78,6 +84,7 @@ impl ApiState {
             registered: Mutex::default(),
             node_watch: SharedRead::default(),
             task_list: SharedRead::default(),
+            exec: routes::exec::Pending::default(),
             audit: audit::AuditLog::default(),
         })
     }
@@ -222,6 +229,8 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::LIST_USER_TOKENS, tokens::list_user_tokens),
         mount(api_routes::REVOKE_USER_TOKEN, tokens::revoke_user_token),
         mount(api_routes::LIST_AUDIT, audit_log::list_audit),
+        mount(api_routes::EXEC_NODE, exec::exec_node),
+        mount(api_routes::ATTACH_EXEC, exec::attach_exec),
     ]
 }
 
@@ -361,6 +370,9 @@ where
         .max_buf_size(MAX_BUF)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), service)
+        // `strata node exec` upgrades its connection, and so does the node
+        // that attaches to the session.
+        .with_upgrades()
         .await;
 }
 

@@ -1,12 +1,13 @@
 //! The handlers, one file per resource: joining ([`join`]), nodes
 //! ([`nodes`]), the long-polls ([`watch`]), the cluster ([`cluster`]),
-//! tasks ([`tasks`]), join and user tokens ([`tokens`]) and the audit log
-//! ([`audit_log`]). Each takes its
+//! tasks ([`tasks`]), join and user tokens ([`tokens`]), the audit log
+//! ([`audit_log`]) and break-glass sessions ([`exec`]). Each takes its
 //! caller from an extractor of [`super::auth`] and answers with
 //! [`super::error::ApiError`] on failure.
 
 pub mod audit_log;
 pub mod cluster;
+pub mod exec;
 pub mod join;
 pub mod nodes;
 pub mod tasks;

@@ -1,6 +1,7 @@
 //! The two long-polls: the node list (`GET /v1/watch/nodes/{after}`),
 //! which every node follows for the overlay and DNS, and a node's
-//! assignments (`GET /v1/watch/assignments/{after}`). Both wait on the
+//! assignments (`GET /v1/watch/assignments/{after}`), with the break-glass
+//! sessions waiting for it. Both wait on the
 //! master's one shared etcd watch and answer from a read shared by every
 //! poll the same change woke (`SharedRead`).
 
@@ -98,17 +99,26 @@ pub async fn watch_assignments(
         .task_list
         .get(seen, || async {
             let revision = state.store.revision().await?;
-            Ok((revision, Arc::new(state.store.list_tasks().await?)))
+            let tasks = state.store.list_tasks().await?;
+            let exec = state.store.list_exec().await?;
+            Ok((revision, Arc::new((tasks, exec))))
         })
         .await?;
+    let (all, exec) = &*all;
     let tasks = all
         .values()
         .filter(|t| t.node == cert.common_name)
         .map(|t| t.spec.clone())
         .collect();
+    let exec = exec
+        .iter()
+        .filter(|s| s.node == cert.common_name)
+        .cloned()
+        .collect();
     Ok(Json(AssignmentWatch {
         format: Default::default(),
         revision,
         tasks,
+        exec,
     }))
 }

@@ -1,0 +1,582 @@
+//! The node's side of break-glass sessions (`strata node exec`): the
+//! sessions a master offers in the assignment watch are attached to
+//! ([`Sessions::offer`]) and their command run ([`serve`]).
+//!
+//! The command runs as the agent does: root, with every capability, in
+//! the host's namespaces and the host's root, which is what a privileged
+//! debug container with the host's namespaces amounts to on an image that
+//! has no other root to give. It runs without a shell, in `/`, with a
+//! clean environment, in a process group (a session of its own on a
+//! terminal) that is killed when the admin's connection ends or a moment
+//! after the command exits. Only admins may open a session, and each is
+//! in the audit log (`api::server::routes::exec`).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use control::exec::{Decoder, ExecRequest, ExecSession, Frame};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::api::client::ApiClient;
+
+/// How long output may still come after the command exited (from what it
+/// left running) before the session ends.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The sessions remembered as handled, so that a session still listed in
+/// the next answer of the watch is not run twice.
+const REMEMBERED: usize = 256;
+
+/// The environment every command gets.
+const ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("LANG", "C.UTF-8"),
+];
+
+/// Attaches to the sessions offered to this node, each once.
+pub struct Sessions {
+    client: Arc<ApiClient>,
+    seen: Mutex<VecDeque<String>>,
+}
+
+impl Sessions {
+    /// `client` carries the node's certificate.
+    pub fn new(client: Arc<ApiClient>) -> Sessions {
+        Sessions {
+            client,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Starts every session of `offered` not started before. A session
+    /// whose id or request is not as a master makes them is refused, as
+    /// the API would refuse it.
+    pub fn offer(&self, offered: &[ExecSession]) {
+        for session in offered {
+            {
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.contains(&session.id) {
+                    continue;
+                }
+                if seen.len() == REMEMBERED {
+                    seen.pop_front();
+                }
+                seen.push_back(session.id.clone());
+            }
+            if !ExecSession::valid_id(&session.id) {
+                tracing::warn!("exec: session with a malformed id refused");
+                continue;
+            }
+            if let Err(e) = session.request.validate() {
+                tracing::warn!(session = %session.id, "exec: session {} refused: {e}", session.id);
+                continue;
+            }
+            tracing::info!(
+                session = %session.id,
+                "exec: session {} for {} (through master {}): {:?}",
+                session.id,
+                session.requested_by,
+                session.master,
+                session.request.command
+            );
+            let client = self.client.clone();
+            let session = session.clone();
+            tokio::spawn(async move {
+                let stream = match client.attach_exec(&session.id).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(session = %session.id, "exec: cannot attach to session {}: {e}", session.id);
+                        return;
+                    }
+                };
+                match serve(stream, &session.request).await {
+                    Ok(Some(code)) => tracing::info!(
+                        session = %session.id,
+                        "exec: session {} ended, the command exited with {code}",
+                        session.id
+                    ),
+                    Ok(None) => tracing::info!(
+                        session = %session.id,
+                        "exec: session {} ended: the admin's connection closed first, the command was killed",
+                        session.id
+                    ),
+                    Err(e) => {
+                        tracing::warn!(session = %session.id, "exec: session {}: {e}", session.id)
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// What the threads around the command tell the session.
+enum Event {
+    Frame(Frame),
+    /// One of the outputs ended.
+    OutputEnded,
+    Exited(i32),
+}
+
+/// Makes the frame an output's bytes go in.
+type MakeFrame = fn(Vec<u8>) -> Frame;
+
+/// A running command and the ends of its standard streams.
+struct Running {
+    child: Child,
+    /// Where its input goes (the terminal on a terminal), unless input is
+    /// not forwarded.
+    stdin: Option<File>,
+    /// Its outputs, with the frame each one's bytes go in.
+    outputs: Vec<(File, MakeFrame)>,
+    /// The terminal's master side, for resizing.
+    pty: Option<OwnedFd>,
+}
+
+/// Starts `request`'s command.
+fn start(request: &ExecRequest) -> std::io::Result<Running> {
+    let mut cmd = Command::new(&request.command[0]);
+    cmd.args(&request.command[1..])
+        .env_clear()
+        .envs(ENV.iter().copied())
+        .current_dir("/");
+    if request.tty {
+        let size = nix::pty::Winsize {
+            ws_row: if request.rows == 0 { 24 } else { request.rows },
+            ws_col: if request.cols == 0 { 80 } else { request.cols },
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
+        cmd.env("TERM", "xterm-256color")
+            .stdin(Stdio::from(pty.slave.try_clone()?))
+            .stdout(Stdio::from(pty.slave.try_clone()?))
+            .stderr(Stdio::from(pty.slave));
+        // SAFETY: between fork and exec the closure calls only setsid(2)
+        // and ioctl(2), which are async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The terminal on fd 0 becomes the session's controlling
+                // terminal, so that ^C reaches the command.
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        // The command holds the only copies of the terminal's slave side
+        // now: reading the master ends once it and its children exit.
+        drop(cmd);
+        let master = File::from(pty.master);
+        let input = master.try_clone()?;
+        let resize = OwnedFd::from(master.try_clone()?);
+        Ok(Running {
+            child,
+            stdin: request.stdin.then_some(input),
+            outputs: vec![(master, Frame::Stdout)],
+            pty: Some(resize),
+        })
+    } else {
+        cmd.stdin(if request.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take().map(|s| File::from(OwnedFd::from(s)));
+        let stdout = child.stdout.take().map(|s| File::from(OwnedFd::from(s)));
+        let stderr = child.stderr.take().map(|s| File::from(OwnedFd::from(s)));
+        let mut outputs: Vec<(File, MakeFrame)> = Vec::new();
+        outputs.extend(stdout.map(|f| (f, Frame::Stdout as MakeFrame)));
+        outputs.extend(stderr.map(|f| (f, Frame::Stderr as MakeFrame)));
+        Ok(Running {
+            child,
+            stdin,
+            outputs,
+            pty: None,
+        })
+    }
+}
+
+/// Sets the terminal's size.
+fn resize(pty: &OwnedFd, rows: u16, cols: u16) {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is
+    // valid for the call; the descriptor is open (owned by `pty`).
+    let rc = unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if rc < 0 {
+        tracing::debug!(
+            "exec: cannot resize the terminal: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Runs `request`'s command with `stream` as its terminal or standard
+/// streams, speaking the frames of `control::exec`, until it exits (its
+/// code) or the stream ends (`None`: the command is killed).
+pub async fn serve<S>(stream: S, request: &ExecRequest) -> std::io::Result<Option<i32>>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let running = match start(request) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!("cannot run `{}`: {e}", request.command[0]);
+            wr.write_all(&Frame::Failed(why).encode()).await?;
+            wr.shutdown().await?;
+            return Ok(Some(127));
+        }
+    };
+    let Running {
+        mut child,
+        stdin,
+        outputs,
+        pty,
+    } = running;
+    let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let (events, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let open_outputs = outputs.len();
+    for (mut file, make) in outputs {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 << 10];
+            loop {
+                match file.read(&mut buf) {
+                    // A terminal's master reads EIO once no process holds
+                    // the slave side.
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let frames: Vec<Frame> = Frame::chunks(&buf[..n], make).collect();
+                        for f in frames {
+                            if events.blocking_send(Event::Frame(f)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = events.blocking_send(Event::OutputEnded);
+        });
+    }
+    {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let code = match child.wait() {
+                Ok(status) => status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+                Err(_) => 255,
+            };
+            let _ = events.blocking_send(Event::Exited(code));
+        });
+    }
+    drop(events);
+    // Input goes through a thread of its own, so that a command that does
+    // not read cannot stall the session.
+    let (input, input_rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
+    if let Some(mut stdin) = stdin {
+        let tty = request.tty;
+        std::thread::spawn(move || {
+            while let Ok(Some(bytes)) = input_rx.recv() {
+                if stdin.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            // On a terminal, input ends as a typist ends it, with ^D; a
+            // pipe is closed.
+            if tty {
+                let _ = stdin.write_all(&[4]);
+            }
+        });
+    }
+
+    let mut decoder = Decoder::default();
+    let mut buf = vec![0u8; 16 << 10];
+    let mut ended_outputs = 0;
+    let mut exit: Option<i32> = None;
+    // Armed once the command exits.
+    let mut drain = Box::pin(tokio::time::sleep(Duration::from_secs(365 * 86400)));
+    let result = loop {
+        tokio::select! {
+            read = rd.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => n,
+                };
+                decoder.push(&buf[..n]);
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(Frame::Stdin(bytes))) => {
+                            let _ = input.send(Some(bytes));
+                        }
+                        Ok(Some(Frame::StdinEnd)) => {
+                            let _ = input.send(None);
+                        }
+                        Ok(Some(Frame::Resize { rows, cols })) => {
+                            if let Some(pty) = &pty {
+                                resize(pty, rows, cols);
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!("exec: the admin's side sent a bad frame: {e}");
+                            let _ = killpg(group, Signal::SIGKILL);
+                            return Ok(None);
+                        }
+                    }
+                }
+            }
+            event = rx.recv() => match event {
+                Some(Event::Frame(f)) => wr.write_all(&f.encode()).await?,
+                Some(Event::OutputEnded) => ended_outputs += 1,
+                Some(Event::Exited(code)) => {
+                    exit = Some(code);
+                    drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
+                }
+                None => {}
+            },
+            () = &mut drain => {
+                // What the command left running still holds its output.
+                let _ = killpg(group, Signal::SIGKILL);
+                ended_outputs = open_outputs;
+            }
+        }
+        if let Some(code) = exit
+            && ended_outputs >= open_outputs
+        {
+            break Some(code);
+        }
+    };
+    // Whatever is left of the session's processes goes with it.
+    let _ = killpg(group, Signal::SIGKILL);
+    if let Some(code) = result {
+        // Output that arrived with the last events.
+        while let Ok(Event::Frame(f)) = rx.try_recv() {
+            wr.write_all(&f.encode()).await?;
+        }
+        wr.write_all(&Frame::Exit(code).encode()).await?;
+        wr.shutdown().await?;
+    }
+    Ok(result)
+}
+
+/// The admin's side of a session (`strata node exec`): forwards this
+/// process's standard input when `forward_stdin` (otherwise it is ended at
+/// once) and the terminal sizes `sizes` gives, writes what the command
+/// prints to this process's outputs, and returns the command's exit code.
+pub async fn drive<S>(
+    stream: S,
+    forward_stdin: bool,
+    sizes: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
+) -> anyhow::Result<i32>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    tokio::select! {
+        code = show_output(rd) => code,
+        sent = send_input(wr, forward_stdin, sizes) => match sent {
+            Ok(never) => match never {},
+            Err(e) => Err(anyhow::anyhow!("cannot send to the session: {e}")),
+        },
+    }
+}
+
+/// Sends standard input (or its end) and terminal sizes until the stream
+/// fails.
+async fn send_input<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    forward_stdin: bool,
+    mut sizes: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
+) -> std::io::Result<std::convert::Infallible> {
+    let mut stdin = forward_stdin.then(tokio::io::stdin);
+    if stdin.is_none() {
+        wr.write_all(&Frame::StdinEnd.encode()).await?;
+    }
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        tokio::select! {
+            read = async { stdin.as_mut().expect("polled only with input").read(&mut buf).await }, if stdin.is_some() => {
+                match read? {
+                    0 => {
+                        wr.write_all(&Frame::StdinEnd.encode()).await?;
+                        stdin = None;
+                    }
+                    n => {
+                        for f in Frame::chunks(&buf[..n], Frame::Stdin) {
+                            wr.write_all(&f.encode()).await?;
+                        }
+                    }
+                }
+            }
+            size = async { sizes.as_mut().expect("polled only with sizes").recv().await }, if sizes.is_some() => {
+                match size {
+                    Some((rows, cols)) => wr.write_all(&Frame::Resize { rows, cols }.encode()).await?,
+                    None => sizes = None,
+                }
+            }
+            else => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Writes what the command prints to this process's outputs; its exit
+/// code once it ended.
+async fn show_output<R: AsyncRead + Unpin>(mut rd: R) -> anyhow::Result<i32> {
+    let mut out = tokio::io::stdout();
+    let mut err = tokio::io::stderr();
+    let mut decoder = Decoder::default();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            anyhow::bail!(
+                "the session ended without the command's exit status: the node or the master went away (see `strata node list`)"
+            );
+        }
+        decoder.push(&buf[..n]);
+        while let Some(frame) = decoder.next_frame()? {
+            match frame {
+                Frame::Stdout(b) => {
+                    out.write_all(&b).await?;
+                    out.flush().await?;
+                }
+                Frame::Stderr(b) => {
+                    err.write_all(&b).await?;
+                    err.flush().await?;
+                }
+                Frame::Exit(code) => return Ok(code),
+                Frame::Failed(why) => anyhow::bail!("{why}"),
+                Frame::Stdin(_) | Frame::StdinEnd | Frame::Resize { .. } => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `command` with `input` through [`serve`] and returns what came
+    /// back: stdout, stderr and the last frame.
+    async fn run(command: &[&str], tty: bool, input: Option<&[u8]>) -> (String, String, Frame) {
+        let (mut admin, node) = tokio::io::duplex(1 << 20);
+        let request = ExecRequest {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin: input.is_some(),
+            rows: 30,
+            cols: 100,
+        };
+        let served = tokio::spawn(async move { serve(node, &request).await });
+        if let Some(input) = input {
+            admin
+                .write_all(&Frame::Stdin(input.to_vec()).encode())
+                .await
+                .expect("the session takes input");
+            admin
+                .write_all(&Frame::StdinEnd.encode())
+                .await
+                .expect("the session takes input");
+        }
+        let mut bytes = Vec::new();
+        admin
+            .read_to_end(&mut bytes)
+            .await
+            .expect("the session answers");
+        served
+            .await
+            .expect("the session does not panic")
+            .expect("the session runs");
+        let mut d = Decoder::default();
+        d.push(&bytes);
+        let (mut out, mut err, mut last) = (Vec::new(), Vec::new(), None);
+        while let Some(f) = d.next_frame().expect("the node sends frames") {
+            match f {
+                Frame::Stdout(b) => out.extend(b),
+                Frame::Stderr(b) => err.extend(b),
+                other => last = Some(other),
+            }
+        }
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            last.expect("a last frame"),
+        )
+    }
+
+    #[tokio::test]
+    async fn output_streams_and_the_exit_code_come_back() {
+        let (out, err, last) =
+            run(&["sh", "-c", "echo out; echo err >&2; exit 7"], false, None).await;
+        assert_eq!(
+            (out.as_str(), err.as_str(), last),
+            ("out\n", "err\n", Frame::Exit(7))
+        );
+    }
+
+    #[tokio::test]
+    async fn input_is_forwarded_and_ended() {
+        let (out, _, last) = run(&["cat"], false, Some(b"hello\n")).await;
+        assert_eq!((out.as_str(), last), ("hello\n", Frame::Exit(0)));
+    }
+
+    #[tokio::test]
+    async fn a_terminal_has_the_asked_size_and_is_the_controlling_one() {
+        let (out, err, last) =
+            run(&["sh", "-c", "stty size; tty -s && echo tty"], true, None).await;
+        assert_eq!(
+            (out.as_str(), err.as_str(), last),
+            ("30 100\r\ntty\r\n", "", Frame::Exit(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named() {
+        let (_, _, last) = run(&["/nonexistent/prog"], false, None).await;
+        assert_eq!(
+            last,
+            Frame::Failed(
+                "cannot run `/nonexistent/prog`: No such file or directory (os error 2)".into()
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_command_leaves_running_does_not_hold_the_session() {
+        let (out, _, last) = run(&["sh", "-c", "sleep 600 & echo started"], false, None).await;
+        assert_eq!((out.as_str(), last), ("started\n", Frame::Exit(0)));
+    }
+
+    #[tokio::test]
+    async fn a_signal_is_reported_as_shells_do() {
+        let (_, _, last) = run(&["sh", "-c", "kill -TERM $$"], false, None).await;
+        assert_eq!(last, Frame::Exit(128 + 15));
+    }
+}
