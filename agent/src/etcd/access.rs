@@ -147,10 +147,17 @@ pub(super) async fn load_cache(client: &Client, cache: &AccessCache) -> Result<i
         TxnOp::get(REVOKED, Some(GetOptions::new().with_prefix())),
         TxnOp::get(USER_TOKENS, Some(GetOptions::new().with_prefix())),
     ]);
-    let resp = tokio::time::timeout(CALL_TIMEOUT, kv.txn(txn))
-        .await
-        .map_err(|_| format!("no answer within {}s", CALL_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+    // Sent again while it never reached etcd (`super::unsent`): a dead
+    // member would otherwise stop the shared watch's (re)start.
+    let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+    let mut attempt = 1;
+    let resp = loop {
+        match tokio::time::timeout_at(deadline, kv.txn(txn.clone())).await {
+            Err(_) => return Err(format!("no answer within {}s", CALL_TIMEOUT.as_secs())),
+            Ok(Err(e)) if attempt < super::SEND_ATTEMPTS && super::unsent(&e) => attempt += 1,
+            Ok(r) => break r.map_err(|e| e.to_string())?,
+        }
+    };
     let revision = resp.header().map_or(0, |h| h.revision());
     let mut lists = gets(&resp.op_responses()).into_iter();
     let (revoked, users) = (
@@ -239,12 +246,11 @@ impl Store {
                 json(&UserTokenRecord::bootstrap(sha256, now)),
             ));
         }
-        let mut kv = self.client.kv_client();
         let claimed: BTreeSet<String> = self
-            .timed(kv.get(
+            .get(
                 NODE_KEYS,
                 Some(GetOptions::new().with_prefix().with_keys_only()),
-            ))
+            )
             .await?
             .kvs()
             .iter()
@@ -267,7 +273,7 @@ impl Store {
             let txn = Txn::new()
                 .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(key, value, None)]);
-            if self.timed(kv.txn(txn)).await?.succeeded() {
+            if self.txn(txn).await?.succeeded() {
                 made += 1;
             }
         }
@@ -290,8 +296,7 @@ impl Store {
         &self,
         key: &str,
     ) -> Result<Option<T>, Error> {
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(key, None)).await?;
+        let resp = self.get(key, None).await?;
         resp.kvs()
             .first()
             .map(|kv| decode(key, kv.value()))
@@ -316,13 +321,12 @@ impl Store {
         let claim_key = format!("{NODE_KEYS}{}", attempt.key_sha256);
         let keys = [&token_key, &node_key, &removed_key, &claim_key];
         for _ in 0..ATTEMPTS {
-            let mut kv = self.client.kv_client();
             let read = Txn::new().and_then(
                 keys.iter()
                     .map(|k| TxnOp::get(k.as_str(), None))
                     .collect::<Vec<_>>(),
             );
-            let resp = self.timed(kv.txn(read)).await?;
+            let resp = self.txn(read).await?;
             let found: Vec<Option<KeyValue>> = gets(&resp.op_responses())
                 .into_iter()
                 .map(|kvs| kvs.into_iter().next())
@@ -358,7 +362,7 @@ impl Store {
                 ops.push(TxnOp::delete(removed_key.as_str(), None));
             }
             let txn = Txn::new().when(compares).and_then(ops);
-            if self.timed(kv.txn(txn)).await?.succeeded() {
+            if self.txn(txn).await?.succeeded() {
                 return Ok(plan);
             }
         }
@@ -392,8 +396,7 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let mut kv = self.client.kv_client();
-        Ok(self.timed(kv.txn(txn)).await?.succeeded())
+        Ok(self.txn(txn).await?.succeeded())
     }
 
     /// Every join token, oldest first.
@@ -443,9 +446,8 @@ impl Store {
         T: TokenRecord + serde::Serialize + serde::de::DeserializeOwned,
     {
         for _ in 0..ATTEMPTS {
-            let mut kv = self.client.kv_client();
             let resp = self
-                .timed(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+                .get(prefix, Some(GetOptions::new().with_prefix()))
                 .await?;
             let mut found = None;
             for kv in resp.kvs() {
@@ -470,7 +472,7 @@ impl Store {
                     revision,
                 )])
                 .and_then([TxnOp::put(key.as_str(), json(&record), None)]);
-            if self.timed(kv.txn(txn)).await?.succeeded() {
+            if self.txn(txn).await?.succeeded() {
                 return Ok(Some(record));
             }
         }

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use configs::net::Ipv4Cidr;
 use etcd_client::{
-    AlarmAction, AlarmType, Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions,
-    GetOptions, Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, SortOrder, SortTarget,
-    TlsOptions, Txn, TxnOp, WatchOptions,
+    AlarmAction, AlarmResponse, AlarmType, Certificate, Client, Compare, CompareOp, ConnectOptions,
+    DeleteOptions, DeleteResponse, GetOptions, GetResponse, Identity, LeaseGrantResponse,
+    LeaseKeepAliveStream, LeaseKeeper, MemberListResponse, PutOptions, PutResponse, SortOrder,
+    SortTarget, TlsOptions, Txn, TxnOp, TxnResponse, WatchOptions,
 };
 
 use control::access::{JoinRefusal, Removal, plan_removal};
@@ -113,10 +114,32 @@ struct Feed {
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often one call is sent while it never reached etcd ([`unsent`]).
+const SEND_ATTEMPTS: u32 = 3;
+
+/// Whether a call failed before it was sent. The client's balanced channel
+/// keeps a member it cannot connect to (a master powered off) among those
+/// it picks from, and the call it routes there fails with the connect
+/// error; the member is reconnecting then, so the same call sent again goes
+/// to another member. Never sent, so a write is as safe to send again as a
+/// read. A powered-off master once made every read through a live one fail
+/// for a minute (`three_masters_survive_losing_one`).
+pub(crate) fn unsent(e: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return false;
+    };
+    std::iter::successors(Some(status as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .any(|e| e.is::<tonic::ConnectError>())
+}
+
 fn options(c: &EtcdConnect) -> ConnectOptions {
     // HTTP/2 keep-alives drop the connection to a member that vanished
     // (a powered-off master answers nothing, not even a reset) within a few
-    // seconds, so calls go to the members that are left.
+    // seconds. The member stays among those the balanced channel picks
+    // from, and calls routed to it fail before they are sent: `Store::call`
+    // sends those again.
     let mut o = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(CALL_TIMEOUT)
@@ -172,10 +195,115 @@ impl Store {
         }
     }
 
+    /// Sends the call `send` makes, and sends it again while it failed
+    /// before it reached etcd ([`unsent`]), all within [`CALL_TIMEOUT`].
+    async fn call<T, Fut>(&self, mut send: impl FnMut() -> Fut) -> Result<T, Error>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        let mut attempt = 1;
+        loop {
+            match tokio::time::timeout_at(deadline, send()).await {
+                Ok(Err(e)) if attempt < SEND_ATTEMPTS && unsent(&e) => attempt += 1,
+                Ok(r) => return r.map_err(|e| self.err(e)),
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        endpoints: self.endpoints.clone(),
+                        seconds: CALL_TIMEOUT.as_secs(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A range read ([`Store::call`]).
+    async fn get(
+        &self,
+        key: impl Into<Vec<u8>>,
+        options: Option<GetOptions>,
+    ) -> Result<GetResponse, Error> {
+        let key = key.into();
+        self.call(|| {
+            let (mut kv, key, options) = (self.client.kv_client(), key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await
+    }
+
+    /// A write ([`Store::call`]).
+    async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        options: Option<PutOptions>,
+    ) -> Result<PutResponse, Error> {
+        let (key, value) = (key.into(), value.into());
+        self.call(|| {
+            let mut kv = self.client.kv_client();
+            let (key, value, options) = (key.clone(), value.clone(), options.clone());
+            async move { kv.put(key, value, options).await }
+        })
+        .await
+    }
+
+    /// A range delete ([`Store::call`]).
+    async fn delete(
+        &self,
+        key: impl Into<Vec<u8>>,
+        options: Option<DeleteOptions>,
+    ) -> Result<DeleteResponse, Error> {
+        let key = key.into();
+        self.call(|| {
+            let (mut kv, key, options) = (self.client.kv_client(), key.clone(), options.clone());
+            async move { kv.delete(key, options).await }
+        })
+        .await
+    }
+
+    /// A transaction ([`Store::call`]).
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, Error> {
+        self.call(|| {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+    }
+
+    /// A new lease of `ttl` seconds ([`Store::call`]).
+    async fn grant(&self, ttl: i64) -> Result<LeaseGrantResponse, Error> {
+        self.call(|| {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(ttl, None).await }
+        })
+        .await
+    }
+
+    /// The cluster's members ([`Store::call`]).
+    async fn member_list(&self) -> Result<MemberListResponse, Error> {
+        self.call(|| {
+            let mut cluster = self.client.cluster_client();
+            async move { cluster.member_list().await }
+        })
+        .await
+    }
+
+    /// The active alarms ([`Store::call`]).
+    async fn alarm_list(&self) -> Result<AlarmResponse, Error> {
+        self.call(|| {
+            let mut maintenance = self.client.maintenance_client();
+            async move {
+                maintenance
+                    .alarm(AlarmAction::Get, AlarmType::None, None)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// One linearizable read: it succeeds only when a quorum of members is up.
     pub async fn check_quorum(&self) -> Result<(), Error> {
-        let mut kv = self.client.kv_client();
-        self.timed(kv.get(PROBE, None)).await.map(|_| ())
+        self.get(PROBE, None).await.map(|_| ())
     }
 
     /// Writes `record` only while its key was last modified at `revision`
@@ -191,15 +319,13 @@ impl Store {
                 revision,
             )])
             .and_then([TxnOp::put(key, value, None)]);
-        let mut kv = self.client.kv_client();
-        Ok(self.timed(kv.txn(txn)).await?.succeeded())
+        Ok(self.txn(txn).await?.succeeded())
     }
 
     /// The record of node `name` with the revision it was last modified at.
     pub async fn get_node_at(&self, name: &str) -> Result<Option<(NodeRecord, i64)>, Error> {
         let key = format!("{NODES}{name}");
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(key.clone(), None)).await?;
+        let resp = self.get(key.clone(), None).await?;
         resp.kvs()
             .first()
             .map(|kv| Ok((decode(&key, kv.value())?, kv.mod_revision())))
@@ -208,8 +334,7 @@ impl Store {
 
     pub async fn get_node(&self, name: &str) -> Result<Option<NodeRecord>, Error> {
         let key = format!("{NODES}{name}");
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(key.clone(), None)).await?;
+        let resp = self.get(key.clone(), None).await?;
         resp.kvs()
             .first()
             .map(|kv| decode(&key, kv.value()))
@@ -217,9 +342,8 @@ impl Store {
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeRecord>, Error> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(NODES, Some(GetOptions::new().with_prefix())))
+            .get(NODES, Some(GetOptions::new().with_prefix()))
             .await?;
         resp.kvs()
             .iter()
@@ -229,8 +353,7 @@ impl Store {
 
     /// The store's current revision (a linearizable read).
     pub async fn revision(&self) -> Result<i64, Error> {
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(PROBE, None)).await?;
+        let resp = self.get(PROBE, None).await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
@@ -254,14 +377,12 @@ impl Store {
                 TxnOp::put(key, value, None),
                 TxnOp::delete(format!("{TASK_STATUS}{id}"), None),
             ]);
-        let mut kv = self.client.kv_client();
-        Ok(self.timed(kv.txn(txn)).await?.succeeded())
+        Ok(self.txn(txn).await?.succeeded())
     }
 
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, Error> {
         let key = format!("{TASKS}{id}");
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(key.clone(), None)).await?;
+        let resp = self.get(key.clone(), None).await?;
         resp.kvs()
             .first()
             .map(|kv| decode(&key, kv.value()))
@@ -282,9 +403,8 @@ impl Store {
         &self,
         prefix: &str,
     ) -> Result<BTreeMap<String, T>, Error> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+            .get(prefix, Some(GetOptions::new().with_prefix()))
             .await?;
         let mut out = BTreeMap::new();
         for kv in resp.kvs() {
@@ -297,12 +417,11 @@ impl Store {
 
     /// Removes a task and its status; returns whether it existed.
     pub async fn delete_task(&self, id: &str) -> Result<bool, Error> {
-        let mut kv = self.client.kv_client();
         let txn = Txn::new().and_then([
             TxnOp::delete(format!("{TASKS}{id}"), None),
             TxnOp::delete(format!("{TASK_STATUS}{id}"), None),
         ]);
-        let resp = self.timed(kv.txn(txn)).await?;
+        let resp = self.txn(txn).await?;
         Ok(resp
             .op_responses()
             .iter()
@@ -320,8 +439,7 @@ impl Store {
                 0,
             )])
             .and_then([TxnOp::put(format!("{TASK_STATUS}{id}"), value, None)]);
-        let mut kv = self.client.kv_client();
-        Ok(self.timed(kv.txn(txn)).await?.succeeded())
+        Ok(self.txn(txn).await?.succeeded())
     }
 
     /// Waits until a task is created, changed or removed after revision
@@ -371,21 +489,16 @@ impl Store {
     /// is bound to a lease, so a session whose master died goes too).
     pub async fn put_exec(&self, session: &ExecSession, ttl_seconds: u64) -> Result<(), Error> {
         let ttl = i64::try_from(ttl_seconds).unwrap_or(i64::MAX);
-        let mut lease = self.client.lease_client();
-        let granted = self.timed(lease.grant(ttl, None)).await?;
+        let granted = self.grant(ttl).await?;
         let value = serde_json::to_vec(session).expect("an exec session always serializes");
         let key = format!("{EXEC}{}/{}", session.node, session.id);
         let options = PutOptions::new().with_lease(granted.id());
-        let mut kv = self.client.kv_client();
-        self.timed(kv.put(key, value, Some(options)))
-            .await
-            .map(|_| ())
+        self.put(key, value, Some(options)).await.map(|_| ())
     }
 
     /// Withdraws a session (its node attached, or never will).
     pub async fn delete_exec(&self, node: &str, id: &str) -> Result<(), Error> {
-        let mut kv = self.client.kv_client();
-        self.timed(kv.delete(format!("{EXEC}{node}/{id}"), None))
+        self.delete(format!("{EXEC}{node}/{id}"), None)
             .await
             .map(|_| ())
     }
@@ -407,8 +520,7 @@ impl Store {
     /// (`control::audit::key`).
     pub async fn append_audit(&self, key: &str, record: &AuditRecord) -> Result<(), Error> {
         let value = serde_json::to_vec(record).expect("an audit record always serializes");
-        let mut kv = self.client.kv_client();
-        self.timed(kv.put(key, value, None)).await.map(|_| ())
+        self.put(key, value, None).await.map(|_| ())
     }
 
     /// The newest `limit` records of the audit log, oldest first. A record
@@ -419,8 +531,7 @@ impl Store {
             .with_prefix()
             .with_sort(SortTarget::Key, SortOrder::Descend)
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let mut kv = self.client.kv_client();
-        let resp = self.timed(kv.get(audit::PREFIX, Some(options))).await?;
+        let resp = self.get(audit::PREFIX, Some(options)).await?;
         let mut out = Vec::new();
         for kv in resp.kvs().iter().rev() {
             let key = String::from_utf8_lossy(kv.key());
@@ -435,17 +546,15 @@ impl Store {
     /// Deletes the audit records keyed before `end`
     /// (`control::audit::trim_end`); returns how many went.
     pub async fn trim_audit(&self, end: &str) -> Result<i64, Error> {
-        let mut kv = self.client.kv_client();
         let options = DeleteOptions::new().with_range(end);
-        let resp = self.timed(kv.delete(audit::PREFIX, Some(options))).await?;
+        let resp = self.delete(audit::PREFIX, Some(options)).await?;
         Ok(resp.deleted())
     }
 
     /// Every key under `prefix` with its value (lossy UTF-8), in key order.
     pub async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, Error> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+            .get(prefix, Some(GetOptions::new().with_prefix()))
             .await?;
         Ok(resp
             .kvs()
@@ -498,8 +607,7 @@ impl Store {
                     TxnOp::put(keys.by_subnet.clone(), node, None),
                     TxnOp::put(keys.by_node.clone(), subnet.to_string(), None),
                 ]);
-            let mut kv = self.client.kv_client();
-            if self.timed(kv.txn(txn)).await?.succeeded() {
+            if self.txn(txn).await?.succeeded() {
                 return Ok(subnet);
             }
         }
@@ -520,12 +628,11 @@ impl Store {
         let node_key = format!("{NODES}{name}");
         let lease_key = format!("{}nodes/{name}", LeaseKeys::PREFIX);
         loop {
-            let mut kv = self.client.kv_client();
             let read = Txn::new().and_then([
                 TxnOp::get(node_key.clone(), None),
                 TxnOp::get(lease_key.clone(), None),
             ]);
-            let resp = self.timed(kv.txn(read)).await?;
+            let resp = self.txn(read).await?;
             let mut found = resp.op_responses().into_iter().map(|r| match r {
                 etcd_client::TxnOpResponse::Get(g) => g.kvs().first().cloned(),
                 _ => None,
@@ -589,7 +696,7 @@ impl Store {
                 }
             };
             let txn = Txn::new().when(compares).and_then(ops);
-            if self.timed(kv.txn(txn)).await?.succeeded() {
+            if self.txn(txn).await?.succeeded() {
                 self.keepalives
                     .lock()
                     .expect("keepalive map lock poisoned")
@@ -601,9 +708,8 @@ impl Store {
 
     /// The live nodes: name to the value of its lease-bound key.
     pub async fn alive(&self) -> Result<BTreeMap<String, Alive>, Error> {
-        let mut kv = self.client.kv_client();
         let resp = self
-            .timed(kv.get(ALIVE, Some(GetOptions::new().with_prefix())))
+            .get(ALIVE, Some(GetOptions::new().with_prefix()))
             .await?;
         let mut out = BTreeMap::new();
         for kv in resp.kvs() {
@@ -637,8 +743,7 @@ impl Store {
         // A lease this master does not know yet may still be alive (the
         // node heartbeated through another master before).
         let key = format!("{ALIVE}{name}");
-        let mut kv = self.client.kv_client();
-        let existing = self.timed(kv.get(key.clone(), None)).await?;
+        let existing = self.get(key.clone(), None).await?;
         let mut lease = self.client.lease_client();
         if let Some(alive) = existing
             .kvs()
@@ -655,16 +760,14 @@ impl Store {
                 return Ok(resp.ttl());
             }
         }
-        let granted = self
-            .timed(lease.grant(i64::from(grace_seconds), None))
-            .await?;
+        let granted = self.grant(i64::from(grace_seconds)).await?;
         let value = serde_json::to_vec(&Alive {
             format: Default::default(),
             lease: granted.id(),
             since: now,
         })
         .expect("alive always serializes");
-        self.timed(kv.put(key, value, Some(PutOptions::new().with_lease(granted.id()))))
+        self.put(key, value, Some(PutOptions::new().with_lease(granted.id())))
             .await?;
         let (keeper, stream) = self.timed(lease.keep_alive(granted.id())).await?;
         *slot = Some((granted.id(), keeper, stream));
@@ -676,15 +779,11 @@ impl Store {
     /// refuses writes until space is freed and the alarm disarmed) or
     /// CORRUPT.
     pub async fn alarms(&self) -> Result<Vec<String>, Error> {
-        let mut maintenance = self.client.maintenance_client();
-        let resp = self
-            .timed(maintenance.alarm(AlarmAction::Get, AlarmType::None, None))
-            .await?;
+        let resp = self.alarm_list().await?;
         if resp.alarms().is_empty() {
             return Ok(Vec::new());
         }
-        let mut cluster = self.client.cluster_client();
-        let list = self.timed(cluster.member_list()).await?;
+        let list = self.member_list().await?;
         Ok(resp
             .alarms()
             .iter()
@@ -702,8 +801,7 @@ impl Store {
     /// Every member with its health and whether it leads; each member is
     /// asked on its own client URL.
     pub async fn members(&self) -> Result<Vec<MasterStatus>, Error> {
-        let mut cluster = self.client.cluster_client();
-        let list = self.timed(cluster.member_list()).await?;
+        let list = self.member_list().await?;
         let mut asks = tokio::task::JoinSet::new();
         for (i, m) in list.members().iter().enumerate() {
             let endpoint = m.client_urls().first().cloned().unwrap_or_default();
@@ -821,10 +919,14 @@ async fn follow_changes(
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(loaded_at + 1);
-            let mut stream = watch
-                .watch("/strata/", Some(options))
-                .await
-                .map_err(|e| e.to_string())?;
+            // Opened again at once while it never reached etcd (`unsent`).
+            let mut attempt = 1;
+            let mut stream = loop {
+                match watch.watch("/strata/", Some(options.clone())).await {
+                    Err(e) if attempt < SEND_ATTEMPTS && unsent(&e) => attempt += 1,
+                    opened => break opened.map_err(|e| e.to_string())?,
+                }
+            };
             while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
                 if resp.canceled() {
                     return Err(format!(

@@ -38,7 +38,10 @@ use routes::{audit_log, cluster, exec, join, nodes, tasks, tokens, watch};
 
 /// Every task and every break-glass session waiting for its node, as the
 /// assignment long-polls last read them.
-type Assignments = (BTreeMap<String, TaskRecord>, Vec<control::exec::ExecSession>);
+type Assignments = (
+    BTreeMap<String, TaskRecord>,
+    Vec<control::exec::ExecSession>,
+);
 
 /// What the handlers share.
 pub struct ApiState {
