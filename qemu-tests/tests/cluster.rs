@@ -217,6 +217,13 @@ fn master_private_and_public_join_at_boot() {
     assert_eq!(states.len(), 3, "{states:?}");
     println!("{}", p.strata(&["node", "list"]).unwrap());
 
+    // Break-glass on a booted node, which has no SSH and no login: the
+    // command runs in the host's PID namespace (its PID 1 is systemd).
+    let comm = p
+        .strata(&["node", "exec", "private-1", "--", "cat", "/proc/1/comm"])
+        .expect("strata node exec on private-1");
+    assert_eq!(comm, "systemd\n");
+
     tasks_across_booted_agents(&p, &registry.guest_image());
 
     // A node that vanishes is shown unreachable after the grace period.
@@ -287,6 +294,14 @@ fn three_masters_survive_losing_one() {
         }
     };
     println!("{status:#}");
+    // And it keeps answering: calls the master's etcd client routes to the
+    // lost member are sent again to the others (`etcd::Store::call`).
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        if let Err(e) = p.strata(&["cluster", "status", "--json"]) {
+            panic!("cluster status failed {i} s after it first answered without master-3: {e:#}");
+        }
+    }
     assert_eq!(status["etcd_quorum"], serde_json::json!(true), "{status:#}");
     assert!(status["etcd_leader"].is_string(), "{status:#}");
     let healthy = status["masters"].as_array().map_or(0, |m| {
