@@ -7,8 +7,9 @@
 //! certificate is refused, and it joins with a token made after the
 //! removal. An admin runs break-glass commands on a node (`strata node
 //! exec`: output, errors, exit code, input, a terminal) and a viewer may
-//! not. The audit log holds every write with who made it, and only admins
-//! read it.
+//! not. `strata cluster rotate-certs` replaces the master's and every
+//! node's certificate while the API keeps answering. The audit log holds
+//! every write with who made it, and only admins read it.
 
 use std::time::Duration;
 
@@ -37,6 +38,44 @@ fn block_on<F: Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// The serial of the certificate master-1's API presents to a new
+/// connection (from agent-2's namespace).
+fn presented_serial(c: &TestCluster, api_port: u16) -> String {
+    let ca_pem = c.ca.cert_pem.clone();
+    let ip = c.ip("master-1").to_string();
+    let ns = agent::overlay::netns::path(c.ns("agent-2"));
+    agent::overlay::netns::run_in(Some(&ns), move || {
+        Ok(block_on(async move {
+            let tls = tls::client_config(&ca_pem, None).expect("tls");
+            let tcp = tokio::net::TcpStream::connect((ip.as_str(), api_port))
+                .await
+                .expect("connect to master-1's API");
+            let name = rustls::pki_types::ServerName::try_from(ip.clone()).expect("a name");
+            let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+                .connect(name, tcp)
+                .await
+                .expect("a TLS session with master-1's API");
+            let der = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .expect("certificates")[0]
+                .to_vec();
+            agent::pki::CertInfo::from_der(&der, "the API's certificate")
+                .expect("parses")
+                .serial
+        }))
+    })
+    .expect("netns thread")
+}
+
+/// Node `name`'s certificate as kept in its identity directory.
+fn kept_cert(c: &TestCluster, name: &str) -> agent::pki::CertInfo {
+    let pem =
+        std::fs::read_to_string(c.state_dir(name).join("identity/node.crt")).expect("node.crt");
+    agent::pki::CertInfo::parse(&pem, "the node's certificate").expect("parses")
 }
 
 fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
@@ -371,6 +410,69 @@ fn join_tokens_roles_and_removal_are_enforced() {
         .expect("listed");
     assert_eq!(revoked.state(u64::MAX), TokenState::Revoked);
 
+    // `strata cluster rotate-certs`: the master replaces the certificate
+    // its API presents without a restart, every node renews at once (its
+    // certificate lives a year, far from two thirds), keeping its key, and
+    // the API answers throughout.
+    let api_before = presented_serial(&c, api_port);
+    let node_before = kept_cert(&c, "agent-2");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (progress, failures) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut failures = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Err(e) = c.cli(&["node", "list"]) {
+                    failures.push(e);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            failures
+        });
+        let rotated = c.cli_as(
+            &c.context,
+            &["cluster", "rotate-certs", "--timeout", "60s", "--json"],
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let failures = watcher.join().expect("the watcher does not panic");
+        let rotated = rotated.unwrap_or_else(|e| panic!("strata cluster rotate-certs: {e}"));
+        (json::<serde_json::Value>(&rotated), failures)
+    });
+    assert!(
+        failures.is_empty(),
+        "the API failed during the rotation: {failures:#?}"
+    );
+    assert_eq!(
+        (&progress["masters_renewed"], &progress["nodes_renewed"]),
+        (&serde_json::json!(1), &serde_json::json!(3)),
+        "{progress:#}"
+    );
+    let at = progress["rotation"]["at"]
+        .as_u64()
+        .expect("the rotation's time");
+    assert_ne!(
+        presented_serial(&c, api_port),
+        api_before,
+        "the API presents its old certificate"
+    );
+    let node_after = kept_cert(&c, "agent-2");
+    assert_ne!(node_after.serial, node_before.serial);
+    assert_eq!(
+        node_after.key_sha256, node_before.key_sha256,
+        "a renewal keeps the key"
+    );
+    assert!(node_after.signed_at_unix() >= at);
+    let status: control::model::ClusterStatus = json(&c.admin_ok(&["cluster", "status", "--json"]));
+    assert_eq!(status.cert_rotation.as_ref().map(|r| r.at), Some(at));
+    assert!(
+        status
+            .master_certs
+            .get("master-1")
+            .is_some_and(|m| m.issued_at >= at),
+        "{status:#?}"
+    );
+    let nodes: Vec<NodeStatus> = json(&c.admin_ok(&["node", "list", "--json"]));
+    assert_eq!(state(&nodes, "agent-2"), Some(NodeState::Ready));
+
     // The audit log holds every write above with who made it, refused
     // ones too, and no reads or node telemetry.
     let log: Vec<AuditRecord> = json(&c.admin_ok(&["audit", "list", "--limit", "1000", "--json"]));
@@ -421,6 +523,8 @@ fn join_tokens_roles_and_removal_are_enforced() {
             .contains("on node agent-1: sh -c 'ip -4 -o addr show; echo to-stderr >&2; exit 7'"),
         "{exec:#?}"
     );
+    let rotation = find("the rotation", &|r| r.operation == "rotate_certs");
+    assert_eq!((rotation.status, rotation.role), (200, Some(Role::Admin)));
     let viewer_exec = find("the viewer's exec", &|r| {
         r.operation == "exec_node" && r.status == 403
     });

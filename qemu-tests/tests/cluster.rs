@@ -267,6 +267,20 @@ fn three_masters_survive_losing_one() {
     )
     .unwrap();
 
+    // Every certificate replaced while the cluster runs: each master's
+    // API and etcd member (whose peers then talk over new handshakes when
+    // master-3 goes below), and every node's.
+    let rotated: serde_json::Value = serde_json::from_str(
+        &p.strata(&["cluster", "rotate-certs", "--timeout", "120s", "--json"])
+            .expect("strata cluster rotate-certs"),
+    )
+    .expect("rotate-certs prints JSON");
+    assert_eq!(
+        (&rotated["masters_renewed"], &rotated["nodes_renewed"]),
+        (&serde_json::json!(3), &serde_json::json!(4)),
+        "{rotated:#}"
+    );
+
     let lost = vms.remove(2);
     assert_eq!(lost.config.name, "master-3");
     drop(lost);

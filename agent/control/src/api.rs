@@ -184,6 +184,15 @@ pub const CLUSTER_STATUS: Route = route(
     "cluster_status",
 )
 .needs(Permission::Read);
+/// `POST /v1/cluster/rotate-certs`: an admin asks every master and node
+/// to replace its certificate (those signed before now).
+pub const ROTATE_CERTS: Route = route(
+    Method::Post,
+    "/v1/cluster/rotate-certs",
+    Auth::Operator,
+    "rotate_certs",
+)
+.needs(Permission::ManageAccess);
 /// `GET /v1/tasks`: every task with its state.
 pub const LIST_TASKS: Route =
     route(Method::Get, "/v1/tasks", Auth::Operator, "list_tasks").needs(Permission::Read);
@@ -303,6 +312,7 @@ pub const ROUTES: &[Route] = &[
     RENEW_CERT,
     WATCH_NODES,
     CLUSTER_STATUS,
+    ROTATE_CERTS,
     LIST_TASKS,
     CREATE_TASK,
     DELETE_TASK,

@@ -57,6 +57,42 @@ pub struct IssuedCert {
     pub serial: String,
     /// Unix seconds at which it expires.
     pub not_after: u64,
+    /// Unix seconds at which it was signed (its not-before, less the
+    /// backdating); 0 from masters that predate it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub issued_at: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// An admin's request that every certificate of the cluster signed before
+/// `at` be replaced (`strata cluster rotate-certs`), kept in etcd: each
+/// master replaces its own (the API's and its etcd member's) and tells
+/// the nodes in their heartbeats, and each node renews its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertRotation {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    /// Unix seconds of the request: certificates signed before it go.
+    pub at: u64,
+    /// Who asked (the audit log's label of the token).
+    pub requested_by: String,
+}
+
+/// A master's API certificate, as the master records it in etcd for
+/// `cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterCert {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    pub serial: String,
+    /// Unix seconds at which it was signed.
+    pub issued_at: u64,
+    pub not_after: u64,
 }
 
 impl NodeRecord {
@@ -333,6 +369,11 @@ pub struct HeartbeatResponse {
     /// Seconds the node stays Ready without another heartbeat.
     pub ttl_seconds: i64,
     pub settings: NodeSettings,
+    /// A certificate rotation is under way: the node renews its
+    /// certificate if it was signed before this (unix seconds). Absent
+    /// from masters that predate rotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_signed_before: Option<u64>,
 }
 
 /// One master as `cluster status` shows it.
@@ -372,6 +413,13 @@ pub struct ClusterStatus {
     /// text; a kind they do not know is shown as it comes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub etcd_alarms: Vec<String>,
+    /// The last certificate rotation asked for (absent: none ever was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_rotation: Option<CertRotation>,
+    /// Each master's API certificate as it last recorded it, by the
+    /// master's node name (masters that predate the record are absent).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub master_certs: BTreeMap<String, MasterCert>,
 }
 
 /// An error body of the API.
@@ -524,7 +572,8 @@ mod tests {
             record.certs,
             [IssuedCert {
                 serial: "4a01".into(),
-                not_after: 99
+                not_after: 99,
+                issued_at: 0,
             }]
         );
 
@@ -577,6 +626,7 @@ mod tests {
         let cert = |serial: &str, not_after| IssuedCert {
             serial: serial.into(),
             not_after,
+            issued_at: 0,
         };
         let old = NodeRecord {
             info: info(1),

@@ -10,8 +10,9 @@ use control::api as routes;
 use control::audit::AuditRecord;
 use control::exec::{self, ExecRequest};
 use control::model::{
-    AssignmentWatch, CertRenewal, ClusterStatus, HeartbeatResponse, JoinRequest, JoinResponse,
-    NodeInfo, NodeStatus, NodeWatch, Registered, RenewedCert, TaskReport, TaskRequest, TaskView,
+    AssignmentWatch, CertRenewal, CertRotation, ClusterStatus, HeartbeatResponse, JoinRequest,
+    JoinResponse, NodeInfo, NodeStatus, NodeWatch, Registered, RenewedCert, TaskReport,
+    TaskRequest, TaskView,
 };
 
 use super::client::{ApiClient, ClientError, Upgraded};
@@ -63,6 +64,11 @@ impl ApiClient {
     /// `GET /v1/cluster/status`.
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
         self.get(&routes::CLUSTER_STATUS.fill(&[])).await
+    }
+
+    /// `POST /v1/cluster/rotate-certs`.
+    pub async fn rotate_certs(&self) -> Result<CertRotation> {
+        self.post(&routes::ROTATE_CERTS.fill(&[]), &()).await
     }
 
     /// `GET /v1/tasks`.

@@ -10,7 +10,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::pki;
@@ -72,17 +73,62 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, Error> {
 /// joining nodes can find the CA the token pins), and verifies client
 /// certificates against the CA when a client presents one.
 pub fn server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ServerConfig, Error> {
+    server_config_with(ca_pem, ServerCert::new(ca_pem, cert_pem, key_pem)?)
+}
+
+/// [`server_config`] presenting what `cert` holds at each handshake: a
+/// master replaces its certificate there without restarting its server.
+pub fn server_config_with(ca_pem: &str, cert: Arc<ServerCert>) -> Result<ServerConfig, Error> {
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
         .allow_unauthenticated()
         .build()?;
-    let mut chain = certs(cert_pem, "the master's API certificate")?;
-    chain.extend(certs(ca_pem, "the cluster CA")?);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key(key_pem, "the master's API key")?)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// A master's API certificate (with the CA after it), replaceable while
+/// the server runs: new handshakes present the new one, connections open
+/// keep theirs.
+#[derive(Debug)]
+pub struct ServerCert(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl ServerCert {
+    pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<ServerCert>, Error> {
+        Ok(Arc::new(ServerCert(std::sync::RwLock::new(certified(
+            ca_pem, cert_pem, key_pem,
+        )?))))
+    }
+
+    /// Presents `cert_pem` from the next handshake on.
+    pub fn set(&self, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<(), Error> {
+        let new = certified(ca_pem, cert_pem, key_pem)?;
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+fn certified(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, Error> {
+    let mut chain = certs(cert_pem, "the master's API certificate")?;
+    chain.extend(certs(ca_pem, "the cluster CA")?);
+    let key = provider()
+        .key_provider
+        .load_private_key(key(key_pem, "the master's API key")?)?;
+    let certified = CertifiedKey::new(chain, key);
+    certified.keys_match().map_err(|e| Error::Pem {
+        what: "the master's API key".to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Arc::new(certified))
 }
 
 /// A client that trusts the cluster CA, optionally with a client

@@ -36,6 +36,24 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace every certificate the cluster signed so far, without
+    /// downtime (admins): each master replaces the API's and its etcd
+    /// member's within seconds, and each node renews its own at its next
+    /// heartbeat, keeping its key. Waits, showing progress, until every
+    /// master and every Ready node has a new one.
+    RotateCerts {
+        /// Return once the rotation is asked for.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait (`90s`, `10m`).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: u64,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make, list and revoke join tokens (admins).
     Token {
         #[command(subcommand)]
@@ -101,8 +119,15 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Status { target, json } => {
             let client = target.client()?;
             let status = runtime()?.block_on(client.cluster_status())?;
-            output::emit(json, &status, output::cluster_status)
+            let now = crate::clock::unix_secs();
+            output::emit(json, &status, |s| output::cluster_status(s, now))
         }
+        ClusterCommand::RotateCerts {
+            no_wait,
+            timeout,
+            target,
+            json,
+        } => rotate_certs(no_wait, timeout, target, json),
         ClusterCommand::Token { command } => token(command),
         ClusterCommand::RunNode {
             user_data,
@@ -202,5 +227,147 @@ fn run_node(
             })
             .await
         }
+    })
+}
+
+/// How far a certificate rotation got.
+#[derive(Debug, serde::Serialize)]
+struct RotationProgress {
+    rotation: control::model::CertRotation,
+    /// Ready masters whose API certificate was signed at or after the
+    /// rotation, of all Ready masters.
+    masters_renewed: usize,
+    masters: usize,
+    /// Ready nodes whose certificate was, of all Ready nodes.
+    nodes_renewed: usize,
+    nodes: usize,
+    /// Who has not renewed yet.
+    waiting_for: Vec<String>,
+    /// Nodes that are not Ready: they renew when they are back.
+    not_ready: Vec<String>,
+}
+
+impl RotationProgress {
+    fn done(&self) -> bool {
+        self.masters_renewed == self.masters && self.nodes_renewed == self.nodes
+    }
+
+    fn line(&self) -> String {
+        let mut line = format!(
+            "masters {}/{}, Ready nodes {}/{} with new certificates",
+            self.masters_renewed, self.masters, self.nodes_renewed, self.nodes
+        );
+        if !self.waiting_for.is_empty() {
+            line.push_str(&format!(" (waiting for {})", self.waiting_for.join(", ")));
+        }
+        line
+    }
+}
+
+/// What the cluster says of `rotation` now.
+async fn rotation_progress(
+    client: &crate::api::client::ApiClient,
+    rotation: &control::model::CertRotation,
+) -> anyhow::Result<RotationProgress> {
+    use control::model::NodeState;
+    let status = client.cluster_status().await?;
+    let nodes = client.list_nodes().await?;
+    let mut waiting_for = Vec::new();
+    let (ready, not_ready): (Vec<_>, Vec<_>) =
+        nodes.iter().partition(|n| n.state == NodeState::Ready);
+    let masters: Vec<&str> = ready
+        .iter()
+        .filter(|n| n.record.info.role == configs::Role::Master)
+        .map(|n| n.record.info.name.as_str())
+        .collect();
+    let mut masters_renewed = 0;
+    for m in &masters {
+        let cert = status.master_certs.get(*m);
+        if cert.is_some_and(|c| c.issued_at >= rotation.at) {
+            masters_renewed += 1;
+        } else {
+            waiting_for.push(format!("master {m}"));
+        }
+    }
+    let mut nodes_renewed = 0;
+    for n in &ready {
+        if n.record.certs.iter().any(|c| c.issued_at >= rotation.at) {
+            nodes_renewed += 1;
+        } else {
+            waiting_for.push(format!("node {}", n.record.info.name));
+        }
+    }
+    Ok(RotationProgress {
+        rotation: rotation.clone(),
+        masters_renewed,
+        masters: masters.len(),
+        nodes_renewed,
+        nodes: ready.len(),
+        waiting_for,
+        not_ready: not_ready
+            .iter()
+            .map(|n| n.record.info.name.clone())
+            .collect(),
+    })
+}
+
+/// `strata cluster rotate-certs`.
+fn rotate_certs(no_wait: bool, timeout: u64, target: Target, json: bool) -> anyhow::Result<()> {
+    let client = target.client()?;
+    let rt = runtime()?;
+    let rotation = rt.block_on(client.rotate_certs())?;
+    if no_wait {
+        return output::emit(json, &rotation, |r| {
+            format!(
+                "rotation asked for: every certificate signed before unix time {} is replaced; follow it with `strata cluster status`\n",
+                r.at
+            )
+        });
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut last = String::new();
+    let progress = loop {
+        // A master may be between certificates: ask again.
+        let progress = match rt.block_on(rotation_progress(&client, &rotation)) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("rotate-certs: cannot read the cluster's state yet: {e:#}");
+                None
+            }
+        };
+        if let Some(p) = &progress {
+            let line = p.line();
+            if line != last {
+                eprintln!("rotate-certs: {line}");
+                last = line;
+            }
+            if p.done() {
+                break progress.expect("just matched");
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            let waiting = progress.map_or_else(
+                || "the cluster's state could not be read".to_string(),
+                |p| p.waiting_for.join(", "),
+            );
+            anyhow::bail!(
+                "the rotation is not done after {timeout}s, waiting for {waiting}: nodes renew at their next heartbeat and masters within {}s; see `strata node list` and `strata cluster status`, or wait longer with --timeout",
+                crate::cluster::master::CERT_CHECK.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    output::emit(json, &progress, |p| {
+        let mut text = format!(
+            "every certificate signed before unix time {} was replaced: {} master(s), {} Ready node(s)\n",
+            p.rotation.at, p.masters, p.nodes
+        );
+        if !p.not_ready.is_empty() {
+            text.push_str(&format!(
+                "not Ready, renewing when back: {}\n",
+                p.not_ready.join(", ")
+            ));
+        }
+        text
     })
 }

@@ -227,7 +227,7 @@ pub fn node_show(n: &NodeStatus, now: u64) -> String {
 }
 
 /// `strata cluster status`.
-pub fn cluster_status(s: &ClusterStatus) -> String {
+pub fn cluster_status(s: &ClusterStatus, now: u64) -> String {
     let mut out = format!(
         "cluster {}: etcd {}, leader {}, {}/{} node(s) Ready (answered by {})\n",
         s.cluster,
@@ -249,11 +249,28 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
             );
         }
     }
+    if let Some(r) = &s.cert_rotation {
+        out.push_str(&format!(
+            "last certificate rotation: {} ago, by {}\n",
+            age(now.saturating_sub(r.at)),
+            r.requested_by
+        ));
+    }
     out.push('\n');
     let rows: Vec<Vec<String>> = s
         .masters
         .iter()
         .map(|m| {
+            let cert = s.master_certs.get(&m.name).map_or_else(
+                || "-".to_string(),
+                |c| {
+                    format!(
+                        "signed {} ago, expires {}",
+                        age(now.saturating_sub(c.issued_at)),
+                        expiry(Some(c.not_after), now)
+                    )
+                },
+            );
             vec![
                 m.name.clone(),
                 m.endpoint.clone(),
@@ -263,6 +280,7 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
                     "unhealthy".into()
                 },
                 if m.leader { "yes".into() } else { "no".into() },
+                cert,
                 m.version
                     .clone()
                     .or_else(|| m.error.clone())
@@ -276,10 +294,28 @@ pub fn cluster_status(s: &ClusterStatus) -> String {
             "ETCD ENDPOINT",
             "HEALTH",
             "LEADER",
+            "API CERTIFICATE",
             "VERSION/ERROR",
         ],
         &rows,
     ));
+    // Masters that are not etcd members (an external etcd).
+    let others: Vec<String> = s
+        .master_certs
+        .iter()
+        .filter(|(name, _)| !s.masters.iter().any(|m| &m.name == *name))
+        .map(|(name, c)| {
+            format!(
+                "master {name}: API certificate signed {} ago, expires {}\n",
+                age(now.saturating_sub(c.issued_at)),
+                expiry(Some(c.not_after), now)
+            )
+        })
+        .collect();
+    if !others.is_empty() {
+        out.push('\n');
+        out.extend(others);
+    }
     out
 }
 
@@ -512,14 +548,16 @@ mod tests {
             nodes_ready: 3,
             nodes_total: 3,
             etcd_alarms: Vec::new(),
+            cert_rotation: None,
+            master_certs: Default::default(),
         };
         expect![[r#"
             cluster demo: etcd healthy, leader m1, 3/3 node(s) Ready (answered by m1)
 
-            MASTER  ETCD ENDPOINT           HEALTH   LEADER  VERSION/ERROR
-            m1      https://10.9.0.10:2379  healthy  yes     3.4.23
+            MASTER  ETCD ENDPOINT           HEALTH   LEADER  API CERTIFICATE  VERSION/ERROR
+            m1      https://10.9.0.10:2379  healthy  yes     -                3.4.23
         "#]]
-        .assert_eq(&cluster_status(&status));
+        .assert_eq(&cluster_status(&status, 1_000_000));
         // Without alarms the JSON is what readers before alarms read.
         expect![[r#"{"cluster":"demo","answered_by":"m1","masters":[{"name":"m1","endpoint":"https://10.9.0.10:2379","healthy":true,"leader":true,"version":"3.4.23"}],"etcd_leader":"m1","etcd_quorum":true,"nodes_ready":3,"nodes_total":3}"#]]
             .assert_eq(&serde_json::to_string(&status).expect("json"));
@@ -529,15 +567,39 @@ mod tests {
             etcd ALARMS: NOSPACE on m1
               NOSPACE: etcd's backend quota is used up and it refuses writes until space is freed (compaction, defragmentation) and the alarm disarmed
 
-            MASTER  ETCD ENDPOINT           HEALTH   LEADER  VERSION/ERROR
-            m1      https://10.9.0.10:2379  healthy  yes     3.4.23
+            MASTER  ETCD ENDPOINT           HEALTH   LEADER  API CERTIFICATE  VERSION/ERROR
+            m1      https://10.9.0.10:2379  healthy  yes     -                3.4.23
         "#]]
-        .assert_eq(&cluster_status(&status));
+        .assert_eq(&cluster_status(&status, 1_000_000));
         let json = serde_json::to_string(&status).expect("json");
         assert!(
             json.ends_with(r#","etcd_alarms":["NOSPACE on m1"]}"#),
             "{json}"
         );
+        // A rotation, and the masters' certificates.
+        status.etcd_alarms.clear();
+        let cert = control::model::MasterCert {
+            format: Default::default(),
+            serial: "0a".into(),
+            issued_at: 1_000_000 - 30,
+            not_after: 1_000_000 + 365 * 86400,
+        };
+        status.master_certs.insert("m1".into(), cert.clone());
+        status.master_certs.insert("m9".into(), cert);
+        status.cert_rotation = Some(control::model::CertRotation {
+            format: Default::default(),
+            at: 1_000_000 - 40,
+            requested_by: "user token 0123456789ab (ops)".into(),
+        });
+        expect![[r#"
+            cluster demo: etcd healthy, leader m1, 3/3 node(s) Ready (answered by m1)
+            last certificate rotation: 40s ago, by user token 0123456789ab (ops)
+
+            MASTER  ETCD ENDPOINT           HEALTH   LEADER  API CERTIFICATE                  VERSION/ERROR
+            m1      https://10.9.0.10:2379  healthy  yes     signed 30s ago, expires in 365d  3.4.23
+
+            master m9: API certificate signed 30s ago, expires in 365d
+        "#]].assert_eq(&cluster_status(&status, 1_000_000));
         // An older writer's answer reads as no alarms.
         let old: ClusterStatus = serde_json::from_str(
             r#"{"cluster":"demo","answered_by":"m1","masters":[],"etcd_leader":null,"etcd_quorum":false,"nodes_ready":0,"nodes_total":0}"#,

@@ -21,9 +21,9 @@ use crate::cluster::node::{AgentOptions, run_agent_with};
 use crate::etcd::render::{self, EtcdPaths};
 use crate::etcd::{EtcdConnect, EtcdTls, Store};
 use crate::firewall::NodeFirewall;
-use crate::pki::{self, Ca, EtcdCert, Issued, JoinToken};
+use crate::pki::{self, Ca, CertInfo, EtcdCert, Issued, JoinToken};
 use crate::systemd::Systemd;
-use control::model::NodeSettings;
+use control::model::{MasterCert, NodeSettings};
 
 /// What [`run_master`] needs.
 #[derive(Debug, Clone)]
@@ -46,6 +46,8 @@ pub struct Plan {
     /// The API's certificate, of the cluster CA.
     pub cert: Issued,
     pub etcd: EtcdPki,
+    /// The names the API's and etcd's certificates carry.
+    pub names: Vec<String>,
 }
 
 /// A master's etcd certificates, all of the etcd CA.
@@ -74,7 +76,8 @@ impl EtcdPki {
         let server = issue(EtcdCert::Server)?;
         let peer = issue(EtcdCert::Peer)?;
         // (The client certificate carries no name whatever it is given.)
-        let client = issue(EtcdCert::Client)?;
+        let client =
+            etcd_ca.issue_etcd(EtcdCert::Client, &me.name, names, pki::ETCD_CLIENT_LIFETIME)?;
         Ok(EtcdPki {
             ca: etcd_ca,
             server,
@@ -136,6 +139,7 @@ pub fn plan(ud: &UserData) -> anyhow::Result<Plan> {
         token,
         cert,
         etcd,
+        names,
     })
 }
 
@@ -190,6 +194,7 @@ pub async fn run_master_with(
         }
     };
     let store = Store::connect(&connect).await?;
+    let builtin_etcd = plan.cluster.etcd.external.is_empty();
     wait_quorum(&store).await;
     seed_access(&store, &plan.token, &secrets.cli_token_sha256).await;
     // The shared watch loads the revoked certificates and user tokens
@@ -209,14 +214,28 @@ pub async fn run_master_with(
         insecure_registries: plan.cluster.registries.insecure.clone(),
     };
     let state = ApiState::new(
-        store,
+        store.clone(),
         plan.ca.clone(),
         settings,
         ud.name.clone(),
         Duration::from_secs(plan.cluster.certificates.node_lifetime_seconds),
     )?;
-    let server_tls =
-        tls::server_config(&plan.ca.cert_pem, &plan.cert.cert_pem, &plan.cert.key_pem)?;
+    let server_cert =
+        tls::ServerCert::new(&plan.ca.cert_pem, &plan.cert.cert_pem, &plan.cert.key_pem)?;
+    let server_tls = tls::server_config_with(&plan.ca.cert_pem, server_cert.clone())?;
+    tokio::spawn(keep_certs(
+        CertKeeper {
+            store,
+            ca: plan.ca.clone(),
+            name: ud.name.clone(),
+            me: plan.me.clone(),
+            names: plan.names.clone(),
+            server: server_cert,
+            pki_dir: pki_dir.clone(),
+            etcd: builtin_etcd.then(|| opts.etcd_paths.clone()),
+        },
+        CertInfo::parse(&plan.cert.cert_pem, "the master's API certificate")?,
+    ));
     let listen = opts
         .listen
         .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, plan.cluster.api_port)));
@@ -249,6 +268,109 @@ pub async fn run_master_with(
         r = node => r,
         r = api => r.context("the API server stopped"),
     }
+}
+
+/// How often a master checks whether its certificates are due: two thirds
+/// into their life, or a rotation asked for (`strata cluster
+/// rotate-certs`).
+pub const CERT_CHECK: Duration = Duration::from_secs(10);
+
+/// What a master needs to replace its own certificates while it runs.
+struct CertKeeper {
+    store: Store,
+    ca: Ca,
+    name: String,
+    me: render::Member,
+    names: Vec<String>,
+    /// What the API server presents.
+    server: Arc<tls::ServerCert>,
+    pki_dir: PathBuf,
+    /// Where its own etcd reads its certificates (none: external etcd).
+    etcd: Option<EtcdPaths>,
+}
+
+impl CertKeeper {
+    /// Issues the API's certificate and the etcd member's again and puts
+    /// them in place: the API presents the new one from the next
+    /// handshake, and etcd reads its files at each handshake.
+    fn renew(&self) -> anyhow::Result<CertInfo> {
+        let cert = self
+            .ca
+            .issue_master(&self.name, &self.names, pki::CERT_LIFETIME)?;
+        if let Some(paths) = &self.etcd {
+            let etcd = EtcdPki::issue(&self.ca, &self.me, &self.names)?;
+            let owner = user_ids("etcd");
+            for (path, content) in etcd.files(paths) {
+                write_owned(&path, content, owner)?;
+            }
+        }
+        write_private(&self.pki_dir.join("master.crt"), &cert.cert_pem)?;
+        write_private(&self.pki_dir.join("master.key"), &cert.key_pem)?;
+        self.server
+            .set(&self.ca.cert_pem, &cert.cert_pem, &cert.key_pem)?;
+        Ok(CertInfo::parse(
+            &cert.cert_pem,
+            "the master's API certificate",
+        )?)
+    }
+
+    /// Records `info` for `cluster status`; a failure is logged.
+    async fn record(&self, info: &CertInfo) {
+        let cert = MasterCert {
+            format: Default::default(),
+            serial: info.serial.clone(),
+            issued_at: info.signed_at_unix(),
+            not_after: info.not_after_unix(),
+        };
+        if let Err(e) = self.store.put_master_cert(&self.name, &cert).await {
+            tracing::warn!("cannot record this master's certificate in etcd: {e}");
+        }
+    }
+}
+
+/// Replaces the master's certificates when they are due (every
+/// [`CERT_CHECK`]), without a restart: nodes and operators keep their
+/// connections, and new ones see the new certificate.
+async fn keep_certs(keeper: CertKeeper, mut current: CertInfo) {
+    keeper.record(&current).await;
+    loop {
+        tokio::time::sleep(CERT_CHECK).await;
+        let rotation = match keeper.store.cert_rotation().await {
+            Ok(r) => r.map(|r| r.at),
+            Err(e) => {
+                tracing::debug!("cannot read the certificate rotation: {e}");
+                continue;
+            }
+        };
+        if !current.due(std::time::SystemTime::now(), rotation) {
+            continue;
+        }
+        match keeper.renew() {
+            Ok(info) => {
+                tracing::info!(
+                    serial = %info.serial,
+                    "master certificates replaced: the API's serial {} (valid until unix time {}) and etcd's",
+                    info.serial,
+                    info.not_after_unix()
+                );
+                keeper.record(&info).await;
+                current = info;
+            }
+            Err(e) => tracing::warn!("cannot replace this master's certificates: {e:#}"),
+        }
+    }
+}
+
+/// Writes a file etcd reads, owned by `owner` (etcd's user) from the
+/// moment it is in place.
+fn write_owned(path: &Path, content: &str, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    let fresh = path.with_extension("new");
+    write_private(&fresh, content)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))
+            .with_context(|| format!("cannot chown {} to etcd", fresh.display()))?;
+    }
+    std::fs::rename(&fresh, path).with_context(|| format!("cannot put {} in place", path.display()))
 }
 
 async fn wait_quorum(store: &Store) {

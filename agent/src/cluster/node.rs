@@ -494,8 +494,11 @@ struct Renewer<'a> {
     key: &'a NodeKey,
     creds: &'a Credentials,
     identity: Identity,
-    /// Two thirds into the current certificate's life.
-    due: SystemTime,
+    /// The current certificate.
+    info: CertInfo,
+    /// The certificate rotation the last heartbeat named: certificates
+    /// signed before it are replaced.
+    rotation: Option<u64>,
     /// After a failed renewal, when to try again.
     retry_at: Option<Instant>,
 }
@@ -516,21 +519,24 @@ impl<'a> Renewer<'a> {
             key,
             creds,
             identity,
-            due: info.renew_at(),
+            info,
+            rotation: None,
             retry_at: None,
         })
     }
 
-    /// Renews the certificate if it is due (and no failed attempt is being
-    /// waited out).
+    /// Renews the certificate if it is due, at two thirds of its life or
+    /// by a rotation (and no failed attempt is being waited out).
     async fn renew_if_due(&mut self, name: &str, client: &ApiClient) {
-        if SystemTime::now() < self.due || self.retry_at.is_some_and(|t| Instant::now() < t) {
+        if !self.info.due(SystemTime::now(), self.rotation)
+            || self.retry_at.is_some_and(|t| Instant::now() < t)
+        {
             return;
         }
         match self.renew(name, client).await {
             Ok(info) => {
                 self.retry_at = None;
-                self.due = info.renew_at();
+                self.info = info.clone();
                 tracing::info!(
                     serial = %info.serial,
                     "node certificate renewed: serial {}, valid until unix time {}",
@@ -591,6 +597,11 @@ async fn heartbeat(
         renewer.renew_if_due(&ud.name, client).await;
         match client.heartbeat(&ud.name).await {
             Ok(resp) => {
+                if resp.renew_signed_before != renewer.rotation {
+                    renewer.rotation = resp.renew_signed_before;
+                    // A rotation: renewed now, not at the next beat.
+                    renewer.renew_if_due(&ud.name, client).await;
+                }
                 health.report(
                     Phase::Ready,
                     &format!(

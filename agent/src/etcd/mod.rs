@@ -28,7 +28,9 @@ use control::access::{JoinRefusal, Removal, plan_removal};
 use control::audit::{self, AuditRecord};
 use control::exec::ExecSession;
 use control::lease::{self, LeaseError, LeaseKeys};
-use control::model::{Alive, MasterStatus, NodeRecord, TaskRecord, TaskReport};
+use control::model::{
+    Alive, CertRotation, MasterCert, MasterStatus, NodeRecord, TaskRecord, TaskReport,
+};
 
 pub use access::AccessCache;
 use access::{NODE_KEYS, REMOVED, REVOKED};
@@ -40,6 +42,10 @@ const TASKS: &str = "/strata/tasks/";
 const TASK_STATUS: &str = "/strata/task-status/";
 /// Break-glass sessions waiting for their node: `<node>/<id>`.
 const EXEC: &str = "/strata/exec/";
+/// The last certificate rotation an admin asked for.
+const CERT_ROTATION: &str = "/strata/cert-rotation";
+/// Each master's API certificate: `<name>`.
+const MASTER_CERTS: &str = "/strata/master-certs/";
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
@@ -511,6 +517,44 @@ impl Store {
             match decode::<ExecSession>(&key, value.as_bytes()) {
                 Ok(session) => out.push(session),
                 Err(e) => tracing::warn!("etcd: exec session left out: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a certificate rotation.
+    pub async fn put_cert_rotation(&self, rotation: &CertRotation) -> Result<(), Error> {
+        let value = serde_json::to_vec(rotation).expect("a rotation always serializes");
+        self.put(CERT_ROTATION, value, None).await.map(|_| ())
+    }
+
+    /// The last certificate rotation asked for, if any.
+    pub async fn cert_rotation(&self) -> Result<Option<CertRotation>, Error> {
+        let resp = self.get(CERT_ROTATION, None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(CERT_ROTATION, kv.value()))
+            .transpose()
+    }
+
+    /// Records master `name`'s API certificate.
+    pub async fn put_master_cert(&self, name: &str, cert: &MasterCert) -> Result<(), Error> {
+        let value = serde_json::to_vec(cert).expect("a master certificate always serializes");
+        self.put(format!("{MASTER_CERTS}{name}"), value, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Every master's API certificate as it last recorded it, by name. One
+    /// that does not parse is left out and logged.
+    pub async fn master_certs(&self) -> Result<BTreeMap<String, MasterCert>, Error> {
+        let mut out = BTreeMap::new();
+        for (key, value) in self.list_prefix(MASTER_CERTS).await? {
+            match decode::<MasterCert>(&key, value.as_bytes()) {
+                Ok(cert) => {
+                    out.insert(key.trim_start_matches(MASTER_CERTS).to_string(), cert);
+                }
+                Err(e) => tracing::warn!("etcd: master certificate left out: {e}"),
             }
         }
         Ok(out)

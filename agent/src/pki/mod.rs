@@ -24,6 +24,12 @@ pub const CLI_TOKEN_PREFIX: &str = "strata-cli.v1.";
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates a master issues are valid for one year.
 pub const CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Lifetime of a master's own etcd client certificate: the CA's. It never
+/// leaves the master's memory (no file holds it), a new one is made at
+/// every start, and the running client cannot take another, so it must
+/// outlive any uptime; the certificates etcd presents and reads from files
+/// are rotated instead (`strata cluster rotate-certs`).
+pub const ETCD_CLIENT_LIFETIME: Duration = CA_LIFETIME;
 
 /// What can go wrong with keys, certificates and tokens.
 #[derive(Debug, thiserror::Error)]
@@ -445,7 +451,15 @@ impl CertInfo {
     /// passed, its life counted from its signing (its start less
     /// [`BACKDATE`], when it was back-dated by that much).
     pub fn renew_at(&self) -> SystemTime {
-        let signed = if self
+        let signed = self.signed_at();
+        let life = self.not_after.duration_since(signed).unwrap_or_default();
+        signed + life * 2 / 3
+    }
+
+    /// When it was signed: its start less [`BACKDATE`], when it was
+    /// back-dated by that much.
+    pub fn signed_at(&self) -> SystemTime {
+        if self
             .not_after
             .duration_since(self.not_before)
             .unwrap_or_default()
@@ -454,9 +468,21 @@ impl CertInfo {
             self.not_before + BACKDATE
         } else {
             self.not_before
-        };
-        let life = self.not_after.duration_since(signed).unwrap_or_default();
-        signed + life * 2 / 3
+        }
+    }
+
+    /// Unix seconds at which it was signed ([`CertInfo::signed_at`]).
+    pub fn signed_at_unix(&self) -> u64 {
+        self.signed_at()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Whether its holder should replace it now: two thirds of its life
+    /// have passed, or a rotation asks for every certificate signed
+    /// before `rotation` (unix seconds) to go.
+    pub fn due(&self, now: SystemTime, rotation: Option<u64>) -> bool {
+        now >= self.renew_at() || rotation.is_some_and(|at| self.signed_at_unix() < at)
     }
 
     /// Unix seconds at which it expires.
@@ -471,6 +497,7 @@ impl CertInfo {
         control::model::IssuedCert {
             serial: self.serial.clone(),
             not_after: self.not_after_unix(),
+            issued_at: self.signed_at_unix(),
         }
     }
 }

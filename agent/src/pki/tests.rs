@@ -260,3 +260,25 @@ fn a_node_renews_at_two_thirds_of_the_life_it_was_signed_for() {
         assert!(!info.expired(renew));
     }
 }
+
+#[test]
+fn a_rotation_makes_every_certificate_signed_before_it_due() {
+    let ca = Ca::generate("t").unwrap();
+    let key = NodeKey::generate().unwrap();
+    let csr = key.csr("agent-1").unwrap();
+    let signed = ca.sign_node_csr("agent-1", &csr, CERT_LIFETIME).unwrap();
+    let info = CertInfo::parse(&signed.cert_pem, "cert").unwrap();
+    let now = SystemTime::now();
+    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    // Signed now, not back-dated an hour: the record says so.
+    assert!(unix(now).abs_diff(info.signed_at_unix()) <= 2);
+    assert_eq!(info.issued().issued_at, info.signed_at_unix());
+    let check = |rotation: Option<u64>, expected: bool| {
+        assert_eq!(info.due(now, rotation), expected, "rotation {rotation:?}");
+    };
+    check(None, false);
+    check(Some(unix(now) - 3600), false);
+    check(Some(unix(now) + 5), true);
+    // Two thirds into its life it is due whatever a rotation says.
+    assert!(info.due(now + CERT_LIFETIME * 2 / 3 + Duration::from_secs(5), None));
+}

@@ -8,6 +8,7 @@ fn cert(serial: &str, not_after: u64) -> IssuedCert {
     IssuedCert {
         serial: serial.into(),
         not_after,
+        issued_at: 0,
     }
 }
 

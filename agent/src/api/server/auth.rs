@@ -199,6 +199,13 @@ impl Needs for ReadAuditLog {
     const WHAT: &'static str = "read the audit log";
 }
 
+/// `POST /v1/cluster/rotate-certs`.
+pub struct RotateCerts;
+impl Needs for RotateCerts {
+    const PERMISSION: Permission = Permission::ManageAccess;
+    const WHAT: &'static str = "rotate the cluster's certificates";
+}
+
 /// `POST /v1/nodes/{name}/exec`.
 pub struct ExecOnNodes;
 impl Needs for ExecOnNodes {
@@ -354,6 +361,7 @@ mod tests {
         check::<ManageUserTokens>(api::REVOKE_USER_TOKEN);
         check::<ReadAuditLog>(api::LIST_AUDIT);
         check::<ExecOnNodes>(api::EXEC_NODE);
+        check::<RotateCerts>(api::ROTATE_CERTS);
         assert_eq!(ReadState::PERMISSION, Permission::Read);
     }
 

@@ -25,7 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use control::api::{self as api_routes, Method, Route};
-use control::model::{NodeSettings, TaskRecord};
+use control::model::{CertRotation, NodeSettings, TaskRecord};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
@@ -62,6 +62,8 @@ pub struct ApiState {
     task_list: SharedRead<Arc<Assignments>>,
     /// The break-glass sessions this master holds, waiting for their node.
     exec: routes::exec::Pending,
+    /// The last certificate rotation as read for heartbeats, and when.
+    rotation: tokio::sync::Mutex<Option<(std::time::Instant, Option<CertRotation>)>>,
     /// This master's audit writer.
     audit: audit::AuditLog,
 }
@@ -88,8 +90,40 @@ impl ApiState {
             node_watch: SharedRead::default(),
             task_list: SharedRead::default(),
             exec: routes::exec::Pending::default(),
+            rotation: tokio::sync::Mutex::default(),
             audit: audit::AuditLog::default(),
         })
+    }
+}
+
+/// How long the last certificate rotation read answers heartbeats.
+const ROTATION_FRESH: Duration = Duration::from_secs(5);
+
+impl ApiState {
+    /// The last certificate rotation, read at most every
+    /// [`ROTATION_FRESH`] for the heartbeats; none while etcd cannot say.
+    pub async fn cert_rotation(&self) -> Option<CertRotation> {
+        let mut slot = self.rotation.lock().await;
+        if let Some((at, rotation)) = slot.as_ref()
+            && at.elapsed() < ROTATION_FRESH
+        {
+            return rotation.clone();
+        }
+        match self.store.cert_rotation().await {
+            Ok(rotation) => {
+                *slot = Some((std::time::Instant::now(), rotation.clone()));
+                rotation
+            }
+            Err(e) => {
+                tracing::warn!("api: cannot read the certificate rotation: {e}");
+                slot.as_ref().and_then(|(_, r)| r.clone())
+            }
+        }
+    }
+
+    /// Reads the rotation afresh at the next heartbeat.
+    pub async fn forget_cert_rotation(&self) {
+        *self.rotation.lock().await = None;
     }
 }
 
@@ -220,6 +254,7 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::RENEW_CERT, nodes::renew_cert),
         mount(api_routes::WATCH_NODES, watch::watch_nodes),
         mount(api_routes::CLUSTER_STATUS, cluster::cluster_status),
+        mount(api_routes::ROTATE_CERTS, cluster::rotate_certs),
         mount(api_routes::LIST_TASKS, tasks::list_tasks),
         mount(api_routes::CREATE_TASK, tasks::create_task),
         mount(api_routes::DELETE_TASK, tasks::delete_task),

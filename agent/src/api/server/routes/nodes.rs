@@ -183,6 +183,7 @@ pub async fn heartbeat(
         format: Default::default(),
         ttl_seconds: ttl,
         settings: state.settings.clone(),
+        renew_signed_before: state.cert_rotation().await.map(|r| r.at),
     }))
 }
 
