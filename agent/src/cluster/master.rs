@@ -364,7 +364,9 @@ async fn keep_certs(keeper: CertKeeper, mut current: CertInfo) {
 /// Writes a file etcd reads, owned by `owner` (etcd's user) from the
 /// moment it is in place.
 fn write_owned(path: &Path, content: &str, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
-    let fresh = path.with_extension("new");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    let fresh = path.with_file_name(name);
     write_private(&fresh, content)?;
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))
