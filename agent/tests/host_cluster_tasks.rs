@@ -365,6 +365,61 @@ fn tasks_pinned_through_the_api() {
         .cli(&["task", "stop", "hello"])
         .expect_err("already stopped");
     assert!(missing.contains("no task with id `hello`"), "{missing}");
+
+    // A task in a user namespace on the overlay: root inside and a range
+    // of agent-2's ids outside; the network namespace agent-2 made for it
+    // is the one its /sys shows (its eth0, none of the node's links), and
+    // it binds a low port, which takes no capability of the node's.
+    c.cli_ok(&[
+        "task",
+        "run",
+        "--node",
+        "agent-2",
+        "--image",
+        "example.org/bb:1",
+        "--id",
+        "mapped",
+        "--user-ns",
+        "--stop-grace",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        "head -1 /proc/self/uid_map; ls /sys/class/net | tr '\\n' ' '; echo; \
+         nc -l -p 80 & sleep 1; kill $! 2>/dev/null && echo bound; echo done; sleep 1000",
+    ]);
+    let state2 = agent2_state.display().to_string();
+    let log = c.wait("the mapped task's report", Duration::from_secs(30), || {
+        output(
+            &c.strata,
+            &["task", "logs", "mapped", "--state-dir", &state2],
+        )
+        .ok()
+        .filter(|l| l.contains("done"))
+    });
+    let lines: Vec<&str> = log.lines().map(str::trim).collect();
+    let first: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(first[0], "0", "{log}");
+    assert_ne!(first[1], "0", "root inside is root outside: {log}");
+    assert_eq!(lines[1], "eth0 lo", "{log}");
+    assert_eq!(&lines[2..], ["bound", "done"], "{log}");
+    let mapped = c
+        .tasks()
+        .into_iter()
+        .find(|t| t.id == "mapped")
+        .expect("mapped listed");
+    assert!(
+        mapped
+            .address
+            .is_some_and(|a| subnet_of("agent-2").contains(a)),
+        "{mapped:?}"
+    );
+    c.cli_ok(&["task", "stop", "mapped"]);
+    c.wait(
+        "task mapped removed from agent-2",
+        Duration::from_secs(30),
+        || agent::tasks::list(&agent2_state).is_empty().then_some(()),
+    );
 }
 
 /// A server task on agent-1 and a client task on agent-2: the client

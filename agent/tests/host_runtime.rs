@@ -1852,3 +1852,100 @@ fn cgroup_parent() -> String {
         .prefix()
         .to_string()
 }
+
+#[test]
+fn a_task_in_a_user_namespace_is_root_inside_and_no_one_outside() {
+    if !require(
+        "a_task_in_a_user_namespace_is_root_inside_and_no_one_outside",
+        NEEDS,
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new("userns");
+    // The task reports what it sees, then sleeps.
+    let script = "cat /proc/self/uid_map; id -u; stat -c %u:%g /bin /etc/passwd; \
+                  echo extra >> /etc/passwd && touch /made && stat -c %u /made; \
+                  (mknod /dev/x b 7 0) 2>/dev/null || echo mknod-refused; echo done; sleep 1000";
+    let tasks_dir = fx.dir.join("tasks");
+    let image = fx.image("1");
+    for id in ["mapped", "mapped2"] {
+        fx.write_task(
+            &tasks_dir,
+            &format!(
+                "id = \"{id}\"\nimage = {image:?}\ncommand = [\"sh\", \"-c\", {script:?}]\nstop_grace_secs = 0\nuser_ns = true\n"
+            ),
+        );
+    }
+    fx.start_agent(&tasks_dir);
+    let log = |id: &str| {
+        std::fs::read_to_string(fx.state().join(format!("tasks/{id}/logs/stdout.log")))
+            .unwrap_or_default()
+    };
+    wait_for("both tasks reporting", Duration::from_secs(30), || {
+        log("mapped").contains("done") && log("mapped2").contains("done")
+    });
+    let range = |id: &str| {
+        let run: agent::runtime::RunParams = serde_json::from_str(
+            &std::fs::read_to_string(fx.state().join(format!("tasks/{id}/run.json")))
+                .expect("run.json"),
+        )
+        .expect("run.json parses");
+        run.user_ns.expect("a user namespace range")
+    };
+    let (one, two) = (range("mapped"), range("mapped2"));
+    assert_ne!(one.host_base, two.host_base, "two tasks share a range");
+    assert_eq!(one.size, control::task::spec::USER_NS_SIZE);
+
+    // Inside: root, the image's files its own, and it writes to them; no
+    // device nodes.
+    let inside = log("mapped");
+    let words: Vec<&str> = inside.split_whitespace().collect();
+    assert_eq!(
+        words,
+        [
+            "0",
+            &one.host_base.to_string(),
+            "65536",
+            "0",
+            "0:0",
+            "0:0",
+            "0",
+            "mknod-refused",
+            "done"
+        ],
+        "{inside}"
+    );
+    // Outside: its processes and what it wrote belong to the range.
+    let upper = fx.state().join("tasks/mapped/upper");
+    let owner =
+        |p: &Path| std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(p).expect("stat"));
+    assert_eq!(owner(&upper.join("made")), one.host_base);
+    assert_eq!(owner(&upper.join("etc/passwd")), one.host_base);
+    let task = Fixture::task(&fx.list(), "mapped")
+        .cloned()
+        .expect("listed");
+    let pid = task["pid"].as_i64().expect("a pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert_eq!(
+        status_field(&status, "Uid").split_whitespace().next(),
+        Some(one.host_base.to_string().as_str()),
+        "{status}"
+    );
+    // exec cannot join a user namespace (libcontainer 0.7): it refuses
+    // rather than run the command as the node's root.
+    let out = fx
+        .strata()
+        .args(["task", "exec", "mapped", "--state-dir"])
+        .arg(fx.state())
+        .args(["--", "id", "-u"])
+        .output()
+        .expect("strata task exec");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("runs in a user namespace, which exec cannot join yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fx.kill_agents();
+}

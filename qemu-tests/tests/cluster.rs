@@ -453,4 +453,31 @@ fn tasks_across_booted_agents(p: &Prepared, image: &str) {
         "web still resolves after its stop (2: the resolver does not answer): {probe}"
     );
     p.strata(&["task", "stop", "probe"]).expect("stop probe");
+
+    // A task in a user namespace on the image's kernel (idmapped layers
+    // under the overlay): root inside and not outside, the image's files
+    // its root's, what it writes too, its own network's /sys, and a low
+    // port bound. Its exit code says whether all held.
+    let mut mapped = registry::task_run_args(
+        "private-1",
+        image,
+        "mapped",
+        "set -e; set -- $(head -1 /proc/self/uid_map); [ \"$1\" = 0 ]; [ \"$2\" != 0 ]; \
+         [ \"$(stat -c %u /bin)\" = 0 ]; touch /made; [ \"$(stat -c %u /made)\" = 0 ]; \
+         [ \"$(ls /sys/class/net | tr '\\n' ' ')\" = 'eth0 lo ' ]; \
+         nc -l -p 80 & sleep 1; kill $!",
+    )
+    .to_vec();
+    mapped.splice(2..2, ["--user-ns"]);
+    p.strata(&mapped)
+        .unwrap_or_else(|e| panic!("task run mapped: {e:#}"));
+    let done = wait_task(p, "mapped", "exited", Duration::from_secs(120), |t| {
+        t["exit_code"].is_number()
+    });
+    assert_eq!(
+        done["exit_code"],
+        serde_json::json!(0),
+        "the task in a user namespace on private-1 saw something else: {done}"
+    );
+    p.strata(&["task", "stop", "mapped"]).expect("stop mapped");
 }

@@ -69,6 +69,10 @@ pub enum TaskCommand {
         /// CAP_MKNOD).
         #[arg(long = "cap-add")]
         cap_add: Vec<String>,
+        /// Run the task in a user namespace of its own: its root is an
+        /// unprivileged user on the node.
+        #[arg(long)]
+        user_ns: bool,
         #[command(flatten)]
         target: Target,
         /// The command and its arguments [default: the image's].
@@ -154,6 +158,7 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
             app,
             ports,
             cap_add,
+            user_ns,
             target,
             command,
         } => {
@@ -175,6 +180,7 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
                 app,
                 ports,
                 cap_add,
+                user_ns,
             };
             pin(&target, node, spec)
         }

@@ -16,6 +16,7 @@
 //! ([`ShimState`]), `exit.json` ([`ExitRecord`]), `bundle/` (`config.json`,
 //! `rootfs/` mount point), `upper/` and `work/` (overlay), `logs/`.
 
+pub mod idmap;
 pub mod launcher;
 pub mod logs;
 pub mod names;
@@ -74,6 +75,11 @@ pub struct RunParams {
     /// Capabilities added to the default set (the spec's `cap_add`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
+    /// The task's user namespace (the spec's `user_ns`): its ids and the
+    /// node's they map to. Kept for the task's life, since what it wrote
+    /// is owned by them on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ns: Option<idmap::IdRange>,
 }
 
 /// Written by the shim once the container runs.
@@ -131,6 +137,11 @@ impl TaskDir {
     }
     pub fn rootfs(&self) -> PathBuf {
         self.0.join("bundle/rootfs")
+    }
+    /// The sysfs of a task in a user namespace with a network namespace
+    /// the node made (`user_ns_network`).
+    pub fn sysfs(&self) -> PathBuf {
+        self.0.join("sysfs")
     }
     pub fn stdout_log(&self) -> PathBuf {
         self.0.join("logs/stdout.log")
@@ -343,6 +354,14 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
         bail!("task in {} is not running", dir.0.display());
     };
     let run: RunParams = read_json(&dir.run_json()).context("task has no run.json")?;
+    // libcontainer 0.7 joins every namespace of the task but its user
+    // namespace: the command would run as the node's root.
+    if run.user_ns.is_some() {
+        bail!(
+            "task {} runs in a user namespace, which exec cannot join yet: run what you need in the task's own command",
+            run.task_id
+        );
+    }
     // The exec'd process gets the task's user and no_new_privs (and its
     // capabilities), and its seccomp filter: libcontainer's tenant builder
     // drops the spec's seccomp section, so the executor loads it, after the
@@ -352,6 +371,7 @@ pub fn exec(dir: &TaskDir, args: Vec<String>) -> anyhow::Result<i32> {
         .context("cannot read the task's config.json")?;
     let user = spec.process().as_ref().map(|p| p.user());
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+
     let pid = ContainerBuilder::new(state.container_id.clone(), SyscallType::default())
         .with_root_path(dir.runtime_root())
         .context("bad runtime root")?
@@ -429,12 +449,11 @@ struct Running {
     stderr: OwnedFd,
 }
 
-fn overlay_options(run: &RunParams, dir: &TaskDir) -> anyhow::Result<String> {
-    if run.layers.is_empty() {
+fn overlay_options(run: &RunParams, layers: &[PathBuf], dir: &TaskDir) -> anyhow::Result<String> {
+    if layers.is_empty() {
         bail!("image of task {} has no layers", run.task_id);
     }
-    let lower: Vec<String> = run
-        .layers
+    let lower: Vec<String> = layers
         .iter()
         .rev()
         .map(|p| p.display().to_string())
@@ -462,7 +481,6 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
             .with_context(|| format!("cannot create {}/{sub}", dir.0.display()))?;
     }
     let rootfs = dir.rootfs();
-    let opts = overlay_options(&run, dir)?;
     // The root is mounted in a mount namespace of the shim's own (a slave
     // of the node's): the node's mount table does not grow with its tasks
     // (libcontainer reads it a dozen times for every start), and whatever
@@ -478,6 +496,11 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
     )
     .context("cannot make the shim's mounts private")?;
     detach_other_netns(run.netns.as_deref());
+    let layers = match run.user_ns {
+        Some(range) => user_ns_layers(dir, &run, range)?,
+        None => run.layers.clone(),
+    };
+    let opts = overlay_options(&run, &layers, dir)?;
     // No device nodes and no set-uid bits from the image or from what the
     // task writes: /dev is a tmpfs of its own, and a node made elsewhere
     // (with CAP_MKNOD) cannot be opened. libcontainer's bind of the root
@@ -490,6 +513,15 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
         Some(opts.as_str()),
     )
     .with_context(|| format!("cannot mount the overlay root at {}", rootfs.display()))?;
+    if run.user_ns.is_some() {
+        // The overlay holds private clones of its layers.
+        for layer in &layers {
+            let _ = nix::mount::umount2(layer, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Some(netns) = &run.netns {
+            user_ns_network(dir, netns)?;
+        }
+    }
     match shim_create(dir, &run, &rootfs) {
         Ok(r) => Ok(r),
         Err(err) => {
@@ -497,6 +529,57 @@ fn shim_start(dir: &TaskDir) -> anyhow::Result<Running> {
             Err(err)
         }
     }
+}
+
+/// The task's layers mounted again with its ids (`<task>/lower/<i>`,
+/// bottom first), and its upper directory given to its root: the image's
+/// files are its root's, and what it writes is its ids' on disk.
+fn user_ns_layers(
+    dir: &TaskDir,
+    run: &RunParams,
+    range: idmap::IdRange,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let userns = idmap::userns(range)?;
+    let mut layers = Vec::new();
+    for (i, layer) in run.layers.iter().enumerate() {
+        let at = dir.0.join("lower").join(i.to_string());
+        std::fs::create_dir_all(&at).with_context(|| format!("cannot create {}", at.display()))?;
+        idmap::clone_idmapped(layer, &userns, &at)?;
+        layers.push(at);
+    }
+    let upper = dir.0.join("upper");
+    std::os::unix::fs::chown(&upper, Some(range.host_base), Some(range.host_base))
+        .with_context(|| format!("cannot give {} to the task's root", upper.display()))?;
+    Ok(layers)
+}
+
+/// Joins the task's network namespace, which the node made (so the
+/// task's user namespace does not own it): libcontainer would join it only
+/// after creating the user namespace, which the kernel refuses, so the
+/// container inherits it from the shim instead. Binding low ports and
+/// ping, which need capabilities of the namespace's owner, are opened to
+/// every id there, and the task's `/sys` is a sysfs mounted here, since
+/// the task cannot mount one for a namespace it does not own.
+fn user_ns_network(dir: &TaskDir, netns: &Path) -> anyhow::Result<()> {
+    crate::overlay::netns::enter(netns)?;
+    for (knob, value) in [
+        ("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
+        ("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"),
+    ] {
+        std::fs::write(knob, value).with_context(|| format!("cannot set {knob}"))?;
+    }
+    let sysfs = dir.sysfs();
+    std::fs::create_dir_all(&sysfs)
+        .with_context(|| format!("cannot create {}", sysfs.display()))?;
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("sysfs"),
+        &sysfs,
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot mount a sysfs at {}", sysfs.display()))
 }
 
 /// Detaches, from the shim's private mount table, the network namespace
@@ -547,8 +630,24 @@ fn thermal_throttle_paths() -> Vec<String> {
 
 fn shim_create(dir: &TaskDir, run: &RunParams, rootfs: &Path) -> anyhow::Result<Running> {
     let (uid, gid) = spec::resolve_user(run.user.as_deref(), rootfs).map_err(anyhow::Error::msg)?;
-    let spec = spec::build(run, rootfs, uid, gid, &thermal_throttle_paths())
-        .map_err(anyhow::Error::msg)?;
+    if let Some(range) = run.user_ns
+        && (uid >= range.size || gid >= range.size)
+    {
+        bail!(
+            "user {uid}:{gid} is outside the task's user namespace (ids 0 to {})",
+            range.size - 1
+        );
+    }
+    let sysfs = (run.user_ns.is_some() && run.netns.is_some()).then(|| dir.sysfs());
+    let spec = spec::build(
+        run,
+        rootfs,
+        uid,
+        gid,
+        &thermal_throttle_paths(),
+        sysfs.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let bundle = dir.bundle();
     spec.save(bundle.join("config.json"))
         .context("cannot write config.json")?;

@@ -5,9 +5,9 @@ use std::path::Path;
 use libcontainer::oci_spec::OciSpecError;
 use libcontainer::oci_spec::runtime::{
     Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, RootBuilder,
-    Spec, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
+    LinuxNamespace, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::RunParams;
@@ -186,13 +186,16 @@ fn mounts() -> Result<Vec<Mount>, OciSpecError> {
 
 /// Builds the spec for `params`, with the process user already resolved;
 /// `host_masked` holds paths of this host masked beside [`MASKED_PATHS`]
-/// (the shim lists them: they depend on the host's CPUs).
+/// (the shim lists them: they depend on the host's CPUs). `sysfs` is the
+/// sysfs the shim mounted for a task in a user namespace whose network
+/// namespace the node made (the task's `/sys`).
 pub fn build(
     params: &RunParams,
     rootfs: &Path,
     uid: u32,
     gid: u32,
     host_masked: &[String],
+    sysfs: Option<&Path>,
 ) -> Result<Spec, String> {
     let err = |e: OciSpecError| e.to_string();
     let mut spec = Spec::default();
@@ -277,19 +280,56 @@ pub fn build(
             .collect(),
     ));
     linux.set_readonly_paths(Some(READONLY_PATHS.iter().map(|p| p.to_string()).collect()));
-    if let Some(netns) = &params.netns {
-        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        for ns in &mut namespaces {
-            if ns.typ() == LinuxNamespaceType::Network {
-                *ns = LinuxNamespace::default();
-                ns.set_typ(LinuxNamespaceType::Network);
-                ns.set_path(Some(netns.clone()));
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    match (&params.user_ns, &params.netns) {
+        (None, Some(netns)) => {
+            for ns in &mut namespaces {
+                if ns.typ() == LinuxNamespaceType::Network {
+                    *ns = LinuxNamespace::default();
+                    ns.set_typ(LinuxNamespaceType::Network);
+                    ns.set_path(Some(netns.clone()));
+                }
             }
         }
-        linux.set_namespaces(Some(namespaces));
+        // The shim joined it: the container inherits it.
+        (Some(_), Some(_)) => namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network),
+        (_, None) => {}
     }
+    if let Some(range) = &params.user_ns {
+        let mut user = LinuxNamespace::default();
+        user.set_typ(LinuxNamespaceType::User);
+        namespaces.push(user);
+        // One mapping each: libcontainer writes it itself (more would need
+        // newuidmap, which the image lacks).
+        let map = LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(range.host_base)
+            .size(range.size)
+            .build()
+            .map_err(err)?;
+        linux.set_uid_mappings(Some(vec![map]));
+        linux.set_gid_mappings(Some(vec![map]));
+    }
+    linux.set_namespaces(Some(namespaces));
     spec.set_linux(Some(linux));
     let mut mounts = mounts().map_err(err)?;
+    if let Some(sysfs) = sysfs {
+        for m in &mut mounts {
+            if m.destination() == Path::new("/sys") {
+                *m = MountBuilder::default()
+                    .destination("/sys")
+                    .typ("bind")
+                    .source(sysfs)
+                    .options(
+                        ["bind", "ro", "nosuid", "nodev", "noexec"]
+                            .map(String::from)
+                            .to_vec(),
+                    )
+                    .build()
+                    .map_err(err)?;
+            }
+        }
+    }
     if let Some(resolv) = &params.resolv_conf {
         mounts.push(
             MountBuilder::default()
@@ -400,6 +440,7 @@ mod tests {
             log_keep: 2,
             cgroup_parent: "strata".into(),
             cap_add: vec![],
+            user_ns: None,
         }
     }
 
@@ -500,8 +541,15 @@ mod tests {
     #[test]
     fn spec_carries_limits_caps_and_process() {
         let host_masked = ["/sys/devices/system/cpu/cpu0/thermal_throttle".to_string()];
-        let spec = build(&params(), Path::new("/x/rootfs"), 1000, 1000, &host_masked)
-            .expect("spec builds");
+        let spec = build(
+            &params(),
+            Path::new("/x/rootfs"),
+            1000,
+            1000,
+            &host_masked,
+            None,
+        )
+        .expect("spec builds");
         let json = serde_json::to_value(&spec).expect("serializes");
         let mut resources = json["linux"]["resources"].clone();
         let devices = resources
@@ -685,7 +733,7 @@ mod tests {
     fn added_capabilities() {
         let mut p = params();
         p.cap_add = vec!["CAP_MKNOD".into()];
-        let spec = build(&p, Path::new("/x/rootfs"), 0, 0, &[]).expect("spec builds");
+        let spec = build(&p, Path::new("/x/rootfs"), 0, 0, &[], None).expect("spec builds");
         let caps = spec
             .process()
             .as_ref()
@@ -702,9 +750,100 @@ mod tests {
         }
         p.cap_add = vec!["CAP_SYS_ADMIN".into()];
         assert_eq!(
-            build(&p, Path::new("/x/rootfs"), 0, 0, &[]).expect_err("refused"),
+            build(&p, Path::new("/x/rootfs"), 0, 0, &[], None).expect_err("refused"),
             "capability \"CAP_SYS_ADMIN\" cannot be added to a task"
         );
+    }
+
+    /// A task in a user namespace: a user namespace with one mapping of
+    /// its range, and, with a network namespace the node made, none in the
+    /// spec (the shim joined it) and the shim's sysfs as `/sys`.
+    #[test]
+    fn a_user_namespace_maps_the_range_and_inherits_the_network() {
+        let mut p = params();
+        p.user_ns = Some(super::super::idmap::IdRange {
+            host_base: 1 << 20,
+            size: 65536,
+        });
+        let spec = build(
+            &p,
+            Path::new("/x/rootfs"),
+            0,
+            0,
+            &[],
+            Some(Path::new("/x/sysfs")),
+        )
+        .expect("spec builds");
+        let linux = spec.linux().as_ref().expect("linux");
+        let pick = serde_json::json!({
+            "namespaces": linux.namespaces(),
+            "uidMappings": linux.uid_mappings(),
+            "gidMappings": linux.gid_mappings(),
+            "sys": spec.mounts().as_ref().and_then(|m| m.iter().find(|m| m.destination() == Path::new("/sys"))),
+        });
+        expect_test::expect![[r#"
+            {
+              "gidMappings": [
+                {
+                  "containerID": 0,
+                  "hostID": 1048576,
+                  "size": 65536
+                }
+              ],
+              "namespaces": [
+                {
+                  "type": "pid"
+                },
+                {
+                  "type": "ipc"
+                },
+                {
+                  "type": "uts"
+                },
+                {
+                  "type": "mount"
+                },
+                {
+                  "type": "cgroup"
+                },
+                {
+                  "type": "user"
+                }
+              ],
+              "sys": {
+                "destination": "/sys",
+                "options": [
+                  "bind",
+                  "ro",
+                  "nosuid",
+                  "nodev",
+                  "noexec"
+                ],
+                "source": "/x/sysfs",
+                "type": "bind"
+              },
+              "uidMappings": [
+                {
+                  "containerID": 0,
+                  "hostID": 1048576,
+                  "size": 65536
+                }
+              ]
+            }"#]]
+        .assert_eq(&serde_json::to_string_pretty(&pick).expect("json"));
+        // Without a network namespace of the node's, the container makes
+        // its own inside the user namespace, and mounts its own sysfs.
+        p.netns = None;
+        let spec = build(&p, Path::new("/x/rootfs"), 0, 0, &[], None).expect("spec builds");
+        let types: Vec<String> = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|n| format!("{:?}", n.typ()))
+            .collect();
+        expect_test::expect!["Pid Network Ipc Uts Mount Cgroup User"].assert_eq(&types.join(" "));
     }
 
     #[test]

@@ -426,6 +426,7 @@ impl Supervisor {
             log_keep: LOG_KEEP,
             cgroup_parent: self.names.prefix().to_string(),
             cap_add: spec.cap_add.clone(),
+            user_ns: None,
         })
     }
 
@@ -438,6 +439,27 @@ impl Supervisor {
         }
         std::fs::create_dir_all(dir.0.join("logs"))
             .with_context(|| format!("cannot create {}", dir.0.display()))?;
+        if spec.user_ns {
+            // The ranges the node's other tasks hold, from their run.json.
+            let others = list(&self.state_dir);
+            let used = others
+                .iter()
+                .filter(|t| t.id != spec.id)
+                .filter_map(|t| {
+                    read_json::<RunParams>(&task_dir(&self.state_dir, &t.id).run_json())
+                })
+                .filter_map(|r| r.user_ns.map(|u| u.host_base));
+            run.user_ns = Some(
+                runtime::idmap::free_range(used, control::task::spec::USER_NS_SIZE).ok_or_else(
+                    || {
+                        anyhow::anyhow!(
+                            "task {}: every user namespace range of this node is taken",
+                            spec.id
+                        )
+                    },
+                )?,
+            );
+        }
         let network = if run.netns.is_none() {
             self.network.clone()
         } else {

@@ -47,6 +47,8 @@ pub struct TaskFile {
     pub ports: Vec<u16>,
     #[serde(default)]
     pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub user_ns: bool,
 }
 
 impl From<TaskFile> for TaskSpec {
@@ -68,6 +70,7 @@ impl From<TaskFile> for TaskSpec {
             app,
             ports,
             cap_add,
+            user_ns,
         } = f;
         TaskSpec {
             id,
@@ -86,6 +89,7 @@ impl From<TaskFile> for TaskSpec {
             app,
             ports,
             cap_add,
+            user_ns,
         }
     }
 }
@@ -212,9 +216,15 @@ restart = "on-failure""#,
             expect!["t.toml: port 0 is not a port a task can serve"],
         );
         check(
-            "id = \"a\"\nimage = \"bb\"\nuser_ns = true",
+            "id = \"a\"\nimage = \"bb\"\nprivileged = true",
             expect![
-                "t.toml: TOML parse error at line 3, column 1   | 3 | user_ns = true   | ^^^^^^^ unknown field `user_ns`, expected one of `id`, `image`, `command`, `env`, `cwd`, `user`, `cpus`, `mem`, `pids`, `read_only`, `restart`, `stop_grace_secs`, `netns`, `app`, `ports`, `cap_add`"
+                "t.toml: TOML parse error at line 3, column 1   | 3 | privileged = true   | ^^^^^^^^^^ unknown field `privileged`, expected one of `id`, `image`, `command`, `env`, `cwd`, `user`, `cpus`, `mem`, `pids`, `read_only`, `restart`, `stop_grace_secs`, `netns`, `app`, `ports`, `cap_add`, `user_ns`"
+            ],
+        );
+        check(
+            "id = \"a\"\nimage = \"bb\"\nuser_ns = true\ncap_add = [\"CAP_MKNOD\"]",
+            expect![
+                "t.toml: capability CAP_MKNOD does nothing with user_ns: a user namespace cannot make device nodes"
             ],
         );
         check(

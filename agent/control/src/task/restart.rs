@@ -143,6 +143,7 @@ mod tests {
             app: None,
             ports: vec![],
             cap_add: vec![],
+            user_ns: false,
         }
     }
 

@@ -85,7 +85,16 @@ pub struct TaskSpec {
     /// [`ADDABLE_CAPABILITIES`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cap_add: Vec<String>,
+    /// Runs the task in a user namespace of its own: root and every uid
+    /// and gid below [`USER_NS_SIZE`] in the task map to a range of the
+    /// node's that no one else uses, so root in the task is no one on the
+    /// node.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_ns: bool,
 }
+
+/// How many uids (and gids) a task with `user_ns` has: 0 to 65535.
+pub const USER_NS_SIZE: u32 = 65536;
 
 pub(crate) fn default_grace() -> u64 {
     10
@@ -209,6 +218,12 @@ impl TaskSpec {
             }
             if !added.insert(cap) {
                 return Err(format!("capability {cap} is listed twice"));
+            }
+            if self.user_ns && cap == "CAP_MKNOD" {
+                return Err(
+                    "capability CAP_MKNOD does nothing with user_ns: a user namespace cannot make device nodes"
+                        .into(),
+                );
             }
         }
         Ok(())
