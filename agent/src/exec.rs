@@ -14,7 +14,8 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -152,13 +153,7 @@ fn start(request: &ExecRequest) -> std::io::Result<Running> {
         .envs(ENV.iter().copied())
         .current_dir("/");
     if request.tty {
-        let size = nix::pty::Winsize {
-            ws_row: if request.rows == 0 { 24 } else { request.rows },
-            ws_col: if request.cols == 0 { 80 } else { request.cols },
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
+        let pty = open_pty(request)?;
         cmd.env("TERM", "xterm-256color")
             .stdin(Stdio::from(pty.slave.try_clone()?))
             .stdout(Stdio::from(pty.slave.try_clone()?))
@@ -182,7 +177,11 @@ fn start(request: &ExecRequest) -> std::io::Result<Running> {
         // The command holds the only copies of the terminal's slave side
         // now: reading the master ends once it and its children exit.
         drop(cmd);
-        let master = File::from(pty.master);
+        let mut master = File::from(pty.master);
+        if !request.stdin {
+            // No input: a command that reads it sees its end at once.
+            let _ = master.write_all(&[4]);
+        }
         let input = master.try_clone()?;
         let resize = OwnedFd::from(master.try_clone()?);
         Ok(Running {
@@ -215,6 +214,53 @@ fn start(request: &ExecRequest) -> std::io::Result<Running> {
         })
     }
 }
+
+/// Both sides of a new terminal of the size `request` asks for (24x80 by
+/// default), neither inherited by anything the agent starts: the slave
+/// side reaches the command only as its standard streams.
+fn open_pty(request: &ExecRequest) -> std::io::Result<Pty> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    // SAFETY: the descriptor is the master just opened, owned by nothing
+    // else once `master` gives it up.
+    let master = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
+    let slave = OwnedFd::from(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&name)?,
+    );
+    resize(
+        &master,
+        if request.rows == 0 { 24 } else { request.rows },
+        if request.cols == 0 { 80 } else { request.cols },
+    );
+    Ok(Pty { master, slave })
+}
+
+/// A terminal's two sides.
+struct Pty {
+    master: OwnedFd,
+    slave: OwnedFd,
+}
+
+/// Kills what is left of a session's process group when the session ends,
+/// however it ends (an error writing to the admin included).
+struct KillGroup(Pid);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = killpg(self.0, Signal::SIGKILL);
+    }
+}
+
+/// How many bytes of input may wait for the command to read them before
+/// the session stops reading from the admin.
+const MAX_PENDING_INPUT: usize = 1 << 20;
 
 /// Sets the terminal's size.
 fn resize(pty: &OwnedFd, rows: u16, cols: u16) {
@@ -259,6 +305,7 @@ where
         pty,
     } = running;
     let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let _kill = KillGroup(group);
     let (events, mut rx) = tokio::sync::mpsc::channel::<Event>(64);
     let open_outputs = outputs.len();
     for (mut file, make) in outputs {
@@ -299,11 +346,17 @@ where
     // Input goes through a thread of its own, so that a command that does
     // not read cannot stall the session.
     let (input, input_rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
+    // Bytes sent to the input thread and not written yet: the session
+    // stops reading from the admin above [`MAX_PENDING_INPUT`].
+    let pending = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     if let Some(mut stdin) = stdin {
         let tty = request.tty;
+        let pending = pending.clone();
         std::thread::spawn(move || {
             while let Ok(Some(bytes)) = input_rx.recv() {
-                if stdin.write_all(&bytes).is_err() {
+                let written = stdin.write_all(&bytes);
+                pending.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+                if written.is_err() {
                     return;
                 }
             }
@@ -313,7 +366,11 @@ where
                 let _ = stdin.write_all(&[4]);
             }
         });
+    } else {
+        // Input the request did not ask for is dropped.
+        drop(input_rx);
     }
+    let mut paused = tokio::time::interval(Duration::from_millis(20));
 
     let mut decoder = Decoder::default();
     let mut buf = vec![0u8; 16 << 10];
@@ -322,8 +379,9 @@ where
     // Armed once the command exits.
     let mut drain = Box::pin(tokio::time::sleep(Duration::from_secs(365 * 86400)));
     let result = loop {
+        let reading = pending.load(std::sync::atomic::Ordering::Relaxed) < MAX_PENDING_INPUT;
         tokio::select! {
-            read = rd.read(&mut buf) => {
+            read = rd.read(&mut buf), if reading => {
                 let n = match read {
                     Ok(0) | Err(_) => break None,
                     Ok(n) => n,
@@ -332,7 +390,11 @@ where
                 loop {
                     match decoder.next_frame() {
                         Ok(Some(Frame::Stdin(bytes))) => {
-                            let _ = input.send(Some(bytes));
+                            let len = bytes.len();
+                            pending.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                            if input.send(Some(bytes)).is_err() {
+                                pending.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+                            }
                         }
                         Ok(Some(Frame::StdinEnd)) => {
                             let _ = input.send(None);
@@ -361,6 +423,8 @@ where
                 }
                 None => {}
             },
+            // While input waits for the command, look again shortly.
+            _ = paused.tick(), if !reading => {}
             () = &mut drain => {
                 // What the command left running still holds its output.
                 let _ = killpg(group, Signal::SIGKILL);
@@ -373,12 +437,15 @@ where
             break Some(code);
         }
     };
-    // Whatever is left of the session's processes goes with it.
+    // Whatever is left of the session's processes goes with it (and with
+    // `_kill` on any early return).
     let _ = killpg(group, Signal::SIGKILL);
     if let Some(code) = result {
         // Output that arrived with the last events.
-        while let Ok(Event::Frame(f)) = rx.try_recv() {
-            wr.write_all(&f.encode()).await?;
+        while let Ok(event) = rx.try_recv() {
+            if let Event::Frame(f) = event {
+                wr.write_all(&f.encode()).await?;
+            }
         }
         wr.write_all(&Frame::Exit(code).encode()).await?;
         wr.shutdown().await?;
@@ -555,6 +622,12 @@ mod tests {
             (out.as_str(), err.as_str(), last),
             ("30 100\r\ntty\r\n", "", Frame::Exit(0))
         );
+    }
+
+    #[tokio::test]
+    async fn a_terminal_without_input_ends_it_at_once() {
+        let (_, _, last) = run(&["cat"], true, None).await;
+        assert_eq!(last, Frame::Exit(0));
     }
 
     #[tokio::test]

@@ -291,7 +291,8 @@ pub const EXEC_NODE: Route = route(
     Auth::Operator,
     "exec_node",
 )
-.needs(Permission::Exec);
+.needs(Permission::Exec)
+.with_body_limit(64 << 10);
 /// `POST /v1/exec/{id}/attach`: the node a session is for attaches to it
 /// (an upgraded connection, as `EXEC_NODE`'s) on the master that holds
 /// it; any other master answers `code::EXEC_ELSEWHERE`.

@@ -154,7 +154,14 @@ impl ApiClient {
             &routes::ATTACH_EXEC.fill(&[id]),
             &(),
             exec::PROTOCOL,
-            &[routes::code::EXEC_ELSEWHERE],
+            // Another master may hold it; one without etcd, or older than
+            // exec, cannot say.
+            &[
+                routes::code::EXEC_ELSEWHERE,
+                "store-unavailable",
+                "access-not-loaded",
+                "no-route",
+            ],
             wait,
         )
         .await

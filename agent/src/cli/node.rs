@@ -116,7 +116,7 @@ fn exec(
     };
     request.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = runtime()?;
-    rt.block_on(async {
+    let code = rt.block_on(async {
         let stream = client
             .exec_node(name, &request)
             .await
@@ -128,7 +128,11 @@ fn exec(
             .transpose()?;
         let sizes = tty.then(watch_size);
         crate::exec::drive(stream, interactive, sizes).await
-    })
+    });
+    // Standard input is read on a thread that a pending read holds: the
+    // runtime must not wait for it (the command ended; no key will come).
+    rt.shutdown_background();
+    code
 }
 
 use anyhow::Context;

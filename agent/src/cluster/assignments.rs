@@ -77,6 +77,13 @@ async fn run(
     pull: PullOptions,
     mut network: Option<TaskNetReceiver>,
 ) {
+    // The watch first: break-glass sessions reach a node whose task
+    // supervisor or overlay is not up (which is when they are needed), and
+    // the watch keeps only its latest answer until the supervisor reads it.
+    let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
+    let watch = Arc::new(watch);
+    let exec = crate::exec::Sessions::new(watch.clone());
+    tokio::spawn(follow(watch, tx, Some(exec)));
     let mut supervisor = loop {
         let opened = std::env::current_exe()
             .context("cannot find the strata binary")
@@ -100,10 +107,6 @@ async fn run(
             Err(_) => tracing::info!("tasks: the overlay went away before it came up"),
         }
     }
-    let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
-    let watch = Arc::new(watch);
-    let exec = crate::exec::Sessions::new(watch.clone());
-    tokio::spawn(follow(watch, tx, Some(exec)));
     let mut reported: HashMap<String, TaskReport> = HashMap::new();
     loop {
         let desired = rx.borrow_and_update().clone();

@@ -300,8 +300,17 @@ impl CertKeeper {
         if let Some(paths) = &self.etcd {
             let etcd = EtcdPki::issue(&self.ca, &self.me, &self.names)?;
             let owner = user_ids("etcd");
-            for (path, content) in etcd.files(paths) {
-                write_owned(&path, content, owner)?;
+            // Every file written before any is put in place: a failure
+            // leaves etcd the old pairs, never a certificate with another
+            // key.
+            let files = etcd.files(paths);
+            let fresh = files
+                .iter()
+                .map(|(path, content)| write_owned(path, content, owner))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for ((path, _), fresh) in files.iter().zip(fresh) {
+                std::fs::rename(&fresh, path)
+                    .with_context(|| format!("cannot put {} in place", path.display()))?;
             }
         }
         write_private(&self.pki_dir.join("master.crt"), &cert.cert_pem)?;
@@ -335,11 +344,12 @@ async fn keep_certs(keeper: CertKeeper, mut current: CertInfo) {
     keeper.record(&current).await;
     loop {
         tokio::time::sleep(CERT_CHECK).await;
+        // While etcd cannot say, the certificates' own age still counts.
         let rotation = match keeper.store.cert_rotation().await {
             Ok(r) => r.map(|r| r.at),
             Err(e) => {
                 tracing::debug!("cannot read the certificate rotation: {e}");
-                continue;
+                None
             }
         };
         if !current.due(std::time::SystemTime::now(), rotation) {
@@ -361,9 +371,9 @@ async fn keep_certs(keeper: CertKeeper, mut current: CertInfo) {
     }
 }
 
-/// Writes a file etcd reads, owned by `owner` (etcd's user) from the
-/// moment it is in place.
-fn write_owned(path: &Path, content: &str, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+/// Writes `content` beside `path` (`<name>.new`), owned by `owner`
+/// (etcd's user), for the caller to rename into place; its path.
+fn write_owned(path: &Path, content: &str, owner: Option<(u32, u32)>) -> anyhow::Result<PathBuf> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".new");
     let fresh = path.with_file_name(name);
@@ -372,7 +382,7 @@ fn write_owned(path: &Path, content: &str, owner: Option<(u32, u32)>) -> anyhow:
         std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))
             .with_context(|| format!("cannot chown {} to etcd", fresh.display()))?;
     }
-    std::fs::rename(&fresh, path).with_context(|| format!("cannot put {} in place", path.display()))
+    Ok(fresh)
 }
 
 async fn wait_quorum(store: &Store) {

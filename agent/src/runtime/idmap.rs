@@ -48,8 +48,12 @@ pub fn free_range(used: impl IntoIterator<Item = u32>, size: u32) -> Option<IdRa
 /// descriptor: what an idmapped mount takes. A child process makes it and
 /// exits once the descriptor is open.
 pub fn userns(range: IdRange) -> anyhow::Result<OwnedFd> {
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
-    let (hold_r, hold_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .context("cannot make a pipe to the user namespace helper")
+    };
+    let (ready_r, ready_w) = pipe()?;
+    let (hold_r, hold_w) = pipe()?;
     // SAFETY: the shim that calls this is single-threaded (a process of its
     // own, before libcontainer starts anything), and the child only calls
     // unshare, write, read and _exit before it exits.
@@ -80,8 +84,13 @@ pub fn userns(range: IdRange) -> anyhow::Result<OwnedFd> {
                 }
                 let map = format!("0 {} {}\n", range.host_base, range.size);
                 for kind in ["uid_map", "gid_map"] {
-                    std::fs::write(format!("/proc/{child}/{kind}"), &map)
-                        .with_context(|| format!("cannot write the helper's {kind}"))?;
+                    std::fs::write(format!("/proc/{child}/{kind}"), &map).with_context(|| {
+                        format!(
+                            "cannot map ids {} to {} in the helper's {kind}",
+                            range.host_base,
+                            u64::from(range.host_base) + u64::from(range.size) - 1
+                        )
+                    })?;
                 }
                 let ns = File::open(format!("/proc/{child}/ns/user"))
                     .context("cannot open the helper's user namespace")?;
@@ -98,8 +107,11 @@ pub fn userns(range: IdRange) -> anyhow::Result<OwnedFd> {
 /// user namespace `userns`: a file owned by 0 in `src` is owned by that
 /// namespace's 0 (the node's `host_base`) at `dst`.
 pub fn clone_idmapped(src: &Path, userns: &OwnedFd, dst: &Path) -> anyhow::Result<()> {
-    let src_c = CString::new(src.as_os_str().as_bytes()).context("a path with a NUL byte")?;
-    let dst_c = CString::new(dst.as_os_str().as_bytes()).context("a path with a NUL byte")?;
+    let c_path = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .with_context(|| format!("{} holds a NUL byte", p.display()))
+    };
+    let (src_c, dst_c) = (c_path(src)?, c_path(dst)?);
     // SAFETY: the path is NUL-terminated and outlives the call; the kernel
     // returns a new descriptor or -1.
     let fd = unsafe {

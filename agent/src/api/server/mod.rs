@@ -115,8 +115,12 @@ impl ApiState {
                 rotation
             }
             Err(e) => {
+                // Kept (and not read again) as long as a good read would
+                // be, so that heartbeats do not queue on a failing etcd.
                 tracing::warn!("api: cannot read the certificate rotation: {e}");
-                slot.as_ref().and_then(|(_, r)| r.clone())
+                let kept = slot.as_ref().and_then(|(_, r)| r.clone());
+                *slot = Some((std::time::Instant::now(), kept.clone()));
+                kept
             }
         }
     }
