@@ -172,8 +172,13 @@ pub async fn run_master_with(
     };
     let connect = if plan.cluster.etcd.external.is_empty() {
         start_etcd(&plan, &opts.etcd_paths).await?;
+        // Its own member first: the store uses one member at a time and
+        // moves on when it fails, so masters spread over their own.
+        let own = format!("https://{}:{}", plan.me.address, render::CLIENT_PORT);
+        let mut endpoints = render::client_urls(&plan.cluster);
+        endpoints.sort_by_key(|u| *u != own);
         EtcdConnect {
-            endpoints: render::client_urls(&plan.cluster),
+            endpoints,
             tls: Some(etcd_tls),
         }
     } else {

@@ -15,7 +15,7 @@ use control::access::{
     At, JoinAttempt, JoinPlan, JoinSnapshot, JoinTokenRecord, KeyClaim, TokenRecord,
     UserTokenRecord, plan_join,
 };
-use etcd_client::{Client, Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 
 use super::{CALL_TIMEOUT, Error, NODES, Store, decode, record_json as json};
 
@@ -141,20 +141,28 @@ fn decode_or_warn<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Op
 /// Loads `cache` from etcd: the revoked serials and the user tokens, read
 /// in one transaction. Returns the revision they were read at (the shared
 /// watch goes on from the next one).
-pub(super) async fn load_cache(client: &Client, cache: &AccessCache) -> Result<i64, String> {
-    let mut kv = client.kv_client();
+pub(super) async fn load_cache(
+    clients: &super::Clients,
+    cache: &AccessCache,
+) -> Result<i64, String> {
     let txn = Txn::new().and_then([
         TxnOp::get(REVOKED, Some(GetOptions::new().with_prefix())),
         TxnOp::get(USER_TOKENS, Some(GetOptions::new().with_prefix())),
     ]);
-    // Sent again while it never reached etcd (`super::unsent`): a dead
-    // member would otherwise stop the shared watch's (re)start.
+    // Sent to the next member while it never reached etcd
+    // (`super::unsent`): a dead member would otherwise stop the shared
+    // watch's (re)start.
     let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
     let mut attempt = 1;
     let resp = loop {
+        let (i, client) = clients.get();
+        let mut kv = client.kv_client();
         match tokio::time::timeout_at(deadline, kv.txn(txn.clone())).await {
             Err(_) => return Err(format!("no answer within {}s", CALL_TIMEOUT.as_secs())),
-            Ok(Err(e)) if attempt < super::SEND_ATTEMPTS && super::unsent(&e) => attempt += 1,
+            Ok(Err(e)) if attempt < clients.attempts() && super::unsent(&e) => {
+                clients.failed(i);
+                attempt += 1;
+            }
             Ok(r) => break r.map_err(|e| e.to_string())?,
         }
     };

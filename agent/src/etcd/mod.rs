@@ -93,7 +93,7 @@ type KeepAlive = Arc<tokio::sync::Mutex<Option<(i64, LeaseKeeper, LeaseKeepAlive
 /// A connection to the cluster's etcd.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    clients: Clients,
     endpoints: String,
     connect: EtcdConnect,
     /// Open keep-alive streams of nodes whose heartbeats this master serves.
@@ -104,6 +104,45 @@ pub struct Store {
     /// Revoked certificates and user tokens, which the shared watch loads
     /// and keeps current.
     access: Arc<AccessCache>,
+}
+
+/// One etcd client per endpoint, each with connections of its own, and the
+/// one in use. etcd-client's own balancing over several endpoints keeps a
+/// member it cannot reach among those it picks from, and the calls it
+/// routes there fail before they are sent: a powered-off master once made
+/// most reads through a live one fail for a minute
+/// (`three_masters_survive_losing_one`). Here a call that never reached
+/// the member in use moves every call to the next ([`Clients::failed`]).
+#[derive(Clone)]
+struct Clients {
+    all: Arc<[Client]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Clients {
+    /// The client in use, and its index.
+    fn get(&self) -> (usize, Client) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.all.len();
+        (i, self.all[i].clone())
+    }
+
+    /// The client at `i` failed a call before sending it: the next one is
+    /// used from now on (unless another call moved on already).
+    fn failed(&self, i: usize) {
+        let next = (i + 1) % self.all.len();
+        let _ = self.current.compare_exchange(
+            i,
+            next,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// How often a call is sent while it never reaches etcd: once to each
+    /// member, and once more.
+    fn attempts(&self) -> usize {
+        self.all.len() + 1
+    }
 }
 
 /// What the shared watch saw last: the revision of the latest change to the
@@ -120,16 +159,15 @@ struct Feed {
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often one call is sent while it never reached etcd ([`unsent`]).
-const SEND_ATTEMPTS: u32 = 3;
+/// Whether a member answered that it cannot serve (no leader, shutting
+/// down, a broken connection): the next calls go to another.
+fn unavailable(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable)
+}
 
-/// Whether a call failed before it was sent. The client's balanced channel
-/// keeps a member it cannot connect to (a master powered off) among those
-/// it picks from, and the call it routes there fails with the connect
-/// error; the member is reconnecting then, so the same call sent again goes
-/// to another member. Never sent, so a write is as safe to send again as a
-/// read. A powered-off master once made every read through a live one fail
-/// for a minute (`three_masters_survive_losing_one`).
+/// Whether a call failed before it was sent: its member could not be
+/// connected to (a master powered off). Never sent, so a write is as safe
+/// to send again, to another member, as a read ([`Clients`]).
 pub(crate) fn unsent(e: &etcd_client::Error) -> bool {
     let etcd_client::Error::GRpcStatus(status) = e else {
         return false;
@@ -165,14 +203,27 @@ impl Store {
     /// Connects (lazily: a down etcd shows up on the first call).
     pub async fn connect(c: &EtcdConnect) -> Result<Store, Error> {
         let endpoints = c.endpoints.join(",");
-        let client = Client::connect(&c.endpoints, Some(options(c)))
-            .await
-            .map_err(|source| Error::Etcd {
-                endpoints: endpoints.clone(),
-                source,
-            })?;
+        let mut all = Vec::new();
+        for endpoint in &c.endpoints {
+            let client = Client::connect([endpoint], Some(options(c)))
+                .await
+                .map_err(|source| Error::Etcd {
+                    endpoints: endpoint.clone(),
+                    source,
+                })?;
+            all.push(client);
+        }
+        if all.is_empty() {
+            return Err(Error::Timeout {
+                endpoints: "(no endpoint)".into(),
+                seconds: 0,
+            });
+        }
         Ok(Store {
-            client,
+            clients: Clients {
+                all: all.into(),
+                current: Arc::default(),
+            },
             endpoints,
             connect: c.clone(),
             keepalives: Arc::default(),
@@ -201,19 +252,39 @@ impl Store {
         }
     }
 
-    /// Sends the call `send` makes, and sends it again while it failed
-    /// before it reached etcd ([`unsent`]), all within [`CALL_TIMEOUT`].
-    async fn call<T, Fut>(&self, mut send: impl FnMut() -> Fut) -> Result<T, Error>
+    /// The client in use.
+    fn client(&self) -> Client {
+        self.clients.get().1
+    }
+
+    /// Sends the call `send` makes with the client in use, and with the
+    /// next member's while it failed before it reached etcd ([`unsent`]),
+    /// all within [`CALL_TIMEOUT`].
+    async fn call<T, Fut>(&self, mut send: impl FnMut(Client) -> Fut) -> Result<T, Error>
     where
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
         let mut attempt = 1;
         loop {
-            match tokio::time::timeout_at(deadline, send()).await {
-                Ok(Err(e)) if attempt < SEND_ATTEMPTS && unsent(&e) => attempt += 1,
+            let (i, client) = self.clients.get();
+            match tokio::time::timeout_at(deadline, send(client)).await {
+                Ok(Err(e)) if attempt < self.clients.attempts() && unsent(&e) => {
+                    self.clients.failed(i);
+                    attempt += 1;
+                }
+                Ok(Err(e)) => {
+                    // Sent, perhaps carried out: not sent again, but the
+                    // next calls go to another member when this one is
+                    // unavailable.
+                    if unavailable(&e) {
+                        self.clients.failed(i);
+                    }
+                    return Err(self.err(e));
+                }
                 Ok(r) => return r.map_err(|e| self.err(e)),
                 Err(_) => {
+                    self.clients.failed(i);
                     return Err(Error::Timeout {
                         endpoints: self.endpoints.clone(),
                         seconds: CALL_TIMEOUT.as_secs(),
@@ -230,8 +301,8 @@ impl Store {
         options: Option<GetOptions>,
     ) -> Result<GetResponse, Error> {
         let key = key.into();
-        self.call(|| {
-            let (mut kv, key, options) = (self.client.kv_client(), key.clone(), options.clone());
+        self.call(|c| {
+            let (mut kv, key, options) = (c.kv_client(), key.clone(), options.clone());
             async move { kv.get(key, options).await }
         })
         .await
@@ -245,8 +316,8 @@ impl Store {
         options: Option<PutOptions>,
     ) -> Result<PutResponse, Error> {
         let (key, value) = (key.into(), value.into());
-        self.call(|| {
-            let mut kv = self.client.kv_client();
+        self.call(|c| {
+            let mut kv = c.kv_client();
             let (key, value, options) = (key.clone(), value.clone(), options.clone());
             async move { kv.put(key, value, options).await }
         })
@@ -260,8 +331,8 @@ impl Store {
         options: Option<DeleteOptions>,
     ) -> Result<DeleteResponse, Error> {
         let key = key.into();
-        self.call(|| {
-            let (mut kv, key, options) = (self.client.kv_client(), key.clone(), options.clone());
+        self.call(|c| {
+            let (mut kv, key, options) = (c.kv_client(), key.clone(), options.clone());
             async move { kv.delete(key, options).await }
         })
         .await
@@ -269,8 +340,8 @@ impl Store {
 
     /// A transaction ([`Store::call`]).
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, Error> {
-        self.call(|| {
-            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+        self.call(|c| {
+            let (mut kv, txn) = (c.kv_client(), txn.clone());
             async move { kv.txn(txn).await }
         })
         .await
@@ -278,8 +349,8 @@ impl Store {
 
     /// A new lease of `ttl` seconds ([`Store::call`]).
     async fn grant(&self, ttl: i64) -> Result<LeaseGrantResponse, Error> {
-        self.call(|| {
-            let mut lease = self.client.lease_client();
+        self.call(|c| {
+            let mut lease = c.lease_client();
             async move { lease.grant(ttl, None).await }
         })
         .await
@@ -287,8 +358,8 @@ impl Store {
 
     /// The cluster's members ([`Store::call`]).
     async fn member_list(&self) -> Result<MemberListResponse, Error> {
-        self.call(|| {
-            let mut cluster = self.client.cluster_client();
+        self.call(|c| {
+            let mut cluster = c.cluster_client();
             async move { cluster.member_list().await }
         })
         .await
@@ -296,8 +367,8 @@ impl Store {
 
     /// The active alarms ([`Store::call`]).
     async fn alarm_list(&self) -> Result<AlarmResponse, Error> {
-        self.call(|| {
-            let mut maintenance = self.client.maintenance_client();
+        self.call(|c| {
+            let mut maintenance = c.maintenance_client();
             async move {
                 maintenance
                     .alarm(AlarmAction::Get, AlarmType::None, None)
@@ -479,7 +550,7 @@ impl Store {
                 // The task holds the client, not the store: it ends once
                 // the store (and with it every receiver) is gone.
                 tokio::spawn(follow_changes(
-                    self.client.clone(),
+                    self.clients.clone(),
                     self.endpoints.clone(),
                     nodes_tx,
                     tasks_tx,
@@ -788,7 +859,7 @@ impl Store {
         // node heartbeated through another master before).
         let key = format!("{ALIVE}{name}");
         let existing = self.get(key.clone(), None).await?;
-        let mut lease = self.client.lease_client();
+        let mut lease = self.client().lease_client();
         if let Some(alive) = existing
             .kvs()
             .first()
@@ -946,7 +1017,7 @@ fn raise(tx: &tokio::sync::watch::Sender<i64>, rev: i64) {
 /// read the state afresh. While the watch is down `access` is marked stale
 /// (requests that need it are refused). Ends when every receiver is gone.
 async fn follow_changes(
-    client: Client,
+    clients: Clients,
     endpoints: String,
     nodes: tokio::sync::watch::Sender<i64>,
     tasks: tokio::sync::watch::Sender<i64>,
@@ -956,19 +1027,25 @@ async fn follow_changes(
         crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut last_error = String::new();
     loop {
-        let mut watch = client.watch_client();
         let mut started = false;
         let run = async {
-            let loaded_at = access::load_cache(&client, &access).await?;
+            let loaded_at = access::load_cache(&clients, &access).await?;
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(loaded_at + 1);
-            // Opened again at once while it never reached etcd (`unsent`).
+            // Opened with the next member while it never reached etcd
+            // (`unsent`).
             let mut attempt = 1;
-            let mut stream = loop {
+            // The watch client lives as long as its stream.
+            let (_watch, mut stream) = loop {
+                let (i, client) = clients.get();
+                let mut watch = client.watch_client();
                 match watch.watch("/strata/", Some(options.clone())).await {
-                    Err(e) if attempt < SEND_ATTEMPTS && unsent(&e) => attempt += 1,
-                    opened => break opened.map_err(|e| e.to_string())?,
+                    Err(e) if attempt < clients.attempts() && unsent(&e) => {
+                        clients.failed(i);
+                        attempt += 1;
+                    }
+                    opened => break (watch, opened.map_err(|e| e.to_string())?),
                 }
             };
             while let Some(resp) = stream.message().await.map_err(|e| e.to_string())? {
