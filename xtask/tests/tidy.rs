@@ -354,6 +354,7 @@ fn control_stays_pure() {
         "configs",
         "hex",
         "oci-spec",
+        "regex",
         "serde",
         "serde_json",
         "sha2",

@@ -18,6 +18,7 @@
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod backoff;
 pub mod exec;
