@@ -2,13 +2,14 @@
 //!
 //! One module per noun, each command a few lines that parse, call the
 //! library and add context: [`agent`], [`health`], [`config`], [`cluster`],
-//! [`node`], [`task`], [`image`](self::image), [`user`], [`audit`], and the hidden
+//! [`node`], [`task`], [`app`], [`image`](self::image), [`user`], [`audit`], and the hidden
 //! [`shim`] commands. What they print goes through [`output`] (a table or `--json`);
 //! how they reach a cluster or this node is [`target`], with the CLI's
 //! [`context`] file. Nothing else in the library depends on this module (one
 //! test of `cluster init` reads what it writes with [`context`]).
 
 pub mod agent;
+pub mod app;
 pub mod audit;
 pub mod cluster;
 pub mod config;
@@ -61,6 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         command: self::task::TaskCommand,
     },
+    /// Apps the cluster keeps running: check an app file offline.
+    App {
+        #[command(subcommand)]
+        command: self::app::AppCommand,
+    },
     /// Pull, import, list and garbage-collect OCI images.
     Image {
         #[command(subcommand)]
@@ -108,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { command } => self::cluster::run(command),
         Command::Node { command } => self::node::run(command),
         Command::Task { command } => self::task::run(command),
+        Command::App { command } => self::app::run(command),
         Command::Image { command } => self::image::run(command),
         Command::User { command } => self::user::run(command),
         Command::Audit { command } => self::audit::run(command),
@@ -150,6 +157,7 @@ mod tests {
               cluster  Create a cluster, look at it, make join tokens
               node     Look at the cluster's nodes
               task     Run, list and stop tasks: on the cluster or on this node
+              app      Apps the cluster keeps running: check an app file offline
               image    Pull, import, list and garbage-collect OCI images
               user     Make, list and revoke operators' tokens, each with a role
               audit    Read the cluster's audit log: who changed what, and when (admins)
@@ -160,6 +168,36 @@ mod tests {
               -V, --version  Print version
         "#]]
         .assert_eq(&help);
+    }
+
+    #[test]
+    fn app_validate() {
+        let dir = std::env::temp_dir().join(format!("strata-app-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let good = dir.join("web.toml");
+        std::fs::write(
+            &good,
+            "id = \"/shop/web\"\nimage = \"nginx:1\"\ninstances = 2\n",
+        )
+        .expect("write");
+        check(
+            &["strata", "app", "validate", good.to_str().expect("utf-8")],
+            expect!["ok"],
+        );
+        let bad = dir.join("web.json");
+        std::fs::write(&bad, r#"{"id": "/shop/web", "cpus": "1", "contaner": {}}"#).expect("write");
+        let shown = format!("{}", bad.display());
+        let actual = match run(Cli::parse_from(["strata", "app", "validate", &shown])) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e:#}").replace(&shown, "web.json"),
+        };
+        expect![[r#"
+            error: web.json: 3 problems
+              web.json: $: no container image: Strata runs every app in a container image; set `container.docker.image` (a plain `cmd` runs in an image such as `busybox`)
+              web.json: $.cpus: expected a number, found the string "1"
+              web.json: $.contaner: unknown field `contaner`; did you mean `container`?"#]]
+        .assert_eq(&actual);
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

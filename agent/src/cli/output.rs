@@ -29,6 +29,68 @@ pub fn emit<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// The apps of a valid file, in the order they deploy.
+pub fn app_validated(file: &str, apps: &[control::app::AppSpec]) -> String {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            let ports: Vec<String> = a
+                .ports
+                .iter()
+                .map(|p| {
+                    let name = p
+                        .name
+                        .as_deref()
+                        .map(|n| format!("{n}:"))
+                        .unwrap_or_default();
+                    match (p.container_port, p.host_port) {
+                        (Some(c), Some(0)) => format!("{name}{c}->auto"),
+                        (Some(c), Some(h)) => format!("{name}{c}->{h}"),
+                        (Some(c), None) => format!("{name}{c}"),
+                        (None, Some(0)) | (None, None) => format!("{name}auto"),
+                        (None, Some(h)) => format!("{name}{h}"),
+                    }
+                })
+                .collect();
+            let constraints: Vec<String> = a.constraints.iter().map(|c| c.to_string()).collect();
+            vec![
+                a.id.to_string(),
+                a.image.clone(),
+                a.instances.to_string(),
+                format!("{}", a.cpus),
+                format!("{}", a.mem),
+                if ports.is_empty() {
+                    "-".into()
+                } else {
+                    ports.join(",")
+                },
+                if constraints.is_empty() {
+                    "-".into()
+                } else {
+                    constraints.join("; ")
+                },
+            ]
+        })
+        .collect();
+    format!(
+        "{file}: valid, {} app{} in deploy order\n{}",
+        apps.len(),
+        if apps.len() == 1 { "" } else { "s" },
+        table(
+            &[
+                "ID",
+                "IMAGE",
+                "INSTANCES",
+                "CPUS",
+                "MEM",
+                "PORTS",
+                "CONSTRAINTS"
+            ],
+            &rows
+        )
+    )
+}
+
 /// Formats rows as left-aligned columns separated by two spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

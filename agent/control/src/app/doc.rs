@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// Where a value is in its file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Place {
     /// `$.apps[2].cpus` (JSON) or `health_checks[0].path` (TOML); `$` or
     /// empty for the whole document.
@@ -40,8 +40,9 @@ pub struct Node {
 }
 
 /// One mistake in a file: where and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
+    #[serde(flatten)]
     pub place: Place,
     pub message: String,
 }

@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use doc::{Place, Problem, Syntax};
-pub use group::{AppFile, read};
+pub use group::{AppFile, FileError, read};
 
 /// The most instances one app may ask for.
 pub const MAX_INSTANCES: u32 = 10_000;
