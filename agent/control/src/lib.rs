@@ -27,4 +27,5 @@ pub mod format;
 pub mod lease;
 pub mod model;
 pub mod rbac;
+pub mod schedule;
 pub mod task;
