@@ -21,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod backoff;
+pub mod deploy;
 pub mod exec;
 pub mod firewall;
 pub mod format;

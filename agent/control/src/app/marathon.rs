@@ -14,6 +14,11 @@ use super::{
     AgentRole, AppId, AppSpec, HealthCheck, HealthProtocol, KillSelection, PortSpec, Protocol,
     UnreachableStrategy,
 };
+use crate::schedule::Strategy;
+
+/// The label that asks for instances spread over nodes rather than
+/// packed.
+pub const PLACEMENT_LABEL: &str = "strata.placement";
 
 /// The fields of an app that Strata reads.
 const APP_KEYS: &[&str] = &[
@@ -142,6 +147,15 @@ pub fn read_app(node: &Node, base: &AppId, p: &mut Problems) -> Option<(AppSpec,
     }
     if let Some(n) = f.get("labels") {
         spec.labels = string_map(n, "labels", &mut places, p);
+        // Marathon has no field for it: a label says how to spread.
+        match spec.labels.get(PLACEMENT_LABEL).map(String::as_str) {
+            None | Some("bin-pack") => {}
+            Some("spread") => spec.placement = Strategy::Spread,
+            Some(other) => p.at(
+                &places.at(&format!("labels.{PLACEMENT_LABEL}")),
+                format!("unknown placement {other:?}: expected \"bin-pack\" or \"spread\""),
+            ),
+        }
     }
     if let Some(n) = f.get("requirePorts") {
         spec.require_ports = p.bool(n).unwrap_or_default();

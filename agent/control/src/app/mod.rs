@@ -156,6 +156,10 @@ pub struct AppSpec {
     /// Which agents may run it; empty means private agents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub accepted_roles: Vec<AgentRole>,
+    /// How instances spread over the nodes that may take them
+    /// (Marathon's JSON: the label `strata.placement`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub placement: crate::schedule::Strategy,
     #[serde(default)]
     pub upgrade_strategy: UpgradeStrategy,
     #[serde(default)]
@@ -174,6 +178,10 @@ pub struct AppSpec {
 
 fn is_false(b: &bool) -> bool {
     !b
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn default_kill_grace() -> u64 {
@@ -504,6 +512,7 @@ impl AppSpec {
             health_checks: Vec::new(),
             constraints: Vec::new(),
             accepted_roles: Vec::new(),
+            placement: crate::schedule::Strategy::default(),
             upgrade_strategy: UpgradeStrategy::default(),
             backoff: LaunchBackoff::default(),
             kill_selection: KillSelection::default(),

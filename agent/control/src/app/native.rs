@@ -28,6 +28,7 @@ use super::{
     AgentRole, AppId, AppSpec, Constraint, HealthCheck, HealthProtocol, KillSelection, Operator,
     PortSpec, Protocol, UnreachableStrategy,
 };
+use crate::schedule::Strategy;
 
 const APP_KEYS: &[&str] = &[
     "id",
@@ -47,6 +48,7 @@ const APP_KEYS: &[&str] = &[
     "health_checks",
     "constraints",
     "accepted_roles",
+    "placement",
     "upgrade_strategy",
     "backoff",
     "kill_selection",
@@ -204,6 +206,18 @@ pub fn read_app(node: &Node, base: &AppId, p: &mut Problems) -> Option<(AppSpec,
             spec.backoff.max_launch_delay_seconds = v;
         }
         b.finish(p, &["seconds", "factor", "max_launch_delay_seconds"]);
+    }
+    if let Some(n) = f.get("placement") {
+        places.put("placement", &n.place);
+        match p.str(n).as_deref() {
+            Some("bin-pack") => spec.placement = Strategy::BinPack,
+            Some("spread") => spec.placement = Strategy::Spread,
+            Some(other) => p.at(
+                &n.place,
+                format!("unknown placement {other:?}: expected \"bin-pack\" or \"spread\""),
+            ),
+            None => {}
+        }
     }
     if let Some(n) = f.get("kill_selection") {
         match p.str(n).as_deref() {

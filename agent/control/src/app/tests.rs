@@ -40,6 +40,7 @@ mem = 64
 constraints = [["hostname", "UNIQUE"], ["rack", "GROUP_BY", "2"]]
 accepted_roles = ["public"]
 kill_selection = "oldest-first"
+placement = "spread"
 unreachable_strategy = { inactive_after_seconds = 30, expunge_after_seconds = 600 }
 
 [env]
@@ -61,7 +62,7 @@ minimum_health_capacity = 0.5
 maximum_over_capacity = 0.2
 "#,
         expect![[r#"
-            /shop/web accepted_roles=["public"] constraints=[{"field":"hostname","operator":"UNIQUE"},{"field":"rack","operator":"GROUP_BY","value":"2"}] cpus=0.25 env={"MODE":"prod"} health_checks=[{"grace_period_seconds":300,"interval_seconds":60,"max_consecutive_failures":2,"path":"/healthz","port_index":0,"protocol":"http","timeout_seconds":20}] image="registry.local/nginx:1.25" instances=3 kill_selection="oldest-first" mem=64.0 ports=[{"container_port":80,"host_port":0,"name":"http","protocol":"tcp"}] unreachable_strategy={"enabled":{"expunge_after_seconds":600,"inactive_after_seconds":30}} upgrade_strategy={"maximum_over_capacity":0.2,"minimum_health_capacity":0.5}
+            /shop/web accepted_roles=["public"] constraints=[{"field":"hostname","operator":"UNIQUE"},{"field":"rack","operator":"GROUP_BY","value":"2"}] cpus=0.25 env={"MODE":"prod"} health_checks=[{"grace_period_seconds":300,"interval_seconds":60,"max_consecutive_failures":2,"path":"/healthz","port_index":0,"protocol":"http","timeout_seconds":20}] image="registry.local/nginx:1.25" instances=3 kill_selection="oldest-first" mem=64.0 placement="spread" ports=[{"container_port":80,"host_port":0,"name":"http","protocol":"tcp"}] unreachable_strategy={"enabled":{"expunge_after_seconds":600,"inactive_after_seconds":30}} upgrade_strategy={"maximum_over_capacity":0.2,"minimum_health_capacity":0.5}
         "#]],
     );
 }
@@ -85,7 +86,7 @@ protocol = "grpc"
               web.toml:1:6: field `id`: id "/shop/Web": part "Web" is not a DNS label: use 1-63 lowercase letters, digits or '-', not starting or ending with '-'
               web.toml:3:8: field `cpus`: expected a number, found the string "two"
               web.toml:9:12: field `health_checks[0].protocol`: unknown protocol "grpc": expected "http", "https", "tcp" or "command"
-              web.toml:6:1: field `colour`: unknown field `colour`; expected one of: id, image, force_pull_image, cmd, args, user, instances, cpus, mem, disk, env, labels, ports, require_ports, health_checks, constraints, accepted_roles, upgrade_strategy, backoff, kill_selection, unreachable_strategy, kill_grace_seconds, dependencies
+              web.toml:6:1: field `colour`: unknown field `colour`; expected one of: id, image, force_pull_image, cmd, args, user, instances, cpus, mem, disk, env, labels, ports, require_ports, health_checks, constraints, accepted_roles, placement, upgrade_strategy, backoff, kill_selection, unreachable_strategy, kill_grace_seconds, dependencies
               web.toml:5:1: field `instnaces`: unknown field `instnaces`; did you mean `instances`?
               web.toml:4:7: field `mem`: mem 99999999999 MiB is out of range: expected 4 to 16777216 MiB (16 TiB, more than any node has)
         "#]],
@@ -292,9 +293,10 @@ fn marathon_host_ports_and_mapped_ports_read() {
     check(
         "h.json",
         r#"{"id": "h", "container": {"docker": {"image": "busybox:1"}}, "requirePorts": true,
+            "labels": {"strata.placement": "spread"},
             "portDefinitions": [{"port": 8080, "name": "http"}, {"port": 9090, "protocol": "udp,tcp"}]}"#,
         expect![[r#"
-            /h image="busybox:1" ports=[{"host_port":8080,"name":"http","protocol":"tcp","service_port":8080},{"host_port":9090,"protocol":"tcp-udp","service_port":9090}] require_ports=true
+            /h image="busybox:1" labels={"strata.placement":"spread"} placement="spread" ports=[{"host_port":8080,"name":"http","protocol":"tcp","service_port":8080},{"host_port":9090,"protocol":"tcp-udp","service_port":9090}] require_ports=true
         "#]],
     );
     check(
