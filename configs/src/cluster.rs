@@ -31,6 +31,8 @@ pub struct ClusterConfig {
     pub registries: Registries,
     #[serde(default)]
     pub certificates: Certificates,
+    #[serde(default)]
+    pub scheduler: Scheduler,
     /// The nodes to make user-data for.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -175,6 +177,42 @@ impl Default for Heartbeat {
         Heartbeat {
             interval_seconds: default_interval(),
             grace_seconds: default_grace(),
+        }
+    }
+}
+
+/// What the scheduler leaves to each agent's own system (the agent, the
+/// runtime, the kernel): never given to apps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scheduler {
+    /// Thousandths of a core kept back on every agent.
+    #[serde(default = "default_reserve_cpus")]
+    pub reserve_cpu_millis: u32,
+    /// MiB of memory kept back on every agent.
+    #[serde(default = "default_reserve_mem")]
+    pub reserve_mem_mib: u64,
+    /// MiB of disk kept back on every agent.
+    #[serde(default = "default_reserve_disk")]
+    pub reserve_disk_mib: u64,
+}
+
+fn default_reserve_cpus() -> u32 {
+    250
+}
+fn default_reserve_mem() -> u64 {
+    256
+}
+fn default_reserve_disk() -> u64 {
+    1024
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler {
+            reserve_cpu_millis: default_reserve_cpus(),
+            reserve_mem_mib: default_reserve_mem(),
+            reserve_disk_mib: default_reserve_disk(),
         }
     }
 }
@@ -378,6 +416,15 @@ impl ClusterConfig {
                     ),
                 ));
             }
+        }
+        if self.scheduler.reserve_cpu_millis > 64_000 {
+            return Err((
+                "scheduler.reserve_cpu_millis".into(),
+                format!(
+                    "{} is out of range, expected 0 to 64000 (64 cores)",
+                    self.scheduler.reserve_cpu_millis
+                ),
+            ));
         }
         if self.heartbeat.interval_seconds == 0 {
             return Err((

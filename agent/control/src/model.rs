@@ -478,6 +478,16 @@ pub struct TaskRecord {
     pub spec: TaskSpec,
     /// Unix seconds of the submission.
     pub created_at: u64,
+    /// The app it is an instance of (absent for a pinned task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_of: Option<crate::app::record::InstanceOf>,
+    /// The node's ports the scheduler gave it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<u16>,
+    /// The scheduler asked its node to stop it: it stays until the node
+    /// reports it stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
 }
 
 /// A task's state as its node reports it (`PUT /v1/tasks/<id>/status`).
@@ -496,6 +506,10 @@ pub struct TaskReport {
     /// The task's address on the overlay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<std::net::Ipv4Addr>,
+    /// What its health checks find (absent: it has none, or the node
+    /// predates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::task::Health>,
     /// Unix seconds of the report (set by the master).
     #[serde(default)]
     pub at: u64,
@@ -536,6 +550,11 @@ pub struct AssignmentWatch {
     pub format: Format,
     pub revision: i64,
     pub tasks: Vec<TaskSpec>,
+    /// Tasks the scheduler is stopping: the node stops each and reports it
+    /// stopped (absent from masters that predate apps; older nodes just
+    /// remove them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopping: Vec<String>,
     /// Break-glass sessions waiting for this node to attach (absent from
     /// masters that predate them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -663,6 +682,7 @@ mod tests {
             restarts: 0,
             exit_code: None,
             address: None,
+            health: None,
             at: 9,
         };
         expect_test::expect![[r#"{"state":"running","pid":4,"restarts":0,"at":9}"#]]

@@ -181,6 +181,9 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
                 ports,
                 cap_add,
                 user_ns,
+                args: Vec::new(),
+                force_pull: false,
+                health_checks: Vec::new(),
             };
             pin(&target, node, spec)
         }

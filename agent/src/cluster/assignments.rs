@@ -80,7 +80,7 @@ async fn run(
     // The watch first: break-glass sessions reach a node whose task
     // supervisor or overlay is not up (which is when they are needed), and
     // the watch keeps only its latest answer until the supervisor reads it.
-    let (tx, mut rx) = tokio::sync::watch::channel::<Option<Vec<TaskSpec>>>(None);
+    let (tx, mut rx) = tokio::sync::watch::channel::<Option<Assigned>>(None);
     let watch = Arc::new(watch);
     let exec = crate::exec::Sessions::new(watch.clone());
     tokio::spawn(follow(watch, tx, Some(exec)));
@@ -115,12 +115,15 @@ async fn run(
         {
             supervisor.set_network(net.borrow_and_update().clone());
         }
-        if let Some(desired) = desired {
-            let desired = admissible(desired);
+        if let Some(Assigned { tasks, stopping }) = desired {
+            let desired = admissible(tasks);
+            // What the scheduler stops is not desired: the supervisor
+            // stops and removes it like a task no longer assigned.
             for event in supervisor.reconcile(desired.clone()).await {
                 tracing::info!("tasks: {event}");
             }
             report_states(&state_dir, &desired, &report, &mut reported).await;
+            report_stopped(&state_dir, &stopping, &report, &mut reported).await;
         }
         let _ = tokio::time::timeout(RECONCILE_INTERVAL, rx.changed()).await;
     }
@@ -146,9 +149,17 @@ fn admissible(desired: Vec<TaskSpec>) -> Vec<TaskSpec> {
 /// Long-polls the assignment watch and hands every answer that changed
 /// the assignments over; the break-glass sessions it offers go to
 /// `exec` (none: they are ignored, as by the cluster bench's agents).
+/// What the assignment watch last said: the tasks to run, and those the
+/// scheduler is stopping (to report once they are gone).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Assigned {
+    pub tasks: Vec<TaskSpec>,
+    pub stopping: Vec<String>,
+}
+
 pub(crate) async fn follow(
     client: Arc<ApiClient>,
-    tx: tokio::sync::watch::Sender<Option<Vec<TaskSpec>>>,
+    tx: tokio::sync::watch::Sender<Option<Assigned>>,
     exec: Option<crate::exec::Sessions>,
 ) {
     crate::api::follow::follow(
@@ -160,7 +171,10 @@ pub(crate) async fn follow(
                 exec.offer(&w.exec);
             }
             tx.send_if_modified(|old| {
-                let new = Some(w.tasks);
+                let new = Some(Assigned {
+                    tasks: w.tasks,
+                    stopping: w.stopping,
+                });
                 let changed = *old != new;
                 *old = new;
                 changed
@@ -179,7 +193,9 @@ async fn report_states(
     reported: &mut HashMap<String, TaskReport>,
 ) {
     let local = tasks::list(state_dir);
-    reported.retain(|id, _| desired.iter().any(|s| &s.id == id));
+    reported.retain(|id, r| {
+        desired.iter().any(|s| &s.id == id) || r.state == control::task::TaskState::Stopped
+    });
     for spec in desired {
         let now = match local.iter().find(|t| t.id == spec.id) {
             Some(t) => TaskReport {
@@ -189,6 +205,7 @@ async fn report_states(
                 restarts: t.restarts,
                 exit_code: t.exit_code,
                 address: t.address,
+                health: None,
                 at: 0,
             },
             None => TaskReport {
@@ -198,6 +215,7 @@ async fn report_states(
                 restarts: 0,
                 exit_code: None,
                 address: None,
+                health: None,
                 at: 0,
             },
         };
@@ -211,6 +229,42 @@ async fn report_states(
             Err(e) => tracing::warn!("tasks: cannot report task {}: {e}", spec.id),
         }
     }
+}
+
+/// Reports each task the scheduler is stopping as stopped once the node
+/// no longer has it (the supervisor removed it), once.
+async fn report_stopped(
+    state_dir: &std::path::Path,
+    stopping: &[String],
+    client: &ApiClient,
+    reported: &mut HashMap<String, TaskReport>,
+) {
+    let local = tasks::list(state_dir);
+    for id in stopping {
+        if local.iter().any(|t| &t.id == id) {
+            continue;
+        }
+        let now = TaskReport {
+            format: Default::default(),
+            state: control::task::TaskState::Stopped,
+            pid: None,
+            restarts: 0,
+            exit_code: None,
+            address: None,
+            health: None,
+            at: 0,
+        };
+        if reported.get(id) == Some(&now) {
+            continue;
+        }
+        match client.report_task(id, &now).await {
+            Ok(_) => {
+                reported.insert(id.clone(), now);
+            }
+            Err(e) => tracing::warn!("tasks: cannot report task {id} stopped: {e}"),
+        }
+    }
+    reported.retain(|id, r| r.state != control::task::TaskState::Stopped || stopping.contains(id));
 }
 
 #[cfg(test)]

@@ -366,11 +366,17 @@ impl Supervisor {
     async fn prepare(&self, spec: &TaskSpec) -> anyhow::Result<RunParams> {
         let image = self.images.ensure(&spec.image, &self.pull).await?;
         let command = if spec.command.is_empty() {
+            // `args` replaces the image's command, not its entrypoint.
+            let cmd = if spec.args.is_empty() {
+                &image.config.cmd
+            } else {
+                &spec.args
+            };
             image
                 .config
                 .entrypoint
                 .iter()
-                .chain(&image.config.cmd)
+                .chain(cmd)
                 .cloned()
                 .collect()
         } else {

@@ -7,8 +7,10 @@
 
 pub mod doc;
 pub mod group;
+pub mod instance;
 pub mod marathon;
 pub mod native;
+pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -69,6 +71,17 @@ impl AppId {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id as one path segment and etcd key part: its parts joined by
+    /// `.` (`/shop/web` is `shop.web`), which no part holds.
+    pub fn key(&self) -> String {
+        self.parts().collect::<Vec<_>>().join(".")
+    }
+
+    /// Reads [`AppId::key`] (or an id written with `/`).
+    pub fn from_key(key: &str) -> Result<AppId, String> {
+        AppId::resolve(&AppId::root(), &format!("/{}", key.replace('.', "/")))
     }
 
     pub fn parts(&self) -> impl Iterator<Item = &str> {

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{AppId, AppSpec, KillSelection, UnreachableStrategy};
 use crate::schedule::{Alloc, NodeView, Placer, Resources, Snapshot};
+pub use crate::task::Health;
 use crate::task::TaskState;
 
 /// How long a deployment may take before it fails and rolls back, unless
@@ -190,17 +191,6 @@ pub struct AppState {
     pub next_instance: u64,
     /// `strata app remove`: every instance stops, then the app goes.
     pub removing: bool,
-}
-
-/// Health as the instance's node reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Health {
-    /// No check has answered yet (or the app has none).
-    #[default]
-    Unknown,
-    Healthy,
-    Unhealthy,
 }
 
 /// One instance of an app: a task the scheduler placed.
@@ -395,6 +385,12 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub actions: Vec<Action>,
+}
+
+/// The id of the deployment that makes `version` of `app`
+/// (`shop.web-3`).
+pub fn deployment_id(app: &AppId, version: u64) -> String {
+    format!("{}-{version}", app.key())
 }
 
 /// The id of an app's `n`th instance of `version`: the app's DNS label,
@@ -714,7 +710,7 @@ impl AppPlan<'_> {
                     // too, it stops there (it has no previous).
                     let version = self.app.version + 1;
                     let rb = Deployment::new(
-                        format!("{}-rollback", d.id),
+                        deployment_id(&self.app.spec.id, version),
                         DeploymentKind::Rollback,
                         (version, previous),
                         None,
@@ -872,6 +868,8 @@ impl AppPlan<'_> {
         v
     }
 }
+
+pub mod apply;
 
 #[cfg(test)]
 mod tests;

@@ -437,10 +437,10 @@ fn a_version_that_never_gets_healthy_fails_and_rolls_back() {
         t+40: start web.2.2 on a1; start web.2.3 on a1; update /web deployment d2 running
         t+70: forget web.2.2; forget web.2.3; update /web backoff 2 since 1070 deployment d2 running; /web waits: launch backoff after 2 failures: next start at 1071
         t+80: start web.2.4 on a1; start web.2.5 on a1; update /web backoff 2 since 1070 deployment d2 running; /web waits no more
-        t+110: forget web.2.4; forget web.2.5; roll /web back to the definition of version 1 as version 3: d2 failed (4 new instances ended before they were healthy); update /web deployment d2-rollback running
-        t+120: update /web deployment d2-rollback succeeded
+        t+110: forget web.2.4; forget web.2.5; roll /web back to the definition of version 1 as version 3: d2 failed (4 new instances ended before they were healthy); update /web deployment web-3 running
+        t+120: update /web deployment web-3 succeeded
         now: web.1.0@a1 running healthy, web.1.1@a1 running healthy
-        deployment: d2-rollback version 3 succeeded
+        deployment: web-3 version 3 succeeded
         peak alive: 4
     "#]]);
 }
@@ -468,10 +468,10 @@ fn a_deployment_past_its_deadline_fails_and_rolls_back() {
     s.check(expect![[r#"
         deploy version 2 (Deploy, 1 instances)
         t+20: /web waits: 0 of 1 instances placed: no node can take an instance of /web: too few free cpus for 64 (1 node)
-        t+50: roll /web back to the definition of version 1 as version 3: d2 failed (not healthy by its deadline: 0 of 1 new instances healthy); update /web deployment d2-rollback running; /web waits no more
-        t+60: update /web deployment d2-rollback succeeded
+        t+50: roll /web back to the definition of version 1 as version 3: d2 failed (not healthy by its deadline: 0 of 1 new instances healthy); update /web deployment web-3 running; /web waits no more
+        t+60: update /web deployment web-3 succeeded
         now: web.1.0@a1 running
-        deployment: d2-rollback version 3 succeeded
+        deployment: web-3 version 3 succeeded
         peak alive: 1
     "#]]);
 }

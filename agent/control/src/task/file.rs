@@ -90,6 +90,9 @@ impl From<TaskFile> for TaskSpec {
             ports,
             cap_add,
             user_ns,
+            args: Vec::new(),
+            force_pull: false,
+            health_checks: Vec::new(),
         }
     }
 }

@@ -8,4 +8,4 @@ pub mod spec;
 pub mod state;
 
 pub use spec::{RestartPolicy, TaskSpec};
-pub use state::TaskState;
+pub use state::{Health, TaskState};

@@ -144,6 +144,9 @@ mod tests {
             ports: vec![],
             cap_add: vec![],
             user_ns: false,
+            args: vec![],
+            force_pull: false,
+            health_checks: vec![],
         }
     }
 

@@ -91,6 +91,18 @@ pub struct TaskSpec {
     /// node.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_ns: bool,
+    /// Replaces the image's command, keeping its entrypoint (when
+    /// `command` is empty): Marathon's `args`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Pull the image again before starting, even if the node has it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_pull: bool,
+    /// Checks the node runs against the task, each with its port resolved
+    /// (`port`, never `port_index`), reported in the task's status; a task
+    /// that fails one `max_consecutive_failures` times in a row is killed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_checks: Vec<crate::app::HealthCheck>,
 }
 
 /// How many uids (and gids) a task with `user_ns` has: 0 to 65535.

@@ -22,6 +22,29 @@ pub enum TaskState {
     Unknown,
 }
 
+/// A task's health as its node's checks find it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    /// No check has answered yet (or the task has none), or a health a
+    /// newer node reported that this release does not know.
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 impl TaskState {
     /// The lowercase name the API and the CLI use.
     pub fn as_str(self) -> &'static str {

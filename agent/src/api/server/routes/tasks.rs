@@ -35,6 +35,9 @@ pub async fn create_task(
         node: req.node.clone(),
         spec: req.spec.clone(),
         created_at: crate::clock::unix_secs(),
+        instance_of: None,
+        host_ports: Vec::new(),
+        stopping: false,
     };
     if !state.store.create_task(&id, &record).await? {
         return Err(ApiError::TaskExists(id));

@@ -105,11 +105,10 @@ pub async fn watch_assignments(
         })
         .await?;
     let (all, exec) = &*all;
-    let tasks = all
-        .values()
-        .filter(|t| t.node == cert.common_name)
-        .map(|t| t.spec.clone())
-        .collect();
+    let mine = all.values().filter(|t| t.node == cert.common_name);
+    let (stopping, running): (Vec<_>, Vec<_>) = mine.partition(|t| t.stopping);
+    let tasks = running.into_iter().map(|t| t.spec.clone()).collect();
+    let stopping = stopping.into_iter().map(|t| t.spec.id.clone()).collect();
     let exec = exec
         .iter()
         .filter(|s| s.node == cert.common_name)
@@ -119,6 +118,7 @@ pub async fn watch_assignments(
         format: Default::default(),
         revision,
         tasks,
+        stopping,
         exec,
     }))
 }
