@@ -302,6 +302,84 @@ pub const ATTACH_EXEC: Route = route(
     Auth::Node,
     "attach_exec",
 );
+/// `GET /v1/apps`: every app with its instances.
+pub const LIST_APPS: Route =
+    route(Method::Get, "/v1/apps", Auth::Operator, "list_apps").needs(Permission::Read);
+/// `POST /v1/apps`: deploy the apps of one file (`app::record::DeployRequest`),
+/// each change a versioned deployment; with `dry_run`, only the steps.
+pub const DEPLOY_APPS: Route = route(Method::Post, "/v1/apps", Auth::Operator, "deploy_apps")
+    .needs(Permission::Deploy)
+    .with_body_limit(4 << 20);
+/// `GET /v1/apps/{app}`: one app (its id as `AppId::key`, `shop.web`), its
+/// deployments and instances.
+pub const SHOW_APP: Route =
+    route(Method::Get, "/v1/apps/{app}", Auth::Operator, "show_app").needs(Permission::Read);
+/// `GET /v1/apps/{app}/versions`: every version an app kept.
+pub const APP_VERSIONS: Route = route(
+    Method::Get,
+    "/v1/apps/{app}/versions",
+    Auth::Operator,
+    "app_versions",
+)
+.needs(Permission::Read);
+/// `POST /v1/apps/{app}/scale`: a new instance count, as a deployment.
+pub const SCALE_APP: Route = route(
+    Method::Post,
+    "/v1/apps/{app}/scale",
+    Auth::Operator,
+    "scale_app",
+)
+.needs(Permission::Deploy);
+/// `POST /v1/apps/{app}/restart`: every instance replaced, as a deployment.
+pub const RESTART_APP: Route = route(
+    Method::Post,
+    "/v1/apps/{app}/restart",
+    Auth::Operator,
+    "restart_app",
+)
+.needs(Permission::Deploy);
+/// `DELETE /v1/apps/{app}`: every instance stops, then the app goes.
+pub const REMOVE_APP: Route = route(
+    Method::Delete,
+    "/v1/apps/{app}",
+    Auth::Operator,
+    "remove_app",
+)
+.needs(Permission::Deploy);
+/// `GET /v1/deployments`: the deployments of every app, newest last.
+pub const LIST_DEPLOYMENTS: Route = route(
+    Method::Get,
+    "/v1/deployments",
+    Auth::Operator,
+    "list_deployments",
+)
+.needs(Permission::Read);
+/// `GET /v1/deployments/{id}`: one deployment.
+pub const SHOW_DEPLOYMENT: Route = route(
+    Method::Get,
+    "/v1/deployments/{id}",
+    Auth::Operator,
+    "show_deployment",
+)
+.needs(Permission::Read);
+/// `POST /v1/deployments/{id}/rollback`: back to the definition before the
+/// deployment, as a new deployment.
+pub const ROLLBACK_DEPLOYMENT: Route = route(
+    Method::Post,
+    "/v1/deployments/{id}/rollback",
+    Auth::Operator,
+    "rollback_deployment",
+)
+.needs(Permission::Deploy);
+/// `POST /v1/deployments/{id}/promote`: a deployment whose canaries run
+/// rolls on.
+pub const PROMOTE_DEPLOYMENT: Route = route(
+    Method::Post,
+    "/v1/deployments/{id}/promote",
+    Auth::Operator,
+    "promote_deployment",
+)
+.needs(Permission::Deploy);
 /// Every route.
 pub const ROUTES: &[Route] = &[
     JOIN,
@@ -328,6 +406,17 @@ pub const ROUTES: &[Route] = &[
     LIST_AUDIT,
     EXEC_NODE,
     ATTACH_EXEC,
+    LIST_APPS,
+    DEPLOY_APPS,
+    SHOW_APP,
+    APP_VERSIONS,
+    SCALE_APP,
+    RESTART_APP,
+    REMOVE_APP,
+    LIST_DEPLOYMENTS,
+    SHOW_DEPLOYMENT,
+    ROLLBACK_DEPLOYMENT,
+    PROMOTE_DEPLOYMENT,
 ];
 
 /// The `code` of an error body (`model::ApiErrorBody`) that clients act

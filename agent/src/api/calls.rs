@@ -7,6 +7,9 @@ use control::access::{
     UserTokenRequest,
 };
 use control::api as routes;
+use control::app::AppId;
+use control::app::record::{AppVersion, AppView, DeployOutcome, DeployRequest, ScaleRequest};
+use control::deploy::Deployment;
 use control::audit::AuditRecord;
 use control::exec::{self, ExecRequest};
 use control::model::{
@@ -130,6 +133,74 @@ impl ApiClient {
     /// `GET /v1/audit`.
     pub async fn list_audit(&self) -> Result<Vec<AuditRecord>> {
         self.get(&routes::LIST_AUDIT.fill(&[])).await
+    }
+
+    /// `GET /v1/apps`.
+    pub async fn list_apps(&self) -> Result<Vec<AppView>> {
+        self.get(&routes::LIST_APPS.fill(&[])).await
+    }
+
+    /// `POST /v1/apps`.
+    pub async fn deploy_apps(&self, req: &DeployRequest) -> Result<Vec<DeployOutcome>> {
+        self.post(&routes::DEPLOY_APPS.fill(&[]), req).await
+    }
+
+    /// `GET /v1/apps/{app}`.
+    pub async fn show_app(&self, app: &AppId) -> Result<AppView> {
+        self.get(&routes::SHOW_APP.fill(&[&app.key()])).await
+    }
+
+    /// `GET /v1/apps/{app}/versions`.
+    pub async fn app_versions(&self, app: &AppId) -> Result<Vec<AppVersion>> {
+        self.get(&routes::APP_VERSIONS.fill(&[&app.key()])).await
+    }
+
+    /// `POST /v1/apps/{app}/scale`.
+    pub async fn scale_app(&self, app: &AppId, instances: u32) -> Result<DeployOutcome> {
+        let req = ScaleRequest {
+            format: Default::default(),
+            instances,
+        };
+        self.post(&routes::SCALE_APP.fill(&[&app.key()]), &req).await
+    }
+
+    /// `POST /v1/apps/{app}/restart`.
+    pub async fn restart_app(&self, app: &AppId) -> Result<DeployOutcome> {
+        self.post(&routes::RESTART_APP.fill(&[&app.key()]), &serde_json::json!({}))
+            .await
+    }
+
+    /// `DELETE /v1/apps/{app}`.
+    pub async fn remove_app(&self, app: &AppId) -> Result<serde_json::Value> {
+        self.delete(&routes::REMOVE_APP.fill(&[&app.key()])).await
+    }
+
+    /// `GET /v1/deployments`.
+    pub async fn list_deployments(&self) -> Result<Vec<Deployment>> {
+        self.get(&routes::LIST_DEPLOYMENTS.fill(&[])).await
+    }
+
+    /// `GET /v1/deployments/{id}`.
+    pub async fn show_deployment(&self, id: &str) -> Result<Deployment> {
+        self.get(&routes::SHOW_DEPLOYMENT.fill(&[id])).await
+    }
+
+    /// `POST /v1/deployments/{id}/rollback`.
+    pub async fn rollback_deployment(&self, id: &str) -> Result<DeployOutcome> {
+        self.post(
+            &routes::ROLLBACK_DEPLOYMENT.fill(&[id]),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `POST /v1/deployments/{id}/promote`.
+    pub async fn promote_deployment(&self, id: &str) -> Result<Deployment> {
+        self.post(
+            &routes::PROMOTE_DEPLOYMENT.fill(&[id]),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// `POST /v1/nodes/{name}/exec`: the connection, once the node has

@@ -218,16 +218,25 @@ pub async fn run_master_with(
         }),
         insecure_registries: plan.cluster.registries.insecure.clone(),
     };
-    let state = ApiState::new(
+    let mut state = ApiState::new(
         store.clone(),
         plan.ca.clone(),
         settings,
         ud.name.clone(),
         Duration::from_secs(plan.cluster.certificates.node_lifetime_seconds),
     )?;
+    state.reserve = (&plan.cluster.scheduler).into();
     let server_cert =
         tls::ServerCert::new(&plan.ca.cert_pem, &plan.cert.cert_pem, &plan.cert.key_pem)?;
     let server_tls = tls::server_config_with(&plan.ca.cert_pem, server_cert.clone())?;
+    tokio::spawn(
+        super::scheduler::Scheduler {
+            store: store.clone(),
+            name: ud.name.clone(),
+            reserve: (&plan.cluster.scheduler).into(),
+        }
+        .run(),
+    );
     tokio::spawn(keep_certs(
         CertKeeper {
             store,

@@ -1,7 +1,8 @@
 //! Cluster formation: `strata cluster init` ([`init`]; the CLI that reads
 //! the context it writes is `crate::cli`), a node's identity under its
 //! state directory ([`identity`]), joining and heartbeats ([`node`]) and the
-//! masters' control plane ([`master`]); the node model is
+//! masters' control plane ([`master`], with the scheduler's leader loop,
+//! [`scheduler`]); the node model is
 //! `control::model`.
 //!
 //! The daemon calls [`run_master`] on masters and [`run_agent`] on private
@@ -13,6 +14,7 @@ pub mod init;
 pub mod master;
 pub mod network;
 pub mod node;
+pub mod scheduler;
 pub mod sysinfo;
 
 use std::path::PathBuf;

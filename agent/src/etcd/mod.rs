@@ -10,6 +10,7 @@
 //! own etcd is in [`render`].
 
 pub mod access;
+pub mod apps;
 pub mod render;
 
 use std::collections::{BTreeMap, HashMap};
@@ -155,6 +156,9 @@ impl Clients {
 struct Feed {
     nodes: tokio::sync::watch::Receiver<i64>,
     tasks: tokio::sync::watch::Receiver<i64>,
+    /// What the scheduler plans from: apps, tasks, their reports, nodes
+    /// and their liveness.
+    sched: tokio::sync::watch::Receiver<i64>,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -547,6 +551,7 @@ impl Store {
             .get_or_init(|| async {
                 let (nodes_tx, nodes) = tokio::sync::watch::channel(0);
                 let (tasks_tx, tasks) = tokio::sync::watch::channel(0);
+                let (sched_tx, sched) = tokio::sync::watch::channel(0);
                 // The task holds the client, not the store: it ends once
                 // the store (and with it every receiver) is gone.
                 tokio::spawn(follow_changes(
@@ -554,9 +559,14 @@ impl Store {
                     self.endpoints.clone(),
                     nodes_tx,
                     tasks_tx,
+                    sched_tx,
                     self.access.clone(),
                 ));
-                Feed { nodes, tasks }
+                Feed {
+                    nodes,
+                    tasks,
+                    sched,
+                }
             })
             .await
             .clone()
@@ -1021,6 +1031,7 @@ async fn follow_changes(
     endpoints: String,
     nodes: tokio::sync::watch::Sender<i64>,
     tasks: tokio::sync::watch::Sender<i64>,
+    sched: tokio::sync::watch::Sender<i64>,
     access: Arc<AccessCache>,
 ) {
     let mut backoff =
@@ -1060,6 +1071,7 @@ async fn follow_changes(
                     started = true;
                     nodes.send_replace(rev);
                     tasks.send_replace(rev);
+                    sched.send_replace(rev);
                     continue;
                 }
                 for e in resp.events() {
@@ -1075,13 +1087,16 @@ async fn follow_changes(
                     if key.starts_with(TASKS) || key.starts_with(EXEC) {
                         raise(&tasks, at);
                     }
+                    if apps::scheduler_input(&key) {
+                        raise(&sched, at);
+                    }
                 }
             }
             Err("etcd closed the watch".to_string())
         };
         let ended: Result<(), String> = tokio::select! {
             r = run => r,
-            () = async { tokio::join!(nodes.closed(), tasks.closed()); } => return,
+            () = async { tokio::join!(nodes.closed(), tasks.closed(), sched.closed()); } => return,
         };
         access.mark_stale();
         if started {

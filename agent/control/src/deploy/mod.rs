@@ -870,6 +870,7 @@ impl AppPlan<'_> {
 }
 
 pub mod apply;
+pub mod simulate;
 
 #[cfg(test)]
 mod tests;

@@ -171,6 +171,13 @@ impl Needs for RunTasks {
     const WHAT: &'static str = "run tasks";
 }
 
+/// The app and deployment routes that change something.
+pub struct DeployApps;
+impl Needs for DeployApps {
+    const PERMISSION: Permission = Permission::Deploy;
+    const WHAT: &'static str = "deploy apps";
+}
+
 /// `DELETE /v1/tasks/{id}`.
 pub struct StopTasks;
 impl Needs for StopTasks {
@@ -362,6 +369,19 @@ mod tests {
         check::<ReadAuditLog>(api::LIST_AUDIT);
         check::<ExecOnNodes>(api::EXEC_NODE);
         check::<RotateCerts>(api::ROTATE_CERTS);
+        for route in [api::LIST_APPS, api::SHOW_APP, api::APP_VERSIONS, api::LIST_DEPLOYMENTS, api::SHOW_DEPLOYMENT] {
+            check::<ReadState>(route);
+        }
+        for route in [
+            api::DEPLOY_APPS,
+            api::SCALE_APP,
+            api::RESTART_APP,
+            api::REMOVE_APP,
+            api::ROLLBACK_DEPLOYMENT,
+            api::PROMOTE_DEPLOYMENT,
+        ] {
+            check::<DeployApps>(route);
+        }
         assert_eq!(ReadState::PERMISSION, Permission::Read);
     }
 

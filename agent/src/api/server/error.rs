@@ -124,6 +124,22 @@ pub enum ApiError {
         "node `{node}` did not attach to the exec session within {seconds}s: is it Ready (`strata node list`), and is its agent recent enough to know exec?"
     )]
     ExecNotAttached { node: String, seconds: u64 },
+    /// An app file (or a change of an app) the API refuses: every problem,
+    /// one per line.
+    #[error("{0}")]
+    BadApp(String),
+    #[error("no app `{0}`: `strata app list` shows the cluster's apps")]
+    NoSuchApp(String),
+    #[error("no deployment `{0}`: `strata deployment list` shows them")]
+    NoSuchDeployment(String),
+    #[error("app `{0}` changed while this request was handled: try again")]
+    AppChanged(String),
+    #[error("deployment `{id}` is {state}: {what}")]
+    DeploymentState {
+        id: String,
+        state: String,
+        what: &'static str,
+    },
     /// The failure another request met a moment ago, shared with this one
     /// (`SharedRead`).
     #[error("{message}")]
@@ -168,16 +184,23 @@ impl ApiError {
             | BadTask { .. }
             | BadTokenRequest(_)
             | BadExec(_)
+            | BadApp(_)
             | BadPath(_) => StatusCode::BAD_REQUEST,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ExecNotAttached { .. } => StatusCode::GATEWAY_TIMEOUT,
-            TaskExists(_) | Lease(_) | LastAdmin(_) => StatusCode::CONFLICT,
+            TaskExists(_)
+            | Lease(_)
+            | LastAdmin(_)
+            | AppChanged(_)
+            | DeploymentState { .. } => StatusCode::CONFLICT,
             NotJoined(_)
             | NoSuchNode(_)
             | TaskNodeUnknown { .. }
             | NoSuchTask(_)
             | NoSuchToken(_)
             | ExecElsewhere(_)
+            | NoSuchApp(_)
+            | NoSuchDeployment(_)
             | NoRoute => StatusCode::NOT_FOUND,
             AccessNotLoaded | Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Serialize(_) | Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -229,6 +252,11 @@ impl ApiError {
             ExecElsewhere(_) => code::EXEC_ELSEWHERE,
             ExecOtherNode { .. } => "exec-other-node",
             ExecNotAttached { .. } => "exec-not-attached",
+            BadApp(_) => "bad-app",
+            NoSuchApp(_) => "no-such-app",
+            NoSuchDeployment(_) => "no-such-deployment",
+            AppChanged(_) => "app-changed",
+            DeploymentState { .. } => "deployment-state",
             Shared { code: c, .. } => c,
         }
     }

@@ -34,7 +34,7 @@ use tower::ServiceExt;
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo};
 use error::ApiError;
-use routes::{audit_log, cluster, exec, join, nodes, tasks, tokens, watch};
+use routes::{apps, audit_log, cluster, exec, join, nodes, tasks, tokens, watch};
 
 /// Every task and every break-glass session waiting for its node, as the
 /// assignment long-polls last read them.
@@ -66,6 +66,9 @@ pub struct ApiState {
     rotation: tokio::sync::Mutex<Option<(std::time::Instant, Option<CertRotation>)>>,
     /// This master's audit writer.
     audit: audit::AuditLog,
+    /// What the scheduler keeps back on every agent (cluster.toml's
+    /// `[scheduler]`): the deploy routes refuse an app no agent could fit.
+    pub reserve: control::deploy::apply::Reserve,
 }
 
 impl ApiState {
@@ -92,6 +95,7 @@ impl ApiState {
             exec: routes::exec::Pending::default(),
             rotation: tokio::sync::Mutex::default(),
             audit: audit::AuditLog::default(),
+            reserve: Default::default(),
         })
     }
 }
@@ -273,6 +277,17 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::LIST_AUDIT, audit_log::list_audit),
         mount(api_routes::EXEC_NODE, exec::exec_node),
         mount(api_routes::ATTACH_EXEC, exec::attach_exec),
+        mount(api_routes::LIST_APPS, apps::list_apps),
+        mount(api_routes::DEPLOY_APPS, apps::deploy_apps),
+        mount(api_routes::SHOW_APP, apps::show_app),
+        mount(api_routes::APP_VERSIONS, apps::app_versions),
+        mount(api_routes::SCALE_APP, apps::scale_app),
+        mount(api_routes::RESTART_APP, apps::restart_app),
+        mount(api_routes::REMOVE_APP, apps::remove_app),
+        mount(api_routes::LIST_DEPLOYMENTS, apps::list_deployments),
+        mount(api_routes::SHOW_DEPLOYMENT, apps::show_deployment),
+        mount(api_routes::ROLLBACK_DEPLOYMENT, apps::rollback_deployment),
+        mount(api_routes::PROMOTE_DEPLOYMENT, apps::promote_deployment),
     ]
 }
 

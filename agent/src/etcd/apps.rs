@@ -1,0 +1,321 @@
+//! Apps in etcd: their records (`/strata/apps/<key>`), their versions
+//! (`/strata/app-versions/<key>/<version>`), the scheduler's leadership
+//! (`/strata/scheduler/leader`, bound to the leader's lease), the snapshot
+//! the scheduler plans from (one transaction of reads, so one revision),
+//! and the commit of a plan, fenced on the leadership and on that
+//! revision: a deposed leader, or a plan made from a state someone else
+//! changed since, writes nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{
+    Compare, CompareOp, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
+};
+
+use control::app::AppId;
+use control::app::record::{AppRecord, AppVersion, LeaderRecord};
+use control::deploy::apply::Changes;
+use control::model::{Alive, NodeRecord, NodeStatus, TaskRecord, TaskReport};
+
+use super::{ALIVE, Error, NODES, Store, TASK_STATUS, TASKS, decode, record_json};
+
+pub const APPS: &str = "/strata/apps/";
+pub const APP_VERSIONS: &str = "/strata/app-versions/";
+pub const LEADER: &str = "/strata/scheduler/leader";
+
+/// The most operations one transaction of a plan holds: etcd refuses
+/// transactions of more than 128 (its `--max-txn-ops`).
+const OPS_PER_TXN: usize = 100;
+
+/// Whether a change to `key` may change what the scheduler plans.
+pub(super) fn scheduler_input(key: &str) -> bool {
+    [APPS, TASKS, TASK_STATUS, NODES, ALIVE]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+fn app_key(id: &AppId) -> String {
+    format!("{APPS}{}", id.key())
+}
+
+fn version_key(id: &AppId, version: u64) -> String {
+    format!("{APP_VERSIONS}{}/{version:020}", id.key())
+}
+
+/// What the scheduler plans from, as etcd held it at `revision`.
+#[derive(Debug, Clone)]
+pub struct SchedulerSnapshot {
+    pub revision: i64,
+    pub apps: Vec<AppRecord>,
+    pub tasks: BTreeMap<String, TaskRecord>,
+    pub reports: BTreeMap<String, TaskReport>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// This master leads the scheduler: its lease, kept alive, holds the
+/// leader key, created at `created`.
+pub struct Leadership {
+    pub lease: i64,
+    pub created: i64,
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+}
+
+impl Store {
+    /// An app's record, with the revision it was last written at.
+    pub async fn get_app(&self, id: &AppId) -> Result<Option<(AppRecord, i64)>, Error> {
+        let key = app_key(id);
+        let resp = self.get(key.clone(), None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| Ok((decode(&key, kv.value())?, kv.mod_revision())))
+            .transpose()
+    }
+
+    /// Every app, by id.
+    pub async fn list_apps(&self) -> Result<Vec<AppRecord>, Error> {
+        Ok(self.decode_prefix(APPS).await?.into_values().collect())
+    }
+
+    /// An app's versions, oldest first.
+    pub async fn app_versions(&self, id: &AppId) -> Result<Vec<AppVersion>, Error> {
+        let prefix = format!("{APP_VERSIONS}{}/", id.key());
+        Ok(self.decode_prefix(&prefix).await?.into_values().collect())
+    }
+
+    /// One version of an app.
+    pub async fn app_version(&self, id: &AppId, version: u64) -> Result<Option<AppVersion>, Error> {
+        let key = version_key(id, version);
+        let resp = self.get(key.clone(), None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(&key, kv.value()))
+            .transpose()
+    }
+
+    /// Stores operators' changes of apps at once: each record only while
+    /// it was last written at the revision given (0: it did not exist), and
+    /// each version beside it. Returns whether it was stored.
+    pub async fn put_apps_if(&self, items: &[(AppRecord, AppVersion, i64)]) -> Result<bool, Error> {
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        for (record, version, revision) in items {
+            let key = app_key(&record.spec.id);
+            compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *revision));
+            ops.push(TxnOp::put(key, record_json(record), None));
+            ops.push(TxnOp::put(
+                version_key(&record.spec.id, version.version),
+                record_json(version),
+                None,
+            ));
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
+    /// Writes one app's record while it was last written at `revision`.
+    pub async fn put_app_if(&self, record: &AppRecord, revision: i64) -> Result<bool, Error> {
+        let key = app_key(&record.spec.id);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+            .and_then([TxnOp::put(key, record_json(record), None)]);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
+    /// Who leads the scheduler, if anyone does.
+    pub async fn scheduler_leader(&self) -> Result<Option<LeaderRecord>, Error> {
+        let resp = self.get(LEADER, None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(LEADER, kv.value()))
+            .transpose()
+    }
+
+    /// Tries once to lead the scheduler: the leader key is created bound to
+    /// a new lease of `ttl` seconds, unless another master holds it.
+    pub async fn campaign(
+        &self,
+        name: &str,
+        ttl: i64,
+        now: u64,
+    ) -> Result<Option<Leadership>, Error> {
+        let granted = self.grant(ttl).await?;
+        let record = LeaderRecord {
+            format: Default::default(),
+            name: name.to_string(),
+            since: now,
+        };
+        let txn = Txn::new()
+            .when([Compare::version(LEADER, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                LEADER,
+                record_json(&record),
+                Some(PutOptions::new().with_lease(granted.id())),
+            )])
+            .or_else([TxnOp::get(LEADER, None)]);
+        let resp = self.txn(txn).await?;
+        if !resp.succeeded() {
+            let mut lease = self.client().lease_client();
+            let _ = self.timed(lease.revoke(granted.id())).await;
+            return Ok(None);
+        }
+        let created = resp.header().map_or(0, |h| h.revision());
+        let mut lease = self.client().lease_client();
+        let (keeper, stream) = self.timed(lease.keep_alive(granted.id())).await?;
+        Ok(Some(Leadership {
+            lease: granted.id(),
+            created,
+            keeper,
+            stream,
+        }))
+    }
+
+    /// Renews the leadership's lease; `false` once it is lost (expired, or
+    /// the key is no longer this lease's).
+    pub async fn keep_leading(&self, lead: &mut Leadership) -> Result<bool, Error> {
+        let renewed = async {
+            lead.keeper.keep_alive().await?;
+            lead.stream.message().await
+        };
+        match self.timed(renewed).await? {
+            Some(r) if r.ttl() > 0 => {}
+            _ => return Ok(false),
+        }
+        let resp = self.get(LEADER, None).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.lease() == lead.lease && kv.create_revision() == lead.created))
+    }
+
+    /// Gives the leadership up at once (the next master need not wait for
+    /// the lease to expire).
+    pub async fn resign(&self, lead: Leadership) {
+        let mut lease = self.client().lease_client();
+        let _ = self.timed(lease.revoke(lead.lease)).await;
+    }
+
+    /// Everything the scheduler plans from, read in one transaction: one
+    /// revision of etcd.
+    pub async fn scheduler_snapshot(&self) -> Result<SchedulerSnapshot, Error> {
+        let prefix = || Some(GetOptions::new().with_prefix());
+        let txn = Txn::new().and_then([
+            TxnOp::get(APPS, prefix()),
+            TxnOp::get(TASKS, prefix()),
+            TxnOp::get(TASK_STATUS, prefix()),
+            TxnOp::get(NODES, prefix()),
+            TxnOp::get(ALIVE, prefix()),
+        ]);
+        let resp = self.txn(txn).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        });
+        let mut next = |what: &str| {
+            gets.next().ok_or_else(|| Error::Corrupt {
+                key: what.to_string(),
+                reason: "the snapshot's transaction answered fewer reads than it asked".into(),
+            })
+        };
+        let decode_all = |g: etcd_client::GetResponse, prefix: &str| -> Result<Vec<(String, Vec<u8>)>, Error> {
+            Ok(g.kvs()
+                .iter()
+                .map(|kv| {
+                    let key = String::from_utf8_lossy(kv.key()).to_string();
+                    (key.trim_start_matches(prefix).to_string(), kv.value().to_vec())
+                })
+                .collect())
+        };
+        let mut apps = Vec::new();
+        for (k, v) in decode_all(next(APPS)?, APPS)? {
+            apps.push(decode::<AppRecord>(&format!("{APPS}{k}"), &v)?);
+        }
+        let mut tasks = BTreeMap::new();
+        for (k, v) in decode_all(next(TASKS)?, TASKS)? {
+            let record = decode::<TaskRecord>(&format!("{TASKS}{k}"), &v)?;
+            tasks.insert(k, record);
+        }
+        let mut reports = BTreeMap::new();
+        for (k, v) in decode_all(next(TASK_STATUS)?, TASK_STATUS)? {
+            let report = decode::<TaskReport>(&format!("{TASK_STATUS}{k}"), &v)?;
+            reports.insert(k, report);
+        }
+        let mut records = Vec::new();
+        for (k, v) in decode_all(next(NODES)?, NODES)? {
+            records.push(decode::<NodeRecord>(&format!("{NODES}{k}"), &v)?);
+        }
+        let mut alive = BTreeMap::new();
+        for (k, v) in decode_all(next(ALIVE)?, ALIVE)? {
+            alive.insert(k.clone(), decode::<Alive>(&format!("{ALIVE}{k}"), &v)?);
+        }
+        Ok(SchedulerSnapshot {
+            revision,
+            apps,
+            tasks,
+            reports,
+            nodes: control::model::node_statuses(records, &alive),
+        })
+    }
+
+    /// Commits a plan's writes, fenced on `lead` and on nothing under the
+    /// apps and tasks having changed after `revision`. Writes of more than
+    /// one transaction go in several, each fenced on the revision the one
+    /// before committed at. Returns whether every part was written (`false`
+    /// at the first part refused: the caller plans again from a new
+    /// snapshot).
+    pub async fn commit_plan(
+        &self,
+        lead: &Leadership,
+        revision: i64,
+        changes: &Changes,
+    ) -> Result<bool, Error> {
+        let mut ops = Vec::new();
+        for r in &changes.put_apps {
+            ops.push(TxnOp::put(app_key(&r.spec.id), record_json(r), None));
+        }
+        for (id, v) in &changes.put_versions {
+            ops.push(TxnOp::put(version_key(id, v.version), record_json(v), None));
+        }
+        for id in &changes.delete_apps {
+            ops.push(TxnOp::delete(app_key(id), None));
+            ops.push(TxnOp::delete(
+                format!("{APP_VERSIONS}{}/", id.key()),
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            ));
+        }
+        for (id, t) in &changes.put_tasks {
+            ops.push(TxnOp::put(format!("{TASKS}{id}"), record_json(t), None));
+        }
+        for id in &changes.delete_tasks {
+            ops.push(TxnOp::delete(format!("{TASKS}{id}"), None));
+            ops.push(TxnOp::delete(format!("{TASK_STATUS}{id}"), None));
+        }
+        let mut at = revision;
+        for part in ops.chunks(OPS_PER_TXN) {
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(LEADER, CompareOp::Equal, lead.created),
+                    Compare::lease(LEADER, CompareOp::Equal, lead.lease),
+                    Compare::mod_revision(APPS, CompareOp::Less, at + 1).with_prefix(),
+                    Compare::mod_revision(TASKS, CompareOp::Less, at + 1).with_prefix(),
+                ])
+                .and_then(part.to_vec());
+            let resp = self.txn(txn).await?;
+            if !resp.succeeded() {
+                return Ok(false);
+            }
+            at = resp.header().map_or(at, |h| h.revision());
+        }
+        Ok(true)
+    }
+
+    /// Waits until something the scheduler plans from changes after
+    /// `after`, or `wait` passes.
+    pub async fn wait_scheduler_input(&self, after: i64, wait: Duration) {
+        let rx = self.feed().await.sched;
+        super::wait_past(rx, after, wait).await;
+    }
+}
