@@ -9,8 +9,8 @@ use control::access::{
 use control::api as routes;
 use control::app::AppId;
 use control::app::record::{AppVersion, AppView, DeployOutcome, DeployRequest, ScaleRequest};
-use control::deploy::Deployment;
 use control::audit::AuditRecord;
+use control::deploy::Deployment;
 use control::exec::{self, ExecRequest};
 use control::model::{
     AssignmentWatch, CertRenewal, CertRotation, ClusterStatus, HeartbeatResponse, JoinRequest,
@@ -161,13 +161,17 @@ impl ApiClient {
             format: Default::default(),
             instances,
         };
-        self.post(&routes::SCALE_APP.fill(&[&app.key()]), &req).await
+        self.post(&routes::SCALE_APP.fill(&[&app.key()]), &req)
+            .await
     }
 
     /// `POST /v1/apps/{app}/restart`.
     pub async fn restart_app(&self, app: &AppId) -> Result<DeployOutcome> {
-        self.post(&routes::RESTART_APP.fill(&[&app.key()]), &serde_json::json!({}))
-            .await
+        self.post(
+            &routes::RESTART_APP.fill(&[&app.key()]),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     /// `DELETE /v1/apps/{app}`.

@@ -2,7 +2,7 @@
 //!
 //! One module per noun, each command a few lines that parse, call the
 //! library and add context: [`agent`], [`health`], [`config`], [`cluster`],
-//! [`node`], [`task`], [`app`], [`image`](self::image), [`user`], [`audit`], and the hidden
+//! [`node`], [`task`], [`app`], [`deployment`], [`image`](self::image), [`user`], [`audit`], and the hidden
 //! [`shim`] commands. What they print goes through [`output`] (a table or `--json`);
 //! how they reach a cluster or this node is [`target`], with the CLI's
 //! [`context`] file. Nothing else in the library depends on this module (one
@@ -14,6 +14,7 @@ pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod context;
+pub mod deployment;
 pub mod health;
 pub mod image;
 pub mod node;
@@ -62,10 +63,15 @@ pub enum Command {
         #[command(subcommand)]
         command: self::task::TaskCommand,
     },
-    /// Apps the cluster keeps running: check an app file offline.
+    /// Deploy, scale, restart and remove apps the cluster keeps running.
     App {
         #[command(subcommand)]
         command: self::app::AppCommand,
+    },
+    /// Follow, promote and roll back apps' deployments.
+    Deployment {
+        #[command(subcommand)]
+        command: self::deployment::DeploymentCommand,
     },
     /// Pull, import, list and garbage-collect OCI images.
     Image {
@@ -115,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => self::node::run(command),
         Command::Task { command } => self::task::run(command),
         Command::App { command } => self::app::run(command),
+        Command::Deployment { command } => self::deployment::run(command),
         Command::Image { command } => self::image::run(command),
         Command::User { command } => self::user::run(command),
         Command::Audit { command } => self::audit::run(command),
@@ -151,17 +158,18 @@ mod tests {
             Usage: strata <COMMAND>
 
             Commands:
-              agent    Run the node daemon (started by systemd as strata-agent.service)
-              health   Print the node's health; fails unless the node is healthy
-              config   Validate Strata configuration files (cluster.toml, role defaults, user-data)
-              cluster  Create a cluster, look at it, make join tokens
-              node     Look at the cluster's nodes
-              task     Run, list and stop tasks: on the cluster or on this node
-              app      Apps the cluster keeps running: check an app file offline
-              image    Pull, import, list and garbage-collect OCI images
-              user     Make, list and revoke operators' tokens, each with a role
-              audit    Read the cluster's audit log: who changed what, and when (admins)
-              help     Print this message or the help of the given subcommand(s)
+              agent       Run the node daemon (started by systemd as strata-agent.service)
+              health      Print the node's health; fails unless the node is healthy
+              config      Validate Strata configuration files (cluster.toml, role defaults, user-data)
+              cluster     Create a cluster, look at it, make join tokens
+              node        Look at the cluster's nodes
+              task        Run, list and stop tasks: on the cluster or on this node
+              app         Deploy, scale, restart and remove apps the cluster keeps running
+              deployment  Follow, promote and roll back apps' deployments
+              image       Pull, import, list and garbage-collect OCI images
+              user        Make, list and revoke operators' tokens, each with a role
+              audit       Read the cluster's audit log: who changed what, and when (admins)
+              help        Print this message or the help of the given subcommand(s)
 
             Options:
               -h, --help     Print help

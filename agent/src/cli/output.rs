@@ -91,6 +91,201 @@ pub fn app_validated(file: &str, apps: &[control::app::AppSpec]) -> String {
     )
 }
 
+/// What a deploy (scale, restart, rollback) started, per app; with
+/// `dry_run`, the steps it would take.
+pub fn deploy_outcomes(outcomes: &[control::app::record::DeployOutcome], dry_run: bool) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        match &o.deployment {
+            None => out += &format!("{}: unchanged (version {})\n", o.app, o.version),
+            Some(d) => {
+                let verb = if dry_run { "would deploy" } else { "deploying" };
+                out += &format!(
+                    "{}: {verb} version {} by deployment {} ({:?}{})\n",
+                    o.app,
+                    o.version,
+                    d.id,
+                    d.kind,
+                    if d.canary > 0 {
+                        format!(", {} canaries", d.canary)
+                    } else {
+                        String::new()
+                    }
+                );
+                for step in &o.steps {
+                    out += &format!("  {step}\n");
+                }
+            }
+        }
+    }
+    if dry_run {
+        out += "dry run: nothing was stored\n";
+    }
+    out
+}
+
+/// `strata app list`.
+pub fn app_list(apps: &[control::app::record::AppView]) -> String {
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            let r = &a.record;
+            vec![
+                r.spec.id.to_string(),
+                format!("{}/{}", a.healthy(), r.spec.instances),
+                r.version.to_string(),
+                r.deployment()
+                    .map_or("-".into(), |d| format!("{} {}", d.id, d.state)),
+                if r.removing {
+                    "removing".into()
+                } else {
+                    r.waiting.clone().unwrap_or_else(|| "-".into())
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "HEALTHY", "VERSION", "DEPLOYMENT", "WAITING"],
+        &rows,
+    )
+}
+
+/// `strata app show`.
+pub fn app_show(a: &control::app::record::AppView, now: u64) -> String {
+    let r = &a.record;
+    let mut out = format!(
+        "id:          {}\nimage:       {}\ninstances:   {} healthy, {} running, {} asked\nversion:     {} (definition of version {})\nresources:   {} cpus, {} MiB memory, {} MiB disk per instance\n",
+        r.spec.id,
+        r.spec.image,
+        a.healthy(),
+        a.running(),
+        r.spec.instances,
+        r.version,
+        r.config_version,
+        r.spec.cpus,
+        r.spec.mem,
+        r.spec.disk
+    );
+    if !r.spec.constraints.is_empty() {
+        let c: Vec<String> = r.spec.constraints.iter().map(|c| c.to_string()).collect();
+        out += &format!("constraints: {}\n", c.join("; "));
+    }
+    if r.removing {
+        out += "removing:    its instances stop, then it goes\n";
+    }
+    if let Some(w) = &r.waiting {
+        out += &format!("waiting:     {w}\n");
+    }
+    if r.launches.failures > 0 {
+        out += &format!(
+            "backoff:     {} failed launch{} in a row, the last {} ago\n",
+            r.launches.failures,
+            if r.launches.failures == 1 { "" } else { "es" },
+            age(now.saturating_sub(r.launches.last_failure_at))
+        );
+    }
+    if !r.deployments.is_empty() {
+        out += "\ndeployments:\n";
+        out += &indent(&deployment_list(&r.deployments, now));
+    }
+    if !a.instances.is_empty() {
+        let rows: Vec<Vec<String>> = a
+            .instances
+            .iter()
+            .map(|i| {
+                vec![
+                    i.id.clone(),
+                    i.node.clone(),
+                    i.version.to_string(),
+                    if i.stopping {
+                        format!("{} (stopping)", i.state)
+                    } else {
+                        i.state.to_string()
+                    },
+                    i.health.as_str().to_string(),
+                    i.address.map_or("-".into(), |a| a.to_string()),
+                    if i.host_ports.is_empty() {
+                        "-".into()
+                    } else {
+                        i.host_ports
+                            .iter()
+                            .map(u16::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
+                ]
+            })
+            .collect();
+        out += "\ninstances:\n";
+        out += &indent(&table(
+            &[
+                "ID",
+                "NODE",
+                "VERSION",
+                "STATE",
+                "HEALTH",
+                "ADDRESS",
+                "HOST PORTS",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// `strata app versions`.
+pub fn app_versions(versions: &[control::app::record::AppVersion]) -> String {
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.version.to_string(),
+                v.config_version.to_string(),
+                format!("{:?}", v.kind).to_lowercase(),
+                v.spec.instances.to_string(),
+                v.spec.image.clone(),
+                v.at.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["VERSION", "DEFINITION", "KIND", "INSTANCES", "IMAGE", "AT"],
+        &rows,
+    )
+}
+
+/// `strata deployment list` (and `show`).
+pub fn deployment_list(deployments: &[control::deploy::Deployment], now: u64) -> String {
+    let rows: Vec<Vec<String>> = deployments
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.clone(),
+                format!("{:?}", d.kind).to_lowercase(),
+                d.version.to_string(),
+                d.state.to_string(),
+                age(now.saturating_sub(d.started_at)),
+                d.reason.clone().unwrap_or_else(|| {
+                    if d.canary > 0 {
+                        format!(
+                            "{} canaries{}",
+                            d.canary,
+                            if d.promoted { ", promoted" } else { "" }
+                        )
+                    } else {
+                        "-".into()
+                    }
+                }),
+            ]
+        })
+        .collect();
+    table(&["ID", "KIND", "VERSION", "STATE", "AGE", "DETAIL"], &rows)
+}
+
 /// Formats rows as left-aligned columns separated by two spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -136,7 +136,11 @@ impl Scheduler {
         if changes.is_empty() {
             return Ok(Step::Wait(snap.revision));
         }
-        if self.store.commit_plan(lead, snap.revision, &changes).await? {
+        if self
+            .store
+            .commit_plan(lead, snap.revision, &changes)
+            .await?
+        {
             for a in &plan.actions {
                 tracing::info!("scheduler: {a}");
             }
@@ -144,7 +148,10 @@ impl Scheduler {
         } else {
             // Someone changed the state since the snapshot (or the
             // leadership is gone): plan again from a new one.
-            tracing::debug!("scheduler: plan at revision {} refused: planning again", snap.revision);
+            tracing::debug!(
+                "scheduler: plan at revision {} refused: planning again",
+                snap.revision
+            );
             Ok(Step::Again)
         }
     }

@@ -103,7 +103,11 @@ impl Store {
         let mut ops = Vec::new();
         for (record, version, revision) in items {
             let key = app_key(&record.spec.id);
-            compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *revision));
+            compares.push(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                *revision,
+            ));
             ops.push(TxnOp::put(key, record_json(record), None));
             ops.push(TxnOp::put(
                 version_key(&record.spec.id, version.version),
@@ -119,7 +123,11 @@ impl Store {
     pub async fn put_app_if(&self, record: &AppRecord, revision: i64) -> Result<bool, Error> {
         let key = app_key(&record.spec.id);
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, revision)])
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
             .and_then([TxnOp::put(key, record_json(record), None)]);
         Ok(self.txn(txn).await?.succeeded())
     }
@@ -220,15 +228,19 @@ impl Store {
                 reason: "the snapshot's transaction answered fewer reads than it asked".into(),
             })
         };
-        let decode_all = |g: etcd_client::GetResponse, prefix: &str| -> Result<Vec<(String, Vec<u8>)>, Error> {
-            Ok(g.kvs()
-                .iter()
-                .map(|kv| {
-                    let key = String::from_utf8_lossy(kv.key()).to_string();
-                    (key.trim_start_matches(prefix).to_string(), kv.value().to_vec())
-                })
-                .collect())
-        };
+        let decode_all =
+            |g: etcd_client::GetResponse, prefix: &str| -> Result<Vec<(String, Vec<u8>)>, Error> {
+                Ok(g.kvs()
+                    .iter()
+                    .map(|kv| {
+                        let key = String::from_utf8_lossy(kv.key()).to_string();
+                        (
+                            key.trim_start_matches(prefix).to_string(),
+                            kv.value().to_vec(),
+                        )
+                    })
+                    .collect())
+            };
         let mut apps = Vec::new();
         for (k, v) in decode_all(next(APPS)?, APPS)? {
             apps.push(decode::<AppRecord>(&format!("{APPS}{k}"), &v)?);

@@ -372,13 +372,7 @@ impl Supervisor {
             } else {
                 &spec.args
             };
-            image
-                .config
-                .entrypoint
-                .iter()
-                .chain(cmd)
-                .cloned()
-                .collect()
+            image.config.entrypoint.iter().chain(cmd).cloned().collect()
         } else {
             spec.command.clone()
         };

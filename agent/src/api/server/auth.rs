@@ -369,7 +369,13 @@ mod tests {
         check::<ReadAuditLog>(api::LIST_AUDIT);
         check::<ExecOnNodes>(api::EXEC_NODE);
         check::<RotateCerts>(api::ROTATE_CERTS);
-        for route in [api::LIST_APPS, api::SHOW_APP, api::APP_VERSIONS, api::LIST_DEPLOYMENTS, api::SHOW_DEPLOYMENT] {
+        for route in [
+            api::LIST_APPS,
+            api::SHOW_APP,
+            api::APP_VERSIONS,
+            api::LIST_DEPLOYMENTS,
+            api::SHOW_DEPLOYMENT,
+        ] {
             check::<ReadState>(route);
         }
         for route in [

@@ -188,11 +188,9 @@ impl ApiError {
             | BadPath(_) => StatusCode::BAD_REQUEST,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ExecNotAttached { .. } => StatusCode::GATEWAY_TIMEOUT,
-            TaskExists(_)
-            | Lease(_)
-            | LastAdmin(_)
-            | AppChanged(_)
-            | DeploymentState { .. } => StatusCode::CONFLICT,
+            TaskExists(_) | Lease(_) | LastAdmin(_) | AppChanged(_) | DeploymentState { .. } => {
+                StatusCode::CONFLICT
+            }
             NotJoined(_)
             | NoSuchNode(_)
             | TaskNodeUnknown { .. }

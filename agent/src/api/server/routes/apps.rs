@@ -53,16 +53,19 @@ async fn views(state: &ApiState, only: Option<&AppId>) -> Result<Vec<AppView>, A
     for (id, t) in &tasks {
         let Some(of) = &t.instance_of else { continue };
         let r = reports.get(id);
-        by_app.entry(of.app.clone()).or_default().push(InstanceView {
-            id: id.clone(),
-            node: t.node.clone(),
-            version: of.version,
-            state: r.map_or(TaskState::Pending, |r| r.state),
-            health: r.and_then(|r| r.health).unwrap_or(Health::Unknown),
-            address: r.and_then(|r| r.address),
-            host_ports: t.host_ports.clone(),
-            stopping: t.stopping,
-        });
+        by_app
+            .entry(of.app.clone())
+            .or_default()
+            .push(InstanceView {
+                id: id.clone(),
+                node: t.node.clone(),
+                version: of.version,
+                state: r.map_or(TaskState::Pending, |r| r.state),
+                health: r.and_then(|r| r.health).unwrap_or(Health::Unknown),
+                address: r.and_then(|r| r.address),
+                host_ports: t.host_ports.clone(),
+                stopping: t.stopping,
+            });
     }
     Ok(apps
         .into_iter()
@@ -214,9 +217,10 @@ pub async fn deploy_apps(
                 Change::Deploy { canary: req.canary },
                 now,
             );
-            let version = admitted
-                .as_ref()
-                .map_or_else(|| current.as_ref().map_or(0, |(r, _)| r.version), |a| a.record.version);
+            let version = admitted.as_ref().map_or_else(
+                || current.as_ref().map_or(0, |(r, _)| r.version),
+                |a| a.record.version,
+            );
             outcomes.push(DeployOutcome {
                 format: Default::default(),
                 app: spec.id.clone(),
@@ -224,7 +228,10 @@ pub async fn deploy_apps(
                 deployment: admitted.as_ref().map(|a| a.deployment.clone()),
                 steps: Vec::new(),
             });
-            if let Some(Admitted { record, version, .. }) = admitted {
+            if let Some(Admitted {
+                record, version, ..
+            }) = admitted
+            {
                 items.push((record, version, current.map_or(0, |(_, rev)| rev)));
             }
         }
@@ -250,7 +257,11 @@ pub async fn deploy_apps(
         }
         if attempt >= ATTEMPTS {
             return Err(ApiError::AppChanged(
-                req.apps.iter().map(|a| a.id.to_string()).collect::<Vec<_>>().join(", "),
+                req.apps
+                    .iter()
+                    .map(|a| a.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ));
         }
     }
@@ -361,7 +372,12 @@ pub async fn scale_app(
         refuse_removing(r)?;
         let mut spec = r.spec.clone();
         spec.instances = req.instances;
-        Ok(apply::admit(Some(r), spec, Change::Deploy { canary: 0 }, now))
+        Ok(apply::admit(
+            Some(r),
+            spec,
+            Change::Deploy { canary: 0 },
+            now,
+        ))
     })
     .await?;
     let note = AuditNote {
@@ -493,7 +509,9 @@ pub async fn rollback_deployment(
         .app_version(&app, previous)
         .await?
         .map(|v| v.spec)
-        .ok_or_else(|| ApiError::NoSuchDeployment(format!("{id} (its previous version {previous} is gone)")))?;
+        .ok_or_else(|| {
+            ApiError::NoSuchDeployment(format!("{id} (its previous version {previous} is gone)"))
+        })?;
     let outcome = change_app(&state, &app, |r, now| {
         refuse_removing(r)?;
         Ok(apply::admit(
