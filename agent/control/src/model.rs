@@ -420,6 +420,10 @@ pub struct ClusterStatus {
     /// master's node name (masters that predate the record are absent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub master_certs: BTreeMap<String, MasterCert>,
+    /// The master that runs the scheduler (absent: none leads, or the
+    /// master that answered predates the scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_leader: Option<crate::app::record::LeaderRecord>,
 }
 
 /// An error body of the API.

@@ -506,6 +506,14 @@ pub fn cluster_status(s: &ClusterStatus, now: u64) -> String {
             );
         }
     }
+    match &s.scheduler_leader {
+        Some(l) => out.push_str(&format!(
+            "scheduler: led by {} for {}\n",
+            l.name,
+            age(now.saturating_sub(l.since))
+        )),
+        None => out.push_str("scheduler: NO LEADER (a master takes over within seconds)\n"),
+    }
     if let Some(r) = &s.cert_rotation {
         out.push_str(&format!(
             "last certificate rotation: {} ago, by {}\n",
@@ -807,22 +815,29 @@ mod tests {
             etcd_alarms: Vec::new(),
             cert_rotation: None,
             master_certs: Default::default(),
+            scheduler_leader: Some(control::app::record::LeaderRecord {
+                format: Default::default(),
+                name: "m1".into(),
+                since: 999_000,
+            }),
         };
         expect![[r#"
             cluster demo: etcd healthy, leader m1, 3/3 node(s) Ready (answered by m1)
+            scheduler: led by m1 for 16m
 
             MASTER  ETCD ENDPOINT           HEALTH   LEADER  API CERTIFICATE  VERSION/ERROR
             m1      https://10.9.0.10:2379  healthy  yes     -                3.4.23
         "#]]
         .assert_eq(&cluster_status(&status, 1_000_000));
         // Without alarms the JSON is what readers before alarms read.
-        expect![[r#"{"cluster":"demo","answered_by":"m1","masters":[{"name":"m1","endpoint":"https://10.9.0.10:2379","healthy":true,"leader":true,"version":"3.4.23"}],"etcd_leader":"m1","etcd_quorum":true,"nodes_ready":3,"nodes_total":3}"#]]
+        expect![[r#"{"cluster":"demo","answered_by":"m1","masters":[{"name":"m1","endpoint":"https://10.9.0.10:2379","healthy":true,"leader":true,"version":"3.4.23"}],"etcd_leader":"m1","etcd_quorum":true,"nodes_ready":3,"nodes_total":3,"scheduler_leader":{"name":"m1","since":999000}}"#]]
             .assert_eq(&serde_json::to_string(&status).expect("json"));
         status.etcd_alarms = vec!["NOSPACE on m1".into()];
         expect![[r#"
             cluster demo: etcd healthy, leader m1, 3/3 node(s) Ready (answered by m1)
             etcd ALARMS: NOSPACE on m1
               NOSPACE: etcd's backend quota is used up and it refuses writes until space is freed (compaction, defragmentation) and the alarm disarmed
+            scheduler: led by m1 for 16m
 
             MASTER  ETCD ENDPOINT           HEALTH   LEADER  API CERTIFICATE  VERSION/ERROR
             m1      https://10.9.0.10:2379  healthy  yes     -                3.4.23
@@ -830,7 +845,7 @@ mod tests {
         .assert_eq(&cluster_status(&status, 1_000_000));
         let json = serde_json::to_string(&status).expect("json");
         assert!(
-            json.ends_with(r#","etcd_alarms":["NOSPACE on m1"]}"#),
+            json.contains(r#","etcd_alarms":["NOSPACE on m1"],"#),
             "{json}"
         );
         // A rotation, and the masters' certificates.

@@ -108,6 +108,13 @@ async fn run(
         }
     }
     let mut reported: HashMap<String, TaskReport> = HashMap::new();
+    let mut prober = match std::env::current_exe() {
+        Ok(exe) => Some(tasks::probe::Prober::new(&state_dir, exe)),
+        Err(e) => {
+            tracing::warn!("tasks: no health checks: cannot find the strata binary: {e}");
+            None
+        }
+    };
     loop {
         let desired = rx.borrow_and_update().clone();
         if let Some(net) = network.as_mut()
@@ -122,7 +129,14 @@ async fn run(
             for event in supervisor.reconcile(desired.clone()).await {
                 tracing::info!("tasks: {event}");
             }
-            report_states(&state_dir, &desired, &report, &mut reported).await;
+            let found = match prober.as_mut() {
+                Some(p) => p.tick(&desired, &tasks::list(&state_dir)),
+                None => Default::default(),
+            };
+            for id in &found.kill {
+                kill_unhealthy(&state_dir, &desired, id).await;
+            }
+            report_states(&state_dir, &desired, &found.health, &report, &mut reported).await;
             report_stopped(&state_dir, &stopping, &report, &mut reported).await;
         }
         let _ = tokio::time::timeout(RECONCILE_INTERVAL, rx.changed()).await;
@@ -184,11 +198,30 @@ pub(crate) async fn follow(
     .await
 }
 
+/// Kills a task whose health checks failed too often in a row: it ends,
+/// and the scheduler replaces it.
+async fn kill_unhealthy(state_dir: &std::path::Path, desired: &[TaskSpec], id: &str) {
+    let grace = desired
+        .iter()
+        .find(|s| s.id == id)
+        .map_or(10, |s| s.stop_grace_secs);
+    tracing::info!(task = %id, "tasks: {id} failed its health checks too often in a row: killing it");
+    let (dir, id) = (state_dir.to_path_buf(), id.to_string());
+    let stopped = tokio::task::spawn_blocking(move || {
+        tasks::stop(&dir, &id, Some(Duration::from_secs(grace)))
+    })
+    .await;
+    if let Ok(Err(e)) = stopped {
+        tracing::warn!("tasks: cannot kill an unhealthy task: {e:#}");
+    }
+}
+
 /// Reports the state of every assigned task that changed since the last
-/// report.
+/// report, with its health where it has checks.
 async fn report_states(
     state_dir: &std::path::Path,
     desired: &[TaskSpec],
+    health: &HashMap<String, control::task::Health>,
     client: &ApiClient,
     reported: &mut HashMap<String, TaskReport>,
 ) {
@@ -205,7 +238,7 @@ async fn report_states(
                 restarts: t.restarts,
                 exit_code: t.exit_code,
                 address: t.address,
-                health: None,
+                health: health.get(&spec.id).copied(),
                 at: 0,
             },
             None => TaskReport {

@@ -8,6 +8,8 @@
 //! knows lives in `<state dir>/tasks/<id>/`, so a restarted agent adopts the
 //! tasks that kept running (their shims are independent processes).
 
+pub mod probe;
+
 pub use control::task::restart as plan;
 pub use control::task::spec;
 

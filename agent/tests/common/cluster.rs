@@ -66,8 +66,8 @@ pub struct ClusterSpec {
     /// The underlay's /24 as its first three octets (`"10.77.0"`): the
     /// first node at `.1`, node `i` after it at `.(10 + i)`.
     pub subnet: &'static str,
-    /// `(name, role)` of every node; the first one is the only master and
-    /// holds the underlay's bridge.
+    /// `(name, role)` of every node; the first one is a master and holds
+    /// the underlay's bridge (and etcd, which every master shares).
     pub nodes: &'static [(&'static str, &'static str)],
     /// Lines of `cluster.toml` between `masters` and `[heartbeat]`:
     /// top-level keys first, then tables (`[overlay]`).
@@ -197,11 +197,27 @@ impl TestCluster {
 
         // The operator's side: cluster.toml and `strata cluster init`.
         let etcd_port = spec.etcd_port_base + (id % 20_000) as u16;
+        // Several masters share the one etcd on the first's underlay
+        // address; one master reaches it on its loopback.
+        let masters: Vec<&Node> = nodes
+            .iter()
+            .zip(spec.nodes)
+            .filter(|(_, (_, role))| *role == "master")
+            .map(|(n, _)| n)
+            .collect();
+        let etcd_host = if masters.len() > 1 {
+            master.ip.clone()
+        } else {
+            "127.0.0.1".to_string()
+        };
+        let master_ips: Vec<String> = masters.iter().map(|m| format!("\"{}\"", m.ip)).collect();
         let mut cluster_toml = format!(
-            "name = \"{}\"\nmasters = [\"{}\"]\n{}\
+            "name = \"{}\"\nmasters = [{}]\n{}\
              [heartbeat]\ninterval_seconds = 1\ngrace_seconds = 3\n\
-             [etcd]\nexternal = [\"https://127.0.0.1:{etcd_port}\"]\n",
-            spec.name, master.ip, spec.extra_toml
+             [etcd]\nexternal = [\"https://{etcd_host}:{etcd_port}\"]\n",
+            spec.name,
+            master_ips.join(", "),
+            spec.extra_toml
         );
         for (n, (name, role)) in nodes.iter().zip(spec.nodes) {
             cluster_toml.push_str(&format!(
@@ -219,6 +235,7 @@ impl TestCluster {
             &ca,
             &format!("etcd-{}", spec.name),
             etcd_port,
+            (masters.len() > 1).then_some(master.ip.as_str()),
         );
         TestCluster {
             strata,

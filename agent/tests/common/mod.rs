@@ -271,13 +271,16 @@ pub fn etcd(
     ca: &agent::pki::Ca,
     name: &str,
     port: u16,
+    also: Option<&str>,
 ) -> Proc {
     let etcd_ca = ca.etcd_ca().expect("etcd CA");
+    let mut names = vec!["127.0.0.1".to_string()];
+    names.extend(also.map(str::to_string));
     let etcd_cert = etcd_ca
         .issue_etcd(
             agent::pki::EtcdCert::Server,
             "etcd",
-            &["127.0.0.1".to_string()],
+            &names,
             std::time::Duration::from_secs(3600),
         )
         .expect("etcd cert");
@@ -287,7 +290,13 @@ pub fn etcd(
     std::fs::write(pki.join("etcd.crt"), &etcd_cert.cert_pem).expect("write");
     std::fs::write(pki.join("etcd.key"), &etcd_cert.key_pem).expect("write");
     let p = |f: &str| pki.join(f).display().to_string();
+    // On the underlay address too (`also`) when other namespaces' masters
+    // share it.
     let client_url = format!("https://127.0.0.1:{port}");
+    let listen_urls = match also {
+        Some(ip) => format!("{client_url},https://{ip}:{port}"),
+        None => client_url.clone(),
+    };
     let peer_url = format!("http://127.0.0.1:{}", port + 1);
     Proc::spawn(
         netns,
@@ -298,7 +307,7 @@ pub fn etcd(
             "--data-dir",
             &dir.join("etcd-data").display().to_string(),
             "--listen-client-urls",
-            &client_url,
+            &listen_urls,
             "--advertise-client-urls",
             &client_url,
             "--listen-peer-urls",

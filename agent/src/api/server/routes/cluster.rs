@@ -1,6 +1,6 @@
 //! `GET /v1/cluster/status`: the masters (with their certificates),
-//! etcd's leader, quorum and alarms, how many nodes are Ready and the last
-//! certificate rotation; `POST /v1/cluster/rotate-certs`.
+//! etcd's leader, quorum and alarms, the scheduler's leader, how many nodes
+//! are Ready and the last certificate rotation; `POST /v1/cluster/rotate-certs`.
 
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ pub async fn cluster_status(
     let nodes = statuses(&state).await?;
     let etcd_alarms = state.store.alarms().await?;
     let cert_rotation = state.store.cert_rotation().await?;
+    let scheduler_leader = state.store.scheduler_leader().await?;
     let healthy = masters.iter().filter(|m| m.healthy).count();
     Ok(Json(ClusterStatus {
         format: Default::default(),
@@ -36,6 +37,7 @@ pub async fn cluster_status(
         etcd_alarms,
         cert_rotation,
         master_certs,
+        scheduler_leader,
     }))
 }
 

@@ -1,0 +1,371 @@
+//! Apps kept running by the scheduler, end to end on the host: a real
+//! etcd, three masters and three private agents as real `strata`
+//! processes, each in a network namespace of its own on a veth-and-bridge
+//! underlay, the busybox-static image imported into each agent's store.
+//! One test, one cluster, many checks (a cluster costs a minute to form):
+//!
+//! - `strata cluster status` names the scheduler's leader;
+//! - an app deployed from a Marathon JSON file runs its instances on
+//!   three agents (`hostname UNIQUE`), each a container;
+//! - scaling past what the constraint allows places what fits and says
+//!   why the rest waits; scaling down stops the surplus;
+//! - a rolling update whose new version fails its HTTP health check
+//!   stops and rolls back by itself, the old instances never all gone;
+//! - a killed agent's instance is replaced on another agent after the
+//!   app's grace, and its stale copy is stopped when it comes back (never
+//!   more instances than asked);
+//! - the leader master killed, another takes over and the scheduler
+//!   resumes (a scale is carried out).
+//!
+//! Root only.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent::runtime::names::HostNames;
+use control::app::record::AppView;
+use control::model::{ClusterStatus, NodeState};
+use control::task::{Health, TaskState};
+use qemu_tests::testenv::{Need, require};
+
+mod common;
+use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
+use common::output;
+
+const NODES: &[(&str, &str)] = &[
+    ("master-1", "master"),
+    ("master-2", "master"),
+    ("master-3", "master"),
+    ("agent-1", "private"),
+    ("agent-2", "private"),
+    ("agent-3", "private"),
+];
+const AGENTS: [&str; 3] = ["agent-1", "agent-2", "agent-3"];
+
+/// Stops every task left in a state directory and unmounts its root
+/// filesystem (declared before the processes, so it runs after them).
+struct TaskCleanup(PathBuf);
+
+impl Drop for TaskCleanup {
+    fn drop(&mut self) {
+        let names = HostNames::from_env().expect("STRATA_HOST_PREFIX is valid");
+        for t in agent::tasks::list(&self.0) {
+            let _ = agent::tasks::stop(&self.0, &t.id, Some(Duration::from_millis(100)));
+            let _ = agent::overlay::netns::delete(&names.netns(&t.id));
+        }
+        for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = nix::mount::umount2(
+                &entry.path().join("bundle/rootfs"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
+        }
+    }
+}
+
+/// The Marathon app the test deploys: busybox's httpd on port 8080 of
+/// each instance, one instance per agent.
+fn web_json(instances: u32, cmd: &str, checked: bool) -> String {
+    let check = if checked {
+        r#", "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
+              "gracePeriodSeconds": 2, "intervalSeconds": 1, "timeoutSeconds": 1,
+              "maxConsecutiveFailures": 2}]"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"id": "/shop/web", "instances": {instances}, "cpus": 0.1, "mem": 32,
+            "cmd": "{cmd}",
+            "container": {{"type": "DOCKER", "docker": {{"image": "example.org/bb:1",
+              "network": "BRIDGE", "portMappings": [{{"containerPort": 8080, "name": "http"}}]}}}},
+            "constraints": [["hostname", "UNIQUE"]],
+            "upgradeStrategy": {{"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}},
+            "unreachableStrategy": {{"inactiveAfterSeconds": 5, "expungeAfterSeconds": 3600}},
+            "version": "2017-08-17T00:00:00.000Z", "tasksRunning": 0{check}}}"#
+    )
+}
+
+const SERVE: &str =
+    "mkdir -p /www && echo ok > /www/index.html && exec busybox httpd -f -p 8080 -h /www";
+
+fn app(c: &TestCluster) -> Option<AppView> {
+    let out = c.cli(&["app", "show", "/shop/web", "--json"]).ok()?;
+    serde_json::from_str(&out).ok()
+}
+
+/// Running instances (stopping ones aside) by node.
+fn running(a: &AppView) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for i in &a.instances {
+        if !i.stopping && i.state == TaskState::Running {
+            *by.entry(i.node.clone()).or_default() += 1;
+        }
+    }
+    by
+}
+
+#[test]
+fn apps_are_kept_running_by_the_scheduler() {
+    if !require(
+        "host_apps",
+        &[
+            Need::Root,
+            Need::Program("etcd"),
+            Need::Program("ip"),
+            Need::Program("nft"),
+            Need::Program("umoci"),
+            Need::Program("nsenter"),
+            Need::File("/bin/busybox"),
+        ],
+    ) {
+        return;
+    }
+    let c = TestCluster::new(ClusterSpec {
+        nodes: NODES,
+        extra_toml: "[overlay]\ncidr = \"10.203.0.0/16\"\nvni = 4344\nport = 4792\n".to_string(),
+        etcd_port_base: 42_000,
+        binary: Binary::Copy,
+        launch: Launch::NetOnly,
+        poll: Duration::from_millis(100),
+        ..ClusterSpec::new("sa", "apps", "10.81.0")
+    });
+    let layout = qemu_tests::registry::busybox_layout(c.dir()).expect("busybox image");
+    let mut cleanups = Vec::new();
+    for a in AGENTS {
+        let state = c.state_dir(a);
+        output(
+            &c.strata,
+            &[
+                "image",
+                "import",
+                &layout.display().to_string(),
+                "--name",
+                "example.org/bb:1",
+                "--state-dir",
+                &state.display().to_string(),
+            ],
+        )
+        .expect("image import");
+        cleanups.push(TaskCleanup(state));
+    }
+    let mut masters: BTreeMap<&str, common::Proc> = BTreeMap::new();
+    for m in ["master-1", "master-2", "master-3"] {
+        masters.insert(m, c.spawn_node(m, &format!("{m}.log")));
+    }
+    let mut agents: BTreeMap<&str, common::Proc> = BTreeMap::new();
+    for a in AGENTS {
+        agents.insert(a, c.spawn_node(a, &format!("{a}.log")));
+    }
+    c.wait("three agents Ready", Duration::from_secs(90), || {
+        let nodes = c.try_nodes().ok()?;
+        AGENTS
+            .iter()
+            .all(|a| {
+                nodes
+                    .iter()
+                    .any(|n| n.record.info.name == *a && n.state == NodeState::Ready)
+            })
+            .then_some(())
+    });
+
+    // The scheduler's leader is named.
+    let status = |c: &TestCluster| -> Option<ClusterStatus> {
+        serde_json::from_str(&c.cli(&["cluster", "status", "--json"]).ok()?).ok()
+    };
+    let leader = c.wait("a scheduler leader", Duration::from_secs(30), || {
+        status(&c)?.scheduler_leader.map(|l| l.name)
+    });
+    let text = c.cli_ok(&["cluster", "status"]);
+    assert!(
+        text.contains(&format!("scheduler: led by {leader}")),
+        "{text}"
+    );
+
+    // A bad file is refused before anything is stored.
+    let file = c.dir().join("web.json");
+    std::fs::write(
+        &file,
+        web_json(3, SERVE, false).replace("\"cpus\"", "\"cpu\""),
+    )
+    .expect("write");
+    let refused = c
+        .cli(&["app", "deploy", &file.display().to_string()])
+        .expect_err("a misspelt field is refused");
+    assert!(
+        refused.contains("$.cpu: unknown field `cpu`; did you mean `cpus`?"),
+        "{refused}"
+    );
+    assert!(c.cli_ok(&["app", "list", "--json"]).trim() == "[]");
+
+    // Deploy: three instances, one per agent.
+    std::fs::write(&file, web_json(3, SERVE, false)).expect("write");
+    let out = c.cli_ok(&[
+        "app",
+        "deploy",
+        &file.display().to_string(),
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert!(
+        out.contains("/shop/web: deploying version 1 by deployment shop.web-1"),
+        "{out}"
+    );
+    let a = c.wait("three instances running", Duration::from_secs(60), || {
+        let a = app(&c)?;
+        (running(&a).len() == 3).then_some(a)
+    });
+    assert!(running(&a).values().all(|n| *n == 1), "{a:#?}");
+    let show = c.cli_ok(&["app", "show", "/shop/web"]);
+    assert!(show.contains("3 healthy, 3 running, 3 asked"), "{show}");
+
+    // Scale past UNIQUE: the fourth cannot be placed, and says why.
+    c.cli_ok(&["app", "scale", "/shop/web", "4"]);
+    let waiting = c.wait(
+        "the fourth instance waiting",
+        Duration::from_secs(30),
+        || app(&c)?.record.waiting,
+    );
+    assert!(
+        waiting.contains("refused by constraint hostname UNIQUE (3 nodes)"),
+        "{waiting}"
+    );
+    // Scale down: one is stopped, two keep running.
+    c.cli_ok(&[
+        "app",
+        "scale",
+        "/shop/web",
+        "2",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    c.wait("two instances", Duration::from_secs(60), || {
+        let a = app(&c)?;
+        (a.instances.len() == 2 && running(&a).len() == 2).then_some(())
+    });
+
+    // A rolling update whose new version never answers its health check
+    // fails and rolls back; old instances keep serving throughout.
+    std::fs::write(&file, web_json(2, SERVE, true)).expect("write");
+    c.cli_ok(&[
+        "app",
+        "deploy",
+        &file.display().to_string(),
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let good = c.wait(
+        "two healthy checked instances",
+        Duration::from_secs(60),
+        || {
+            let a = app(&c)?;
+            (a.instances
+                .iter()
+                .filter(|i| i.health == Health::Healthy && !i.stopping)
+                .count()
+                == 2)
+                .then_some(a)
+        },
+    );
+    let good_version = good.record.config_version;
+    std::fs::write(&file, web_json(2, "exec sleep 1000", true)).expect("write");
+    let out = c.cli(&[
+        "app",
+        "deploy",
+        &file.display().to_string(),
+        "--wait",
+        "--timeout",
+        "180",
+    ]);
+    let failed = out.expect_err("a version that never gets healthy fails");
+    assert!(failed.contains("failed"), "{failed}");
+    let back = c.wait("rolled back", Duration::from_secs(120), || {
+        let a = app(&c)?;
+        let rolled = a.record.config_version == good_version
+            && a.record.deployment().is_some_and(|d| d.state.is_done());
+        let healthy = a
+            .instances
+            .iter()
+            .filter(|i| i.version == good_version && i.health == Health::Healthy && !i.stopping)
+            .count();
+        (rolled && healthy == 2 && a.instances.len() == 2).then_some(a)
+    });
+    let deployments = c.cli_ok(&["deployment", "list"]);
+    assert!(deployments.contains("failed"), "{deployments}");
+    assert_eq!(back.record.spec.cmd.as_deref(), Some(SERVE));
+
+    // A killed agent's instance is replaced elsewhere; back, its stale copy
+    // stops.
+    let a = app(&c).expect("app");
+    let victim = a.instances[0].node.clone();
+    let spare = AGENTS
+        .iter()
+        .find(|n| !running(&a).contains_key(**n))
+        .expect("a spare agent")
+        .to_string();
+    agents.get_mut(victim.as_str()).expect("agent proc").kill();
+    c.wait(
+        "a replacement on the spare agent",
+        Duration::from_secs(60),
+        || {
+            let a = app(&c)?;
+            running(&a).contains_key(&spare).then_some(())
+        },
+    );
+    let name = victim.clone();
+    let victim_ref: &str = AGENTS.iter().find(|n| **n == name).expect("agent");
+    agents.insert(
+        victim_ref,
+        c.spawn_node(victim_ref, &format!("{victim}-again.log")),
+    );
+    c.wait("the stale copy stopped", Duration::from_secs(90), || {
+        let a = app(&c)?;
+        let stale_gone = agent::tasks::list(&c.state_dir(&victim))
+            .iter()
+            .all(|t| t.state != TaskState::Running);
+        (stale_gone && a.instances.len() == 2 && running(&a).len() == 2).then_some(())
+    });
+
+    // The leader master dies: another takes over, and the scheduler resumes.
+    let leader = status(&c)
+        .and_then(|s| s.scheduler_leader)
+        .expect("a leader")
+        .name;
+    masters
+        .get_mut(leader.as_str())
+        .expect("master proc")
+        .kill();
+    let next = c.wait("another scheduler leader", Duration::from_secs(60), || {
+        status(&c)?
+            .scheduler_leader
+            .map(|l| l.name)
+            .filter(|n| *n != leader)
+    });
+    eprintln!("leader {leader} killed, {next} leads");
+    c.cli_ok(&[
+        "app",
+        "scale",
+        "/shop/web",
+        "3",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    let a = c.wait("three instances again", Duration::from_secs(60), || {
+        let a = app(&c)?;
+        (running(&a).len() == 3).then_some(a)
+    });
+    assert_eq!(a.instances.len(), 3, "no placement doubled: {a:#?}");
+
+    // Removed: every instance stops, then the app goes.
+    c.cli_ok(&["app", "remove", "/shop/web"]);
+    c.wait("the app gone", Duration::from_secs(60), || {
+        (c.cli_ok(&["app", "list", "--json"]).trim() == "[]").then_some(())
+    });
+}
