@@ -865,6 +865,7 @@ mod tests {
         });
         expect![[r#"
             cluster demo: etcd healthy, leader m1, 3/3 node(s) Ready (answered by m1)
+            scheduler: led by m1 for 16m
             last certificate rotation: 40s ago, by user token 0123456789ab (ops)
 
             MASTER  ETCD ENDPOINT           HEALTH   LEADER  API CERTIFICATE                  VERSION/ERROR
