@@ -319,6 +319,13 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
                 skips,
                 &mut report,
             )?;
+            // The real Marathon files beside the repository
+            // (`../shared/fixtures/`), read in place.
+            cargo_test(
+                cargo(root, skips).args(["test", "-p", "control", "--test", "marathon_fixtures"]),
+                skips,
+                &mut report,
+            )?;
         }
         Tier::Fuzz => {
             // Each target for a short run: enough to show that every one
