@@ -14,6 +14,9 @@ pub enum Area {
     Overlay,
     /// Idle agent memory and how many heartbeating agents one master holds (root).
     Cluster,
+    /// Placements per second persisted to etcd over 5000 simulated nodes, a
+    /// 100-instance rolling deployment, leader failover, memory.
+    Scheduler,
     /// Image builds (cold, warm), sizes, and QEMU start to the ready marker.
     Image(crate::bench_image::Args),
     /// QEMU start to Ready per role, beside systemd's multi-user.target.
@@ -50,6 +53,7 @@ fn run_area(area: Area) -> anyhow::Result<()> {
     match area {
         Area::Overlay => agent_bench("overlay"),
         Area::Cluster => agent_bench("cluster"),
+        Area::Scheduler => agent_bench("scheduler"),
         Area::Image(args) => crate::bench_image::run(&args),
         Area::Boot(args) => crate::bench_boot::run(&args),
         Area::Runtime { count } => crate::bench_runtime::run(count),

@@ -1,7 +1,7 @@
 //! Apps in etcd: their records (`/strata/apps/<key>`), their versions
 //! (`/strata/app-versions/<key>/<version>`), the scheduler's leadership
 //! (`/strata/scheduler/leader`, bound to the leader's lease), the snapshot
-//! the scheduler plans from (one transaction of reads, so one revision),
+//! the scheduler plans from (paged reads, all at one revision),
 //! and the commit of a plan, fenced on the leadership and on that
 //! revision: a deposed leader, or a plan made from a state someone else
 //! changed since, writes nothing.
@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
 };
 
 use control::app::AppId;
@@ -24,6 +23,22 @@ use super::{ALIVE, Error, NODES, Store, TASK_STATUS, TASKS, decode, record_json}
 pub const APPS: &str = "/strata/apps/";
 pub const APP_VERSIONS: &str = "/strata/app-versions/";
 pub const LEADER: &str = "/strata/scheduler/leader";
+
+/// Keys per page of a snapshot's reads: etcd-client takes answers of up
+/// to 4 MiB, and a task's record is about 1.5 KiB.
+const PAGE: i64 = 1000;
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
 
 /// The most operations one transaction of a plan holds: etcd refuses
 /// transactions of more than 128 (its `--max-txn-ops`).
@@ -205,62 +220,33 @@ impl Store {
         let _ = self.timed(lease.revoke(lead.lease)).await;
     }
 
-    /// Everything the scheduler plans from, read in one transaction: one
-    /// revision of etcd.
+    /// Everything the scheduler plans from, at one revision of etcd: each
+    /// prefix read in pages (etcd's answers are bounded in size, and a
+    /// large cluster holds more than one answer carries), every page at the
+    /// revision of the first.
     pub async fn scheduler_snapshot(&self) -> Result<SchedulerSnapshot, Error> {
-        let prefix = || Some(GetOptions::new().with_prefix());
-        let txn = Txn::new().and_then([
-            TxnOp::get(APPS, prefix()),
-            TxnOp::get(TASKS, prefix()),
-            TxnOp::get(TASK_STATUS, prefix()),
-            TxnOp::get(NODES, prefix()),
-            TxnOp::get(ALIVE, prefix()),
-        ]);
-        let resp = self.txn(txn).await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g),
-            _ => None,
-        });
-        let mut next = |what: &str| {
-            gets.next().ok_or_else(|| Error::Corrupt {
-                key: what.to_string(),
-                reason: "the snapshot's transaction answered fewer reads than it asked".into(),
-            })
-        };
-        let decode_all =
-            |g: etcd_client::GetResponse, prefix: &str| -> Result<Vec<(String, Vec<u8>)>, Error> {
-                Ok(g.kvs()
-                    .iter()
-                    .map(|kv| {
-                        let key = String::from_utf8_lossy(kv.key()).to_string();
-                        (
-                            key.trim_start_matches(prefix).to_string(),
-                            kv.value().to_vec(),
-                        )
-                    })
-                    .collect())
-            };
+        let (revision, app_kvs) = self.range_at(APPS, None).await?;
+        let at = Some(revision);
         let mut apps = Vec::new();
-        for (k, v) in decode_all(next(APPS)?, APPS)? {
+        for (k, v) in app_kvs {
             apps.push(decode::<AppRecord>(&format!("{APPS}{k}"), &v)?);
         }
         let mut tasks = BTreeMap::new();
-        for (k, v) in decode_all(next(TASKS)?, TASKS)? {
+        for (k, v) in self.range_at(TASKS, at).await?.1 {
             let record = decode::<TaskRecord>(&format!("{TASKS}{k}"), &v)?;
             tasks.insert(k, record);
         }
         let mut reports = BTreeMap::new();
-        for (k, v) in decode_all(next(TASK_STATUS)?, TASK_STATUS)? {
+        for (k, v) in self.range_at(TASK_STATUS, at).await?.1 {
             let report = decode::<TaskReport>(&format!("{TASK_STATUS}{k}"), &v)?;
             reports.insert(k, report);
         }
         let mut records = Vec::new();
-        for (k, v) in decode_all(next(NODES)?, NODES)? {
+        for (k, v) in self.range_at(NODES, at).await?.1 {
             records.push(decode::<NodeRecord>(&format!("{NODES}{k}"), &v)?);
         }
         let mut alive = BTreeMap::new();
-        for (k, v) in decode_all(next(ALIVE)?, ALIVE)? {
+        for (k, v) in self.range_at(ALIVE, at).await?.1 {
             alive.insert(k.clone(), decode::<Alive>(&format!("{ALIVE}{k}"), &v)?);
         }
         Ok(SchedulerSnapshot {
@@ -270,6 +256,45 @@ impl Store {
             reports,
             nodes: control::model::node_statuses(records, &alive),
         })
+    }
+
+    /// Every key under `prefix` (its name after the prefix) with its value,
+    /// at `revision` (none: the current one, returned), in pages of
+    /// [`PAGE`] keys.
+    async fn range_at(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> Result<(i64, Vec<(String, Vec<u8>)>), Error> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.as_bytes().to_vec();
+        let mut rev = revision.unwrap_or(0);
+        let mut out = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if rev > 0 {
+                options = options.with_revision(rev);
+            }
+            let resp = self.get(start.clone(), Some(options)).await?;
+            if rev == 0 {
+                rev = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                let key = String::from_utf8_lossy(kv.key());
+                out.push((
+                    key.trim_start_matches(prefix).to_string(),
+                    kv.value().to_vec(),
+                ));
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((rev, out))
     }
 
     /// Commits a plan's writes, fenced on `lead` and on nothing under the
@@ -329,5 +354,50 @@ impl Store {
     pub async fn wait_scheduler_input(&self, after: i64, wait: Duration) {
         let rx = self.feed().await.sched;
         super::wait_past(rx, after, wait).await;
+    }
+}
+
+#[cfg(feature = "testing")]
+impl Store {
+    /// Registers simulated nodes for the scheduler's bench: their records,
+    /// and alive keys bound to one lease of `ttl` seconds (kept by nobody:
+    /// `ttl` must outlast the bench).
+    pub async fn register_simulated_nodes(
+        &self,
+        records: &[NodeRecord],
+        ttl: i64,
+        now: u64,
+    ) -> Result<(), Error> {
+        let lease = self.grant(ttl).await?.id();
+        let alive = record_json(&Alive {
+            format: Default::default(),
+            lease,
+            since: now,
+        });
+        let ops: Vec<TxnOp> = records
+            .iter()
+            .flat_map(|r| {
+                [
+                    TxnOp::put(format!("{NODES}{}", r.info.name), record_json(r), None),
+                    TxnOp::put(
+                        format!("{ALIVE}{}", r.info.name),
+                        alive.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                ]
+            })
+            .collect();
+        for part in ops.chunks(OPS_PER_TXN) {
+            self.txn(Txn::new().and_then(part.to_vec())).await?;
+        }
+        Ok(())
+    }
+
+    /// How many keys start with `prefix`.
+    pub async fn count_prefix(&self, prefix: &str) -> Result<i64, Error> {
+        let resp = self
+            .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
+            .await?;
+        Ok(resp.count())
     }
 }
