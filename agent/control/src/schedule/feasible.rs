@@ -66,6 +66,7 @@ pub fn spreads(app: &AppSpec) -> bool {
 
 /// For each of the app's constraints, its instances per value of the
 /// constraint's field, and the values the cluster's nodes have.
+#[derive(Default)]
 pub struct ValueCounts {
     per: Vec<(BTreeMap<String, usize>, BTreeSet<String>)>,
     /// CLUSTER without a value: the value of the first instance's node.

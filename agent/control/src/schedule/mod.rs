@@ -238,7 +238,13 @@ impl Placer {
     /// may take it.
     pub fn place(&mut self, app: &AppSpec, strategy: Strategy) -> Result<Placement, Unplaceable> {
         let want = Resources::of(app);
-        let values = feasible::ValueCounts::new(app, &self.nodes, &self.usage_apps(&app.id));
+        // Only constraints need the app's instances per node (a scan of
+        // every node, which placements without constraints skip).
+        let values = if app.constraints.is_empty() {
+            feasible::ValueCounts::default()
+        } else {
+            feasible::ValueCounts::new(app, &self.nodes, &self.usage_apps(&app.id))
+        };
         let n = self.nodes.len();
         // Bin-packing looks at a few feasible nodes from a moving start
         // (Nomad's limit: at least 2, log2 of the nodes), which keeps a
