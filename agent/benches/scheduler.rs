@@ -64,7 +64,9 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 
 fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v} is not a number")),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v} is not a number")),
         Err(_) => Ok(default),
     }
 }
@@ -197,7 +199,10 @@ async fn run(etcd: &Etcd, endpoint: &str, nodes: u64, tasks: u64) -> anyhow::Res
     let start = Instant::now();
     while store.check_quorum().await.is_err() {
         if start.elapsed() > Duration::from_secs(30) {
-            bail!("etcd did not start: {}", std::fs::read_to_string(etcd.dir.join("etcd.log"))?);
+            bail!(
+                "etcd did not start: {}",
+                std::fs::read_to_string(etcd.dir.join("etcd.log"))?
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -209,7 +214,12 @@ async fn run(etcd: &Etcd, endpoint: &str, nodes: u64, tasks: u64) -> anyhow::Res
                 format: Default::default(),
                 name: format!("sim-{i:05}"),
                 role: configs::Role::Private,
-                addresses: vec![format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256)],
+                addresses: vec![format!(
+                    "10.{}.{}.{}",
+                    100 + i / 65536,
+                    (i / 256) % 256,
+                    i % 256
+                )],
                 cpus: 16,
                 memory_bytes: 64 << 30,
                 disk_bytes: 500 << 30,

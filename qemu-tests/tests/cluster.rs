@@ -384,7 +384,12 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
     let script =
         registry::reach_by_name_script("web-shop", "strata.internal", &addr, 8080, "pong", 30);
     let run = p
-        .strata(&registry::task_run_args("public-1", image, "app-client", &script))
+        .strata(&registry::task_run_args(
+            "public-1",
+            image,
+            "app-client",
+            &script,
+        ))
         .unwrap_or_else(|e| panic!("task run app-client: {e:#}"));
     println!("{}", run.trim());
     let client = wait_task(p, "app-client", "exited", Duration::from_secs(300), |t| {
@@ -404,7 +409,10 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
         .strata(&["app", "list", "--json"])
         .is_ok_and(|l| l.trim() == "[]")
     {
-        assert!(Instant::now() < deadline, "the app was not removed within 120s");
+        assert!(
+            Instant::now() < deadline,
+            "the app was not removed within 120s"
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     let _ = std::fs::remove_file(&file);

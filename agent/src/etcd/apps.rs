@@ -23,6 +23,18 @@ use super::{ALIVE, Error, NODES, Store, TASK_STATUS, TASKS, decode, record_json}
 pub const APPS: &str = "/strata/apps/";
 pub const APP_VERSIONS: &str = "/strata/app-versions/";
 pub const LEADER: &str = "/strata/scheduler/leader";
+/// Written by every transaction that changes apps or tasks: the leader's
+/// commit is fenced on it not having changed since its snapshot, one key
+/// for etcd to compare where a compare over the tasks' prefix costs a read
+/// of every task (it made placing 100 000 tasks 8 times slower per task
+/// than placing 10 000).
+pub const EPOCH: &str = "/strata/scheduler/epoch";
+
+/// The write of [`EPOCH`] every transaction that changes apps or tasks
+/// carries.
+pub(super) fn bump_epoch() -> TxnOp {
+    TxnOp::put(EPOCH, Vec::new(), None)
+}
 
 /// Keys per page of a snapshot's reads: etcd-client takes answers of up
 /// to 4 MiB, and a task's record is about 1.5 KiB.
@@ -130,6 +142,7 @@ impl Store {
                 None,
             ));
         }
+        ops.push(bump_epoch());
         let txn = Txn::new().when(compares).and_then(ops);
         Ok(self.txn(txn).await?.succeeded())
     }
@@ -143,7 +156,7 @@ impl Store {
                 CompareOp::Equal,
                 revision,
             )])
-            .and_then([TxnOp::put(key, record_json(record), None)]);
+            .and_then([TxnOp::put(key, record_json(record), None), bump_epoch()]);
         Ok(self.txn(txn).await?.succeeded())
     }
 
@@ -298,7 +311,7 @@ impl Store {
     }
 
     /// Commits a plan's writes, fenced on `lead` and on nothing under the
-    /// apps and tasks having changed after `revision`. Writes of more than
+    /// apps and tasks having changed after `revision` ([`EPOCH`]). Writes of more than
     /// one transaction go in several, each fenced on the revision the one
     /// before committed at. Returns whether every part was written (`false`
     /// at the first part refused: the caller plans again from a new
@@ -332,14 +345,15 @@ impl Store {
         }
         let mut at = revision;
         for part in ops.chunks(OPS_PER_TXN) {
+            let mut part = part.to_vec();
+            part.push(bump_epoch());
             let txn = Txn::new()
                 .when([
                     Compare::create_revision(LEADER, CompareOp::Equal, lead.created),
                     Compare::lease(LEADER, CompareOp::Equal, lead.lease),
-                    Compare::mod_revision(APPS, CompareOp::Less, at + 1).with_prefix(),
-                    Compare::mod_revision(TASKS, CompareOp::Less, at + 1).with_prefix(),
+                    Compare::mod_revision(EPOCH, CompareOp::Less, at + 1),
                 ])
-                .and_then(part.to_vec());
+                .and_then(part);
             let resp = self.txn(txn).await?;
             if !resp.succeeded() {
                 return Ok(false);
@@ -396,7 +410,10 @@ impl Store {
     /// How many keys start with `prefix`.
     pub async fn count_prefix(&self, prefix: &str) -> Result<i64, Error> {
         let resp = self
-            .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
+            .get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
             .await?;
         Ok(resp.count())
     }

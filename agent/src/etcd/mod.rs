@@ -457,6 +457,7 @@ impl Store {
             .and_then([
                 TxnOp::put(key, value, None),
                 TxnOp::delete(format!("{TASK_STATUS}{id}"), None),
+                apps::bump_epoch(),
             ]);
         Ok(self.txn(txn).await?.succeeded())
     }
@@ -501,6 +502,7 @@ impl Store {
         let txn = Txn::new().and_then([
             TxnOp::delete(format!("{TASKS}{id}"), None),
             TxnOp::delete(format!("{TASK_STATUS}{id}"), None),
+            apps::bump_epoch(),
         ]);
         let resp = self.txn(txn).await?;
         Ok(resp
