@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use agent::runtime::names::HostNames;
 use control::app::record::AppView;
+use control::deploy::DeploymentState;
 use control::model::{ClusterStatus, NodeState};
 use control::task::{Health, TaskState};
 use qemu_tests::testenv::{Need, require};
@@ -248,6 +249,66 @@ fn apps_are_kept_running_by_the_scheduler() {
         let a = app(&c)?;
         (a.instances.len() == 2 && running(&a).len() == 2).then_some(())
     });
+
+    // A dry run prints the steps and stores nothing.
+    let v2 = SERVE.replace("echo ok", "echo v2");
+    std::fs::write(&file, web_json(2, &v2, false)).expect("write");
+    let before = app(&c).expect("app").record.version;
+    let dry = c.cli_ok(&["app", "deploy", &file.display().to_string(), "--dry-run"]);
+    assert!(dry.contains("would deploy version"), "{dry}");
+    assert!(dry.contains("step 1: ") && dry.contains("start web-shop."), "{dry}");
+    assert!(dry.contains("nothing was stored"), "{dry}");
+    assert_eq!(app(&c).expect("app").record.version, before);
+
+    // A canary starts beside the old instances and waits for a promotion.
+    let out = c.cli_ok(&[
+        "app",
+        "deploy",
+        &file.display().to_string(),
+        "--canary",
+        "1",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    let canary = app(&c)
+        .expect("app")
+        .record
+        .deployment()
+        .expect("a deployment")
+        .clone();
+    assert_eq!(canary.state, DeploymentState::WaitingPromotion, "{out}");
+    let a = app(&c).expect("app");
+    assert_eq!(
+        running(&a).values().sum::<usize>(),
+        3,
+        "two old and the canary: {a:#?}"
+    );
+    c.cli_ok(&["deployment", "promote", &canary.id]);
+    c.wait(
+        "the promoted deployment done",
+        Duration::from_secs(60),
+        || {
+            let a = app(&c)?;
+            let d = a.record.deployment()?;
+            (d.id == canary.id && d.state == DeploymentState::Succeeded && a.instances.len() == 2)
+                .then_some(())
+        },
+    );
+    // Rolled back by hand: the definition before it, as a new version.
+    let out = c.cli_ok(&[
+        "deployment",
+        "rollback",
+        &canary.id,
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    assert!(out.contains("deploying version"), "{out}");
+    let a = app(&c).expect("app");
+    assert_eq!(a.record.spec.cmd.as_deref(), Some(SERVE), "{a:#?}");
+    let versions = c.cli_ok(&["app", "versions", "/shop/web"]);
+    assert!(versions.contains("rollback"), "{versions}");
 
     // A rolling update whose new version never answers its health check
     // fails and rolls back; old instances keep serving throughout.
