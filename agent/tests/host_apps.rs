@@ -256,7 +256,10 @@ fn apps_are_kept_running_by_the_scheduler() {
     let before = app(&c).expect("app").record.version;
     let dry = c.cli_ok(&["app", "deploy", &file.display().to_string(), "--dry-run"]);
     assert!(dry.contains("would deploy version"), "{dry}");
-    assert!(dry.contains("step 1: ") && dry.contains("start web-shop."), "{dry}");
+    assert!(
+        dry.contains("step 1: ") && dry.contains("start web-shop."),
+        "{dry}"
+    );
     assert!(dry.contains("nothing was stored"), "{dry}");
     assert_eq!(app(&c).expect("app").record.version, before);
 
