@@ -356,10 +356,17 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
     );
     std::fs::write(&file, json).expect("write the app file");
     let path = file.display().to_string();
-    let valid = p
-        .strata(&["app", "validate", &path])
-        .unwrap_or_else(|e| panic!("app validate: {e:#}"));
-    println!("{}", valid.trim());
+    // Offline: no context, no endpoint.
+    let valid = std::process::Command::new(&p.strata)
+        .args(["app", "validate", &path])
+        .output()
+        .expect("strata app validate runs");
+    assert!(
+        valid.status.success(),
+        "app validate: {}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&valid.stdout).trim());
     let started = Instant::now();
     let out = p
         .strata(&["app", "deploy", &path, "--wait", "--timeout", "400"])
