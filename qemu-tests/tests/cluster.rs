@@ -225,7 +225,6 @@ fn master_private_and_public_join_at_boot() {
     assert_eq!(comm, "systemd\n");
 
     tasks_across_booted_agents(&p, &registry.guest_image());
-    app_across_booted_agents(&p, &registry.guest_image());
 
     // A node that vanishes is shown unreachable after the grace period.
     let lost = vms.remove(1);
@@ -338,93 +337,6 @@ fn three_masters_survive_losing_one() {
 }
 
 /// The cluster's tasks, as `strata task list --json` gives them.
-/// An app deployed with the CLI from a Marathon JSON file (issue 15):
-/// the scheduler places its instance on the private agent, and a task on
-/// the public agent reaches it through its DNS name (`web-shop.<zone>`,
-/// Mesos-DNS's name for `/shop/web`). Removed, its instance stops.
-fn app_across_booted_agents(p: &Prepared, image: &str) {
-    let file = project_root().join(format!("target/qemu-tests/web-{}.json", unique()));
-    let json = format!(
-        r#"{{"id": "/shop/web", "instances": 1, "cpus": 0.1, "mem": 32,
-            "cmd": "exec nc -ll -p 8080 -e echo pong",
-            "container": {{"type": "DOCKER", "docker": {{"image": "{image}", "network": "BRIDGE",
-              "portMappings": [{{"containerPort": 8080, "hostPort": 0, "name": "http"}}]}}}},
-            "acceptedResourceRoles": ["*"],
-            "healthChecks": [{{"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 60,
-              "intervalSeconds": 2, "timeoutSeconds": 2, "maxConsecutiveFailures": 3}}],
-            "labels": {{"team": "shop"}}, "version": "2021-07-27T00:00:00Z"}}"#
-    );
-    std::fs::write(&file, json).expect("write the app file");
-    let path = file.display().to_string();
-    // Offline: no context, no endpoint.
-    let valid = std::process::Command::new(&p.strata)
-        .args(["app", "validate", &path])
-        .output()
-        .expect("strata app validate runs");
-    assert!(
-        valid.status.success(),
-        "app validate: {}",
-        String::from_utf8_lossy(&valid.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&valid.stdout).trim());
-    let started = Instant::now();
-    let out = p
-        .strata(&["app", "deploy", &path, "--wait", "--timeout", "400"])
-        .unwrap_or_else(|e| panic!("app deploy: {e:#}"));
-    println!(
-        "{} ({:.1}s, pull from the host's registry included)",
-        out.trim(),
-        started.elapsed().as_secs_f64()
-    );
-    let shown: serde_json::Value = serde_json::from_str(
-        &p.strata(&["app", "show", "/shop/web", "--json"])
-            .expect("app show"),
-    )
-    .expect("app show JSON");
-    let instance = &shown["instances"][0];
-    assert_eq!(instance["node"], "private-1", "{shown}");
-    assert_eq!(instance["health"], "healthy", "{shown}");
-    let addr = instance["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the instance has no address: {shown}"))
-        .to_string();
-    let script =
-        registry::reach_by_name_script("web-shop", "strata.internal", &addr, 8080, "pong", 30);
-    let run = p
-        .strata(&registry::task_run_args(
-            "public-1",
-            image,
-            "app-client",
-            &script,
-        ))
-        .unwrap_or_else(|e| panic!("task run app-client: {e:#}"));
-    println!("{}", run.trim());
-    let client = wait_task(p, "app-client", "exited", Duration::from_secs(300), |t| {
-        t["exit_code"].is_number()
-    });
-    assert_eq!(
-        client["exit_code"],
-        serde_json::json!(0),
-        "public-1 did not reach the app /shop/web by its DNS name web-shop: {client}"
-    );
-    p.strata(&["task", "stop", "app-client"])
-        .expect("stop app-client");
-    p.strata(&["app", "remove", "/shop/web"])
-        .expect("app remove");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !p
-        .strata(&["app", "list", "--json"])
-        .is_ok_and(|l| l.trim() == "[]")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the app was not removed within 120s"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let _ = std::fs::remove_file(&file);
-}
-
 fn tasks(p: &Prepared) -> Vec<serde_json::Value> {
     p.strata(&["task", "list", "--json"])
         .ok()
