@@ -219,35 +219,59 @@ fn run(
             let host = address.unwrap_or(Ipv4Addr::LOCALHOST);
             let check = check.clone();
             in_netns(pid, move || {
-                let addr = SocketAddr::from((host, port));
-                let mut stream = TcpStream::connect_timeout(&addr, timeout)
-                    .map_err(|e| format!("connect {addr}: {e}"))?;
-                match check.protocol {
-                    HealthProtocol::Tcp => Ok(()),
-                    HealthProtocol::Http => http(&mut stream, &check, timeout),
-                    _ => Err("HTTPS checks are not run yet: use HTTP or TCP".to_string()),
-                }
+                probe(SocketAddr::from((host, port)), &check, timeout)
             })
         }
         HealthProtocol::Unknown => Err("a check of a kind this node does not know".into()),
     }
 }
 
-/// A GET of the check's path: a 2xx or 3xx answer passes (a 1xx one too
-/// with `ignore_http1xx`, as Marathon counts it neither way).
-fn http(stream: &mut TcpStream, check: &HealthCheck, timeout: Duration) -> Result<(), String> {
+/// Connects to `addr` and, for HTTP and HTTPS, asks for the check's path;
+/// `Err` says why the check failed.
+fn probe(addr: SocketAddr, check: &HealthCheck, timeout: Duration) -> Result<(), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
+    match check.protocol {
+        HealthProtocol::Http => http(&mut stream, check),
+        HealthProtocol::Https => {
+            let config =
+                crate::api::tls::health_check_client_config().map_err(|e| format!("TLS: {e}"))?;
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let mut tls = rustls::ClientConnection::new(Arc::new(config), name)
+                .map_err(|e| format!("TLS: {e}"))?;
+            http(&mut rustls::Stream::new(&mut tls, &mut stream), check)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A GET of the check's path (over TLS for HTTPS): a 2xx or 3xx answer
+/// passes (a 1xx one too with `ignore_http1xx`, as Marathon counts it
+/// neither way).
+fn http(stream: &mut (impl Read + Write), check: &HealthCheck) -> Result<(), String> {
     let path = check.path.as_deref().unwrap_or("/");
     write!(
         stream,
         "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: strata-health\r\n\r\n"
     )
     .map_err(|e| format!("send: {e}"))?;
+    // The status line may come in pieces: read until its end, a full
+    // buffer or the end of the answer.
     let mut head = [0u8; 64];
-    let n = stream.read(&mut head).map_err(|e| format!("answer: {e}"))?;
+    let mut n = 0;
+    while n < head.len() && !head[..n].contains(&b'\n') {
+        match stream
+            .read(&mut head[n..])
+            .map_err(|e| format!("answer: {e}"))?
+        {
+            0 => break,
+            got => n += got,
+        }
+    }
     let line = String::from_utf8_lossy(&head[..n]);
     let status: u16 = line
         .split_whitespace()
@@ -314,5 +338,101 @@ fn command(
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// What kind of server answers on the test port.
+    enum Server {
+        Http(&'static str),
+        /// TLS with a self-signed certificate for a name that is not the
+        /// address checked, as a task's own certificate is.
+        Https(&'static str),
+        None,
+    }
+
+    /// Serves one connection as `server` says and runs a check of
+    /// `protocol` against it.
+    fn check(server: Server, protocol: HealthProtocol, expected: Result<(), &str>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
+        let addr = listener.local_addr().expect("its address");
+        let serve = |s: &mut dyn ReadWrite, status: &str| {
+            let mut buf = [0u8; 512];
+            if s.read(&mut buf).is_err() {
+                return;
+            }
+            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            let _ = s.flush();
+        };
+        let server = match server {
+            Server::None => {
+                drop(listener);
+                None
+            }
+            Server::Http(status) => Some(std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().expect("accept");
+                serve(&mut s, status);
+            })),
+            Server::Https(status) => Some(std::thread::spawn(move || {
+                crate::api::tls::install_default_provider();
+                let cert = rcgen::generate_simple_self_signed(vec!["web.example".into()])
+                    .expect("a self-signed certificate");
+                let config = rustls::ServerConfig::builder()
+                    .with_no_client_auth()
+                    .with_single_cert(
+                        vec![cert.cert.der().clone()],
+                        rustls::pki_types::PrivateKeyDer::Pkcs8(
+                            cert.signing_key.serialize_der().into(),
+                        ),
+                    )
+                    .expect("a server config");
+                let (s, _) = listener.accept().expect("accept");
+                let conn = rustls::ServerConnection::new(Arc::new(config)).expect("a session");
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                serve(&mut tls, status);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            })),
+        };
+        let mut hc = HealthCheck::new(protocol);
+        hc.path = Some("/health".into());
+        let actual = probe(addr, &hc, Duration::from_secs(1));
+        if let Some(server) = server {
+            server.join().expect("the test server");
+        }
+        match (actual, expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(why), Err(want)) => assert!(why.contains(want), "{why:?} lacks {want:?}"),
+            (actual, expected) => panic!("{actual:?}, expected {expected:?}"),
+        }
+    }
+
+    trait ReadWrite: Read + Write {}
+    impl<T: Read + Write> ReadWrite for T {}
+
+    #[test]
+    fn checks() {
+        use HealthProtocol::*;
+        check(Server::Http("200 OK"), Tcp, Ok(()));
+        check(Server::None, Tcp, Err("connect 127.0.0.1:"));
+        check(Server::Http("200 OK"), Http, Ok(()));
+        check(Server::Http("302 Found"), Http, Ok(()));
+        check(
+            Server::Http("503 Service Unavailable"),
+            Http,
+            Err("HTTP 503"),
+        );
+        check(Server::Https("204 No Content"), Https, Ok(()));
+        check(Server::Https("500 Oops"), Https, Err("HTTP 500"));
+        // A plain HTTP server does not pass an HTTPS check.
+        check(Server::Http("200 OK"), Https, Err("corrupt message"));
+        // Nor a TLS one an HTTP check: it waits for the rest of what it
+        // takes for a TLS record until the check's timeout.
+        check(Server::Https("200 OK"), Http, Err("answer:"));
     }
 }
