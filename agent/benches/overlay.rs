@@ -148,6 +148,7 @@ fn run_with(underlay_mtu: u32) -> anyhow::Result<()> {
             app: Some("bench".into()),
             addr: b.addr,
             ports: vec![5201],
+            named: Default::default(),
         },
     );
     let server = {

@@ -113,6 +113,7 @@ fn three_nodes_talk_over_the_overlay() {
                 app: Some(format!("{task}-app")),
                 addr: addr.addr,
                 ports: vec![7000],
+                named: Default::default(),
             },
         );
     }
@@ -150,6 +151,7 @@ fn three_nodes_talk_over_the_overlay() {
             app: Some("db-app".into()),
             addr: b.addr,
             ports: vec![7000],
+            named: Default::default(),
         },
     );
     assert_eq!(
@@ -606,6 +608,7 @@ fn the_bridge_drops_what_a_task_forges_and_metadata_traffic() {
             app: None,
             addr: b.addr,
             ports: vec![],
+            named: Default::default(),
         },
     );
     let server = {
@@ -712,6 +715,7 @@ fn a_task_reaches_only_its_nodes_resolver_through_the_firewall() {
             app: None,
             addr: b.addr,
             ports: vec![],
+            named: Default::default(),
         },
     );
     let server = {

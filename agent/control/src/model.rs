@@ -237,6 +237,9 @@ pub struct TaskEndpoint {
     /// The TCP ports it serves, from its spec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<u16>,
+    /// Its named TCP ports, from its spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_names: BTreeMap<String, u16>,
 }
 
 /// A node asks to join: it proves it holds the join token and sends a

@@ -184,6 +184,7 @@ pub fn run(command: TaskCommand) -> anyhow::Result<()> {
                 args: Vec::new(),
                 force_pull: false,
                 health_checks: Vec::new(),
+                port_names: Default::default(),
             };
             pin(&target, node, spec)
         }

@@ -135,6 +135,7 @@ pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
                     app: None,
                     addr: overlay::plan::gateway(subnet),
                     ports: vec![],
+                    named: Default::default(),
                 },
             ))
         })
@@ -146,6 +147,7 @@ pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
                 app: t.app.clone(),
                 addr: t.address,
                 ports: t.ports.clone(),
+                named: t.port_names.clone(),
             },
         );
     }
@@ -420,6 +422,7 @@ mod tests {
                 address: "10.200.1.2".parse().expect("address"),
                 app: Some("shop".into()),
                 ports: vec![8080],
+                port_names: [("http".to_string(), 8080)].into(),
             },
             // A task named like a node answers for the name.
             TaskEndpoint {
@@ -428,6 +431,7 @@ mod tests {
                 address: "10.200.1.3".parse().expect("address"),
                 app: None,
                 ports: vec![],
+                port_names: Default::default(),
             },
         ];
         let actual = format!(
@@ -452,16 +456,19 @@ mod tests {
                         app: None,
                         addr: 10.200.1.1,
                         ports: [],
+                        named: {},
                     },
                     "agent-3": TaskRecord {
                         app: None,
                         addr: 10.200.1.3,
                         ports: [],
+                        named: {},
                     },
                     "master-1": TaskRecord {
                         app: None,
                         addr: 10.200.0.1,
                         ports: [],
+                        named: {},
                     },
                     "web": TaskRecord {
                         app: Some(
@@ -471,6 +478,9 @@ mod tests {
                         ports: [
                             8080,
                         ],
+                        named: {
+                            "http": 8080,
+                        },
                     },
                 },
             }"#]]

@@ -5,7 +5,9 @@
 //! - `web-1.<zone>` A `10.200.1.2` and `web.<zone>` A `10.200.1.2` (an app
 //!   name has one A record per running task);
 //! - `web.<zone>` and `_web._tcp.<zone>` SRV `0 0 8080 web-1.<zone>`, with
-//!   the target's A record in the additional section.
+//!   the target's A record in the additional section;
+//! - for a port named `http`, `_http._web._tcp.<zone>` SRV of that port
+//!   alone.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -27,6 +29,8 @@ pub struct TaskRecord {
     pub addr: Ipv4Addr,
     /// TCP ports the task serves, for SRV.
     pub ports: Vec<u16>,
+    /// Its named TCP ports, for `_<name>._<app>._tcp` SRV.
+    pub named: BTreeMap<String, u16>,
 }
 
 /// All tasks of the cluster, by task name.
@@ -62,13 +66,19 @@ impl RecordSet {
                     additionals: vec![],
                 };
             }
-            [one] => Some((one.clone(), false)),
-            [service, proto] if proto == "_tcp" => {
-                service.strip_prefix('_').map(|s| (s.to_string(), true))
+            [one] => Some((one.clone(), false, None)),
+            [service, proto] if proto == "_tcp" => service
+                .strip_prefix('_')
+                .map(|s| (s.to_string(), true, None)),
+            [port, service, proto] if proto == "_tcp" => {
+                match (port.strip_prefix('_'), service.strip_prefix('_')) {
+                    (Some(p), Some(s)) => Some((s.to_string(), true, Some(p.to_string()))),
+                    _ => None,
+                }
             }
             _ => None,
         };
-        let Some((key, srv_only)) = key else {
+        let Some((key, srv_only, port_name)) = key else {
             return Answer {
                 code: ResponseCode::NXDomain,
                 answers: vec![],
@@ -79,6 +89,7 @@ impl RecordSet {
             .tasks
             .iter()
             .filter(|(t, r)| **t == key || r.app.as_deref() == Some(key.as_str()))
+            .filter(|(_, r)| port_name.as_ref().is_none_or(|p| r.named.contains_key(p)))
             .collect();
         if matching.is_empty() {
             return Answer {
@@ -105,14 +116,18 @@ impl RecordSet {
             RecordType::SRV => {
                 for (t, r) in &matching {
                     let Ok(target) = task_name(t) else { continue };
-                    for p in &r.ports {
+                    let ports: Vec<u16> = match &port_name {
+                        Some(name) => r.named.get(name).copied().into_iter().collect(),
+                        None => r.ports.clone(),
+                    };
+                    for p in &ports {
                         answers.push(Record::from_rdata(
                             full.clone(),
                             TTL,
                             RData::SRV(SRV::new(0, 0, *p, target.clone())),
                         ));
                     }
-                    if !r.ports.is_empty() {
+                    if !ports.is_empty() {
                         additionals.push(Record::from_rdata(target, TTL, RData::A(A(r.addr))));
                     }
                 }
@@ -186,11 +201,15 @@ mod tests {
             app: Some(app.into()),
             addr: ip.parse().expect("ip"),
             ports: ports.to_vec(),
+            named: Default::default(),
         };
-        s.tasks
-            .insert("web-1".into(), task("web", "10.200.1.2", &[8080]));
-        s.tasks
-            .insert("web-2".into(), task("web", "10.200.2.2", &[8080]));
+        let mut web = |name: &str, ip: &str| {
+            let mut t = task("web", ip, &[8080, 9090]);
+            t.named = [("http".to_string(), 8080), ("admin".to_string(), 9090)].into();
+            s.tasks.insert(name.into(), t);
+        };
+        web("web-1", "10.200.1.2");
+        web("web-2", "10.200.2.2");
         s.tasks.insert("db-1".into(), task("db", "10.200.1.3", &[]));
         s
     }
@@ -226,26 +245,60 @@ mod tests {
             "web.strata.internal.",
             RecordType::SRV,
             expect![[r#"
-            No Error
-            answer web.strata.internal. 1 IN SRV 0 0 8080 web-1.strata.internal.
-            answer web.strata.internal. 1 IN SRV 0 0 8080 web-2.strata.internal.
-            additional web-1.strata.internal. 1 IN A 10.200.1.2
-            additional web-2.strata.internal. 1 IN A 10.200.2.2"#]],
+                No Error
+                answer web.strata.internal. 1 IN SRV 0 0 8080 web-1.strata.internal.
+                answer web.strata.internal. 1 IN SRV 0 0 9090 web-1.strata.internal.
+                answer web.strata.internal. 1 IN SRV 0 0 8080 web-2.strata.internal.
+                answer web.strata.internal. 1 IN SRV 0 0 9090 web-2.strata.internal.
+                additional web-1.strata.internal. 1 IN A 10.200.1.2
+                additional web-2.strata.internal. 1 IN A 10.200.2.2"#]],
         );
         check(
             "_web._tcp.strata.internal.",
             RecordType::SRV,
             expect![[r#"
-            No Error
-            answer _web._tcp.strata.internal. 1 IN SRV 0 0 8080 web-1.strata.internal.
-            answer _web._tcp.strata.internal. 1 IN SRV 0 0 8080 web-2.strata.internal.
-            additional web-1.strata.internal. 1 IN A 10.200.1.2
-            additional web-2.strata.internal. 1 IN A 10.200.2.2"#]],
+                No Error
+                answer _web._tcp.strata.internal. 1 IN SRV 0 0 8080 web-1.strata.internal.
+                answer _web._tcp.strata.internal. 1 IN SRV 0 0 9090 web-1.strata.internal.
+                answer _web._tcp.strata.internal. 1 IN SRV 0 0 8080 web-2.strata.internal.
+                answer _web._tcp.strata.internal. 1 IN SRV 0 0 9090 web-2.strata.internal.
+                additional web-1.strata.internal. 1 IN A 10.200.1.2
+                additional web-2.strata.internal. 1 IN A 10.200.2.2"#]],
         );
         check(
             "_web._tcp.strata.internal.",
             RecordType::A,
             expect!["No Error"],
+        );
+        check(
+            "_admin._web._tcp.strata.internal.",
+            RecordType::SRV,
+            expect![[r#"
+                No Error
+                answer _admin._web._tcp.strata.internal. 1 IN SRV 0 0 9090 web-1.strata.internal.
+                answer _admin._web._tcp.strata.internal. 1 IN SRV 0 0 9090 web-2.strata.internal.
+                additional web-1.strata.internal. 1 IN A 10.200.1.2
+                additional web-2.strata.internal. 1 IN A 10.200.2.2"#]],
+        );
+        check(
+            "_HTTP._web._tcp.strata.internal.",
+            RecordType::SRV,
+            expect![[r#"
+                No Error
+                answer _http._web._tcp.strata.internal. 1 IN SRV 0 0 8080 web-1.strata.internal.
+                answer _http._web._tcp.strata.internal. 1 IN SRV 0 0 8080 web-2.strata.internal.
+                additional web-1.strata.internal. 1 IN A 10.200.1.2
+                additional web-2.strata.internal. 1 IN A 10.200.2.2"#]],
+        );
+        check(
+            "_grpc._web._tcp.strata.internal.",
+            RecordType::SRV,
+            expect!["Non-Existent Domain"],
+        );
+        check(
+            "_http.web._tcp.strata.internal.",
+            RecordType::SRV,
+            expect!["Non-Existent Domain"],
         );
         check("db.strata.internal.", RecordType::SRV, expect!["No Error"]);
         check("db.strata.internal.", RecordType::AAAA, expect!["No Error"]);
@@ -271,6 +324,7 @@ mod tests {
                 app: None,
                 addr: "10.200.1.2".parse().expect("ip"),
                 ports: vec![],
+                named: Default::default(),
             },
         );
         assert_eq!(r.snapshot().tasks.keys().collect::<Vec<_>>(), ["web-1"]);

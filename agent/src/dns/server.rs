@@ -211,6 +211,7 @@ mod tests {
                 app: None,
                 addr: Ipv4Addr::new(192, 0, 2, 80),
                 ports: vec![],
+                named: Default::default(),
             },
         );
         let local = Records::new();
@@ -220,6 +221,7 @@ mod tests {
                 app: Some("web".into()),
                 addr: Ipv4Addr::new(10, 200, 1, 2),
                 ports: vec![8080],
+                named: Default::default(),
             },
         );
         let (upstream, server) = rt.block_on(async {
@@ -278,6 +280,7 @@ mod tests {
                 app: Some("web".into()),
                 addr: Ipv4Addr::new(10, 200, 2, 9),
                 ports: vec![],
+                named: Default::default(),
             },
         );
         let back = client::query(

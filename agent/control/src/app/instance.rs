@@ -94,6 +94,12 @@ pub fn task_spec(app: &AppSpec, id: &str, version: u64, host_ports: &[Option<u16
         args: app.args.clone(),
         force_pull: app.force_pull_image,
         health_checks,
+        port_names: listen
+            .iter()
+            .zip(&app.ports)
+            .filter(|(_, p)| tcp(p))
+            .filter_map(|(l, p)| Some((p.name.clone()?, (*l)?)))
+            .collect(),
     }
 }
 
@@ -170,7 +176,10 @@ mod tests {
                   "timeout_seconds": 20,
                   "max_consecutive_failures": 3
                 }
-              ]
+              ],
+              "port_names": {
+                "http": 8080
+              }
             }"#]]
         .assert_eq(&serde_json::to_string_pretty(&spec).expect("json"));
     }

@@ -93,6 +93,7 @@ impl From<TaskFile> for TaskSpec {
             args: Vec::new(),
             force_pull: false,
             health_checks: Vec::new(),
+            port_names: BTreeMap::new(),
         }
     }
 }

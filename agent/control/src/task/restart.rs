@@ -147,6 +147,7 @@ mod tests {
             args: vec![],
             force_pull: false,
             health_checks: vec![],
+            port_names: Default::default(),
         }
     }
 

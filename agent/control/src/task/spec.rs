@@ -103,6 +103,10 @@ pub struct TaskSpec {
     /// that fails one `max_consecutive_failures` times in a row is killed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_checks: Vec<crate::app::HealthCheck>,
+    /// Named TCP ports the task serves: each answers as the SRV record
+    /// `_<name>._<app>._tcp.<zone>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_names: BTreeMap<String, u16>,
 }
 
 /// How many uids (and gids) a task with `user_ns` has: 0 to 65535.

@@ -76,6 +76,7 @@ pub fn tasks_endpoints(
                 address: r.address?,
                 app: t.spec.app.clone(),
                 ports: t.spec.ports.clone(),
+                port_names: t.spec.port_names.clone(),
             })
         })
         .collect()
