@@ -225,6 +225,7 @@ fn master_private_and_public_join_at_boot() {
     assert_eq!(comm, "systemd\n");
 
     tasks_across_booted_agents(&p, &registry.guest_image());
+    app_across_booted_agents(&p, &registry.guest_image());
 
     // A node that vanishes is shown unreachable after the grace period.
     let lost = vms.remove(1);
@@ -334,6 +335,124 @@ fn three_masters_survive_losing_one() {
     .every(Duration::from_secs(1))
     .blind_for(Duration::from_secs(4))
     .check(|| stays_ready(&p, "private-1", &mut since));
+}
+
+/// An app deployed with the CLI from a Marathon JSON file (issue 15):
+/// the scheduler places its instance on the private agent, and a task on
+/// the public agent reaches it through its DNS name (`web-shop.<zone>`,
+/// Mesos-DNS's name for `/shop/web`). Removed, its instance stops.
+fn app_across_booted_agents(p: &Prepared, image: &str) {
+    let file = project_root().join(format!("target/qemu-tests/web-{}.json", unique()));
+    let json = format!(
+        r#"{{"id": "/shop/web", "instances": 1, "cpus": 0.1, "mem": 32,
+            "cmd": "exec nc -ll -p 8080 -e echo pong",
+            "container": {{"type": "DOCKER", "docker": {{"image": "{image}", "network": "BRIDGE",
+              "portMappings": [{{"containerPort": 8080, "hostPort": 0, "name": "http"}}]}}}},
+            "acceptedResourceRoles": ["*"],
+            "healthChecks": [{{"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 60,
+              "intervalSeconds": 2, "timeoutSeconds": 2, "maxConsecutiveFailures": 3}}],
+            "labels": {{"team": "shop"}}, "version": "2021-07-27T00:00:00Z"}}"#
+    );
+    std::fs::write(&file, json).expect("write the app file");
+    let path = file.display().to_string();
+    // Offline: no context, no endpoint.
+    let valid = std::process::Command::new(&p.strata)
+        .args(["app", "validate", &path])
+        .output()
+        .expect("strata app validate runs");
+    assert!(
+        valid.status.success(),
+        "app validate: {}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&valid.stdout).trim());
+    let started = Instant::now();
+    let out = p
+        .strata(&["app", "deploy", &path, "--wait", "--timeout", "400"])
+        .unwrap_or_else(|e| panic!("app deploy: {e:#}"));
+    println!(
+        "{} ({:.1}s, pull from the host's registry included)",
+        out.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    let shown: serde_json::Value = serde_json::from_str(
+        &p.strata(&["app", "show", "/shop/web", "--json"])
+            .expect("app show"),
+    )
+    .expect("app show JSON");
+    let instance = &shown["instances"][0];
+    assert_eq!(instance["node"], "private-1", "{shown}");
+    assert_eq!(instance["health"], "healthy", "{shown}");
+    // The client resolves the app's names (the zone's and the short one
+    // through the search list) and its named port's SRV record, and is
+    // answered through the address it got; it prints that address, which
+    // must be the address of an instance of the app.
+    let script = "resolve() { nslookup \"$1\" 2>/dev/null | awk '/^Name:/{n=1} n&&/^Address/{print $2; exit}'; }; \
+         try() { a=$(resolve web-shop.strata.internal) && [ -n \"$a\" ] && b=$(resolve web-shop) && [ \"$a\" = \"$b\" ] && \
+         [ \"$(echo | nc -w 5 $a 8080)\" = pong ] && \
+         nslookup -type=srv _http._web-shop._tcp.strata.internal 2>/dev/null | grep -qF ' 8080 '; }; \
+         i=0; while [ $i -lt 30 ]; do try && { echo \"resolved $a\"; exit 0; }; i=$((i+1)); echo \"attempt $i: $a $b\"; sleep 1; done; \
+         nslookup web-shop.strata.internal; nslookup -type=srv _http._web-shop._tcp.strata.internal; exit 1";
+    let run = p
+        .strata(&registry::task_run_args(
+            "public-1",
+            image,
+            "app-client",
+            script,
+        ))
+        .unwrap_or_else(|e| panic!("task run app-client: {e:#}"));
+    println!("{}", run.trim());
+    let client = wait_task(p, "app-client", "exited", Duration::from_secs(300), |t| {
+        t["exit_code"].is_number()
+    });
+    // What the client saw, and the app as the masters see it now.
+    let said = |args: &[&str]| p.strata(args).unwrap_or_else(|e| format!("{e:#}"));
+    let log = said(&[
+        "node",
+        "exec",
+        "public-1",
+        "--",
+        "/usr/bin/strata",
+        "task",
+        "logs",
+        "app-client",
+    ]);
+    let now = said(&["app", "show", "/shop/web", "--json"]);
+    assert_eq!(
+        client["exit_code"],
+        serde_json::json!(0),
+        "public-1 did not reach the app /shop/web by its DNS name web-shop: {client}\n\
+         client's log:\n{log}\napp show:\n{now}\ntask list:\n{}",
+        said(&["task", "list"]),
+    );
+    let resolved = log
+        .lines()
+        .find_map(|l| l.strip_prefix("resolved "))
+        .unwrap_or_else(|| panic!("the client did not say what it resolved: {log}"));
+    let now: serde_json::Value = serde_json::from_str(&now).expect("app show JSON");
+    assert!(
+        now["instances"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|i| i["address"] == resolved)),
+        "web-shop resolved to {resolved}, the address of no instance: {now}"
+    );
+    println!("public-1 reached /shop/web as web-shop at {resolved}, and its port http by SRV");
+    p.strata(&["task", "stop", "app-client"])
+        .expect("stop app-client");
+    p.strata(&["app", "remove", "/shop/web"])
+        .expect("app remove");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !p
+        .strata(&["app", "list", "--json"])
+        .is_ok_and(|l| l.trim() == "[]")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the app was not removed within 120s"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let _ = std::fs::remove_file(&file);
 }
 
 /// The cluster's tasks, as `strata task list --json` gives them.
