@@ -495,6 +495,13 @@ pub struct TaskRecord {
     /// reports it stopped.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
+    /// Unix seconds of the stop's planning: a node that has not reported
+    /// the task stopped after its grace and
+    /// [`crate::deploy::STOP_TIMEOUT_SECONDS`] (an agent too old to know
+    /// `stopping`, a runtime that cannot stop it) no longer holds up the
+    /// app: the record is deleted, which an agent of any version obeys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_since: Option<u64>,
 }
 
 /// A task's state as its node reports it (`PUT /v1/tasks/<id>/status`).

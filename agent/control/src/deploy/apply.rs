@@ -100,6 +100,7 @@ pub fn world(
                 resources: task_resources(&t.spec, of.disk_mib),
                 host_ports: t.host_ports.clone(),
                 stopping: t.stopping,
+                stopping_since: t.stopping_since,
             }),
             None => pinned.push(Alloc {
                 node: t.node.clone(),
@@ -191,6 +192,7 @@ pub fn changes(
                         }),
                         host_ports: host_ports.iter().flatten().copied().collect(),
                         stopping: false,
+                        stopping_since: None,
                     },
                 ));
             }
@@ -198,6 +200,7 @@ pub fn changes(
                 if let Some(t) = tasks.get(instance) {
                     let mut t = t.clone();
                     t.stopping = true;
+                    t.stopping_since = Some(now);
                     out.put_tasks.push((instance.clone(), t));
                 }
             }

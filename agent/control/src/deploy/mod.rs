@@ -32,6 +32,10 @@ use crate::task::TaskState;
 /// the app says otherwise.
 pub const DEFAULT_DEADLINE_SECONDS: u64 = 600;
 
+/// How long past its app's kill grace an instance may stay stopping before
+/// its record is deleted (see [`crate::model::TaskRecord::stopping_since`]).
+pub const STOP_TIMEOUT_SECONDS: u64 = 120;
+
 /// How a deployment came about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -211,6 +215,8 @@ pub struct Instance {
     pub host_ports: Vec<u16>,
     /// A stop was planned: its node is stopping it.
     pub stopping: bool,
+    /// When the stop was planned (none from a writer that did not say).
+    pub stopping_since: Option<u64>,
 }
 
 impl Instance {
@@ -433,6 +439,24 @@ pub fn plan(world: &World, now: u64, waiting: &BTreeMap<AppId, String>) -> Plan 
         .map(|a| &a.spec.id)
         .collect();
 
+    // Stops that no node carried out in time are given up: the record
+    // goes, and the node stops what it no longer finds assigned.
+    for i in &world.instances {
+        let grace = world
+            .apps
+            .iter()
+            .find(|a| a.spec.id == i.app)
+            .map_or(0, |a| a.spec.kill_grace_seconds);
+        if i.stopping
+            && !i.ended()
+            && i.stopping_since
+                .is_some_and(|s| now >= s + grace + STOP_TIMEOUT_SECONDS)
+        {
+            out.actions.push(Action::Forget {
+                instance: i.id.clone(),
+            });
+        }
+    }
     // Instances of apps that are gone.
     for i in &world.instances {
         if !known.contains(&i.app) {

@@ -59,6 +59,7 @@ pub fn steps(mut world: World, app: &AppId, now: u64) -> Vec<String> {
                         resources: crate::schedule::Resources::of(&state.spec),
                         host_ports: host_ports.iter().flatten().copied().collect(),
                         stopping: false,
+                        stopping_since: None,
                     });
                 }
                 Action::Stop { instance, .. } | Action::Forget { instance } => {

@@ -33,6 +33,8 @@ struct Sim {
     log: Vec<String>,
     /// The most instances of an app alive at once, seen after each step.
     peak: usize,
+    /// The nodes never carry out a stop (agents older than `stopping`).
+    deaf: bool,
 }
 
 fn node(name: &str, cpus: u64) -> NodeState {
@@ -78,6 +80,7 @@ impl Sim {
             now: 1000,
             log: Vec::new(),
             peak: 0,
+            deaf: false,
         }
     }
 
@@ -202,11 +205,13 @@ impl Sim {
                     resources: Resources::of(spec),
                     host_ports: host_ports.iter().flatten().copied().collect(),
                     stopping: false,
+                    stopping_since: None,
                 });
             }
             Action::Stop { instance, .. } => {
                 if let Some(i) = w.instances.iter_mut().find(|i| &i.id == instance) {
                     i.stopping = true;
+                    i.stopping_since = Some(self.now);
                 }
             }
             Action::Forget { instance } => w.instances.retain(|i| &i.id != instance),
@@ -254,12 +259,15 @@ impl Sim {
             .filter(|n| n.unreachable_since.is_some())
             .map(|n| n.view.name.clone())
             .collect();
+        let deaf = self.deaf;
         for i in &mut self.world.instances {
             if unreachable.contains(&i.node) || i.ended() {
                 continue;
             }
             if i.stopping {
-                i.state = TaskState::Stopped;
+                if !deaf {
+                    i.state = TaskState::Stopped;
+                }
                 continue;
             }
             let behaviour = self
@@ -410,6 +418,41 @@ fn a_roll_without_room_over_capacity_stops_first_within_the_health_floor() {
         now: web.2.4@a1 running healthy, web.2.5@a1 running healthy, web.2.6@a1 running healthy, web.2.7@a1 running healthy
         deployment: d2 version 2 succeeded
         peak alive: 4
+    "#]]);
+}
+
+#[test]
+fn a_stop_that_no_node_carries_out_is_given_up_after_the_grace_and_the_timeout() {
+    let mut s = Sim::new(&[("a1", 8)]);
+    s.deaf = true;
+    s.deploy(
+        app(&format!("instances = 2\n{CHECKED}")),
+        Behaviour::Good,
+        DeploymentKind::Deploy,
+        0,
+    );
+    s.run(4);
+    s.log.clear();
+    s.peak = 0;
+    s.deploy(
+        app(&format!("instances = 2\ncmd = \"v2\"\nkill_grace_seconds = 30\n{CHECKED}[upgrade_strategy]\nminimum_health_capacity = 0.5\nmaximum_over_capacity = 0.0\n")),
+        Behaviour::Good,
+        DeploymentKind::Deploy,
+        0,
+    );
+    s.run(42);
+    s.check(expect![[r#"
+        deploy version 2 (Deploy, 2 instances)
+        t+40: stop web.1.0 (Replaced)
+        t+190: forget web.1.0
+        t+200: start web.2.2 on a1; update /web deployment d2 running
+        t+220: stop web.1.1 (Replaced)
+        t+370: forget web.1.1
+        t+380: start web.2.3 on a1; update /web deployment d2 running
+        t+400: update /web deployment d2 succeeded
+        now: web.2.2@a1 running healthy, web.2.3@a1 running healthy
+        deployment: d2 version 2 succeeded
+        peak alive: 2
     "#]]);
 }
 

@@ -38,6 +38,7 @@ pub async fn create_task(
         instance_of: None,
         host_ports: Vec::new(),
         stopping: false,
+        stopping_since: None,
     };
     if !state.store.create_task(&id, &record).await? {
         return Err(ApiError::TaskExists(id));
