@@ -89,7 +89,9 @@ pub enum Error {
     Conflict { what: String, attempts: u32 },
 }
 
-type KeepAlive = Arc<tokio::sync::Mutex<Option<(i64, LeaseKeeper, LeaseKeepAliveStream)>>>;
+/// A node's lease, its keep-alive stream, and the member (index of
+/// `Clients`) the stream runs on.
+type KeepAlive = Arc<tokio::sync::Mutex<Option<(i64, usize, LeaseKeeper, LeaseKeepAliveStream)>>>;
 
 /// A connection to the cluster's etcd.
 #[derive(Clone)]
@@ -856,34 +858,51 @@ impl Store {
             map.entry(name.to_string()).or_default().clone()
         };
         let mut slot = slot.lock().await;
-        if let Some((_, keeper, stream)) = slot.as_mut() {
+        if let Some((_, member, keeper, stream)) = slot.as_mut() {
+            let member = *member;
             let renewed = async {
                 keeper.keep_alive().await?;
                 stream.message().await
             };
             match self.timed(renewed).await {
                 Ok(Some(resp)) if resp.ttl() > 0 => return Ok(resp.ttl()),
-                // Expired, or the stream broke: start again below.
-                Ok(_) | Err(_) => *slot = None,
+                // Expired, or the stream ended: start again below.
+                Ok(_) => *slot = None,
+                // Its member does not answer (it is down, or its
+                // connection is not yet known dead): the calls below, and
+                // the stream they open, go to the next member at once, so
+                // that the node's lease is renewed within its grace.
+                Err(_) => {
+                    self.clients.failed(member);
+                    *slot = None;
+                }
             }
         }
         // A lease this master does not know yet may still be alive (the
         // node heartbeated through another master before).
         let key = format!("{ALIVE}{name}");
         let existing = self.get(key.clone(), None).await?;
-        let mut lease = self.client().lease_client();
+        let (member, client) = self.clients.get();
+        let mut lease = client.lease_client();
         if let Some(alive) = existing
             .kvs()
             .first()
             .map(|kv| decode::<Alive>(&key, kv.value()))
             .transpose()?
         {
-            let (mut keeper, mut stream) = self.timed(lease.keep_alive(alive.lease)).await?;
-            self.timed(keeper.keep_alive()).await?;
-            if let Some(resp) = self.timed(stream.message()).await?
+            let opened = async {
+                let (mut keeper, mut stream) = lease.keep_alive(alive.lease).await?;
+                keeper.keep_alive().await?;
+                let resp = stream.message().await?;
+                Ok((keeper, stream, resp))
+            };
+            let (keeper, stream, resp) = self.timed(opened).await.inspect_err(|_| {
+                self.clients.failed(member);
+            })?;
+            if let Some(resp) = resp
                 && resp.ttl() > 0
             {
-                *slot = Some((alive.lease, keeper, stream));
+                *slot = Some((alive.lease, member, keeper, stream));
                 return Ok(resp.ttl());
             }
         }
@@ -896,8 +915,11 @@ impl Store {
         .expect("alive always serializes");
         self.put(key, value, Some(PutOptions::new().with_lease(granted.id())))
             .await?;
-        let (keeper, stream) = self.timed(lease.keep_alive(granted.id())).await?;
-        *slot = Some((granted.id(), keeper, stream));
+        let (keeper, stream) = self
+            .timed(lease.keep_alive(granted.id()))
+            .await
+            .inspect_err(|_| self.clients.failed(member))?;
+        *slot = Some((granted.id(), member, keeper, stream));
         Ok(granted.ttl())
     }
 
