@@ -7,11 +7,15 @@
 //! - [`manifest`]: what an image holds (packages, sizes, digests).
 //! - [`bundle`]: the signed update bundle and its verification.
 //! - [`key`]: ed25519 signing and verifying keys as files.
+//! - [`version`]: image versions and their order.
+//! - [`slot`]: the A/B slots' states and what an upgrade does with them.
 
 pub mod bundle;
 pub mod key;
 pub mod manifest;
 pub mod plan;
+pub mod slot;
+pub mod version;
 
 use sha2::{Digest, Sha256};
 

@@ -55,6 +55,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             kernel: Kernel::Cloud,
             signing_key: None,
             disk_size_mib: ::image::plan::DEFAULT_DISK_SIZE / ::image::plan::MIB,
+            version: None,
         })?;
     }
     let strata = strata_bin(&root)?;

@@ -38,6 +38,7 @@ fn bench_image(warm_only: bool) -> anyhow::Result<()> {
         kernel: Kernel::Cloud,
         signing_key: None,
         disk_size_mib: ::image::plan::DEFAULT_DISK_SIZE / ::image::plan::MIB,
+        version: None,
     };
     let mut figures = Vec::new();
     let mut steps = Vec::new();

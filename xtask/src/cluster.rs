@@ -92,6 +92,7 @@ fn up(layout: Layout) -> anyhow::Result<()> {
                 kernel: Kernel::Cloud,
                 signing_key: None,
                 disk_size_mib: ::image::plan::DEFAULT_DISK_SIZE / ::image::plan::MIB,
+                version: None,
             })?;
         }
     }

@@ -85,6 +85,17 @@ pub struct Args {
     /// Size of the disk image in MiB (the state partition takes the rest).
     #[arg(long, default_value_t = image::plan::DEFAULT_DISK_SIZE / image::plan::MIB)]
     pub disk_size_mib: u64,
+    /// The image version (`IMAGE_VERSION`, the manifest's and the
+    /// bundle's), a semantic version such as `0.2.0`; the commit is added
+    /// as build metadata (`0.2.0+g1a2b3c4d5e6f`) unless it has its own.
+    /// Default: the workspace's version.
+    #[arg(long, value_parser = parse_version)]
+    pub version: Option<image::version::ImageVersion>,
+}
+
+fn parse_version(text: &str) -> Result<image::version::ImageVersion, String> {
+    text.parse()
+        .map_err(|e: image::version::VersionError| e.to_string())
 }
 
 /// What a build produced for one role (for the bench and the tests).
@@ -136,7 +147,7 @@ pub fn build_timed(args: &Args) -> anyhow::Result<(Vec<Built>, String)> {
         .unwrap_or_else(|| root.join("target/images"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let disk_size = args.disk_size_mib * image::plan::MIB;
-    let version = version(&root);
+    let version = version(&root, args.version.as_ref());
     let epoch = source_date_epoch(&root)?;
     let key = signing_key(&root, args.signing_key.as_deref())?;
     let mut steps = Steps::new("all roles");
@@ -245,8 +256,14 @@ fn prepare_trees(root: &Path, args: &Args) -> anyhow::Result<()> {
     })
 }
 
-/// The image version: the workspace version and the commit, e.g. `0.1.0+g1a2b3c4d5e6f`.
-pub fn version(root: &Path) -> String {
+/// The image version: `asked` (or the workspace's version) and the commit
+/// as build metadata, e.g. `0.1.0+g1a2b3c4d5e6f`; a version asked with its
+/// own build metadata is kept as it is.
+pub fn version(root: &Path, asked: Option<&image::version::ImageVersion>) -> String {
+    if let Some(v) = asked.filter(|v| v.has_build()) {
+        return v.to_string();
+    }
+    let base = asked.map_or_else(|| env!("CARGO_PKG_VERSION").to_string(), |v| v.to_string());
     let commit =
         sh::output(
             Command::new("git")
@@ -256,9 +273,9 @@ pub fn version(root: &Path) -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     if commit.is_empty() {
-        env!("CARGO_PKG_VERSION").to_string()
+        base
     } else {
-        format!("{}+g{commit}", env!("CARGO_PKG_VERSION"))
+        format!("{base}+g{commit}")
     }
 }
 
