@@ -1,0 +1,352 @@
+//! The rollout planner driven round by round over simulated nodes: each
+//! round plans, records the actions, and lets the nodes act (a cordoned
+//! node's instances move away in one round; a node told to upgrade is down
+//! for a round, then Ready on the new version, or back on the old one, or
+//! gone, as it is told to behave). The rounds are compared with the
+//! expected text.
+
+use expect_test::{Expect, expect};
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Good,
+    /// Its new slot never gets healthy: it boots the old one again.
+    FallsBack,
+    /// It never comes back.
+    Vanishes,
+}
+
+struct Sim {
+    nodes: Vec<NodeFacts>,
+    behaviour: BTreeMap<String, Behaviour>,
+    /// Nodes rebooting into the new version, and the round they are back.
+    rebooting: BTreeMap<String, u32>,
+    round: u32,
+    now: u64,
+    log: Vec<String>,
+    /// The most masters down at once, and agents out at once.
+    peak: (usize, usize),
+}
+
+fn node(name: &str, role: Role, instances: u32) -> NodeFacts {
+    NodeFacts {
+        name: name.into(),
+        role,
+        ready: true,
+        version: "0.1.0+gaaaa".into(),
+        cordoned: false,
+        instances,
+        rolled_back: None,
+    }
+}
+
+impl Sim {
+    fn new(masters: usize, agents: usize) -> Sim {
+        let mut nodes = Vec::new();
+        for i in 1..=masters {
+            nodes.push(node(&format!("master-{i}"), Role::Master, 0));
+        }
+        for i in 1..=agents {
+            nodes.push(node(&format!("agent-{i}"), Role::Private, 2));
+        }
+        Sim {
+            nodes,
+            behaviour: BTreeMap::new(),
+            rebooting: BTreeMap::new(),
+            round: 0,
+            now: 10_000,
+            log: Vec::new(),
+            peak: (0, 0),
+        }
+    }
+
+    /// Runs `rounds` rounds 30 seconds apart; returns the rollout.
+    fn run(&mut self, mut r: Rollout, rounds: u32) -> Rollout {
+        for _ in 0..rounds {
+            let plan = plan(&r, &self.nodes, self.now);
+            let changed: Vec<String> = plan
+                .rollout
+                .nodes
+                .iter()
+                .zip(&r.nodes)
+                .filter(|(new, old)| new.step != old.step)
+                .map(|(new, _)| format!("{} {}", new.name, new.step))
+                .collect();
+            if !plan.actions.is_empty() || !changed.is_empty() || plan.rollout.halted != r.halted {
+                let mut line = format!("t+{}:", self.now - 10_000);
+                if !plan.actions.is_empty() {
+                    let a: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+                    line += &format!(" do [{}]", a.join(", "));
+                }
+                if !changed.is_empty() {
+                    line += &format!(" now [{}]", changed.join(", "));
+                }
+                if let (Some(h), None) = (&plan.rollout.halted, &r.halted) {
+                    line += &format!(" HALTED at {}: {}", h.node, h.reason);
+                }
+                self.log.push(line);
+            }
+            for a in &plan.actions {
+                self.act(a, &plan.rollout.version);
+            }
+            r = plan.rollout;
+            self.round += 1;
+            self.now += 30;
+            self.nodes_act(&r.version);
+            let down_masters = self
+                .nodes
+                .iter()
+                .filter(|n| n.role == Role::Master && !n.ready)
+                .count();
+            let out_agents = self
+                .nodes
+                .iter()
+                .filter(|n| n.role != Role::Master && (!n.ready || n.cordoned))
+                .count();
+            self.peak = (self.peak.0.max(down_masters), self.peak.1.max(out_agents));
+        }
+        r
+    }
+
+    fn get(&mut self, name: &str) -> Option<&mut NodeFacts> {
+        self.nodes.iter_mut().find(|n| n.name == name)
+    }
+
+    fn act(&mut self, a: &Action, _version: &str) {
+        let back = self.round + 2;
+        match a {
+            Action::Cordon(n) => {
+                if let Some(n) = self.get(n) {
+                    n.cordoned = true;
+                }
+            }
+            Action::Uncordon(n) => {
+                if let Some(n) = self.get(n) {
+                    n.cordoned = false;
+                }
+            }
+            Action::Upgrade { node, .. } => {
+                let node = node.clone();
+                if let Some(n) = self.get(&node) {
+                    n.ready = false;
+                }
+                self.rebooting.insert(node, back);
+            }
+        }
+    }
+
+    fn nodes_act(&mut self, version: &str) {
+        let round = self.round;
+        let due: Vec<String> = self
+            .rebooting
+            .iter()
+            .filter(|(_, r)| **r <= round)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.rebooting.remove(&name);
+            let behaviour = self
+                .behaviour
+                .get(&name)
+                .copied()
+                .unwrap_or(Behaviour::Good);
+            match behaviour {
+                Behaviour::Good => {
+                    let n = self.get(&name).expect("node");
+                    n.ready = true;
+                    n.version = format!("{version}+gbbbb");
+                }
+                Behaviour::FallsBack => {
+                    let n = self.get(&name).expect("node");
+                    n.ready = true;
+                    n.rolled_back = Some(
+                        "slot b did not get healthy in 3 boots, so the node booted slot a again"
+                            .into(),
+                    );
+                }
+                Behaviour::Vanishes => {}
+            }
+        }
+        // The scheduler moves a cordoned node's instances away.
+        for n in &mut self.nodes {
+            if n.cordoned {
+                n.instances = 0;
+            }
+        }
+    }
+
+    fn check(&self, r: &Rollout, expected: Expect) {
+        let nodes: Vec<String> = r
+            .nodes
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.step))
+            .collect();
+        let out = format!(
+            "{}\nnodes: {}\ncomplete: {}, most masters down at once: {}, most agents out at once: {}\n",
+            self.log.join("\n"),
+            nodes.join(", "),
+            is_complete(r),
+            self.peak.0,
+            self.peak.1
+        );
+        expected.assert_eq(&out);
+    }
+}
+
+#[test]
+fn masters_one_at_a_time_then_agents_within_max_unavailable() {
+    let mut s = Sim::new(3, 4);
+    let r = start(&s.nodes, "0.2.0", 2, 300, s.now);
+    let r = s.run(r, 20);
+    s.check(&r, expect![[r#"
+        t+0: do [upgrade master-1 to 0.2.0] now [master-1 upgrading]
+        t+60: do [upgrade master-2 to 0.2.0] now [master-1 done, master-2 upgrading]
+        t+120: do [upgrade master-3 to 0.2.0] now [master-2 done, master-3 upgrading]
+        t+180: do [cordon agent-1, cordon agent-2] now [master-3 done, agent-1 draining, agent-2 draining]
+        t+210: do [upgrade agent-1 to 0.2.0, upgrade agent-2 to 0.2.0] now [agent-1 upgrading, agent-2 upgrading]
+        t+270: do [uncordon agent-1, uncordon agent-2] now [agent-1 uncordoning, agent-2 uncordoning]
+        t+300: do [cordon agent-3, cordon agent-4] now [agent-1 done, agent-2 done, agent-3 draining, agent-4 draining]
+        t+330: do [upgrade agent-3 to 0.2.0, upgrade agent-4 to 0.2.0] now [agent-3 upgrading, agent-4 upgrading]
+        t+390: do [uncordon agent-3, uncordon agent-4] now [agent-3 uncordoning, agent-4 uncordoning]
+        t+420: now [agent-3 done, agent-4 done]
+        nodes: master-1 done, master-2 done, master-3 done, agent-1 done, agent-2 done, agent-3 done, agent-4 done
+        complete: true, most masters down at once: 1, most agents out at once: 2
+    "#]]);
+}
+
+#[test]
+fn a_node_already_on_the_version_is_skipped() {
+    let mut s = Sim::new(1, 2);
+    s.nodes[1].version = "0.2.0+gcccc".into();
+    let r = start(&s.nodes, "0.2.0", 1, 300, s.now);
+    let r = s.run(r, 12);
+    s.check(
+        &r,
+        expect![[r#"
+        t+0: do [upgrade master-1 to 0.2.0] now [master-1 upgrading]
+        t+30: now [agent-1 skipped (already on the version)]
+        t+60: do [cordon agent-2] now [master-1 done, agent-2 draining]
+        t+90: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
+        t+150: do [uncordon agent-2] now [agent-2 uncordoning]
+        t+180: now [agent-2 done]
+        nodes: master-1 done, agent-1 skipped (already on the version), agent-2 done
+        complete: true, most masters down at once: 1, most agents out at once: 1
+    "#]],
+    );
+}
+
+#[test]
+fn a_master_waits_while_another_master_is_down() {
+    let mut s = Sim::new(3, 0);
+    s.nodes[2].ready = false;
+    let r = start(&s.nodes, "0.2.0", 1, 300, s.now);
+    let r = s.run(r, 3);
+    s.nodes[2].ready = true;
+    let r = s.run(r, 10);
+    s.check(
+        &r,
+        expect![[r#"
+        t+90: do [upgrade master-1 to 0.2.0] now [master-1 upgrading]
+        t+150: do [upgrade master-2 to 0.2.0] now [master-1 done, master-2 upgrading]
+        t+210: do [upgrade master-3 to 0.2.0] now [master-2 done, master-3 upgrading]
+        t+270: now [master-3 done]
+        nodes: master-1 done, master-2 done, master-3 done
+        complete: true, most masters down at once: 1, most agents out at once: 0
+    "#]],
+    );
+}
+
+#[test]
+fn a_node_whose_new_slot_falls_back_halts_the_rollout_and_resume_retries_it() {
+    let mut s = Sim::new(1, 3);
+    s.behaviour.insert("agent-2".into(), Behaviour::FallsBack);
+    let r = start(&s.nodes, "0.2.0", 1, 300, s.now);
+    let r = s.run(r, 14);
+    s.log.push("-- resume, agent-2 fixed".into());
+    s.behaviour.insert("agent-2".into(), Behaviour::Good);
+    s.get("agent-2").expect("agent-2").rolled_back = None;
+    let r = resume(&r, s.now);
+    let r = s.run(r, 10);
+    s.check(&r, expect![[r#"
+        t+0: do [upgrade master-1 to 0.2.0] now [master-1 upgrading]
+        t+60: do [cordon agent-1] now [master-1 done, agent-1 draining]
+        t+90: do [upgrade agent-1 to 0.2.0] now [agent-1 upgrading]
+        t+150: do [uncordon agent-1] now [agent-1 uncordoning]
+        t+180: do [cordon agent-2] now [agent-1 done, agent-2 draining]
+        t+210: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
+        t+270: now [agent-2 failed: its new slot was rolled back: slot b did not get healthy in 3 boots, so the node booted slot a again] HALTED at agent-2: its new slot was rolled back: slot b did not get healthy in 3 boots, so the node booted slot a again
+        -- resume, agent-2 fixed
+        t+420: do [cordon agent-2] now [agent-2 draining]
+        t+450: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
+        t+510: do [uncordon agent-2] now [agent-2 uncordoning]
+        t+540: do [cordon agent-3] now [agent-2 done, agent-3 draining]
+        t+570: do [upgrade agent-3 to 0.2.0] now [agent-3 upgrading]
+        t+630: do [uncordon agent-3] now [agent-3 uncordoning]
+        t+660: now [agent-3 done]
+        nodes: master-1 done, agent-1 done, agent-2 done, agent-3 done
+        complete: true, most masters down at once: 1, most agents out at once: 1
+    "#]]);
+}
+
+#[test]
+fn a_node_that_vanishes_mid_upgrade_halts_the_rollout_at_the_deadline() {
+    let mut s = Sim::new(1, 2);
+    s.behaviour.insert("agent-1".into(), Behaviour::Vanishes);
+    let r = start(&s.nodes, "0.2.0", 1, 300, s.now);
+    let r = s.run(r, 40);
+    s.check(&r, expect![[r#"
+        t+0: do [upgrade master-1 to 0.2.0] now [master-1 upgrading]
+        t+60: do [cordon agent-1] now [master-1 done, agent-1 draining]
+        t+90: do [upgrade agent-1 to 0.2.0] now [agent-1 upgrading]
+        t+990: now [agent-1 failed: not Ready on 0.2.0 900s after its upgrade began (it runs 0.1.0+gaaaa, not Ready)] HALTED at agent-1: not Ready on 0.2.0 900s after its upgrade began (it runs 0.1.0+gaaaa, not Ready)
+        nodes: master-1 done, agent-1 failed: not Ready on 0.2.0 900s after its upgrade began (it runs 0.1.0+gaaaa, not Ready), agent-2 waiting
+        complete: false, most masters down at once: 1, most agents out at once: 1
+    "#]]);
+}
+
+#[test]
+fn a_drain_that_does_not_finish_goes_on_at_its_deadline() {
+    let mut s = Sim::new(0, 1);
+    let r = start(&s.nodes, "0.2.0", 1, 60, s.now);
+    // The instances cannot move anywhere.
+    let mut r = r;
+    for _ in 0..4 {
+        r = s.run(r, 1);
+        s.nodes[0].instances = 2;
+    }
+    let r = s.run(r, 6);
+    s.check(
+        &r,
+        expect![[r#"
+        t+0: do [cordon agent-1] now [agent-1 draining]
+        t+60: do [upgrade agent-1 to 0.2.0] now [agent-1 upgrading]
+        t+120: do [uncordon agent-1] now [agent-1 uncordoning]
+        t+150: now [agent-1 done]
+        nodes: agent-1 done
+        complete: true, most masters down at once: 0, most agents out at once: 1
+    "#]],
+    );
+}
+
+#[test]
+fn a_stored_rollout_reads_what_a_newer_master_wrote() {
+    let r: Rollout = serde_json::from_str(
+        r#"{"format": 2, "version": "0.2.0", "max_unavailable": 1, "drain_deadline_seconds": 60,
+            "started_at": 1, "paused": true,
+            "nodes": [{"name": "a", "role": "private", "step": "verifying", "since": 1}]}"#,
+    )
+    .expect("reads");
+    assert_eq!(r.nodes[0].step, Step::Unknown);
+    let failed = NodeProgress {
+        name: "a".into(),
+        role: Role::Private,
+        step: Step::Failed {
+            reason: "why".into(),
+        },
+        since: 5,
+    };
+    expect![[r#"{"name":"a","role":"private","step":"failed","reason":"why","since":5}"#]]
+        .assert_eq(&serde_json::to_string(&failed).expect("serializes"));
+}
