@@ -15,7 +15,9 @@
 //!   app's grace, and its stale copy is stopped when it comes back (never
 //!   more instances than asked);
 //! - the leader master killed, another takes over and the scheduler
-//!   resumes (a scale is carried out).
+//!   resumes (a scale is carried out);
+//! - a drained node's instance moves to another agent and its pinned task
+//!   stops, and starts again once the node is uncordoned.
 //!
 //! Root only.
 
@@ -426,6 +428,89 @@ fn apps_are_kept_running_by_the_scheduler() {
         (running(&a).len() == 3).then_some(a)
     });
     assert_eq!(a.instances.len(), 3, "no placement doubled: {a:#?}");
+
+    // Drained: the node's instance moves to the agent that has none, its
+    // pinned task stops (reported stopped, its record kept); uncordoned,
+    // the pinned task runs again.
+    c.cli_ok(&[
+        "app",
+        "scale",
+        "/shop/web",
+        "2",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    let a = c.wait("two instances", Duration::from_secs(60), || {
+        let a = app(&c)?;
+        (a.instances.len() == 2 && running(&a).len() == 2).then_some(a)
+    });
+    let victim = a.instances[0].node.clone();
+    let spare = AGENTS
+        .iter()
+        .find(|n| !running(&a).contains_key(**n))
+        .expect("a spare agent")
+        .to_string();
+    c.cli_ok(&[
+        "task",
+        "run",
+        "--node",
+        &victim,
+        "--image",
+        "example.org/bb:1",
+        "--id",
+        "pinned-1",
+        "--stop-grace",
+        "1",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let pinned = |c: &TestCluster| -> Option<String> {
+        let list: serde_json::Value =
+            serde_json::from_str(&c.cli(&["task", "list", "--json"]).ok()?).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|t| t["id"] == "pinned-1")
+            .and_then(|t| t["state"].as_str().map(String::from))
+    };
+    c.wait("the pinned task running", Duration::from_secs(60), || {
+        (pinned(&c)? == "running").then_some(())
+    });
+    let out = c.cli_ok(&["node", "drain", &victim, "--deadline", "60s", "--wait"]);
+    assert!(out.contains(&format!("node `{victim}` drained")), "{out}");
+    c.wait(
+        "the instance replaced on the spare agent",
+        Duration::from_secs(60),
+        || {
+            let a = app(&c)?;
+            let by = running(&a);
+            (by.get(&spare) == Some(&1) && by.len() == 2 && !by.contains_key(&victim)).then_some(())
+        },
+    );
+    let list = c.cli_ok(&["node", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&victim) && l.contains("Ready,Drained")),
+        "{list}"
+    );
+    c.wait("the pinned task stopped", Duration::from_secs(60), || {
+        (pinned(&c)? == "stopped").then_some(())
+    });
+    assert!(
+        agent::tasks::list(&c.state_dir(&victim))
+            .iter()
+            .all(|t| t.id != "pinned-1"),
+        "the drained node still holds the pinned task"
+    );
+    c.cli_ok(&["node", "uncordon", &victim]);
+    c.wait(
+        "the pinned task running again",
+        Duration::from_secs(60),
+        || (pinned(&c)? == "running").then_some(()),
+    );
+    assert!(!c.cli_ok(&["node", "list"]).contains("Drained"));
+    c.cli_ok(&["task", "stop", "pinned-1"]);
 
     // Removed: every instance stops, then the app goes.
     c.cli_ok(&["app", "remove", "/shop/web"]);

@@ -151,6 +151,23 @@ pub const REMOVE_NODE: Route = route(
     "remove_node",
 )
 .needs(Permission::ManageNodes);
+/// `POST /v1/nodes/{name}/drain`: an operator drains a node: it takes no
+/// new instances, its app instances move away, its pinned tasks stop.
+pub const DRAIN_NODE: Route = route(
+    Method::Post,
+    "/v1/nodes/{name}/drain",
+    Auth::Operator,
+    "drain_node",
+)
+.needs(Permission::ManageNodes);
+/// `POST /v1/nodes/{name}/uncordon`: a drained node takes work again.
+pub const UNCORDON_NODE: Route = route(
+    Method::Post,
+    "/v1/nodes/{name}/uncordon",
+    Auth::Operator,
+    "uncordon_node",
+)
+.needs(Permission::ManageNodes);
 /// `POST /v1/nodes/{name}/heartbeat`: a node says it is alive.
 pub const HEARTBEAT: Route = route(
     Method::Post,
@@ -387,6 +404,8 @@ pub const ROUTES: &[Route] = &[
     SHOW_NODE,
     REGISTER,
     REMOVE_NODE,
+    DRAIN_NODE,
+    UNCORDON_NODE,
     HEARTBEAT,
     RENEW_CERT,
     WATCH_NODES,

@@ -28,5 +28,6 @@ pub mod format;
 pub mod lease;
 pub mod model;
 pub mod rbac;
+pub mod rollout;
 pub mod schedule;
 pub mod task;

@@ -172,6 +172,42 @@ pub struct NodeStatus {
     /// The node's overlay subnet lease, once it registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Cidr>,
+    /// An operator drained it (`strata node drain`): it takes no new
+    /// instances until `strata node uncordon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cordon: Option<Cordon>,
+}
+
+/// `POST /v1/nodes/{name}/drain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    /// Seconds after which what still runs there is stopped anyway;
+    /// [`DEFAULT_DRAIN_DEADLINE_SECONDS`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<u64>,
+}
+
+/// The drain deadline when none is given.
+pub const DEFAULT_DRAIN_DEADLINE_SECONDS: u64 = 300;
+/// The longest drain deadline.
+pub const MAX_DRAIN_DEADLINE_SECONDS: u64 = 7 * 86400;
+
+/// A drained node (`/strata/cordons/<name>`): the scheduler places nothing
+/// new there and moves its app instances away, each going once a
+/// replacement is healthy or at the deadline; its pinned tasks stop until
+/// it is uncordoned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cordon {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    /// Unix seconds of the drain.
+    pub since: u64,
+    /// Unix seconds after which the instances still there are stopped
+    /// whether or not their replacements are healthy.
+    pub deadline: u64,
+    /// Who drained it.
+    pub by: String,
 }
 
 impl NodeStatus {
@@ -201,6 +237,7 @@ pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) 
                 },
                 ready_since: live.map(|a| a.since),
                 subnet: None,
+                cordon: None,
                 record,
             }
         })

@@ -13,9 +13,9 @@ use control::audit::AuditRecord;
 use control::deploy::Deployment;
 use control::exec::{self, ExecRequest};
 use control::model::{
-    AssignmentWatch, CertRenewal, CertRotation, ClusterStatus, HeartbeatResponse, JoinRequest,
-    JoinResponse, NodeInfo, NodeStatus, NodeWatch, Registered, RenewedCert, TaskReport,
-    TaskRequest, TaskView,
+    AssignmentWatch, CertRenewal, CertRotation, ClusterStatus, DrainRequest, HeartbeatResponse,
+    JoinRequest, JoinResponse, NodeInfo, NodeStatus, NodeWatch, Registered, RenewedCert,
+    TaskReport, TaskRequest, TaskView,
 };
 
 use super::client::{ApiClient, ClientError, Upgraded};
@@ -46,6 +46,16 @@ impl ApiClient {
     /// `DELETE /v1/nodes/{name}`.
     pub async fn remove_node(&self, name: &str) -> Result<serde_json::Value> {
         self.delete(&routes::REMOVE_NODE.fill(&[name])).await
+    }
+
+    /// `POST /v1/nodes/{name}/drain`.
+    pub async fn drain_node(&self, name: &str, req: &DrainRequest) -> Result<NodeStatus> {
+        self.post(&routes::DRAIN_NODE.fill(&[name]), req).await
+    }
+
+    /// `POST /v1/nodes/{name}/uncordon`.
+    pub async fn uncordon_node(&self, name: &str) -> Result<NodeStatus> {
+        self.post(&routes::UNCORDON_NODE.fill(&[name]), &()).await
     }
 
     /// `POST /v1/nodes/{name}/heartbeat`.

@@ -1,5 +1,5 @@
-//! `strata node list|show|remove|exec`: the cluster's nodes, through the
-//! API.
+//! `strata node list|show|remove|drain|uncordon|exec`: the cluster's
+//! nodes, through the API.
 
 use clap::Subcommand;
 
@@ -33,6 +33,35 @@ pub enum NodeCommand {
         name: String,
         #[command(flatten)]
         target: Target,
+    },
+    /// Drain a node: it takes no new work, its app instances move to other
+    /// nodes (each once its replacement is healthy, or at the deadline),
+    /// and its pinned tasks stop until `strata node uncordon`.
+    Drain {
+        name: String,
+        /// How long instances may take to move before what still runs
+        /// there is stopped anyway (90s, 10m, 1h).
+        #[arg(long, value_parser = parse_deadline)]
+        deadline: Option<u64>,
+        /// Wait until nothing the scheduler placed runs there any more,
+        /// printing what is left.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a drained node back into service: it takes new work, and its
+    /// pinned tasks start again.
+    Uncordon {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a command on a node, as root in the host's namespaces (admins
     /// only; each session is in the audit log). The node has no SSH: this
@@ -83,6 +112,41 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        NodeCommand::Drain {
+            name,
+            deadline,
+            wait,
+            target,
+            json,
+        } => {
+            let client = target.client()?;
+            let rt = runtime()?;
+            let req = control::model::DrainRequest {
+                deadline_seconds: deadline,
+            };
+            let node = rt.block_on(client.drain_node(&name, &req))?;
+            let now = crate::clock::unix_secs();
+            output::emit(json, &node, |n| {
+                let deadline = n
+                    .cordon
+                    .as_ref()
+                    .map_or(0, |c| c.deadline.saturating_sub(now));
+                format!(
+                    "node `{name}` drained: nothing new goes there, its app instances move within {deadline}s, its pinned tasks stop; `strata node uncordon {name}` puts it back\n"
+                )
+            })?;
+            if wait {
+                rt.block_on(wait_drained(&client, &name, json))?;
+            }
+            Ok(())
+        }
+        NodeCommand::Uncordon { name, target, json } => {
+            let client = target.client()?;
+            let node = runtime()?.block_on(client.uncordon_node(&name))?;
+            output::emit(json, &node, |_| {
+                format!("node `{name}` takes work again; its pinned tasks start\n")
+            })
+        }
         NodeCommand::Exec {
             name,
             interactive,
@@ -93,6 +157,45 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
             let code = exec(&name, interactive, tty, command, target)?;
             std::process::exit(code)
         }
+    }
+}
+
+fn parse_deadline(text: &str) -> Result<u64, String> {
+    control::access::parse_duration(text)
+}
+
+/// Waits until no app instance is left on drained node `name`, printing
+/// how many are left as that changes.
+async fn wait_drained(
+    client: &crate::api::client::ApiClient,
+    name: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut last = None;
+    loop {
+        let apps = client.list_apps().await?;
+        let left: Vec<&str> = apps
+            .iter()
+            .flat_map(|a| &a.instances)
+            .filter(|i| i.node == name)
+            .map(|i| i.id.as_str())
+            .collect();
+        if last != Some(left.len()) && !json {
+            eprintln!(
+                "{name}: {} app instance(s) left{}",
+                left.len(),
+                if left.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", left.join(", "))
+                }
+            );
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        last = Some(left.len());
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

@@ -427,7 +427,11 @@ pub fn node_list(nodes: &[NodeStatus], now: u64) -> String {
             vec![
                 i.name.clone(),
                 i.role.to_string(),
-                n.state.to_string(),
+                match &n.cordon {
+                    // As kubectl shows a cordoned node.
+                    Some(_) => format!("{},Drained", n.state),
+                    None => n.state.to_string(),
+                },
                 i.addresses.first().cloned().unwrap_or_else(|| "-".into()),
                 i.cpus.to_string(),
                 bytes(i.memory_bytes),
@@ -460,6 +464,21 @@ pub fn node_show(n: &NodeStatus, now: u64) -> String {
     kv("state:", n.state.to_string());
     if let Some(s) = n.ready_since {
         kv("ready for:", age(now.saturating_sub(s)));
+    }
+    if let Some(c) = &n.cordon {
+        kv(
+            "drained:",
+            format!(
+                "{} ago by {}; what still runs there is stopped {}",
+                age(now.saturating_sub(c.since)),
+                c.by,
+                if c.deadline > now {
+                    format!("in {}", age(c.deadline - now))
+                } else {
+                    "now".to_string()
+                }
+            ),
+        );
     }
     kv("addresses:", i.addresses.join(", "));
     if let Some(s) = n.subnet {

@@ -379,6 +379,7 @@ mod tests {
 
     fn status(name: &str, addresses: &[&str], subnet: Option<&str>) -> NodeStatus {
         NodeStatus {
+            cordon: None,
             record: NodeRecord {
                 info: NodeInfo {
                     format: Default::default(),

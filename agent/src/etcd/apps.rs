@@ -16,7 +16,7 @@ use etcd_client::{
 use control::app::AppId;
 use control::app::record::{AppRecord, AppVersion, LeaderRecord};
 use control::deploy::apply::Changes;
-use control::model::{Alive, NodeRecord, NodeStatus, TaskRecord, TaskReport};
+use control::model::{Alive, Cordon, NodeRecord, NodeStatus, TaskRecord, TaskReport};
 
 use super::{ALIVE, Error, NODES, Store, TASK_STATUS, TASKS, decode, record_json};
 
@@ -58,7 +58,7 @@ const OPS_PER_TXN: usize = 100;
 
 /// Whether a change to `key` may change what the scheduler plans.
 pub(super) fn scheduler_input(key: &str) -> bool {
-    [APPS, TASKS, TASK_STATUS, NODES, ALIVE]
+    [APPS, TASKS, TASK_STATUS, NODES, ALIVE, super::CORDONS]
         .iter()
         .any(|p| key.starts_with(p))
 }
@@ -262,12 +262,21 @@ impl Store {
         for (k, v) in self.range_at(ALIVE, at).await?.1 {
             alive.insert(k.clone(), decode::<Alive>(&format!("{ALIVE}{k}"), &v)?);
         }
+        let mut nodes = control::model::node_statuses(records, &alive);
+        let cordons = super::CORDONS;
+        let mut drained = BTreeMap::new();
+        for (k, v) in self.range_at(cordons, at).await?.1 {
+            drained.insert(k.clone(), decode::<Cordon>(&format!("{cordons}{k}"), &v)?);
+        }
+        for n in &mut nodes {
+            n.cordon = drained.remove(&n.record.info.name);
+        }
         Ok(SchedulerSnapshot {
             revision,
             apps,
             tasks,
             reports,
-            nodes: control::model::node_statuses(records, &alive),
+            nodes,
         })
     }
 

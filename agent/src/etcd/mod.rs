@@ -30,7 +30,7 @@ use control::audit::{self, AuditRecord};
 use control::exec::ExecSession;
 use control::lease::{self, LeaseError, LeaseKeys};
 use control::model::{
-    Alive, CertRotation, MasterCert, MasterStatus, NodeRecord, TaskRecord, TaskReport,
+    Alive, CertRotation, Cordon, MasterCert, MasterStatus, NodeRecord, TaskRecord, TaskReport,
 };
 
 pub use access::AccessCache;
@@ -43,6 +43,8 @@ const TASKS: &str = "/strata/tasks/";
 const TASK_STATUS: &str = "/strata/task-status/";
 /// Break-glass sessions waiting for their node: `<node>/<id>`.
 const EXEC: &str = "/strata/exec/";
+/// Drained nodes (`control::model::Cordon`).
+const CORDONS: &str = "/strata/cordons/";
 /// The last certificate rotation an admin asked for.
 const CERT_ROTATION: &str = "/strata/cert-rotation";
 /// Each master's API certificate: `<name>`.
@@ -513,6 +515,41 @@ impl Store {
             .any(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0)))
     }
 
+    /// Drains node `name` (replacing an earlier drain's record), only
+    /// while the node exists: false when it does not.
+    pub async fn put_cordon(&self, name: &str, cordon: &Cordon) -> Result<bool, Error> {
+        let value = serde_json::to_vec(cordon).expect("a cordon always serializes");
+        let txn = Txn::new()
+            .when([Compare::version(
+                format!("{NODES}{name}"),
+                CompareOp::Greater,
+                0,
+            )])
+            .and_then([
+                TxnOp::put(format!("{CORDONS}{name}"), value, None),
+                apps::bump_epoch(),
+            ]);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
+    /// Uncordons node `name`; returns whether it was drained.
+    pub async fn delete_cordon(&self, name: &str) -> Result<bool, Error> {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(format!("{CORDONS}{name}"), None),
+            apps::bump_epoch(),
+        ]);
+        let resp = self.txn(txn).await?;
+        Ok(resp
+            .op_responses()
+            .iter()
+            .any(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0)))
+    }
+
+    /// Every drained node: name to its drain.
+    pub async fn cordons(&self) -> Result<BTreeMap<String, Cordon>, Error> {
+        self.decode_prefix(CORDONS).await
+    }
+
     /// Records a task's status as its node reports it, only while the task
     /// exists (a report racing a delete is dropped).
     pub async fn put_task_report(&self, id: &str, report: &TaskReport) -> Result<bool, Error> {
@@ -770,6 +807,7 @@ impl Store {
             let mut ops = vec![
                 TxnOp::delete(node_key.clone(), None),
                 TxnOp::delete(format!("{ALIVE}{name}"), None),
+                TxnOp::delete(format!("{CORDONS}{name}"), None),
             ];
             let mut compares = Vec::new();
             match &held {
@@ -1028,6 +1066,7 @@ fn node_list_input(key: &[u8]) -> bool {
         || key.starts_with(LeaseKeys::PREFIX)
         || key.starts_with(TASK_STATUS)
         || key.starts_with(TASKS)
+        || key.starts_with(CORDONS)
 }
 
 /// Raises `tx` to `rev` when that is later than what it holds.
@@ -1108,7 +1147,8 @@ async fn follow_changes(
                     }
                     // Exec sessions reach nodes in their assignment watch.
                     let key = String::from_utf8_lossy(kv.key());
-                    if key.starts_with(TASKS) || key.starts_with(EXEC) {
+                    // So do drains, which stop a node's pinned tasks.
+                    if key.starts_with(TASKS) || key.starts_with(EXEC) || key.starts_with(CORDONS) {
                         raise(&tasks, at);
                     }
                     if apps::scheduler_input(&key) {

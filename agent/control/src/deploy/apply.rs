@@ -41,6 +41,7 @@ pub fn node_view(n: &NodeStatus, reserve: Reserve) -> Option<NodeView> {
         name: info.name.clone(),
         role,
         ready: n.state == Liveness::Ready,
+        cordoned: n.cordon.is_some(),
         attributes: info.attributes.clone(),
         allocatable: Resources {
             cpu_milli: (u64::from(info.cpus) * 1000).saturating_sub(r.cpu_milli),
@@ -80,6 +81,7 @@ pub fn world(
             Some(NodeState {
                 view,
                 unreachable_since: since,
+                drain_deadline: n.cordon.as_ref().map(|c| c.deadline),
             })
         })
         .collect();
@@ -474,6 +476,7 @@ mod tests {
                 name: "a1".into(),
                 role: AgentRole::Private,
                 ready: true,
+                cordoned: false,
                 attributes: Default::default(),
                 allocatable: Resources {
                     cpu_milli: 4000,
@@ -482,6 +485,7 @@ mod tests {
                 },
             },
             unreachable_since: None,
+            drain_deadline: None,
         };
         let apps = vec![admitted.record];
         let world = World {

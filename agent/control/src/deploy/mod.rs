@@ -251,6 +251,9 @@ impl Instance {
 pub struct NodeState {
     pub view: NodeView,
     pub unreachable_since: Option<u64>,
+    /// Drained: its instances move away, and by this time (unix seconds)
+    /// the ones left are stopped.
+    pub drain_deadline: Option<u64>,
 }
 
 /// Everything the scheduler plans from, at one etcd revision.
@@ -277,6 +280,9 @@ pub enum StopReason {
     AppRemoved,
     /// Its app no longer exists.
     Orphaned,
+    /// Its node is drained, and a replacement is healthy or the drain's
+    /// deadline passed.
+    Drained,
 }
 
 /// One step of a plan.
@@ -431,6 +437,11 @@ pub fn plan(world: &World, now: u64, waiting: &BTreeMap<AppId, String>) -> Plan 
         .iter()
         .filter_map(|n| n.unreachable_since.map(|s| (n.view.name.as_str(), s)))
         .collect();
+    let draining: BTreeMap<&str, u64> = world
+        .nodes
+        .iter()
+        .filter_map(|n| n.drain_deadline.map(|d| (n.view.name.as_str(), d)))
+        .collect();
     let known: BTreeSet<&AppId> = world.apps.iter().map(|a| &a.spec.id).collect();
     let healthy_apps: BTreeSet<&AppId> = world
         .apps
@@ -487,6 +498,7 @@ pub fn plan(world: &World, now: u64, waiting: &BTreeMap<AppId, String>) -> Plan 
             app,
             now,
             unreachable: &unreachable,
+            draining: &draining,
             placer: &mut placer,
             actions: Vec::new(),
             launches: app.launches,
@@ -547,6 +559,8 @@ struct AppPlan<'a> {
     app: &'a AppState,
     now: u64,
     unreachable: &'a BTreeMap<&'a str, u64>,
+    /// Drained nodes and their drains' deadlines.
+    draining: &'a BTreeMap<&'a str, u64>,
     placer: &'a mut Placer,
     actions: Vec<Action>,
     launches: Launches,
@@ -611,33 +625,60 @@ impl AppPlan<'_> {
         // gone, stopping or not.
         let total_alive = alive.len();
         let active: Vec<&Instance> = alive.iter().copied().filter(|i| !i.stopping).collect();
-        let (new, old): (Vec<&Instance>, Vec<&Instance>) = active
+        let (new, mut old): (Vec<&Instance>, Vec<&Instance>) = active
             .iter()
             .partition(|i| i.version == self.app.config_version);
+        // Instances of the version on drained nodes are replaced as old
+        // ones are.
+        let (leaving, new): (Vec<&Instance>, Vec<&Instance>) = new
+            .into_iter()
+            .partition(|i| self.draining.contains_key(i.node.as_str()));
         let over = (n as f64 * spec.upgrade_strategy.maximum_over_capacity).floor() as usize;
         let min_healthy =
             (n as f64 * spec.upgrade_strategy.minimum_health_capacity).ceil() as usize;
         let rolling = self.deployment.as_ref().is_some_and(|d| !d.state.is_done());
         if !rolling {
-            self.steady(n, over, &new, &old, total_alive);
+            self.steady(n, over, min_healthy, &new, &old, &leaving, total_alive);
             return;
         }
+        old.extend(leaving);
         self.roll(n, over, min_healthy, &new, &old, total_alive);
     }
 
     /// No deployment under way: keep `n` instances of the version, within
-    /// the cap (what is stopping still counts until it is gone).
+    /// the cap (what is stopping still counts until it is gone). Those on
+    /// drained nodes (`leaving`) are replaced, and each goes once the
+    /// health floor holds without it, or at its drain's deadline.
+    #[allow(clippy::too_many_arguments)]
     fn steady(
         &mut self,
         n: usize,
         over: usize,
+        min_healthy: usize,
         new: &[&Instance],
         old: &[&Instance],
+        leaving: &[&Instance],
         total_alive: usize,
     ) {
         // Leftovers of other versions (a deployment that ended early).
         for i in old {
             self.stop(i, StopReason::Replaced);
+        }
+        let floor = min_healthy.min(n);
+        let mut healthy = new.iter().chain(leaving).filter(|i| i.healthy()).count();
+        for &i in &self.kill_order(leaving) {
+            let due = self
+                .draining
+                .get(i.node.as_str())
+                .is_some_and(|&deadline| self.now >= deadline);
+            if i.healthy() && !due && healthy <= floor {
+                // Needed until a replacement is healthy.
+                continue;
+            }
+            if i.healthy() {
+                healthy -= 1;
+            }
+            self.stop(i, StopReason::Drained);
         }
         if new.len() > n {
             for i in self.kill_order(new).into_iter().take(new.len() - n) {

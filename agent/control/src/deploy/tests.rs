@@ -43,6 +43,7 @@ fn node(name: &str, cpus: u64) -> NodeState {
             name: name.into(),
             role: AgentRole::Private,
             ready: true,
+            cordoned: false,
             attributes: BTreeMap::new(),
             allocatable: Resources {
                 cpu_milli: cpus * 1000,
@@ -51,6 +52,7 @@ fn node(name: &str, cpus: u64) -> NodeState {
             },
         },
         unreachable_since: None,
+        drain_deadline: None,
     }
 }
 
@@ -660,6 +662,94 @@ fn an_instance_that_ends_is_replaced_after_the_launch_backoff() {
         t+90: /web waits: launch backoff after 3 failures: next start at 1120
         now: 
         deployment: d1 version 1 failed (3 new instances ended before they were healthy)
+        peak alive: 0
+    "#]]);
+}
+
+impl Sim {
+    /// `strata node drain NAME --deadline D`.
+    fn drain(&mut self, name: &str, deadline: u64) {
+        self.log
+            .push(format!("drain {name} (deadline {deadline}s)"));
+        let until = self.now + deadline;
+        let n = self
+            .world
+            .nodes
+            .iter_mut()
+            .find(|n| n.view.name == name)
+            .expect("the node");
+        n.view.cordoned = true;
+        n.drain_deadline = Some(until);
+    }
+}
+
+#[test]
+fn a_drained_node_s_instances_move_and_each_goes_once_its_replacement_is_healthy() {
+    let mut s = Sim::new(&[("a1", 8), ("a2", 8)]);
+    s.deploy(
+        app(&format!("instances = 3\n{CHECKED}")),
+        Behaviour::Good,
+        DeploymentKind::Deploy,
+        0,
+    );
+    s.run(4);
+    s.log.clear();
+    s.peak = 0;
+    s.drain("a1", 300);
+    s.run(6);
+    s.check(expect![[r#"
+        drain a1 (deadline 300s)
+        t+40: start web.1.3 on a2; start web.1.4 on a2; start web.1.5 on a2; update /web deployment d1 succeeded
+        t+60: stop web.1.0 (Drained); stop web.1.1 (Drained); stop web.1.2 (Drained)
+        t+70: forget web.1.0; forget web.1.1; forget web.1.2
+        now: web.1.3@a2 running healthy, web.1.4@a2 running healthy, web.1.5@a2 running healthy
+        deployment: d1 version 1 succeeded
+        peak alive: 6
+    "#]]);
+}
+
+#[test]
+fn a_drain_without_room_elsewhere_waits_for_its_deadline() {
+    let mut s = Sim::new(&[("a1", 1), ("a2", 1)]);
+    s.deploy(
+        app(&format!("instances = 2\ncpus = 1\n{CHECKED}[upgrade_strategy]\nminimum_health_capacity = 1.0\nmaximum_over_capacity = 1.0\n")),
+        Behaviour::Good,
+        DeploymentKind::Deploy,
+        0,
+    );
+    s.run(4);
+    s.log.clear();
+    s.peak = 0;
+    s.drain("a1", 60);
+    s.run(12);
+    s.check(expect![[r#"
+        drain a1 (deadline 60s)
+        t+40: /web waits: 0 of 1 instances placed: no node can take an instance of /web: drained (`strata node uncordon` puts it back) (1 node); too few free cpus for 1 (1 node)
+        t+100: stop web.1.0 (Drained)
+        t+110: forget web.1.0
+        now: web.1.1@a2 running healthy
+        deployment: d1 version 1 succeeded
+        peak alive: 2
+    "#]]);
+}
+
+#[test]
+fn nothing_new_is_placed_on_a_drained_node() {
+    let mut s = Sim::new(&[("a1", 8)]);
+    s.drain("a1", 300);
+    s.deploy(
+        app("instances = 1"),
+        Behaviour::Good,
+        DeploymentKind::Deploy,
+        0,
+    );
+    s.run(2);
+    s.check(expect![[r#"
+        drain a1 (deadline 300s)
+        deploy version 1 (Deploy, 1 instances)
+        t+0: /web waits: 0 of 1 instances placed: no node can take an instance of /web: drained (`strata node uncordon` puts it back) (1 node)
+        now: 
+        deployment: d1 version 1 running
         peak alive: 0
     "#]]);
 }

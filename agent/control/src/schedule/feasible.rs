@@ -12,6 +12,7 @@ use crate::app::{AgentRole, AppSpec, Operator, full_match};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Refusal {
     NotReady,
+    Cordoned,
     Role,
     /// The app's constraint at this index.
     Constraint(usize),
@@ -29,6 +30,7 @@ impl Refusal {
     pub fn describe(self, app: &AppSpec, want: Resources) -> String {
         match self {
             Refusal::NotReady => "not ready".into(),
+            Refusal::Cordoned => "drained (`strata node uncordon` puts it back)".into(),
             Refusal::Role => {
                 let roles: Vec<&str> = app
                     .roles()
@@ -119,6 +121,9 @@ pub fn check(
 ) -> Result<Vec<Option<u16>>, Refusal> {
     if !node.ready {
         return Err(Refusal::NotReady);
+    }
+    if node.cordoned {
+        return Err(Refusal::Cordoned);
     }
     if !app.roles().contains(&node.role) {
         return Err(Refusal::Role);

@@ -68,6 +68,9 @@ pub struct NodeView {
     pub attributes: BTreeMap<String, String>,
     /// What tasks may use: the node's resources less the system's reserve.
     pub allocatable: Resources,
+    /// Drained by an operator: it takes no new instances.
+    #[serde(default)]
+    pub cordoned: bool,
 }
 
 impl NodeView {

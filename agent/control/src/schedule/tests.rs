@@ -3,7 +3,7 @@ use expect_test::{Expect, expect};
 use super::*;
 
 /// A cluster, one line per node or placed task:
-/// `node NAME private|public [down] cpus=N mem=MiB [disk=MiB] [attr=value...]`
+/// `node NAME private|public [down] [cordoned] cpus=N mem=MiB [disk=MiB] [attr=value...]`
 /// `task NODE [app=/id] cpus=N mem=MiB [ports=P,P]`.
 fn cluster(text: &str) -> Snapshot {
     let mut s = Snapshot::default();
@@ -37,6 +37,7 @@ fn cluster(text: &str) -> Snapshot {
                     _ => AgentRole::Private,
                 },
                 ready: !words.contains(&"down"),
+                cordoned: words.contains(&"cordoned"),
                 attributes,
                 allocatable: Resources {
                     disk_mib: if res.disk_mib == 0 {
@@ -204,6 +205,20 @@ fn unready_nodes_take_nothing() {
         expect![[r#"
             a2 a2 
             no node can take an instance of /web: not ready (1 node); too few free cpus for 2 (1 node)"#]],
+    );
+}
+
+#[test]
+fn drained_nodes_take_nothing() {
+    check(
+        "node a1 private cordoned cpus=4 mem=4096
+         node a2 private cpus=4 mem=4096",
+        "cpus = 2\nmem = 512",
+        3,
+        BIN,
+        expect![[r#"
+            a2 a2 
+            no node can take an instance of /web: drained (`strata node uncordon` puts it back) (1 node); too few free cpus for 2 (1 node)"#]],
     );
 }
 

@@ -164,6 +164,13 @@ impl Needs for RemoveNodes {
     const WHAT: &'static str = "remove nodes";
 }
 
+/// `POST /v1/nodes/{name}/drain` and `/uncordon`.
+pub struct DrainNodes;
+impl Needs for DrainNodes {
+    const PERMISSION: Permission = Permission::ManageNodes;
+    const WHAT: &'static str = "drain and uncordon nodes";
+}
+
 /// `POST /v1/tasks`.
 pub struct RunTasks;
 impl Needs for RunTasks {
@@ -358,6 +365,8 @@ mod tests {
         check::<ReadState>(api::LIST_TASKS);
         check::<ReadState>(api::WATCH_NODES);
         check::<RemoveNodes>(api::REMOVE_NODE);
+        check::<DrainNodes>(api::DRAIN_NODE);
+        check::<DrainNodes>(api::UNCORDON_NODE);
         check::<RunTasks>(api::CREATE_TASK);
         check::<StopTasks>(api::DELETE_TASK);
         check::<ManageJoinTokens>(api::CREATE_JOIN_TOKEN);

@@ -128,6 +128,8 @@ pub enum ApiError {
     /// one per line.
     #[error("{0}")]
     BadApp(String),
+    #[error("drain: {0}")]
+    BadDrain(String),
     #[error("no app `{0}`: `strata app list` shows the cluster's apps")]
     NoSuchApp(String),
     #[error("no deployment `{0}`: `strata deployment list` shows them")]
@@ -185,6 +187,7 @@ impl ApiError {
             | BadTokenRequest(_)
             | BadExec(_)
             | BadApp(_)
+            | BadDrain(_)
             | BadPath(_) => StatusCode::BAD_REQUEST,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ExecNotAttached { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -251,6 +254,7 @@ impl ApiError {
             ExecOtherNode { .. } => "exec-other-node",
             ExecNotAttached { .. } => "exec-not-attached",
             BadApp(_) => "bad-app",
+            BadDrain(_) => "bad-drain",
             NoSuchApp(_) => "no-such-app",
             NoSuchDeployment(_) => "no-such-deployment",
             AppChanged(_) => "app-changed",

@@ -41,6 +41,7 @@ use routes::{apps, audit_log, cluster, exec, join, nodes, tasks, tokens, watch};
 type Assignments = (
     BTreeMap<String, TaskRecord>,
     Vec<control::exec::ExecSession>,
+    BTreeMap<String, control::model::Cordon>,
 );
 
 /// What the handlers share.
@@ -258,6 +259,8 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::SHOW_NODE, nodes::show_node),
         mount(api_routes::REGISTER, nodes::register),
         mount(api_routes::REMOVE_NODE, nodes::remove_node),
+        mount(api_routes::DRAIN_NODE, nodes::drain_node),
+        mount(api_routes::UNCORDON_NODE, nodes::uncordon_node),
         mount(api_routes::HEARTBEAT, nodes::heartbeat),
         mount(api_routes::RENEW_CERT, nodes::renew_cert),
         mount(api_routes::WATCH_NODES, watch::watch_nodes),

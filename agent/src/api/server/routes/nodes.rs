@@ -7,13 +7,14 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use configs::net::Ipv4Cidr;
 use control::model::{
-    CertRenewal, HeartbeatResponse, NodeInfo, NodeRecord, NodeStatus, Registered, RenewedCert,
+    CertRenewal, Cordon, DEFAULT_DRAIN_DEADLINE_SECONDS, DrainRequest, HeartbeatResponse,
+    MAX_DRAIN_DEADLINE_SECONDS, NodeInfo, NodeRecord, NodeStatus, Registered, RenewedCert,
     node_statuses,
 };
 
 use crate::api::server::ApiState;
 use crate::api::server::audit::AuditNote;
-use crate::api::server::auth::{Operator, ReadState, RemoveNodes, ThisNode};
+use crate::api::server::auth::{DrainNodes, Operator, ReadState, RemoveNodes, ThisNode};
 use crate::api::server::error::ApiError;
 use crate::pki::CertInfo;
 
@@ -153,6 +154,72 @@ pub async fn remove_node(
     })))
 }
 
+/// Drains a node: the scheduler places nothing new there and moves its app
+/// instances away; its pinned tasks stop until it is uncordoned. Draining
+/// a drained node again sets a new deadline. Answers the node as it is now.
+pub async fn drain_node(
+    State(state): State<Arc<ApiState>>,
+    Operator(user, _): Operator<DrainNodes>,
+    Path(name): Path<String>,
+    Json(req): Json<DrainRequest>,
+) -> Result<(Extension<AuditNote>, Json<NodeStatus>), ApiError> {
+    let deadline = req
+        .deadline_seconds
+        .unwrap_or(DEFAULT_DRAIN_DEADLINE_SECONDS);
+    if deadline > MAX_DRAIN_DEADLINE_SECONDS {
+        return Err(ApiError::BadDrain(format!(
+            "a deadline of {deadline}s is longer than the {MAX_DRAIN_DEADLINE_SECONDS}s a drain may wait"
+        )));
+    }
+    let now = crate::clock::unix_secs();
+    let cordon = Cordon {
+        format: Default::default(),
+        since: now,
+        deadline: now + deadline,
+        by: user.label(),
+    };
+    if !state.store.put_cordon(&name, &cordon).await? {
+        return Err(ApiError::NoSuchNode(name));
+    }
+    tracing::info!(
+        node = %name,
+        by = %user.id,
+        "api: node `{name}` drained by {} (deadline {deadline}s)",
+        user.label()
+    );
+    let note = AuditNote {
+        who: None,
+        detail: format!("drain {name}, deadline {deadline}s"),
+    };
+    Ok((Extension(note), Json(one_status(&state, &name).await?)))
+}
+
+/// Uncordons a node: it takes work again and its pinned tasks start.
+pub async fn uncordon_node(
+    State(state): State<Arc<ApiState>>,
+    Operator(user, _): Operator<DrainNodes>,
+    Path(name): Path<String>,
+) -> Result<(Extension<AuditNote>, Json<NodeStatus>), ApiError> {
+    let status = one_status(&state, &name).await?;
+    if status.cordon.is_some() {
+        state.store.delete_cordon(&name).await?;
+        tracing::info!(node = %name, by = %user.id, "api: node `{name}` uncordoned by {}", user.label());
+    }
+    let note = AuditNote {
+        who: None,
+        detail: format!("uncordon {name}"),
+    };
+    Ok((Extension(note), Json(one_status(&state, &name).await?)))
+}
+
+async fn one_status(state: &ApiState, name: &str) -> Result<NodeStatus, ApiError> {
+    statuses(state)
+        .await?
+        .into_iter()
+        .find(|n| n.record.info.name == name)
+        .ok_or_else(|| ApiError::NoSuchNode(name.to_string()))
+}
+
 pub async fn heartbeat(
     State(state): State<Arc<ApiState>>,
     ThisNode { name, cert }: ThisNode,
@@ -192,9 +259,11 @@ pub async fn statuses(state: &ApiState) -> Result<Vec<NodeStatus>, ApiError> {
     let records = state.store.list_nodes().await?;
     let alive = state.store.alive().await?;
     let leases = state.store.leases().await?;
+    let mut cordons = state.store.cordons().await?;
     let mut out = node_statuses(records, &alive);
     for n in &mut out {
         n.subnet = leases.get(&n.record.info.name).copied();
+        n.cordon = cordons.remove(&n.record.info.name);
     }
     Ok(out)
 }

@@ -102,12 +102,19 @@ pub async fn watch_assignments(
             let revision = state.store.revision().await?;
             let tasks = state.store.list_tasks().await?;
             let exec = state.store.list_exec().await?;
-            Ok((revision, Arc::new((tasks, exec))))
+            let cordons = state.store.cordons().await?;
+            Ok((revision, Arc::new((tasks, exec, cordons))))
         })
         .await?;
-    let (all, exec) = &*all;
+    let (all, exec, cordons) = &*all;
+    // A drained node stops its pinned tasks (and reports them stopped) as
+    // it stops what the scheduler stops; they start again when it is
+    // uncordoned, their records never gone. Its app instances run until
+    // the scheduler stops them.
+    let drained = cordons.contains_key(&cert.common_name);
     let mine = all.values().filter(|t| t.node == cert.common_name);
-    let (stopping, running): (Vec<_>, Vec<_>) = mine.partition(|t| t.stopping);
+    let (stopping, running): (Vec<_>, Vec<_>) =
+        mine.partition(|t| t.stopping || (drained && t.instance_of.is_none()));
     let tasks = running.into_iter().map(|t| t.spec.clone()).collect();
     let stopping = stopping.into_iter().map(|t| t.spec.id.clone()).collect();
     let exec = exec
