@@ -508,11 +508,7 @@ impl Store {
             TxnOp::delete(format!("{TASK_STATUS}{id}"), None),
             apps::bump_epoch(),
         ]);
-        let resp = self.txn(txn).await?;
-        Ok(resp
-            .op_responses()
-            .iter()
-            .any(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0)))
+        Ok(deleted_any(&self.txn(txn).await?))
     }
 
     /// Drains node `name` (replacing an earlier drain's record), only
@@ -538,11 +534,7 @@ impl Store {
             TxnOp::delete(format!("{CORDONS}{name}"), None),
             apps::bump_epoch(),
         ]);
-        let resp = self.txn(txn).await?;
-        Ok(resp
-            .op_responses()
-            .iter()
-            .any(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0)))
+        Ok(deleted_any(&self.txn(txn).await?))
     }
 
     /// Every drained node: name to its drain.
@@ -1057,6 +1049,13 @@ async fn wait_past(mut rx: tokio::sync::watch::Receiver<i64>, after: i64, wait: 
         tracing::warn!("etcd: the shared watch is gone; long-polls wait their whole time");
         tokio::time::sleep_until(deadline).await;
     }
+}
+
+/// Whether a delete of the transaction removed a key.
+fn deleted_any(resp: &TxnResponse) -> bool {
+    resp.op_responses()
+        .iter()
+        .any(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0))
 }
 
 /// Keys whose changes the node list shows.
