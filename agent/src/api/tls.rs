@@ -150,8 +150,8 @@ pub fn client_config(ca_pem: &str, identity: Option<(&str, &str)>) -> Result<Cli
 /// token. The server must send the pinned CA in its chain and its
 /// certificate must verify against that CA.
 pub fn pinned_client_config(ca_sha256: &str) -> Result<ClientConfig, Error> {
-    let verifier = PinnedCa {
-        ca_sha256: ca_sha256.to_string(),
+    let verifier = Verifier {
+        accept: Accept::PinnedCa(ca_sha256.to_string()),
         provider: provider(),
     };
     Ok(ClientConfig::builder_with_provider(provider())
@@ -169,71 +169,31 @@ pub fn health_check_client_config() -> Result<ClientConfig, Error> {
     Ok(ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert {
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            accept: Accept::Any,
             provider: provider(),
         }))
         .with_no_client_auth())
 }
 
+/// A server certificate verifier whose handshake signatures are always
+/// checked, and whose certificate is accepted as `accept` says.
 #[derive(Debug)]
-struct AnyCert {
+struct Verifier {
+    accept: Accept,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 #[derive(Debug)]
-struct PinnedCa {
-    ca_sha256: String,
-    provider: Arc<CryptoProvider>,
+enum Accept {
+    /// A certificate that verifies against the CA of this sha256, which
+    /// the server's chain must hold (joining with a token).
+    PinnedCa(String),
+    /// Any certificate (HTTPS health checks).
+    Any,
 }
 
-impl ServerCertVerifier for PinnedCa {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -242,10 +202,13 @@ impl ServerCertVerifier for PinnedCa {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates.iter().find(|c| pki::sha256_hex(c) == self.ca_sha256).ok_or_else(|| {
+        let ca_sha256 = match &self.accept {
+            Accept::Any => return Ok(ServerCertVerified::assertion()),
+            Accept::PinnedCa(sha) => sha,
+        };
+        let ca = intermediates.iter().find(|c| pki::sha256_hex(c) == *ca_sha256).ok_or_else(|| {
             rustls::Error::General(format!(
-                "the master's certificate chain does not hold the CA pinned by the join token (sha256 {}): wrong cluster or wrong token",
-                self.ca_sha256
+                "the master's certificate chain does not hold the CA pinned by the join token (sha256 {ca_sha256}): wrong cluster or wrong token"
             ))
         })?;
         let mut roots = RootCertStore::empty();
