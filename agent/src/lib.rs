@@ -29,3 +29,4 @@ pub mod systemd;
 pub mod tasks;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod upgrade;

@@ -8,9 +8,11 @@
 //! - [`bundle`]: the signed update bundle and its verification.
 //! - [`key`]: ed25519 signing and verifying keys as files.
 //! - [`version`]: image versions and their order.
+//! - [`gpt`]: reading a GUID partition table and setting partition UUIDs.
 //! - [`slot`]: the A/B slots' states and what an upgrade does with them.
 
 pub mod bundle;
+pub mod gpt;
 pub mod key;
 pub mod manifest;
 pub mod plan;
