@@ -30,9 +30,7 @@ fn sfdisk() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        eprintln!(
-            "skipped: sfdisk (Debian's fdisk) is not installed; `cargo xtask deps --install`"
-        );
+        println!("skipped: sfdisk (Debian's fdisk) is not installed; `cargo xtask deps --install`");
     }
     found
 }
