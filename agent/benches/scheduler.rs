@@ -224,6 +224,7 @@ async fn run(etcd: &Etcd, endpoint: &str, nodes: u64, tasks: u64) -> anyhow::Res
                 memory_bytes: 64 << 30,
                 disk_bytes: 500 << 30,
                 attributes: Default::default(),
+                image: None,
             },
             key_sha256: format!("{i:064x}"),
             joined_at: now,

@@ -540,6 +540,7 @@ pub fn plan_join(s: &JoinSnapshot, a: &JoinAttempt, now: u64) -> Result<JoinPlan
                 memory_bytes: 0,
                 disk_bytes: 0,
                 attributes: Default::default(),
+                image: None,
             },
             key_sha256: a.key_sha256.clone(),
             joined_at: now,

@@ -397,6 +397,47 @@ pub const PROMOTE_DEPLOYMENT: Route = route(
     "promote_deployment",
 )
 .needs(Permission::Deploy);
+/// `PUT /v1/bundles`: an operator pushes an update bundle (streamed to
+/// the master's disk and verified there, never held in memory).
+pub const PUSH_BUNDLE: Route = route(Method::Put, "/v1/bundles", Auth::Operator, "push_bundle")
+    .needs(Permission::ManageNodes)
+    .with_body_limit(BUNDLE_BODY);
+/// `GET /v1/bundles`: the bundles the masters hold.
+pub const LIST_BUNDLES: Route =
+    route(Method::Get, "/v1/bundles", Auth::Operator, "list_bundles").needs(Permission::Read);
+/// `GET /v1/bundles/{sha256}`: a node (or a master copying it) downloads
+/// a bundle; a `Range` header resumes an interrupted download.
+pub const FETCH_BUNDLE: Route =
+    route(Method::Get, "/v1/bundles/{sha256}", Auth::Node, "fetch_bundle");
+/// `POST /v1/nodes/{name}/upgrade`: an operator orders a node to install
+/// a bundle into its other slot and reboot into it.
+pub const UPGRADE_NODE: Route = route(
+    Method::Post,
+    "/v1/nodes/{name}/upgrade",
+    Auth::Operator,
+    "upgrade_node",
+)
+.needs(Permission::ManageNodes);
+/// `POST /v1/nodes/{name}/rollback`: an operator orders a node to boot
+/// its other slot, which booted healthy before.
+pub const ROLLBACK_NODE: Route = route(
+    Method::Post,
+    "/v1/nodes/{name}/rollback",
+    Auth::Operator,
+    "rollback_node",
+)
+.needs(Permission::ManageNodes);
+/// `PUT /v1/nodes/{name}/upgrade/progress`: a node reports how far its
+/// order got.
+pub const REPORT_UPGRADE: Route = route(
+    Method::Put,
+    "/v1/nodes/{name}/upgrade/progress",
+    Auth::NodeSelf,
+    "report_upgrade",
+);
+/// The largest update bundle a master takes: 1 GiB (an image's bundle is
+/// about 250 MB).
+pub const BUNDLE_BODY: u32 = 1 << 30;
 /// Every route.
 pub const ROUTES: &[Route] = &[
     JOIN,
@@ -436,6 +477,12 @@ pub const ROUTES: &[Route] = &[
     SHOW_DEPLOYMENT,
     ROLLBACK_DEPLOYMENT,
     PROMOTE_DEPLOYMENT,
+    PUSH_BUNDLE,
+    LIST_BUNDLES,
+    FETCH_BUNDLE,
+    UPGRADE_NODE,
+    ROLLBACK_NODE,
+    REPORT_UPGRADE,
 ];
 
 /// The `code` of an error body (`model::ApiErrorBody`) that clients act
@@ -483,7 +530,10 @@ mod tests {
 
     #[test]
     fn bodies_are_limited() {
-        for r in ROUTES.iter().filter(|r| **r != DEPLOY_APPS) {
+        for r in ROUTES
+            .iter()
+            .filter(|r| **r != DEPLOY_APPS && **r != PUSH_BUNDLE)
+        {
             assert!(
                 (SMALL_BODY..=256 << 10).contains(&r.body_limit),
                 "{r:?}: the API reads no body above 256 KiB"
@@ -493,6 +543,8 @@ mod tests {
         assert_eq!(DEPLOY_APPS.body_limit, 4 << 20);
         assert_eq!(CREATE_TASK.body_limit, 256 << 10);
         assert_eq!(HEARTBEAT.body_limit, SMALL_BODY);
+        // Streamed to disk, never read into memory.
+        assert_eq!(PUSH_BUNDLE.body_limit, 1 << 30);
     }
 
     /// Every route an operator may call names the permission it needs;

@@ -70,7 +70,10 @@ impl AuditRecord {
 
 /// Whether requests to `route` are recorded.
 pub fn audited(route: &Route) -> bool {
-    route.method != Method::Get && *route != api::HEARTBEAT && *route != api::REPORT_TASK
+    route.method != Method::Get
+        && *route != api::HEARTBEAT
+        && *route != api::REPORT_TASK
+        && *route != api::REPORT_UPGRADE
 }
 
 /// The etcd key of a record made at `at_ms` by master `master`, its `seq`th

@@ -31,3 +31,4 @@ pub mod rbac;
 pub mod rollout;
 pub mod schedule;
 pub mod task;
+pub mod upgrade;

@@ -29,6 +29,10 @@ pub struct NodeInfo {
     pub disk_bytes: u64,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// Its image: version, slots and last upgrade (absent from nodes that
+    /// predate upgrades, and outside an image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::upgrade::ImageStatus>,
 }
 
 /// What the cluster keeps about a node (`/strata/nodes/<name>` in etcd).
@@ -176,6 +180,9 @@ pub struct NodeStatus {
     /// instances until `strata node uncordon`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cordon: Option<Cordon>,
+    /// Its last upgrade or rollback order and how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::upgrade::UpgradeOrder>,
 }
 
 /// `POST /v1/nodes/{name}/drain`.
@@ -238,6 +245,7 @@ pub fn node_statuses(records: Vec<NodeRecord>, alive: &BTreeMap<String, Alive>) 
                 ready_since: live.map(|a| a.since),
                 subnet: None,
                 cordon: None,
+                upgrade: None,
                 record,
             }
         })
@@ -610,6 +618,10 @@ pub struct AssignmentWatch {
     /// masters that predate them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<crate::exec::ExecSession>,
+    /// The node's last upgrade or rollback order, while it is not over
+    /// (absent from masters that predate upgrades).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::upgrade::UpgradeOrder>,
 }
 
 #[cfg(test)]
@@ -692,6 +704,7 @@ mod tests {
             memory_bytes: 1,
             disk_bytes: 1,
             attributes: BTreeMap::new(),
+            image: None,
         };
         let cert = |serial: &str, not_after| IssuedCert {
             serial: serial.into(),

@@ -18,11 +18,33 @@ use control::model::{
     TaskReport, TaskRequest, TaskView,
 };
 
+use control::upgrade::{BundleRecord, ProgressReport, UpgradeOrder, UpgradeRequest};
+
 use super::client::{ApiClient, ClientError, Upgraded};
 
 type Result<T> = std::result::Result<T, ClientError>;
 
 impl ApiClient {
+    /// `GET /v1/bundles`.
+    pub async fn list_bundles(&self) -> Result<Vec<BundleRecord>> {
+        self.get(&routes::LIST_BUNDLES.fill(&[])).await
+    }
+
+    /// `POST /v1/nodes/{name}/upgrade`.
+    pub async fn upgrade_node(&self, name: &str, req: &UpgradeRequest) -> Result<UpgradeOrder> {
+        self.post(&routes::UPGRADE_NODE.fill(&[name]), req).await
+    }
+
+    /// `POST /v1/nodes/{name}/rollback`.
+    pub async fn rollback_node(&self, name: &str) -> Result<UpgradeOrder> {
+        self.post(&routes::ROLLBACK_NODE.fill(&[name]), &()).await
+    }
+
+    /// `PUT /v1/nodes/{name}/upgrade/progress`.
+    pub async fn report_upgrade(&self, name: &str, report: &ProgressReport) -> Result<bool> {
+        self.put(&routes::REPORT_UPGRADE.fill(&[name]), report).await
+    }
+
     /// `POST /v1/join`.
     pub async fn join(&self, req: &JoinRequest) -> Result<JoinResponse> {
         self.post(&routes::JOIN.fill(&[]), req).await

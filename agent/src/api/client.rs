@@ -17,6 +17,9 @@ use serde::de::DeserializeOwned;
 
 use control::model::ApiErrorBody;
 
+mod transfer;
+pub use transfer::TransferError;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time for one request on an open connection.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -277,6 +280,27 @@ impl ApiClient {
     }
 
     async fn connect(&self, index: usize) -> Result<Conn, Failure> {
+        let (sender, local, generation) = self.open(index).await?;
+        Ok(Conn {
+            index,
+            sender,
+            local,
+            generation,
+        })
+    }
+
+    /// A new connection to master `index` whose requests carry bodies of
+    /// type `B`: its sender, the local address and the credentials'
+    /// generation it was opened with.
+    async fn open<B>(
+        &self,
+        index: usize,
+    ) -> Result<(SendRequest<B>, Option<SocketAddr>, u64), Failure>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let endpoint = &self.endpoints[index];
         let host = endpoint
             .rsplit_once(':')
@@ -321,12 +345,7 @@ impl ApiClient {
             // (`ApiClient::upgrade`) goes on as the upgraded stream.
             let _ = connection.with_upgrades().await;
         });
-        Ok(Conn {
-            index,
-            sender,
-            local,
-            generation,
-        })
+        Ok((sender, local, generation))
     }
 
     async fn send(

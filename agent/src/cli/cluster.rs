@@ -72,6 +72,10 @@ pub enum ClusterCommand {
         /// Masters: the address the API listens on [default: 0.0.0.0:<api_port>].
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Masters: the public key update bundles must be signed with (the
+        /// master keeps pushed bundles only when it can read it).
+        #[arg(long, default_value = crate::upgrade::UPDATE_KEY)]
+        update_key: PathBuf,
     },
 }
 
@@ -133,7 +137,8 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             user_data,
             state_dir,
             listen,
-        } => run_node(&user_data, state_dir, listen),
+            update_key,
+        } => run_node(&user_data, state_dir, listen, update_key),
     }
 }
 
@@ -205,6 +210,7 @@ fn run_node(
     user_data: &Path,
     state_dir: PathBuf,
     listen: Option<std::net::SocketAddr>,
+    update_key: PathBuf,
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(user_data)
         .with_context(|| format!("cannot read {}", user_data.display()))?;
@@ -216,6 +222,7 @@ fn run_node(
                 user_data: ud,
                 etcd_paths: crate::etcd::render::EtcdPaths::standard(),
                 listen,
+                update_key,
             })
             .await
         } else {

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod app;
 pub mod audit;
+pub mod bundle;
 pub mod cluster;
 pub mod config;
 pub mod context;
@@ -73,6 +74,11 @@ pub enum Command {
         #[command(subcommand)]
         command: self::deployment::DeploymentCommand,
     },
+    /// Push and list the update bundles nodes upgrade from.
+    Bundle {
+        #[command(subcommand)]
+        command: self::bundle::BundleCommand,
+    },
     /// Pull, import, list and garbage-collect OCI images.
     Image {
         #[command(subcommand)]
@@ -122,6 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task { command } => self::task::run(command),
         Command::App { command } => self::app::run(command),
         Command::Deployment { command } => self::deployment::run(command),
+        Command::Bundle { command } => self::bundle::run(command),
         Command::Image { command } => self::image::run(command),
         Command::User { command } => self::user::run(command),
         Command::Audit { command } => self::audit::run(command),

@@ -1,5 +1,7 @@
-//! `strata node list|show|remove|drain|uncordon|exec`: the cluster's
-//! nodes, through the API.
+//! `strata node list|show|remove|drain|uncordon|upgrade|rollback|exec`:
+//! the cluster's nodes, through the API.
+
+use std::path::PathBuf;
 
 use clap::Subcommand;
 
@@ -57,6 +59,53 @@ pub enum NodeCommand {
     /// pinned tasks start again.
     Uncordon {
         name: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upgrade a node: it downloads the bundle from a master, writes it into
+    /// its other slot and reboots into it; a new slot that does not get
+    /// healthy within its tries boots back into the old one by itself.
+    #[command(
+        after_help = "Examples:\n  strata node upgrade agent-1 --version 0.2.0 --wait\n  strata node upgrade agent-1 --bundle target/images/strata-private.update --wait"
+    )]
+    Upgrade {
+        name: String,
+        /// The version to install (a bundle of the node's role the masters
+        /// keep: `strata bundle list`).
+        #[arg(long, conflicts_with = "bundle", required_unless_present = "bundle")]
+        version: Option<String>,
+        /// A bundle file: pushed to the masters first, then installed.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Install a version older than the one the node runs.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Wait until the node runs the new slot blessed, or the upgrade
+        /// failed, printing its progress; fails when the upgrade did.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 20m).
+        #[arg(long, value_parser = parse_deadline, default_value = "30m")]
+        timeout: u64,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot a node's other slot, which booted healthy before (the image it
+    /// ran before its last upgrade).
+    Rollback {
+        name: String,
+        /// Wait until the node runs the other slot, printing its progress.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 20m).
+        #[arg(long, value_parser = parse_deadline, default_value = "30m")]
+        timeout: u64,
         #[command(flatten)]
         target: Target,
         /// Print JSON instead of text.
@@ -147,6 +196,49 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
                 format!("node `{name}` takes work again; its pinned tasks start\n")
             })
         }
+        NodeCommand::Upgrade {
+            name,
+            version,
+            bundle,
+            allow_downgrade,
+            wait,
+            timeout,
+            target,
+            json,
+        } => {
+            let client = target.client()?;
+            let rt = runtime()?;
+            let order = rt.block_on(async {
+                let sha256 = match &bundle {
+                    Some(file) => Some(super::bundle::push(&client, file, !json).await?.sha256),
+                    None => None,
+                };
+                let req = control::upgrade::UpgradeRequest {
+                    version,
+                    sha256,
+                    allow_downgrade,
+                };
+                client
+                    .upgrade_node(&name, &req)
+                    .await
+                    .with_context(|| format!("cannot upgrade node `{name}`"))
+            })?;
+            finish_order(&rt, &client, order, wait, timeout, json)
+        }
+        NodeCommand::Rollback {
+            name,
+            wait,
+            timeout,
+            target,
+            json,
+        } => {
+            let client = target.client()?;
+            let rt = runtime()?;
+            let order = rt
+                .block_on(client.rollback_node(&name))
+                .with_context(|| format!("cannot roll back node `{name}`"))?;
+            finish_order(&rt, &client, order, wait, timeout, json)
+        }
         NodeCommand::Exec {
             name,
             interactive,
@@ -157,6 +249,87 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
             let code = exec(&name, interactive, tty, command, target)?;
             std::process::exit(code)
         }
+    }
+}
+
+/// Prints an order, and with `wait` follows it to its end: fails when it
+/// failed or did not end within `timeout` seconds.
+fn finish_order(
+    rt: &tokio::runtime::Runtime,
+    client: &crate::api::client::ApiClient,
+    order: control::upgrade::UpgradeOrder,
+    wait: bool,
+    timeout: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let name = order.node.clone();
+    if !wait {
+        return output::emit(json, &order, |o| {
+            format!(
+                "node `{name}`: {} ordered (order {}); `strata node show {name}` follows it\n",
+                match &o.action {
+                    control::upgrade::Action::Install { version, .. } => format!("upgrade to {version}"),
+                    _ => "rollback".to_string(),
+                },
+                o.id
+            )
+        });
+    }
+    let ended = rt.block_on(wait_order(client, &order, timeout, json))?;
+    output::emit(json, &ended, |n| output::node_show(n, crate::clock::unix_secs()))?;
+    match ended.upgrade.as_ref().map(|o| &o.progress) {
+        Some(control::upgrade::Progress::Succeeded) => Ok(()),
+        Some(control::upgrade::Progress::Failed { reason }) => {
+            anyhow::bail!("node `{name}`: the order failed: {reason}")
+        }
+        _ => anyhow::bail!(
+            "node `{name}`: the order did not end within {timeout}s; `strata node show {name}` follows it"
+        ),
+    }
+}
+
+/// Follows order `order` until it ends or `timeout` seconds pass,
+/// printing each change of its progress (and the node's state) on
+/// standard error. A master that cannot be reached meanwhile (the node
+/// being upgraded may be one) is waited out.
+async fn wait_order(
+    client: &crate::api::client::ApiClient,
+    order: &control::upgrade::UpgradeOrder,
+    timeout: u64,
+    json: bool,
+) -> anyhow::Result<control::model::NodeStatus> {
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    let mut seen = None;
+    loop {
+        match client.show_node(&order.node).await {
+            Ok(n) => {
+                let line = match &n.upgrade {
+                    Some(o) if o.id == order.id => format!("{}, node {}", o.progress, n.state),
+                    _ => "the order was replaced".to_string(),
+                };
+                if line != last && !json {
+                    eprintln!("{}: {line}", order.node);
+                    last = line;
+                }
+                let ended = n
+                    .upgrade
+                    .as_ref()
+                    .is_none_or(|o| o.id != order.id || o.progress.is_final());
+                if ended {
+                    return Ok(n);
+                }
+                seen = Some(n);
+            }
+            Err(e) if !json => eprintln!("{}: waiting for the masters: {e}", order.node),
+            Err(_) => {}
+        }
+        if started.elapsed().as_secs() >= timeout {
+            return seen.with_context(|| {
+                format!("no master answered within {timeout}s")
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }
 

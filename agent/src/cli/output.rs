@@ -437,6 +437,14 @@ pub fn node_list(nodes: &[NodeStatus], now: u64) -> String {
                 bytes(i.memory_bytes),
                 n.ready_since
                     .map_or_else(|| "-".into(), |s| age(now.saturating_sub(s))),
+                i.image
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |m| m.version.clone()),
+                i.image.as_ref().map_or_else(
+                    || "-".into(),
+                    |m| format!("{} ({} {})", m.booted, m.other.slot, m.other.state),
+                ),
+                upgrade_cell(n),
             ]
         })
         .collect();
@@ -449,9 +457,91 @@ pub fn node_list(nodes: &[NodeStatus], now: u64) -> String {
             "CPUS",
             "MEMORY",
             "READY FOR",
+            "VERSION",
+            "SLOT",
+            "UPGRADE",
         ],
         &rows,
     )
+}
+
+/// A node's last order in one cell: `0.2.0 rebooting`, `rollback failed`.
+fn upgrade_cell(n: &NodeStatus) -> String {
+    let Some(o) = &n.upgrade else {
+        return "-".into();
+    };
+    let what = match &o.action {
+        control::upgrade::Action::Install { version, .. } => version.clone(),
+        control::upgrade::Action::Rollback => "rollback".into(),
+        control::upgrade::Action::Unknown => "?".into(),
+    };
+    let progress = match &o.progress {
+        control::upgrade::Progress::Failed { .. } => "failed".to_string(),
+        p => p.to_string(),
+    };
+    format!("{what} {progress}")
+}
+
+/// A node's image and its last order, as `node show` prints them.
+fn node_image(n: &NodeStatus, now: u64, kv: &mut dyn FnMut(&str, String)) {
+    if let Some(m) = &n.record.info.image {
+        kv("version:", m.version.clone());
+        kv("booted slot:", m.booted.to_string());
+        kv(
+            "other slot:",
+            format!(
+                "{} {}{}",
+                m.other.slot,
+                m.other.state,
+                m.other
+                    .version
+                    .as_ref()
+                    .map_or_else(String::new, |v| format!(" ({v})"))
+            ),
+        );
+        if let Some(r) = &m.last_upgrade {
+            use image::slot::UpgradeResult as R;
+            kv(
+                "last upgrade:",
+                match r {
+                    R::Succeeded { slot, version } => format!("{version} into slot {slot}: succeeded"),
+                    R::Trying { slot, version } => {
+                        format!("{version} into slot {slot}: booted, waiting to be blessed")
+                    }
+                    R::RolledBack {
+                        slot,
+                        version,
+                        reason,
+                    } => format!("{version} into slot {slot}: rolled back: {reason}"),
+                    R::Pending { slot, version } => {
+                        format!("{version} into slot {slot}: written, not booted")
+                    }
+                    R::Interrupted { slot, version } => {
+                        format!("{version} into slot {slot}: interrupted while writing")
+                    }
+                    R::Unknown => "unknown".into(),
+                },
+            );
+        }
+    }
+    if let Some(o) = &n.upgrade {
+        let what = match &o.action {
+            control::upgrade::Action::Install { version, sha256, .. } => {
+                format!("upgrade to {version} ({})", &sha256[..12.min(sha256.len())])
+            }
+            control::upgrade::Action::Rollback => "rollback".into(),
+            control::upgrade::Action::Unknown => "unknown action".into(),
+        };
+        kv(
+            "order:",
+            format!(
+                "{what} by {}, {} ago: {}",
+                o.by,
+                age(now.saturating_sub(o.at)),
+                o.progress
+            ),
+        );
+    }
 }
 
 /// `strata node show NAME`.
@@ -499,7 +589,29 @@ pub fn node_show(n: &NodeStatus, now: u64) -> String {
     for (k, v) in &i.attributes {
         kv("attribute:", format!("{k}={v}"));
     }
+    node_image(n, now, &mut kv);
     out
+}
+
+/// `strata bundle list`.
+pub fn bundle_list(bundles: &[control::upgrade::BundleRecord], now: u64) -> String {
+    let rows: Vec<Vec<String>> = bundles
+        .iter()
+        .map(|b| {
+            vec![
+                b.version.clone(),
+                b.role.to_string(),
+                bytes(b.size),
+                b.sha256.clone(),
+                b.holders.join(","),
+                format!("{} ago", age(now.saturating_sub(b.pushed_at))),
+            ]
+        })
+        .collect();
+    table(
+        &["VERSION", "ROLE", "SIZE", "SHA256", "MASTERS", "PUSHED"],
+        &rows,
+    )
 }
 
 /// `strata cluster status`.
@@ -911,6 +1023,7 @@ mod tests {
                 memory_bytes: 2 << 30,
                 disk_bytes: 20 << 30,
                 attributes: BTreeMap::from([("arch".to_string(), "x86_64".to_string())]),
+                image: None,
             },
             key_sha256: "ab".repeat(32),
             joined_at: 1000,

@@ -3,7 +3,8 @@
 //! use too), bring the node's tasks to it through
 //! [`Supervisor::reconcile`], and report each task's state back
 //! (`PUT /v1/tasks/<id>/status`). The break-glass sessions the watch
-//! offers go to [`crate::exec::Sessions`].
+//! offers go to [`crate::exec::Sessions`], its upgrade or rollback order
+//! to [`crate::cluster::upgrade::Upgrader`].
 //!
 //! Everything runs on a thread of its own with a single-threaded async
 //! runtime: the supervisor only spawns per-task shims (separate
@@ -37,6 +38,7 @@ pub fn spawn(
     report: ApiClient,
     pull: PullOptions,
     network: Option<TaskNetReceiver>,
+    upgrader: Option<crate::cluster::upgrade::Upgrader>,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("strata-tasks".into())
@@ -52,7 +54,7 @@ pub fn spawn(
                 }
             };
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                rt.block_on(run(state_dir, watch, report, pull, network));
+                rt.block_on(run(state_dir, watch, report, pull, network, upgrader));
             }));
             // A dead task follower would leave the node's tasks unmanaged
             // while the node looks healthy: exit, so systemd restarts the
@@ -76,6 +78,7 @@ async fn run(
     report: ApiClient,
     pull: PullOptions,
     mut network: Option<TaskNetReceiver>,
+    upgrader: Option<crate::cluster::upgrade::Upgrader>,
 ) {
     // The watch first: break-glass sessions reach a node whose task
     // supervisor or overlay is not up (which is when they are needed), and
@@ -83,7 +86,7 @@ async fn run(
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Assigned>>(None);
     let watch = Arc::new(watch);
     let exec = crate::exec::Sessions::new(watch.clone());
-    tokio::spawn(follow(watch, tx, Some(exec)));
+    tokio::spawn(follow(watch, tx, Some(exec), upgrader));
     let mut supervisor = loop {
         let opened = std::env::current_exe()
             .context("cannot find the strata binary")
@@ -175,6 +178,7 @@ pub(crate) async fn follow(
     client: Arc<ApiClient>,
     tx: tokio::sync::watch::Sender<Option<Assigned>>,
     exec: Option<crate::exec::Sessions>,
+    upgrader: Option<crate::cluster::upgrade::Upgrader>,
 ) {
     crate::api::follow::follow(
         &client,
@@ -183,6 +187,9 @@ pub(crate) async fn follow(
         |w: control::model::AssignmentWatch| {
             if let Some(exec) = &exec {
                 exec.offer(&w.exec);
+            }
+            if let Some(upgrader) = &upgrader {
+                upgrader.offer(w.upgrade.as_ref());
             }
             tx.send_if_modified(|old| {
                 let new = Some(Assigned {

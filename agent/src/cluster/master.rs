@@ -35,6 +35,10 @@ pub struct MasterOptions {
     pub etcd_paths: EtcdPaths,
     /// Address the API listens on; `0.0.0.0:<api_port>` when absent.
     pub listen: Option<SocketAddr>,
+    /// The key update bundles must be signed with
+    /// ([`crate::upgrade::UPDATE_KEY`] on an image): the master keeps
+    /// pushed bundles only when it can read it.
+    pub update_key: PathBuf,
 }
 
 /// Everything a master derives from its user-data before it starts.
@@ -226,6 +230,16 @@ pub async fn run_master_with(
         Duration::from_secs(plan.cluster.certificates.node_lifetime_seconds),
     )?;
     state.reserve = (&plan.cluster.scheduler).into();
+    state.bundles = match crate::upgrade::update_key(&opts.update_key) {
+        Ok(key) => Some(Arc::new(crate::upgrade::store::BundleStore::new(
+            opts.state_dir.join("bundles"),
+            key,
+        ))),
+        Err(e) => {
+            tracing::warn!("this master keeps no update bundles: {e:#}");
+            None
+        }
+    };
     let server_cert =
         tls::ServerCert::new(&plan.ca.cert_pem, &plan.cert.cert_pem, &plan.cert.key_pem)?;
     let server_tls = tls::server_config_with(&plan.ca.cert_pem, server_cert.clone())?;

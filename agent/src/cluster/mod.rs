@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 pub mod scheduler;
 pub mod sysinfo;
+pub mod upgrade;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub async fn run(
                 user_data,
                 etcd_paths: crate::etcd::render::EtcdPaths::standard(),
                 listen: None,
+                update_key: crate::upgrade::UPDATE_KEY.into(),
             },
             firewall,
         )

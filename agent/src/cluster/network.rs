@@ -380,6 +380,7 @@ mod tests {
     fn status(name: &str, addresses: &[&str], subnet: Option<&str>) -> NodeStatus {
         NodeStatus {
             cordon: None,
+            upgrade: None,
             record: NodeRecord {
                 info: NodeInfo {
                     format: Default::default(),
@@ -390,6 +391,7 @@ mod tests {
                     memory_bytes: 1,
                     disk_bytes: 1,
                     attributes: Default::default(),
+                    image: None,
                 },
                 key_sha256: String::new(),
                 joined_at: 0,

@@ -391,12 +391,19 @@ fn start_tasks(
         ApiClient::with_credentials(endpoints.to_vec(), creds.clone(), Auth::Tls)
             .with_timeout(timeout)
     };
+    let upgrader = crate::cluster::upgrade::Upgrader::new(
+        client(Duration::from_secs(10)),
+        opts.user_data.name.clone(),
+        opts.state_dir.clone(),
+        opts.user_data.role,
+    );
     crate::cluster::assignments::spawn(
         opts.state_dir.clone(),
         client(network::WATCH_TIMEOUT),
         client(Duration::from_secs(10)),
         pull,
         network,
+        Some(upgrader),
     )
 }
 
@@ -441,6 +448,7 @@ fn node_info(ud: &UserData, opts: &AgentOptions, client: &ApiClient) -> NodeInfo
         memory_bytes: sysinfo::memory_bytes(),
         disk_bytes: sysinfo::disk_bytes(&opts.state_dir),
         attributes: sysinfo::attributes(),
+        image: crate::upgrade::image_status(&opts.state_dir, ud.role),
     }
 }
 

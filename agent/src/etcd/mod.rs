@@ -12,6 +12,7 @@
 pub mod access;
 pub mod apps;
 pub mod render;
+pub mod upgrades;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -800,6 +801,7 @@ impl Store {
                 TxnOp::delete(node_key.clone(), None),
                 TxnOp::delete(format!("{ALIVE}{name}"), None),
                 TxnOp::delete(format!("{CORDONS}{name}"), None),
+                TxnOp::delete(format!("{}{name}", upgrades::UPGRADES), None),
             ];
             let mut compares = Vec::new();
             match &held {
@@ -1066,6 +1068,7 @@ fn node_list_input(key: &[u8]) -> bool {
         || key.starts_with(TASK_STATUS)
         || key.starts_with(TASKS)
         || key.starts_with(CORDONS)
+        || key.starts_with(upgrades::UPGRADES)
 }
 
 /// Raises `tx` to `rev` when that is later than what it holds.
@@ -1147,7 +1150,12 @@ async fn follow_changes(
                     // Exec sessions reach nodes in their assignment watch.
                     let key = String::from_utf8_lossy(kv.key());
                     // So do drains, which stop a node's pinned tasks.
-                    if key.starts_with(TASKS) || key.starts_with(EXEC) || key.starts_with(CORDONS) {
+                    // And upgrade orders.
+                    if key.starts_with(TASKS)
+                        || key.starts_with(EXEC)
+                        || key.starts_with(CORDONS)
+                        || key.starts_with(upgrades::UPGRADES)
+                    {
                         raise(&tasks, at);
                     }
                     if apps::scheduler_input(&key) {

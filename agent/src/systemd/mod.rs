@@ -1,6 +1,7 @@
 //! The only module that talks to systemd (over D-Bus with zbus): reload unit
 //! files after writing a runtime drop-in, start a unit such as
-//! `etcd.service`, and read the boot timestamps `systemd-analyze` prints.
+//! `etcd.service`, reboot into a new slot, and read the boot timestamps
+//! `systemd-analyze` prints.
 
 use zbus::Connection;
 use zbus::{OwnedObjectPath, OwnedVariant};
@@ -115,6 +116,26 @@ impl Systemd {
             .await
             .map_err(call)?;
         reply.body().deserialize::<OwnedObjectPath>().map_err(call)
+    }
+
+    /// `systemctl reboot`: starts `reboot.target` in mode
+    /// `replace-irreversibly`, so that no later job cancels it.
+    pub async fn reboot(&self) -> Result<(), Error> {
+        self.conn
+            .call_method(
+                Some(DEST),
+                PATH,
+                Some(MANAGER),
+                "StartUnit",
+                &("reboot.target", "replace-irreversibly"),
+            )
+            .await
+            .map_err(|source| Error::Call {
+                method: "StartUnit",
+                arg: "reboot.target".into(),
+                source,
+            })?;
+        Ok(())
     }
 
     /// One `u64` property of an object of systemd's.

@@ -111,6 +111,7 @@ async fn sim_agent(
         memory_bytes: 1 << 30,
         disk_bytes: 10 << 30,
         attributes: [("simulated".to_string(), "true".to_string())].into(),
+        image: None,
     };
     let registered: Registered = client.register(&info).await?;
     let settings = &registered.settings;
@@ -123,6 +124,7 @@ async fn sim_agent(
     let _follower = AbortOnDrop(tokio::spawn(crate::cluster::assignments::follow(
         assignments,
         tx,
+        None,
         None,
     )));
     let _assignments = AbortOnDrop(tokio::spawn(async move {

@@ -34,9 +34,12 @@ use image::slot::{
     HostFacts, InstallPlan, InstallRefused, RollbackRefused, Slot, SlotFacts, SlotRecord,
     UpgradeResult, WritePhase,
 };
+use control::upgrade::{ImageStatus, OtherSlot};
 use serde::{Deserialize, Serialize};
 
 use crate::state;
+
+pub mod store;
 
 /// The key update bundles are signed with, baked into every image.
 pub const UPDATE_KEY: &str = "/usr/share/strata/update.pub";
@@ -126,6 +129,9 @@ pub struct LastUpgrade {
     pub version: String,
     /// Unix seconds at which it started.
     pub at: u64,
+    /// The cluster's order it carried out, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
 }
 
 impl Layout {
@@ -213,8 +219,13 @@ impl Layout {
     /// The result of the last upgrade, judged from `host`; `None` when
     /// the node never upgraded.
     pub fn last_result(&self, host: &HostFacts) -> Option<UpgradeResult> {
-        let last: LastUpgrade = state::read_json(&self.last_path())?;
+        let last = self.last_upgrade()?;
         Some(image::slot::upgrade_result(host, last.slot, &last.version))
+    }
+
+    /// The last upgrade this node started, if any.
+    pub fn last_upgrade(&self) -> Option<LastUpgrade> {
+        state::read_json(&self.last_path())
     }
 
     /// Installs the bundle at `path` into the slot `host` did not boot;
@@ -226,6 +237,7 @@ impl Layout {
         key: &VerifyingKey,
         allow_downgrade: bool,
         now: u64,
+        order: Option<&str>,
     ) -> Result<InstallPlan, UpgradeError> {
         // 1. Verify everything before writing anything.
         let open = || File::open(path).map_err(io_error("open the bundle", path));
@@ -303,10 +315,25 @@ impl Layout {
         let record_path = self.record_path(slot);
         state::write_json(&record_path, &record, None)
             .map_err(io_error("write the slot record", &record_path))?;
+        // The booted slot as the image build left it has no record: it
+        // gets one, so that the node can say what it holds once it runs
+        // the other.
+        if host.slot(host.booted).record.is_none() {
+            let booted = SlotRecord {
+                version: host.running.clone(),
+                root_hash: String::new(),
+                phase: WritePhase::Written,
+                at: now,
+            };
+            let path = self.record_path(host.booted);
+            state::write_json(&path, &booted, None)
+                .map_err(io_error("write the slot record", &path))?;
+        }
         let last = LastUpgrade {
             slot,
             version: manifest.version.clone(),
             at: now,
+            order: order.map(str::to_string),
         };
         state::write_json(&self.last_path(), &last, None)
             .map_err(io_error("write the last upgrade", &self.last_path()))?;
@@ -397,6 +424,68 @@ impl Layout {
         text.push_str(line);
         text.push('\n');
         state::write_atomic(&path, text.as_bytes(), None).map_err(io_error("write", &path))
+    }
+}
+
+/// The image version of an os-release file (`IMAGE_VERSION=`).
+pub fn running_version(os_release: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(os_release).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("IMAGE_VERSION="))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+/// The slot the node booted, from its health facts; `None` outside an
+/// image.
+pub fn booted_slot() -> Option<Slot> {
+    match crate::health::facts(&crate::health::Sources::default()).slot {
+        crate::health::Slot::A => Some(Slot::A),
+        crate::health::Slot::B => Some(Slot::B),
+        crate::health::Slot::None => None,
+    }
+}
+
+/// What this node reports of its image; `None` outside an image (no
+/// slot, no version, no disk to read).
+pub fn image_status(state_dir: &Path, role: configs::Role) -> Option<ImageStatus> {
+    let booted = booted_slot()?;
+    let version = running_version(Path::new("/usr/lib/os-release"))?;
+    let layout = match Layout::discover(state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("upgrade: cannot read the node's slots: {e}");
+            return None;
+        }
+    };
+    match layout.facts(role, &version, booted) {
+        Ok(host) => Some(layout.status(&host)),
+        Err(e) => {
+            tracing::warn!("upgrade: cannot read the node's slots: {e}");
+            None
+        }
+    }
+}
+
+impl Layout {
+    /// What the node reports of its image, from `host`.
+    pub fn status(&self, host: &HostFacts) -> ImageStatus {
+        let other = host.booted.other();
+        let facts = host.slot(other);
+        let state = image::slot::state(facts);
+        ImageStatus {
+            version: host.running.clone(),
+            booted: host.booted,
+            other: OtherSlot {
+                slot: other,
+                version: facts
+                    .record
+                    .as_ref()
+                    .filter(|_| state != image::slot::SlotState::Empty)
+                    .map(|r| r.version.clone()),
+                state,
+            },
+            last_upgrade: self.last_result(host),
+        }
     }
 }
 

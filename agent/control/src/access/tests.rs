@@ -38,6 +38,7 @@ fn record(name: &str, key: &str) -> NodeRecord {
             memory_bytes: 1,
             disk_bytes: 1,
             attributes: Default::default(),
+            image: None,
         },
         key_sha256: key.into(),
         joined_at: 500,

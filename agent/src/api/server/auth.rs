@@ -227,6 +227,13 @@ impl Needs for ExecOnNodes {
     const WHAT: &'static str = "run commands on nodes";
 }
 
+/// `PUT /v1/bundles`, `POST /v1/nodes/{name}/upgrade` and `rollback`.
+pub struct UpgradeNodes;
+impl Needs for UpgradeNodes {
+    const PERMISSION: Permission = Permission::ManageNodes;
+    const WHAT: &'static str = "push bundles and upgrade nodes";
+}
+
 /// `user` when its role grants what `N` needs.
 fn permit<N: Needs>(user: User) -> Result<User, ApiError> {
     if user.role.grants(N::PERMISSION) {
@@ -292,6 +299,12 @@ impl NodeAction for ReportTasks {
 pub struct FollowAssignments;
 impl NodeAction for FollowAssignments {
     const REFUSAL: &'static str = "assignments are for nodes: present the node's certificate";
+}
+
+/// `GET /v1/bundles/{sha256}`.
+pub struct FetchBundles;
+impl NodeAction for FetchBundles {
+    const REFUSAL: &'static str = "bundles are downloaded by nodes: present the node's certificate";
 }
 
 /// `POST /v1/exec/{id}/attach`.
@@ -367,6 +380,10 @@ mod tests {
         check::<RemoveNodes>(api::REMOVE_NODE);
         check::<DrainNodes>(api::DRAIN_NODE);
         check::<DrainNodes>(api::UNCORDON_NODE);
+        check::<UpgradeNodes>(api::PUSH_BUNDLE);
+        check::<UpgradeNodes>(api::UPGRADE_NODE);
+        check::<UpgradeNodes>(api::ROLLBACK_NODE);
+        check::<ReadState>(api::LIST_BUNDLES);
         check::<RunTasks>(api::CREATE_TASK);
         check::<StopTasks>(api::DELETE_TASK);
         check::<ManageJoinTokens>(api::CREATE_JOIN_TOKEN);

@@ -130,6 +130,18 @@ pub enum ApiError {
     BadApp(String),
     #[error("drain: {0}")]
     BadDrain(String),
+    /// An update bundle the master refuses (it does not verify with the
+    /// images' key, is too large, or ends early).
+    #[error("bundle refused: {0}")]
+    BadBundle(String),
+    #[error("no bundle {0} on this master: `strata bundle list` shows the cluster's bundles")]
+    NoSuchBundle(String),
+    #[error("this master keeps no bundles (it runs outside an image, without an update key)")]
+    NoBundleStore,
+    #[error("{0}")]
+    OrderRefused(control::upgrade::OrderRefused),
+    #[error("the master cannot keep the bundle: {0}")]
+    BundleStorage(String),
     #[error("no app `{0}`: `strata app list` shows the cluster's apps")]
     NoSuchApp(String),
     #[error("no deployment `{0}`: `strata deployment list` shows them")]
@@ -188,7 +200,15 @@ impl ApiError {
             | BadExec(_)
             | BadApp(_)
             | BadDrain(_)
+            | BadBundle(_)
             | BadPath(_) => StatusCode::BAD_REQUEST,
+            OrderRefused(control::upgrade::OrderRefused::Busy { .. }) => StatusCode::CONFLICT,
+            OrderRefused(control::upgrade::OrderRefused::NoVersion { .. })
+            | OrderRefused(control::upgrade::OrderRefused::NoDigest(_))
+            | NoSuchBundle(_) => StatusCode::NOT_FOUND,
+            OrderRefused(_) => StatusCode::BAD_REQUEST,
+            NoBundleStore => StatusCode::SERVICE_UNAVAILABLE,
+            BundleStorage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ExecNotAttached { .. } => StatusCode::GATEWAY_TIMEOUT,
             TaskExists(_) | Lease(_) | LastAdmin(_) | AppChanged(_) | DeploymentState { .. } => {
@@ -255,6 +275,12 @@ impl ApiError {
             ExecNotAttached { .. } => "exec-not-attached",
             BadApp(_) => "bad-app",
             BadDrain(_) => "bad-drain",
+            BadBundle(_) => "bad-bundle",
+            NoSuchBundle(_) => "no-such-bundle",
+            NoBundleStore => "no-bundle-store",
+            OrderRefused(control::upgrade::OrderRefused::Busy { .. }) => "upgrade-busy",
+            OrderRefused(_) => "bad-upgrade",
+            BundleStorage(_) => "bundle-storage",
             NoSuchApp(_) => "no-such-app",
             NoSuchDeployment(_) => "no-such-deployment",
             AppChanged(_) => "app-changed",

@@ -34,7 +34,7 @@ use tower::ServiceExt;
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo};
 use error::ApiError;
-use routes::{apps, audit_log, cluster, exec, join, nodes, tasks, tokens, watch};
+use routes::{apps, audit_log, bundles, cluster, exec, join, nodes, tasks, tokens, watch};
 
 /// Every task and every break-glass session waiting for its node, as the
 /// assignment long-polls last read them.
@@ -42,6 +42,7 @@ type Assignments = (
     BTreeMap<String, TaskRecord>,
     Vec<control::exec::ExecSession>,
     BTreeMap<String, control::model::Cordon>,
+    BTreeMap<String, control::upgrade::UpgradeOrder>,
 );
 
 /// What the handlers share.
@@ -70,6 +71,9 @@ pub struct ApiState {
     /// What the scheduler keeps back on every agent (cluster.toml's
     /// `[scheduler]`): the deploy routes refuse an app no agent could fit.
     pub reserve: control::deploy::apply::Reserve,
+    /// The update bundles this master keeps (none outside an image, where
+    /// there is no update key).
+    pub bundles: Option<Arc<crate::upgrade::store::BundleStore>>,
 }
 
 impl ApiState {
@@ -97,6 +101,7 @@ impl ApiState {
             rotation: tokio::sync::Mutex::default(),
             audit: audit::AuditLog::default(),
             reserve: Default::default(),
+            bundles: None,
         })
     }
 }
@@ -291,6 +296,12 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::SHOW_DEPLOYMENT, apps::show_deployment),
         mount(api_routes::ROLLBACK_DEPLOYMENT, apps::rollback_deployment),
         mount(api_routes::PROMOTE_DEPLOYMENT, apps::promote_deployment),
+        mount(api_routes::PUSH_BUNDLE, bundles::push_bundle),
+        mount(api_routes::LIST_BUNDLES, bundles::list_bundles),
+        mount(api_routes::FETCH_BUNDLE, bundles::fetch_bundle),
+        mount(api_routes::UPGRADE_NODE, bundles::upgrade_node),
+        mount(api_routes::ROLLBACK_NODE, bundles::rollback_node),
+        mount(api_routes::REPORT_UPGRADE, bundles::report_upgrade),
     ]
 }
 

@@ -1,13 +1,15 @@
 //! The handlers, one file per resource: joining ([`join`]), nodes
 //! ([`nodes`]), the long-polls ([`watch`]), the cluster ([`cluster`]),
 //! tasks ([`tasks`]), join and user tokens ([`tokens`]), the audit log
-//! ([`audit_log`]), break-glass sessions ([`exec`]) and apps with their
-//! deployments ([`apps`]). Each takes its
+//! ([`audit_log`]), break-glass sessions ([`exec`]), apps with their
+//! deployments ([`apps`]) and update bundles with node upgrades
+//! ([`bundles`]). Each takes its
 //! caller from an extractor of [`super::auth`] and answers with
 //! [`super::error::ApiError`] on failure.
 
 pub mod apps;
 pub mod audit_log;
+pub mod bundles;
 pub mod cluster;
 pub mod exec;
 pub mod join;

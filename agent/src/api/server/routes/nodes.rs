@@ -260,10 +260,12 @@ pub async fn statuses(state: &ApiState) -> Result<Vec<NodeStatus>, ApiError> {
     let alive = state.store.alive().await?;
     let leases = state.store.leases().await?;
     let mut cordons = state.store.cordons().await?;
+    let mut upgrades = state.store.upgrades().await?;
     let mut out = node_statuses(records, &alive);
     for n in &mut out {
         n.subnet = leases.get(&n.record.info.name).copied();
         n.cordon = cordons.remove(&n.record.info.name);
+        n.upgrade = upgrades.remove(&n.record.info.name);
     }
     Ok(out)
 }

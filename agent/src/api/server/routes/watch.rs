@@ -103,10 +103,11 @@ pub async fn watch_assignments(
             let tasks = state.store.list_tasks().await?;
             let exec = state.store.list_exec().await?;
             let cordons = state.store.cordons().await?;
-            Ok((revision, Arc::new((tasks, exec, cordons))))
+            let upgrades = state.store.upgrades().await?;
+            Ok((revision, Arc::new((tasks, exec, cordons, upgrades))))
         })
         .await?;
-    let (all, exec, cordons) = &*all;
+    let (all, exec, cordons, upgrades) = &*all;
     // A drained node stops its pinned tasks (and reports them stopped) as
     // it stops what the scheduler stops; they start again when it is
     // uncordoned, their records never gone. Its app instances run until
@@ -128,5 +129,6 @@ pub async fn watch_assignments(
         tasks,
         stopping,
         exec,
+        upgrade: upgrades.get(&cert.common_name).cloned(),
     }))
 }
