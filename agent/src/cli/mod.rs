@@ -173,6 +173,7 @@ mod tests {
               task        Run, list and stop tasks: on the cluster or on this node
               app         Deploy, scale, restart and remove apps the cluster keeps running
               deployment  Follow, promote and roll back apps' deployments
+              bundle      Push and list the update bundles nodes upgrade from
               image       Pull, import, list and garbage-collect OCI images
               user        Make, list and revoke operators' tokens, each with a role
               audit       Read the cluster's audit log: who changed what, and when (admins)

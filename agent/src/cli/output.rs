@@ -1059,10 +1059,10 @@ mod tests {
         ]);
         let nodes = node_statuses(records, &alive);
         expect![[r#"
-            NAME       ROLE     STATE        ADDRESS    CPUS  MEMORY   READY FOR
-            master-1   master   Ready        10.9.0.21  2     2.0 GiB  15m
-            private-1  private  Unreachable  10.9.0.21  2     2.0 GiB  -
-            public-1   public   Ready        10.9.0.21  2     2.0 GiB  10s
+            NAME       ROLE     STATE        ADDRESS    CPUS  MEMORY   READY FOR  VERSION  SLOT  UPGRADE
+            master-1   master   Ready        10.9.0.21  2     2.0 GiB  15m        -        -     -
+            private-1  private  Unreachable  10.9.0.21  2     2.0 GiB  -          -        -     -
+            public-1   public   Ready        10.9.0.21  2     2.0 GiB  10s        -        -     -
         "#]]
         .assert_eq(&node_list(&nodes, 2000));
         expect![[r#"

@@ -213,7 +213,7 @@ fn a_bundle_goes_into_the_other_slot() {
             installed 0.2.0 into slot b
             ukis: strata-a.efi strata-b+3.efi
             default strata-b[.+][e1-9]*
-            records: b: 0.2.0 Written; 
+            records: a: 0.1.0 Written; b: 0.2.0 Written; 
             root-b bb112233-4455-6677-8899-aabbccddeeff verity-b 01234567-89ab-cdef-fedc-ba98765432bb
             root-b sha256 eede1070d70ef388
         "#]],
@@ -373,7 +373,7 @@ fn a_downgrade_goes_on_only_when_allowed() {
             installed 0.0.9 into slot b
             ukis: strata-a.efi strata-b+3.efi
             default strata-b[.+][e1-9]*
-            records: b: 0.0.9 Written; 
+            records: a: 0.1.0 Written; b: 0.0.9 Written; 
             root-b bb112233-4455-6677-8899-aabbccddeeff verity-b 01234567-89ab-cdef-fedc-ba98765432bb
             root-b sha256 54bbd7fe7ea57c2c
         "#]],
