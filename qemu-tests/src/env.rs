@@ -18,6 +18,19 @@ pub fn images_dir() -> PathBuf {
         .unwrap_or_else(|| project_root().join("target/images"))
 }
 
+/// The version the QEMU tier's upgrade images carry: newer than any
+/// workspace version the default images take.
+pub const UPGRADE_VERSION: &str = "99.0.0";
+
+/// Where the QEMU tier's images of a newer version go, whose bundles the
+/// upgrade tests install (`cargo xtask image --role private --version
+/// 99.0.0 --out DIR`).
+pub fn upgrade_images_dir() -> PathBuf {
+    std::env::var_os("STRATA_UPGRADE_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target/images-upgrade"))
+}
+
 /// Where the QEMU tier's images with Debian's generic kernel go
 /// (`cargo xtask image --role private --kernel generic --out DIR`).
 pub fn generic_images_dir() -> PathBuf {

@@ -407,8 +407,12 @@ pub const LIST_BUNDLES: Route =
     route(Method::Get, "/v1/bundles", Auth::Operator, "list_bundles").needs(Permission::Read);
 /// `GET /v1/bundles/{sha256}`: a node (or a master copying it) downloads
 /// a bundle; a `Range` header resumes an interrupted download.
-pub const FETCH_BUNDLE: Route =
-    route(Method::Get, "/v1/bundles/{sha256}", Auth::Node, "fetch_bundle");
+pub const FETCH_BUNDLE: Route = route(
+    Method::Get,
+    "/v1/bundles/{sha256}",
+    Auth::Node,
+    "fetch_bundle",
+);
 /// `POST /v1/nodes/{name}/upgrade`: an operator orders a node to install
 /// a bundle into its other slot and reboot into it.
 pub const UPGRADE_NODE: Route = route(

@@ -165,9 +165,7 @@ pub enum OrderRefused {
         node: String,
         role: Role,
     },
-    #[error(
-        "node `{node}` is still carrying out its last order ({progress}): wait for it to end"
-    )]
+    #[error("node `{node}` is still carrying out its last order ({progress}): wait for it to end")]
     Busy { node: String, progress: String },
 }
 

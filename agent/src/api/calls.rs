@@ -42,7 +42,8 @@ impl ApiClient {
 
     /// `PUT /v1/nodes/{name}/upgrade/progress`.
     pub async fn report_upgrade(&self, name: &str, report: &ProgressReport) -> Result<bool> {
-        self.put(&routes::REPORT_UPGRADE.fill(&[name]), report).await
+        self.put(&routes::REPORT_UPGRADE.fill(&[name]), report)
+            .await
     }
 
     /// `POST /v1/join`.

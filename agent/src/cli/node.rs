@@ -268,7 +268,8 @@ fn finish_order(
             format!(
                 "node `{name}`: {} ordered (order {}); `strata node show {name}` follows it\n",
                 match &o.action {
-                    control::upgrade::Action::Install { version, .. } => format!("upgrade to {version}"),
+                    control::upgrade::Action::Install { version, .. } =>
+                        format!("upgrade to {version}"),
                     _ => "rollback".to_string(),
                 },
                 o.id
@@ -276,7 +277,9 @@ fn finish_order(
         });
     }
     let ended = rt.block_on(wait_order(client, &order, timeout, json))?;
-    output::emit(json, &ended, |n| output::node_show(n, crate::clock::unix_secs()))?;
+    output::emit(json, &ended, |n| {
+        output::node_show(n, crate::clock::unix_secs())
+    })?;
     match ended.upgrade.as_ref().map(|o| &o.progress) {
         Some(control::upgrade::Progress::Succeeded) => Ok(()),
         Some(control::upgrade::Progress::Failed { reason }) => {
@@ -325,9 +328,7 @@ async fn wait_order(
             Err(_) => {}
         }
         if started.elapsed().as_secs() >= timeout {
-            return seen.with_context(|| {
-                format!("no master answered within {timeout}s")
-            });
+            return seen.with_context(|| format!("no master answered within {timeout}s"));
         }
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }

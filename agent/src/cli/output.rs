@@ -504,7 +504,9 @@ fn node_image(n: &NodeStatus, now: u64, kv: &mut dyn FnMut(&str, String)) {
             kv(
                 "last upgrade:",
                 match r {
-                    R::Succeeded { slot, version } => format!("{version} into slot {slot}: succeeded"),
+                    R::Succeeded { slot, version } => {
+                        format!("{version} into slot {slot}: succeeded")
+                    }
                     R::Trying { slot, version } => {
                         format!("{version} into slot {slot}: booted, waiting to be blessed")
                     }
@@ -526,7 +528,9 @@ fn node_image(n: &NodeStatus, now: u64, kv: &mut dyn FnMut(&str, String)) {
     }
     if let Some(o) = &n.upgrade {
         let what = match &o.action {
-            control::upgrade::Action::Install { version, sha256, .. } => {
+            control::upgrade::Action::Install {
+                version, sha256, ..
+            } => {
                 format!("upgrade to {version} ({})", &sha256[..12.min(sha256.len())])
             }
             control::upgrade::Action::Rollback => "rollback".into(),

@@ -192,7 +192,14 @@ impl Upgrader {
                 let id = order.id.clone();
                 let plan = tokio::task::spawn_blocking(move || {
                     let host = layout.facts(role, &version, booted)?;
-                    layout.install(&host, &file, &key, allow, crate::clock::unix_secs(), Some(&id))
+                    layout.install(
+                        &host,
+                        &file,
+                        &key,
+                        allow,
+                        crate::clock::unix_secs(),
+                        Some(&id),
+                    )
                 })
                 .await
                 .context("the slot writer stopped")?;
@@ -234,7 +241,8 @@ impl Upgrader {
     ) -> anyhow::Result<PathBuf> {
         use anyhow::Context;
         let dir = self.state_dir.join("upgrade");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         // Bundles of earlier orders go: the state partition is small.
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {

@@ -39,9 +39,11 @@ impl Store {
                 Some(kv) => Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
                 None => Compare::version(key.clone(), CompareOp::Equal, 0),
             };
-            let txn = Txn::new()
-                .when([fence])
-                .and_then([TxnOp::put(key.clone(), record_json(&new), None)]);
+            let txn = Txn::new().when([fence]).and_then([TxnOp::put(
+                key.clone(),
+                record_json(&new),
+                None,
+            )]);
             if self.txn(txn).await?.succeeded() {
                 return Ok(());
             }

@@ -28,13 +28,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use control::upgrade::{ImageStatus, OtherSlot};
 use ed25519_dalek::VerifyingKey;
 use image::bundle::{self, BundleError};
 use image::slot::{
     HostFacts, InstallPlan, InstallRefused, RollbackRefused, Slot, SlotFacts, SlotRecord,
     UpgradeResult, WritePhase,
 };
-use control::upgrade::{ImageStatus, OtherSlot};
 use serde::{Deserialize, Serialize};
 
 use crate::state;

@@ -67,9 +67,7 @@ impl BundleStore {
             source,
         })?;
         let n = self.uploads.fetch_add(1, Ordering::Relaxed);
-        Ok(self
-            .dir
-            .join(format!(".upload-{}-{n}", std::process::id())))
+        Ok(self.dir.join(format!(".upload-{}-{n}", std::process::id())))
     }
 
     /// Verifies the uploaded file `upload` and puts it under its digest;
@@ -114,11 +112,7 @@ impl BundleStore {
             size: 0,
         };
         let manifest = image::bundle::verify(&mut reader, &self.key)?;
-        Ok((
-            hex::encode(reader.hasher.finalize()),
-            manifest,
-            reader.size,
-        ))
+        Ok((hex::encode(reader.hasher.finalize()), manifest, reader.size))
     }
 }
 

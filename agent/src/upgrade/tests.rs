@@ -178,8 +178,14 @@ fn install(lab: &Lab, bundle: &[u8], allow_downgrade: bool) -> Result<InstallPla
         .layout
         .facts(configs::Role::Private, "0.1.0", Slot::A)
         .unwrap();
-    lab.layout
-        .install(&host, &path, &key(1).verifying_key(), allow_downgrade, 100, None)
+    lab.layout.install(
+        &host,
+        &path,
+        &key(1).verifying_key(),
+        allow_downgrade,
+        100,
+        None,
+    )
 }
 
 /// Installs `bundle` on a fresh lab and renders the outcome and the disk.

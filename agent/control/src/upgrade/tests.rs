@@ -36,8 +36,18 @@ fn check(version: Option<&str>, sha256: Option<&str>, role: Role, expected: Expe
 #[test]
 fn an_order_names_one_bundle_of_the_nodes_role() {
     // The last pushed of a version.
-    check(Some("0.2.0"), None, Role::Private, expect!["bb private 0.2.0"]);
-    check(Some("0.2.0"), None, Role::Master, expect!["cc master 0.2.0"]);
+    check(
+        Some("0.2.0"),
+        None,
+        Role::Private,
+        expect!["bb private 0.2.0"],
+    );
+    check(
+        Some("0.2.0"),
+        None,
+        Role::Master,
+        expect!["cc master 0.2.0"],
+    );
     check(None, Some("aa"), Role::Private, expect!["aa private 0.2.0"]);
     check(
         Some("0.3.0"),
@@ -67,7 +77,9 @@ fn an_order_names_one_bundle_of_the_nodes_role() {
         None,
         Some("dd"),
         Role::Private,
-        expect!["error: no bundle with digest dd is on the masters: `strata bundle list` shows them"],
+        expect![
+            "error: no bundle with digest dd is on the masters: `strata bundle list` shows them"
+        ],
     );
     check(
         Some("0.2.0"),
@@ -99,9 +111,7 @@ fn an_order_in_flight_is_busy_until_it_ends_or_goes_stale() {
     order.progress = Progress::Writing;
     assert!(busy(&order, 110, 600));
     assert!(!busy(&order, 800, 600), "stale");
-    order.progress = Progress::Failed {
-        reason: "x".into(),
-    };
+    order.progress = Progress::Failed { reason: "x".into() };
     assert!(!busy(&order, 110, 600));
 }
 

@@ -53,9 +53,8 @@ fn refusal(endpoint: String, status: StatusCode, bytes: &[u8]) -> ClientError {
     }
 }
 
-type FileBody = StreamBody<
-    futures::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>,
->;
+type FileBody =
+    StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>;
 
 impl ApiClient {
     /// PUTs the file at `file` to `path`, streamed from the disk, trying
@@ -123,24 +122,22 @@ impl ApiClient {
                 Ok::<_, hyper::Error>((status, bytes))
             };
             // The master verifies the whole bundle before it answers.
-            let (status, bytes) = match tokio::time::timeout(
-                IDLE + Duration::from_secs(total / (1 << 20)),
-                exchange,
-            )
-            .await
-            {
-                Err(_) => {
-                    failures.push(format!("{endpoint}: no answer in time"));
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    let f = Failure::tls(&e);
-                    identity_refused |= f.tls.is_some_and(TlsFailure::node_identity_refused);
-                    failures.push(format!("{endpoint}: {}", f.message));
-                    continue;
-                }
-                Ok(Ok(answer)) => answer,
-            };
+            let (status, bytes) =
+                match tokio::time::timeout(IDLE + Duration::from_secs(total / (1 << 20)), exchange)
+                    .await
+                {
+                    Err(_) => {
+                        failures.push(format!("{endpoint}: no answer in time"));
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        let f = Failure::tls(&e);
+                        identity_refused |= f.tls.is_some_and(TlsFailure::node_identity_refused);
+                        failures.push(format!("{endpoint}: {}", f.message));
+                        continue;
+                    }
+                    Ok(Ok(answer)) => answer,
+                };
             if !status.is_success() {
                 return Err(refusal(endpoint, status, &bytes).into());
             }
@@ -180,11 +177,7 @@ impl ApiClient {
         let mut identity_refused = false;
         for index in 0..self.endpoints.len() {
             let endpoint = self.endpoints[index].clone();
-            let have = file
-                .metadata()
-                .await
-                .map_err(local("read", dest))?
-                .len();
+            let have = file.metadata().await.map_err(local("read", dest))?.len();
             let mut sender = match self.open::<http_body_util::Empty<Bytes>>(index).await {
                 Ok((s, _, _)) => s,
                 Err(f) => {
@@ -253,8 +246,7 @@ impl ApiClient {
                         .unwrap_or_default();
                     let e = refusal(endpoint.clone(), status, &bytes);
                     // A master without the bundle: the next may have it.
-                    if status == StatusCode::NOT_FOUND
-                        || status == StatusCode::SERVICE_UNAVAILABLE
+                    if status == StatusCode::NOT_FOUND || status == StatusCode::SERVICE_UNAVAILABLE
                     {
                         failures.push(format!("{endpoint}: {e}"));
                         continue;
@@ -264,20 +256,14 @@ impl ApiClient {
             }
             .unwrap_or(0);
             let mut body = resp.into_body().into_data_stream();
-            let mut got = file
-                .metadata()
-                .await
-                .map_err(local("read", dest))?
-                .len();
+            let mut got = file.metadata().await.map_err(local("read", dest))?.len();
             let ended = loop {
                 match tokio::time::timeout(IDLE, body.next()).await {
                     Err(_) => break Some(format!("no data for {}s", IDLE.as_secs())),
                     Ok(None) => break None,
                     Ok(Some(Err(e))) => break Some(chain(&e)),
                     Ok(Some(Ok(chunk))) => {
-                        file.write_all(&chunk)
-                            .await
-                            .map_err(local("write", dest))?;
+                        file.write_all(&chunk).await.map_err(local("write", dest))?;
                         got += chunk.len() as u64;
                         progress(got, total);
                     }

@@ -13,14 +13,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use control::upgrade::{
-    Action, BundleRecord, OrderRefused, ProgressReport, Progress, UpgradeOrder, UpgradeRequest,
+    Action, BundleRecord, OrderRefused, Progress, ProgressReport, UpgradeOrder, UpgradeRequest,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::api::server::ApiState;
 use crate::api::server::audit::AuditNote;
-use crate::api::server::auth::{FetchBundles, NodeCert, Operator, ReadState, ThisNode, UpgradeNodes};
+use crate::api::server::auth::{
+    FetchBundles, NodeCert, Operator, ReadState, ThisNode, UpgradeNodes,
+};
 use crate::api::server::error::ApiError;
 use crate::upgrade::store::{BundleStore, StoreError};
 
@@ -294,10 +296,7 @@ async fn order(
         }));
     }
     tracing::info!(node = %name, "api: {detail} ordered by {by}");
-    Ok((
-        Extension(AuditNote { who: None, detail }),
-        Json(order),
-    ))
+    Ok((Extension(AuditNote { who: None, detail }), Json(order)))
 }
 
 /// A node reports how far its order got.
