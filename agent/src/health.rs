@@ -198,8 +198,26 @@ pub fn facts(src: &Sources) -> Facts {
     let block = src.sys_dev_block.join(&dev);
     let dm_uuid = std::fs::read_to_string(block.join("dm/uuid")).unwrap_or_default();
     let root_verity = dm_uuid.starts_with("CRYPT-VERITY-");
-    // The slot is in the GPT label of the root partition: the device itself,
-    // or the first slave of a device-mapper root that has one.
+    let slot = slot_of(src, &dev);
+    Facts {
+        root_read_only: mounted_ro && write_refused,
+        root_verity,
+        slot,
+    }
+}
+
+/// The slot the root came from (without the other facts' write probe).
+pub fn slot(src: &Sources) -> Slot {
+    let mountinfo = std::fs::read_to_string(&src.mountinfo).unwrap_or_default();
+    let (dev, _) = root_mount(&mountinfo).unwrap_or_default();
+    slot_of(src, &dev)
+}
+
+/// The slot in the GPT label of the root partition `dev` (`major:minor`):
+/// the device itself, or the first slave of a device-mapper root that has
+/// one.
+fn slot_of(src: &Sources, dev: &str) -> Slot {
+    let block = src.sys_dev_block.join(dev);
     let mut names: Vec<String> = std::fs::read_dir(block.join("slaves"))
         .map(|d| {
             d.flatten()
@@ -214,19 +232,14 @@ pub fn facts(src: &Sources) -> Facts {
             .iter()
             .map(|n| src.sys_class_block.join(n).join("uevent")),
     );
-    let slot = uevents
+    uevents
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .find_map(|u| {
             u.lines()
                 .find_map(|l| l.strip_prefix("PARTNAME=root-").map(Slot::from_label))
         })
-        .unwrap_or(Slot::None);
-    Facts {
-        root_read_only: mounted_ro && write_refused,
-        root_verity,
-        slot,
-    }
+        .unwrap_or(Slot::None)
 }
 
 /// Writes the health file atomically.

@@ -352,6 +352,26 @@ pub fn plan_rollback(host: &HostFacts) -> Result<Slot, RollbackRefused> {
     }
 }
 
+/// Whether a node running `running` may install `version`: not an older
+/// one unless `allow_downgrade`. [`plan_install`] checks it again with
+/// the bundle's signed manifest; a node checks it first with the version
+/// an order names, before it downloads anything.
+pub fn check_version(
+    running: &str,
+    version: &str,
+    allow_downgrade: bool,
+) -> Result<(), InstallRefused> {
+    let new = ImageVersion::parse(version).map_err(InstallRefused::BadVersion)?;
+    let current = ImageVersion::parse(running).map_err(InstallRefused::BadRunningVersion)?;
+    if new.is_older_than(&current) && !allow_downgrade {
+        return Err(InstallRefused::Downgrade {
+            bundle: version.to_string(),
+            running: running.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a verified bundle's manifest against the node and plans its
 /// installation into the slot that is not booted.
 pub fn plan_install(
@@ -365,14 +385,7 @@ pub fn plan_install(
             node: host.role,
         });
     }
-    let new = ImageVersion::parse(&bundle.version).map_err(InstallRefused::BadVersion)?;
-    let running = ImageVersion::parse(&host.running).map_err(InstallRefused::BadRunningVersion)?;
-    if new.is_older_than(&running) && !allow_downgrade {
-        return Err(InstallRefused::Downgrade {
-            bundle: bundle.version.clone(),
-            running: host.running.clone(),
-        });
-    }
+    check_version(&host.running, &bundle.version, allow_downgrade)?;
     let (root_partuuid, verity_partuuid) = crate::plan::slot_uuids(&bundle.root_hash)
         .map_err(|_| InstallRefused::BadRootHash(bundle.root_hash.clone()))?;
     if state(host.slot(host.booted)) != SlotState::Good {

@@ -266,7 +266,7 @@ pub async fn run_agent_with(
         }
         let settings = registered.settings;
         let mut renewer = Renewer::new(&dir, &key, &creds, identity)?;
-        heartbeat(ud, &client, settings, &mut health, &mut renewer).await;
+        heartbeat(ud, &opts, &client, settings, &mut health, &mut renewer).await;
         rejoin = true;
     }
 }
@@ -594,14 +594,35 @@ impl<'a> Renewer<'a> {
 
 /// Heartbeats (renewing the certificate when it is due) until the master
 /// says the node must join again.
+/// Every how many heartbeats the node looks whether its image state
+/// changed.
+const IMAGE_CHECK_BEATS: u64 = 5;
+
 async fn heartbeat(
     ud: &UserData,
+    opts: &AgentOptions,
     client: &ApiClient,
     mut settings: NodeSettings,
     health: &mut Reporter,
     renewer: &mut Renewer<'_>,
 ) {
+    // What the node said of its image when it registered: a change (its
+    // new slot blessed, an upgrade judged) is registered again, so that
+    // the masters show it.
+    let mut image = crate::upgrade::image_status(&opts.state_dir, ud.role);
+    let mut beats = 0u64;
     loop {
+        beats += 1;
+        if beats % IMAGE_CHECK_BEATS == 0 {
+            let now = crate::upgrade::image_status(&opts.state_dir, ud.role);
+            if now != image {
+                let info = node_info(ud, opts, client);
+                match client.register(&info).await {
+                    Ok(_) => image = now,
+                    Err(e) => tracing::warn!("cannot register the node's new image state: {e}"),
+                }
+            }
+        }
         renewer.renew_if_due(&ud.name, client).await;
         match client.heartbeat(&ud.name).await {
             Ok(resp) => {

@@ -182,8 +182,12 @@ impl Upgrader {
                 sha256,
                 size,
                 allow_downgrade,
-                ..
+                version: target,
             } => {
+                // Refused before the download when the order says enough;
+                // the slot writer checks the signed manifest again.
+                image::slot::check_version(&version, target, *allow_downgrade)
+                    .map_err(|e| anyhow::anyhow!("bundle {sha256} is refused: {e}"))?;
                 let bundle = self.download(order, sha256, *size).await?;
                 self.report(&order.id, Progress::Writing).await;
                 let (role, allow) = (self.role, *allow_downgrade);

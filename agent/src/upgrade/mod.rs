@@ -438,7 +438,7 @@ pub fn running_version(os_release: &Path) -> Option<String> {
 /// The slot the node booted, from its health facts; `None` outside an
 /// image.
 pub fn booted_slot() -> Option<Slot> {
-    match crate::health::facts(&crate::health::Sources::default()).slot {
+    match crate::health::slot(&crate::health::Sources::default()) {
         crate::health::Slot::A => Some(Slot::A),
         crate::health::Slot::B => Some(Slot::B),
         crate::health::Slot::None => None,

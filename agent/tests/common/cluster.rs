@@ -125,6 +125,9 @@ pub struct TestCluster {
     pub etcd_port: u16,
     /// The CLI context `strata cluster init` wrote.
     pub context: PathBuf,
+    /// The key the cluster's update bundles are signed with: masters run
+    /// with its public half as their update key (`--update-key`).
+    pub update_key: ed25519_dalek::SigningKey,
     id: u32,
     tag: &'static str,
     nodes: Vec<Node>,
@@ -237,12 +240,19 @@ impl TestCluster {
             etcd_port,
             (masters.len() > 1).then_some(master.ip.as_str()),
         );
+        let update_key = ed25519_dalek::SigningKey::from_bytes(&[id as u8; 32]);
+        std::fs::write(
+            dir.join("update.pub"),
+            image::key::public_key_hex(&update_key.verifying_key()),
+        )
+        .expect("write the update key");
         TestCluster {
             strata,
             ca,
             cluster_toml,
             etcd_port,
             context: dir.join("out/cli/context.toml"),
+            update_key,
             id,
             tag: spec.tag,
             nodes,
@@ -346,6 +356,7 @@ impl TestCluster {
             user_data.display().to_string(),
             state_dir.display().to_string(),
         );
+        let update_key = self.dir().join("update.pub").display().to_string();
         let (role_file, run_dir) = match self.command {
             NodeCommand::RunNode => (String::new(), String::new()),
             NodeCommand::Agent => {
@@ -367,6 +378,8 @@ impl TestCluster {
                 &user_data,
                 "--state-dir",
                 &state_dir,
+                "--update-key",
+                &update_key,
             ],
             NodeCommand::Agent => vec![
                 "agent",

@@ -1,0 +1,284 @@
+//! Update bundles and upgrade orders on the host: a real etcd, a master
+//! and two agents as real `strata cluster run-node` processes in network
+//! namespaces, the master's update key the harness's own.
+//!
+//! - `strata bundle push` keeps a bundle signed with the update key, under
+//!   its digest, and `bundle list` shows it; a tampered, a truncated and a
+//!   wrongly signed bundle are refused with the reason, and nothing is
+//!   kept;
+//! - a node downloads a bundle with its certificate, and a download cut
+//!   short goes on from where it stopped (`Range`); an unknown digest is
+//!   answered 404, a path that is not a digest 400;
+//! - `node upgrade` refuses a version no bundle of the node's role has,
+//!   and a bundle of another role;
+//! - an order reaches the node through its assignment watch and the node
+//!   reports back: these agents run outside an image, so the order fails
+//!   with that reason, which `node upgrade --wait` prints and exits on;
+//!   `node show` keeps the order with its outcome.
+//!
+//! Root only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agent::api::client::{ApiClient, Auth, ClientError, TransferError};
+use agent::api::tls;
+use control::model::NodeState;
+use control::upgrade::BundleRecord;
+use image::bundle::{PART_ROOT, PART_UKI, PART_VERITY};
+use image::manifest::{Digest, Manifest};
+use qemu_tests::testenv::{Need, require};
+
+mod common;
+use common::cluster::{ClusterSpec, TestCluster};
+
+/// A bundle of `version` for `role`, signed with `key`.
+fn bundle(role: configs::Role, version: &str, key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+    let root: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let verity = vec![7u8; 64 << 10];
+    let uki = b"MZ not a real UKI".to_vec();
+    let digest = |name: &str, b: &[u8]| Digest {
+        name: name.into(),
+        size: b.len() as u64,
+        sha256: image::sha256_hex(b),
+    };
+    let hash = "ab".repeat(32);
+    let m = Manifest {
+        format: image::manifest::FORMAT,
+        version: version.into(),
+        role,
+        kernel: "linux 6.1".into(),
+        source_date_epoch: 1,
+        root_hash: hash.clone(),
+        verity_salt: "00".repeat(32),
+        cmdline: format!("roothash={hash}"),
+        packages: BTreeMap::new(),
+        partitions: vec![],
+        parts: vec![
+            digest(PART_ROOT, &root),
+            digest(PART_VERITY, &verity),
+            digest(PART_UKI, &uki),
+        ],
+        artifacts: vec![],
+    };
+    let mut out = Vec::new();
+    image::bundle::write(
+        &mut out,
+        &m,
+        key,
+        &mut [
+            (PART_ROOT, &mut &root[..]),
+            (PART_VERITY, &mut &verity[..]),
+            (PART_UKI, &mut &uki[..]),
+        ],
+    )
+    .expect("a bundle");
+    out
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn bundles_are_kept_served_and_ordered() {
+    if !require(
+        "host_upgrades",
+        &[Need::Root, Need::Program("etcd"), Need::Program("ip")],
+    ) {
+        return;
+    }
+    let api_port = 6443;
+    let c = TestCluster::new(ClusterSpec {
+        extra_toml: format!("api_port = {api_port}\n"),
+        ..ClusterSpec::new("up", "upgrades", "10.78.0")
+    });
+    let _master = c.spawn_node("master-1", "master.log");
+    let _agent1 = c.spawn_node("agent-1", "agent-1.log");
+    let _agent2 = c.spawn_node("agent-2", "agent-2.log");
+    c.wait_nodes("all nodes Ready", Duration::from_secs(60), |nodes| {
+        ["master-1", "agent-1", "agent-2"].iter().all(|n| {
+            nodes
+                .iter()
+                .any(|s| s.record.info.name == *n && s.state == NodeState::Ready)
+        })
+    });
+
+    // Pushed, verified, kept under its digest.
+    let good = bundle(configs::Role::Private, "0.2.0", &c.update_key);
+    let file = c.dir().join("good.update");
+    std::fs::write(&file, &good).expect("write the bundle");
+    let pushed: BundleRecord = serde_json::from_str(&c.admin_ok(&[
+        "bundle",
+        "push",
+        file.to_str().expect("utf-8"),
+        "--json",
+    ]))
+    .expect("push answers JSON");
+    assert_eq!(pushed.sha256, image::sha256_hex(&good));
+    assert_eq!(pushed.version, "0.2.0");
+    assert_eq!(pushed.size, good.len() as u64);
+    assert_eq!(pushed.holders, ["master-1"]);
+    let kept = c
+        .state_dir("master-1")
+        .join("bundles")
+        .join(format!("{}.bundle", pushed.sha256));
+    assert_eq!(std::fs::read(&kept).expect("the master keeps it"), good);
+    let list = c.admin_ok(&["bundle", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("0.2.0") && l.contains("private") && l.contains(&pushed.sha256)),
+        "{list}"
+    );
+
+    // Bad bundles: refused with the reason, nothing kept.
+    let mut tampered = good.clone();
+    let n = tampered.len();
+    tampered[n / 2] ^= 0x55;
+    let other_key = ed25519_dalek::SigningKey::from_bytes(&[0xee; 32]);
+    for (name, bytes, expected) in [
+        (
+            "tampered",
+            tampered,
+            "bundle part `root.erofs` is corrupted",
+        ),
+        ("truncated", good[..n / 3].to_vec(), "truncated"),
+        (
+            "foreign",
+            bundle(configs::Role::Private, "0.3.0", &other_key),
+            "not signed with this key",
+        ),
+    ] {
+        let file = c.dir().join(format!("{name}.update"));
+        std::fs::write(&file, bytes).expect("write a bad bundle");
+        let e = c
+            .cli_as(
+                &c.context,
+                &["bundle", "push", file.to_str().expect("utf-8")],
+            )
+            .expect_err("a bad bundle is refused");
+        assert!(
+            e.contains("bundle refused") && e.contains(expected),
+            "{name}: {e}"
+        );
+    }
+    let kept: Vec<String> = std::fs::read_dir(c.state_dir("master-1").join("bundles"))
+        .expect("the bundle directory")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(kept, [format!("{}.bundle", pushed.sha256)], "{kept:?}");
+
+    // A node downloads it with its certificate, and a cut-short download
+    // goes on from where it stopped.
+    let identity = c.state_dir("agent-1").join("identity");
+    let cert = std::fs::read_to_string(identity.join("node.crt")).expect("node.crt");
+    let key = std::fs::read_to_string(identity.join("node.key")).expect("node.key");
+    let ca_pem = c.ca.cert_pem.clone();
+    let endpoint = format!("{}:{api_port}", c.ip("master-1"));
+    let dest = c.dir().join("download.part");
+    std::fs::write(&dest, &good[..1000]).expect("a partial download");
+    let (sha, dest2) = (pushed.sha256.clone(), dest.clone());
+    let ns = agent::overlay::netns::path(c.ns("agent-1"));
+    let (resumed, missing, bad) = agent::overlay::netns::run_in(Some(&ns), move || {
+        Ok(block_on(async move {
+            let tls = tls::client_config(&ca_pem, Some((&cert, &key))).expect("tls");
+            let client = ApiClient::new(vec![endpoint], tls, Auth::Tls);
+            let path = control::api::FETCH_BUNDLE.fill(&[&sha]);
+            let resumed = client.download(&path, &dest2, |_, _| {}).await;
+            let missing = client
+                .download(
+                    &control::api::FETCH_BUNDLE.fill(&[&"0".repeat(64)]),
+                    &dest2.with_extension("missing"),
+                    |_, _| {},
+                )
+                .await;
+            let bad = client
+                .download(
+                    &control::api::FETCH_BUNDLE.fill(&["..%2Fetc"]),
+                    &dest2.with_extension("bad"),
+                    |_, _| {},
+                )
+                .await;
+            (resumed, missing, bad)
+        }))
+    })
+    .expect("netns thread");
+    assert_eq!(resumed.expect("the download resumes"), good.len() as u64);
+    assert_eq!(std::fs::read(&dest).expect("downloaded"), good);
+    assert!(
+        matches!(&missing, Err(TransferError::Client(ClientError::Unreachable { failures, .. })) if failures.contains("no-such-bundle") || failures.contains("no bundle")),
+        "{missing:?}"
+    );
+    assert!(
+        matches!(
+            &bad,
+            Err(TransferError::Client(ClientError::Api { status: 400, .. }))
+        ),
+        "{bad:?}"
+    );
+
+    // Orders the masters refuse.
+    let e = c
+        .cli_as(
+            &c.context,
+            &["node", "upgrade", "agent-1", "--version", "9.9.9"],
+        )
+        .expect_err("no such version");
+    assert!(
+        e.contains("no bundle of version 9.9.9 for private nodes"),
+        "{e}"
+    );
+    let e = c
+        .cli_as(
+            &c.context,
+            &["node", "upgrade", "agent-2", "--version", "0.2.0"],
+        )
+        .expect_err("agent-2 is public");
+    assert!(
+        e.contains("no bundle of version 0.2.0 for public nodes"),
+        "{e}"
+    );
+
+    // An order reaches the node and its outcome comes back.
+    let e = c
+        .cli_as(
+            &c.context,
+            &[
+                "node",
+                "upgrade",
+                "agent-1",
+                "--version",
+                "0.2.0",
+                "--wait",
+                "--timeout",
+                "60s",
+            ],
+        )
+        .expect_err("a node outside an image cannot upgrade");
+    assert!(
+        e.contains("the order failed: the node did not boot from a slot"),
+        "{e}"
+    );
+    let show = c.admin_ok(&["node", "show", "agent-1"]);
+    assert!(
+        show.contains("order:") && show.contains("upgrade to 0.2.0") && show.contains("failed"),
+        "{show}"
+    );
+    let list = c.admin_ok(&["node", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("agent-1") && l.contains("0.2.0 failed")),
+        "{list}"
+    );
+    // An order that ended does not block the next.
+    c.admin_ok(&["node", "rollback", "agent-1"]);
+}
