@@ -21,6 +21,9 @@ pub enum Area {
     Image(crate::bench_image::Args),
     /// QEMU start to Ready per role, beside systemd's multi-user.target.
     Boot(crate::bench_boot::Args),
+    /// One node's upgrade by image swap beside a plain reboot, the bytes
+    /// written and the bundle's download rate (QEMU).
+    Upgrade,
     /// Container runtime: start latency against crun, agent RSS, pull throughput (root).
     Runtime {
         /// Starts measured for each runtime.
@@ -56,6 +59,7 @@ fn run_area(area: Area) -> anyhow::Result<()> {
         Area::Scheduler => agent_bench("scheduler"),
         Area::Image(args) => crate::bench_image::run(&args),
         Area::Boot(args) => crate::bench_boot::run(&args),
+        Area::Upgrade => crate::bench_upgrade::run(),
         Area::Runtime { count } => crate::bench_runtime::run(count),
         Area::RuntimeCrunInner { bundle, empty } => {
             crate::bench_runtime::crun_inner(&bundle, &empty)

@@ -188,7 +188,7 @@ fn load_average() -> String {
 
 /// The host's `strata` for `cluster init` and the CLI: `STRATA_BIN`, else
 /// the copy the image build put in the images, else a release build.
-fn strata_bin(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn strata_bin(root: &Path) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("STRATA_BIN") {
         return Ok(PathBuf::from(p));
     }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_boot;
 pub mod bench_image;
 pub mod bench_runtime;
+pub mod bench_upgrade;
 pub mod cluster;
 pub mod deps;
 pub mod fresh;

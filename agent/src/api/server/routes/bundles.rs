@@ -194,6 +194,7 @@ pub async fn fetch_bundle(
         Some(_) => (
             StatusCode::PARTIAL_CONTENT,
             [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
                 (header::CONTENT_LENGTH, len),
                 (
                     header::CONTENT_RANGE,
@@ -203,7 +204,15 @@ pub async fn fetch_bundle(
             body,
         )
             .into_response(),
-        None => (StatusCode::OK, [(header::CONTENT_LENGTH, len)], body).into_response(),
+        None => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_LENGTH, len),
+            ],
+            body,
+        )
+            .into_response(),
     })
 }
 
