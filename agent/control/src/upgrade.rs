@@ -182,7 +182,10 @@ pub fn pick_bundle<'a>(
         (None, None) => return Err(OrderRefused::NoneNamed),
         (Some(v), None) => bundles
             .iter()
-            .filter(|b| b.role == role && b.version == *v)
+            // `0.2.0` names `0.2.0+g1a2b3c` too (an image's build metadata).
+            .filter(|b| {
+                b.role == role && (b.version == *v || b.version.split('+').next() == Some(v))
+            })
             .max_by_key(|b| b.pushed_at)
             .ok_or_else(|| OrderRefused::NoVersion {
                 version: v.clone(),

@@ -20,6 +20,7 @@ fn check(version: Option<&str>, sha256: Option<&str>, role: Role, expected: Expe
         bundle("aa", "0.2.0", Role::Private, 10),
         bundle("bb", "0.2.0", Role::Private, 20),
         bundle("cc", "0.2.0", Role::Master, 10),
+        bundle("dd", "0.4.0+g1a2b3c", Role::Private, 10),
     ];
     let req = UpgradeRequest {
         version: version.map(str::to_string),
@@ -50,6 +51,18 @@ fn an_order_names_one_bundle_of_the_nodes_role() {
     );
     check(None, Some("aa"), Role::Private, expect!["aa private 0.2.0"]);
     check(
+        Some("0.4.0"),
+        None,
+        Role::Private,
+        expect!["dd private 0.4.0+g1a2b3c"],
+    );
+    check(
+        Some("0.4.0+g1a2b3c"),
+        None,
+        Role::Private,
+        expect!["dd private 0.4.0+g1a2b3c"],
+    );
+    check(
         Some("0.3.0"),
         None,
         Role::Private,
@@ -75,10 +88,10 @@ fn an_order_names_one_bundle_of_the_nodes_role() {
     );
     check(
         None,
-        Some("dd"),
+        Some("ee"),
         Role::Private,
         expect![
-            "error: no bundle with digest dd is on the masters: `strata bundle list` shows them"
+            "error: no bundle with digest ee is on the masters: `strata bundle list` shows them"
         ],
     );
     check(
