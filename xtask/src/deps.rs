@@ -141,6 +141,9 @@ const AGENT_BUILD_TOOLS: &[Tool] = &[
     t("pkg-config", "pkg-config"),
     t("cc", "build-essential"),
     t("make", "build-essential"),
+    // The slot writer's unit tests partition a disk image with it, as the
+    // image build does.
+    t("sfdisk", "fdisk"),
 ];
 
 const IMAGE_BUILD_TOOLS: &[Tool] = &[
