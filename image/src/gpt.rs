@@ -100,14 +100,9 @@ pub fn read<D: Read + Seek>(disk: &mut D, sector: u64) -> Result<Table, GptError
         }
         let first = u64_at(e, 32);
         let last = u64_at(e, 40);
-        let units: Vec<u16> = e[56..128]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
         partitions.push(Partition {
             number: u32::try_from(i + 1).expect("at most MAX_ENTRIES entries"),
-            label: String::from_utf16_lossy(&units),
+            label: label_of(e),
             type_guid: guid_text(&e[..16]),
             uuid: guid_text(&e[16..32]),
             offset: first * sector,
@@ -174,7 +169,8 @@ fn read_copy<D: Read + Seek>(
     };
     let mut block = vec![0u8; usize::try_from(sector).map_err(|_| malformed("sector size"))?];
     disk.seek(SeekFrom::Start(lba * sector))?;
-    read_full(disk, &mut block).map_err(|_| GptError::NoHeader(which))?;
+    disk.read_exact(&mut block)
+        .map_err(|_| GptError::NoHeader(which))?;
     if &block[..8] != SIGNATURE {
         return Err(GptError::NoHeader(which));
     }
@@ -204,7 +200,7 @@ fn read_copy<D: Read + Seek>(
     }
     let mut flat = vec![0u8; header.entries_len()];
     disk.seek(SeekFrom::Start(header.entries_lba * sector))?;
-    read_full(disk, &mut flat)?;
+    disk.read_exact(&mut flat)?;
     if crc32fast::hash(&flat) != u32_at(&header.bytes, 88) {
         return Err(GptError::EntriesChecksum(which));
     }
@@ -213,10 +209,6 @@ fn read_copy<D: Read + Seek>(
         .map(<[u8]>::to_vec)
         .collect();
     Ok((header, entries))
-}
-
-fn read_full<D: Read>(disk: &mut D, buf: &mut [u8]) -> io::Result<()> {
-    disk.read_exact(buf)
 }
 
 fn label_of(entry: &[u8]) -> String {

@@ -204,15 +204,7 @@ impl ApiClient {
     ) -> Result<T, ClientError> {
         let (endpoint, status, bytes) = self.request(method, path, body).await?;
         if !status.is_success() {
-            let (message, code) = serde_json::from_slice::<ApiErrorBody>(&bytes)
-                .map(|b| (b.error, b.code))
-                .unwrap_or_else(|_| (String::from_utf8_lossy(&bytes).trim().to_string(), None));
-            return Err(ClientError::Api {
-                endpoint,
-                status: status.as_u16(),
-                message,
-                code,
-            });
+            return Err(refusal(endpoint, status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             endpoint,
@@ -490,6 +482,20 @@ impl ApiClient {
             failures: failures.join("; "),
             identity_refused,
         })
+    }
+}
+
+/// A master's refusal, from its status and its error body (or its text,
+/// from masters that predate error bodies).
+fn refusal(endpoint: String, status: StatusCode, bytes: &[u8]) -> ClientError {
+    let (message, code) = serde_json::from_slice::<ApiErrorBody>(bytes)
+        .map(|b| (b.error, b.code))
+        .unwrap_or_else(|_| (String::from_utf8_lossy(bytes).trim().to_string(), None));
+    ClientError::Api {
+        endpoint,
+        status: status.as_u16(),
+        message,
+        code,
     }
 }
 

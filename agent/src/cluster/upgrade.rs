@@ -126,18 +126,7 @@ impl Upgrader {
             {
                 self.judge(order, &h, booted).await
             }
-            Some(h) if h.id == order.id => {
-                if let Err(e) = self.act(order).await {
-                    tracing::warn!("upgrade: order {} failed: {e:#}", order.id);
-                    self.report(
-                        &order.id,
-                        Progress::Failed {
-                            reason: format!("{e:#}"),
-                        },
-                    )
-                    .await;
-                }
-            }
+            Some(h) if h.id == order.id => self.act_or_report(order).await,
             _ => {
                 let h = Handled {
                     id: order.id.clone(),
@@ -153,20 +142,18 @@ impl Upgrader {
                     .await;
                     return;
                 }
-                match self.act(order).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::warn!("upgrade: order {} failed: {e:#}", order.id);
-                        self.report(
-                            &order.id,
-                            Progress::Failed {
-                                reason: format!("{e:#}"),
-                            },
-                        )
-                        .await;
-                    }
-                }
+                self.act_or_report(order).await;
             }
+        }
+    }
+
+    /// Carries out an order, reporting it failed when it does not get to
+    /// the reboot.
+    async fn act_or_report(&self, order: &UpgradeOrder) {
+        if let Err(e) = self.act(order).await {
+            tracing::warn!("upgrade: order {} failed: {e:#}", order.id);
+            let reason = format!("{e:#}");
+            self.report(&order.id, Progress::Failed { reason }).await;
         }
     }
 

@@ -14,8 +14,7 @@ use hyper::{Method, Request, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ApiClient, Auth, ClientError, Failure, TlsFailure, chain};
-use control::model::ApiErrorBody;
+use super::{ApiClient, Auth, ClientError, Failure, TlsFailure, chain, refusal};
 
 /// Bytes read from the file per chunk of an upload.
 const CHUNK: usize = 256 << 10;
@@ -38,19 +37,6 @@ pub enum TransferError {
 fn local(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TransferError {
     let path = path.to_path_buf();
     move |source| TransferError::Local { what, path, source }
-}
-
-/// A master's refusal, from its status and body.
-fn refusal(endpoint: String, status: StatusCode, bytes: &[u8]) -> ClientError {
-    let (message, code) = serde_json::from_slice::<ApiErrorBody>(bytes)
-        .map(|b| (b.error, b.code))
-        .unwrap_or_else(|_| (String::from_utf8_lossy(bytes).trim().to_string(), None));
-    ClientError::Api {
-        endpoint,
-        status: status.as_u16(),
-        message,
-        code,
-    }
 }
 
 type FileBody =
