@@ -14,7 +14,11 @@
 //! - an order reaches the node through its assignment watch and the node
 //!   reports back: these agents run outside an image, so the order fails
 //!   with that reason, which `node upgrade --wait` prints and exits on;
-//!   `node show` keeps the order with its outcome.
+//!   `node show` keeps the order with its outcome;
+//! - `cluster upgrade` is refused without a bundle for every role it
+//!   upgrades; over the private agents it drains agent-1 and orders it,
+//!   halts there when its upgrade fails, keeps that in etcd
+//!   (`--status`), and `--resume` tries the node again.
 //!
 //! Root only.
 
@@ -279,6 +283,81 @@ fn bundles_are_kept_served_and_ordered() {
             .any(|l| l.starts_with("agent-1") && l.contains("0.2.0 failed")),
         "{list}"
     );
+    // A cluster upgrade needs a bundle for every role it upgrades: refused
+    // with the nodes named, nothing stored.
+    let e = c
+        .cli_as(&c.context, &["cluster", "upgrade", "--version", "0.2.0"])
+        .expect_err("no master bundle");
+    assert!(
+        e.contains("node `master-1` cannot upgrade: no bundle of version 0.2.0 for master nodes"),
+        "{e}"
+    );
+    let e = c
+        .cli_as(&c.context, &["cluster", "upgrade", "--status"])
+        .expect_err("nothing was stored");
+    assert!(e.contains("no cluster upgrade was started"), "{e}");
+    let e = c
+        .cli_as(&c.context, &["cluster", "upgrade", "--resume"])
+        .expect_err("nothing to resume");
+    assert!(e.contains("no cluster upgrade was started"), "{e}");
+
+    // The private agents' rollout: agent-1 is drained and ordered by the
+    // scheduler's leader, fails (no slots outside an image), and the
+    // rollout halts there with the node and the reason, kept in etcd.
+    let e = c
+        .cli_as(
+            &c.context,
+            &[
+                "cluster",
+                "upgrade",
+                "--version",
+                "0.2.0",
+                "--role",
+                "private",
+                "--timeout",
+                "120s",
+            ],
+        )
+        .expect_err("the rollout halts at agent-1");
+    assert!(
+        e.contains("halted at node `agent-1`")
+            && e.contains("its upgrade failed")
+            && e.contains("did not boot from a slot"),
+        "{e}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(&["cluster", "upgrade", "--status", "--json"]))
+            .expect("--status --json is JSON");
+    assert_eq!(status["halted"]["node"], "agent-1", "{status}");
+    assert_eq!(status["nodes"][0]["name"], "agent-1", "{status}");
+    assert_eq!(status["nodes"][0]["step"], "failed", "{status}");
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    let text = c.admin_ok(&["cluster", "upgrade", "--status"]);
+    assert!(text.contains("HALTED at agent-1"), "{text}");
+    let node: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(&["node", "show", "agent-1", "--json"]))
+            .expect("node show --json");
+    assert_eq!(node["cordon"]["by"], "cluster upgrade", "{node}");
+    assert!(
+        node["upgrade"]["by"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("cluster upgrade")),
+        "{node}"
+    );
+    // --resume tries agent-1 again, which fails again.
+    let e = c
+        .cli_as(
+            &c.context,
+            &["cluster", "upgrade", "--resume", "--timeout", "120s"],
+        )
+        .expect_err("agent-1 fails again");
+    assert!(e.contains("halted at node `agent-1`"), "{e}");
+    c.admin_ok(&["node", "uncordon", "agent-1"]);
+
     // An order that ended does not block the next.
     c.admin_ok(&["node", "rollback", "agent-1"]);
 }

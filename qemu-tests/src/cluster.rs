@@ -183,7 +183,9 @@ impl Prepared {
     pub fn vm_config_via(&self, node: &NodeSpec, via: UserDataVia) -> anyhow::Result<VmConfig> {
         let base = self.images.join(format!("strata-{}.qcow2", node.role));
         let disk = self.dir.join(format!("{}.qcow2", node.name));
-        overlay(&base, &disk, 0)?;
+        // 1 GiB more for the state partition (grown at the first boot):
+        // room for the update bundles masters keep and nodes download.
+        overlay(&base, &disk, 1024)?;
         let mut config = VmConfig::new(&node.name, &disk, &self.dir);
         let user_data = self
             .dir

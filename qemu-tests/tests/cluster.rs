@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::cluster::{Layout, NodeSpec, Prepared, UserDataVia};
 use qemu_tests::disk::ConfigFs;
-use qemu_tests::env::{images_dir, project_root, require};
+use qemu_tests::env::{images_dir, project_root, require, upgrade_images_dir};
 use qemu_tests::observe::{Hold, Seen, wait_until_holding};
 use qemu_tests::registry::{self, Registry};
 use qemu_tests::{OVMF_CODE, QEMU, Vm, marker_fields, unique};
@@ -226,6 +226,7 @@ fn master_private_and_public_join_at_boot() {
 
     tasks_across_booted_agents(&p, &registry.guest_image());
     app_across_booted_agents(&p, &registry.guest_image());
+    upgrade_booted_agent(&p, &registry.guest_image());
 
     // A node that vanishes is shown unreachable after the grace period.
     let lost = vms.remove(1);
@@ -599,4 +600,197 @@ fn tasks_across_booted_agents(p: &Prepared, image: &str) {
         "the task in a user namespace on private-1 saw something else: {done}"
     );
     p.strata(&["task", "stop", "mapped"]).expect("stop mapped");
+}
+
+/// `strata node show NAME --json`.
+fn show(p: &Prepared, name: &str) -> serde_json::Value {
+    let out = p
+        .strata(&["node", "show", name, "--json"])
+        .unwrap_or_else(|e| panic!("node show {name}: {e:#}"));
+    serde_json::from_str(&out).expect("node show --json is JSON")
+}
+
+/// The SHA-256 of the first 64 MiB of a partition of private-1, by label.
+fn partition_digest(p: &Prepared, label: &str) -> String {
+    let script = format!("head -c 67108864 /dev/disk/by-partlabel/{label} | sha256sum");
+    p.strata(&["node", "exec", "private-1", "--", "sh", "-c", &script])
+        .unwrap_or_else(|e| panic!("hash {label} on private-1: {e:#}"))
+        .split_whitespace()
+        .next()
+        .expect("sha256sum prints a digest")
+        .to_string()
+}
+
+/// An upgrade of a booted agent by image swap (issue 16), and back: bad
+/// bundles are refused by the masters and slot B's bytes stay as they
+/// were; a newer private image, pushed, then rolled out over the private
+/// agents with `cluster upgrade`, is written into private-1's slot B,
+/// which reboots into it, comes back Ready with the slot blessed, is
+/// uncordoned and runs its task again; an older bundle is refused by the
+/// node without --allow-downgrade; a rollback boots slot A again.
+fn upgrade_booted_agent(p: &Prepared, image: &str) {
+    let v2 = upgrade_images_dir().join("strata-private.update");
+    let v1 = images_dir().join("strata-private.update");
+    if !require("upgrade_booted_agent", &[v2.as_path(), v1.as_path()], &[]) {
+        return;
+    }
+    let before = show(p, "private-1");
+    println!("private-1 before the upgrade: {}", before["image"]);
+    let v1_version = before["image"]["version"]
+        .as_str()
+        .expect("private-1 reports its image version")
+        .to_string();
+    assert_eq!(before["image"]["booted"], "a", "{before}");
+    assert_eq!(before["image"]["other"]["state"], "empty", "{before}");
+
+    let mut args =
+        registry::task_run_args("private-1", image, "steady", "exec sleep 100000").to_vec();
+    args.splice(2..2, ["--restart", "always"]);
+    p.strata(&args)
+        .unwrap_or_else(|e| panic!("task run steady: {e:#}"));
+    wait_task(p, "steady", "running", Duration::from_secs(300), |t| {
+        t["state"] == "running"
+    });
+
+    // Bad bundles never get past the masters, and nothing changes on the
+    // node's other slot.
+    let slot_b = partition_digest(p, "root-b");
+    let dir = p.dir.join("bundles");
+    std::fs::create_dir_all(&dir).expect("a directory for bad bundles");
+    let bytes = std::fs::read(&v2).expect("the v2 bundle");
+    let mut tampered = bytes.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x5a;
+    let truncated = &bytes[..bytes.len() * 2 / 3];
+    for (name, content, expected) in [
+        ("tampered.update", &tampered[..], "is corrupted"),
+        ("truncated.update", truncated, "truncated"),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, content).expect("write a bad bundle");
+        let e = p
+            .strata(&["bundle", "push", file.to_str().expect("utf-8 path")])
+            .expect_err("a bad bundle is refused");
+        assert!(
+            format!("{e:#}").contains(expected),
+            "{name}: expected `{expected}` in: {e:#}"
+        );
+        println!("{name} refused: {e:#}");
+    }
+    assert_eq!(partition_digest(p, "root-b"), slot_b, "slot B changed");
+
+    // The upgrade, through the CLI as an operator runs it: the private
+    // agents' rollout drains private-1 (its pinned task stops), orders
+    // it, and uncordons it once it is Ready on the new version.
+    let pushed = p
+        .strata(&["bundle", "push", v2.to_str().expect("utf-8 path")])
+        .unwrap_or_else(|e| panic!("bundle push v2: {e:#}"));
+    println!("{pushed}");
+    let asked = Instant::now();
+    let out = p
+        .strata(&[
+            "cluster",
+            "upgrade",
+            "--version",
+            qemu_tests::env::UPGRADE_VERSION,
+            "--role",
+            "private",
+            "--timeout",
+            "20m",
+        ])
+        .unwrap_or_else(|e| panic!("cluster upgrade --role private: {e:#}"));
+    println!(
+        "private-1 upgraded by the rollout in {:.1}s:\n{out}",
+        asked.elapsed().as_secs_f64()
+    );
+    assert!(out.contains("1 of 1 nodes done"), "{out}");
+    wait_state(p, "private-1", "ready", Duration::from_secs(120));
+    let after = show(p, "private-1");
+    let image_after = &after["image"];
+    assert!(
+        image_after["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(qemu_tests::env::UPGRADE_VERSION)),
+        "{after}"
+    );
+    assert_eq!(image_after["booted"], "b", "{after}");
+    assert_eq!(image_after["other"]["slot"], "a", "{after}");
+    assert_eq!(image_after["other"]["state"], "good", "{after}");
+    assert_eq!(
+        image_after["other"]["version"],
+        v1_version.as_str(),
+        "{after}"
+    );
+    assert_eq!(
+        image_after["last_upgrade"]["result"], "succeeded",
+        "{after}"
+    );
+    assert_eq!(
+        after["upgrade"]["progress"]["phase"], "succeeded",
+        "{after}"
+    );
+    assert!(
+        after["cordon"].is_null(),
+        "uncordoned by the rollout: {after}"
+    );
+    wait_task(
+        p,
+        "steady",
+        "running again",
+        Duration::from_secs(300),
+        |t| t["state"] == "running" && t["node"] == "private-1",
+    );
+    let list = p.strata(&["node", "list"]).expect("node list");
+    println!("{list}");
+    assert!(list.contains("b (a good)"), "{list}");
+
+    // The older image is refused by the node itself: nothing is written
+    // to slot A, which it can still roll back to.
+    let slot_a = partition_digest(p, "root-a");
+    let e = p
+        .strata(&[
+            "node",
+            "upgrade",
+            "private-1",
+            "--bundle",
+            v1.to_str().expect("utf-8 path"),
+            "--wait",
+            "--timeout",
+            "10m",
+        ])
+        .expect_err("a downgrade without --allow-downgrade fails");
+    assert!(format!("{e:#}").contains("--allow-downgrade"), "{e:#}");
+    assert_eq!(partition_digest(p, "root-a"), slot_a, "slot A changed");
+    let bundles = p.strata(&["bundle", "list"]).expect("bundle list");
+    println!("{bundles}");
+    assert!(
+        bundles.contains(qemu_tests::env::UPGRADE_VERSION),
+        "{bundles}"
+    );
+
+    // And back to the image it ran before.
+    let out = p
+        .strata(&[
+            "node",
+            "rollback",
+            "private-1",
+            "--wait",
+            "--timeout",
+            "15m",
+        ])
+        .unwrap_or_else(|e| panic!("node rollback private-1: {e:#}"));
+    println!("private-1 rolled back:\n{out}");
+    wait_state(p, "private-1", "ready", Duration::from_secs(120));
+    let back = show(p, "private-1");
+    assert_eq!(back["image"]["booted"], "a", "{back}");
+    assert_eq!(back["image"]["version"], v1_version.as_str(), "{back}");
+    assert_eq!(back["image"]["other"]["state"], "good", "{back}");
+    wait_task(
+        p,
+        "steady",
+        "running after the rollback",
+        Duration::from_secs(300),
+        |t| t["state"] == "running" && t["node"] == "private-1",
+    );
+    p.strata(&["task", "stop", "steady"]).expect("stop steady");
 }

@@ -382,6 +382,16 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
                     .args(["image", "--role", "private", "--kernel", "generic", "--out"])
                     .arg(qemu_tests::env::generic_images_dir()),
             )?;
+            // A newer version of the private image, whose bundle the
+            // upgrade test installs on a booted agent.
+            sh::run(
+                Command::new(&exe)
+                    .current_dir(root)
+                    .args(["image", "--role", "private", "--version"])
+                    .arg(qemu_tests::env::UPGRADE_VERSION)
+                    .arg("--out")
+                    .arg(qemu_tests::env::upgrade_images_dir()),
+            )?;
             cargo_test(
                 cargo(root, skips).args([
                     "test",

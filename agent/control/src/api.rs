@@ -439,6 +439,23 @@ pub const REPORT_UPGRADE: Route = route(
     Auth::NodeSelf,
     "report_upgrade",
 );
+/// `POST /v1/rollout`: an operator starts a cluster upgrade
+/// (`strata cluster upgrade --version V`).
+pub const START_ROLLOUT: Route =
+    route(Method::Post, "/v1/rollout", Auth::Operator, "start_rollout")
+        .needs(Permission::ManageNodes);
+/// `POST /v1/rollout/resume`: an operator resumes a halted cluster
+/// upgrade from the node it halted at.
+pub const RESUME_ROLLOUT: Route = route(
+    Method::Post,
+    "/v1/rollout/resume",
+    Auth::Operator,
+    "resume_rollout",
+)
+.needs(Permission::ManageNodes);
+/// `GET /v1/rollout`: the cluster upgrade and each node's step.
+pub const SHOW_ROLLOUT: Route =
+    route(Method::Get, "/v1/rollout", Auth::Operator, "show_rollout").needs(Permission::Read);
 /// The largest update bundle a master takes: 1 GiB (an image's bundle is
 /// about 250 MB).
 pub const BUNDLE_BODY: u32 = 1 << 30;
@@ -487,6 +504,9 @@ pub const ROUTES: &[Route] = &[
     UPGRADE_NODE,
     ROLLBACK_NODE,
     REPORT_UPGRADE,
+    START_ROLLOUT,
+    RESUME_ROLLOUT,
+    SHOW_ROLLOUT,
 ];
 
 /// The `code` of an error body (`model::ApiErrorBody`) that clients act

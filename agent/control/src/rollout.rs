@@ -28,6 +28,8 @@ use configs::Role;
 use serde::{Deserialize, Serialize};
 
 use crate::format::Format;
+use crate::model::{NodeState, NodeStatus, TaskRecord};
+use crate::upgrade::{BundleRecord, OrderRefused, Progress, UpgradeOrder, UpgradeRequest};
 
 /// How long a node has to come back Ready on the new version once told to
 /// upgrade (writing a slot and rebooting, a fallback included).
@@ -44,6 +46,9 @@ pub struct Rollout {
     pub drain_deadline_seconds: u64,
     /// Unix seconds of the start.
     pub started_at: u64,
+    /// Who started it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
     /// The nodes in the order they go, with their progress.
     pub nodes: Vec<NodeProgress>,
     /// Why the rollout stopped, if it did.
@@ -123,8 +128,9 @@ pub struct NodeFacts {
     pub cordoned: bool,
     /// App instances still on it (a drain waits for none).
     pub instances: u32,
-    /// Its last upgrade ended with its new slot rolled back, and why.
-    pub rolled_back: Option<String>,
+    /// The upgrade the rollout ordered for it failed (refused, or its
+    /// new slot rolled back), and why.
+    pub upgrade_failed: Option<String>,
 }
 
 /// Whether `running` is the release `target` (build metadata aside).
@@ -155,6 +161,7 @@ pub fn start(
         max_unavailable: max_unavailable.max(1),
         drain_deadline_seconds,
         started_at: now,
+        by: String::new(),
         nodes: order
             .into_iter()
             .map(|n| NodeProgress {
@@ -242,13 +249,8 @@ pub fn plan(rollout: &Rollout, nodes: &[NodeFacts], now: u64) -> Plan {
                 }
             }
             Step::Upgrading => {
-                if let Some(why) = &n.rolled_back {
-                    fail(
-                        &mut r,
-                        i,
-                        format!("its new slot was rolled back: {why}"),
-                        now,
-                    );
+                if let Some(why) = &n.upgrade_failed {
+                    fail(&mut r, i, format!("its upgrade failed: {why}"), now);
                     return Plan {
                         actions,
                         rollout: r,
@@ -352,6 +354,14 @@ pub fn plan(rollout: &Rollout, nodes: &[NodeFacts], now: u64) -> Plan {
     }
 }
 
+/// Halts `rollout` at node `node` (a node the planner told to upgrade,
+/// whose order could not be made) with `reason`.
+pub fn halt(rollout: &mut Rollout, node: &str, reason: String, now: u64) {
+    if let Some(i) = rollout.nodes.iter().position(|p| p.name == node) {
+        fail(rollout, i, reason, now);
+    }
+}
+
 fn fail(r: &mut Rollout, i: usize, reason: String, now: u64) {
     r.halted = Some(Halt {
         node: r.nodes[i].name.clone(),
@@ -373,6 +383,210 @@ pub fn resume(rollout: &Rollout, now: u64) -> Rollout {
         }
     }
     r
+}
+
+/// `POST /v1/rollout`: start a cluster upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    /// The version every node ends on (`0.2.0` names `0.2.0+g1a2b3c`).
+    pub version: String,
+    /// The most agents out of service at once.
+    #[serde(default = "one")]
+    pub max_unavailable: u32,
+    /// Seconds a drained agent's app instances have to move before it is
+    /// upgraded anyway; [`crate::model::DEFAULT_DRAIN_DEADLINE_SECONDS`]
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline_seconds: Option<u64>,
+    /// Only the nodes of these roles (every node when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Why a cluster upgrade cannot start or resume.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RolloutRefused {
+    #[error(
+        "a cluster upgrade to {version} is under way ({done} of {total} nodes done): wait for it to end; `strata cluster upgrade --status` shows it"
+    )]
+    UnderWay {
+        version: String,
+        done: usize,
+        total: usize,
+    },
+    #[error("--max-unavailable must be at least 1")]
+    NoneUnavailable,
+    #[error("name the version to upgrade to")]
+    NoVersion,
+    #[error(
+        "a drain deadline of {0}s is longer than the {max}s a drain may wait",
+        max = crate::model::MAX_DRAIN_DEADLINE_SECONDS
+    )]
+    DrainTooLong(u64),
+    #[error("no node{} to upgrade", roles_text(.0))]
+    NoNodes(Vec<Role>),
+    #[error("{nodes} cannot upgrade: {reason}")]
+    NoBundle { nodes: String, reason: OrderRefused },
+    #[error("no cluster upgrade was started: `strata cluster upgrade --version V` starts one")]
+    NothingToResume,
+    #[error(
+        "the cluster upgrade to {0} has not halted: nothing to resume; `strata cluster upgrade --status` shows it"
+    )]
+    NotHalted(String),
+}
+
+fn roles_text(roles: &[Role]) -> String {
+    if roles.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    format!(" of role {}", names.join(" or "))
+}
+
+/// A new rollout for `req` over `nodes` by `by`, or why not: another one
+/// is under way (a halted or finished one is replaced), no node is of the
+/// roles asked, or the masters hold no bundle of the version for a role
+/// that has nodes to upgrade. Pure.
+pub fn begin(
+    req: &RolloutRequest,
+    current: Option<&Rollout>,
+    nodes: &[NodeFacts],
+    bundles: &[BundleRecord],
+    by: &str,
+    now: u64,
+) -> Result<Rollout, RolloutRefused> {
+    if let Some(c) = current
+        && c.halted.is_none()
+        && !is_complete(c)
+    {
+        return Err(RolloutRefused::UnderWay {
+            version: c.version.clone(),
+            done: c.nodes.iter().filter(|p| p.step.finished()).count(),
+            total: c.nodes.len(),
+        });
+    }
+    if req.version.trim().is_empty() {
+        return Err(RolloutRefused::NoVersion);
+    }
+    if req.max_unavailable == 0 {
+        return Err(RolloutRefused::NoneUnavailable);
+    }
+    if let Some(d) = req.drain_deadline_seconds
+        && d > crate::model::MAX_DRAIN_DEADLINE_SECONDS
+    {
+        return Err(RolloutRefused::DrainTooLong(d));
+    }
+    let chosen: Vec<NodeFacts> = nodes
+        .iter()
+        .filter(|n| req.roles.is_empty() || req.roles.contains(&n.role))
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        return Err(RolloutRefused::NoNodes(req.roles.clone()));
+    }
+    // Every role with a node to upgrade needs a bundle of the version.
+    let order = UpgradeRequest {
+        version: Some(req.version.clone()),
+        sha256: None,
+        allow_downgrade: false,
+    };
+    let mut missing: BTreeMap<Role, (Vec<&str>, OrderRefused)> = BTreeMap::new();
+    for n in &chosen {
+        if n.ready && same_release(&n.version, &req.version) {
+            continue;
+        }
+        if let Err(e) = crate::upgrade::pick_bundle(&order, &n.name, n.role, bundles) {
+            missing
+                .entry(n.role)
+                .or_insert((Vec::new(), e))
+                .0
+                .push(&n.name);
+        }
+    }
+    if let Some((_, (names, reason))) = missing.into_iter().next() {
+        let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+        return Err(RolloutRefused::NoBundle {
+            nodes: format!(
+                "{} {}",
+                if names.len() == 1 { "node" } else { "nodes" },
+                quoted.join(", ")
+            ),
+            reason,
+        });
+    }
+    let mut r = start(
+        &chosen,
+        &req.version,
+        req.max_unavailable,
+        req.drain_deadline_seconds
+            .unwrap_or(crate::model::DEFAULT_DRAIN_DEADLINE_SECONDS),
+        now,
+    );
+    r.by = by.to_string();
+    Ok(r)
+}
+
+/// `--resume` over what is stored: the halted rollout going on, or why
+/// not.
+pub fn resume_stored(current: Option<&Rollout>, now: u64) -> Result<Rollout, RolloutRefused> {
+    match current {
+        None => Err(RolloutRefused::NothingToResume),
+        Some(r) if r.halted.is_none() => Err(RolloutRefused::NotHalted(r.version.clone())),
+        Some(r) => Ok(resume(r, now)),
+    }
+}
+
+/// What the planner knows of each node, from the records: whether it is
+/// Ready, the version it reports, whether it is drained, the app
+/// instances still placed on it, and whether the upgrade that `rollout`
+/// ordered for it failed (an order made before the node's current step
+/// is not the rollout's, and does not count). Pure.
+pub fn facts(
+    rollout: Option<&Rollout>,
+    nodes: &[NodeStatus],
+    tasks: &BTreeMap<String, TaskRecord>,
+    orders: &BTreeMap<String, UpgradeOrder>,
+) -> Vec<NodeFacts> {
+    nodes
+        .iter()
+        .map(|n| {
+            let name = &n.record.info.name;
+            let since = rollout
+                .iter()
+                .flat_map(|r| &r.nodes)
+                .find(|p| &p.name == name && p.step == Step::Upgrading)
+                .map(|p| p.since);
+            let upgrade_failed = match (since, orders.get(name)) {
+                (Some(since), Some(o)) if o.at >= since => match &o.progress {
+                    Progress::Failed { reason } => Some(reason.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            NodeFacts {
+                name: name.clone(),
+                role: n.record.info.role,
+                ready: n.state == NodeState::Ready,
+                version: n
+                    .record
+                    .info
+                    .image
+                    .as_ref()
+                    .map(|i| i.version.clone())
+                    .unwrap_or_default(),
+                cordoned: n.cordon.is_some(),
+                instances: tasks
+                    .values()
+                    .filter(|t| &t.node == name && t.instance_of.is_some())
+                    .count() as u32,
+                upgrade_failed,
+            }
+        })
+        .collect()
 }
 
 /// Whether every node is done or skipped.

@@ -207,6 +207,10 @@ pub fn pick_bundle<'a>(
     Ok(bundle)
 }
 
+/// An order that made no progress for this long no longer blocks a new
+/// one (its node went away mid-way).
+pub const STALE_ORDER_SECONDS: u64 = 1800;
+
 /// An order in flight that a new one must not replace: picked up by the
 /// node and not ended, and not stale (no progress for `stale_after`
 /// seconds, a node that went away mid-way).

@@ -18,6 +18,7 @@ use control::model::{
     TaskReport, TaskRequest, TaskView,
 };
 
+use control::rollout::{Rollout, RolloutRequest};
 use control::upgrade::{BundleRecord, ProgressReport, UpgradeOrder, UpgradeRequest};
 
 use super::client::{ApiClient, ClientError, Upgraded};
@@ -38,6 +39,21 @@ impl ApiClient {
     /// `POST /v1/nodes/{name}/rollback`.
     pub async fn rollback_node(&self, name: &str) -> Result<UpgradeOrder> {
         self.post(&routes::ROLLBACK_NODE.fill(&[name]), &()).await
+    }
+
+    /// `POST /v1/rollout`.
+    pub async fn start_rollout(&self, req: &RolloutRequest) -> Result<Rollout> {
+        self.post(&routes::START_ROLLOUT.fill(&[]), req).await
+    }
+
+    /// `POST /v1/rollout/resume`.
+    pub async fn resume_rollout(&self) -> Result<Rollout> {
+        self.post(&routes::RESUME_ROLLOUT.fill(&[]), &()).await
+    }
+
+    /// `GET /v1/rollout`.
+    pub async fn show_rollout(&self) -> Result<Rollout> {
+        self.get(&routes::SHOW_ROLLOUT.fill(&[])).await
     }
 
     /// `PUT /v1/nodes/{name}/upgrade/progress`.

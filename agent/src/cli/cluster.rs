@@ -54,6 +54,44 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Upgrade every node to a version by image swap: masters one at a
+    /// time while the others keep quorum, then agents drained, upgraded
+    /// and uncordoned, at most --max-unavailable at once. It stops at the
+    /// first node that fails and says why; the rollout is kept in etcd
+    /// and driven by the scheduler's leader, so it goes on if a master
+    /// restarts. Push each role's bundle first (`strata bundle push`).
+    Upgrade {
+        /// The version every node ends on.
+        #[arg(long, required_unless_present_any = ["resume", "status"])]
+        version: Option<String>,
+        /// The most agents out of service at once.
+        #[arg(long, default_value_t = 1)]
+        max_unavailable: u32,
+        /// How long a drained agent's app instances have to move before
+        /// it is upgraded anyway (`90s`, `10m`) [default: 5m].
+        #[arg(long, value_parser = parse_duration)]
+        drain_deadline: Option<u64>,
+        /// Only the nodes of this role (repeat for more).
+        #[arg(long, value_enum)]
+        role: Vec<RoleArg>,
+        /// Go on with a halted rollout, from the node it halted at.
+        #[arg(long, conflicts_with_all = ["version", "status"])]
+        resume: bool,
+        /// Show the rollout and return.
+        #[arg(long, conflicts_with = "version")]
+        status: bool,
+        /// Return once the rollout is started.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the whole rollout (`30m`, `2h`).
+        #[arg(long, default_value = "2h", value_parser = parse_duration)]
+        timeout: u64,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make, list and revoke join tokens (admins).
     Token {
         #[command(subcommand)]
@@ -132,6 +170,31 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             target,
             json,
         } => rotate_certs(no_wait, timeout, target, json),
+        ClusterCommand::Upgrade {
+            version,
+            max_unavailable,
+            drain_deadline,
+            role,
+            resume,
+            status,
+            no_wait,
+            timeout,
+            target,
+            json,
+        } => {
+            let start = match (version, resume, status) {
+                (_, _, true) => Start::Show,
+                (_, true, _) => Start::Resume,
+                (Some(version), ..) => Start::New(control::rollout::RolloutRequest {
+                    version,
+                    max_unavailable,
+                    drain_deadline_seconds: drain_deadline,
+                    roles: role.into_iter().map(configs::Role::from).collect(),
+                }),
+                (None, ..) => anyhow::bail!("name the version with --version V, or --resume"),
+            };
+            upgrade(start, no_wait, timeout, target, json)
+        }
         ClusterCommand::Token { command } => token(command),
         ClusterCommand::RunNode {
             user_data,
@@ -377,4 +440,116 @@ fn rotate_certs(no_wait: bool, timeout: u64, target: Target, json: bool) -> anyh
         }
         text
     })
+}
+
+/// A role on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Master,
+    Private,
+    Public,
+}
+
+impl From<RoleArg> for configs::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Master => configs::Role::Master,
+            RoleArg::Private => configs::Role::Private,
+            RoleArg::Public => configs::Role::Public,
+        }
+    }
+}
+
+/// What `strata cluster upgrade` asks of the masters.
+enum Start {
+    New(control::rollout::RolloutRequest),
+    Resume,
+    Show,
+}
+
+/// `strata cluster upgrade`: start or resume the rollout, then follow it
+/// until every node is done, it halts, or `timeout` passes.
+fn upgrade(
+    start: Start,
+    no_wait: bool,
+    timeout: u64,
+    target: Target,
+    json: bool,
+) -> anyhow::Result<()> {
+    use control::rollout::is_complete;
+    let client = target.client()?;
+    let rt = runtime()?;
+    let now = crate::clock::unix_secs;
+    let rollout = match start {
+        Start::New(req) => rt.block_on(client.start_rollout(&req))?,
+        Start::Resume => rt.block_on(client.resume_rollout())?,
+        Start::Show => {
+            let r = rt.block_on(client.show_rollout())?;
+            return output::emit(json, &r, |r| output::rollout(r, now()));
+        }
+    };
+    if no_wait {
+        return output::emit(json, &rollout, |r| {
+            format!(
+                "{}follow it with `strata cluster upgrade --status`\n",
+                output::rollout(r, now())
+            )
+        });
+    }
+    eprintln!(
+        "cluster upgrade to {} over {} node(s) started",
+        rollout.version,
+        rollout.nodes.len()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let mut seen: std::collections::BTreeMap<String, String> = rollout
+        .nodes
+        .iter()
+        .map(|p| (p.name.clone(), p.step.to_string()))
+        .collect();
+    let last = loop {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        // The master answering may be the one rebooting into its new
+        // image: the client tries the others, and a miss is retried.
+        let r = match rt.block_on(client.show_rollout()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cluster upgrade: cannot read the rollout yet: {e:#}");
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "the cluster upgrade could not be followed for {timeout}s: `strata cluster upgrade --status` shows it"
+                    );
+                }
+                continue;
+            }
+        };
+        for p in &r.nodes {
+            let step = p.step.to_string();
+            if seen.get(&p.name) != Some(&step) {
+                eprintln!("cluster upgrade: {} {step}", p.name);
+                seen.insert(p.name.clone(), step);
+            }
+        }
+        if r.halted.is_some() || is_complete(&r) {
+            break r;
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "the cluster upgrade to {} is not done after {timeout}s; it goes on without this command: `strata cluster upgrade --status` shows it",
+                r.version
+            );
+        }
+    };
+    if let Some(h) = &last.halted {
+        if json {
+            output::emit(true, &last, |_| String::new())?;
+        }
+        anyhow::bail!(
+            "the cluster upgrade to {} halted at node `{}`: {}; the node stays drained; fix it, then `strata cluster upgrade --resume` tries it again and goes on",
+            last.version,
+            h.node,
+            h.reason
+        );
+    }
+    output::emit(json, &last, |r| output::rollout(r, now()))
 }

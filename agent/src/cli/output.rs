@@ -618,6 +618,48 @@ pub fn bundle_list(bundles: &[control::upgrade::BundleRecord], now: u64) -> Stri
     )
 }
 
+/// `strata cluster upgrade --status`: the rollout, then a row per node.
+pub fn rollout(r: &control::rollout::Rollout, now: u64) -> String {
+    let done = r.nodes.iter().filter(|p| {
+        matches!(
+            p.step,
+            control::rollout::Step::Done | control::rollout::Step::Skipped
+        )
+    });
+    let mut out = format!(
+        "cluster upgrade to {}{}, started {} ago: {} of {} nodes done, at most {} agent(s) out at once\n",
+        r.version,
+        if r.by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", r.by)
+        },
+        age(now.saturating_sub(r.started_at)),
+        done.count(),
+        r.nodes.len(),
+        r.max_unavailable
+    );
+    if let Some(h) = &r.halted {
+        out += &format!(
+            "HALTED at {}: {}\n  fix it, then `strata cluster upgrade --resume` tries {} again and goes on\n",
+            h.node, h.reason, h.node
+        );
+    }
+    let rows: Vec<Vec<String>> = r
+        .nodes
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.role.to_string(),
+                p.step.to_string(),
+                age(now.saturating_sub(p.since)),
+            ]
+        })
+        .collect();
+    out + &table(&["NODE", "ROLE", "STEP", "FOR"], &rows)
+}
+
 /// `strata cluster status`.
 pub fn cluster_status(s: &ClusterStatus, now: u64) -> String {
     let mut out = format!(

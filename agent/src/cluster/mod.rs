@@ -14,6 +14,7 @@ pub mod init;
 pub mod master;
 pub mod network;
 pub mod node;
+pub mod rollout;
 pub mod scheduler;
 pub mod sysinfo;
 pub mod upgrade;

@@ -5,6 +5,9 @@
 //! change. A standby master campaigns again as soon as the key is gone
 //! (the leader's lease expires [`LEASE_TTL`] seconds after it died).
 //!
+//! The leader also drives a cluster upgrade under way
+//! ([`crate::cluster::rollout`]), a round per tick.
+//!
 //! When a node stopped answering is the leader's own memory: a new leader
 //! counts a node's unreachable time from when it first saw it, so after a
 //! failover the replacement of a lost node's instances waits up to the
@@ -65,12 +68,21 @@ impl Scheduler {
     async fn lead(&self, mut lead: Leadership) -> String {
         let mut unreachable: BTreeMap<String, u64> = BTreeMap::new();
         let mut renewed = tokio::time::Instant::now();
+        let mut rolled = tokio::time::Instant::now();
         loop {
             if renewed.elapsed() >= RENEW_EVERY {
                 match self.store.keep_leading(&mut lead).await {
                     Ok(true) => renewed = tokio::time::Instant::now(),
                     Ok(false) => return "its lease expired".into(),
                     Err(e) => return format!("cannot renew its lease: {e}"),
+                }
+            }
+            // A cluster upgrade under way goes on a round per tick.
+            if rolled.elapsed() >= TICK {
+                rolled = tokio::time::Instant::now();
+                let now = crate::clock::unix_secs();
+                if let Err(e) = crate::cluster::rollout::step(&self.store, &lead, now).await {
+                    tracing::warn!("rollout: {e:#}");
                 }
             }
             match self.step(&lead, &mut unreachable).await {

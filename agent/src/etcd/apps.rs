@@ -58,9 +58,17 @@ const OPS_PER_TXN: usize = 100;
 
 /// Whether a change to `key` may change what the scheduler plans.
 pub(super) fn scheduler_input(key: &str) -> bool {
-    [APPS, TASKS, TASK_STATUS, NODES, ALIVE, super::CORDONS]
-        .iter()
-        .any(|p| key.starts_with(p))
+    [
+        APPS,
+        TASKS,
+        TASK_STATUS,
+        NODES,
+        ALIVE,
+        super::CORDONS,
+        super::upgrades::ROLLOUT,
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
 }
 
 fn app_key(id: &AppId) -> String {

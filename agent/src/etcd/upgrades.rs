@@ -1,19 +1,37 @@
 //! The records of node upgrades: the bundles the masters hold
-//! (`/strata/bundles/<sha256>`, [`BundleRecord`]) and each node's last
+//! (`/strata/bundles/<sha256>`, [`BundleRecord`]), each node's last
 //! upgrade or rollback order with its progress (`/strata/upgrades/<node>`,
-//! [`UpgradeOrder`]). Every change is a transaction fenced on what was
+//! [`UpgradeOrder`]) and the cluster upgrade (`/strata/rollout`,
+//! [`Rollout`]). Every change is a transaction fenced on what was
 //! read, so two masters adding themselves as holders, or a node reporting
-//! while an operator orders again, never lose a write.
+//! while an operator orders again, never lose a write; the scheduler's
+//! leader commits a round of the cluster upgrade with its drains, orders
+//! and uncordons in one transaction, fenced on its leadership too.
 
 use std::collections::BTreeMap;
 
+use control::model::Cordon;
+use control::rollout::Rollout;
 use control::upgrade::{BundleRecord, ProgressReport, UpgradeOrder};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::{Error, NODES, Store, decode, record_json};
+use super::apps::{LEADER, Leadership, bump_epoch};
+use super::{CORDONS, Error, NODES, Store, decode, record_json};
 
 pub(super) const BUNDLES: &str = "/strata/bundles/";
 pub(super) const UPGRADES: &str = "/strata/upgrades/";
+pub(super) const ROLLOUT: &str = "/strata/rollout";
+
+/// What one round of a cluster upgrade writes beside the rollout.
+#[derive(Debug, Default)]
+pub struct RolloutChanges {
+    /// Nodes to drain.
+    pub cordons: Vec<(String, Cordon)>,
+    /// Nodes to put back into service.
+    pub uncordons: Vec<String>,
+    /// Upgrade orders, each replacing its node's last.
+    pub orders: Vec<UpgradeOrder>,
+}
 
 /// How many times a fenced read-modify-write is tried before giving up.
 const TRIES: usize = 10;
@@ -135,5 +153,72 @@ impl Store {
             what: format!("recording the upgrade progress of node `{node}`"),
             attempts: TRIES as u32,
         })
+    }
+
+    /// The cluster upgrade, with the revision it was written at.
+    pub async fn rollout(&self) -> Result<Option<(Rollout, i64)>, Error> {
+        let resp = self.get(ROLLOUT, None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| Ok((decode(ROLLOUT, kv.value())?, kv.mod_revision())))
+            .transpose()
+    }
+
+    /// Stores an operator's start or resume of a cluster upgrade, only
+    /// while the stored one is still the one read at `last` (`None`: there
+    /// was none). Returns whether it was written.
+    pub async fn put_rollout(&self, rollout: &Rollout, last: Option<i64>) -> Result<bool, Error> {
+        let fence = match last {
+            Some(rev) => Compare::mod_revision(ROLLOUT, CompareOp::Equal, rev),
+            None => Compare::version(ROLLOUT, CompareOp::Equal, 0),
+        };
+        let txn =
+            Txn::new()
+                .when([fence])
+                .and_then([TxnOp::put(ROLLOUT, record_json(rollout), None)]);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
+    /// Commits one round of the cluster upgrade: `rollout` as planned,
+    /// with its drains, orders and uncordons, fenced on `lead` and on the
+    /// rollout being the one read at `revision`. Returns whether it was
+    /// written (`false`: an operator changed the rollout, or the leadership
+    /// is gone; the next round plans again).
+    pub async fn commit_rollout(
+        &self,
+        lead: &Leadership,
+        revision: i64,
+        rollout: &Rollout,
+        changes: &RolloutChanges,
+    ) -> Result<bool, Error> {
+        let mut ops = vec![TxnOp::put(ROLLOUT, record_json(rollout), None)];
+        for (name, cordon) in &changes.cordons {
+            ops.push(TxnOp::put(
+                format!("{CORDONS}{name}"),
+                record_json(cordon),
+                None,
+            ));
+        }
+        for name in &changes.uncordons {
+            ops.push(TxnOp::delete(format!("{CORDONS}{name}"), None));
+        }
+        for order in &changes.orders {
+            ops.push(TxnOp::put(
+                format!("{UPGRADES}{}", order.node),
+                record_json(order),
+                None,
+            ));
+        }
+        if !changes.cordons.is_empty() || !changes.uncordons.is_empty() {
+            ops.push(bump_epoch());
+        }
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(LEADER, CompareOp::Equal, lead.created),
+                Compare::lease(LEADER, CompareOp::Equal, lead.lease),
+                Compare::mod_revision(ROLLOUT, CompareOp::Equal, revision),
+            ])
+            .and_then(ops);
+        Ok(self.txn(txn).await?.succeeded())
     }
 }

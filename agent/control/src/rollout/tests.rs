@@ -38,7 +38,7 @@ fn node(name: &str, role: Role, instances: u32) -> NodeFacts {
         version: "0.1.0+gaaaa".into(),
         cordoned: false,
         instances,
-        rolled_back: None,
+        upgrade_failed: None,
     }
 }
 
@@ -161,7 +161,7 @@ impl Sim {
                 Behaviour::FallsBack => {
                     let n = self.get(&name).expect("node");
                     n.ready = true;
-                    n.rolled_back = Some(
+                    n.upgrade_failed = Some(
                         "slot b did not get healthy in 3 boots, so the node booted slot a again"
                             .into(),
                     );
@@ -266,7 +266,7 @@ fn a_node_whose_new_slot_falls_back_halts_the_rollout_and_resume_retries_it() {
     let r = s.run(r, 14);
     s.log.push("-- resume, agent-2 fixed".into());
     s.behaviour.insert("agent-2".into(), Behaviour::Good);
-    s.get("agent-2").expect("agent-2").rolled_back = None;
+    s.get("agent-2").expect("agent-2").upgrade_failed = None;
     let r = resume(&r, s.now);
     let r = s.run(r, 10);
     s.check(&r, expect![[r#"
@@ -276,7 +276,7 @@ fn a_node_whose_new_slot_falls_back_halts_the_rollout_and_resume_retries_it() {
         t+150: do [uncordon agent-1] now [agent-1 uncordoning]
         t+180: do [cordon agent-2] now [agent-1 done, agent-2 draining]
         t+210: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
-        t+270: now [agent-2 failed: its new slot was rolled back: slot b did not get healthy in 3 boots, so the node booted slot a again] HALTED at agent-2: its new slot was rolled back: slot b did not get healthy in 3 boots, so the node booted slot a again
+        t+270: now [agent-2 failed: its upgrade failed: slot b did not get healthy in 3 boots, so the node booted slot a again] HALTED at agent-2: its upgrade failed: slot b did not get healthy in 3 boots, so the node booted slot a again
         -- resume, agent-2 fixed
         t+420: do [cordon agent-2] now [agent-2 draining]
         t+450: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
@@ -349,4 +349,267 @@ fn a_stored_rollout_reads_what_a_newer_master_wrote() {
     };
     expect![[r#"{"name":"a","role":"private","step":"failed","reason":"why","since":5}"#]]
         .assert_eq(&serde_json::to_string(&failed).expect("serializes"));
+}
+
+fn bundle(role: Role, version: &str) -> BundleRecord {
+    BundleRecord {
+        format: Format::default(),
+        sha256: format!("{:0>64}", role.as_str()),
+        version: version.into(),
+        role,
+        size: 1 << 28,
+        pushed_at: 1,
+        by: "admin".into(),
+        holders: vec!["master-1".into()],
+    }
+}
+
+/// Starts a rollout from `req` (roles and version in the text) over one
+/// master, two private and one public agent, with `bundles`, and prints
+/// its nodes or why it was refused.
+fn check_begin(
+    req: RolloutRequest,
+    current: Option<&Rollout>,
+    bundles: &[BundleRecord],
+    expected: Expect,
+) {
+    let mut nodes = vec![
+        node("master-1", Role::Master, 0),
+        node("private-1", Role::Private, 1),
+        node("private-2", Role::Private, 1),
+        node("public-1", Role::Public, 0),
+    ];
+    nodes[2].version = "0.2.0+gcccc".into();
+    let out = match begin(&req, current, &nodes, bundles, "admin", 5) {
+        Ok(r) => {
+            let n: Vec<String> = r.nodes.iter().map(|p| p.name.clone()).collect();
+            format!(
+                "{} by {}, {} at once, drains {}s: {}",
+                r.version,
+                r.by,
+                r.max_unavailable,
+                r.drain_deadline_seconds,
+                n.join(", ")
+            )
+        }
+        Err(e) => format!("refused: {e}"),
+    };
+    expected.assert_eq(&out);
+}
+
+fn request(version: &str, roles: &[Role]) -> RolloutRequest {
+    RolloutRequest {
+        version: version.into(),
+        max_unavailable: 1,
+        drain_deadline_seconds: None,
+        roles: roles.to_vec(),
+    }
+}
+
+#[test]
+fn begin_needs_a_bundle_for_every_role_it_upgrades() {
+    let all = [
+        bundle(Role::Master, "0.2.0+gbbbb"),
+        bundle(Role::Private, "0.2.0+gbbbb"),
+        bundle(Role::Public, "0.2.0+gbbbb"),
+    ];
+    check_begin(
+        request("0.2.0", &[]),
+        None,
+        &all,
+        expect!["0.2.0 by admin, 1 at once, drains 300s: master-1, private-1, private-2, public-1"],
+    );
+    check_begin(
+        request("0.2.0", &[]),
+        None,
+        &all[..2],
+        expect![
+            "refused: node `public-1` cannot upgrade: no bundle of version 0.2.0 for public nodes is on the masters: push it with `strata bundle push FILE`"
+        ],
+    );
+    check_begin(
+        request("0.2.0", &[]),
+        None,
+        &[],
+        expect![
+            "refused: node `master-1` cannot upgrade: no bundle of version 0.2.0 for master nodes is on the masters: push it with `strata bundle push FILE`"
+        ],
+    );
+    // private-2 already runs 0.2.0: only private-1 needs the bundle.
+    check_begin(
+        request("0.2.0", &[Role::Private]),
+        None,
+        &all[1..2],
+        expect!["0.2.0 by admin, 1 at once, drains 300s: private-1, private-2"],
+    );
+    check_begin(
+        request("0.3.0", &[Role::Private]),
+        None,
+        &all,
+        expect![
+            "refused: nodes `private-1`, `private-2` cannot upgrade: no bundle of version 0.3.0 for private nodes is on the masters: push it with `strata bundle push FILE`"
+        ],
+    );
+}
+
+#[test]
+fn begin_refuses_bad_requests_and_a_rollout_under_way() {
+    let all = [bundle(Role::Private, "0.2.0")];
+    let mut req = request("0.2.0", &[Role::Private]);
+    req.max_unavailable = 0;
+    check_begin(
+        req,
+        None,
+        &all,
+        expect!["refused: --max-unavailable must be at least 1"],
+    );
+    let mut req = request(" ", &[]);
+    req.max_unavailable = 1;
+    check_begin(
+        req,
+        None,
+        &all,
+        expect!["refused: name the version to upgrade to"],
+    );
+    let mut req = request("0.2.0", &[Role::Private]);
+    req.drain_deadline_seconds = Some(30 * 86400);
+    check_begin(
+        req,
+        None,
+        &all,
+        expect![
+            "refused: a drain deadline of 2592000s is longer than the 604800s a drain may wait"
+        ],
+    );
+    let nodes = [node("private-1", Role::Private, 0)];
+    let under_way = start(&nodes, "0.2.0", 1, 300, 1);
+    check_begin(
+        request("0.2.0", &[Role::Private]),
+        Some(&under_way),
+        &all,
+        expect![
+            "refused: a cluster upgrade to 0.2.0 is under way (0 of 1 nodes done): wait for it to end; `strata cluster upgrade --status` shows it"
+        ],
+    );
+    // A halted one is replaced.
+    let mut halted = under_way.clone();
+    halt(&mut halted, "private-1", "it broke".into(), 2);
+    check_begin(
+        request("0.2.0", &[Role::Private]),
+        Some(&halted),
+        &all,
+        expect!["0.2.0 by admin, 1 at once, drains 300s: private-1, private-2"],
+    );
+    let req = RolloutRequest {
+        version: "0.2.0".into(),
+        max_unavailable: 2,
+        drain_deadline_seconds: Some(60),
+        roles: vec![Role::Private],
+    };
+    check_begin(
+        req,
+        None,
+        &all,
+        expect!["0.2.0 by admin, 2 at once, drains 60s: private-1, private-2"],
+    );
+    let out = resume_stored(None, 3).expect_err("nothing to resume");
+    expect!["no cluster upgrade was started: `strata cluster upgrade --version V` starts one"]
+        .assert_eq(&out.to_string());
+    let out = resume_stored(Some(&under_way), 3).expect_err("not halted");
+    expect!["the cluster upgrade to 0.2.0 has not halted: nothing to resume; `strata cluster upgrade --status` shows it"]
+        .assert_eq(&out.to_string());
+    let resumed = resume_stored(Some(&halted), 3).expect("a halted rollout resumes");
+    assert_eq!(resumed.halted, None);
+    assert_eq!(resumed.nodes[0].step, Step::Waiting);
+}
+
+#[test]
+fn facts_come_from_the_records_and_only_the_rollouts_own_order_fails_a_node() {
+    let status = |name: &str, role: &str, state: &str, version: Option<&str>, cordoned: bool| {
+        let mut v = serde_json::json!({
+            "name": name, "role": role, "addresses": ["10.0.0.1"], "cpus": 2,
+            "memory_bytes": 1, "disk_bytes": 1, "key_sha256": "00", "joined_at": 1,
+            "registered_at": 1, "state": state,
+        });
+        if let Some(version) = version {
+            v["image"] = serde_json::json!({
+                "version": version, "booted": "a",
+                "other": {"slot": "b", "state": "empty"},
+            });
+        }
+        if cordoned {
+            v["cordon"] = serde_json::json!({"since": 1, "deadline": 2, "by": "rollout"});
+        }
+        serde_json::from_value::<NodeStatus>(v).expect("a node status")
+    };
+    let nodes = [
+        status("private-1", "private", "ready", Some("0.1.0"), true),
+        status("private-2", "private", "unreachable", None, false),
+    ];
+    let task = |node: &str, app: bool| {
+        let mut v = serde_json::json!({
+            "node": node, "created_at": 1,
+            "spec": {"id": "t", "image": "busybox", "command": ["true"]},
+        });
+        if app {
+            v["instance_of"] = serde_json::json!({"app": "/web", "version": 1});
+        }
+        serde_json::from_value::<TaskRecord>(v).expect("a task record")
+    };
+    let tasks: BTreeMap<String, TaskRecord> = [
+        ("a".to_string(), task("private-1", true)),
+        ("b".to_string(), task("private-1", false)),
+        ("c".to_string(), task("private-2", true)),
+    ]
+    .into();
+    let order = |node: &str, at: u64, reason: &str| UpgradeOrder {
+        format: Format::default(),
+        id: format!("{at}-x"),
+        node: node.into(),
+        action: crate::upgrade::Action::Install {
+            sha256: "00".into(),
+            version: "0.2.0".into(),
+            size: 1,
+            allow_downgrade: false,
+        },
+        at,
+        by: "cluster upgrade".into(),
+        progress: Progress::Failed {
+            reason: reason.into(),
+        },
+        updated_at: at,
+    };
+    let mut r = start(
+        &[
+            node("private-1", Role::Private, 0),
+            node("private-2", Role::Private, 0),
+        ],
+        "0.2.0",
+        1,
+        300,
+        100,
+    );
+    for p in &mut r.nodes {
+        p.step = Step::Upgrading;
+        p.since = 100;
+    }
+    let orders: BTreeMap<String, UpgradeOrder> = [
+        (
+            "private-1".to_string(),
+            order("private-1", 100, "the bundle is corrupted"),
+        ),
+        (
+            "private-2".to_string(),
+            order("private-2", 99, "an older failure"),
+        ),
+    ]
+    .into();
+    let out: Vec<String> = facts(Some(&r), &nodes, &tasks, &orders)
+        .iter()
+        .map(|f| format!("{f:?}"))
+        .collect();
+    expect![[r#"
+        NodeFacts { name: "private-1", role: Private, ready: true, version: "0.1.0", cordoned: true, instances: 1, upgrade_failed: Some("the bundle is corrupted") }
+        NodeFacts { name: "private-2", role: Private, ready: false, version: "", cordoned: false, instances: 1, upgrade_failed: None }"#]]
+    .assert_eq(&out.join("\n"));
 }

@@ -227,7 +227,8 @@ impl Needs for ExecOnNodes {
     const WHAT: &'static str = "run commands on nodes";
 }
 
-/// `PUT /v1/bundles`, `POST /v1/nodes/{name}/upgrade` and `rollback`.
+/// `PUT /v1/bundles`, `POST /v1/nodes/{name}/upgrade` and `rollback`,
+/// `POST /v1/rollout` and `/v1/rollout/resume`.
 pub struct UpgradeNodes;
 impl Needs for UpgradeNodes {
     const PERMISSION: Permission = Permission::ManageNodes;
@@ -383,6 +384,9 @@ mod tests {
         check::<UpgradeNodes>(api::PUSH_BUNDLE);
         check::<UpgradeNodes>(api::UPGRADE_NODE);
         check::<UpgradeNodes>(api::ROLLBACK_NODE);
+        check::<UpgradeNodes>(api::START_ROLLOUT);
+        check::<UpgradeNodes>(api::RESUME_ROLLOUT);
+        check::<ReadState>(api::SHOW_ROLLOUT);
         check::<ReadState>(api::LIST_BUNDLES);
         check::<RunTasks>(api::CREATE_TASK);
         check::<StopTasks>(api::DELETE_TASK);

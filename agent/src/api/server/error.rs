@@ -142,6 +142,12 @@ pub enum ApiError {
     OrderRefused(control::upgrade::OrderRefused),
     #[error("the master cannot keep the bundle: {0}")]
     BundleStorage(String),
+    #[error("{0}")]
+    RolloutRefused(control::rollout::RolloutRefused),
+    #[error("no cluster upgrade was started: `strata cluster upgrade --version V` starts one")]
+    NoRollout,
+    #[error("the cluster upgrade changed while this request was handled: try again")]
+    RolloutChanged,
     #[error("no app `{0}`: `strata app list` shows the cluster's apps")]
     NoSuchApp(String),
     #[error("no deployment `{0}`: `strata deployment list` shows them")]
@@ -207,6 +213,15 @@ impl ApiError {
             | OrderRefused(control::upgrade::OrderRefused::NoDigest(_))
             | NoSuchBundle(_) => StatusCode::NOT_FOUND,
             OrderRefused(_) => StatusCode::BAD_REQUEST,
+            RolloutRefused(
+                control::rollout::RolloutRefused::UnderWay { .. }
+                | control::rollout::RolloutRefused::NotHalted(_),
+            )
+            | RolloutChanged => StatusCode::CONFLICT,
+            RolloutRefused(control::rollout::RolloutRefused::NothingToResume) | NoRollout => {
+                StatusCode::NOT_FOUND
+            }
+            RolloutRefused(_) => StatusCode::BAD_REQUEST,
             NoBundleStore => StatusCode::SERVICE_UNAVAILABLE,
             BundleStorage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
@@ -281,6 +296,14 @@ impl ApiError {
             OrderRefused(control::upgrade::OrderRefused::Busy { .. }) => "upgrade-busy",
             OrderRefused(_) => "bad-upgrade",
             BundleStorage(_) => "bundle-storage",
+            RolloutRefused(control::rollout::RolloutRefused::UnderWay { .. }) => {
+                "rollout-under-way"
+            }
+            RolloutRefused(control::rollout::RolloutRefused::NotHalted(_)) => "rollout-not-halted",
+            RolloutRefused(control::rollout::RolloutRefused::NothingToResume) => "no-rollout",
+            RolloutRefused(_) => "bad-rollout",
+            NoRollout => "no-rollout",
+            RolloutChanged => "rollout-changed",
             NoSuchApp(_) => "no-such-app",
             NoSuchDeployment(_) => "no-such-deployment",
             AppChanged(_) => "app-changed",

@@ -3,7 +3,9 @@
 //! them, and nodes download one (`GET /v1/bundles/{sha256}`, resumable
 //! with `Range`). Node upgrades and rollbacks are ordered here too
 //! (`POST /v1/nodes/{name}/upgrade`, `.../rollback`), and nodes report
-//! how far they got (`PUT /v1/nodes/{name}/upgrade/progress`).
+//! how far they got (`PUT /v1/nodes/{name}/upgrade/progress`). Cluster
+//! upgrades are started, resumed and shown here (`/v1/rollout`); the
+//! scheduler's leader drives them ([`crate::cluster::rollout`]).
 
 use std::sync::Arc;
 
@@ -12,8 +14,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use control::rollout::{Rollout, RolloutRequest};
 use control::upgrade::{
-    Action, BundleRecord, OrderRefused, Progress, ProgressReport, UpgradeOrder, UpgradeRequest,
+    Action, BundleRecord, OrderRefused, Progress, ProgressReport, STALE_ORDER_SECONDS,
+    UpgradeOrder, UpgradeRequest,
 };
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -25,10 +29,6 @@ use crate::api::server::auth::{
 };
 use crate::api::server::error::ApiError;
 use crate::upgrade::store::{BundleStore, StoreError};
-
-/// An order that made no progress for this long no longer blocks a new
-/// one (its node went away mid-way).
-const STALE_ORDER_SECONDS: u64 = 1800;
 
 fn store(state: &ApiState) -> Result<&Arc<BundleStore>, ApiError> {
     state.bundles.as_ref().ok_or(ApiError::NoBundleStore)
@@ -322,4 +322,80 @@ pub async fn report_upgrade(
         tracing::info!(node = %name, "api: node `{name}` upgrade {}: {}", report.id, report.progress);
     }
     Ok(Json(recorded))
+}
+
+/// An operator starts a cluster upgrade: refused while another is under
+/// way, and when the masters hold no bundle of the version for a role
+/// with nodes to upgrade; nothing is stored then.
+pub async fn start_rollout(
+    State(state): State<Arc<ApiState>>,
+    Operator(user, _): Operator<UpgradeNodes>,
+    Json(req): Json<RolloutRequest>,
+) -> Result<(Extension<AuditNote>, Json<Rollout>), ApiError> {
+    let now = crate::clock::unix_secs();
+    let current = state.store.rollout().await?;
+    let nodes = super::nodes::statuses(&state).await?;
+    let facts = control::rollout::facts(None, &nodes, &Default::default(), &Default::default());
+    let bundles = state.store.bundles().await?;
+    let rollout = control::rollout::begin(
+        &req,
+        current.as_ref().map(|(r, _)| r),
+        &facts,
+        &bundles,
+        &user.label(),
+        now,
+    )
+    .map_err(ApiError::RolloutRefused)?;
+    if !state
+        .store
+        .put_rollout(&rollout, current.map(|(_, rev)| rev))
+        .await?
+    {
+        return Err(ApiError::RolloutChanged);
+    }
+    let detail = format!(
+        "cluster upgrade to {} over {} nodes, {} at once",
+        rollout.version,
+        rollout.nodes.len(),
+        rollout.max_unavailable
+    );
+    tracing::info!("api: {detail} started by {}", user.label());
+    Ok((Extension(AuditNote { who: None, detail }), Json(rollout)))
+}
+
+/// An operator resumes a halted cluster upgrade: the node it halted at
+/// is tried again.
+pub async fn resume_rollout(
+    State(state): State<Arc<ApiState>>,
+    Operator(user, _): Operator<UpgradeNodes>,
+) -> Result<(Extension<AuditNote>, Json<Rollout>), ApiError> {
+    let current = state.store.rollout().await?;
+    let rollout = control::rollout::resume_stored(
+        current.as_ref().map(|(r, _)| r),
+        crate::clock::unix_secs(),
+    )
+    .map_err(ApiError::RolloutRefused)?;
+    if !state
+        .store
+        .put_rollout(&rollout, current.map(|(_, rev)| rev))
+        .await?
+    {
+        return Err(ApiError::RolloutChanged);
+    }
+    let detail = format!("cluster upgrade to {} resumed", rollout.version);
+    tracing::info!("api: {detail} by {}", user.label());
+    Ok((Extension(AuditNote { who: None, detail }), Json(rollout)))
+}
+
+/// The cluster upgrade, the last one when none is under way.
+pub async fn show_rollout(
+    State(state): State<Arc<ApiState>>,
+    _: Operator<ReadState>,
+) -> Result<Json<Rollout>, ApiError> {
+    state
+        .store
+        .rollout()
+        .await?
+        .map(|(r, _)| Json(r))
+        .ok_or(ApiError::NoRollout)
 }
