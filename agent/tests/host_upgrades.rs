@@ -1,9 +1,10 @@
-//! Update bundles and upgrade orders on the host: a real etcd, a master
-//! and two agents as real `strata cluster run-node` processes in network
-//! namespaces, the master's update key the harness's own.
+//! Update bundles and upgrade orders on the host: a real etcd, three
+//! masters and two agents as real `strata cluster run-node` processes in
+//! network namespaces, the master's update key the harness's own.
 //!
 //! - `strata bundle push` keeps a bundle signed with the update key, under
-//!   its digest, and `bundle list` shows it; a tampered, a truncated and a
+//!   its digest, and `bundle list` shows it; the other masters copy it
+//!   and are recorded among its holders; a tampered, a truncated and a
 //!   wrongly signed bundle are refused with the reason, and nothing is
 //!   kept;
 //! - a node downloads a bundle with its certificate, and a download cut
@@ -80,6 +81,16 @@ fn bundle(role: configs::Role, version: &str, key: &ed25519_dalek::SigningKey) -
     out
 }
 
+/// Three masters (an etcd quorum), so that a bundle pushed to one is
+/// copied to the others.
+const NODES: &[(&str, &str)] = &[
+    ("master-1", "master"),
+    ("master-2", "master"),
+    ("master-3", "master"),
+    ("agent-1", "private"),
+    ("agent-2", "public"),
+];
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,13 +110,16 @@ fn bundles_are_kept_served_and_ordered() {
     let api_port = 6443;
     let c = TestCluster::new(ClusterSpec {
         extra_toml: format!("api_port = {api_port}\n"),
+        nodes: NODES,
         ..ClusterSpec::new("up", "upgrades", "10.78.0")
     });
     let _master = c.spawn_node("master-1", "master.log");
+    let _master2 = c.spawn_node("master-2", "master-2.log");
+    let _master3 = c.spawn_node("master-3", "master-3.log");
     let _agent1 = c.spawn_node("agent-1", "agent-1.log");
     let _agent2 = c.spawn_node("agent-2", "agent-2.log");
-    c.wait_nodes("all nodes Ready", Duration::from_secs(60), |nodes| {
-        ["master-1", "agent-1", "agent-2"].iter().all(|n| {
+    c.wait_nodes("all nodes Ready", Duration::from_secs(90), |nodes| {
+        NODES.iter().all(|(n, _)| {
             nodes
                 .iter()
                 .any(|s| s.record.info.name == *n && s.state == NodeState::Ready)
@@ -126,12 +140,36 @@ fn bundles_are_kept_served_and_ordered() {
     assert_eq!(pushed.sha256, image::sha256_hex(&good));
     assert_eq!(pushed.version, "0.2.0");
     assert_eq!(pushed.size, good.len() as u64);
-    assert_eq!(pushed.holders, ["master-1"]);
-    let kept = c
-        .state_dir("master-1")
-        .join("bundles")
-        .join(format!("{}.bundle", pushed.sha256));
-    assert_eq!(std::fs::read(&kept).expect("the master keeps it"), good);
+    assert_eq!(pushed.holders.len(), 1, "{pushed:?}");
+    let first = pushed.holders[0].clone();
+    let kept = |master: &str| {
+        c.state_dir(master)
+            .join("bundles")
+            .join(format!("{}.bundle", pushed.sha256))
+    };
+    assert_eq!(
+        std::fs::read(kept(&first)).expect("the master keeps it"),
+        good
+    );
+    // The other masters copy it, verify it and say so in the record.
+    let holders = c.wait(
+        "every master holds the bundle",
+        Duration::from_secs(60),
+        || {
+            let list: Vec<BundleRecord> =
+                serde_json::from_str(&c.cli(&["bundle", "list", "--json"]).ok()?).ok()?;
+            let b = list.into_iter().find(|b| b.sha256 == pushed.sha256)?;
+            (b.holders.len() == 3).then_some(b.holders)
+        },
+    );
+    assert_eq!(holders, ["master-1", "master-2", "master-3"]);
+    for m in ["master-1", "master-2", "master-3"] {
+        assert_eq!(
+            std::fs::read(kept(m)).expect("each master keeps it"),
+            good,
+            "{m}"
+        );
+    }
     let list = c.admin_ok(&["bundle", "list"]);
     assert!(
         list.lines()
@@ -170,7 +208,7 @@ fn bundles_are_kept_served_and_ordered() {
             "{name}: {e}"
         );
     }
-    let kept: Vec<String> = std::fs::read_dir(c.state_dir("master-1").join("bundles"))
+    let kept: Vec<String> = std::fs::read_dir(c.state_dir(&first).join("bundles"))
         .expect("the bundle directory")
         .map(|e| {
             e.expect("an entry")
@@ -289,7 +327,9 @@ fn bundles_are_kept_served_and_ordered() {
         .cli_as(&c.context, &["cluster", "upgrade", "--version", "0.2.0"])
         .expect_err("no master bundle");
     assert!(
-        e.contains("node `master-1` cannot upgrade: no bundle of version 0.2.0 for master nodes"),
+        e.contains(
+            "nodes `master-1`, `master-2`, `master-3` cannot upgrade: no bundle of version 0.2.0 for master nodes"
+        ),
         "{e}"
     );
     let e = c

@@ -218,9 +218,10 @@ pub fn app_srv_script(
 
 /// A task script that exits 0 once `gone` no longer resolves (within
 /// `tries` seconds), 1 if it still does, and 2 if `known` does not resolve
-/// either (the resolver does not answer at all).
+/// either in 5 tries a second apart (the resolver does not answer at all;
+/// one query lost by a node loaded by emulation is not that).
 pub fn gone_script(gone: &str, known: &str, tries: u32) -> String {
     format!(
-        "nslookup {known} >/dev/null 2>&1 || exit 2; i=0; while [ $i -lt {tries} ]; do nslookup {gone} >/dev/null 2>&1 || exit 0; i=$((i+1)); sleep 1; done; exit 1"
+        "i=0; until nslookup {known} >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 5 ] && exit 2; sleep 1; done; i=0; while [ $i -lt {tries} ]; do nslookup {gone} >/dev/null 2>&1 || exit 0; i=$((i+1)); sleep 1; done; exit 1"
     )
 }

@@ -105,6 +105,7 @@ fn wait_markers(vms: &mut [Vm], via: impl Fn(&str) -> UserDataVia) {
         );
         assert_eq!(f.get("healthy").map(String::as_str), Some("yes"), "{t:?}");
         assert_eq!(f.get("verity").map(String::as_str), Some("yes"), "{t:?}");
+        assert_eq!(f.get("root").map(String::as_str), Some("ro"), "{t:?}");
         let kind = match via(&name) {
             UserDataVia::FwCfg => "fw_cfg",
             UserDataVia::Disk(_) => "label",
@@ -226,7 +227,7 @@ fn master_private_and_public_join_at_boot() {
 
     tasks_across_booted_agents(&p, &registry.guest_image());
     app_across_booted_agents(&p, &registry.guest_image());
-    upgrade_booted_agent(&p, &registry.guest_image());
+    upgrade_booted_agent(&p, &mut vms, &registry.guest_image());
 
     // A node that vanishes is shown unreachable after the grace period.
     let lost = vms.remove(1);
@@ -621,17 +622,26 @@ fn partition_digest(p: &Prepared, label: &str) -> String {
         .to_string()
 }
 
-/// An upgrade of a booted agent by image swap (issue 16), and back: bad
-/// bundles are refused by the masters and slot B's bytes stay as they
-/// were; a newer private image, pushed, then rolled out over the private
-/// agents with `cluster upgrade`, is written into private-1's slot B,
-/// which reboots into it, comes back Ready with the slot blessed, is
-/// uncordoned and runs its task again; an older bundle is refused by the
-/// node without --allow-downgrade; a rollback boots slot A again.
-fn upgrade_booted_agent(p: &Prepared, image: &str) {
+/// Upgrades of a booted agent by image swap (issue 16), in the order an
+/// operator meets them:
+/// - a tampered and a truncated bundle are refused by the master, and
+///   slot B's bytes stay as they were;
+/// - the VM killed while it writes slot B boots slot A as before and
+///   reports the upgrade cut short;
+/// - a newer private image, rolled out over the private agents with
+///   `cluster upgrade`, is written into slot B; the node reboots into it,
+///   comes back Ready with the slot blessed, is uncordoned and runs its
+///   pinned task again;
+/// - an older bundle is refused by the node without --allow-downgrade,
+///   and slot A's bytes stay as they were;
+/// - a rollback boots slot A again;
+/// - an image that never gets healthy is written, fails its three boots,
+///   and the node falls back to slot A by itself and reports the upgrade
+///   failed.
+fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
     let v2 = upgrade_images_dir().join("strata-private.update");
-    let v1 = images_dir().join("strata-private.update");
-    if !require("upgrade_booted_agent", &[v2.as_path(), v1.as_path()], &[]) {
+    let key = project_root().join("target/strata-dev-signing.pem");
+    if !require("upgrade_booted_agent", &[v2.as_path(), key.as_path()], &[]) {
         return;
     }
     let before = show(p, "private-1");
@@ -657,7 +667,17 @@ fn upgrade_booted_agent(p: &Prepared, image: &str) {
     let slot_b = partition_digest(p, "root-b");
     let dir = p.dir.join("bundles");
     std::fs::create_dir_all(&dir).expect("a directory for bad bundles");
-    let bytes = std::fs::read(&v2).expect("the v2 bundle");
+    // Small bundles signed with the images' key, so that the master
+    // refuses them for what they are, not for their size.
+    let bytes = resign(&v2, |_, parts| {
+        for (name, part) in parts.iter_mut() {
+            part.truncate(if name == image::bundle::PART_ROOT {
+                4 << 20
+            } else {
+                64 << 10
+            });
+        }
+    });
     let mut tampered = bytes.clone();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x5a;
@@ -679,13 +699,65 @@ fn upgrade_booted_agent(p: &Prepared, image: &str) {
     }
     assert_eq!(partition_digest(p, "root-b"), slot_b, "slot B changed");
 
-    // The upgrade, through the CLI as an operator runs it: the private
-    // agents' rollout drains private-1 (its pinned task stops), orders
-    // it, and uncordons it once it is Ready on the new version.
     let pushed = p
         .strata(&["bundle", "push", v2.to_str().expect("utf-8 path")])
         .unwrap_or_else(|e| panic!("bundle push v2: {e:#}"));
     println!("{pushed}");
+
+    // The VM killed while it writes slot B: it boots slot A as before and
+    // reports the upgrade cut short; slot B is not booted half-written.
+    p.strata(&[
+        "node",
+        "upgrade",
+        "private-1",
+        "--version",
+        qemu_tests::env::UPGRADE_VERSION,
+    ])
+    .unwrap_or_else(|e| panic!("node upgrade private-1: {e:#}"));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let phase = show(p, "private-1")["upgrade"]["progress"]["phase"].clone();
+        if phase == "writing" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && (phase == "ordered" || phase == "downloading"),
+            "private-1 did not get to write slot B: {phase}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let at = vms
+        .iter()
+        .position(|v| v.config.name == "private-1")
+        .expect("private-1's VM");
+    let config = vms[at].config.clone();
+    drop(vms.remove(at));
+    println!("private-1's VM killed while it wrote slot B");
+    vms.insert(at, Vm::spawn(config).expect("private-1's VM starts again"));
+    // Until it notices, the master may still show the old boot Ready: the
+    // outcome its new boot reports is what counts.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let cut = loop {
+        let node = show(p, "private-1");
+        if node["upgrade"]["progress"]["phase"] == "failed" {
+            break node;
+        }
+        assert!(Instant::now() < deadline, "no outcome reported: {node}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    println!("after the kill: {}", cut["upgrade"]["progress"]);
+    assert!(
+        cut["upgrade"]["progress"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("went down while slot b was written")),
+        "{cut}"
+    );
+    assert_eq!(cut["image"]["booted"], "a", "{cut}");
+    assert_eq!(cut["image"]["version"], v1_version.as_str(), "{cut}");
+
+    // The upgrade, through the CLI as an operator runs it: the private
+    // agents' rollout drains private-1 (its pinned task stops), orders
+    // it, and uncordons it once it is Ready on the new version.
     let asked = Instant::now();
     let out = p
         .strata(&[
@@ -747,13 +819,16 @@ fn upgrade_booted_agent(p: &Prepared, image: &str) {
     // The older image is refused by the node itself: nothing is written
     // to slot A, which it can still roll back to.
     let slot_a = partition_digest(p, "root-a");
+    let older = dir.join("older.update");
+    std::fs::write(&older, resign(&v2, |m, _| m.version = "0.0.1".into()))
+        .expect("write the older bundle");
     let e = p
         .strata(&[
             "node",
             "upgrade",
             "private-1",
             "--bundle",
-            v1.to_str().expect("utf-8 path"),
+            older.to_str().expect("utf-8 path"),
             "--wait",
             "--timeout",
             "10m",
@@ -793,4 +868,122 @@ fn upgrade_booted_agent(p: &Prepared, image: &str) {
         |t| t["state"] == "running" && t["node"] == "private-1",
     );
     p.strata(&["task", "stop", "steady"]).expect("stop steady");
+
+    // A newer image that never gets healthy: its UKI's root hash matches
+    // no partition. Signed with the images' key, it is written like a good
+    // one; slot B fails its three boots, the node falls back to slot A by
+    // itself, and its agent reports the upgrade failed.
+    let bad = dir.join("never-healthy.update");
+    std::fs::write(&bad, never_healthy(&v2)).expect("write the never-healthy bundle");
+    let e = p
+        .strata(&[
+            "node",
+            "upgrade",
+            "private-1",
+            "--bundle",
+            bad.to_str().expect("utf-8 path"),
+            "--wait",
+            "--timeout",
+            "20m",
+        ])
+        .expect_err("an image that never gets healthy fails the upgrade");
+    println!("never-healthy upgrade: {e:#}");
+    assert!(format!("{e:#}").contains("slot b"), "{e:#}");
+    wait_state(p, "private-1", "ready", Duration::from_secs(300));
+    let fell_back = show(p, "private-1");
+    assert_eq!(fell_back["image"]["booted"], "a", "{fell_back}");
+    assert_eq!(
+        fell_back["image"]["version"],
+        v1_version.as_str(),
+        "{fell_back}"
+    );
+    assert_eq!(
+        fell_back["image"]["other"]["state"], "failed",
+        "{fell_back}"
+    );
+    assert_eq!(
+        fell_back["upgrade"]["progress"]["phase"], "failed",
+        "{fell_back}"
+    );
+}
+
+/// The bundle at `good` with its UKI's root hash reversed (a slot that
+/// can never boot, whatever its root holds: the root is cut to 4 MiB to
+/// be sent and written sooner), and the initrd's wait for the root 5
+/// seconds instead of 60, so that its three tries end sooner.
+fn never_healthy(good: &std::path::Path) -> Vec<u8> {
+    resign(good, |m, parts| {
+        for (name, part) in parts.iter_mut() {
+            match name.as_str() {
+                image::bundle::PART_ROOT => part.truncate(4 << 20),
+                image::bundle::PART_VERITY => part.truncate(64 << 10),
+                _ => {}
+            }
+        }
+        let uki = parts
+            .get_mut(image::bundle::PART_UKI)
+            .expect("the bundle has a UKI");
+        let mut replace = |from: &str, to: &str| {
+            assert_eq!(from.len(), to.len());
+            let at = uki
+                .windows(from.len())
+                .position(|w| w == from.as_bytes())
+                .unwrap_or_else(|| panic!("the UKI carries `{from}`"));
+            uki[at..at + from.len()].copy_from_slice(to.as_bytes());
+        };
+        let wrong: String = m.root_hash.chars().rev().collect();
+        replace(
+            &format!("roothash={}", m.root_hash),
+            &format!("roothash={wrong}"),
+        );
+        replace("rd.timeout=60", "rd.timeout=5 ");
+    })
+}
+
+/// The bundle at `good` changed by `edit` (its manifest and its parts by
+/// name), its digests made right and signed again with the images'
+/// development key.
+fn resign(
+    good: &std::path::Path,
+    edit: impl FnOnce(&mut image::manifest::Manifest, &mut std::collections::BTreeMap<String, Vec<u8>>),
+) -> Vec<u8> {
+    use image::bundle::{PART_ROOT, PART_UKI, PART_VERITY};
+    let pem = std::fs::read_to_string(project_root().join("target/strata-dev-signing.pem"))
+        .expect("the images' development key");
+    let key =
+        <ed25519_dalek::SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_pem(&pem)
+            .expect("the development key parses");
+    let mut parts: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut m = image::bundle::read(
+        std::fs::File::open(good).expect("the v2 bundle"),
+        &key.verifying_key(),
+        |part, bytes| {
+            parts
+                .entry(part.to_string())
+                .or_default()
+                .extend_from_slice(bytes);
+            Ok(())
+        },
+    )
+    .expect("the v2 bundle verifies");
+    edit(&mut m, &mut parts);
+    for d in &mut m.parts {
+        let part = &parts[&d.name];
+        d.size = part.len() as u64;
+        d.sha256 = image::sha256_hex(part);
+    }
+    let mut out = Vec::new();
+    let (root, verity, uki) = (&parts[PART_ROOT], &parts[PART_VERITY], &parts[PART_UKI]);
+    image::bundle::write(
+        &mut out,
+        &m,
+        &key,
+        &mut [
+            (PART_ROOT, &mut &root[..]),
+            (PART_VERITY, &mut &verity[..]),
+            (PART_UKI, &mut &uki[..]),
+        ],
+    )
+    .expect("the bundle is written");
+    out
 }

@@ -240,6 +240,17 @@ pub async fn run_master_with(
             None
         }
     };
+    if let Some(bundles) = &state.bundles {
+        tokio::spawn(
+            super::bundles::Replicator {
+                store: store.clone(),
+                bundles: bundles.clone(),
+                name: ud.name.clone(),
+                state_dir: opts.state_dir.clone(),
+            }
+            .run(),
+        );
+    }
     let server_cert =
         tls::ServerCert::new(&plan.ca.cert_pem, &plan.cert.cert_pem, &plan.cert.key_pem)?;
     let server_tls = tls::server_config_with(&plan.ca.cert_pem, server_cert.clone())?;

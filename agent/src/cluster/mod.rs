@@ -9,6 +9,7 @@
 //! and public agents; both run until the process ends.
 
 pub mod assignments;
+pub mod bundles;
 pub mod identity;
 pub mod init;
 pub mod master;

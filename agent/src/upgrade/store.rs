@@ -70,6 +70,20 @@ impl BundleStore {
         Ok(self.dir.join(format!(".upload-{}-{n}", std::process::id())))
     }
 
+    /// Where a copy of bundle `sha256` from another master is downloaded
+    /// to (kept across attempts, so that a copy cut short resumes).
+    pub fn replica_path(&self, sha256: &str) -> Result<PathBuf, StoreError> {
+        if !is_digest(sha256) {
+            return Err(StoreError::BadDigest(sha256.to_string()));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|source| StoreError::Io {
+            what: "create",
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(self.dir.join(format!(".replica-{sha256}.part")))
+    }
+
     /// Verifies the uploaded file `upload` and puts it under its digest;
     /// the upload is removed either way. Blocking: run it off the async
     /// threads.

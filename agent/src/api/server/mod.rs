@@ -301,10 +301,10 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::FETCH_BUNDLE, bundles::fetch_bundle),
         mount(api_routes::UPGRADE_NODE, bundles::upgrade_node),
         mount(api_routes::ROLLBACK_NODE, bundles::rollback_node),
+        mount(api_routes::REPORT_UPGRADE, bundles::report_upgrade),
         mount(api_routes::START_ROLLOUT, bundles::start_rollout),
         mount(api_routes::RESUME_ROLLOUT, bundles::resume_rollout),
         mount(api_routes::SHOW_ROLLOUT, bundles::show_rollout),
-        mount(api_routes::REPORT_UPGRADE, bundles::report_upgrade),
     ]
 }
 
