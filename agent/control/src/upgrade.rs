@@ -71,6 +71,9 @@ pub enum Progress {
     Ordered,
     /// Downloading the bundle: bytes so far of the whole.
     Downloading { bytes: u64, total: u64 },
+    /// Checking the downloaded bundle's signature and digests, before
+    /// anything is written.
+    Verifying,
     /// Writing the other slot.
     Writing,
     /// Written (or, for a rollback, chosen): the node is rebooting into it.
@@ -227,6 +230,7 @@ impl std::fmt::Display for Progress {
             Progress::Downloading { bytes, total } => {
                 write!(f, "downloading {}/{} MiB", bytes >> 20, total >> 20)
             }
+            Progress::Verifying => f.write_str("verifying"),
             Progress::Writing => f.write_str("writing"),
             Progress::Rebooting => f.write_str("rebooting"),
             Progress::Succeeded => f.write_str("succeeded"),

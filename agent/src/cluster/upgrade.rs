@@ -176,20 +176,26 @@ impl Upgrader {
                 image::slot::check_version(&version, target, *allow_downgrade)
                     .map_err(|e| anyhow::anyhow!("bundle {sha256} is refused: {e}"))?;
                 let bundle = self.download(order, sha256, *size).await?;
-                self.report(&order.id, Progress::Writing).await;
+                self.report(&order.id, Progress::Verifying).await;
                 let (role, allow) = (self.role, *allow_downgrade);
                 let key = crate::upgrade::update_key(Path::new(crate::upgrade::UPDATE_KEY))?;
                 let file = bundle.clone();
                 let id = order.id.clone();
+                // `writing` once the slot writer starts on the slot, after
+                // its checks: reported from its thread.
+                let (this, rt) = (self.clone(), tokio::runtime::Handle::current());
                 let plan = tokio::task::spawn_blocking(move || {
                     let host = layout.facts(role, &version, booted)?;
                     layout.install(
                         &host,
                         &file,
                         &key,
-                        allow,
-                        crate::clock::unix_secs(),
-                        Some(&id),
+                        crate::upgrade::Install {
+                            allow_downgrade: allow,
+                            now: crate::clock::unix_secs(),
+                            order: Some(&id),
+                            writing: &mut || rt.block_on(this.report(&id, Progress::Writing)),
+                        },
                     )
                 })
                 .await

@@ -121,6 +121,19 @@ pub struct Layout {
     pub records: PathBuf,
 }
 
+/// How an install is asked for, and what it tells back while it runs.
+pub struct Install<'a> {
+    /// Install a bundle older than the running image.
+    pub allow_downgrade: bool,
+    /// Unix seconds, for the records.
+    pub now: u64,
+    /// The order carried out, kept in `last-upgrade.json`.
+    pub order: Option<&'a str>,
+    /// Called once, when every check passed and the slot is recorded as
+    /// being written.
+    pub writing: &'a mut dyn FnMut(),
+}
+
 /// The upgrade the node carried out last (`last-upgrade.json`): its
 /// result is judged at each boot from the slot it wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,10 +248,14 @@ impl Layout {
         host: &HostFacts,
         path: &Path,
         key: &VerifyingKey,
-        allow_downgrade: bool,
-        now: u64,
-        order: Option<&str>,
+        call: Install<'_>,
     ) -> Result<InstallPlan, UpgradeError> {
+        let Install {
+            allow_downgrade,
+            now,
+            order,
+            writing,
+        } = call;
         // 1. Verify everything before writing anything.
         let open = || File::open(path).map_err(io_error("open the bundle", path));
         let manifest = bundle::verify(io::BufReader::new(open()?), key).map_err(|source| {
@@ -337,6 +354,7 @@ impl Layout {
         };
         state::write_json(&self.last_path(), &last, None)
             .map_err(io_error("write the last upgrade", &self.last_path()))?;
+        writing();
 
         // 4. Root and verity, the bundle read and checked again.
         let mut uki = Vec::new();

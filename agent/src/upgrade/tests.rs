@@ -171,30 +171,46 @@ fn render(lab: &Lab) -> String {
     )
 }
 
-fn install(lab: &Lab, bundle: &[u8], allow_downgrade: bool) -> Result<InstallPlan, UpgradeError> {
+/// Installs `bundle`; also says whether the writer told it started on
+/// the slot.
+fn install(
+    lab: &Lab,
+    bundle: &[u8],
+    allow_downgrade: bool,
+) -> (Result<InstallPlan, UpgradeError>, bool) {
     let path = lab.layout.records.with_file_name("bundle.update");
     std::fs::write(&path, bundle).unwrap();
     let host = lab
         .layout
         .facts(configs::Role::Private, "0.1.0", Slot::A)
         .unwrap();
-    lab.layout.install(
+    let mut writing = false;
+    let result = lab.layout.install(
         &host,
         &path,
         &key(1).verifying_key(),
-        allow_downgrade,
-        100,
-        None,
-    )
+        super::Install {
+            allow_downgrade,
+            now: 100,
+            order: None,
+            writing: &mut || writing = true,
+        },
+    );
+    (result, writing)
 }
 
 /// Installs `bundle` on a fresh lab and renders the outcome and the disk.
 fn check(bundle: &[u8], allow_downgrade: bool, expected: Expect) {
     let lab = lab();
     let before = render(&lab);
-    let outcome = match install(&lab, bundle, allow_downgrade) {
-        Ok(plan) => format!("installed {} into slot {}", plan.version, plan.slot),
+    let (result, writing) = install(&lab, bundle, allow_downgrade);
+    let outcome = match result {
+        Ok(plan) => {
+            assert!(writing, "the writer did not say it started on the slot");
+            format!("installed {} into slot {}", plan.version, plan.slot)
+        }
         Err(e) => {
+            assert!(!writing, "a refused bundle was said to be written: {e}");
             let after = render(&lab);
             assert_eq!(before, after, "a refused bundle changed the disk: {e}");
             let dir = lab.layout.records.parent().unwrap().display().to_string();
@@ -233,7 +249,7 @@ fn the_written_slot_reads_back_and_the_table_stays_valid() {
     }
     let lab = lab();
     let b = bundle(configs::Role::Private, "0.2.0", 2 * MIB as usize, &key(1));
-    install(&lab, &b, false).unwrap();
+    install(&lab, &b, false).0.unwrap();
     // The root's bytes are where the table says.
     let table = image::gpt::read(&mut File::open(&lab.layout.disk).unwrap(), 512).unwrap();
     let root_b = table.by_label("root-b").unwrap();
@@ -397,6 +413,7 @@ fn a_rollback_boots_the_slot_that_was_good() {
         &bundle(configs::Role::Private, "0.2.0", 1000, &key(1)),
         false,
     )
+    .0
     .unwrap();
     // Slot B booted and was blessed.
     let linux = lab.layout.esp.join("EFI/Linux");
