@@ -133,7 +133,7 @@ fn an_order_in_flight_is_busy_until_it_ends_or_goes_stale() {
 fn newer_records_read() {
     let order: UpgradeOrder = serde_json::from_str(
         r#"{"format":2,"id":"7","node":"p1","action":"rebase","at":1,"by":"a",
-            "progress":{"phase":"verifying","step":3},"updated_at":2,"extra":true}"#,
+            "progress":{"phase":"staging","step":3},"updated_at":2,"extra":true}"#,
     )
     .unwrap();
     assert_eq!(order.action, Action::Unknown);
