@@ -721,7 +721,8 @@ fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
             break;
         }
         assert!(
-            Instant::now() < deadline && (phase == "ordered" || phase == "downloading"),
+            Instant::now() < deadline
+                && ["ordered", "downloading", "verifying"].contains(&phase.as_str().unwrap_or_default()),
             "private-1 did not get to write slot B: {phase}"
         );
         std::thread::sleep(Duration::from_millis(300));
