@@ -140,7 +140,6 @@ fn bundles_are_kept_served_and_ordered() {
     assert_eq!(pushed.sha256, image::sha256_hex(&good));
     assert_eq!(pushed.version, "0.2.0");
     assert_eq!(pushed.size, good.len() as u64);
-    assert_eq!(pushed.holders.len(), 1, "{pushed:?}");
     let first = pushed.holders[0].clone();
     let kept = |master: &str| {
         c.state_dir(master)

@@ -611,6 +611,23 @@ fn show(p: &Prepared, name: &str) -> serde_json::Value {
     serde_json::from_str(&out).expect("node show --json is JSON")
 }
 
+/// `node show NAME --json` once its image satisfies `pred` (within two
+/// minutes; the last one either way).
+fn wait_image(
+    p: &Prepared,
+    name: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let node = show(p, name);
+        if pred(&node["image"]) || Instant::now() >= deadline {
+            return node;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// The SHA-256 of the first 64 MiB of a partition of private-1, by label.
 fn partition_digest(p: &Prepared, label: &str) -> String {
     let script = format!("head -c 67108864 /dev/disk/by-partlabel/{label} | sha256sum");
@@ -722,7 +739,8 @@ fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
         }
         assert!(
             Instant::now() < deadline
-                && ["ordered", "downloading", "verifying"].contains(&phase.as_str().unwrap_or_default()),
+                && ["ordered", "downloading", "verifying"]
+                    .contains(&phase.as_str().unwrap_or_default()),
             "private-1 did not get to write slot B: {phase}"
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -778,7 +796,11 @@ fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
     );
     assert!(out.contains("1 of 1 nodes done"), "{out}");
     wait_state(p, "private-1", "ready", Duration::from_secs(120));
-    let after = show(p, "private-1");
+    // The node registers its image again when it changes, a few
+    // heartbeats after the blessing.
+    let after = wait_image(p, "private-1", |i| {
+        i["last_upgrade"]["result"] == "succeeded" && i["other"]["state"] == "good"
+    });
     let image_after = &after["image"];
     assert!(
         image_after["version"]
@@ -857,7 +879,9 @@ fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
         .unwrap_or_else(|e| panic!("node rollback private-1: {e:#}"));
     println!("private-1 rolled back:\n{out}");
     wait_state(p, "private-1", "ready", Duration::from_secs(120));
-    let back = show(p, "private-1");
+    let back = wait_image(p, "private-1", |i| {
+        i["booted"] == "a" && i["other"]["state"] == "good"
+    });
     assert_eq!(back["image"]["booted"], "a", "{back}");
     assert_eq!(back["image"]["version"], v1_version.as_str(), "{back}");
     assert_eq!(back["image"]["other"]["state"], "good", "{back}");
@@ -891,7 +915,7 @@ fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
     println!("never-healthy upgrade: {e:#}");
     assert!(format!("{e:#}").contains("slot b"), "{e:#}");
     wait_state(p, "private-1", "ready", Duration::from_secs(300));
-    let fell_back = show(p, "private-1");
+    let fell_back = wait_image(p, "private-1", |i| i["other"]["state"] == "failed");
     assert_eq!(fell_back["image"]["booted"], "a", "{fell_back}");
     assert_eq!(
         fell_back["image"]["version"],

@@ -31,6 +31,9 @@ use crate::format::Format;
 use crate::model::{NodeState, NodeStatus, TaskRecord};
 use crate::upgrade::{BundleRecord, OrderRefused, Progress, UpgradeOrder, UpgradeRequest};
 
+/// Who a rollout's drains and orders say made them.
+pub const DRAINED_BY: &str = "cluster upgrade";
+
 /// How long a node has to come back Ready on the new version once told to
 /// upgrade (writing a slot and rebooting, a fallback included).
 pub const UPGRADE_DEADLINE_SECONDS: u64 = 900;
@@ -125,12 +128,18 @@ pub struct NodeFacts {
     pub ready: bool,
     /// The image version it runs, as it last reported it.
     pub version: String,
+    /// Drained by a rollout (a drain an operator made is the operator's
+    /// to lift, and the rollout neither replaces nor lifts it).
     pub cordoned: bool,
     /// App instances still on it (a drain waits for none).
     pub instances: u32,
     /// The upgrade the rollout ordered for it failed (refused, or its
     /// new slot rolled back), and why.
     pub upgrade_failed: Option<String>,
+    /// The upgrade the rollout ordered for it succeeded: the node came
+    /// back on the new slot and blessed it (Ready comes before the
+    /// blessing, and a node can still fall back after it).
+    pub upgrade_succeeded: bool,
 }
 
 /// Whether `running` is the release `target` (build metadata aside).
@@ -231,7 +240,7 @@ pub fn plan(rollout: &Rollout, nodes: &[NodeFacts], now: u64) -> Plan {
             }
             continue;
         };
-        let on_target = n.ready && same_release(&n.version, &target);
+        let on_target = n.ready && same_release(&n.version, &target) && n.upgrade_succeeded;
         let next = match &p.step {
             Step::Draining if n.instances == 0 || now >= p.since + r.drain_deadline_seconds => {
                 actions.push(Action::Upgrade {
@@ -296,7 +305,14 @@ pub fn plan(rollout: &Rollout, nodes: &[NodeFacts], now: u64) -> Plan {
             continue;
         };
         if n.ready && same_release(&n.version, &target) {
-            r.nodes[i].step = Step::Skipped;
+            // Still drained by an earlier round (a halted rollout resumed
+            // or replaced): put back into service first.
+            if n.cordoned {
+                actions.push(Action::Uncordon(name.clone()));
+                r.nodes[i].step = Step::Uncordoning;
+            } else {
+                r.nodes[i].step = Step::Skipped;
+            }
             r.nodes[i].since = now;
             continue;
         }
@@ -560,11 +576,12 @@ pub fn facts(
                 .flat_map(|r| &r.nodes)
                 .find(|p| &p.name == name && p.step == Step::Upgrading)
                 .map(|p| p.since);
-            let upgrade_failed = match (since, orders.get(name)) {
-                (Some(since), Some(o)) if o.at >= since => match &o.progress {
-                    Progress::Failed { reason } => Some(reason.clone()),
-                    _ => None,
-                },
+            let own = match (since, orders.get(name)) {
+                (Some(since), Some(o)) if o.at >= since => Some(&o.progress),
+                _ => None,
+            };
+            let upgrade_failed = match own {
+                Some(Progress::Failed { reason }) => Some(reason.clone()),
                 _ => None,
             };
             NodeFacts {
@@ -578,12 +595,13 @@ pub fn facts(
                     .as_ref()
                     .map(|i| i.version.clone())
                     .unwrap_or_default(),
-                cordoned: n.cordon.is_some(),
+                cordoned: n.cordon.as_ref().is_some_and(|c| c.by == DRAINED_BY),
                 instances: tasks
                     .values()
                     .filter(|t| &t.node == name && t.instance_of.is_some())
                     .count() as u32,
                 upgrade_failed,
+                upgrade_succeeded: own == Some(&Progress::Succeeded),
             }
         })
         .collect()

@@ -75,7 +75,10 @@ pub enum ClusterCommand {
         #[arg(long, value_enum)]
         role: Vec<RoleArg>,
         /// Go on with a halted rollout, from the node it halted at.
-        #[arg(long, conflicts_with_all = ["version", "status"])]
+        #[arg(
+            long,
+            conflicts_with_all = ["version", "status", "role", "max_unavailable", "drain_deadline"]
+        )]
         resume: bool,
         /// Show the rollout and return.
         #[arg(long, conflicts_with = "version")]
@@ -513,7 +516,7 @@ fn upgrade(
         // image: the client tries the others, and a miss is retried.
         let r = match rt.block_on(client.show_rollout()) {
             Ok(r) => r,
-            Err(e) => {
+            Err(e @ crate::api::client::ClientError::Unreachable { .. }) => {
                 eprintln!("cluster upgrade: cannot read the rollout yet: {e:#}");
                 if std::time::Instant::now() >= deadline {
                     anyhow::bail!(
@@ -522,6 +525,7 @@ fn upgrade(
                 }
                 continue;
             }
+            Err(e) => return Err(e.into()),
         };
         for p in &r.nodes {
             let step = p.step.to_string();

@@ -62,18 +62,26 @@ impl Replicator {
         let tls = crate::api::tls::client_config(&id.ca_pem, Some((&id.cert_pem, &id.key_pem)))
             .context("the node certificate does not make a TLS client")?;
         let client = ApiClient::new(id.settings.masters.clone(), tls, Auth::Tls);
+        // One bundle that cannot be copied (its holders gone, say) does
+        // not hold up the others; it is tried again next round.
         for b in &missing {
-            self.copy(&client, b)
-                .await
-                .with_context(|| format!("cannot copy bundle {} ({})", b.sha256, b.version))?;
-            self.store.add_bundle(b, &self.name).await?;
-            tracing::info!(
-                "bundles: {} holds bundle {} ({} {}) too",
-                self.name,
-                b.sha256,
-                b.role,
-                b.version
-            );
+            match self.copy(&client, b).await {
+                Ok(()) => {
+                    self.store.add_bundle(b, &self.name).await?;
+                    tracing::info!(
+                        "bundles: {} holds bundle {} ({} {}) too",
+                        self.name,
+                        b.sha256,
+                        b.role,
+                        b.version
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "bundles: cannot copy bundle {} ({}): {e:#}",
+                    b.sha256,
+                    b.version
+                ),
+            }
         }
         Ok(())
     }
@@ -83,15 +91,18 @@ impl Replicator {
     async fn copy(&self, client: &ApiClient, b: &BundleRecord) -> anyhow::Result<()> {
         let dest = self.bundles.path(&b.sha256)?;
         let part = self.bundles.replica_path(&b.sha256)?;
-        if !dest.exists() {
+        let bundles = self.bundles.clone();
+        // Kept already (the master stopped before it recorded it): checked,
+        // never removed, since a node may be downloading it.
+        let check = if dest.exists() {
+            let _ = std::fs::remove_file(&part);
+            tokio::task::spawn_blocking(move || bundles.verify(&dest)).await
+        } else {
             let path = control::api::FETCH_BUNDLE.fill(&[&b.sha256]);
             client.download(&path, &part, |_, _| {}).await?;
-        }
-        let from = if dest.exists() { dest } else { part };
-        let bundles = self.bundles.clone();
-        let (sha, _, _) = tokio::task::spawn_blocking(move || bundles.accept(&from))
-            .await
-            .context("the verification stopped")??;
+            tokio::task::spawn_blocking(move || bundles.accept(&part)).await
+        };
+        let (sha, _, _) = check.context("the verification stopped")??;
         anyhow::ensure!(
             sha == b.sha256,
             "what the masters served has digest {sha}, the record says {}",

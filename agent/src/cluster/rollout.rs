@@ -16,7 +16,7 @@ use crate::etcd::apps::Leadership;
 use crate::etcd::upgrades::RolloutChanges;
 
 /// Who the records say drained and ordered a node.
-pub const BY: &str = "cluster upgrade";
+pub const BY: &str = control::rollout::DRAINED_BY;
 
 /// One round of the rollout, if one is under way; returns whether it
 /// wrote anything.
@@ -29,12 +29,22 @@ pub async fn step(store: &Store, lead: &Leadership, now: u64) -> anyhow::Result<
     }
     let snap = store.scheduler_snapshot().await?;
     let orders = store.upgrades().await?;
+    // An operator's drain is theirs: the rollout neither replaces nor
+    // lifts it (the node is out of service either way).
+    let drained_by_operator = |name: &str| {
+        snap.nodes
+            .iter()
+            .find(|n| n.record.info.name == name)
+            .and_then(|n| n.cordon.as_ref())
+            .is_some_and(|c| c.by != BY)
+    };
     let facts = rollout::facts(Some(&stored), &snap.nodes, &snap.tasks, &orders);
     let mut plan = rollout::plan(&stored, &facts, now);
     let mut changes = RolloutChanges::default();
     let mut bundles = None;
     for action in &plan.actions {
         match action {
+            Action::Cordon(name) | Action::Uncordon(name) if drained_by_operator(name) => {}
             Action::Cordon(name) => changes.cordons.push((
                 name.clone(),
                 Cordon {
@@ -50,20 +60,24 @@ pub async fn step(store: &Store, lead: &Leadership, now: u64) -> anyhow::Result<
                     bundles = Some(store.bundles().await?);
                 }
                 let role = facts.iter().find(|f| &f.name == node).map(|f| f.role);
+                // The node's last order as it is now, to fence the new one
+                // on: an operator's order that comes in meanwhile is not
+                // overwritten.
+                let last = store.upgrade(node).await?;
                 let made = match role {
                     Some(role) => order(
                         node,
                         role,
                         version,
                         bundles.as_deref().unwrap_or_default(),
-                        orders.get(node),
+                        last.as_ref().map(|(o, _)| o),
                         &plan.rollout,
                         now,
                     ),
                     None => Err(format!("node `{node}` left the cluster")),
                 };
                 match made {
-                    Ok(o) => changes.orders.push(o),
+                    Ok(o) => changes.orders.push((o, last.map(|(_, rev)| rev))),
                     Err(reason) => rollout::halt(&mut plan.rollout, node, reason, now),
                 }
             }

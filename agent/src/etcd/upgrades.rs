@@ -29,8 +29,9 @@ pub struct RolloutChanges {
     pub cordons: Vec<(String, Cordon)>,
     /// Nodes to put back into service.
     pub uncordons: Vec<String>,
-    /// Upgrade orders, each replacing its node's last.
-    pub orders: Vec<UpgradeOrder>,
+    /// Upgrade orders, each replacing its node's last, which was read at
+    /// the revision beside it (`None`: it had none).
+    pub orders: Vec<(UpgradeOrder, Option<i64>)>,
 }
 
 /// How many times a fenced read-modify-write is tried before giving up.
@@ -180,10 +181,12 @@ impl Store {
     }
 
     /// Commits one round of the cluster upgrade: `rollout` as planned,
-    /// with its drains, orders and uncordons, fenced on `lead` and on the
-    /// rollout being the one read at `revision`. Returns whether it was
-    /// written (`false`: an operator changed the rollout, or the leadership
-    /// is gone; the next round plans again).
+    /// with its drains, orders and uncordons, fenced on `lead`, on the
+    /// rollout being the one read at `revision`, and on each ordered node
+    /// still existing with the last order read. Returns whether it was
+    /// written (`false`: an operator changed the rollout or ordered a
+    /// node meanwhile, a node left, or the leadership is gone; the next
+    /// round plans again).
     pub async fn commit_rollout(
         &self,
         lead: &Leadership,
@@ -202,23 +205,28 @@ impl Store {
         for name in &changes.uncordons {
             ops.push(TxnOp::delete(format!("{CORDONS}{name}"), None));
         }
-        for order in &changes.orders {
-            ops.push(TxnOp::put(
-                format!("{UPGRADES}{}", order.node),
-                record_json(order),
-                None,
+        let mut fences = vec![
+            Compare::create_revision(LEADER, CompareOp::Equal, lead.created),
+            Compare::lease(LEADER, CompareOp::Equal, lead.lease),
+            Compare::mod_revision(ROLLOUT, CompareOp::Equal, revision),
+        ];
+        for (order, last) in &changes.orders {
+            let key = format!("{UPGRADES}{}", order.node);
+            fences.push(match last {
+                Some(rev) => Compare::mod_revision(key.clone(), CompareOp::Equal, *rev),
+                None => Compare::version(key.clone(), CompareOp::Equal, 0),
+            });
+            fences.push(Compare::version(
+                format!("{NODES}{}", order.node),
+                CompareOp::Greater,
+                0,
             ));
+            ops.push(TxnOp::put(key, record_json(order), None));
         }
         if !changes.cordons.is_empty() || !changes.uncordons.is_empty() {
             ops.push(bump_epoch());
         }
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(LEADER, CompareOp::Equal, lead.created),
-                Compare::lease(LEADER, CompareOp::Equal, lead.lease),
-                Compare::mod_revision(ROLLOUT, CompareOp::Equal, revision),
-            ])
-            .and_then(ops);
+        let txn = Txn::new().when(fences).and_then(ops);
         Ok(self.txn(txn).await?.succeeded())
     }
 }

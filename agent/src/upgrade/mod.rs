@@ -129,8 +129,8 @@ pub struct Install<'a> {
     pub now: u64,
     /// The order carried out, kept in `last-upgrade.json`.
     pub order: Option<&'a str>,
-    /// Called once, when every check passed and the slot is recorded as
-    /// being written.
+    /// Called once, when every check passed, before the first change to
+    /// the disk.
     pub writing: &'a mut dyn FnMut(),
 }
 
@@ -310,6 +310,9 @@ impl Layout {
             targets.push((part, p.offset));
         }
 
+        // Every check passed: what follows changes the disk.
+        writing();
+
         // 2. The slot's old UKIs go first.
         let linux = self.linux_dir();
         for name in &plan.remove {
@@ -354,7 +357,6 @@ impl Layout {
         };
         state::write_json(&self.last_path(), &last, None)
             .map_err(io_error("write the last upgrade", &self.last_path()))?;
-        writing();
 
         // 4. Root and verity, the bundle read and checked again.
         let mut uki = Vec::new();

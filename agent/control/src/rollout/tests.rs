@@ -39,6 +39,7 @@ fn node(name: &str, role: Role, instances: u32) -> NodeFacts {
         cordoned: false,
         instances,
         upgrade_failed: None,
+        upgrade_succeeded: false,
     }
 }
 
@@ -131,6 +132,7 @@ impl Sim {
                 let node = node.clone();
                 if let Some(n) = self.get(&node) {
                     n.ready = false;
+                    n.upgrade_succeeded = false;
                 }
                 self.rebooting.insert(node, back);
             }
@@ -157,6 +159,7 @@ impl Sim {
                     let n = self.get(&name).expect("node");
                     n.ready = true;
                     n.version = format!("{version}+gbbbb");
+                    n.upgrade_succeeded = true;
                 }
                 Behaviour::FallsBack => {
                     let n = self.get(&name).expect("node");
@@ -525,7 +528,7 @@ fn begin_refuses_bad_requests_and_a_rollout_under_way() {
 
 #[test]
 fn facts_come_from_the_records_and_only_the_rollouts_own_order_fails_a_node() {
-    let status = |name: &str, role: &str, state: &str, version: Option<&str>, cordoned: bool| {
+    let status = |name: &str, role: &str, state: &str, version: Option<&str>, by: Option<&str>| {
         let mut v = serde_json::json!({
             "name": name, "role": role, "addresses": ["10.0.0.1"], "cpus": 2,
             "memory_bytes": 1, "disk_bytes": 1, "key_sha256": "00", "joined_at": 1,
@@ -537,14 +540,21 @@ fn facts_come_from_the_records_and_only_the_rollouts_own_order_fails_a_node() {
                 "other": {"slot": "b", "state": "empty"},
             });
         }
-        if cordoned {
-            v["cordon"] = serde_json::json!({"since": 1, "deadline": 2, "by": "rollout"});
+        if let Some(by) = by {
+            v["cordon"] = serde_json::json!({"since": 1, "deadline": 2, "by": by});
         }
         serde_json::from_value::<NodeStatus>(v).expect("a node status")
     };
     let nodes = [
-        status("private-1", "private", "ready", Some("0.1.0"), true),
-        status("private-2", "private", "unreachable", None, false),
+        status(
+            "private-1",
+            "private",
+            "ready",
+            Some("0.1.0"),
+            Some(DRAINED_BY),
+        ),
+        // An operator's drain is not the rollout's.
+        status("private-2", "private", "unreachable", None, Some("admin")),
     ];
     let task = |node: &str, app: bool| {
         let mut v = serde_json::json!({
@@ -609,7 +619,26 @@ fn facts_come_from_the_records_and_only_the_rollouts_own_order_fails_a_node() {
         .map(|f| format!("{f:?}"))
         .collect();
     expect![[r#"
-        NodeFacts { name: "private-1", role: Private, ready: true, version: "0.1.0", cordoned: true, instances: 1, upgrade_failed: Some("the bundle is corrupted") }
-        NodeFacts { name: "private-2", role: Private, ready: false, version: "", cordoned: false, instances: 1, upgrade_failed: None }"#]]
+        NodeFacts { name: "private-1", role: Private, ready: true, version: "0.1.0", cordoned: true, instances: 1, upgrade_failed: Some("the bundle is corrupted"), upgrade_succeeded: false }
+        NodeFacts { name: "private-2", role: Private, ready: false, version: "", cordoned: false, instances: 1, upgrade_failed: None, upgrade_succeeded: false }"#]]
     .assert_eq(&out.join("\n"));
+}
+
+#[test]
+fn a_node_on_the_version_still_drained_by_a_rollout_is_put_back() {
+    let mut s = Sim::new(0, 2);
+    // Halted earlier while drained; it came up on the version since.
+    s.nodes[0].version = "0.2.0+gbbbb".into();
+    s.nodes[0].cordoned = true;
+    let r = start(&s.nodes, "0.2.0", 1, 300, s.now);
+    let r = s.run(r, 8);
+    s.check(&r, expect![[r#"
+        t+0: do [uncordon agent-1] now [agent-1 uncordoning]
+        t+30: do [cordon agent-2] now [agent-1 done, agent-2 draining]
+        t+60: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
+        t+120: do [uncordon agent-2] now [agent-2 uncordoning]
+        t+150: now [agent-2 done]
+        nodes: agent-1 done, agent-2 done
+        complete: true, most masters down at once: 0, most agents out at once: 1
+    "#]]);
 }
