@@ -632,7 +632,9 @@ fn a_node_on_the_version_still_drained_by_a_rollout_is_put_back() {
     s.nodes[0].cordoned = true;
     let r = start(&s.nodes, "0.2.0", 1, 300, s.now);
     let r = s.run(r, 8);
-    s.check(&r, expect![[r#"
+    s.check(
+        &r,
+        expect![[r#"
         t+0: do [uncordon agent-1] now [agent-1 uncordoning]
         t+30: do [cordon agent-2] now [agent-1 done, agent-2 draining]
         t+60: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
@@ -640,5 +642,6 @@ fn a_node_on_the_version_still_drained_by_a_rollout_is_put_back() {
         t+150: now [agent-2 done]
         nodes: agent-1 done, agent-2 done
         complete: true, most masters down at once: 0, most agents out at once: 1
-    "#]]);
+    "#]],
+    );
 }
