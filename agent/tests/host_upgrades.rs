@@ -116,7 +116,7 @@ fn bundles_are_kept_served_and_ordered() {
     let _master = c.spawn_node("master-1", "master.log");
     let _master2 = c.spawn_node("master-2", "master-2.log");
     let _master3 = c.spawn_node("master-3", "master-3.log");
-    let _agent1 = c.spawn_node("agent-1", "agent-1.log");
+    let agent1 = c.spawn_node("agent-1", "agent-1.log");
     let _agent2 = c.spawn_node("agent-2", "agent-2.log");
     c.wait_nodes("all nodes Ready", Duration::from_secs(90), |nodes| {
         NODES.iter().all(|(n, _)| {
@@ -339,6 +339,13 @@ fn bundles_are_kept_served_and_ordered() {
         .cli_as(&c.context, &["cluster", "upgrade", "--resume"])
         .expect_err("nothing to resume");
     assert!(e.contains("no cluster upgrade was started"), "{e}");
+    let e = c
+        .cli_as(&c.context, &["cluster", "upgrade", "--cancel"])
+        .expect_err("nothing to cancel");
+    assert!(
+        e.contains("no cluster upgrade was started: nothing to cancel"),
+        "{e}"
+    );
 
     // The private agents' rollout: agent-1 is drained and ordered by the
     // scheduler's leader, fails (no slots outside an image), and the
@@ -399,4 +406,68 @@ fn bundles_are_kept_served_and_ordered() {
 
     // An order that ended does not block the next.
     c.admin_ok(&["node", "rollback", "agent-1"]);
+
+    // --cancel: a halted rollout is not under way.
+    let e = c
+        .cli_as(&c.context, &["cluster", "upgrade", "--cancel"])
+        .expect_err("the rollout halted already");
+    assert!(e.contains("is not under way"), "{e}");
+    // A rollout under way: agent-2's turn waits while agent-1, down,
+    // counts as the one agent out of service; cancelled there, it halts
+    // with no node failed, and --resume starts it again.
+    drop(agent1);
+    c.wait("agent-1 not Ready", Duration::from_secs(60), || {
+        c.nodes()
+            .iter()
+            .any(|n| n.record.info.name == "agent-1" && n.state != NodeState::Ready)
+            .then_some(())
+    });
+    let public = bundle(configs::Role::Public, "0.2.0", &c.update_key);
+    let file = c.dir().join("public.update");
+    std::fs::write(&file, &public).expect("write the public bundle");
+    c.admin_ok(&["bundle", "push", file.to_str().expect("utf-8")]);
+    c.admin_ok(&[
+        "cluster",
+        "upgrade",
+        "--version",
+        "0.2.0",
+        "--role",
+        "public",
+        "--no-wait",
+    ]);
+    // Rounds go by (one a second) with agent-2 waiting.
+    std::thread::sleep(Duration::from_secs(3));
+    let cancelled: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(&["cluster", "upgrade", "--cancel", "--json"]))
+            .expect("--cancel --json is JSON");
+    assert_eq!(cancelled["nodes"][0]["name"], "agent-2", "{cancelled}");
+    assert_eq!(cancelled["nodes"][0]["step"], "waiting", "{cancelled}");
+    assert_eq!(cancelled["halted"]["node"], "", "{cancelled}");
+    assert!(
+        cancelled["halted"]["cancelled_by"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty()),
+        "{cancelled}"
+    );
+    let text = c.admin_ok(&["cluster", "upgrade", "--status"]);
+    assert!(text.contains("HALTED: cancelled by"), "{text}");
+    // Nothing moves while it is cancelled, agent-1 down or not.
+    std::thread::sleep(Duration::from_secs(3));
+    let still: serde_json::Value =
+        serde_json::from_str(&c.admin_ok(&["cluster", "upgrade", "--status", "--json"]))
+            .expect("--status --json is JSON");
+    assert_eq!(still["nodes"][0]["step"], "waiting", "{still}");
+    let e = c
+        .cli_as(&c.context, &["cluster", "upgrade", "--cancel"])
+        .expect_err("cancelled already");
+    assert!(e.contains("is not under way"), "{e}");
+    let resumed: serde_json::Value = serde_json::from_str(&c.admin_ok(&[
+        "cluster",
+        "upgrade",
+        "--resume",
+        "--no-wait",
+        "--json",
+    ]))
+    .expect("--resume --json is JSON");
+    assert_eq!(resumed["halted"], serde_json::Value::Null, "{resumed}");
 }

@@ -420,13 +420,30 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
         "app-client",
     ]);
     let now = said(&["app", "show", "/shop/web", "--json"]);
-    assert_eq!(
-        client["exit_code"],
-        serde_json::json!(0),
-        "public-1 did not reach the app /shop/web by its DNS name web-shop: {client}\n\
-         client's log:\n{log}\napp show:\n{now}\ntask list:\n{}",
-        said(&["task", "list"]),
-    );
+    if client["exit_code"] != serde_json::json!(0) {
+        // The instances only (the spec is long), the tasks, and what
+        // private-1's bridge knows: its ports, neighbours and the rules
+        // that admit a task's frames.
+        let instances = serde_json::from_str::<serde_json::Value>(&now)
+            .map(|v| v["instances"].to_string())
+            .unwrap_or(now.clone());
+        let bridge = said(&[
+            "node",
+            "exec",
+            "private-1",
+            "--",
+            "sh",
+            "-c",
+            "ip -br link; ip neigh show dev strata-br; ip -br addr show dev strata-br; \
+             nft list table bridge strata; journalctl -u strata-agent -n 60 --no-pager",
+        ]);
+        panic!(
+            "public-1 did not reach the app /shop/web by its DNS name web-shop: {client}\n\
+             client's log:\n{log}\ninstances: {instances}\ntask list:\n{}\n\
+             private-1's bridge:\n{bridge}",
+            said(&["task", "list"]),
+        );
+    }
     let resolved = log
         .lines()
         .find_map(|l| l.strip_prefix("resolved "))
@@ -843,8 +860,22 @@ fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
     // to slot A, which it can still roll back to.
     let slot_a = partition_digest(p, "root-a");
     let older = dir.join("older.update");
-    std::fs::write(&older, resign(&v2, |m, _| m.version = "0.0.1".into()))
-        .expect("write the older bundle");
+    // Cut short like the bad ones: the node refuses it for its version
+    // once it has it whole, and sending 180 MiB would only take time.
+    std::fs::write(
+        &older,
+        resign(&v2, |m, parts| {
+            m.version = "0.0.1".into();
+            for (name, part) in parts.iter_mut() {
+                match name.as_str() {
+                    image::bundle::PART_ROOT => part.truncate(4 << 20),
+                    image::bundle::PART_VERITY => part.truncate(64 << 10),
+                    _ => {}
+                }
+            }
+        }),
+    )
+    .expect("write the older bundle");
     let e = p
         .strata(&[
             "node",

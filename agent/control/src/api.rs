@@ -453,6 +453,15 @@ pub const RESUME_ROLLOUT: Route = route(
     "resume_rollout",
 )
 .needs(Permission::ManageNodes);
+/// `POST /v1/rollout/cancel`: an operator halts the cluster upgrade under
+/// way (`strata cluster upgrade --cancel`); `--resume` goes on.
+pub const CANCEL_ROLLOUT: Route = route(
+    Method::Post,
+    "/v1/rollout/cancel",
+    Auth::Operator,
+    "cancel_rollout",
+)
+.needs(Permission::ManageNodes);
 /// `GET /v1/rollout`: the cluster upgrade and each node's step.
 pub const SHOW_ROLLOUT: Route =
     route(Method::Get, "/v1/rollout", Auth::Operator, "show_rollout").needs(Permission::Read);
@@ -506,6 +515,7 @@ pub const ROUTES: &[Route] = &[
     REPORT_UPGRADE,
     START_ROLLOUT,
     RESUME_ROLLOUT,
+    CANCEL_ROLLOUT,
     SHOW_ROLLOUT,
 ];
 

@@ -116,8 +116,14 @@ impl fmt::Display for Step {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Halt {
+    /// The node it halted at: the one that failed, or for a cancel the
+    /// first in flight (empty when none was).
     pub node: String,
     pub reason: String,
+    /// Who cancelled it (`strata cluster upgrade --cancel`); `None` when a
+    /// node failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 /// What the planner needs to know of a node.
@@ -382,6 +388,7 @@ fn fail(r: &mut Rollout, i: usize, reason: String, now: u64) {
     r.halted = Some(Halt {
         node: r.nodes[i].name.clone(),
         reason: reason.clone(),
+        cancelled_by: None,
     });
     r.nodes[i].step = Step::Failed { reason };
     r.nodes[i].since = now;
@@ -399,6 +406,32 @@ pub fn resume(rollout: &Rollout, now: u64) -> Rollout {
         }
     }
     r
+}
+
+/// `--cancel` over what is stored: the rollout under way halted by `by`,
+/// or why not (none was started, or it already halted or finished). No
+/// node is failed: a node upgrading finishes its own upgrade, a drained
+/// one stays drained, and `--resume` goes on from where it stopped. Pure.
+pub fn cancel_stored(current: Option<&Rollout>, by: &str) -> Result<Rollout, RolloutRefused> {
+    let Some(r) = current else {
+        return Err(RolloutRefused::NothingToCancel);
+    };
+    if r.halted.is_some() || is_complete(r) {
+        return Err(RolloutRefused::NotUnderWay(r.version.clone()));
+    }
+    let mut r = r.clone();
+    let node = r
+        .nodes
+        .iter()
+        .find(|p| p.step.in_flight())
+        .map(|p| p.name.clone())
+        .unwrap_or_default();
+    r.halted = Some(Halt {
+        node,
+        reason: format!("cancelled by {by}"),
+        cancelled_by: Some(by.to_string()),
+    });
+    Ok(r)
 }
 
 /// `POST /v1/rollout`: start a cluster upgrade.
@@ -453,6 +486,12 @@ pub enum RolloutRefused {
         "the cluster upgrade to {0} has not halted: nothing to resume; `strata cluster upgrade --status` shows it"
     )]
     NotHalted(String),
+    #[error("no cluster upgrade was started: nothing to cancel")]
+    NothingToCancel,
+    #[error(
+        "the cluster upgrade to {0} is not under way (it halted or finished): nothing to cancel; `strata cluster upgrade --status` shows it"
+    )]
+    NotUnderWay(String),
 }
 
 fn roles_text(roles: &[Role]) -> String {

@@ -51,6 +51,11 @@ impl ApiClient {
         self.post(&routes::RESUME_ROLLOUT.fill(&[]), &()).await
     }
 
+    /// `strata cluster upgrade --cancel`.
+    pub async fn cancel_rollout(&self) -> Result<Rollout> {
+        self.post(&routes::CANCEL_ROLLOUT.fill(&[]), &()).await
+    }
+
     /// `GET /v1/rollout`.
     pub async fn show_rollout(&self) -> Result<Rollout> {
         self.get(&routes::SHOW_ROLLOUT.fill(&[])).await

@@ -62,7 +62,7 @@ pub enum ClusterCommand {
     /// restarts. Push each role's bundle first (`strata bundle push`).
     Upgrade {
         /// The version every node ends on.
-        #[arg(long, required_unless_present_any = ["resume", "status"])]
+        #[arg(long, required_unless_present_any = ["resume", "status", "cancel"])]
         version: Option<String>,
         /// The most agents out of service at once.
         #[arg(long, default_value_t = 1)]
@@ -80,6 +80,14 @@ pub enum ClusterCommand {
             conflicts_with_all = ["version", "status", "role", "max_unavailable", "drain_deadline"]
         )]
         resume: bool,
+        /// Stop the rollout under way: no node starts after this (one
+        /// upgrading finishes its own upgrade, a drained one stays
+        /// drained); --resume goes on.
+        #[arg(
+            long,
+            conflicts_with_all = ["version", "status", "resume", "role", "max_unavailable", "drain_deadline"]
+        )]
+        cancel: bool,
         /// Show the rollout and return.
         #[arg(long, conflicts_with = "version")]
         status: bool,
@@ -179,6 +187,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             drain_deadline,
             role,
             resume,
+            cancel,
             status,
             no_wait,
             timeout,
@@ -186,6 +195,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             json,
         } => {
             let start = match (version, resume, status) {
+                _ if cancel => Start::Cancel,
                 (_, _, true) => Start::Show,
                 (_, true, _) => Start::Resume,
                 (Some(version), ..) => Start::New(control::rollout::RolloutRequest {
@@ -467,6 +477,7 @@ impl From<RoleArg> for configs::Role {
 enum Start {
     New(control::rollout::RolloutRequest),
     Resume,
+    Cancel,
     Show,
 }
 
@@ -488,6 +499,10 @@ fn upgrade(
         Start::Resume => rt.block_on(client.resume_rollout())?,
         Start::Show => {
             let r = rt.block_on(client.show_rollout())?;
+            return output::emit(json, &r, |r| output::rollout(r, now()));
+        }
+        Start::Cancel => {
+            let r = rt.block_on(client.cancel_rollout())?;
             return output::emit(json, &r, |r| output::rollout(r, now()));
         }
     };
@@ -547,6 +562,12 @@ fn upgrade(
     if let Some(h) = &last.halted {
         if json {
             output::emit(true, &last, |_| String::new())?;
+        }
+        if let Some(by) = &h.cancelled_by {
+            anyhow::bail!(
+                "the cluster upgrade to {} was cancelled by {by}; `strata cluster upgrade --resume` goes on",
+                last.version
+            );
         }
         anyhow::bail!(
             "the cluster upgrade to {} halted at node `{}`: {}; the node stays drained; fix it, then `strata cluster upgrade --resume` tries it again and goes on",

@@ -639,7 +639,20 @@ pub fn rollout(r: &control::rollout::Rollout, now: u64) -> String {
         r.nodes.len(),
         r.max_unavailable
     );
-    if let Some(h) = &r.halted {
+    if let Some(h) = r.halted.as_ref().filter(|h| h.cancelled_by.is_some()) {
+        out += &format!(
+            "HALTED: {}{}\n  `strata cluster upgrade --resume` goes on\n",
+            h.reason,
+            if h.node.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " while {} was in flight (it finishes its own upgrade)",
+                    h.node
+                )
+            }
+        );
+    } else if let Some(h) = &r.halted {
         out += &format!(
             "HALTED at {}: {}\n  fix it, then `strata cluster upgrade --resume` tries {} again and goes on\n",
             h.node, h.reason, h.node

@@ -294,6 +294,77 @@ fn a_node_whose_new_slot_falls_back_halts_the_rollout_and_resume_retries_it() {
 }
 
 #[test]
+fn a_cancelled_rollout_stops_starting_nodes_and_resume_goes_on() {
+    let mut s = Sim::new(0, 3);
+    let r = start(&s.nodes, "0.2.0", 1, 300, s.now);
+    let r = s.run(r, 2);
+    s.log.push("-- cancelled by alice".into());
+    let r = cancel_stored(Some(&r), "alice").expect("a rollout under way cancels");
+    let r = s.run(r, 6);
+    s.log.push("-- resume".into());
+    let r = resume_stored(Some(&r), s.now).expect("a cancelled rollout resumes");
+    let r = s.run(r, 12);
+    s.check(
+        &r,
+        expect![[r#"
+        t+0: do [cordon agent-1] now [agent-1 draining]
+        t+30: do [upgrade agent-1 to 0.2.0] now [agent-1 upgrading]
+        -- cancelled by alice
+        -- resume
+        t+240: do [uncordon agent-1] now [agent-1 uncordoning]
+        t+270: do [cordon agent-2] now [agent-1 done, agent-2 draining]
+        t+300: do [upgrade agent-2 to 0.2.0] now [agent-2 upgrading]
+        t+360: do [uncordon agent-2] now [agent-2 uncordoning]
+        t+390: do [cordon agent-3] now [agent-2 done, agent-3 draining]
+        t+420: do [upgrade agent-3 to 0.2.0] now [agent-3 upgrading]
+        t+480: do [uncordon agent-3] now [agent-3 uncordoning]
+        t+510: now [agent-3 done]
+        nodes: agent-1 done, agent-2 done, agent-3 done
+        complete: true, most masters down at once: 0, most agents out at once: 1
+    "#]],
+    );
+}
+
+#[test]
+fn cancel_needs_a_rollout_under_way() {
+    let check = |current: Option<&Rollout>, expected: Expect| {
+        let out = match cancel_stored(current, "alice") {
+            Ok(r) => format!("{:?}", r.halted),
+            Err(e) => format!("refused: {e}"),
+        };
+        expected.assert_eq(&out);
+    };
+    let nodes = [node("private-1", Role::Private, 0)];
+    let under_way = start(&nodes, "0.2.0", 1, 300, 1);
+    check(
+        None,
+        expect!["refused: no cluster upgrade was started: nothing to cancel"],
+    );
+    check(
+        Some(&under_way),
+        expect![[
+            r#"Some(Halt { node: "", reason: "cancelled by alice", cancelled_by: Some("alice") })"#
+        ]],
+    );
+    let mut halted = under_way.clone();
+    halt(&mut halted, "private-1", "it broke".into(), 2);
+    check(
+        Some(&halted),
+        expect![
+            "refused: the cluster upgrade to 0.2.0 is not under way (it halted or finished): nothing to cancel; `strata cluster upgrade --status` shows it"
+        ],
+    );
+    let mut done = under_way.clone();
+    done.nodes[0].step = Step::Done;
+    check(
+        Some(&done),
+        expect![
+            "refused: the cluster upgrade to 0.2.0 is not under way (it halted or finished): nothing to cancel; `strata cluster upgrade --status` shows it"
+        ],
+    );
+}
+
+#[test]
 fn a_node_that_vanishes_mid_upgrade_halts_the_rollout_at_the_deadline() {
     let mut s = Sim::new(1, 2);
     s.behaviour.insert("agent-1".into(), Behaviour::Vanishes);

@@ -386,6 +386,7 @@ mod tests {
         check::<UpgradeNodes>(api::ROLLBACK_NODE);
         check::<UpgradeNodes>(api::START_ROLLOUT);
         check::<UpgradeNodes>(api::RESUME_ROLLOUT);
+        check::<UpgradeNodes>(api::CANCEL_ROLLOUT);
         check::<ReadState>(api::SHOW_ROLLOUT);
         check::<ReadState>(api::LIST_BUNDLES);
         check::<RunTasks>(api::CREATE_TASK);

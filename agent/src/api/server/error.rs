@@ -215,12 +215,15 @@ impl ApiError {
             OrderRefused(_) => StatusCode::BAD_REQUEST,
             RolloutRefused(
                 control::rollout::RolloutRefused::UnderWay { .. }
-                | control::rollout::RolloutRefused::NotHalted(_),
+                | control::rollout::RolloutRefused::NotHalted(_)
+                | control::rollout::RolloutRefused::NotUnderWay(_),
             )
             | RolloutChanged => StatusCode::CONFLICT,
-            RolloutRefused(control::rollout::RolloutRefused::NothingToResume) | NoRollout => {
-                StatusCode::NOT_FOUND
-            }
+            RolloutRefused(
+                control::rollout::RolloutRefused::NothingToResume
+                | control::rollout::RolloutRefused::NothingToCancel,
+            )
+            | NoRollout => StatusCode::NOT_FOUND,
             RolloutRefused(_) => StatusCode::BAD_REQUEST,
             NoBundleStore => StatusCode::SERVICE_UNAVAILABLE,
             BundleStorage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -300,7 +303,13 @@ impl ApiError {
                 "rollout-under-way"
             }
             RolloutRefused(control::rollout::RolloutRefused::NotHalted(_)) => "rollout-not-halted",
-            RolloutRefused(control::rollout::RolloutRefused::NothingToResume) => "no-rollout",
+            RolloutRefused(control::rollout::RolloutRefused::NotUnderWay(_)) => {
+                "rollout-not-under-way"
+            }
+            RolloutRefused(
+                control::rollout::RolloutRefused::NothingToResume
+                | control::rollout::RolloutRefused::NothingToCancel,
+            ) => "no-rollout",
             RolloutRefused(_) => "bad-rollout",
             NoRollout => "no-rollout",
             RolloutChanged => "rollout-changed",

@@ -304,6 +304,7 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::REPORT_UPGRADE, bundles::report_upgrade),
         mount(api_routes::START_ROLLOUT, bundles::start_rollout),
         mount(api_routes::RESUME_ROLLOUT, bundles::resume_rollout),
+        mount(api_routes::CANCEL_ROLLOUT, bundles::cancel_rollout),
         mount(api_routes::SHOW_ROLLOUT, bundles::show_rollout),
     ]
 }

@@ -387,6 +387,27 @@ pub async fn resume_rollout(
     Ok((Extension(AuditNote { who: None, detail }), Json(rollout)))
 }
 
+/// An operator halts the cluster upgrade under way: no node is started
+/// after this; a node upgrading finishes its own upgrade.
+pub async fn cancel_rollout(
+    State(state): State<Arc<ApiState>>,
+    Operator(user, _): Operator<UpgradeNodes>,
+) -> Result<(Extension<AuditNote>, Json<Rollout>), ApiError> {
+    let current = state.store.rollout().await?;
+    let rollout = control::rollout::cancel_stored(current.as_ref().map(|(r, _)| r), &user.label())
+        .map_err(ApiError::RolloutRefused)?;
+    if !state
+        .store
+        .put_rollout(&rollout, current.map(|(_, rev)| rev))
+        .await?
+    {
+        return Err(ApiError::RolloutChanged);
+    }
+    let detail = format!("cluster upgrade to {} cancelled", rollout.version);
+    tracing::info!("api: {detail} by {}", user.label());
+    Ok((Extension(AuditNote { who: None, detail }), Json(rollout)))
+}
+
 /// The cluster upgrade, the last one when none is under way.
 pub async fn show_rollout(
     State(state): State<Arc<ApiState>>,
