@@ -108,6 +108,9 @@ pub struct Prepared {
     pub dir: PathBuf,
     pub strata: PathBuf,
     pub images: PathBuf,
+    /// Nodes booted from another disk image than their role's in
+    /// `images` (by node name: the image's `.qcow2`).
+    pub disk_images: std::collections::BTreeMap<String, PathBuf>,
     pub nodes: Vec<NodeSpec>,
     /// Host port forwarded to the first master's API (free when picked).
     pub api_port: u16,
@@ -165,6 +168,7 @@ impl Prepared {
             dir: dir.to_path_buf(),
             strata: strata.to_path_buf(),
             images: images.to_path_buf(),
+            disk_images: Default::default(),
             nodes: layout.nodes(),
             api_port: free_tcp_port()?,
             slot: std::sync::Arc::new(Slot::take()?),
@@ -181,7 +185,11 @@ impl Prepared {
     /// fw_cfg or a `STRATA-CFG` config disk (then without fw_cfg, which the
     /// bootstrap would try first).
     pub fn vm_config_via(&self, node: &NodeSpec, via: UserDataVia) -> anyhow::Result<VmConfig> {
-        let base = self.images.join(format!("strata-{}.qcow2", node.role));
+        let base = self
+            .disk_images
+            .get(&node.name)
+            .cloned()
+            .unwrap_or_else(|| self.images.join(format!("strata-{}.qcow2", node.role)));
         let disk = self.dir.join(format!("{}.qcow2", node.name));
         // 1 GiB more for the state partition (grown at the first boot):
         // room for the update bundles masters keep and nodes download.

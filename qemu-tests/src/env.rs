@@ -32,7 +32,8 @@ pub fn upgrade_images_dir() -> PathBuf {
 }
 
 /// Where the QEMU tier's images with Debian's generic kernel go
-/// (`cargo xtask image --role private --kernel generic --out DIR`).
+/// (`cargo xtask image --role public --kernel generic --out DIR`; the
+/// join test boots its public agent from it).
 pub fn generic_images_dir() -> PathBuf {
     std::env::var_os("STRATA_GENERIC_IMAGES")
         .map(PathBuf::from)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::cluster::{Layout, NodeSpec, Prepared, UserDataVia};
 use qemu_tests::disk::ConfigFs;
-use qemu_tests::env::{images_dir, project_root, require, upgrade_images_dir};
+use qemu_tests::env::{generic_images_dir, images_dir, project_root, require, upgrade_images_dir};
 use qemu_tests::observe::{Hold, Seen, wait_until_holding};
 use qemu_tests::registry::{self, Registry};
 use qemu_tests::{OVMF_CODE, QEMU, Vm, marker_fields, unique};
@@ -52,12 +52,16 @@ fn boot(
     layout: Layout,
     tag: &str,
     extra_toml: &str,
+    disk_images: &[(&str, PathBuf)],
     via: impl Fn(&NodeSpec) -> UserDataVia,
 ) -> (Prepared, Vec<Vm>) {
     let dir = project_root().join(format!("target/qemu-tests/{tag}-{}", unique()));
     let _ = std::fs::remove_dir_all(&dir);
-    let prepared = Prepared::with_extra(&dir, layout, &strata(), &images_dir(), extra_toml)
+    let mut prepared = Prepared::with_extra(&dir, layout, &strata(), &images_dir(), extra_toml)
         .expect("strata cluster init makes the cluster's files");
+    for (node, image) in disk_images {
+        prepared.disk_images.insert(node.to_string(), image.clone());
+    }
     let vms = prepared
         .nodes
         .iter()
@@ -178,18 +182,28 @@ fn join_via(name: &str) -> UserDataVia {
 
 #[test]
 fn master_private_and_public_join_at_boot() {
+    let generic = generic_images_dir();
+    let generic_manifest = generic.join("strata-public.manifest.json");
     if !ready(
         "master_private_and_public_join_at_boot",
         &["master", "private", "public"],
     ) || !registry_ready("master_private_and_public_join_at_boot")
         || !require(
             "master_private_and_public_join_at_boot",
-            &[],
+            &[&generic.join("strata-public.qcow2"), &generic_manifest],
             &["mkfs.vfat", "mcopy", "genisoimage"],
         )
     {
         return;
     }
+    let bytes = std::fs::read(&generic_manifest).expect("the generic manifest is readable");
+    let m = image::manifest::Manifest::parse(&generic_manifest.display().to_string(), &bytes)
+        .expect("the generic manifest parses");
+    assert!(
+        m.kernel.contains("linux-image-amd64") && !m.kernel.contains("cloud"),
+        "{}",
+        m.kernel
+    );
     // A registry on the host side of the VMs' user-mode network, which
     // the agents reach over plain HTTP.
     let registry =
@@ -206,9 +220,27 @@ fn master_private_and_public_join_at_boot() {
             "[registries]\ninsecure = [\"{}\"]\n",
             registry.guest_registry()
         ),
+        &[("public-1", generic.join("strata-public.qcow2"))],
         |n| join_via(&n.name),
     );
     wait_markers(&mut vms, join_via);
+    // public-1 runs the image built with Debian's generic kernel (`--kernel
+    // generic`, for bare metal), and joins and serves tasks like the others.
+    let log = vms
+        .iter()
+        .find(|v| v.config.name == "public-1")
+        .expect("public-1's VM")
+        .config
+        .log();
+    let console = std::fs::read_to_string(&log).expect("public-1's console log");
+    let version = console
+        .lines()
+        .find(|l| l.contains("Linux version"))
+        .unwrap_or_else(|| panic!("no kernel start in {}", log.display()));
+    assert!(
+        version.contains("-amd64") && !version.contains("cloud"),
+        "public-1 does not run the generic kernel: {version}"
+    );
     let states = p
         .wait_ready(
             &["master-1", "private-1", "public-1"],
@@ -261,6 +293,7 @@ fn three_masters_survive_losing_one() {
         },
         "quorum",
         "",
+        &[],
         fw_cfg,
     );
     wait_markers(&mut vms, |_| UserDataVia::FwCfg);
@@ -421,27 +454,31 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
     ]);
     let now = said(&["app", "show", "/shop/web", "--json"]);
     if client["exit_code"] != serde_json::json!(0) {
-        // The instances only (the spec is long), the tasks, and what
-        // private-1's bridge knows: its ports, neighbours and the rules
-        // that admit a task's frames.
+        // The instances only (the spec is long), the tasks, and what both
+        // ends of the overlay know: links, routes, neighbours, forwarding
+        // entries, the rules that admit a task's frames, the agent's log.
         let instances = serde_json::from_str::<serde_json::Value>(&now)
             .map(|v| v["instances"].to_string())
             .unwrap_or(now.clone());
-        let bridge = said(&[
-            "node",
-            "exec",
-            "private-1",
-            "--",
-            "sh",
-            "-c",
-            "ip -br link; ip neigh show dev strata-br; ip -br addr show dev strata-br; \
-             nft list table bridge strata; journalctl -u strata-agent -n 60 --no-pager",
-        ]);
+        let net = |node: &str| {
+            said(&[
+                "node",
+                "exec",
+                node,
+                "--",
+                "sh",
+                "-c",
+                "ip -br link; ip -br addr; ip route; ip neigh; bridge fdb show | grep -v 33:33; \
+                 nft list table bridge strata; journalctl -u strata-agent -n 60 --no-pager",
+            ])
+        };
         panic!(
             "public-1 did not reach the app /shop/web by its DNS name web-shop: {client}\n\
              client's log:\n{log}\ninstances: {instances}\ntask list:\n{}\n\
-             private-1's bridge:\n{bridge}",
+             private-1's network:\n{}\npublic-1's network:\n{}",
             said(&["task", "list"]),
+            net("private-1"),
+            net("public-1"),
         );
     }
     let resolved = log

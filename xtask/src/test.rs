@@ -375,11 +375,12 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
                     .current_dir(root)
                     .args(["image", "--role", "all"]),
             )?;
-            // The bare-metal kernel, booted by one test.
+            // The bare-metal kernel: the join test boots its public agent
+            // from this image.
             sh::run(
                 Command::new(&exe)
                     .current_dir(root)
-                    .args(["image", "--role", "private", "--kernel", "generic", "--out"])
+                    .args(["image", "--role", "public", "--kernel", "generic", "--out"])
                     .arg(qemu_tests::env::generic_images_dir()),
             )?;
             // A newer version of the private image, whose bundle the
