@@ -202,7 +202,12 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
         move |r| match r {
             Ok(actions) => {
                 if !actions.is_empty() {
-                    tracing::info!("overlay: node `{name}` applied {} change(s)", actions.len());
+                    let list: Vec<String> = actions.iter().map(ToString::to_string).collect();
+                    tracing::info!(
+                        "overlay: node `{name}` applied {} change(s): {}",
+                        actions.len(),
+                        list.join("; ")
+                    );
                 }
                 ready_tx.send_replace(true);
             }

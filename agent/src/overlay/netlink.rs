@@ -17,7 +17,7 @@ use futures::TryStreamExt as _;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -575,13 +575,23 @@ pub struct TaskNet {
     pub mtu: u32,
 }
 
-/// Creates the task's veth pair in the node namespace `node_netns`, gives
-/// the task's end its MAC, enslaves the host end to the bridge, moves the
-/// other end into the task's namespace as `eth0` and gives it the address
-/// and a default route via the subnet's gateway. An existing host end of
-/// the same name is replaced.
+/// Creates the task's veth pair: the host end in the node namespace
+/// `node_netns`, enslaved to the bridge, and the task's end made directly
+/// inside the task's namespace as `eth0`, with its MAC and MTU, then given
+/// the address and a default route via the subnet's gateway. An existing
+/// host end of the same name is replaced.
+///
+/// The task's end never exists in the node's namespace. Made there with a
+/// random MAC and given its own one after, it raced systemd-udevd on a
+/// booted node: udev's default `MACAddressPolicy=persistent` read the
+/// random one and, a moment later, replaced whatever the agent had set
+/// with a MAC derived from the name, so the task sent every frame from a
+/// MAC the bridge's anti-spoofing rules drop, and nothing could reach it
+/// (its neighbour entry on the bridge `FAILED`) while its own health
+/// checks, inside its namespace, passed. A MAC given at creation is one the
+/// kernel marks as set, which udev leaves alone; and udev on the node never
+/// hears of a link made in another namespace.
 pub fn attach_task(node_netns: Option<&Path>, task: &TaskNet) -> anyhow::Result<()> {
-    let peer_tmp = &format!("{}p", task.host_if);
     let ns_file = std::fs::File::open(&task.netns)
         .with_context(|| format!("cannot open task namespace {}", task.netns.display()))?;
     with_handle(node_netns, |handle| async move {
@@ -593,38 +603,30 @@ pub fn attach_task(node_netns: Option<&Path>, task: &TaskNet) -> anyhow::Result<
                 .await
                 .with_context(|| format!("cannot delete old {}", task.host_if))?;
         }
+        let peer = LinkUnspec::new_with_name(TASK_IF)
+            .address(task.mac.0.to_vec())
+            .mtu(task.mtu)
+            .setns_by_fd(ns_file.as_raw_fd())
+            .build();
         handle
             .link()
-            .add(LinkVeth::new(&task.host_if, peer_tmp).mtu(task.mtu).build())
+            .add(
+                LinkVeth::new(&task.host_if, TASK_IF)
+                    .mtu(task.mtu)
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .build(),
+            )
             .execute()
             .await
-            .with_context(|| format!("cannot create veth {}", task.host_if))?;
+            .with_context(|| {
+                format!(
+                    "cannot create veth {} with its other end in {}",
+                    task.host_if,
+                    task.netns.display()
+                )
+            })?;
         let host = index_of(&handle, &task.host_if).await?;
-        let peer = index_of(&handle, peer_tmp).await?;
         let bridge = index_of(&handle, &task.bridge).await?;
-        // The MAC the bridge's rules expect, set while the end is still in
-        // the node's namespace (a task lacks CAP_NET_ADMIN to change it; a
-        // changed one would get its frames dropped).
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(peer)
-                    .address(task.mac.0.to_vec())
-                    .build(),
-            )
-            .execute()
-            .await
-            .with_context(|| format!("cannot set the MAC of {peer_tmp}"))?;
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(peer)
-                    .setns_by_fd(ns_file.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .with_context(|| format!("cannot move {peer_tmp} into {}", task.netns.display()))?;
         handle
             .link()
             .set(
@@ -647,30 +649,19 @@ pub fn attach_task(node_netns: Option<&Path>, task: &TaskNet) -> anyhow::Result<
             .execute()
             .await
             .context("cannot set lo up")?;
-        let i = index_of(&handle, peer_tmp).await?;
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(i)
-                    .name("eth0".to_string())
-                    .mtu(task.mtu)
-                    .build(),
-            )
-            .execute()
-            .await
-            .context("cannot rename the task end to eth0")?;
+        let i = index_of(&handle, TASK_IF).await?;
         handle
             .address()
             .add(i, IpAddr::V4(task.addr.addr), task.addr.prefix)
             .execute()
             .await
-            .with_context(|| format!("cannot add {} to eth0", task.addr))?;
+            .with_context(|| format!("cannot add {} to {TASK_IF}", task.addr))?;
         handle
             .link()
             .set(LinkUnspec::new_with_index(i).up().build())
             .execute()
             .await
-            .context("cannot set eth0 up")?;
+            .with_context(|| format!("cannot set {TASK_IF} up"))?;
         let default = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gw)
             .output_interface(i)
@@ -684,6 +675,9 @@ pub fn attach_task(node_netns: Option<&Path>, task: &TaskNet) -> anyhow::Result<
         Ok(())
     })
 }
+
+/// The task's end of its veth, inside its namespace.
+pub const TASK_IF: &str = "eth0";
 
 /// Removes the task's veth (both ends go). Missing is not an error.
 pub fn detach_task(node_netns: Option<&Path>, host_if: &str) -> anyhow::Result<()> {
