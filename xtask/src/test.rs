@@ -153,9 +153,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let skips = root.join("target/test-skips.txt");
     let mut lines = Vec::new();
     let mut failed = Vec::new();
-    for tier in tiers {
+    let mut prebuild = None;
+    let qemu_follows = tiers.contains(&Tier::Qemu);
+    for tier in tiers.clone() {
         let start = Instant::now();
         eprintln!("\n=== tier {}", tier.name());
+        if tier == Tier::Host && qemu_follows {
+            prebuild = Prebuild::start(&root);
+        }
+        if tier == Tier::Qemu
+            && let Some(p) = prebuild.take()
+        {
+            p.finish();
+        }
         let _ = std::fs::remove_file(&skips);
         let before = residue::Snapshot::take();
         let result = run_tier(tier, &root, &skips);
@@ -408,6 +418,88 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
         }
     }
     Ok(Outcome::Ran(report))
+}
+
+/// The images' agent build ([`crate::image::agent_build`]) started with the
+/// host tier when the QEMU tier follows. The host tier's tests spend most
+/// of their time waiting (on etcd, heartbeats, containers), and the release
+/// build, the longest part of the QEMU tier's image builds, fills that
+/// time: under `nice -n 19`, so that a test that needs the CPU gets it
+/// first, and with its own mark, so that the residue check does not count
+/// it as left by the host tier. Cargo locks the release directory apart
+/// from the debug one the tests build in. The QEMU tier waits for it, and
+/// its image build then finds the agent built (or, after a failure here,
+/// builds it again and shows the error).
+struct Prebuild {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    started: Instant,
+}
+
+impl Prebuild {
+    fn start(root: &Path) -> Option<Prebuild> {
+        let log = root.join("target/prebuild-agent.log");
+        let started = Instant::now();
+        let spawned = (|| -> anyhow::Result<std::process::Child> {
+            std::fs::create_dir_all(root.join("target"))?;
+            let out = std::fs::File::create(&log)?;
+            let build = crate::image::agent_build(root);
+            let mut cmd = Command::new("nice");
+            cmd.args(["-n", "19"])
+                .arg(build.get_program())
+                .args(build.get_args())
+                .current_dir(root);
+            for (key, value) in build.get_envs() {
+                match value {
+                    Some(v) => cmd.env(key, v),
+                    None => cmd.env_remove(key),
+                };
+            }
+            cmd.env(residue::MARK, format!("{}-prebuild", residue::mark_value()))
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out);
+            Ok(cmd.spawn()?)
+        })();
+        match spawned {
+            Ok(child) => {
+                eprintln!(
+                    "xtask: the images' agent build runs beside the host tier (log: {})",
+                    log.display()
+                );
+                Some(Prebuild {
+                    child,
+                    log,
+                    started,
+                })
+            }
+            Err(e) => {
+                eprintln!("xtask: the images' agent build could not start early: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Waits for the build and says how it went.
+    fn finish(mut self) {
+        let status = self.child.wait();
+        let secs = self.started.elapsed().as_secs_f64();
+        match status {
+            Ok(s) if s.success() => {
+                eprintln!(
+                    "xtask: the images' agent build, started with the host tier, ended after {secs:.0}s"
+                );
+            }
+            other => {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!(
+                    "xtask: the images' agent build started early failed ({other:?}); the image build tries again. Its last lines:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
 }
 
 /// The path of this xtask's executable, as it was when the run started.

@@ -342,33 +342,7 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
     let copy = root.join("target/image-work/strata");
     std::fs::create_dir_all(root.join("target/image-work"))?;
     for _ in 0..3 {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(root)
-            .args(["build", "--release", "-p", "agent", "--bin", "strata"]);
-        // `cargo xtask` runs this process with the xtask's package variables
-        // (CARGO_PKG_NAME=xtask, CARGO_MANIFEST_DIR, …). Build scripts that
-        // watch them (ring's does) would then differ from a plain `cargo
-        // build` and rebuild, with every crate above them, each time one
-        // follows the other: give cargo the caller's environment.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            if key.starts_with("CARGO_PKG_")
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_MANIFEST_LINKS",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "OUT_DIR",
-                ]
-                .contains(&key.as_ref())
-            {
-                cmd.env_remove(key.as_ref());
-            }
-        }
-        sh::run(&mut cmd)?;
+        sh::run(&mut agent_build(root))?;
         if !bin.is_file() {
             bail!("the agent build did not produce {}", bin.display());
         }
@@ -392,6 +366,40 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
         "{} keeps being replaced by another build: use a target directory of this checkout",
         bin.display()
     )
+}
+
+/// The release build of the agent that goes into the images
+/// (`cargo build --release -p agent --bin strata` in `root`). The test
+/// tiers start the same command early ([`crate::test`]), so that the image
+/// build finds it done.
+pub fn agent_build(root: &Path) -> Command {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args(["build", "--release", "-p", "agent", "--bin", "strata"]);
+    // `cargo xtask` runs this process with the xtask's package variables
+    // (CARGO_PKG_NAME=xtask, CARGO_MANIFEST_DIR, …). Build scripts that
+    // watch them (ring's does) would then differ from a plain `cargo
+    // build` and rebuild, with every crate above them, each time one
+    // follows the other: give cargo the caller's environment.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    cmd
 }
 
 /// Wall-clock time of each step of a build, printed on one line such as
