@@ -369,22 +369,11 @@ pub async fn resume_rollout(
     State(state): State<Arc<ApiState>>,
     Operator(user, _): Operator<UpgradeNodes>,
 ) -> Result<(Extension<AuditNote>, Json<Rollout>), ApiError> {
-    let current = state.store.rollout().await?;
-    let rollout = control::rollout::resume_stored(
-        current.as_ref().map(|(r, _)| r),
-        crate::clock::unix_secs(),
-    )
-    .map_err(ApiError::RolloutRefused)?;
-    if !state
-        .store
-        .put_rollout(&rollout, current.map(|(_, rev)| rev))
-        .await?
-    {
-        return Err(ApiError::RolloutChanged);
-    }
-    let detail = format!("cluster upgrade to {} resumed", rollout.version);
-    tracing::info!("api: {detail} by {}", user.label());
-    Ok((Extension(AuditNote { who: None, detail }), Json(rollout)))
+    let now = crate::clock::unix_secs();
+    change_rollout(&state, &user.label(), "resumed", |current| {
+        control::rollout::resume_stored(current, now)
+    })
+    .await
 }
 
 /// An operator halts the cluster upgrade under way: no node is started
@@ -393,9 +382,24 @@ pub async fn cancel_rollout(
     State(state): State<Arc<ApiState>>,
     Operator(user, _): Operator<UpgradeNodes>,
 ) -> Result<(Extension<AuditNote>, Json<Rollout>), ApiError> {
+    let by = user.label();
+    change_rollout(&state, &by, "cancelled", |current| {
+        control::rollout::cancel_stored(current, &by)
+    })
+    .await
+}
+
+/// Applies `change` to the stored rollout and stores the result over the
+/// revision it read (a rollout changed meanwhile is refused); the audit
+/// note says the rollout was `done` by `by`.
+async fn change_rollout(
+    state: &ApiState,
+    by: &str,
+    done: &str,
+    change: impl FnOnce(Option<&Rollout>) -> Result<Rollout, control::rollout::RolloutRefused>,
+) -> Result<(Extension<AuditNote>, Json<Rollout>), ApiError> {
     let current = state.store.rollout().await?;
-    let rollout = control::rollout::cancel_stored(current.as_ref().map(|(r, _)| r), &user.label())
-        .map_err(ApiError::RolloutRefused)?;
+    let rollout = change(current.as_ref().map(|(r, _)| r)).map_err(ApiError::RolloutRefused)?;
     if !state
         .store
         .put_rollout(&rollout, current.map(|(_, rev)| rev))
@@ -403,8 +407,8 @@ pub async fn cancel_rollout(
     {
         return Err(ApiError::RolloutChanged);
     }
-    let detail = format!("cluster upgrade to {} cancelled", rollout.version);
-    tracing::info!("api: {detail} by {}", user.label());
+    let detail = format!("cluster upgrade to {} {done}", rollout.version);
+    tracing::info!("api: {detail} by {by}");
     Ok((Extension(AuditNote { who: None, detail }), Json(rollout)))
 }
 
