@@ -85,8 +85,14 @@ impl Upgrader {
         let this = self.clone();
         let order = order.clone();
         tokio::spawn(async move {
-            this.work(&order).await;
-            *this.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            // Once the reboot is asked for, the order stays taken for the
+            // rest of this boot: the agent runs on for a moment while the
+            // node shuts down, and the watch offers the order again (now
+            // `rebooting`); judged then, from the slot still booted, it
+            // would be reported failed before the reboot happened.
+            if !this.work(&order).await {
+                *this.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
         });
     }
 
@@ -101,7 +107,9 @@ impl Upgrader {
         }
     }
 
-    async fn work(&self, order: &UpgradeOrder) {
+    /// Acts on `order` or judges how it ended; true when it asked for the
+    /// reboot.
+    async fn work(&self, order: &UpgradeOrder) -> bool {
         let Some(booted) = crate::upgrade::booted_slot() else {
             self.report(
                 &order.id,
@@ -110,7 +118,7 @@ impl Upgrader {
                 },
             )
             .await;
-            return;
+            return false;
         };
         let handled: Option<Handled> = crate::state::read_json(&self.handled_path());
         match handled {
@@ -124,7 +132,8 @@ impl Upgrader {
                         Progress::Ordered | Progress::Downloading { .. }
                     ) =>
             {
-                self.judge(order, &h, booted).await
+                self.judge(order, &h, booted).await;
+                false
             }
             Some(h) if h.id == order.id => self.act_or_report(order).await,
             _ => {
@@ -140,20 +149,24 @@ impl Upgrader {
                         },
                     )
                     .await;
-                    return;
+                    return false;
                 }
-                self.act_or_report(order).await;
+                self.act_or_report(order).await
             }
         }
     }
 
     /// Carries out an order, reporting it failed when it does not get to
-    /// the reboot.
-    async fn act_or_report(&self, order: &UpgradeOrder) {
-        if let Err(e) = self.act(order).await {
-            tracing::warn!("upgrade: order {} failed: {e:#}", order.id);
-            let reason = format!("{e:#}");
-            self.report(&order.id, Progress::Failed { reason }).await;
+    /// the reboot; true when it asked for the reboot.
+    async fn act_or_report(&self, order: &UpgradeOrder) -> bool {
+        match self.act(order).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("upgrade: order {} failed: {e:#}", order.id);
+                let reason = format!("{e:#}");
+                self.report(&order.id, Progress::Failed { reason }).await;
+                false
+            }
         }
     }
 
