@@ -639,7 +639,13 @@ pub fn rollout(r: &control::rollout::Rollout, now: u64) -> String {
         r.nodes.len(),
         r.max_unavailable
     );
-    if let Some(h) = r.halted.as_ref().filter(|h| h.cancelled_by.is_some()) {
+    // A halt without a node is a cancel too (an older master does not
+    // keep `cancelled_by`).
+    if let Some(h) = r
+        .halted
+        .as_ref()
+        .filter(|h| h.cancelled_by.is_some() || h.node.is_empty())
+    {
         out += &format!(
             "HALTED: {}{}\n  `strata cluster upgrade --resume` goes on\n",
             h.reason,
