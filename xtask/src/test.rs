@@ -142,7 +142,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let tiers: Vec<Tier> = if args.tiers.is_empty() {
         Tier::ALL.to_vec()
     } else {
-        args.tiers.clone()
+        // In the tiers' own order, each once.
+        let mut t = args.tiers.clone();
+        t.sort();
+        t.dedup();
+        t
     };
     let root = project_root();
     // Before any tier can build the xtask again.
@@ -158,7 +162,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for tier in tiers.clone() {
         let start = Instant::now();
         eprintln!("\n=== tier {}", tier.name());
-        if tier == Tier::Host && qemu_follows {
+        // The fresh tier waits on apt and mmdebstrap, the host tier on its
+        // tests: the build starts with whichever of them comes first.
+        if matches!(tier, Tier::Fresh | Tier::Host) && qemu_follows && prebuild.is_none() {
             prebuild = Prebuild::start(&root);
         }
         if tier == Tier::Qemu
@@ -421,12 +427,13 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
 }
 
 /// The images' agent build ([`crate::image::agent_build`]) started with the
-/// host tier when the QEMU tier follows. The host tier's tests spend most
-/// of their time waiting (on etcd, heartbeats, containers), and the release
-/// build, the longest part of the QEMU tier's image builds, fills that
-/// time: under `nice -n 19`, so that a test that needs the CPU gets it
+/// fresh tier (or the host tier) when the QEMU tier follows. The fresh tier
+/// spends much of its time on apt and mmdebstrap, the host tier's tests
+/// most of theirs waiting (on etcd, heartbeats, containers), and the
+/// release build, the longest part of the QEMU tier's image builds, fills
+/// that time: under `nice -n 19`, so that a tier that needs the CPU gets it
 /// first, and with its own mark, so that the residue check does not count
-/// it as left by the host tier. Cargo locks the release directory apart
+/// it as left by a tier. Cargo locks the release directory apart
 /// from the debug one the tests build in. The QEMU tier waits for it, and
 /// its image build then finds the agent built (or, after a failure here,
 /// builds it again and shows the error).
@@ -434,6 +441,19 @@ struct Prebuild {
     child: std::process::Child,
     log: std::path::PathBuf,
     started: Instant,
+    /// Waited for.
+    done: bool,
+}
+
+impl Drop for Prebuild {
+    /// A run that ends before the QEMU tier (a panic) leaves no build
+    /// behind.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Prebuild {
@@ -471,6 +491,7 @@ impl Prebuild {
                     child,
                     log,
                     started,
+                    done: false,
                 })
             }
             Err(e) => {
@@ -483,6 +504,7 @@ impl Prebuild {
     /// Waits for the build and says how it went.
     fn finish(mut self) {
         let status = self.child.wait();
+        self.done = true;
         let secs = self.started.elapsed().as_secs_f64();
         match status {
             Ok(s) if s.success() => {
