@@ -22,7 +22,7 @@ use common::cluster::{ClusterSpec, TestCluster};
 const NODES: &[(&str, &str)] = &[("master-1", "master"), ("agent-1", "private")];
 
 /// Generated requests per operation and credential.
-const EXAMPLES: &str = "60";
+const EXAMPLES: &str = "40";
 
 fn agent1_ready(nodes: &[NodeStatus]) -> bool {
     nodes
