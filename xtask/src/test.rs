@@ -159,7 +159,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     let mut prebuild = None;
     let qemu_follows = tiers.contains(&Tier::Qemu);
-    for tier in tiers.clone() {
+    for tier in tiers {
         let start = Instant::now();
         eprintln!("\n=== tier {}", tier.name());
         // The fresh tier waits on apt and mmdebstrap, the host tier on its
@@ -441,18 +441,15 @@ struct Prebuild {
     child: std::process::Child,
     log: std::path::PathBuf,
     started: Instant,
-    /// Waited for.
-    done: bool,
 }
 
 impl Drop for Prebuild {
     /// A run that ends before the QEMU tier (a panic) leaves no build
-    /// behind.
+    /// behind; after [`Prebuild::finish`] the child has been waited for,
+    /// and neither call does anything.
     fn drop(&mut self) {
-        if !self.done {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -484,14 +481,13 @@ impl Prebuild {
         match spawned {
             Ok(child) => {
                 eprintln!(
-                    "xtask: the images' agent build runs beside the host tier (log: {})",
+                    "xtask: the images' agent build runs beside this tier and the next ones (log: {})",
                     log.display()
                 );
                 Some(Prebuild {
                     child,
                     log,
                     started,
-                    done: false,
                 })
             }
             Err(e) => {
@@ -504,13 +500,10 @@ impl Prebuild {
     /// Waits for the build and says how it went.
     fn finish(mut self) {
         let status = self.child.wait();
-        self.done = true;
         let secs = self.started.elapsed().as_secs_f64();
         match status {
             Ok(s) if s.success() => {
-                eprintln!(
-                    "xtask: the images' agent build, started with the host tier, ended after {secs:.0}s"
-                );
+                eprintln!("xtask: the images' agent build, started early, ended after {secs:.0}s");
             }
             other => {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
