@@ -158,19 +158,44 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut lines = Vec::new();
     let mut failed = Vec::new();
     let mut prebuild = None;
-    let qemu_follows = tiers.contains(&Tier::Qemu);
+    let qemu_follows = tiers.contains(&Tier::Qemu) && root_required().is_none();
+    // The fuzz tier runs beside the QEMU tier, whose booted VMs leave the
+    // CPU idle for much of the time they wait (reboots, heartbeats).
+    let fuzz_beside_qemu = qemu_follows && tiers.contains(&Tier::Fuzz);
+    let mut fuzz = None;
     for tier in tiers {
         let start = Instant::now();
+        if tier == Tier::Fuzz && fuzz_beside_qemu {
+            eprintln!("\n=== tier fuzz: runs beside the QEMU tier");
+            continue;
+        }
         eprintln!("\n=== tier {}", tier.name());
         // The fresh tier waits on apt and mmdebstrap, the host tier on its
         // tests: the build starts with whichever of them comes first.
         if matches!(tier, Tier::Fresh | Tier::Host) && qemu_follows && prebuild.is_none() {
-            prebuild = Prebuild::start(&root);
+            prebuild = Beside::start(
+                &root,
+                "the images' agent build",
+                "prebuild-agent",
+                crate::image::agent_build(&root),
+            );
         }
-        if tier == Tier::Qemu
-            && let Some(p) = prebuild.take()
-        {
-            p.finish();
+        if tier == Tier::Qemu {
+            if let Some(p) = prebuild.take() {
+                match p.finish() {
+                    Ok(secs) => eprintln!(
+                        "xtask: the images' agent build, started early, ended after {secs:.0}s"
+                    ),
+                    Err(e) => {
+                        eprintln!("xtask: {e:#}\nxtask: the image build tries again")
+                    }
+                }
+            }
+            if fuzz_beside_qemu {
+                let mut cmd = Command::new(xtask_exe()?);
+                cmd.args(["fuzz", "--runs"]).arg(CI_FUZZ_RUNS.to_string());
+                fuzz = Beside::start(&root, "the fuzz tier", "fuzz", cmd);
+            }
         }
         let _ = std::fs::remove_file(&skips);
         let before = residue::Snapshot::take();
@@ -221,6 +246,30 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         };
         eprintln!("=== tier {line}");
         lines.push(line);
+        if tier == Tier::Qemu && fuzz_beside_qemu {
+            let line = match fuzz.take() {
+                Some(f) => match f.finish() {
+                    Ok(secs) => {
+                        let log = std::fs::read_to_string(f_log(&root)).unwrap_or_default();
+                        // The targets' table, as `cargo xtask fuzz` printed it.
+                        if let Some(at) = log.find("\nfuzz (libFuzzer") {
+                            eprintln!("{}", &log[at..]);
+                        }
+                        format!("fuzz: passed in {secs:.0}s, beside the QEMU tier")
+                    }
+                    Err(e) => {
+                        failed.push(Tier::Fuzz.name());
+                        format!("fuzz: FAILED beside the QEMU tier: {e:#}")
+                    }
+                },
+                None => {
+                    failed.push(Tier::Fuzz.name());
+                    "fuzz: FAILED: it could not start beside the QEMU tier".to_string()
+                }
+            };
+            eprintln!("=== tier {line}");
+            lines.push(line);
+        }
     }
     println!("\nsummary:");
     for line in &lines {
@@ -426,26 +475,42 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ran(report))
 }
 
-/// The images' agent build ([`crate::image::agent_build`]) started with the
-/// fresh tier (or the host tier) when the QEMU tier follows. The fresh tier
-/// spends much of its time on apt and mmdebstrap, the host tier's tests
-/// most of theirs waiting (on etcd, heartbeats, containers), and the
-/// release build, the longest part of the QEMU tier's image builds, fills
-/// that time: under `nice -n 19`, so that a tier that needs the CPU gets it
-/// first, and with its own mark, so that the residue check does not count
-/// it as left by a tier. Cargo locks the release directory apart
-/// from the debug one the tests build in. The QEMU tier waits for it, and
-/// its image build then finds the agent built (or, after a failure here,
-/// builds it again and shows the error).
-struct Prebuild {
+/// The log of a command run [`Beside`] the tiers, by its short name.
+fn beside_log(root: &Path, short: &str) -> std::path::PathBuf {
+    root.join("target").join(format!("{short}.log"))
+}
+
+/// The fuzz tier's log when it runs beside the QEMU tier.
+fn f_log(root: &Path) -> std::path::PathBuf {
+    beside_log(root, "fuzz")
+}
+
+/// A command run beside the tiers under `nice -n 19`, so that a tier that
+/// needs the CPU gets it first, with its output in `target/<short>.log`
+/// and its own residue mark (so that the residue check does not count it
+/// as left by a tier):
+///
+/// - the images' agent build ([`crate::image::agent_build`]), started with
+///   the fresh tier (or the host tier) when the QEMU tier follows. The
+///   fresh tier spends much of its time on apt and mmdebstrap, the host
+///   tier's tests most of theirs waiting (on etcd, heartbeats,
+///   containers), and the release build, the longest part of the QEMU
+///   tier's image builds, fills that time. Cargo locks the release
+///   directory apart from the debug one the tests build in. The QEMU tier
+///   waits for it, and its image build then finds the agent built (or,
+///   after a failure here, builds it again and shows the error);
+/// - the fuzz tier (`cargo xtask fuzz`, in `target/fuzz`), beside the QEMU
+///   tier, whose VMs wait for much of its time.
+struct Beside {
     child: std::process::Child,
+    what: &'static str,
     log: std::path::PathBuf,
     started: Instant,
 }
 
-impl Drop for Prebuild {
-    /// A run that ends before the QEMU tier (a panic) leaves no build
-    /// behind; after [`Prebuild::finish`] the child has been waited for,
+impl Drop for Beside {
+    /// A run that ends before it was waited for (a panic) leaves nothing
+    /// running; after [`Beside::finish`] the child has been waited for,
     /// and neither call does anything.
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -453,26 +518,25 @@ impl Drop for Prebuild {
     }
 }
 
-impl Prebuild {
-    fn start(root: &Path) -> Option<Prebuild> {
-        let log = root.join("target/prebuild-agent.log");
+impl Beside {
+    fn start(root: &Path, what: &'static str, short: &str, command: Command) -> Option<Beside> {
+        let log = beside_log(root, short);
         let started = Instant::now();
         let spawned = (|| -> anyhow::Result<std::process::Child> {
             std::fs::create_dir_all(root.join("target"))?;
             let out = std::fs::File::create(&log)?;
-            let build = crate::image::agent_build(root);
             let mut cmd = Command::new("nice");
             cmd.args(["-n", "19"])
-                .arg(build.get_program())
-                .args(build.get_args())
-                .current_dir(root);
-            for (key, value) in build.get_envs() {
+                .arg(command.get_program())
+                .args(command.get_args())
+                .current_dir(command.get_current_dir().unwrap_or(root));
+            for (key, value) in command.get_envs() {
                 match value {
                     Some(v) => cmd.env(key, v),
                     None => cmd.env_remove(key),
                 };
             }
-            cmd.env(residue::MARK, format!("{}-prebuild", residue::mark_value()))
+            cmd.env(residue::MARK, format!("{}-{short}", residue::mark_value()))
                 .stdin(std::process::Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out);
@@ -481,37 +545,39 @@ impl Prebuild {
         match spawned {
             Ok(child) => {
                 eprintln!(
-                    "xtask: the images' agent build runs beside this tier and the next ones (log: {})",
+                    "xtask: {what} runs beside the tiers (log: {})",
                     log.display()
                 );
-                Some(Prebuild {
+                Some(Beside {
                     child,
+                    what,
                     log,
                     started,
                 })
             }
             Err(e) => {
-                eprintln!("xtask: the images' agent build could not start early: {e:#}");
+                eprintln!("xtask: {what} could not start beside the tiers: {e:#}");
                 None
             }
         }
     }
 
-    /// Waits for the build and says how it went.
-    fn finish(mut self) {
+    /// Waits for the command: the seconds since it started, or how it
+    /// failed with the last lines of its log.
+    fn finish(mut self) -> anyhow::Result<f64> {
         let status = self.child.wait();
         let secs = self.started.elapsed().as_secs_f64();
         match status {
-            Ok(s) if s.success() => {
-                eprintln!("xtask: the images' agent build, started early, ended after {secs:.0}s");
-            }
+            Ok(s) if s.success() => Ok(secs),
             other => {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                eprintln!(
-                    "xtask: the images' agent build started early failed ({other:?}); the image build tries again. Its last lines:\n{}",
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                bail!(
+                    "{} failed after {secs:.0}s ({other:?}); the end of {}:\n{}",
+                    self.what,
+                    self.log.display(),
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
+                )
             }
         }
     }
