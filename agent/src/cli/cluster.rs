@@ -317,16 +317,18 @@ fn run_node(
 #[derive(Debug, serde::Serialize)]
 struct RotationProgress {
     rotation: control::model::CertRotation,
-    /// Ready masters whose API certificate was signed at or after the
-    /// rotation, of all Ready masters.
+    /// Masters whose API certificate was signed at or after the rotation,
+    /// of the masters Ready when it started or now.
     masters_renewed: usize,
     masters: usize,
-    /// Ready nodes whose certificate was, of all Ready nodes.
+    /// Nodes whose certificate was, of the nodes Ready when it started or
+    /// now.
     nodes_renewed: usize,
     nodes: usize,
     /// Who has not renewed yet.
     waiting_for: Vec<String>,
-    /// Nodes that are not Ready: they renew when they are back.
+    /// Nodes that were not Ready when it started and are not now: they
+    /// renew when they are back.
     not_ready: Vec<String>,
 }
 
@@ -337,7 +339,7 @@ impl RotationProgress {
 
     fn line(&self) -> String {
         let mut line = format!(
-            "masters {}/{}, Ready nodes {}/{} with new certificates",
+            "masters {}/{}, nodes {}/{} with new certificates",
             self.masters_renewed, self.masters, self.nodes_renewed, self.nodes
         );
         if !self.waiting_for.is_empty() {
@@ -347,57 +349,96 @@ impl RotationProgress {
     }
 }
 
-/// What the cluster says of `rotation` now.
+/// What the cluster says of `rotation` now. `expected` names the nodes
+/// that were Ready when it was asked for: each of them must renew, even
+/// one that misses a heartbeat meanwhile (a master that restarts its API
+/// on its new certificate can hold a heartbeat up), so that a short gap
+/// does not end the wait before it renewed.
 async fn rotation_progress(
     client: &crate::api::client::ApiClient,
     rotation: &control::model::CertRotation,
+    expected: &std::collections::BTreeSet<String>,
 ) -> anyhow::Result<RotationProgress> {
-    use control::model::NodeState;
     let status = client.cluster_status().await?;
     let nodes = client.list_nodes().await?;
+    Ok(progress_of(&status, &nodes, rotation, expected))
+}
+
+/// The names of the Ready nodes.
+fn ready_names(nodes: &[control::model::NodeStatus]) -> std::collections::BTreeSet<String> {
+    nodes
+        .iter()
+        .filter(|n| n.state == control::model::NodeState::Ready)
+        .map(|n| n.record.info.name.clone())
+        .collect()
+}
+
+/// [`rotation_progress`] over the answers read.
+fn progress_of(
+    status: &control::model::ClusterStatus,
+    nodes: &[control::model::NodeStatus],
+    rotation: &control::model::CertRotation,
+    expected: &std::collections::BTreeSet<String>,
+) -> RotationProgress {
+    use control::model::NodeState;
     let mut waiting_for = Vec::new();
-    let (ready, not_ready): (Vec<_>, Vec<_>) =
-        nodes.iter().partition(|n| n.state == NodeState::Ready);
-    let masters: Vec<&str> = ready
+    let (counted, not_ready): (Vec<_>, Vec<_>) = nodes
+        .iter()
+        .partition(|n| n.state == NodeState::Ready || expected.contains(&n.record.info.name));
+    let gone = |n: &control::model::NodeStatus| {
+        if n.state == NodeState::Ready {
+            String::new()
+        } else {
+            format!(" ({})", n.state)
+        }
+    };
+    let mut masters = 0;
+    let mut masters_renewed = 0;
+    for n in counted
         .iter()
         .filter(|n| n.record.info.role == configs::Role::Master)
-        .map(|n| n.record.info.name.as_str())
-        .collect();
-    let mut masters_renewed = 0;
-    for m in &masters {
-        let cert = status.master_certs.get(*m);
+    {
+        let m = &n.record.info.name;
+        masters += 1;
+        let cert = status.master_certs.get(m);
         if cert.is_some_and(|c| c.issued_at >= rotation.at) {
             masters_renewed += 1;
         } else {
-            waiting_for.push(format!("master {m}"));
+            waiting_for.push(format!("master {m}{}", gone(n)));
         }
     }
     let mut nodes_renewed = 0;
-    for n in &ready {
+    for n in &counted {
         if n.record.certs.iter().any(|c| c.issued_at >= rotation.at) {
             nodes_renewed += 1;
         } else {
-            waiting_for.push(format!("node {}", n.record.info.name));
+            waiting_for.push(format!("node {}{}", n.record.info.name, gone(n)));
         }
     }
-    Ok(RotationProgress {
+    RotationProgress {
         rotation: rotation.clone(),
         masters_renewed,
-        masters: masters.len(),
+        masters,
         nodes_renewed,
-        nodes: ready.len(),
+        nodes: counted.len(),
         waiting_for,
         not_ready: not_ready
             .iter()
             .map(|n| n.record.info.name.clone())
             .collect(),
-    })
+    }
 }
 
 /// `strata cluster rotate-certs`.
 fn rotate_certs(no_wait: bool, timeout: u64, target: Target, json: bool) -> anyhow::Result<()> {
     let client = target.client()?;
     let rt = runtime()?;
+    // The nodes that must renew: those Ready when the rotation starts.
+    let expected = if no_wait {
+        Default::default()
+    } else {
+        ready_names(&rt.block_on(client.list_nodes())?)
+    };
     let rotation = rt.block_on(client.rotate_certs())?;
     if no_wait {
         return output::emit(json, &rotation, |r| {
@@ -411,7 +452,7 @@ fn rotate_certs(no_wait: bool, timeout: u64, target: Target, json: bool) -> anyh
     let mut last = String::new();
     let progress = loop {
         // A master may be between certificates: ask again.
-        let progress = match rt.block_on(rotation_progress(&client, &rotation)) {
+        let progress = match rt.block_on(rotation_progress(&client, &rotation, &expected)) {
             Ok(p) => Some(p),
             Err(e) => {
                 eprintln!("rotate-certs: cannot read the cluster's state yet: {e:#}");
@@ -442,7 +483,7 @@ fn rotate_certs(no_wait: bool, timeout: u64, target: Target, json: bool) -> anyh
     };
     output::emit(json, &progress, |p| {
         let mut text = format!(
-            "every certificate signed before unix time {} was replaced: {} master(s), {} Ready node(s)\n",
+            "every certificate signed before unix time {} was replaced: {} master(s), {} node(s)\n",
             p.rotation.at, p.masters, p.nodes
         );
         if !p.not_ready.is_empty() {
@@ -577,4 +618,109 @@ fn upgrade(
         );
     }
     output::emit(json, &last, |r| output::rollout(r, now()))
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::*;
+
+    /// A node as `GET /v1/nodes` lists it: `name:role:state:issued_at`.
+    fn node(spec: &str) -> control::model::NodeStatus {
+        let [name, role, state, issued]: [&str; 4] = spec
+            .split(':')
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("name:role:state:issued_at");
+        serde_json::from_value(serde_json::json!({
+            "name": name, "role": role, "addresses": ["10.0.0.1"], "cpus": 1,
+            "memory_bytes": 1, "disk_bytes": 1, "key_sha256": "k", "joined_at": 1,
+            "registered_at": 1, "state": state,
+            "certs": [{"serial": "01", "not_after": 9999, "issued_at": issued.parse::<u64>().expect("a number")}],
+        }))
+        .expect("a node status")
+    }
+
+    /// The progress of a rotation at unix time 100, from `nodes` (of which
+    /// the masters' API certificates carry the same issue time) and the
+    /// names Ready when it started.
+    fn check(nodes: &[&str], ready_at_start: &[&str], expected: Expect) {
+        let nodes: Vec<_> = nodes.iter().map(|n| node(n)).collect();
+        let master_certs = nodes
+            .iter()
+            .filter(|n| n.record.info.role == configs::Role::Master)
+            .map(|n| {
+                let c = &n.record.certs[0];
+                (
+                    n.record.info.name.clone(),
+                    control::model::MasterCert {
+                        format: Default::default(),
+                        serial: c.serial.clone(),
+                        issued_at: c.issued_at,
+                        not_after: c.not_after,
+                    },
+                )
+            })
+            .collect();
+        let status: control::model::ClusterStatus = serde_json::from_value(serde_json::json!({
+            "cluster": "c", "answered_by": "m1", "masters": [], "etcd_leader": null,
+            "etcd_quorum": true, "nodes_ready": 0, "nodes_total": 0,
+        }))
+        .expect("a cluster status");
+        let status = control::model::ClusterStatus {
+            master_certs,
+            ..status
+        };
+        let rotation = control::model::CertRotation {
+            format: Default::default(),
+            at: 100,
+            requested_by: "op".to_string(),
+        };
+        let expected_names = ready_at_start.iter().map(|s| s.to_string()).collect();
+        let p = progress_of(&status, &nodes, &rotation, &expected_names);
+        expected.assert_eq(&format!(
+            "done={} {}; not ready: {:?}",
+            p.done(),
+            p.line(),
+            p.not_ready
+        ));
+    }
+
+    #[test]
+    fn a_rotation_waits_for_every_node_ready_when_it_started() {
+        check(
+            &["m1:master:ready:120", "a1:private:ready:130"],
+            &["m1", "a1"],
+            expect![[r#"done=true masters 1/1, nodes 2/2 with new certificates; not ready: []"#]],
+        );
+        // A heartbeat missed during the rotation does not end the wait.
+        check(
+            &[
+                "m1:master:unreachable:50",
+                "a1:private:unreachable:50",
+                "m2:master:ready:120",
+            ],
+            &["m1", "a1", "m2"],
+            expect![
+                "done=false masters 1/2, nodes 1/3 with new certificates (waiting for master m1 (Unreachable), node m1 (Unreachable), node a1 (Unreachable)); not ready: []"
+            ],
+        );
+        // A node down before it started renews when it is back.
+        check(
+            &["m1:master:ready:120", "a1:private:unreachable:50"],
+            &["m1"],
+            expect![[
+                r#"done=true masters 1/1, nodes 1/1 with new certificates; not ready: ["a1"]"#
+            ]],
+        );
+        // One that came up since is counted.
+        check(
+            &["m1:master:ready:120", "a1:private:ready:50"],
+            &["m1"],
+            expect![
+                "done=false masters 1/1, nodes 1/2 with new certificates (waiting for node a1); not ready: []"
+            ],
+        );
+    }
 }
