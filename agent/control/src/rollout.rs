@@ -298,8 +298,17 @@ pub fn plan(rollout: &Rollout, nodes: &[NodeFacts], now: u64) -> Plan {
             r.nodes[i].since = now;
         }
     }
-    // Start the next nodes.
-    for i in 0..r.nodes.len() {
+    // Start the next nodes: masters first, then the agents an earlier
+    // rollout left drained (already out of service: a rollout that
+    // replaced a cancelled one finishes them before it drains more), then
+    // the others, each group in the rollout's order.
+    let mut order: Vec<usize> = (0..r.nodes.len()).collect();
+    order.sort_by_key(|&i| {
+        let p = &r.nodes[i];
+        let drained = facts.get(p.name.as_str()).is_some_and(|n| n.cordoned);
+        (p.role != Role::Master, !drained)
+    });
+    for i in order {
         if r.nodes[i].step != Step::Waiting {
             continue;
         }
@@ -350,19 +359,21 @@ pub fn plan(rollout: &Rollout, nodes: &[NodeFacts], now: u64) -> Plan {
         if masters_left {
             break;
         }
-        // Agents out of service: the rollout's, and those not Ready.
+        // Agents out of service: the rollout's, those not Ready, and
+        // those an earlier rollout drained.
         let out = nodes
             .iter()
             .filter(|m| m.role != Role::Master)
             .filter(|m| {
                 !m.ready
+                    || m.cordoned
                     || r.nodes
                         .iter()
                         .any(|p| p.name == m.name && p.step.in_flight())
             })
             .count() as u32;
-        // This node counts once, whether it is Ready or not.
-        let out = out - u32::from(!n.ready);
+        // This node counts once, whether it is out already or not.
+        let out = out - u32::from(!n.ready || n.cordoned);
         if out >= r.max_unavailable {
             break;
         }

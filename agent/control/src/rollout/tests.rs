@@ -716,3 +716,30 @@ fn a_node_on_the_version_still_drained_by_a_rollout_is_put_back() {
     "#]],
     );
 }
+
+#[test]
+fn a_rollout_that_replaces_a_cancelled_one_finishes_its_drained_agent_first() {
+    let mut s = Sim::new(0, 3);
+    // A cancelled rollout left agent-3 drained, still on the old version.
+    s.nodes[2].cordoned = true;
+    s.nodes[2].instances = 0;
+    let r = start(&s.nodes, "0.3.0", 1, 300, s.now);
+    let r = s.run(r, 16);
+    s.check(
+        &r,
+        expect![[r#"
+            t+0: do [cordon agent-3] now [agent-3 draining]
+            t+30: do [upgrade agent-3 to 0.3.0] now [agent-3 upgrading]
+            t+90: do [uncordon agent-3] now [agent-3 uncordoning]
+            t+120: do [cordon agent-1] now [agent-1 draining, agent-3 done]
+            t+150: do [upgrade agent-1 to 0.3.0] now [agent-1 upgrading]
+            t+210: do [uncordon agent-1] now [agent-1 uncordoning]
+            t+240: do [cordon agent-2] now [agent-1 done, agent-2 draining]
+            t+270: do [upgrade agent-2 to 0.3.0] now [agent-2 upgrading]
+            t+330: do [uncordon agent-2] now [agent-2 uncordoning]
+            t+360: now [agent-2 done]
+            nodes: agent-1 done, agent-2 done, agent-3 done
+            complete: true, most masters down at once: 0, most agents out at once: 1
+        "#]],
+    );
+}
