@@ -352,10 +352,14 @@ fn control_stays_pure() {
     let value: toml::Table = manifest.parse().expect("it parses");
     let allowed = [
         "configs",
+        // Cron and time zones (`control::job`): pure, and jiff's zones
+        // come from its bundled database, never the system's.
+        "croner",
         "hex",
         // Pure as well (no I/O, no async): the slots' states and upgrade
         // results a node reports are its types.
         "image",
+        "jiff",
         "oci-spec",
         "regex",
         "serde",
@@ -391,6 +395,10 @@ fn control_stays_pure() {
         "std::net::Udp",
         "SystemTime::now",
         "Instant::now",
+        "Zoned::now",
+        "Timestamp::now",
+        "TimeZone::system",
+        "tz::db()",
         "std::thread",
     ] {
         hits.extend(uses(&["agent/control/src"], needle, &[]));

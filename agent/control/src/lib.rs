@@ -25,6 +25,7 @@ pub mod deploy;
 pub mod exec;
 pub mod firewall;
 pub mod format;
+pub mod job;
 pub mod lease;
 pub mod model;
 pub mod rbac;

@@ -493,7 +493,7 @@ impl<'a> Fields<'a> {
 
 /// Whether two keys differ by at most one edit or one swap of neighbours
 /// (a typo).
-fn close(a: &str, b: &str) -> bool {
+pub(crate) fn close(a: &str, b: &str) -> bool {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     if a.len().abs_diff(b.len()) > 1 || a.len() < 4 {
         return false;
