@@ -24,6 +24,7 @@ use crate::{deps, project_root, sh};
 const TARGETS: &[(&str, &[&str], usize)] = &[
     ("user_data", &["configs", "configs/roles"], 8 << 10),
     ("task_file", &[], 8 << 10),
+    ("job_file", &[], 8 << 10),
     ("join_token", &[], 512),
     ("image_config", &[], 16 << 10),
     ("layer", &[], 64 << 10),
@@ -246,6 +247,16 @@ fn write_seeds(name: &str, dir: &Path) -> anyhow::Result<()> {
             write(
                 "request.json",
                 br#"{"node":"agent-1","spec":{"id":"web","image":"registry.example/nginx:1.27","command":["nginx"],"env":{"A":"b"},"cpus":0.5,"mem":"128MiB","restart":"always","ports":[80]}}"#,
+            )?;
+        }
+        "job_file" => {
+            write(
+                "nightly.toml",
+                b"id = \"backup.nightly\"\n[run]\nimage = \"busybox:1.36\"\ncmd = \"echo dump\"\nmem = 64\nrestart = { policy = \"on-failure\", active_deadline_seconds = 600 }\n[[schedules]]\nid = \"nightly\"\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Paris\"\nconcurrency_policy = \"replace\"\n",
+            )?;
+            write(
+                "metronome.json",
+                br#"{"id":"prod.sleep","run":{"cmd":"sleep 10","cpus":0.5,"mem":32,"disk":0,"docker":{"image":"busybox"},"restart":{"policy":"ON_FAILURE","activeDeadlineSeconds":60},"placement":{"constraints":[{"attribute":"hostname","operator":"EQ","value":"a"}]}},"schedules":[{"id":"five","cron":"*/5 * * * * 2030","timezone":"America/Chicago","concurrencyPolicy":"ALLOW"}]}"#,
             )?;
         }
         "join_token" => write(

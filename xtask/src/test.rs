@@ -384,10 +384,18 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
                 skips,
                 &mut report,
             )?;
-            // The real Marathon files beside the repository
-            // (`../shared/fixtures/`), read in place.
+            // The real Marathon and Metronome files beside the
+            // repository (`../shared/fixtures/`), read in place.
             cargo_test(
-                cargo(root, skips).args(["test", "-p", "control", "--test", "marathon_fixtures"]),
+                cargo(root, skips).args([
+                    "test",
+                    "-p",
+                    "control",
+                    "--test",
+                    "marathon_fixtures",
+                    "--test",
+                    "metronome_fixtures",
+                ]),
                 skips,
                 &mut report,
             )?;

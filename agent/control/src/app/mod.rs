@@ -792,7 +792,7 @@ impl AppSpec {
     }
 }
 
-fn check_constraints(constraints: &[Constraint], bad: &mut dyn FnMut(&str, String)) {
+pub(crate) fn check_constraints(constraints: &[Constraint], bad: &mut dyn FnMut(&str, String)) {
     // What each field must be, by CLUSTER and IS, to find contradictions.
     let mut pinned: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
     for (i, c) in constraints.iter().enumerate() {

@@ -27,12 +27,16 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 /// Which cron an expression is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Dialect {
     /// Vixie cron (a Strata job file).
     Strata,
     /// Metronome's (a Metronome job or schedule JSON).
     Metronome,
+    /// One a newer writer stored; refused.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Why an expression was refused.
@@ -83,6 +87,12 @@ impl Cron {
         if text.starts_with("R/") || text.starts_with("r/") {
             return Err(CronError::Interval {
                 expr: text.to_string(),
+            });
+        }
+        if dialect == Dialect::Unknown {
+            return Err(CronError::Invalid {
+                expr: text.to_string(),
+                why: "its dialect is unknown to this release".to_string(),
             });
         }
         let fields = text.split_whitespace().count();

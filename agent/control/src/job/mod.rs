@@ -1,11 +1,20 @@
 //! Jobs: one-off and cron-scheduled batch work (Metronome's model), the
-//! pure part. `cron` reads a schedule's expression and walks its times in
-//! a time zone, `tz` finds IANA zones in the database built into the
-//! binary. No clock and no file: every time is an argument, in unix
-//! seconds.
+//! pure part. `spec` is a job as Strata keeps it and what is checked of
+//! it, `file` reads a job file (`metronome` for Metronome's JSON,
+//! `native` for Strata's TOML), `cron` reads a schedule's expression and
+//! walks its times in a time zone, `tz` finds IANA zones in the database
+//! built into the binary. No clock and no file: every time is an
+//! argument, in unix seconds.
 //!
 //! The plan this grows into (records, the leader's planner, runs as
 //! tasks) is `docs/design/jobs.md`.
 
 pub mod cron;
+pub mod file;
+pub mod metronome;
+pub mod native;
+pub mod spec;
 pub mod tz;
+
+pub use file::{JobFile, read, read_schedule};
+pub use spec::{JobId, JobSpec, RunSpec, ScheduleSpec};
