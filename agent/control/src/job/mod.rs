@@ -3,8 +3,10 @@
 //! it, `file` reads a job file (`metronome` for Metronome's JSON,
 //! `native` for Strata's TOML), `cron` reads a schedule's expression and
 //! walks its times in a time zone, `tz` finds IANA zones in the database
-//! built into the binary. No clock and no file: every time is an
-//! argument, in unix seconds.
+//! built into the binary, `record` is what the masters store of jobs,
+//! schedules and runs, and `plan` is the scheduling master's plan of a
+//! job's schedules (which times start a run, which are skipped). No clock
+//! and no file: every time is an argument, in unix seconds.
 //!
 //! The plan this grows into (records, the leader's planner, runs as
 //! tasks) is `docs/design/jobs.md`.
@@ -13,6 +15,8 @@ pub mod cron;
 pub mod file;
 pub mod metronome;
 pub mod native;
+pub mod plan;
+pub mod record;
 pub mod spec;
 pub mod tz;
 
