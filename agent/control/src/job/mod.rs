@@ -4,12 +4,13 @@
 //! `native` for Strata's TOML), `cron` reads a schedule's expression and
 //! walks its times in a time zone, `tz` finds IANA zones in the database
 //! built into the binary, `record` is what the masters store of jobs,
-//! schedules and runs, and `plan` is the scheduling master's plan of a
-//! job's schedules (which times start a run, which are skipped). No clock
+//! schedules and runs, `plan` is the scheduling master's plan of a
+//! job's schedules (which times start a run, which are skipped) and
+//! `runs` its plan of the runs (place, retry, stop, end, trim). No clock
 //! and no file: every time is an argument, in unix seconds.
 //!
-//! The plan this grows into (records, the leader's planner, runs as
-//! tasks) is `docs/design/jobs.md`.
+//! The plan this grows into (the leader's loop, the store, the API and
+//! the CLI) is `docs/design/jobs.md`.
 
 pub mod cron;
 pub mod file;
@@ -17,6 +18,7 @@ pub mod metronome;
 pub mod native;
 pub mod plan;
 pub mod record;
+pub mod runs;
 pub mod spec;
 pub mod tz;
 

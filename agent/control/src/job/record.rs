@@ -163,6 +163,8 @@ pub enum EndReason {
     LaunchDeadline,
     /// Its node stopped answering.
     LostNode,
+    /// Its task's process vanished without an exit status.
+    TaskLost,
     /// `strata job kill`, by whom.
     Killed { by: String },
     /// Stopped for a newer run (REPLACE).
@@ -188,6 +190,7 @@ impl fmt::Display for EndReason {
             EndReason::Deadline => f.write_str("killed at its active deadline"),
             EndReason::LaunchDeadline => f.write_str("not started within its max launch delay"),
             EndReason::LostNode => f.write_str("its node was lost"),
+            EndReason::TaskLost => f.write_str("its process vanished without an exit status"),
             EndReason::Killed { by } => write!(f, "killed by {by}"),
             EndReason::Replaced { by } => write!(f, "replaced by run {by}"),
             EndReason::Forbidden { active } => {
@@ -220,10 +223,12 @@ pub struct Attempt {
     pub reason: Option<EndReason>,
 }
 
-/// A kill an operator asked for.
+/// A stop asked of a going run (an operator's kill, a newer run that
+/// replaces it, a deadline, the job's removal): its attempt is stopped and
+/// the run fails with `reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KillRequest {
-    pub by: String,
+pub struct StopRequest {
+    pub reason: EndReason,
     pub at: u64,
 }
 
@@ -252,7 +257,7 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kill: Option<KillRequest>,
+    pub stop: Option<StopRequest>,
     /// The job's version the run runs.
     pub spec_version: u64,
 }
@@ -273,7 +278,7 @@ impl RunRecord {
             exit_code: None,
             reason: None,
             waiting: None,
-            kill: None,
+            stop: None,
             spec_version: version,
         }
     }
