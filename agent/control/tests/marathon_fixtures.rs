@@ -6,30 +6,13 @@ use std::path::PathBuf;
 
 use expect_test::expect_file;
 
-/// `<repository>/../shared/fixtures/marathon`, or `STRATA_FIXTURES`'s
-/// `marathon`.
-fn fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var_os("STRATA_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    };
-    let dir = dir.join("marathon");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    let reason = format!(
-        "marathon fixtures: not run: needs {} (the shared fixtures beside the repository, or STRATA_FIXTURES)",
-        dir.display()
-    );
-    let ci = std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "yes"));
-    assert!(!ci, "{reason}");
-    eprintln!("{reason}");
-    None
-}
+mod common;
 
 #[test]
 fn every_marathon_fixture_reads_or_is_refused_by_name() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::fixtures("marathon") else {
+        return;
+    };
     let mut files: Vec<PathBuf> = Vec::new();
     for sub in ["apps", "groups", "docs-snippets"] {
         for entry in std::fs::read_dir(dir.join(sub)).expect("fixture folder") {

@@ -9,30 +9,13 @@ use std::path::PathBuf;
 use expect_test::expect_file;
 use serde_json::{Value, json};
 
-/// `<repository>/../shared/fixtures/metronome`, or `STRATA_FIXTURES`'s
-/// `metronome`.
-fn fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var_os("STRATA_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
-    };
-    let dir = dir.join("metronome");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    let reason = format!(
-        "metronome fixtures: not run: needs {} (the shared fixtures beside the repository, or STRATA_FIXTURES)",
-        dir.display()
-    );
-    let ci = std::env::var("CI").is_ok_and(|v| matches!(v.as_str(), "true" | "1" | "yes"));
-    assert!(!ci, "{reason}");
-    eprintln!("{reason}");
-    None
-}
+mod common;
 
 #[test]
 fn every_metronome_fixture_reads_or_is_refused_by_name() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::fixtures("metronome") else {
+        return;
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("fixture folder")
         .map(|e| e.expect("entry").path())
@@ -169,7 +152,9 @@ fn put(base: &mut Value, path: &str, value: Value) {
 
 #[test]
 fn every_metronome_schema_field_is_read_or_refused_by_name() {
-    let Some(dir) = fixtures() else { return };
+    let Some(dir) = common::fixtures("metronome") else {
+        return;
+    };
     let mut checked = 0;
     for (file, base) in [
         (

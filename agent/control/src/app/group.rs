@@ -94,22 +94,10 @@ impl Places {
 /// Reads an app file: `.json` is Marathon's JSON, `.toml` Strata's TOML;
 /// any other name is told apart by its first character.
 pub fn read(origin: &str, text: &str) -> Result<AppFile, FileError> {
-    let syntax = if origin.ends_with(".json") {
-        Syntax::Json
-    } else if origin.ends_with(".toml") {
-        Syntax::Toml
-    } else if text.trim_start().starts_with(['{', '[']) {
-        Syntax::Json
-    } else {
-        Syntax::Toml
-    };
+    let (syntax, root) = parse_file(origin, text)?;
     let fail = |problems| FileError {
         origin: origin.to_string(),
         problems,
-    };
-    let root = match syntax {
-        Syntax::Json => doc::parse_json(text).map_err(|p| fail(vec![p]))?,
-        Syntax::Toml => doc::parse_toml(text).map_err(fail)?,
     };
     let mut p = Problems::default();
     let mut found = Vec::new();
@@ -164,6 +152,30 @@ pub fn read(origin: &str, text: &str) -> Result<AppFile, FileError> {
     } else {
         Err(fail(p.list))
     }
+}
+
+/// The document of a file operators write: `.json` is JSON, `.toml`
+/// TOML, and any other name is told apart by its first character; a
+/// syntax error is the file's one problem.
+pub(crate) fn parse_file(origin: &str, text: &str) -> Result<(Syntax, Node), FileError> {
+    let syntax = if origin.ends_with(".json") {
+        Syntax::Json
+    } else if origin.ends_with(".toml") {
+        Syntax::Toml
+    } else if text.trim_start().starts_with(['{', '[']) {
+        Syntax::Json
+    } else {
+        Syntax::Toml
+    };
+    let fail = |problems| FileError {
+        origin: origin.to_string(),
+        problems,
+    };
+    let root = match syntax {
+        Syntax::Json => doc::parse_json(text).map_err(|p| fail(vec![p]))?,
+        Syntax::Toml => doc::parse_toml(text).map_err(fail)?,
+    };
+    Ok((syntax, root))
 }
 
 /// Reads one app of the file, under the group `base`, inheriting the

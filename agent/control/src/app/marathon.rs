@@ -143,7 +143,7 @@ pub fn read_app(node: &Node, base: &AppId, p: &mut Problems) -> Option<(AppSpec,
         spec.instances = p.int(n, 0, i64::from(u32::MAX)).unwrap_or(0) as u32;
     }
     if let Some(n) = f.get("env") {
-        spec.env = env(n, &mut places, p);
+        spec.env = env(n, "env", &mut places, p);
     }
     if let Some(n) = f.get("labels") {
         spec.labels = string_map(n, "labels", &mut places, p);
@@ -210,7 +210,7 @@ pub fn read_app(node: &Node, base: &AppId, p: &mut Problems) -> Option<(AppSpec,
         }
     }
     if let Some(n) = f.get("constraints") {
-        spec.constraints = constraints(n, &mut places, p);
+        spec.constraints = constraints(n, "constraints", &mut places, p);
     }
     if let Some(n) = f.get("acceptedResourceRoles") {
         places.put("accepted_roles", &n.place);
@@ -523,9 +523,15 @@ fn networks(node: &Node, mode: &mut Mode, p: &mut Problems) {
     }
 }
 
-/// Marathon's env: strings, or `{"secret": ...}`, which Strata refuses.
-fn env(node: &Node, places: &mut Places, p: &mut Problems) -> BTreeMap<String, String> {
-    places.put("env", &node.place);
+/// Marathon's env (and Metronome's): strings, or `{"secret": ...}`,
+/// which Strata refuses; places recorded under `field`.
+pub(crate) fn env(
+    node: &Node,
+    field: &str,
+    places: &mut Places,
+    p: &mut Problems,
+) -> BTreeMap<String, String> {
+    places.put(field, &node.place);
     let mut out = BTreeMap::new();
     let Value::Obj(entries) = &node.value else {
         p.at(
@@ -535,7 +541,7 @@ fn env(node: &Node, places: &mut Places, p: &mut Problems) -> BTreeMap<String, S
         return out;
     };
     for (key, _, value) in entries {
-        places.put(format!("env.{key}"), &value.place);
+        places.put(format!("{field}.{key}"), &value.place);
         match &value.value {
             Value::Str(s) => {
                 out.insert(key.clone(), s.clone());

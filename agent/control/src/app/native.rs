@@ -146,7 +146,7 @@ pub fn read_app(node: &Node, base: &AppId, p: &mut Problems) -> Option<(AppSpec,
         }
     }
     if let Some(n) = f.get("constraints") {
-        spec.constraints = constraints(n, &mut places, p);
+        spec.constraints = constraints(n, "constraints", &mut places, p);
     }
     if let Some(n) = f.get("accepted_roles") {
         places.put("accepted_roles", &n.place);
@@ -438,7 +438,7 @@ fn health_check(
 }
 
 /// A table (object) of strings, its entries placed as `<field>.<key>`.
-pub(super) fn string_map(
+pub(crate) fn string_map(
     node: &Node,
     field: &str,
     places: &mut Places,
@@ -463,13 +463,19 @@ pub(super) fn string_map(
 }
 
 /// Constraints as Marathon writes them: `[field, operator]` or
-/// `[field, operator, value]` (or the old `"field:operator:value"`).
-pub(super) fn constraints(node: &Node, places: &mut Places, p: &mut Problems) -> Vec<Constraint> {
-    places.put("constraints", &node.place);
+/// `[field, operator, value]` (or the old `"field:operator:value"`), their
+/// places recorded under `field` (`constraints`, `run.constraints`).
+pub(crate) fn constraints(
+    node: &Node,
+    field: &str,
+    places: &mut Places,
+    p: &mut Problems,
+) -> Vec<Constraint> {
+    places.put(field, &node.place);
     let mut out = Vec::new();
     for item in p.array(node).unwrap_or_default() {
         // Places are keyed by the index among the constraints read.
-        places.put(format!("constraints[{}]", out.len()), &item.place);
+        places.put(format!("{field}[{}]", out.len()), &item.place);
         let parts: Vec<String> = match &item.value {
             Value::Str(s) => s.splitn(3, ':').map(str::to_string).collect(),
             Value::Arr(_) => match p.strings(item) {

@@ -4,11 +4,12 @@
 //! at its place (a JSON path, or a TOML line and column), and a file with
 //! any problem gives no job.
 
-use super::spec::{JobSpec, ScheduleSpec};
+use super::spec::{JobId, JobSpec, RunSpec, ScheduleSpec};
 use super::{metronome, native};
 use crate::app::FileError;
-use crate::app::doc::{self, Node, Problems, Syntax};
-use crate::app::group::Places;
+use crate::app::doc::{Fields, Node, Problems, Syntax};
+use crate::app::group::{Places, parse_file};
+use crate::app::native::string_map;
 
 /// The job of one file.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,34 +18,66 @@ pub struct JobFile {
     pub job: JobSpec,
 }
 
-fn syntax_of(origin: &str, text: &str) -> Syntax {
-    if origin.ends_with(".json") {
-        Syntax::Json
-    } else if origin.ends_with(".toml") {
-        Syntax::Toml
-    } else if text.trim_start().starts_with('{') {
-        Syntax::Json
-    } else {
-        Syntax::Toml
+/// What both syntaxes share of a job: `id`, `run` (read by `run`),
+/// `description`, `labels` and `schedules` (each read by `schedule`). The
+/// object's fields come back for the reader's own keys and its `finish`.
+pub(super) fn read_job_common<'a>(
+    node: &'a Node,
+    what: &str,
+    run_missing: &str,
+    p: &mut Problems,
+    run: fn(&Node, &mut Places, &mut Problems) -> Option<RunSpec>,
+    schedule: fn(&Node, &str, &mut Places, &mut Problems) -> Option<ScheduleSpec>,
+) -> Option<(JobSpec, Places, Fields<'a>)> {
+    let mut f = p.object(node, what)?;
+    let mut places = Places::new(&node.place);
+    let id = match f.get("id") {
+        Some(n) => {
+            places.put("id", &n.place);
+            p.str(n)
+                .and_then(|t| JobId::parse(&t).map_err(|why| p.at(&n.place, why)).ok())
+        }
+        None => {
+            p.at(&node.place, "missing field `id`: every job needs one");
+            None
+        }
+    };
+    let run = match f.get("run") {
+        Some(n) => {
+            places.put("run", &n.place);
+            run(n, &mut places, p)
+        }
+        None => {
+            p.at(&node.place, run_missing);
+            None
+        }
+    };
+    // A job whose id or run is refused is reported, never stored: these
+    // stand in for them so that the rest is still read and checked.
+    let mut spec = JobSpec::new(
+        id.unwrap_or_else(|| JobId::parse("invalid").expect("a valid id")),
+        run.unwrap_or_else(|| RunSpec::new("")),
+    );
+    if let Some(n) = f.get("description") {
+        spec.description = p.str(n);
     }
-}
-
-fn parse(origin: &str, text: &str) -> Result<(Syntax, Node), FileError> {
-    let syntax = syntax_of(origin, text);
-    let fail = |problems| FileError {
-        origin: origin.to_string(),
-        problems,
-    };
-    let root = match syntax {
-        Syntax::Json => doc::parse_json(text).map_err(|p| fail(vec![p]))?,
-        Syntax::Toml => doc::parse_toml(text).map_err(fail)?,
-    };
-    Ok((syntax, root))
+    if let Some(n) = f.get("labels") {
+        spec.labels = string_map(n, "labels", &mut places, p);
+    }
+    if let Some(n) = f.get("schedules") {
+        places.put("schedules", &n.place);
+        for (i, item) in p.array(n).unwrap_or_default().iter().enumerate() {
+            if let Some(s) = schedule(item, &format!("schedules[{i}]"), &mut places, p) {
+                spec.schedules.push(s);
+            }
+        }
+    }
+    Some((spec, places, f))
 }
 
 /// Reads the job in `text` (from `origin`, a file name) and checks it.
 pub fn read(origin: &str, text: &str) -> Result<JobFile, FileError> {
-    let (syntax, root) = parse(origin, text)?;
+    let (syntax, root) = parse_file(origin, text)?;
     let mut p = Problems::default();
     let read = match syntax {
         Syntax::Json => metronome::read_job(&root, &mut p),
@@ -65,7 +98,7 @@ pub fn read(origin: &str, text: &str) -> Result<JobFile, FileError> {
 /// Reads the lone schedule in `text` (Metronome's schedule JSON, or a
 /// Strata TOML table) and checks it.
 pub fn read_schedule(origin: &str, text: &str) -> Result<ScheduleSpec, FileError> {
-    let (syntax, root) = parse(origin, text)?;
+    let (syntax, root) = parse_file(origin, text)?;
     let mut p = Problems::default();
     let mut places = Places::new(&root.place);
     let read = match syntax {
@@ -75,8 +108,8 @@ pub fn read_schedule(origin: &str, text: &str) -> Result<ScheduleSpec, FileError
     if let Some(s) = &read {
         // Checked as the one schedule of a job that is otherwise fine.
         let mut job = JobSpec::new(
-            super::spec::JobId::parse("schedule").expect("a valid id"),
-            super::spec::RunSpec::new("busybox"),
+            JobId::parse("schedule").expect("a valid id"),
+            RunSpec::new("busybox"),
         );
         job.schedules.push(s.clone());
         p.list.extend(job.check(&|field| places.at(field)));

@@ -6,12 +6,11 @@
 //! holds its empty or default value, and is otherwise a problem that names
 //! it; any other unknown field is a problem with the nearest known name.
 
-use std::collections::BTreeMap;
-
 use super::cron::Dialect;
-use super::spec::{ConcurrencyPolicy, JobId, JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
-use crate::app::doc::{Node, Problems, Value};
+use super::spec::{ConcurrencyPolicy, JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
+use crate::app::doc::{Node, Problems};
 use crate::app::group::Places;
+use crate::app::marathon::env;
 use crate::app::{Constraint, Operator};
 
 const JOB_KEYS: &[&str] = &["id", "description", "labels", "schedules", "run"];
@@ -44,50 +43,14 @@ pub(crate) const SCHEDULE_KEYS: &[&str] = &[
 
 /// Reads one Metronome job.
 pub fn read_job(node: &Node, p: &mut Problems) -> Option<(JobSpec, Places)> {
-    let mut f = p.object(node, "a job (an object)")?;
-    let mut places = Places::new(&node.place);
-    let id = match f.get("id") {
-        Some(n) => {
-            places.put("id", &n.place);
-            p.str(n)
-                .and_then(|t| JobId::parse(&t).map_err(|why| p.at(&n.place, why)).ok())
-        }
-        None => {
-            p.at(&node.place, "missing field `id`: every job needs one");
-            None
-        }
-    };
-    let run = match f.get("run") {
-        Some(n) => {
-            places.put("run", &n.place);
-            read_run(n, &mut places, p)
-        }
-        None => {
-            p.at(
-                &node.place,
-                "missing field `run`: what a run of the job runs",
-            );
-            None
-        }
-    };
-    let mut spec = JobSpec::new(
-        id.unwrap_or_else(|| JobId::parse("invalid").expect("a valid id")),
-        run.unwrap_or_else(|| RunSpec::new("")),
-    );
-    if let Some(n) = f.get("description") {
-        spec.description = p.str(n);
-    }
-    if let Some(n) = f.get("labels") {
-        spec.labels = strings(n, "labels", &mut places, p);
-    }
-    if let Some(n) = f.get("schedules") {
-        places.put("schedules", &n.place);
-        for (i, item) in p.array(n).unwrap_or_default().iter().enumerate() {
-            if let Some(s) = read_schedule_at(item, &format!("schedules[{i}]"), &mut places, p) {
-                spec.schedules.push(s);
-            }
-        }
-    }
+    let (spec, places, mut f) = super::file::read_job_common(
+        node,
+        "a job (an object)",
+        "missing field `run`: what a run of the job runs",
+        p,
+        read_run,
+        read_schedule_at,
+    )?;
     f.lacks(
         p,
         "dependencies",
@@ -208,7 +171,7 @@ fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpe
         run.user = p.str(n);
     }
     if let Some(n) = f.get("env") {
-        run.env = env(n, places, p);
+        run.env = env(n, "run.env", places, p);
     }
     if let Some(n) = f.get("placement") {
         places.put("run.constraints", &n.place);
@@ -350,59 +313,6 @@ fn ucr_image(node: &Node, run: &mut RunSpec, places: &mut Places, p: &mut Proble
         "Strata runs no privileged containers: a job gets the default, confined one",
     );
     u.finish(p, &["image"]);
-}
-
-/// Metronome's env: strings, or `{"secret": ...}`, which Strata refuses.
-fn env(node: &Node, places: &mut Places, p: &mut Problems) -> BTreeMap<String, String> {
-    places.put("run.env", &node.place);
-    let mut out = BTreeMap::new();
-    let Value::Obj(entries) = &node.value else {
-        p.at(
-            &node.place,
-            format!("expected an object of strings, found {}", node.kind()),
-        );
-        return out;
-    };
-    for (key, _, value) in entries {
-        places.put(format!("run.env.{key}"), &value.place);
-        match &value.value {
-            Value::Str(s) => {
-                out.insert(key.clone(), s.clone());
-            }
-            Value::Obj(o) if o.iter().any(|(k, _, _)| k == "secret") => p.at(
-                &value.place,
-                "a secret reference: Strata has no secret store yet; give the value, or remove the variable",
-            ),
-            _ => {
-                p.str(value);
-            }
-        }
-    }
-    out
-}
-
-/// An object of strings (`labels`).
-fn strings(
-    node: &Node,
-    field: &str,
-    places: &mut Places,
-    p: &mut Problems,
-) -> BTreeMap<String, String> {
-    places.put(field, &node.place);
-    let mut out = BTreeMap::new();
-    let Value::Obj(entries) = &node.value else {
-        p.at(
-            &node.place,
-            format!("expected an object of strings, found {}", node.kind()),
-        );
-        return out;
-    };
-    for (key, _, value) in entries {
-        if let Some(v) = p.str(value) {
-            out.insert(key.clone(), v);
-        }
-    }
-    out
 }
 
 /// Metronome's constraints: `{attribute, operator, value}` with IS (or its

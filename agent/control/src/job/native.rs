@@ -24,13 +24,12 @@
 //! mistake is reported at its line and column; an unknown key is a problem
 //! with the nearest known name.
 
-use std::collections::BTreeMap;
-
 use super::cron::Dialect;
-use super::spec::{ConcurrencyPolicy, JobId, JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
-use crate::app::doc::{Node, Problems, Value};
+use super::spec::{ConcurrencyPolicy, JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
+use crate::app::AgentRole;
+use crate::app::doc::{Node, Problems};
 use crate::app::group::Places;
-use crate::app::{AgentRole, Constraint, Operator};
+use crate::app::native::{constraints, string_map};
 
 const JOB_KEYS: &[&str] = &["id", "description", "labels", "history", "run", "schedules"];
 const RUN_KEYS: &[&str] = &[
@@ -66,53 +65,17 @@ fn word(text: &str) -> String {
 
 /// Reads one Strata job.
 pub fn read_job(node: &Node, p: &mut Problems) -> Option<(JobSpec, Places)> {
-    let mut f = p.object(node, "a job (a table)")?;
-    let mut places = Places::new(&node.place);
-    let id = match f.get("id") {
-        Some(n) => {
-            places.put("id", &n.place);
-            p.str(n)
-                .and_then(|t| JobId::parse(&t).map_err(|why| p.at(&n.place, why)).ok())
-        }
-        None => {
-            p.at(&node.place, "missing field `id`: every job needs one");
-            None
-        }
-    };
-    let run = match f.get("run") {
-        Some(n) => {
-            places.put("run", &n.place);
-            read_run(n, &mut places, p)
-        }
-        None => {
-            p.at(
-                &node.place,
-                "missing table `run`: what a run of the job runs (its `image` at least)",
-            );
-            None
-        }
-    };
-    let mut spec = JobSpec::new(
-        id.unwrap_or_else(|| JobId::parse("invalid").expect("a valid id")),
-        run.unwrap_or_else(|| RunSpec::new("")),
-    );
-    if let Some(n) = f.get("description") {
-        spec.description = p.str(n);
-    }
-    if let Some(n) = f.get("labels") {
-        spec.labels = strings(n, "labels", &mut places, p);
-    }
+    let (mut spec, mut places, mut f) = super::file::read_job_common(
+        node,
+        "a job (a table)",
+        "missing table `run`: what a run of the job runs (its `image` at least)",
+        p,
+        read_run,
+        read_schedule_at,
+    )?;
     if let Some(n) = f.get("history") {
         places.put("history", &n.place);
         spec.history = p.int(n, 0, i64::from(u32::MAX)).map(|v| v as u32);
-    }
-    if let Some(n) = f.get("schedules") {
-        places.put("schedules", &n.place);
-        for (i, item) in p.array(n).unwrap_or_default().iter().enumerate() {
-            if let Some(s) = read_schedule_at(item, &format!("schedules[{i}]"), &mut places, p) {
-                spec.schedules.push(s);
-            }
-        }
     }
     f.finish(p, JOB_KEYS);
     Some((spec, places))
@@ -219,10 +182,10 @@ fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpe
         run.user = p.str(n);
     }
     if let Some(n) = f.get("env") {
-        run.env = strings(n, "run.env", places, p);
+        run.env = string_map(n, "run.env", places, p);
     }
     if let Some(n) = f.get("constraints") {
-        run.constraints = constraints(n, places, p);
+        run.constraints = constraints(n, "run.constraints", places, p);
     }
     if let Some(n) = f.get("accepted_roles") {
         places.put("run.accepted_roles", &n.place);
@@ -278,68 +241,4 @@ fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpe
     }
     f.finish(p, RUN_KEYS);
     Some(run)
-}
-
-/// A table of strings.
-fn strings(
-    node: &Node,
-    field: &str,
-    places: &mut Places,
-    p: &mut Problems,
-) -> BTreeMap<String, String> {
-    places.put(field, &node.place);
-    let mut out = BTreeMap::new();
-    let Value::Obj(entries) = &node.value else {
-        p.at(
-            &node.place,
-            format!("expected a table of strings, found {}", node.kind()),
-        );
-        return out;
-    };
-    for (key, _, value) in entries {
-        places.put(format!("{field}.{key}"), &value.place);
-        if let Some(v) = p.str(value) {
-            out.insert(key.clone(), v);
-        }
-    }
-    out
-}
-
-/// Constraints as Marathon writes them: `[field, operator]` or `[field,
-/// operator, value]`.
-fn constraints(node: &Node, places: &mut Places, p: &mut Problems) -> Vec<Constraint> {
-    places.put("run.constraints", &node.place);
-    let mut out = Vec::new();
-    for item in p.array(node).unwrap_or_default() {
-        places.put(format!("run.constraints[{}]", out.len()), &item.place);
-        let Some(parts) = p.strings(item) else {
-            continue;
-        };
-        if !(2..=3).contains(&parts.len()) {
-            p.at(
-                &item.place,
-                format!(
-                    "a constraint is [field, operator] or [field, operator, value], found {} part(s)",
-                    parts.len()
-                ),
-            );
-            continue;
-        }
-        let Some(operator) = Operator::parse(&parts[1]) else {
-            p.at(
-                &item.place,
-                format!(
-                    "unknown operator {:?}: expected UNIQUE, CLUSTER, GROUP_BY, LIKE, UNLIKE, MAX_PER or IS",
-                    parts[1]
-                ),
-            );
-            continue;
-        };
-        out.push(Constraint {
-            field: parts[0].clone(),
-            operator,
-            value: parts.get(2).cloned(),
-        });
-    }
-    out
 }
