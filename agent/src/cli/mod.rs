@@ -18,6 +18,7 @@ pub mod context;
 pub mod deployment;
 pub mod health;
 pub mod image;
+pub mod job;
 pub mod node;
 pub mod output;
 pub mod shim;
@@ -68,6 +69,11 @@ pub enum Command {
     App {
         #[command(subcommand)]
         command: self::app::AppCommand,
+    },
+    /// Batch work, once or on a schedule (Metronome's jobs).
+    Job {
+        #[command(subcommand)]
+        command: self::job::JobCommand,
     },
     /// Follow, promote and roll back apps' deployments.
     Deployment {
@@ -127,6 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { command } => self::node::run(command),
         Command::Task { command } => self::task::run(command),
         Command::App { command } => self::app::run(command),
+        Command::Job { command } => self::job::run(command),
         Command::Deployment { command } => self::deployment::run(command),
         Command::Bundle { command } => self::bundle::run(command),
         Command::Image { command } => self::image::run(command),
@@ -172,6 +179,7 @@ mod tests {
               node        Look at the cluster's nodes
               task        Run, list and stop tasks: on the cluster or on this node
               app         Deploy, scale, restart and remove apps the cluster keeps running
+              job         Batch work, once or on a schedule (Metronome's jobs)
               deployment  Follow, promote and roll back apps' deployments
               bundle      Push and list the update bundles nodes upgrade from
               image       Pull, import, list and garbage-collect OCI images
@@ -213,6 +221,38 @@ mod tests {
               web.json: $.cpus: expected a number, found the string "1"
               web.json: $.contaner: unknown field `contaner`; did you mean `container`?"#]]
         .assert_eq(&actual);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn job_validate() {
+        let dir = std::env::temp_dir().join(format!("strata-job-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let good = dir.join("nightly.toml");
+        std::fs::write(
+            &good,
+            "id = \"backup.nightly\"\n[run]\nimage = \"busybox\"\ncmd = \"echo dump\"\n[[schedules]]\nid = \"nightly\"\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Paris\"\n",
+        )
+        .expect("write");
+        check(
+            &["strata", "job", "validate", good.to_str().expect("utf-8")],
+            expect!["ok"],
+        );
+        let bad = dir.join("job.json");
+        std::fs::write(
+            &bad,
+            r#"{"id": "j", "run": {"cpus": 1, "mem": 32, "disk": 0, "docker": {"image": "busybox"}}, "schedules": [{"id": "s", "cron": "0 0 30 2 *", "timezone": "Europe/Pariss"}]}"#,
+        )
+        .expect("write");
+        let shown = format!("{}", bad.display());
+        let actual = match run(Cli::parse_from(["strata", "job", "validate", &shown])) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e:#}").replace(&shown, "job.json"),
+        };
+        expect![[r#"
+            error: job.json: 2 problems
+              job.json: $.schedules[0].cron: `0 0 30 2 *` never fires (no date from 2000 on matches it)
+              job.json: $.schedules[0].timezone: `Europe/Pariss` is not a known time zone; did you mean `Europe/Paris`?"#]].assert_eq(&actual);
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 

@@ -91,6 +91,107 @@ pub fn app_validated(file: &str, apps: &[control::app::AppSpec]) -> String {
     )
 }
 
+/// A job file read by `job validate`: the job, and each schedule with its
+/// next times (`next` gives them by schedule id, in unix seconds).
+pub fn job_validated(
+    file: &str,
+    job: &control::job::JobSpec,
+    next: &dyn Fn(&str) -> Vec<u64>,
+) -> String {
+    let r = &job.run;
+    let command = match (&r.cmd, r.args.is_empty()) {
+        (Some(c), _) => c.clone(),
+        (None, false) => r.args.join(" "),
+        (None, true) => "(the image's)".to_string(),
+    };
+    let restart = match r.restart.policy {
+        control::job::spec::RestartPolicy::OnFailure => "on-failure",
+        _ => "never",
+    };
+    let deadline = r
+        .restart
+        .active_deadline_seconds
+        .map_or_else(|| "-".to_string(), |d| format!("{d}s"));
+    let constraints: Vec<String> = r.constraints.iter().map(|c| c.to_string()).collect();
+    let mut out = format!(
+        "{file}: valid\n{}",
+        table(
+            &[
+                "JOB",
+                "IMAGE",
+                "COMMAND",
+                "CPUS",
+                "MEM",
+                "RESTART",
+                "DEADLINE",
+                "CONSTRAINTS"
+            ],
+            &[vec![
+                job.id.to_string(),
+                r.image.clone(),
+                command,
+                format!("{}", r.cpus),
+                format!("{}", r.mem),
+                restart.to_string(),
+                deadline,
+                if constraints.is_empty() {
+                    "-".into()
+                } else {
+                    constraints.join("; ")
+                },
+            ]]
+        )
+    );
+    if job.schedules.is_empty() {
+        out.push_str("no schedule: it runs when asked (`strata job run`)\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = job
+        .schedules
+        .iter()
+        .map(|s| {
+            let times = next(&s.id);
+            let policy = serde_json::to_value(s.concurrency_policy)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
+                .unwrap_or_default();
+            vec![
+                s.id.clone(),
+                s.cron.clone(),
+                s.timezone.clone(),
+                policy,
+                if s.enabled { "yes" } else { "no" }.to_string(),
+                times
+                    .first()
+                    .map_or_else(|| "never".to_string(), |t| s.local_time(*t)),
+                times
+                    .first()
+                    .map_or_else(|| "-".to_string(), |t| control::job::tz::utc(*t)),
+                times
+                    .iter()
+                    .skip(1)
+                    .map(|t| s.local_time(*t))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "SCHEDULE",
+            "CRON",
+            "ZONE",
+            "POLICY",
+            "ENABLED",
+            "NEXT",
+            "NEXT (UTC)",
+            "THEN",
+        ],
+        &rows,
+    ));
+    out
+}
+
 /// What a deploy (scale, restart, rollback) started, per app; with
 /// `dry_run`, the steps it would take.
 pub fn deploy_outcomes(outcomes: &[control::app::record::DeployOutcome], dry_run: bool) -> String {
@@ -988,6 +1089,28 @@ mod tests {
         audit_list, cluster_status, join_token_created, join_token_list, node_list, node_show,
         task_list, user_token_created, user_token_list,
     };
+
+    #[test]
+    fn a_validated_job_shows_its_run_and_each_schedule_next_times() {
+        let file = control::job::read(
+            "nightly.toml",
+            "id = \"backup.nightly\"\n[run]\nimage = \"busybox:1.36\"\ncmd = \"echo dump\"\nrestart = { policy = \"on-failure\", active_deadline_seconds = 600 }\nconstraints = [[\"rack\", \"IS\", \"r1\"]]\n\n[[schedules]]\nid = \"nightly\"\ncron = \"30 2 * * *\"\ntimezone = \"Europe/Paris\"\n\n[[schedules]]\nid = \"paused\"\ncron = \"0 * * * *\"\nenabled = false\nconcurrency_policy = \"allow\"\n",
+        )
+        .expect("a valid job");
+        // 2026-12-03T01:30Z and the two days after; 02:00Z.
+        let next = |s: &str| match s {
+            "nightly" => vec![1_796_261_400, 1_796_347_800, 1_796_434_200],
+            _ => vec![1_796_263_200],
+        };
+        expect![[r#"
+            nightly.toml: valid
+            JOB             IMAGE         COMMAND    CPUS  MEM  RESTART     DEADLINE  CONSTRAINTS
+            backup.nightly  busybox:1.36  echo dump  1     128  on-failure  600s      rack IS r1
+            SCHEDULE  CRON        ZONE          POLICY  ENABLED  NEXT                  NEXT (UTC)            THEN
+            nightly   30 2 * * *  Europe/Paris  forbid  yes      2026-12-03 02:30 CET  2026-12-03T01:30:00Z  2026-12-04 02:30 CET, 2026-12-05 02:30 CET
+            paused    0 * * * *   UTC           allow   no       2026-12-03 02:00 UTC  2026-12-03T02:00:00Z
+        "#]].assert_eq(&super::job_validated("nightly.toml", &file.job, &next));
+    }
 
     #[test]
     fn cluster_status_with_and_without_alarms() {

@@ -83,10 +83,7 @@ impl fmt::Display for Action {
 
 /// `2026-12-01T00:20:00Z`.
 fn show(t: u64) -> String {
-    i64::try_from(t)
-        .ok()
-        .and_then(|s| jiff::Timestamp::from_second(s).ok())
-        .map_or_else(|| t.to_string(), |ts| ts.to_string())
+    super::tz::utc(t)
 }
 
 /// A plan: its actions, in order, and when to plan again at the latest

@@ -270,6 +270,12 @@ impl ScheduleSpec {
         Cron::parse(&self.cron, self.dialect).map_err(|e| e.to_string())
     }
 
+    /// Unix second `t` as a wall time in its zone (`2026-12-03 02:30
+    /// CET`; in UTC when the zone is not known).
+    pub fn local_time(&self, t: u64) -> String {
+        tz::local(&self.zone().unwrap_or(jiff::tz::TimeZone::UTC), t)
+    }
+
     /// Its zone, found.
     pub fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
         tz::zone(&self.timezone).map_err(|e| e.to_string())

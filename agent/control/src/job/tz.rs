@@ -41,6 +41,29 @@ pub fn zone(name: &str) -> Result<TimeZone, ZoneError> {
     })
 }
 
+/// Unix second `t` as a wall time in `tz`, with the zone's abbreviation
+/// (`2026-12-03 02:30 CET`).
+pub fn local(tz: &TimeZone, t: u64) -> String {
+    match i64::try_from(t)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+    {
+        Some(ts) => ts
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M %Z")
+            .to_string(),
+        None => t.to_string(),
+    }
+}
+
+/// Unix second `t` in UTC, RFC 3339 (`2026-12-03T01:30:00Z`).
+pub fn utc(t: u64) -> String {
+    i64::try_from(t)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(|| t.to_string(), |ts| ts.to_string())
+}
+
 /// The name to show and store for `tz`: its IANA name.
 pub fn name(tz: &TimeZone) -> &str {
     tz.iana_name().unwrap_or("UTC")
