@@ -82,6 +82,19 @@ fn validate(file: &Path, n: usize, json: bool) -> anyhow::Result<()> {
     let origin = file.display().to_string();
     let now = crate::clock::unix_secs();
     match control::job::read(&origin, &text) {
+        Ok(read) if !read.job.check_times(now).is_empty() => {
+            let problems: Vec<String> = read
+                .job
+                .check_times(now)
+                .into_iter()
+                .map(|(_, why)| format!("  {origin}: {why}"))
+                .collect();
+            anyhow::bail!(
+                "{origin}: {} problem(s)\n{}",
+                problems.len(),
+                problems.join("\n")
+            )
+        }
         Ok(read) => {
             let next = read
                 .job

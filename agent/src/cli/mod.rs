@@ -249,6 +249,21 @@ mod tests {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("error: {e:#}").replace(&shown, "job.json"),
         };
+        let gone = dir.join("gone.json");
+        std::fs::write(
+            &gone,
+            r#"{"id": "j", "run": {"cpus": 1, "mem": 32, "disk": 0, "docker": {"image": "busybox"}}, "schedules": [{"id": "y2k", "cron": "0 0 1 1 * 2001"}]}"#,
+        )
+        .expect("write");
+        let shown_gone = format!("{}", gone.display());
+        let refused = match run(Cli::parse_from(["strata", "job", "validate", &shown_gone])) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e:#}").replace(&shown_gone, "gone.json"),
+        };
+        assert!(
+            refused.contains("`0 0 1 1 * 2001` has no time left after"),
+            "{refused}"
+        );
         expect![[r#"
             error: job.json: 2 problems
               job.json: $.schedules[0].cron: `0 0 30 2 *` never fires (no date from 2000 on matches it)

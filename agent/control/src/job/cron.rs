@@ -53,7 +53,11 @@ pub enum CronError {
     #[error(
         "`{expr}` has {fields} field{}: a cron expression has five (minute hour day-of-month month day-of-week){}",
         if *.fields == 1 { "" } else { "s" },
-        if *.metronome { ", and Metronome's may add the year" } else { "; seconds are not supported" }
+        match (*.metronome, *.fields) {
+            (true, _) => ", and Metronome's may add the year",
+            (false, 6) => "; seconds are not supported",
+            (false, _) => "",
+        }
     )]
     Fields {
         expr: String,

@@ -36,6 +36,7 @@ pub(crate) const SCHEDULE_KEYS: &[&str] = &[
     "id",
     "cron",
     "timezone",
+    "timeZone",
     "startingDeadlineSeconds",
     "concurrencyPolicy",
     "enabled",
@@ -92,9 +93,18 @@ pub fn read_schedule_at(
             "missing field `cron`: when the schedule runs the job",
         ),
     }
-    if let Some(n) = f.get("timezone") {
-        places.put(field("timezone"), &n.place);
-        s.timezone = p.str(n).unwrap_or_default();
+    // Metronome's docs write it `timezone`, some of its clients
+    // `timeZone`: either, not both.
+    match (f.get("timezone"), f.get("timeZone")) {
+        (Some(a), Some(_)) => p.at(
+            &a.place,
+            "both `timezone` and `timeZone`: give the zone once",
+        ),
+        (Some(n), None) | (None, Some(n)) => {
+            places.put(field("timezone"), &n.place);
+            s.timezone = p.str(n).unwrap_or_default();
+        }
+        (None, None) => {}
     }
     if let Some(n) = f.get("startingDeadlineSeconds") {
         places.put(field("starting_deadline_seconds"), &n.place);
@@ -257,6 +267,12 @@ fn docker_image(node: &Node, run: &mut RunSpec, places: &mut Places, p: &mut Pro
         Some(i) => {
             places.put("run.image", &i.place);
             run.image = p.str(i).unwrap_or_default();
+            if run.image.is_empty() {
+                p.at(
+                    &i.place,
+                    "the image is empty: give an image reference, as `busybox:1.36`",
+                );
+            }
         }
         None => p.at(&node.place, "missing field `image`"),
     }
@@ -287,6 +303,12 @@ fn ucr_image(node: &Node, run: &mut RunSpec, places: &mut Places, p: &mut Proble
                     Some(id) => {
                         places.put("run.image", &id.place);
                         run.image = p.str(id).unwrap_or_default();
+                        if run.image.is_empty() {
+                            p.at(
+                                &id.place,
+                                "the image is empty: give an image reference, as `busybox:1.36`",
+                            );
+                        }
                     }
                     None => p.at(&i.place, "missing field `id`: the image's reference"),
                 }

@@ -148,6 +148,12 @@ fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpe
         Some(n) => {
             places.put("run.image", &n.place);
             run.image = p.str(n).unwrap_or_default();
+            if run.image.is_empty() {
+                p.at(
+                    &n.place,
+                    "the image is empty: give an image reference, as `busybox:1.36`",
+                );
+            }
         }
         None => p.at(
             &node.place,

@@ -22,8 +22,8 @@ use super::spec::{ConcurrencyPolicy, JobId, ScheduleSpec};
 use crate::format::Format;
 
 /// The most times walked for one schedule in one plan: a schedule missed
-/// for longer (a minute's schedule down for ten weeks) drops the times
-/// past it without counting them.
+/// for longer (a minute's schedule down for ten weeks) handles the rest
+/// in the next plans, from where this one stopped.
 pub const MAX_WALK: usize = 100_000;
 
 /// One change the plan asks for.
@@ -39,6 +39,8 @@ pub enum Action {
         schedule: String,
         state: ScheduleState,
     },
+    /// Delete the state of a schedule the job no longer has.
+    Forget { job: JobId, schedule: String },
     /// Stop a going run.
     Stop {
         job: JobId,
@@ -77,6 +79,7 @@ impl fmt::Display for Action {
                 Ok(())
             }
             Action::Stop { job, run, reason } => write!(f, "stop {job} {run}: {reason}"),
+            Action::Forget { job, schedule } => write!(f, "forget {job}/{schedule}"),
         }
     }
 }
@@ -138,6 +141,28 @@ pub fn plan_schedules(
         .map(|r| r.id.clone())
         .collect();
     going.sort();
+    // The ones REPLACE may stop: queued or active, and not stopping yet.
+    let stoppable: std::collections::BTreeSet<&RunId> = runs
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.state,
+                super::record::RunState::Queued | super::record::RunState::Active
+            ) && r.stop.is_none()
+        })
+        .map(|r| &r.id)
+        .collect();
+    let exists: std::collections::BTreeSet<&RunId> = runs.iter().map(|r| &r.id).collect();
+    // A schedule removed from the job: its state goes, so that one added
+    // again under its id starts afresh.
+    for name in states.keys() {
+        if !job.spec.schedules.iter().any(|s| &s.id == name) {
+            plan.actions.push(Action::Forget {
+                job: id.clone(),
+                schedule: name.clone(),
+            });
+        }
+    }
     for s in &job.spec.schedules {
         let fp = fingerprint(s);
         let state = states.get(&s.id);
@@ -164,17 +189,23 @@ pub fn plan_schedules(
         let (Ok(cron), Ok(zone)) = (s.parse_cron(), s.zone()) else {
             continue;
         };
+        if s.concurrency_policy == ConcurrencyPolicy::Unknown {
+            continue;
+        }
         let st = match state {
             Some(st) if st.enabled_since.is_some() && st.fingerprint == fp => st,
             _ => {
-                // New, re-enabled or changed: from now on, no backfill.
-                let next = cron.next_after(&zone, now);
+                // New, re-enabled or changed: from now on, no backfill
+                // (and never back before a time already handled, should
+                // this master's clock lag).
+                let from = state.map_or(now, |st| st.cursor.max(now));
+                let next = cron.next_after(&zone, from);
                 plan.actions.push(Action::Advance {
                     job: id.clone(),
                     schedule: s.id.clone(),
                     state: ScheduleState {
                         format: Format::V1,
-                        cursor: now,
+                        cursor: from,
                         next,
                         fingerprint: fp,
                         enabled_since: Some(now),
@@ -192,8 +223,22 @@ pub fn plan_schedules(
         }
         let (due, _) = cron.due(&zone, st.cursor, now, MAX_WALK);
         let Some(&last) = due.last() else {
+            // `next` came from another copy of the zone database: look
+            // again from now.
+            let next = cron.next_after(&zone, now);
+            plan.actions.push(Action::Advance {
+                job: id.clone(),
+                schedule: s.id.clone(),
+                state: ScheduleState { next, ..st.clone() },
+            });
+            wake(&mut plan, next);
             continue;
         };
+        // A time whose run exists (written by another master) is done.
+        let due: Vec<u64> = due
+            .into_iter()
+            .filter(|t| !exists.contains(&RunId::scheduled(*t, &s.id)))
+            .collect();
         let deadline = s.starting_deadline_seconds;
         let (missed, ready): (Vec<u64>, Vec<u64>) =
             due.iter().partition(|t| now.saturating_sub(**t) > deadline);
@@ -247,11 +292,13 @@ pub fn plan_schedules(
                 }
                 ConcurrencyPolicy::Replace => {
                     for old in going.drain(..) {
-                        plan.actions.push(Action::Stop {
-                            job: id.clone(),
-                            run: old,
-                            reason: EndReason::Replaced { by: run.clone() },
-                        });
+                        if stoppable.contains(&old) {
+                            plan.actions.push(Action::Stop {
+                                job: id.clone(),
+                                run: old,
+                                reason: EndReason::Replaced { by: run.clone() },
+                            });
+                        }
                     }
                 }
                 // Checked when the job was stored; a newer master's

@@ -132,9 +132,21 @@ fn ended_text(a: &Attempt) -> String {
     }
 }
 
-/// The task id of attempt `n` of `run` of `job`.
+/// The task id of attempt `n` of `run` of `job`: `<job>.<run>.<n>`, or,
+/// past the 63 characters a task id may have, the job's first characters,
+/// a digest of the job and run, and `n`.
 pub fn task_id(job: &JobId, run: &RunId, n: u32) -> String {
-    format!("{job}.{run}.{n}")
+    let full = format!("{job}.{run}.{n}");
+    if full.len() <= 63 {
+        return full;
+    }
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(format!("{job}/{run}").as_bytes()));
+    let n = n.to_string();
+    let room = 63 - 1 - 16 - 1 - n.len();
+    let prefix: String = job.as_str().chars().take(room.min(40)).collect();
+    let prefix = prefix.trim_end_matches(['.', '-']);
+    format!("{prefix}.{}.{n}", &digest[..16])
 }
 
 /// The delay before attempt `n + 1` after attempt `n` failed: Marathon's
@@ -198,28 +210,69 @@ pub fn plan_runs(
         going += 1;
         let attempt = r.attempts.last();
         let task = attempt.and_then(|a| tasks.get(&a.task));
-        // Whether the attempt's task still runs (or may: its node is
-        // Ready and has not reported it ended).
-        let live = attempt.is_some_and(|a| a.finished_at.is_none())
-            && task.is_some_and(|t| {
+        let open = attempt.filter(|a| a.finished_at.is_none());
+        // Whether the attempt's task still runs, or may: no report yet
+        // (just placed), a state a newer node reported, or a node that is
+        // Ready and has not reported it ended.
+        let live = open.is_some()
+            && task.is_none_or(|t| {
                 t.node_ready
                     && matches!(
                         t.state,
-                        TaskState::Pending | TaskState::Starting | TaskState::Running
+                        TaskState::Pending
+                            | TaskState::Starting
+                            | TaskState::Running
+                            | TaskState::Unknown
                     )
             });
         let ever_started = r.attempts.iter().any(|a| a.started_at.is_some())
             || task.is_some_and(|t| t.started_at.is_some() || t.state == TaskState::Running);
+        let deadline = spec
+            .restart
+            .active_deadline_seconds
+            .map(|d| r.created_at + d);
+        // The attempt ended by itself (before any stop was asked): its
+        // outcome counts, whenever the leader looks.
+        if r.stop.is_none()
+            && let Some(a) = open
+            && !live
+        {
+            let ended = ended_attempt(a, task, now);
+            let lost = ended.reason == Some(EndReason::LostNode);
+            if lost {
+                // Stopped where it was, should its node come back.
+                plan.actions.push(RunAction::StopTask {
+                    job: id.clone(),
+                    run: r.id.clone(),
+                    task: a.task.clone(),
+                });
+            }
+            let succeeded = ended.reason == Some(EndReason::Exited) && ended.exit_code == Some(0);
+            let in_time = deadline.is_none_or(|d| now < d);
+            if !succeeded
+                && spec.restart.policy == RestartPolicy::OnFailure
+                && in_time
+                && !job.removing
+            {
+                let at = ended.finished_at.unwrap_or(now) + retry_delay(a.n);
+                plan.actions.push(RunAction::Retry {
+                    job: id.clone(),
+                    run: r.id.clone(),
+                    ended,
+                    at,
+                });
+                plan.wake(at);
+            } else {
+                finish(&mut plan, id, r, task, None, now);
+            }
+            continue;
+        }
         // A stop asked, or one due now.
         let mut stop = r.stop.clone();
         if stop.is_none() {
             let reason = if job.removing {
                 Some(EndReason::JobRemoved)
-            } else if spec
-                .restart
-                .active_deadline_seconds
-                .is_some_and(|d| now >= r.created_at + d)
-            {
+            } else if deadline.is_some_and(|d| now >= d) {
                 Some(EndReason::Deadline)
             } else if !ever_started && now >= r.created_at + spec.max_launch_delay_seconds {
                 Some(EndReason::LaunchDeadline)
@@ -237,61 +290,30 @@ pub fn plan_runs(
             }
         }
         if let Some(s) = stop {
-            let a = attempt.filter(|a| a.finished_at.is_none());
             let stopping = task.and_then(|t| t.stopping_since);
-            if live {
-                let a = a.expect("a live task has an attempt");
-                match stopping {
-                    None => plan.actions.push(RunAction::StopTask {
-                        job: id.clone(),
-                        run: r.id.clone(),
-                        task: a.task.clone(),
-                    }),
-                    Some(since) => {
-                        let give_up = since + spec.kill_grace_seconds + STOP_TIMEOUT_SECONDS;
-                        if now >= give_up {
-                            finish(&mut plan, id, r, task, Some(s.reason), now);
-                        } else {
-                            plan.wake(give_up);
-                        }
+            match (open, live, stopping) {
+                (Some(a), true, None) => plan.actions.push(RunAction::StopTask {
+                    job: id.clone(),
+                    run: r.id.clone(),
+                    task: a.task.clone(),
+                }),
+                (Some(_), true, Some(since)) => {
+                    let give_up = since + spec.kill_grace_seconds + STOP_TIMEOUT_SECONDS;
+                    if now >= give_up {
+                        finish(&mut plan, id, r, task, Some(s.reason), now);
+                    } else {
+                        plan.wake(give_up);
                     }
                 }
-            } else {
-                finish(&mut plan, id, r, task, Some(s.reason), now);
+                _ => finish(&mut plan, id, r, task, Some(s.reason), now),
             }
             continue;
         }
-        if let Some(d) = spec.restart.active_deadline_seconds {
-            plan.wake(r.created_at + d);
+        if let Some(d) = deadline {
+            plan.wake(d);
         }
         if !ever_started {
             plan.wake(r.created_at + spec.max_launch_delay_seconds);
-        }
-        // The attempt ended by itself.
-        if let Some(a) = attempt.filter(|a| a.finished_at.is_none())
-            && !live
-        {
-            let t = task;
-            let code = t.and_then(|t| t.exit_code);
-            let succeeded = t.is_some_and(|t| t.state == TaskState::Exited) && code == Some(0);
-            if succeeded {
-                finish(&mut plan, id, r, task, None, now);
-                continue;
-            }
-            let ended = ended_attempt(a, task, now);
-            if spec.restart.policy == RestartPolicy::OnFailure {
-                let at = ended.finished_at.unwrap_or(now) + retry_delay(a.n);
-                plan.actions.push(RunAction::Retry {
-                    job: id.clone(),
-                    run: r.id.clone(),
-                    ended,
-                    at,
-                });
-                plan.wake(at);
-            } else {
-                finish(&mut plan, id, r, task, None, now);
-            }
-            continue;
         }
         if live {
             continue;
@@ -332,16 +354,24 @@ pub fn plan_runs(
             }
         }
     }
-    // Ended runs beyond the history, oldest first (run ids sort by time).
-    let mut ended: Vec<&RunRecord> = runs.iter().copied().filter(|r| r.state.ended()).collect();
-    ended.sort_by(|a, b| a.id.cmp(&b.id));
+    // Ended runs beyond the history, oldest first (run ids sort by time);
+    // skipped times are kept apart, so that a frequent FORBID schedule or
+    // an outage does not push out the runs that ran (and their logs).
     let keep = history.max(1) as usize;
-    if ended.len() > keep {
-        for r in &ended[..ended.len() - keep] {
-            plan.actions.push(RunAction::Trim {
-                job: id.clone(),
-                run: r.id.clone(),
-            });
+    for skipped in [false, true] {
+        let mut ended: Vec<&RunRecord> = runs
+            .iter()
+            .copied()
+            .filter(|r| r.state.ended() && (r.state == RunState::Skipped) == skipped)
+            .collect();
+        ended.sort_by(|a, b| a.id.cmp(&b.id));
+        if ended.len() > keep {
+            for r in &ended[..ended.len() - keep] {
+                plan.actions.push(RunAction::Trim {
+                    job: id.clone(),
+                    run: r.id.clone(),
+                });
+            }
         }
     }
     if job.removing && going == 0 {
@@ -355,8 +385,9 @@ fn ended_attempt(a: &Attempt, task: Option<&TaskView>, now: u64) -> Attempt {
     let reason = match task {
         Some(t) if !t.node_ready => EndReason::LostNode,
         Some(t) if t.state == TaskState::Lost => EndReason::TaskLost,
-        None => EndReason::TaskLost,
-        Some(_) => EndReason::Exited,
+        Some(t) if t.state == TaskState::Exited => EndReason::Exited,
+        // Stopped by its node, or no report at all.
+        _ => EndReason::TaskLost,
     };
     Attempt {
         started_at: a.started_at.or(task.and_then(|t| t.started_at)),

@@ -309,6 +309,31 @@ impl ConcurrencyPolicy {
 }
 
 impl JobSpec {
+    /// The enabled schedules with no time left after unix second `now` (a
+    /// Metronome year gone by), each with the problem: checked where the
+    /// time is known (`strata job validate`, the API), not by
+    /// [`JobSpec::check`].
+    pub fn check_times(&self, now: u64) -> Vec<(String, String)> {
+        self.schedules
+            .iter()
+            .filter(|s| s.enabled)
+            .filter_map(|s| {
+                let (cron, zone) = (s.parse_cron().ok()?, s.zone().ok()?);
+                cron.next_after(&zone, now).is_none().then(|| {
+                    (
+                        s.id.clone(),
+                        format!(
+                            "schedule {:?}: `{}` has no time left after {}: it would never run the job",
+                            s.id,
+                            s.cron,
+                            tz::utc(now)
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// A job `id` running `run`, with no schedule.
     pub fn new(id: JobId, run: RunSpec) -> JobSpec {
         JobSpec {

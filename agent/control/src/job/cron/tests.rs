@@ -216,7 +216,7 @@ fn bad_expressions_are_refused_with_their_reason() {
         "0 0 *",
         Strata,
         expect![
-            "`0 0 *` has 3 fields: a cron expression has five (minute hour day-of-month month day-of-week); seconds are not supported"
+            "`0 0 *` has 3 fields: a cron expression has five (minute hour day-of-month month day-of-week)"
         ],
     );
     bad(
@@ -236,8 +236,8 @@ fn bad_expressions_are_refused_with_their_reason() {
         Strata,
         expect!["`0 0 30 2 *` never fires (no date from 2000 on matches it)"],
     );
-    // A year gone by reads: it fired once (a job's check refuses a
-    // schedule with no time left after now).
+    // A year gone by reads: it fired once (`JobSpec::check_times`, which
+    // `strata job validate` runs, refuses a schedule with no time left).
     bad("0 0 1 1 * 2001", Metronome, expect!["read: 0 0 1 1 * 2001"]);
     bad(
         "0 0 1 1 * 1999",

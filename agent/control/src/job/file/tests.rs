@@ -179,14 +179,13 @@ concurrency_policy = "queue"
                     "env": {"S": {"secret": "s1"}}, "gpus": 1, "artifacts": [{"uri": "http://x/y"}],
                     "placement": {"constraints": [{"attribute": "rack", "operator": "GROUP_BY"}]}}}"#,
         expect![[r#"
-            bad.json: 8 problems
+            bad.json: 7 problems
               bad.json: $.run.docker.privileged: `privileged` is not supported: Strata runs no privileged containers: a job gets the default, confined one; remove it or leave it empty
               bad.json: $.run.docker.parameters: `parameters` is not supported: Strata passes no docker run parameters: the runtime's defaults are fixed; remove it or leave it empty
               bad.json: $.run.env.S: a secret reference: Strata has no secret store yet; give the value, or remove the variable
               bad.json: $.run.placement.constraints[0].operator: unknown operator "GROUP_BY": expected "IS" (or "EQ"), "LIKE" or "UNLIKE"
               bad.json: $.run.artifacts: `artifacts` is not supported: Strata fetches no URIs into a run: build them into the image; remove it or leave it empty
               bad.json: $.run.gpus: `gpus` is not supported: Strata does not place GPUs; remove it or leave it empty
-              bad.json: $.schedules[0].timeZone: unknown field `timeZone`; did you mean `timezone`?
               bad.json: $.dependencies: `dependencies` is not supported: Strata's jobs do not wait for other jobs; schedule them apart; remove it or leave it empty"#]],
     );
 }

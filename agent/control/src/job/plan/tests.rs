@@ -164,20 +164,106 @@ fn a_long_outage_records_at_most_history_skips() {
 
 #[test]
 fn forbid_and_replace_start_only_the_newest_of_several_due_times() {
-    for policy in ["forbid", "replace"] {
+    for (policy, expected) in [
+        (
+            "forbid",
+            expect![[r#"
+                skip j 20261201100100-s: skipped: superseded by run 20261201100200-s
+                fire j 20261201100200-s
+                advance j/s to 2026-12-01T10:02:00Z, next 2026-12-01T10:03:00Z
+                wake at 2026-12-01T10:03:00Z
+            "#]],
+        ),
+        (
+            "replace",
+            expect![[r#"
+                skip j 20261201100100-s: skipped: superseded by run 20261201100200-s
+                fire j 20261201100200-s
+                advance j/s to 2026-12-01T10:02:00Z, next 2026-12-01T10:03:00Z
+                wake at 2026-12-01T10:03:00Z
+            "#]],
+        ),
+    ] {
         let j = job(&MINUTELY.replace("allow", policy));
         let st = state(t("2026-12-01T10:00:00Z"), t("2026-12-01T10:01:00Z"), &j);
-        let states = BTreeMap::from([("s".to_string(), st)]);
-        let plan = plan_schedules(&j, &states, &[], 3, t("2026-12-01T10:02:10Z"));
-        let got = plan.to_string();
-        assert!(
-            got.contains("fire j 20261201100200-s")
-                && got.contains(
-                    "skip j 20261201100100-s: skipped: superseded by run 20261201100200-s"
-                ),
-            "{policy}: {got}"
-        );
+        check(&j, Some(st), &[], t("2026-12-01T10:02:10Z"), expected);
     }
+}
+
+#[test]
+fn a_time_another_master_handled_is_not_fired_again() {
+    let j = job(MINUTELY);
+    // Its run exists, and this master's cursor lags behind it.
+    let st = state(t("2026-12-01T10:00:00Z"), t("2026-12-01T10:01:00Z"), &j);
+    let mut done = going("20261201100100-s");
+    done.state = RunState::Succeeded;
+    check(
+        &j,
+        Some(st),
+        &[done],
+        t("2026-12-01T10:01:30Z"),
+        expect![[r#"
+        advance j/s to 2026-12-01T10:01:00Z, next 2026-12-01T10:02:00Z
+        wake at 2026-12-01T10:02:00Z
+    "#]],
+    );
+}
+
+#[test]
+fn a_removed_schedule_is_forgotten_and_added_again_starts_afresh() {
+    let j = job(MINUTELY);
+    let st = state(t("2026-12-01T10:00:00Z"), t("2026-12-01T10:01:00Z"), &j);
+    let states = BTreeMap::from([("old".to_string(), st)]);
+    let plan = plan_schedules(&j, &states, &[], 3, t("2026-12-01T10:05:30Z"));
+    expect![[r#"
+        forget j/old
+        advance j/s to 2026-12-01T10:05:30Z, next 2026-12-01T10:06:00Z
+        wake at 2026-12-01T10:06:00Z
+    "#]]
+    .assert_eq(&plan.to_string());
+}
+
+#[test]
+fn replace_leaves_a_run_already_stopping_or_from_a_newer_master() {
+    let j = job(&MINUTELY.replace("allow", "replace"));
+    let st = state(t("2026-12-01T10:00:00Z"), t("2026-12-01T10:01:00Z"), &j);
+    let mut stopping = going("20261201095900-s");
+    stopping.stop = Some(crate::job::record::StopRequest {
+        reason: EndReason::Killed { by: "op".into() },
+        at: 1,
+    });
+    let mut newer = going("20261201100000-s");
+    newer.state = RunState::Unknown;
+    check(
+        &j,
+        Some(st),
+        &[stopping, newer],
+        t("2026-12-01T10:01:01Z"),
+        expect![[r#"
+            fire j 20261201100100-s
+            advance j/s to 2026-12-01T10:01:00Z, next 2026-12-01T10:02:00Z
+            wake at 2026-12-01T10:02:00Z
+        "#]],
+    );
+}
+
+#[test]
+fn the_starting_deadline_is_inclusive() {
+    let j = job(MINUTELY);
+    // 10:00 is exactly 90 s old at 10:01:30: it still starts.
+    let st = state(t("2026-12-01T09:59:00Z"), t("2026-12-01T10:00:00Z"), &j);
+    check(
+        &j,
+        Some(st),
+        &[],
+        t("2026-12-01T10:01:30Z"),
+        expect![[r#"
+        fire j 20261201100000-s
+        fire j 20261201100100-s
+        advance j/s to 2026-12-01T10:01:00Z, next 2026-12-01T10:02:00Z
+        wake at 2026-12-01T10:02:00Z
+    "#]],
+    );
 }
 
 #[test]
@@ -306,6 +392,9 @@ impl Store {
                     schedule, state, ..
                 } => {
                     self.states.insert(schedule.clone(), state.clone());
+                }
+                Action::Forget { schedule, .. } => {
+                    self.states.remove(schedule);
                 }
                 Action::Stop { run, .. } => {
                     if let Some(r) = self.runs.get_mut(run) {

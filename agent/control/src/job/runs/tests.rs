@@ -295,8 +295,8 @@ fn on_failure_retries_after_a_backoff_until_the_deadline() {
         t+30: place j r1 attempt 2 on a2 as j.r1.2
         t+50: retry j r1 at +2s (attempt 2 exited 1)
         t+60: place j r1 attempt 3 on a1 as j.r1.3
-        t+80: ask stop j r1: killed at its active deadline; finish j r1 failed: killed at its active deadline (exit code 1)
-        runs: r1 failed: killed at its active deadline, exit code 1 (3 attempt(s))
+        t+80: finish j r1 failed: exited (exit code 1)
+        runs: r1 failed: exited, exit code 1 (3 attempt(s))
     "#]]);
 }
 
@@ -360,7 +360,7 @@ fn a_lost_node_ends_the_attempt_and_on_failure_retries_elsewhere() {
     s.check(expect![[r#"
         t+0: place j r1 attempt 1 on a1 as j.r1.1
         -- a1 lost
-        t+30: retry j r1 at +1s (attempt 1 its node was lost)
+        t+30: stop task j.r1.1 of j r1; retry j r1 at +1s (attempt 1 its node was lost)
         t+40: place j r1 attempt 2 on a2 as j.r1.2
         runs: r1 active (2 attempt(s))
     "#]]);
@@ -447,4 +447,102 @@ fn retry_delays_grow_to_five_minutes() {
         .map(|n| retry_delay(*n))
         .collect();
     expect!["[1, 2, 2, 4, 15, 233, 300]"].assert_eq(&format!("{d:?}"));
+}
+
+/// One plan of run `r1` (created at 1000, one attempt placed at 1000 on
+/// a1) with `task` as the node's report, at `now`.
+fn once(run_toml: &str, task: Option<TaskView>, now: u64, expected: Expect) {
+    let s = Sim::new(run_toml, &[Behaviour::Forever]);
+    let mut r = RunRecord::queued(
+        &s.job.spec.id,
+        RunId("r1".into()),
+        Trigger::Manual { by: "op".into() },
+        1,
+        1000,
+    );
+    r.state = RunState::Active;
+    r.attempts.push(Attempt {
+        n: 1,
+        task: "j.r1.1".into(),
+        node: "a1".into(),
+        placed_at: 1000,
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        reason: None,
+    });
+    let tasks: BTreeMap<String, TaskView> =
+        task.into_iter().map(|t| ("j.r1.1".into(), t)).collect();
+    let mut place = |_: &JobRecord, _: &RunRecord| -> Result<String, String> { Ok("a2".into()) };
+    let plan = plan_runs(&s.job, &[&r], &tasks, 2, now, &mut place);
+    expected.assert_eq(&plan.to_string());
+}
+
+fn view(state: TaskState, exit_code: Option<i32>, finished_at: Option<u64>) -> TaskView {
+    TaskView {
+        state,
+        exit_code,
+        started_at: Some(1001),
+        finished_at,
+        node_ready: true,
+        stopping_since: None,
+    }
+}
+
+#[test]
+fn a_placed_task_not_reported_yet_is_waited_for() {
+    once(
+        "",
+        None,
+        1005,
+        expect![[r#"
+        wake at 4600
+    "#]],
+    );
+}
+
+#[test]
+fn a_task_state_from_a_newer_node_counts_as_running() {
+    once(
+        "",
+        Some(view(TaskState::Unknown, None, None)),
+        1005,
+        expect![[r#""#]],
+    );
+}
+
+#[test]
+fn an_exit_before_the_deadline_counts_even_when_seen_after_it() {
+    once(
+        "restart = { policy = \"on-failure\", active_deadline_seconds = 60 }",
+        Some(view(TaskState::Exited, Some(0), Some(1050))),
+        1070,
+        expect![[r#"
+            finish j r1 succeeded: exited (exit code 0)
+        "#]],
+    );
+    // A failure seen after the deadline is not tried again.
+    once(
+        "restart = { policy = \"on-failure\", active_deadline_seconds = 60 }",
+        Some(view(TaskState::Exited, Some(2), Some(1050))),
+        1070,
+        expect![[r#"
+            finish j r1 failed: exited (exit code 2)
+        "#]],
+    );
+}
+
+#[test]
+fn task_ids_fit_the_63_characters_of_a_task_id() {
+    let short = task_id(
+        &JobId::parse("backup").expect("valid"),
+        &RunId::scheduled(1_764_548_400, "nightly"),
+        1,
+    );
+    let long = task_id(
+        &JobId::parse("prod.example.department.reporting-batch.nightly-export").expect("valid"),
+        &RunId::scheduled(1_764_548_400, "every-weekday-morning-at-six"),
+        12,
+    );
+    expect!["backup.20251201002000-nightly.1 prod.example.department.reporting-batch.fee3ae3d1621868b.12 59"].assert_eq(&format!("{short} {long} {}", long.len()));
 }
