@@ -373,6 +373,8 @@ struct Store {
     runs: BTreeMap<RunId, RunRecord>,
     /// Runs created twice (a key created where one existed: never).
     twice: Vec<RunId>,
+    /// Runs stopped by a newer one (REPLACE).
+    stopped: usize,
 }
 
 impl Store {
@@ -399,6 +401,7 @@ impl Store {
                 Action::Stop { run, .. } => {
                     if let Some(r) = self.runs.get_mut(run) {
                         r.state = RunState::Failed;
+                        self.stopped += 1;
                     }
                 }
             }
@@ -409,10 +412,12 @@ impl Store {
 #[test]
 fn failover_at_every_commit_point_gives_at_most_one_run_per_time() {
     // A day over the end of daylight-saving time in Chicago, with a
-    // fixed time in the repeated hour and an interval through it.
+    // fixed time in the repeated hour, an interval through it, and a
+    // REPLACE schedule whose runs outlast its period.
     let j = job(
         "[[schedules]]\nid = \"half\"\ncron = \"*/30 * * * *\"\ntimezone = \"America/Chicago\"\nconcurrency_policy = \"allow\"\nstarting_deadline_seconds = 600\n\
-         [[schedules]]\nid = \"fixed\"\ncron = \"30 1 * * *\"\ntimezone = \"America/Chicago\"\nconcurrency_policy = \"allow\"\nstarting_deadline_seconds = 600\n",
+         [[schedules]]\nid = \"fixed\"\ncron = \"30 1 * * *\"\ntimezone = \"America/Chicago\"\nconcurrency_policy = \"allow\"\nstarting_deadline_seconds = 600\n\
+         [[schedules]]\nid = \"quarter\"\ncron = \"*/15 * * * *\"\ntimezone = \"America/Chicago\"\nconcurrency_policy = \"replace\"\nstarting_deadline_seconds = 600\n",
     );
     let start = t("2026-10-31T12:00:00Z");
     let end = t("2026-11-02T12:00:00Z");
@@ -421,6 +426,12 @@ fn failover_at_every_commit_point_gives_at_most_one_run_per_time() {
     let mut round = 0u64;
     let mut lost = 0;
     while now < end {
+        // A run lasts 20 minutes: REPLACE meets runs still going.
+        for r in store.runs.values_mut() {
+            if r.state == RunState::Queued && now >= r.created_at + 20 * 60 {
+                r.state = RunState::Succeeded;
+            }
+        }
         let runs: Vec<&RunRecord> = store.runs.values().collect();
         let plan = plan_schedules(&j, &store.states, &runs, 1000, now);
         // Every third plan is lost with its master (before its commit).
@@ -467,7 +478,8 @@ fn failover_at_every_commit_point_gives_at_most_one_run_per_time() {
         .filter(|r| r.state != RunState::Skipped)
         .count();
     let skipped = store.runs.len() - started;
-    expect!["407 plans, 135 lost; 97 times named, 83 started, 14 skipped"].assert_eq(&format!(
-        "{round} plans, {lost} lost; {named} times named, {started} started, {skipped} skipped"
+    let replaced = store.stopped;
+    expect!["407 plans, 135 lost; 288 times named, 244 started (119 replaced), 44 skipped"].assert_eq(&format!(
+        "{round} plans, {lost} lost; {named} times named, {started} started ({replaced} replaced), {skipped} skipped"
     ));
 }
