@@ -75,6 +75,40 @@ pub(super) fn read_job_common<'a>(
     Some((spec, places, f))
 }
 
+/// What a run reads alike in both syntaxes: `cpus`, `mem`, `disk`, `cmd`,
+/// `args` and `user`.
+pub(super) fn read_run_common(
+    f: &mut Fields<'_>,
+    run: &mut RunSpec,
+    places: &mut Places,
+    p: &mut Problems,
+) {
+    for (key, slot) in [
+        ("cpus", &mut run.cpus),
+        ("mem", &mut run.mem),
+        ("disk", &mut run.disk),
+    ] {
+        if let Some(n) = f.get(key) {
+            places.put(format!("run.{key}"), &n.place);
+            if let Some(v) = p.f64(n) {
+                *slot = v;
+            }
+        }
+    }
+    if let Some(n) = f.get("cmd") {
+        places.put("run.cmd", &n.place);
+        run.cmd = p.str(n).filter(|c| !c.is_empty());
+    }
+    if let Some(n) = f.get("args") {
+        places.put("run.args", &n.place);
+        run.args = p.strings(n).unwrap_or_default();
+    }
+    if let Some(n) = f.get("user") {
+        places.put("run.user", &n.place);
+        run.user = p.str(n);
+    }
+}
+
 /// Reads the job in `text` (from `origin`, a file name) and checks it.
 pub fn read(origin: &str, text: &str) -> Result<JobFile, FileError> {
     let (syntax, root) = parse_file(origin, text)?;

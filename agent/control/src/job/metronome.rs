@@ -156,30 +156,7 @@ fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpe
             "no image: Strata runs every job in a container image; set `run.docker.image` (a plain `cmd` runs in an image such as `busybox`)",
         ),
     }
-    for (key, field, slot) in [
-        ("cpus", "run.cpus", &mut run.cpus),
-        ("mem", "run.mem", &mut run.mem),
-        ("disk", "run.disk", &mut run.disk),
-    ] {
-        if let Some(n) = f.get(key) {
-            places.put(field, &n.place);
-            if let Some(v) = p.f64(n) {
-                *slot = v;
-            }
-        }
-    }
-    if let Some(n) = f.get("cmd") {
-        places.put("run.cmd", &n.place);
-        run.cmd = p.str(n).filter(|c| !c.is_empty());
-    }
-    if let Some(n) = f.get("args") {
-        places.put("run.args", &n.place);
-        run.args = p.strings(n).unwrap_or_default();
-    }
-    if let Some(n) = f.get("user") {
-        places.put("run.user", &n.place);
-        run.user = p.str(n);
-    }
+    super::file::read_run_common(&mut f, &mut run, places, p);
     if let Some(n) = f.get("env") {
         run.env = env(n, "run.env", places, p);
     }

@@ -163,30 +163,7 @@ fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpe
     if let Some(n) = f.get("force_pull") {
         run.force_pull = p.bool(n).unwrap_or_default();
     }
-    for (key, slot) in [
-        ("cpus", &mut run.cpus),
-        ("mem", &mut run.mem),
-        ("disk", &mut run.disk),
-    ] {
-        if let Some(n) = f.get(key) {
-            places.put(format!("run.{key}"), &n.place);
-            if let Some(v) = p.f64(n) {
-                *slot = v;
-            }
-        }
-    }
-    if let Some(n) = f.get("cmd") {
-        places.put("run.cmd", &n.place);
-        run.cmd = p.str(n).filter(|c| !c.is_empty());
-    }
-    if let Some(n) = f.get("args") {
-        places.put("run.args", &n.place);
-        run.args = p.strings(n).unwrap_or_default();
-    }
-    if let Some(n) = f.get("user") {
-        places.put("run.user", &n.place);
-        run.user = p.str(n);
-    }
+    super::file::read_run_common(&mut f, &mut run, places, p);
     if let Some(n) = f.get("env") {
         run.env = string_map(n, "run.env", places, p);
     }
