@@ -317,6 +317,12 @@ fn three_masters_survive_losing_one() {
         "{rotated:#}"
     );
 
+    // Every node Ready on its new certificate before one master goes.
+    p.wait_ready(
+        &["master-1", "master-2", "master-3", "private-1"],
+        Duration::from_secs(60),
+    )
+    .unwrap();
     let lost = vms.remove(2);
     assert_eq!(lost.config.name, "master-3");
     drop(lost);

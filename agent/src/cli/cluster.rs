@@ -350,10 +350,10 @@ impl RotationProgress {
 }
 
 /// What the cluster says of `rotation` now. `expected` names the nodes
-/// that were Ready when it was asked for: each of them must renew, even
-/// one that misses a heartbeat meanwhile (a master that restarts its API
-/// on its new certificate can hold a heartbeat up), so that a short gap
-/// does not end the wait before it renewed.
+/// that were Ready when it was asked for: each of them must renew and be
+/// Ready again, even one that misses heartbeats meanwhile (a master that
+/// restarts its API on its new certificate can hold a heartbeat up), so
+/// that a short gap neither ends the wait early nor outlasts it.
 async fn rotation_progress(
     client: &crate::api::client::ApiClient,
     rotation: &control::model::CertRotation,
@@ -401,7 +401,9 @@ fn progress_of(
         let m = &n.record.info.name;
         masters += 1;
         let cert = status.master_certs.get(m);
-        if cert.is_some_and(|c| c.issued_at >= rotation.at) {
+        // Renewed, and Ready again: a node may miss heartbeats while the
+        // masters restart on their new certificates.
+        if n.state == NodeState::Ready && cert.is_some_and(|c| c.issued_at >= rotation.at) {
             masters_renewed += 1;
         } else {
             waiting_for.push(format!("master {m}{}", gone(n)));
@@ -409,7 +411,8 @@ fn progress_of(
     }
     let mut nodes_renewed = 0;
     for n in &counted {
-        if n.record.certs.iter().any(|c| c.issued_at >= rotation.at) {
+        if n.state == NodeState::Ready && n.record.certs.iter().any(|c| c.issued_at >= rotation.at)
+        {
             nodes_renewed += 1;
         } else {
             waiting_for.push(format!("node {}{}", n.record.info.name, gone(n)));
@@ -704,6 +707,14 @@ mod tests {
             &["m1", "a1", "m2"],
             expect![
                 "done=false masters 1/2, nodes 1/3 with new certificates (waiting for master m1 (Unreachable), node m1 (Unreachable), node a1 (Unreachable)); not ready: []"
+            ],
+        );
+        // Renewed, but not Ready again yet: the wait goes on.
+        check(
+            &["m1:master:ready:120", "a1:private:unreachable:130"],
+            &["m1", "a1"],
+            expect![
+                "done=false masters 1/1, nodes 1/2 with new certificates (waiting for node a1 (Unreachable)); not ready: []"
             ],
         );
         // A node down before it started renews when it is back.
