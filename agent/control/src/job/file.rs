@@ -4,7 +4,8 @@
 //! at its place (a JSON path, or a TOML line and column), and a file with
 //! any problem gives no job.
 
-use super::spec::{JobId, JobSpec, RunSpec, ScheduleSpec};
+use super::cron::Dialect;
+use super::spec::{ConcurrencyPolicy, JobId, JobSpec, RunSpec, ScheduleSpec};
 use super::{metronome, native};
 use crate::app::FileError;
 use crate::app::doc::{Fields, Node, Problems, Syntax};
@@ -107,6 +108,80 @@ pub(super) fn read_run_common(
         places.put("run.user", &n.place);
         run.user = p.str(n);
     }
+}
+
+/// How one syntax writes a schedule: what its object is called, the
+/// cron's dialect, the names of its deadline and policy keys, the least
+/// deadline it reads, the policy words its messages list, how a policy
+/// word reads, and how its time zone is read.
+pub(super) struct ScheduleSyntax {
+    pub what: &'static str,
+    pub dialect: Dialect,
+    pub deadline: &'static str,
+    pub deadline_min: i64,
+    pub policy: &'static str,
+    pub policies: &'static str,
+    pub word: fn(&str) -> String,
+    pub timezone: fn(&mut Fields<'_>, &str, &mut ScheduleSpec, &mut Places, &mut Problems),
+}
+
+/// Reads one schedule in `syntax` (a schedule file, or an entry of a
+/// job's `schedules`), its places recorded under `at` (`schedules[0]`);
+/// the object's fields come back for the reader's `finish`.
+pub(super) fn read_schedule_common<'a>(
+    node: &'a Node,
+    at: &str,
+    syntax: &ScheduleSyntax,
+    places: &mut Places,
+    p: &mut Problems,
+) -> Option<(ScheduleSpec, Fields<'a>)> {
+    let mut f = p.object(node, syntax.what)?;
+    places.put(at, &node.place);
+    let field = |name: &str| format!("{at}.{name}");
+    let mut s = ScheduleSpec::new("", "", syntax.dialect);
+    match f.get("id") {
+        Some(n) => {
+            places.put(field("id"), &n.place);
+            s.id = p.str(n).unwrap_or_default();
+        }
+        None => p.at(&node.place, "missing field `id`: every schedule needs one"),
+    }
+    match f.get("cron") {
+        Some(n) => {
+            places.put(field("cron"), &n.place);
+            s.cron = p.str(n).unwrap_or_default();
+        }
+        None => p.at(
+            &node.place,
+            "missing field `cron`: when the schedule runs the job",
+        ),
+    }
+    (syntax.timezone)(&mut f, &field("timezone"), &mut s, places, p);
+    if let Some(n) = f.get(syntax.deadline) {
+        places.put(field("starting_deadline_seconds"), &n.place);
+        if let Some(v) = p.int(n, syntax.deadline_min, i64::from(u32::MAX)) {
+            s.starting_deadline_seconds = v as u64;
+        }
+    }
+    if let Some(n) = f.get(syntax.policy) {
+        places.put(field("concurrency_policy"), &n.place);
+        if let Some(text) = p.str(n) {
+            match ConcurrencyPolicy::parse(&(syntax.word)(&text)) {
+                Some(c) => s.concurrency_policy = c,
+                None => p.at(
+                    &n.place,
+                    format!(
+                        "unknown concurrency policy {text:?}: expected {}",
+                        syntax.policies
+                    ),
+                ),
+            }
+        }
+    }
+    if let Some(n) = f.get("enabled") {
+        s.enabled = p.bool(n).unwrap_or(true);
+    }
+    Some((s, f))
 }
 
 /// Reads the job in `text` (from `origin`, a file name) and checks it.

@@ -7,8 +7,8 @@
 //! it; any other unknown field is a problem with the nearest known name.
 
 use super::cron::Dialect;
-use super::spec::{ConcurrencyPolicy, JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
-use crate::app::doc::{Node, Problems};
+use super::spec::{JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
+use crate::app::doc::{Fields, Node, Problems};
 use crate::app::group::Places;
 use crate::app::marathon::env;
 use crate::app::{Constraint, Operator};
@@ -70,67 +70,44 @@ pub fn read_schedule_at(
     places: &mut Places,
     p: &mut Problems,
 ) -> Option<ScheduleSpec> {
-    let mut f = p.object(node, "a schedule (an object)")?;
-    places.put(at, &node.place);
-    let field = |name: &str| format!("{at}.{name}");
-    let mut s = ScheduleSpec::new("", "", Dialect::Metronome);
-    // Metronome's own default.
-    s.concurrency_policy = ConcurrencyPolicy::Forbid;
-    match f.get("id") {
-        Some(n) => {
-            places.put(field("id"), &n.place);
-            s.id = p.str(n).unwrap_or_default();
-        }
-        None => p.at(&node.place, "missing field `id`: every schedule needs one"),
-    }
-    match f.get("cron") {
-        Some(n) => {
-            places.put(field("cron"), &n.place);
-            s.cron = p.str(n).unwrap_or_default();
-        }
-        None => p.at(
-            &node.place,
-            "missing field `cron`: when the schedule runs the job",
-        ),
-    }
-    // Metronome's docs write it `timezone`, some of its clients
-    // `timeZone`: either, not both.
+    let (s, f) = super::file::read_schedule_common(node, at, &SYNTAX, places, p)?;
+    f.finish(p, SCHEDULE_KEYS);
+    Some(s)
+}
+
+/// How Metronome writes a schedule (its default policy, FORBID, is
+/// Strata's).
+const SYNTAX: super::file::ScheduleSyntax = super::file::ScheduleSyntax {
+    what: "a schedule (an object)",
+    dialect: Dialect::Metronome,
+    deadline: "startingDeadlineSeconds",
+    deadline_min: 1,
+    policy: "concurrencyPolicy",
+    policies: "\"ALLOW\", \"FORBID\" or \"REPLACE\"",
+    word: str::to_string,
+    timezone,
+};
+
+/// Metronome's docs write it `timezone`, some of its clients `timeZone`:
+/// either, not both.
+fn timezone(
+    f: &mut Fields<'_>,
+    field: &str,
+    s: &mut ScheduleSpec,
+    places: &mut Places,
+    p: &mut Problems,
+) {
     match (f.get("timezone"), f.get("timeZone")) {
         (Some(a), Some(_)) => p.at(
             &a.place,
             "both `timezone` and `timeZone`: give the zone once",
         ),
         (Some(n), None) | (None, Some(n)) => {
-            places.put(field("timezone"), &n.place);
+            places.put(field, &n.place);
             s.timezone = p.str(n).unwrap_or_default();
         }
         (None, None) => {}
     }
-    if let Some(n) = f.get("startingDeadlineSeconds") {
-        places.put(field("starting_deadline_seconds"), &n.place);
-        if let Some(v) = p.int(n, 1, i64::from(u32::MAX)) {
-            s.starting_deadline_seconds = v as u64;
-        }
-    }
-    if let Some(n) = f.get("concurrencyPolicy") {
-        places.put(field("concurrency_policy"), &n.place);
-        if let Some(text) = p.str(n) {
-            match ConcurrencyPolicy::parse(&text) {
-                Some(c) => s.concurrency_policy = c,
-                None => p.at(
-                    &n.place,
-                    format!(
-                        "unknown concurrency policy {text:?}: expected \"ALLOW\", \"FORBID\" or \"REPLACE\""
-                    ),
-                ),
-            }
-        }
-    }
-    if let Some(n) = f.get("enabled") {
-        s.enabled = p.bool(n).unwrap_or(true);
-    }
-    f.finish(p, SCHEDULE_KEYS);
-    Some(s)
 }
 
 fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpec> {

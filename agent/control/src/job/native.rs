@@ -25,9 +25,9 @@
 //! with the nearest known name.
 
 use super::cron::Dialect;
-use super::spec::{ConcurrencyPolicy, JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
+use super::spec::{JobSpec, RestartPolicy, RunSpec, ScheduleSpec};
 use crate::app::AgentRole;
-use crate::app::doc::{Node, Problems};
+use crate::app::doc::{Fields, Node, Problems};
 use crate::app::group::Places;
 use crate::app::native::{constraints, string_map};
 
@@ -89,56 +89,34 @@ pub fn read_schedule_at(
     places: &mut Places,
     p: &mut Problems,
 ) -> Option<ScheduleSpec> {
-    let mut f = p.object(node, "a schedule (a table)")?;
-    places.put(at, &node.place);
-    let field = |name: &str| format!("{at}.{name}");
-    let mut s = ScheduleSpec::new("", "", Dialect::Strata);
-    match f.get("id") {
-        Some(n) => {
-            places.put(field("id"), &n.place);
-            s.id = p.str(n).unwrap_or_default();
-        }
-        None => p.at(&node.place, "missing field `id`: every schedule needs one"),
-    }
-    match f.get("cron") {
-        Some(n) => {
-            places.put(field("cron"), &n.place);
-            s.cron = p.str(n).unwrap_or_default();
-        }
-        None => p.at(
-            &node.place,
-            "missing field `cron`: when the schedule runs the job",
-        ),
-    }
-    if let Some(n) = f.get("timezone") {
-        places.put(field("timezone"), &n.place);
-        s.timezone = p.str(n).unwrap_or_default();
-    }
-    if let Some(n) = f.get("starting_deadline_seconds") {
-        places.put(field("starting_deadline_seconds"), &n.place);
-        if let Some(v) = p.int(n, 0, i64::from(u32::MAX)) {
-            s.starting_deadline_seconds = v as u64;
-        }
-    }
-    if let Some(n) = f.get("concurrency_policy") {
-        places.put(field("concurrency_policy"), &n.place);
-        if let Some(text) = p.str(n) {
-            match ConcurrencyPolicy::parse(&word(&text)) {
-                Some(c) => s.concurrency_policy = c,
-                None => p.at(
-                    &n.place,
-                    format!(
-                        "unknown concurrency policy {text:?}: expected \"allow\", \"forbid\" or \"replace\""
-                    ),
-                ),
-            }
-        }
-    }
-    if let Some(n) = f.get("enabled") {
-        s.enabled = p.bool(n).unwrap_or(true);
-    }
+    let (s, f) = super::file::read_schedule_common(node, at, &SYNTAX, places, p)?;
     f.finish(p, SCHEDULE_KEYS);
     Some(s)
+}
+
+/// How Strata's TOML writes a schedule.
+const SYNTAX: super::file::ScheduleSyntax = super::file::ScheduleSyntax {
+    what: "a schedule (a table)",
+    dialect: Dialect::Strata,
+    deadline: "starting_deadline_seconds",
+    deadline_min: 0,
+    policy: "concurrency_policy",
+    policies: "\"allow\", \"forbid\" or \"replace\"",
+    word,
+    timezone,
+};
+
+fn timezone(
+    f: &mut Fields<'_>,
+    field: &str,
+    s: &mut ScheduleSpec,
+    places: &mut Places,
+    p: &mut Problems,
+) {
+    if let Some(n) = f.get("timezone") {
+        places.put(field, &n.place);
+        s.timezone = p.str(n).unwrap_or_default();
+    }
 }
 
 fn read_run(node: &Node, places: &mut Places, p: &mut Problems) -> Option<RunSpec> {
