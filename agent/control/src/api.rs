@@ -397,6 +397,67 @@ pub const PROMOTE_DEPLOYMENT: Route = route(
     "promote_deployment",
 )
 .needs(Permission::Deploy);
+/// `GET /v1/jobs`: every job, with its schedules' next times, its runs
+/// going and its last one.
+pub const LIST_JOBS: Route =
+    route(Method::Get, "/v1/jobs", Auth::Operator, "list_jobs").needs(Permission::Read);
+/// `POST /v1/jobs`: add a job, or change one (its `JobSpec`), checked as
+/// `strata job validate` checks it; nothing is stored on a problem.
+pub const PUT_JOB: Route = route(Method::Post, "/v1/jobs", Auth::Operator, "put_job")
+    .needs(Permission::Deploy)
+    .with_body_limit(256 << 10);
+/// `GET /v1/jobs/{job}`: one job with every run it keeps.
+pub const SHOW_JOB: Route =
+    route(Method::Get, "/v1/jobs/{job}", Auth::Operator, "show_job").needs(Permission::Read);
+/// `DELETE /v1/jobs/{job}`: its runs are stopped, then the job goes.
+pub const REMOVE_JOB: Route = route(
+    Method::Delete,
+    "/v1/jobs/{job}",
+    Auth::Operator,
+    "remove_job",
+)
+.needs(Permission::Deploy);
+/// `POST /v1/jobs/{job}/runs`: start a run now (the new `RunRecord`).
+pub const START_RUN: Route = route(
+    Method::Post,
+    "/v1/jobs/{job}/runs",
+    Auth::Operator,
+    "start_run",
+)
+.needs(Permission::Deploy);
+/// `GET /v1/jobs/{job}/runs`: the job's history, oldest first.
+pub const LIST_RUNS: Route = route(
+    Method::Get,
+    "/v1/jobs/{job}/runs",
+    Auth::Operator,
+    "list_runs",
+)
+.needs(Permission::Read);
+/// `GET /v1/jobs/{job}/runs/{run}`: one run with its attempts.
+pub const SHOW_RUN: Route = route(
+    Method::Get,
+    "/v1/jobs/{job}/runs/{run}",
+    Auth::Operator,
+    "show_run",
+)
+.needs(Permission::Read);
+/// `POST /v1/jobs/{job}/runs/{run}/kill`: stop a run going.
+pub const KILL_RUN: Route = route(
+    Method::Post,
+    "/v1/jobs/{job}/runs/{run}/kill",
+    Auth::Operator,
+    "kill_run",
+)
+.needs(Permission::Deploy);
+/// `PUT /v1/jobs/{job}/schedules/{schedule}/enabled`: enable or disable
+/// one schedule (`job::view::EnableRequest`).
+pub const ENABLE_SCHEDULE: Route = route(
+    Method::Put,
+    "/v1/jobs/{job}/schedules/{schedule}/enabled",
+    Auth::Operator,
+    "enable_schedule",
+)
+.needs(Permission::Deploy);
 /// `PUT /v1/bundles`: an operator pushes an update bundle (streamed to
 /// the master's disk and verified there, never held in memory).
 pub const PUSH_BUNDLE: Route = route(Method::Put, "/v1/bundles", Auth::Operator, "push_bundle")
@@ -517,6 +578,15 @@ pub const ROUTES: &[Route] = &[
     RESUME_ROLLOUT,
     CANCEL_ROLLOUT,
     SHOW_ROLLOUT,
+    LIST_JOBS,
+    PUT_JOB,
+    SHOW_JOB,
+    REMOVE_JOB,
+    START_RUN,
+    LIST_RUNS,
+    SHOW_RUN,
+    KILL_RUN,
+    ENABLE_SCHEDULE,
 ];
 
 /// The `code` of an error body (`model::ApiErrorBody`) that clients act

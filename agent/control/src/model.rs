@@ -547,6 +547,10 @@ pub struct TaskRecord {
     /// app: the record is deleted, which an agent of any version obeys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopping_since: Option<u64>,
+    /// The job run it is an attempt of (absent for a pinned task or an
+    /// app's instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_of: Option<crate::job::record::RunOf>,
 }
 
 /// A task's state as its node reports it (`PUT /v1/tasks/<id>/status`).

@@ -12,6 +12,9 @@ use control::app::record::{AppVersion, AppView, DeployOutcome, DeployRequest, Sc
 use control::audit::AuditRecord;
 use control::deploy::Deployment;
 use control::exec::{self, ExecRequest};
+use control::job::record::{JobRecord, RunRecord};
+use control::job::view::{EnableRequest, JobView};
+use control::job::{JobId, JobSpec};
 use control::model::{
     AssignmentWatch, CertRenewal, CertRotation, ClusterStatus, DrainRequest, HeartbeatResponse,
     JoinRequest, JoinResponse, NodeInfo, NodeStatus, NodeWatch, Registered, RenewedCert,
@@ -257,6 +260,72 @@ impl ApiClient {
         self.post(
             &routes::PROMOTE_DEPLOYMENT.fill(&[id]),
             &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `GET /v1/jobs`.
+    pub async fn list_jobs(&self) -> Result<Vec<JobView>> {
+        self.get(&routes::LIST_JOBS.fill(&[])).await
+    }
+
+    /// `POST /v1/jobs`.
+    pub async fn put_job(&self, spec: &JobSpec) -> Result<JobRecord> {
+        self.post(&routes::PUT_JOB.fill(&[]), spec).await
+    }
+
+    /// `GET /v1/jobs/{job}`.
+    pub async fn show_job(&self, job: &JobId) -> Result<JobView> {
+        self.get(&routes::SHOW_JOB.fill(&[job.as_str()])).await
+    }
+
+    /// `DELETE /v1/jobs/{job}`.
+    pub async fn remove_job(&self, job: &JobId) -> Result<JobRecord> {
+        self.delete(&routes::REMOVE_JOB.fill(&[job.as_str()])).await
+    }
+
+    /// `POST /v1/jobs/{job}/runs`.
+    pub async fn start_run(&self, job: &JobId) -> Result<RunRecord> {
+        self.post(
+            &routes::START_RUN.fill(&[job.as_str()]),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `GET /v1/jobs/{job}/runs`.
+    pub async fn list_runs(&self, job: &JobId) -> Result<Vec<RunRecord>> {
+        self.get(&routes::LIST_RUNS.fill(&[job.as_str()])).await
+    }
+
+    /// `GET /v1/jobs/{job}/runs/{run}`.
+    pub async fn show_run(&self, job: &JobId, run: &str) -> Result<RunRecord> {
+        self.get(&routes::SHOW_RUN.fill(&[job.as_str(), run])).await
+    }
+
+    /// `POST /v1/jobs/{job}/runs/{run}/kill`.
+    pub async fn kill_run(&self, job: &JobId, run: &str) -> Result<RunRecord> {
+        self.post(
+            &routes::KILL_RUN.fill(&[job.as_str(), run]),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// `PUT /v1/jobs/{job}/schedules/{schedule}/enabled`.
+    pub async fn enable_schedule(
+        &self,
+        job: &JobId,
+        schedule: &str,
+        enabled: bool,
+    ) -> Result<JobView> {
+        let req = EnableRequest {
+            format: Default::default(),
+            enabled,
+        };
+        self.put(
+            &routes::ENABLE_SCHEDULE.fill(&[job.as_str(), schedule]),
+            &req,
         )
         .await
     }

@@ -1,19 +1,24 @@
 //! `strata job`: batch work, once or on a schedule (Metronome's jobs).
 //! `validate` reads a job file (Metronome's JSON as written, or Strata's
 //! TOML) offline, reports every mistake at its place, and shows when each
-//! schedule fires next, in its zone and in UTC. The cluster's side (the
-//! scheduling master's plan, runs, history) lands with the job API.
+//! schedule fires next, in its zone and in UTC. The others go through the
+//! API: `add` stores a job (checked the same way first), `run` starts a
+//! run now and with `--wait` exits with its exit code, `history`, `show`
+//! and `list` read what the scheduling master recorded.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
 use serde::Serialize;
 
 use control::app::Problem;
-use control::job::{JobSpec, ScheduleSpec};
+use control::job::record::{RunRecord, RunState};
+use control::job::{JobId, JobSpec, ScheduleSpec};
 
 use super::output;
+use super::target::{Target, runtime};
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
@@ -29,11 +34,299 @@ pub enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a job to the cluster, or change it: checked as `validate`
+    /// checks it, nothing stored on a problem.
+    Add {
+        /// The job file: `.json` (Metronome) or `.toml` (Strata).
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every job: its schedules' next times, runs going, its last run.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: its definition, schedules and every run it keeps.
+    Show {
+        /// The job's id (`prod.backup`).
+        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a run of a job now; with `--wait`, exit with its exit code.
+    Run {
+        /// The job's id.
+        id: String,
+        /// Wait until the run ends, showing where it is, and exit with its
+        /// exit code (125 when it ended without one: killed, lost, past a
+        /// deadline).
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's runs, oldest first: trigger, node, times, how each ended.
+    History {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a run going (its task is stopped; the run ends killed).
+    Kill {
+        /// The job's id.
+        id: String,
+        /// The run's id (`strata job history ID`).
+        run: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a job: its runs going are stopped, then it goes with its
+    /// history.
+    Remove {
+        /// The job's id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable or disable one schedule of a job.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
 }
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Fire the schedule again, from now on (no missed time is started).
+    Enable {
+        /// The job's id.
+        id: String,
+        /// The schedule's id.
+        schedule: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop firing the schedule (runs going go on).
+    Disable {
+        /// The job's id.
+        id: String,
+        /// The schedule's id.
+        schedule: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The exit status of `job run --wait` for a run that ended without an
+/// exit code (killed, lost, past a deadline, never started).
+pub const NO_EXIT_CODE: i32 = 125;
 
 pub fn run(command: JobCommand) -> anyhow::Result<()> {
     match command {
         JobCommand::Validate { file, next, json } => validate(&file, next, json),
+        JobCommand::Add { file, target, json } => {
+            let spec = read(&file)?;
+            let record = runtime()?.block_on(target.client()?.put_job(&spec))?;
+            output::emit(json, &record, |r| {
+                format!(
+                    "job {} stored (version {}){}\n",
+                    r.spec.id,
+                    r.version,
+                    if r.spec.schedules.is_empty() {
+                        ": it runs when asked (`strata job run`)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        }
+        JobCommand::List { target, json } => {
+            let jobs = runtime()?.block_on(target.client()?.list_jobs())?;
+            output::emit(json, &jobs, |j| output::job_list(j))
+        }
+        JobCommand::Show { id, target, json } => {
+            let id = parse_id(&id)?;
+            let job = runtime()?.block_on(target.client()?.show_job(&id))?;
+            output::emit(json, &job, output::job_show)
+        }
+        JobCommand::Run {
+            id,
+            wait,
+            timeout,
+            target,
+            json,
+        } => {
+            let id = parse_id(&id)?;
+            let client = target.client()?;
+            let rt = runtime()?;
+            let run = rt.block_on(client.start_run(&id))?;
+            if !wait {
+                return output::emit(json, &run, |r| {
+                    format!("run {} of job {} queued\n", r.id, r.job)
+                });
+            }
+            if !json {
+                eprintln!("run {} of job {} queued", run.id, run.job);
+            }
+            let ended = rt.block_on(wait_run(&client, &id, &run, timeout, json))?;
+            output::emit(json, &ended, |r| output::run_ended(r))?;
+            let code = match (ended.state, ended.exit_code) {
+                (RunState::Succeeded, _) => 0,
+                (_, Some(c)) if c != 0 => c,
+                _ => NO_EXIT_CODE,
+            };
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        JobCommand::History { id, target, json } => {
+            let id = parse_id(&id)?;
+            let runs = runtime()?.block_on(target.client()?.list_runs(&id))?;
+            output::emit(json, &runs, |r| output::run_history(r))
+        }
+        JobCommand::Kill {
+            id,
+            run,
+            target,
+            json,
+        } => {
+            let id = parse_id(&id)?;
+            let r = runtime()?.block_on(target.client()?.kill_run(&id, &run))?;
+            output::emit(json, &r, |r| {
+                format!(
+                    "run {} of job {}: stopping; it ends killed once its task stopped\n",
+                    r.id, r.job
+                )
+            })
+        }
+        JobCommand::Remove { id, target, json } => {
+            let id = parse_id(&id)?;
+            let r = runtime()?.block_on(target.client()?.remove_job(&id))?;
+            output::emit(json, &r, |r| {
+                format!(
+                    "removing job {}: its runs going stop, then it goes with its history\n",
+                    r.spec.id
+                )
+            })
+        }
+        JobCommand::Schedule { command } => {
+            let (id, schedule, target, json, enabled) = match command {
+                ScheduleCommand::Enable {
+                    id,
+                    schedule,
+                    target,
+                    json,
+                } => (id, schedule, target, json, true),
+                ScheduleCommand::Disable {
+                    id,
+                    schedule,
+                    target,
+                    json,
+                } => (id, schedule, target, json, false),
+            };
+            let id = parse_id(&id)?;
+            let view = runtime()?.block_on(target.client()?.enable_schedule(
+                &id,
+                &schedule,
+                enabled,
+            ))?;
+            output::emit(json, &view, |v| {
+                let next = v
+                    .schedules
+                    .iter()
+                    .find(|s| s.id == schedule)
+                    .and_then(|s| s.next)
+                    .map_or_else(|| "-".to_string(), control::job::tz::utc);
+                format!(
+                    "schedule {schedule} of job {} {} (next {next})\n",
+                    v.record.spec.id,
+                    if enabled { "enabled" } else { "disabled" }
+                )
+            })
+        }
+    }
+}
+
+fn parse_id(text: &str) -> anyhow::Result<JobId> {
+    JobId::parse(text).map_err(|why| anyhow::anyhow!("{why} (a job id is `group.name`)"))
+}
+
+/// Reads and checks a job file as `validate` does.
+fn read(file: &Path) -> anyhow::Result<JobSpec> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let origin = file.display().to_string();
+    let read = control::job::read(&origin, &text)?;
+    let late = read.job.check_times(crate::clock::unix_secs());
+    if !late.is_empty() {
+        let why: Vec<String> = late.into_iter().map(|(_, w)| format!("  {w}")).collect();
+        anyhow::bail!("{origin}: {} problem(s)\n{}", why.len(), why.join("\n"));
+    }
+    Ok(read.job)
+}
+
+/// Waits for a run to end, printing where it is as that changes.
+async fn wait_run(
+    client: &crate::api::client::ApiClient,
+    job: &JobId,
+    run: &RunRecord,
+    timeout: u64,
+    json: bool,
+) -> anyhow::Result<RunRecord> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+    let mut last = String::new();
+    loop {
+        let r = client.show_run(job, run.id.as_str()).await?;
+        if r.state.ended() {
+            return Ok(r);
+        }
+        let line = output::run_progress(&r);
+        if !json && line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "run {} of job {job} has not ended after {timeout}s ({}): `strata job show {job}` shows it, `strata job kill {job} {}` stops it",
+                r.id,
+                r.state,
+                r.id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

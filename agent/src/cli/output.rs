@@ -192,6 +192,189 @@ pub fn job_validated(
     out
 }
 
+/// How a run ended or where it is, short: `succeeded`, `failed: exited
+/// (exit code 3)`, `active on a1`.
+fn run_outcome(r: &control::job::record::RunRecord) -> String {
+    use control::job::record::RunState;
+    match r.state {
+        RunState::Queued | RunState::Active => {
+            let mut out = r.state.to_string();
+            if let Some(a) = r.attempts.last().filter(|a| a.finished_at.is_none()) {
+                out.push_str(&format!(" on {}", a.node));
+            }
+            if let Some(w) = &r.waiting {
+                out.push_str(&format!(" ({w})"));
+            }
+            if r.stop.is_some() {
+                out.push_str(", stopping");
+            }
+            out
+        }
+        _ => {
+            let mut out = r.state.to_string();
+            if let Some(reason) = &r.reason {
+                out.push_str(&format!(": {reason}"));
+            }
+            if let Some(c) = r.exit_code {
+                out.push_str(&format!(" (exit code {c})"));
+            }
+            out
+        }
+    }
+}
+
+/// What started a run: `manual (admin)` or `schedule nightly`.
+fn run_trigger(r: &control::job::record::RunRecord) -> String {
+    use control::job::record::Trigger;
+    match &r.trigger {
+        Trigger::Manual { by } => format!("manual ({by})"),
+        Trigger::Schedule { schedule, .. } => format!("schedule {schedule}"),
+        Trigger::Unknown => "-".into(),
+    }
+}
+
+/// A unix second in UTC, `-` when absent.
+fn utc_or_dash(t: Option<u64>) -> String {
+    t.map_or_else(|| "-".into(), control::job::tz::utc)
+}
+
+/// `strata job list`.
+pub fn job_list(jobs: &[control::job::view::JobView]) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let next = j
+                .schedules
+                .iter()
+                .filter_map(|s| s.next.map(|t| (t, &s.id)))
+                .min();
+            let schedules = if j.schedules.is_empty() {
+                "-".to_string()
+            } else {
+                j.schedules
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} ({}{})",
+                            s.id,
+                            s.cron,
+                            if s.enabled { "" } else { ", disabled" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let going = j.runs.iter().filter(|r| r.going()).count();
+            let last = j.runs.iter().rev().find(|r| r.state.ended());
+            vec![
+                j.record.spec.id.to_string(),
+                if j.record.removing {
+                    format!("{schedules} (removing)")
+                } else {
+                    schedules
+                },
+                next.map_or_else(
+                    || "-".to_string(),
+                    |(t, id)| format!("{} ({id})", control::job::tz::utc(t)),
+                ),
+                going.to_string(),
+                last.map_or_else(
+                    || "-".to_string(),
+                    |r| format!("{} {}", r.id, run_outcome(r)),
+                ),
+            ]
+        })
+        .collect();
+    table(&["JOB", "SCHEDULES", "NEXT RUN (UTC)", "GOING", "LAST RUN"], &rows)
+}
+
+/// `strata job show`.
+pub fn job_show(j: &control::job::view::JobView) -> String {
+    let spec = &j.record.spec;
+    let r = &spec.run;
+    let mut out = format!(
+        "job {} (version {}){}\n",
+        spec.id,
+        j.record.version,
+        if j.record.removing { ", being removed" } else { "" }
+    );
+    if let Some(d) = &spec.description {
+        out.push_str(&format!("  {d}\n"));
+    }
+    let command = match (&r.cmd, r.args.is_empty()) {
+        (Some(c), _) => c.clone(),
+        (None, false) => r.args.join(" "),
+        (None, true) => "(the image's)".to_string(),
+    };
+    out.push_str(&format!(
+        "  image {}, command `{command}`, {} cpus, {} MiB\n",
+        r.image, r.cpus, r.mem
+    ));
+    if !j.schedules.is_empty() {
+        let rows: Vec<Vec<String>> = j
+            .schedules
+            .iter()
+            .map(|s| {
+                vec![
+                    s.id.clone(),
+                    s.cron.clone(),
+                    s.timezone.clone(),
+                    if s.enabled { "yes" } else { "no" }.to_string(),
+                    utc_or_dash(s.next),
+                    s.skipped_unrecorded.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["SCHEDULE", "CRON", "ZONE", "ENABLED", "NEXT (UTC)", "UNRECORDED SKIPS"],
+            &rows,
+        ));
+    }
+    if j.runs.is_empty() {
+        out.push_str("no run yet\n");
+    } else {
+        out.push_str(&run_history(&j.runs));
+    }
+    out
+}
+
+/// `strata job history`.
+pub fn run_history(runs: &[control::job::record::RunRecord]) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            let a = r.attempts.last();
+            vec![
+                r.id.to_string(),
+                run_trigger(r),
+                a.map_or_else(|| "-".to_string(), |a| a.node.clone()),
+                r.attempts.len().to_string(),
+                utc_or_dash(a.and_then(|a| a.started_at)),
+                utc_or_dash(r.finished_at),
+                run_outcome(r),
+            ]
+        })
+        .collect();
+    table(
+        &["RUN", "TRIGGER", "NODE", "ATTEMPTS", "STARTED", "FINISHED", "RESULT"],
+        &rows,
+    )
+}
+
+/// Where a run waited on by `job run --wait` is.
+pub fn run_progress(r: &control::job::record::RunRecord) -> String {
+    format!("run {} of job {}: {}", r.id, r.job, run_outcome(r))
+}
+
+/// How a run waited on by `job run --wait` ended.
+pub fn run_ended(r: &control::job::record::RunRecord) -> String {
+    let node = r
+        .attempts
+        .last()
+        .map_or_else(String::new, |a| format!(" on {}", a.node));
+    format!("run {} of job {}{node}: {}\n", r.id, r.job, run_outcome(r))
+}
+
 /// What a deploy (scale, restart, rollback) started, per app; with
 /// `dry_run`, the steps it would take.
 pub fn deploy_outcomes(outcomes: &[control::app::record::DeployOutcome], dry_run: bool) -> String {

@@ -5,6 +5,11 @@
 //! change. A standby master campaigns again as soon as the key is gone
 //! (the leader's lease expires [`LEASE_TTL`] seconds after it died).
 //!
+//! Once the apps' plan of a snapshot writes nothing, the leader plans the
+//! jobs' round on it (`control::job::apply::round`): their schedules fire
+//! and their runs are placed with the same count of what each node has
+//! free, and the round is committed fenced the same way.
+//!
 //! The leader also drives a cluster upgrade under way
 //! ([`crate::cluster::rollout`]), a round per tick.
 //!
@@ -13,10 +18,12 @@
 //! failover the replacement of a lost node's instances waits up to the
 //! app's grace again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use control::app::AppId;
+use control::job;
+use control::schedule::Placer;
 use control::deploy::apply::{self, Reserve};
 use control::model::NodeState;
 
@@ -135,37 +142,74 @@ impl Scheduler {
             self.reserve,
         );
         let plan = control::deploy::plan(&world, now, &waiting);
-        if plan.actions.is_empty() {
-            return Ok(Step::Wait(snap.revision));
-        }
-        let mut definitions = BTreeMap::new();
-        for (app, config) in apply::rollback_targets(&plan) {
-            if let Some(v) = self.store.app_version(&app, config).await? {
-                definitions.insert((app, config), v.spec);
+        if !plan.actions.is_empty() {
+            let mut definitions = BTreeMap::new();
+            for (app, config) in apply::rollback_targets(&plan) {
+                if let Some(v) = self.store.app_version(&app, config).await? {
+                    definitions.insert((app, config), v.spec);
+                }
+            }
+            let changes = apply::changes(&plan, &snap.apps, &snap.tasks, &definitions, now);
+            if !changes.is_empty() {
+                if self
+                    .store
+                    .commit_plan(lead, snap.revision, &changes)
+                    .await?
+                {
+                    for a in &plan.actions {
+                        tracing::info!("scheduler: {a}");
+                    }
+                } else {
+                    // Someone changed the state since the snapshot (or
+                    // the leadership is gone): plan again from a new one.
+                    tracing::debug!(
+                        "scheduler: plan at revision {} refused: planning again",
+                        snap.revision
+                    );
+                }
+                return Ok(Step::Again);
             }
         }
-        let changes = apply::changes(&plan, &snap.apps, &snap.tasks, &definitions, now);
-        if changes.is_empty() {
+        // The apps are settled at this revision: the jobs' round places
+        // runs on what the apps' instances and the tasks leave free.
+        let mut placer = Placer::new(&control::deploy::snapshot(&world));
+        let ready: BTreeSet<String> = snap
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Ready)
+            .map(|n| n.record.info.name.clone())
+            .collect();
+        let round = job::apply::round(
+            &job::apply::Input {
+                jobs: &snap.jobs.jobs,
+                states: &snap.jobs.states,
+                runs: &snap.jobs.runs,
+                tasks: &snap.tasks,
+                reports: &snap.reports,
+                ready: &ready,
+                history: job::apply::DEFAULT_HISTORY,
+            },
+            now,
+            &mut placer,
+        );
+        if round.changes.is_empty() {
             return Ok(Step::Wait(snap.revision));
         }
         if self
             .store
-            .commit_plan(lead, snap.revision, &changes)
+            .commit_jobs(lead, snap.revision, &round.changes)
             .await?
         {
-            for a in &plan.actions {
-                tracing::info!("scheduler: {a}");
+            for line in &round.lines {
+                tracing::info!("jobs: {line}");
             }
-            Ok(Step::Again)
         } else {
-            // Someone changed the state since the snapshot (or the
-            // leadership is gone): plan again from a new one.
             tracing::debug!(
-                "scheduler: plan at revision {} refused: planning again",
+                "jobs: round at revision {} refused: planning again",
                 snap.revision
             );
-            Ok(Step::Again)
         }
+        Ok(Step::Again)
     }
 }
 

@@ -66,6 +66,9 @@ pub(super) fn scheduler_input(key: &str) -> bool {
         ALIVE,
         super::CORDONS,
         super::upgrades::ROLLOUT,
+        super::jobs::JOBS,
+        super::jobs::JOB_RUNS,
+        super::jobs::JOB_SCHEDULES,
     ]
     .iter()
     .any(|p| key.starts_with(p))
@@ -87,6 +90,7 @@ pub struct SchedulerSnapshot {
     pub tasks: BTreeMap<String, TaskRecord>,
     pub reports: BTreeMap<String, TaskReport>,
     pub nodes: Vec<NodeStatus>,
+    pub jobs: super::jobs::JobsSnapshot,
 }
 
 /// This master leads the scheduler: its lease, kept alive, holds the
@@ -279,19 +283,21 @@ impl Store {
         for n in &mut nodes {
             n.cordon = drained.remove(&n.record.info.name);
         }
+        let jobs = self.jobs_at(revision).await?;
         Ok(SchedulerSnapshot {
             revision,
             apps,
             tasks,
             reports,
             nodes,
+            jobs,
         })
     }
 
     /// Every key under `prefix` (its name after the prefix) with its value,
     /// at `revision` (none: the current one, returned), in pages of
     /// [`PAGE`] keys.
-    async fn range_at(
+    pub(super) async fn range_at(
         &self,
         prefix: &str,
         revision: Option<i64>,

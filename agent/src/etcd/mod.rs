@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod apps;
+pub mod jobs;
 pub mod render;
 pub mod upgrades;
 

@@ -64,6 +64,13 @@ impl AppId {
         Ok(AppId(format!("/{}", parts.join("/"))))
     }
 
+    /// What the placer counts a job's runs under: a name no app can have
+    /// (its first part starts with a dot), so that UNIQUE and MAX_PER count
+    /// the job's own runs only.
+    pub fn for_job(job: &crate::job::JobId) -> AppId {
+        AppId(format!("/.job/{job}"))
+    }
+
     /// The root group, `/`.
     pub fn root() -> AppId {
         AppId(String::from("/"))

@@ -104,10 +104,20 @@ pub fn world(
                 stopping: t.stopping,
                 stopping_since: t.stopping_since,
             }),
+            // A job's attempt holds its node's resources only until it
+            // ends (its record stays, for its logs, until the run is
+            // trimmed).
+            None if t.run_of.is_some()
+                && report.is_some_and(|r| {
+                    matches!(
+                        r.state,
+                        TaskState::Exited | TaskState::Stopped | TaskState::Lost
+                    )
+                }) => {}
             None => pinned.push(Alloc {
                 node: t.node.clone(),
                 app: None,
-                resources: task_resources(&t.spec, 0),
+                resources: task_resources(&t.spec, t.run_of.as_ref().map_or(0, |r| r.disk_mib)),
                 host_ports: Vec::new(),
             }),
         }
@@ -195,6 +205,7 @@ pub fn changes(
                         host_ports: host_ports.iter().flatten().copied().collect(),
                         stopping: false,
                         stopping_since: None,
+                        run_of: None,
                     },
                 ));
             }

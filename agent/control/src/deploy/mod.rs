@@ -411,12 +411,10 @@ pub fn instance_id(app: &AppId, version: u64, n: u64) -> String {
     format!("{}.{version}.{n}", app.dns_label())
 }
 
-/// What the scheduler does next, given the world at `now` (unix seconds)
-/// and why apps wait (`waiting`, as the last plan left it, so that an
-/// unchanged reason is not written again).
-pub fn plan(world: &World, now: u64, waiting: &BTreeMap<AppId, String>) -> Plan {
-    let mut out = Plan::default();
-    let snapshot = Snapshot {
+/// What the placer counts of `world`: its nodes, and what the pinned
+/// tasks and the instances that have not ended hold.
+pub fn snapshot(world: &World) -> Snapshot {
+    Snapshot {
         nodes: world.nodes.iter().map(|n| n.view.clone()).collect(),
         allocs: world
             .pinned
@@ -430,8 +428,15 @@ pub fn plan(world: &World, now: u64, waiting: &BTreeMap<AppId, String>) -> Plan 
                     .map(Instance::alloc),
             )
             .collect(),
-    };
-    let mut placer = Placer::new(&snapshot);
+    }
+}
+
+/// What the scheduler does next, given the world at `now` (unix seconds)
+/// and why apps wait (`waiting`, as the last plan left it, so that an
+/// unchanged reason is not written again).
+pub fn plan(world: &World, now: u64, waiting: &BTreeMap<AppId, String>) -> Plan {
+    let mut out = Plan::default();
+    let mut placer = Placer::new(&snapshot(world));
     let unreachable: BTreeMap<&str, u64> = world
         .nodes
         .iter()

@@ -12,6 +12,7 @@
 //! The plan this grows into (the leader's loop, the store, the API and
 //! the CLI) is `docs/design/jobs.md`.
 
+pub mod apply;
 pub mod cron;
 pub mod file;
 pub mod metronome;
@@ -21,6 +22,7 @@ pub mod record;
 pub mod runs;
 pub mod spec;
 pub mod tz;
+pub mod view;
 
 pub use file::{JobFile, read, read_schedule};
 pub use spec::{JobId, JobSpec, RunSpec, ScheduleSpec};

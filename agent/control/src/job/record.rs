@@ -100,6 +100,17 @@ pub fn stamp(at: u64) -> String {
     ts.strftime("%Y%m%d%H%M%S").to_string()
 }
 
+/// What a task that is an attempt of a job's run records about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOf {
+    pub job: JobId,
+    pub run: RunId,
+    pub attempt: u32,
+    /// The scratch disk it was placed with, in MiB.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disk_mib: u64,
+}
+
 /// What started a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

@@ -185,6 +185,13 @@ impl Needs for DeployApps {
     const WHAT: &'static str = "deploy apps";
 }
 
+/// The job routes that change something.
+pub struct DeployJobs;
+impl Needs for DeployJobs {
+    const PERMISSION: Permission = Permission::Deploy;
+    const WHAT: &'static str = "add, run and remove jobs";
+}
+
 /// `DELETE /v1/tasks/{id}`.
 pub struct StopTasks;
 impl Needs for StopTasks {
@@ -406,8 +413,21 @@ mod tests {
             api::APP_VERSIONS,
             api::LIST_DEPLOYMENTS,
             api::SHOW_DEPLOYMENT,
+            api::LIST_JOBS,
+            api::SHOW_JOB,
+            api::LIST_RUNS,
+            api::SHOW_RUN,
         ] {
             check::<ReadState>(route);
+        }
+        for route in [
+            api::PUT_JOB,
+            api::REMOVE_JOB,
+            api::START_RUN,
+            api::KILL_RUN,
+            api::ENABLE_SCHEDULE,
+        ] {
+            check::<DeployJobs>(route);
         }
         for route in [
             api::DEPLOY_APPS,

@@ -150,6 +150,25 @@ pub enum ApiError {
     RolloutChanged,
     #[error("no app `{0}`: `strata app list` shows the cluster's apps")]
     NoSuchApp(String),
+    /// A job the API refuses: every problem, one per line.
+    #[error("{0}")]
+    BadJob(String),
+    #[error("no job `{0}`: `strata job list` shows the cluster's jobs")]
+    NoSuchJob(String),
+    #[error("job `{job}` has no run `{run}`: `strata job history {job}` shows its runs")]
+    NoSuchRun { job: String, run: String },
+    #[error("job `{job}` has no schedule `{schedule}`: `strata job show {job}` shows its schedules")]
+    NoSuchSchedule { job: String, schedule: String },
+    #[error("job `{0}` changed while this request was handled: try again")]
+    JobChanged(String),
+    #[error("job `{0}` is being removed")]
+    JobRemoving(String),
+    #[error("run `{run}` of job `{job}` has ended ({state}): nothing to kill")]
+    RunEnded {
+        job: String,
+        run: String,
+        state: String,
+    },
     #[error("no deployment `{0}`: `strata deployment list` shows them")]
     NoSuchDeployment(String),
     #[error("app `{0}` changed while this request was handled: try again")]
@@ -205,6 +224,7 @@ impl ApiError {
             | BadTokenRequest(_)
             | BadExec(_)
             | BadApp(_)
+            | BadJob(_)
             | BadDrain(_)
             | BadBundle(_)
             | BadPath(_) => StatusCode::BAD_REQUEST,
@@ -229,9 +249,14 @@ impl ApiError {
             BundleStorage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ExecNotAttached { .. } => StatusCode::GATEWAY_TIMEOUT,
-            TaskExists(_) | Lease(_) | LastAdmin(_) | AppChanged(_) | DeploymentState { .. } => {
-                StatusCode::CONFLICT
-            }
+            TaskExists(_)
+            | Lease(_)
+            | LastAdmin(_)
+            | AppChanged(_)
+            | DeploymentState { .. }
+            | JobChanged(_)
+            | JobRemoving(_)
+            | RunEnded { .. } => StatusCode::CONFLICT,
             NotJoined(_)
             | NoSuchNode(_)
             | TaskNodeUnknown { .. }
@@ -240,6 +265,9 @@ impl ApiError {
             | ExecElsewhere(_)
             | NoSuchApp(_)
             | NoSuchDeployment(_)
+            | NoSuchJob(_)
+            | NoSuchRun { .. }
+            | NoSuchSchedule { .. }
             | NoRoute => StatusCode::NOT_FOUND,
             AccessNotLoaded | Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Serialize(_) | Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -317,6 +345,13 @@ impl ApiError {
             NoSuchDeployment(_) => "no-such-deployment",
             AppChanged(_) => "app-changed",
             DeploymentState { .. } => "deployment-state",
+            BadJob(_) => "bad-job",
+            NoSuchJob(_) => "no-such-job",
+            NoSuchRun { .. } => "no-such-run",
+            NoSuchSchedule { .. } => "no-such-schedule",
+            JobChanged(_) => "job-changed",
+            JobRemoving(_) => "job-removing",
+            RunEnded { .. } => "run-ended",
             Shared { code: c, .. } => c,
         }
     }

@@ -34,7 +34,7 @@ use tower::ServiceExt;
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo};
 use error::ApiError;
-use routes::{apps, audit_log, bundles, cluster, exec, join, nodes, tasks, tokens, watch};
+use routes::{apps, audit_log, bundles, cluster, exec, jobs, join, nodes, tasks, tokens, watch};
 
 /// Every task and every break-glass session waiting for its node, as the
 /// assignment long-polls last read them.
@@ -296,6 +296,15 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::SHOW_DEPLOYMENT, apps::show_deployment),
         mount(api_routes::ROLLBACK_DEPLOYMENT, apps::rollback_deployment),
         mount(api_routes::PROMOTE_DEPLOYMENT, apps::promote_deployment),
+        mount(api_routes::LIST_JOBS, jobs::list_jobs),
+        mount(api_routes::PUT_JOB, jobs::put_job),
+        mount(api_routes::SHOW_JOB, jobs::show_job),
+        mount(api_routes::REMOVE_JOB, jobs::remove_job),
+        mount(api_routes::START_RUN, jobs::start_run),
+        mount(api_routes::LIST_RUNS, jobs::list_runs),
+        mount(api_routes::SHOW_RUN, jobs::show_run),
+        mount(api_routes::KILL_RUN, jobs::kill_run),
+        mount(api_routes::ENABLE_SCHEDULE, jobs::enable_schedule),
         mount(api_routes::PUSH_BUNDLE, bundles::push_bundle),
         mount(api_routes::LIST_BUNDLES, bundles::list_bundles),
         mount(api_routes::FETCH_BUNDLE, bundles::fetch_bundle),

@@ -2,7 +2,7 @@
 //! ([`nodes`]), the long-polls ([`watch`]), the cluster ([`cluster`]),
 //! tasks ([`tasks`]), join and user tokens ([`tokens`]), the audit log
 //! ([`audit_log`]), break-glass sessions ([`exec`]), apps with their
-//! deployments ([`apps`]) and update bundles with node upgrades
+//! deployments ([`apps`]), jobs with their runs ([`jobs`]) and update bundles with node upgrades
 //! ([`bundles`]). Each takes its
 //! caller from an extractor of [`super::auth`] and answers with
 //! [`super::error::ApiError`] on failure.
@@ -12,6 +12,7 @@ pub mod audit_log;
 pub mod bundles;
 pub mod cluster;
 pub mod exec;
+pub mod jobs;
 pub mod join;
 pub mod nodes;
 pub mod tasks;

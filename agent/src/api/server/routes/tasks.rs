@@ -39,6 +39,7 @@ pub async fn create_task(
         host_ports: Vec::new(),
         stopping: false,
         stopping_since: None,
+        run_of: None,
     };
     if !state.store.create_task(&id, &record).await? {
         return Err(ApiError::TaskExists(id));
