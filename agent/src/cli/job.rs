@@ -118,6 +118,8 @@ pub enum JobCommand {
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -129,8 +131,6 @@ pub enum ScheduleCommand {
         id: String,
         /// The schedule's id.
         schedule: String,
-        #[command(flatten)]
-        target: Target,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -141,8 +141,6 @@ pub enum ScheduleCommand {
         id: String,
         /// The schedule's id.
         schedule: String,
-        #[command(flatten)]
-        target: Target,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -242,27 +240,14 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
                 )
             })
         }
-        JobCommand::Schedule { command } => {
-            let (id, schedule, target, json, enabled) = match command {
-                ScheduleCommand::Enable {
-                    id,
-                    schedule,
-                    target,
-                    json,
-                } => (id, schedule, target, json, true),
-                ScheduleCommand::Disable {
-                    id,
-                    schedule,
-                    target,
-                    json,
-                } => (id, schedule, target, json, false),
+        JobCommand::Schedule { command, target } => {
+            let (id, schedule, json, enabled) = match command {
+                ScheduleCommand::Enable { id, schedule, json } => (id, schedule, json, true),
+                ScheduleCommand::Disable { id, schedule, json } => (id, schedule, json, false),
             };
             let id = parse_id(&id)?;
-            let view = runtime()?.block_on(target.client()?.enable_schedule(
-                &id,
-                &schedule,
-                enabled,
-            ))?;
+            let view =
+                runtime()?.block_on(target.client()?.enable_schedule(&id, &schedule, enabled))?;
             output::emit(json, &view, |v| {
                 let next = v
                     .schedules

@@ -210,6 +210,11 @@ fn run_outcome(r: &control::job::record::RunRecord) -> String {
             }
             out
         }
+        // The reason says it was skipped, and why.
+        RunState::Skipped => r
+            .reason
+            .as_ref()
+            .map_or_else(|| r.state.to_string(), |reason| reason.to_string()),
         _ => {
             let mut out = r.state.to_string();
             if let Some(reason) = &r.reason {
@@ -285,7 +290,10 @@ pub fn job_list(jobs: &[control::job::view::JobView]) -> String {
             ]
         })
         .collect();
-    table(&["JOB", "SCHEDULES", "NEXT RUN (UTC)", "GOING", "LAST RUN"], &rows)
+    table(
+        &["JOB", "SCHEDULES", "NEXT RUN (UTC)", "GOING", "LAST RUN"],
+        &rows,
+    )
 }
 
 /// `strata job show`.
@@ -296,7 +304,11 @@ pub fn job_show(j: &control::job::view::JobView) -> String {
         "job {} (version {}){}\n",
         spec.id,
         j.record.version,
-        if j.record.removing { ", being removed" } else { "" }
+        if j.record.removing {
+            ", being removed"
+        } else {
+            ""
+        }
     );
     if let Some(d) = &spec.description {
         out.push_str(&format!("  {d}\n"));
@@ -326,7 +338,14 @@ pub fn job_show(j: &control::job::view::JobView) -> String {
             })
             .collect();
         out.push_str(&table(
-            &["SCHEDULE", "CRON", "ZONE", "ENABLED", "NEXT (UTC)", "UNRECORDED SKIPS"],
+            &[
+                "SCHEDULE",
+                "CRON",
+                "ZONE",
+                "ENABLED",
+                "NEXT (UTC)",
+                "UNRECORDED SKIPS",
+            ],
             &rows,
         ));
     }
@@ -356,7 +375,9 @@ pub fn run_history(runs: &[control::job::record::RunRecord]) -> String {
         })
         .collect();
     table(
-        &["RUN", "TRIGGER", "NODE", "ATTEMPTS", "STARTED", "FINISHED", "RESULT"],
+        &[
+            "RUN", "TRIGGER", "NODE", "ATTEMPTS", "STARTED", "FINISHED", "RESULT",
+        ],
         &rows,
     )
 }

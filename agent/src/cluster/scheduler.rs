@@ -22,10 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use control::app::AppId;
-use control::job;
-use control::schedule::Placer;
 use control::deploy::apply::{self, Reserve};
+use control::job;
 use control::model::NodeState;
+use control::schedule::Placer;
 
 use crate::etcd::Store;
 use crate::etcd::apps::Leadership;

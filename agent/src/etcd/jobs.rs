@@ -188,7 +188,11 @@ impl Store {
             });
         }
         for r in &changes.put_runs {
-            groups.push(one(TxnOp::put(run_key(&r.job, &r.id), record_json(r), None)));
+            groups.push(one(TxnOp::put(
+                run_key(&r.job, &r.id),
+                record_json(r),
+                None,
+            )));
         }
         for (job, schedule, state) in &changes.put_states {
             groups.push(one(TxnOp::put(
@@ -201,7 +205,11 @@ impl Store {
             groups.push(one(TxnOp::delete(state_key(job, schedule), None)));
         }
         for (id, t) in &changes.put_tasks {
-            groups.push(one(TxnOp::put(format!("{TASKS}{id}"), record_json(t), None)));
+            groups.push(one(TxnOp::put(
+                format!("{TASKS}{id}"),
+                record_json(t),
+                None,
+            )));
         }
         for id in &changes.delete_tasks {
             groups.push(Group {

@@ -130,9 +130,7 @@ pub fn round(input: &Input<'_>, now: u64, placer: &mut Placer) -> Round {
                     schedule,
                     state,
                 } => out.changes.put_states.push((job, schedule, state)),
-                Action::Forget { job, schedule } => {
-                    out.changes.delete_states.push((job, schedule))
-                }
+                Action::Forget { job, schedule } => out.changes.delete_states.push((job, schedule)),
                 Action::Stop { run, reason, .. } => {
                     if let Some(w) = runs.get_mut(&run)
                         && w.record.stop.is_none()
@@ -170,7 +168,8 @@ pub fn round(input: &Input<'_>, now: u64, placer: &mut Placer) -> Round {
     // left them): deleted with their tasks.
     for (job, runs) in by_job {
         for r in runs {
-            out.lines.push(format!("trim {job} {}: its job is gone", r.id));
+            out.lines
+                .push(format!("trim {job} {}: its job is gone", r.id));
             out.changes.delete_runs.push((job.clone(), r.id.clone()));
             for a in &r.attempts {
                 out.changes.delete_tasks.push(a.task.clone());

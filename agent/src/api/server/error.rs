@@ -157,7 +157,9 @@ pub enum ApiError {
     NoSuchJob(String),
     #[error("job `{job}` has no run `{run}`: `strata job history {job}` shows its runs")]
     NoSuchRun { job: String, run: String },
-    #[error("job `{job}` has no schedule `{schedule}`: `strata job show {job}` shows its schedules")]
+    #[error(
+        "job `{job}` has no schedule `{schedule}`: `strata job show {job}` shows its schedules"
+    )]
     NoSuchSchedule { job: String, schedule: String },
     #[error("job `{0}` changed while this request was handled: try again")]
     JobChanged(String),

@@ -95,10 +95,16 @@ fn show(r: &Round) -> String {
     };
     out.extend(c.create_runs.iter().map(|r| format!("create {}", run(r))));
     out.extend(c.put_runs.iter().map(|r| format!("put {}", run(r))));
-    out.extend(c.delete_runs.iter().map(|(j, r)| format!("delete run {j} {r}")));
-    out.extend(c.put_states.iter().map(|(j, s, st)| {
-        format!("state {j}/{s} cursor {} next {:?}", st.cursor, st.next)
-    }));
+    out.extend(
+        c.delete_runs
+            .iter()
+            .map(|(j, r)| format!("delete run {j} {r}")),
+    );
+    out.extend(
+        c.put_states
+            .iter()
+            .map(|(j, s, st)| format!("state {j}/{s} cursor {} next {:?}", st.cursor, st.next)),
+    );
     out.extend(c.put_tasks.iter().map(|(id, t)| {
         format!(
             "task {id} on {} {:?} stopping {} env {:?}",
@@ -202,10 +208,8 @@ fn a_manual_run_is_placed_then_ends_with_its_exit_code() {
     w.commit(&r);
     rounds.push(r);
     let task = "nightly.20261201002000-manual-0001.1";
-    w.reports.insert(
-        task.to_string(),
-        report(TaskState::Running, None, NOW + 2),
-    );
+    w.reports
+        .insert(task.to_string(), report(TaskState::Running, None, NOW + 2));
     let r = w.round(NOW + 3, &mut placer(&[("a1", 1000)]));
     w.commit(&r);
     rounds.push(r);
@@ -239,10 +243,8 @@ fn a_manual_run_is_placed_then_ends_with_its_exit_code() {
 
 #[test]
 fn a_due_schedule_creates_its_run_and_places_it_in_one_round() {
-    let j = job(
-        "[run]\nimage = \"busybox\"\ncmd = \"true\"\n\
-         [[schedules]]\nid = \"every-minute\"\ncron = \"* * * * *\"\n",
-    );
+    let j = job("[run]\nimage = \"busybox\"\ncmd = \"true\"\n\
+         [[schedules]]\nid = \"every-minute\"\ncron = \"* * * * *\"\n");
     let mut w = World::new(vec![j], Vec::new());
     let mut rounds = Vec::new();
     // The schedule starts from now, without backfill.
@@ -291,7 +293,9 @@ fn runs_share_the_placer_with_what_it_counted_before() {
         },
         host_ports: Vec::new(),
     });
-    check(&[w.round(NOW, &mut p)], expect![[r#"
+    check(
+        &[w.round(NOW, &mut p)],
+        expect![[r#"
         round 1:
         place nightly 20261201002000-manual-0001 attempt 1 on a1 as nightly.20261201002000-manual-0001.1
         wait nightly 20261201002000-manual-0002: no node can take the run: too few free cpus for 1 (2 nodes)
@@ -299,5 +303,6 @@ fn runs_share_the_placer_with_what_it_counted_before() {
         put 20261201002000-manual-0002 queued [] waiting Some("no node can take the run: too few free cpus for 1 (2 nodes)")
         task nightly.20261201002000-manual-0001.1 on a1 ["/bin/sh", "-c", "sleep 60"] stopping false env [("STRATA_JOB_ATTEMPT", "1"), ("STRATA_JOB_ID", "nightly"), ("STRATA_JOB_RUN_ID", "20261201002000-manual-0001")]
         wake at +3600
-    "#]]);
+    "#]],
+    );
 }

@@ -331,12 +331,7 @@ pub async fn enable_schedule(
         if record.removing {
             return Err(ApiError::JobRemoving(id.to_string()));
         }
-        let Some(s) = record
-            .spec
-            .schedules
-            .iter_mut()
-            .find(|s| s.id == schedule)
-        else {
+        let Some(s) = record.spec.schedules.iter_mut().find(|s| s.id == schedule) else {
             return Err(ApiError::NoSuchSchedule {
                 job: id.to_string(),
                 schedule,
