@@ -199,7 +199,7 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
                 eprintln!("run {} of job {} queued", run.id, run.job);
             }
             let ended = rt.block_on(wait_run(&client, &id, &run, timeout, json))?;
-            output::emit(json, &ended, |r| output::run_ended(r))?;
+            output::emit(json, &ended, output::run_ended)?;
             let code = match (ended.state, ended.exit_code) {
                 (RunState::Succeeded, _) => 0,
                 (_, Some(c)) if c != 0 => c,
