@@ -1,6 +1,8 @@
 //! The node's side of break-glass sessions (`strata node exec`): the
 //! sessions a master offers in the assignment watch are attached to
-//! ([`Sessions::offer`]) and their command run ([`serve`]).
+//! ([`Sessions::offer`]) and their command run ([`serve`]). A log session
+//! (`strata job logs`) runs no command: it streams a task's output from
+//! its directory ([`serve_logs`]).
 //!
 //! The command runs as the agent does: root, with every capability, in
 //! the host's namespaces and the host's root, which is what a privileged
@@ -21,10 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use control::exec::{Decoder, ExecRequest, ExecSession, Frame};
+use control::exec::{Decoder, ExecRequest, ExecSession, Frame, TaskLogs};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
 use crate::api::client::ApiClient;
 
@@ -50,14 +52,18 @@ const ENV: &[(&str, &str)] = &[
 pub struct Sessions {
     client: Arc<ApiClient>,
     seen: Mutex<VecDeque<String>>,
+    /// Where the node keeps its tasks (their logs), if it runs any.
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Sessions {
-    /// `client` carries the node's certificate.
-    pub fn new(client: Arc<ApiClient>) -> Sessions {
+    /// `client` carries the node's certificate; `state_dir` holds the
+    /// node's tasks.
+    pub fn new(client: Arc<ApiClient>, state_dir: Option<std::path::PathBuf>) -> Sessions {
         Sessions {
             client,
             seen: Mutex::default(),
+            state_dir,
         }
     }
 
@@ -78,6 +84,10 @@ impl Sessions {
             }
             if !ExecSession::valid_id(&session.id) {
                 tracing::warn!("exec: session with a malformed id refused");
+                continue;
+            }
+            if let Some(logs) = &session.logs {
+                self.logs(session, logs);
                 continue;
             }
             if let Err(e) = session.request.validate() {
@@ -120,6 +130,114 @@ impl Sessions {
             });
         }
     }
+}
+
+impl Sessions {
+    /// Starts a log session: attaches and streams the task's output.
+    fn logs(&self, session: &ExecSession, logs: &TaskLogs) {
+        let Some(state_dir) = self.state_dir.clone() else {
+            tracing::warn!(session = %session.id, "exec: log session {} refused: this node keeps no tasks", session.id);
+            return;
+        };
+        if !control::task::spec::valid_id(&logs.task) {
+            tracing::warn!(session = %session.id, "exec: log session {} refused: a malformed task id", session.id);
+            return;
+        }
+        tracing::info!(
+            session = %session.id,
+            "exec: log session {} for {} (through master {}): task {}",
+            session.id,
+            session.requested_by,
+            session.master,
+            logs.task
+        );
+        let client = self.client.clone();
+        let (session, logs) = (session.clone(), logs.clone());
+        tokio::spawn(async move {
+            let stream = match client.attach_exec(&session.id).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(session = %session.id, "exec: cannot attach to log session {}: {e}", session.id);
+                    return;
+                }
+            };
+            let dir = crate::tasks::task_dir(&state_dir, &logs.task);
+            if let Err(e) = serve_logs(stream, &dir, &logs).await {
+                tracing::info!(session = %session.id, "exec: log session {} ended: {e}", session.id);
+            }
+        });
+    }
+}
+
+/// How often a followed log is looked at for what was written since.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// Streams the task's stdout then its stderr as frames, and with `follow`
+/// what both get next until the task no longer runs; then `Exit(0)`. At
+/// most a frame's bytes are held at a time, however long the logs; a
+/// caller that goes away ends the session.
+pub async fn serve_logs<S>(
+    stream: S,
+    dir: &crate::runtime::TaskDir,
+    logs: &TaskLogs,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    if !dir.0.join("spec.json").exists() {
+        let why = format!(
+            "no task `{}` on this node (its directory is gone)",
+            logs.task
+        );
+        wr.write_all(&Frame::Failed(why).encode()).await?;
+        return wr.shutdown().await;
+    }
+    let files: [(std::path::PathBuf, MakeFrame); 2] = [
+        (dir.stdout_log(), Frame::Stdout),
+        (dir.stderr_log(), Frame::Stderr),
+    ];
+    let mut offsets = [0u64; 2];
+    let mut buf = vec![0u8; control::exec::MAX_FRAME];
+    let mut closed = [0u8; 64];
+    loop {
+        // Whether the task still runs, asked before reading, so that what
+        // it wrote before it ended is read once more.
+        let running = logs.follow
+            && matches!(
+                crate::runtime::status(dir),
+                crate::runtime::Status::Running(_)
+            );
+        for (i, (path, make)) in files.iter().enumerate() {
+            let Ok(mut file) = tokio::fs::File::open(path).await else {
+                continue;
+            };
+            file.seek(std::io::SeekFrom::Start(offsets[i])).await?;
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                offsets[i] += n as u64;
+                wr.write_all(&make(buf[..n].to_vec()).encode()).await?;
+            }
+        }
+        if !running {
+            break;
+        }
+        // The caller's side sends nothing but the end of its input: a
+        // read that ends means it went away.
+        tokio::select! {
+            read = rd.read(&mut closed) => {
+                if read? == 0 {
+                    return Ok(());
+                }
+            }
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+    }
+    wr.write_all(&Frame::Exit(0).encode()).await?;
+    wr.shutdown().await
 }
 
 /// What the threads around the command tell the session.
@@ -596,6 +714,73 @@ mod tests {
             String::from_utf8_lossy(&err).into_owned(),
             last.expect("a last frame"),
         )
+    }
+
+    /// The frames a log session of the task directory `dir` sends.
+    async fn log_frames(dir: &crate::runtime::TaskDir) -> Vec<Frame> {
+        let (mut admin, node) = tokio::io::duplex(1 << 20);
+        let logs = TaskLogs {
+            task: "t".into(),
+            follow: false,
+        };
+        serve_logs(node, dir, &logs)
+            .await
+            .expect("the session is served");
+        let mut bytes = Vec::new();
+        admin
+            .read_to_end(&mut bytes)
+            .await
+            .expect("the frames are read");
+        let mut decoder = Decoder::default();
+        decoder.push(&bytes);
+        let mut frames = Vec::new();
+        while let Some(f) = decoder.next_frame().expect("frames decode") {
+            frames.push(f);
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn a_log_session_sends_stdout_then_stderr_in_frames_then_ends() {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let dir = crate::runtime::TaskDir(tmp.path().to_path_buf());
+        std::fs::create_dir_all(dir.0.join("logs")).expect("logs");
+        std::fs::write(dir.0.join("spec.json"), "{}").expect("spec");
+        // Longer than a frame: it comes in several.
+        let long = vec![b'x'; control::exec::MAX_FRAME + 10];
+        std::fs::write(dir.stdout_log(), &long).expect("stdout");
+        std::fs::write(dir.stderr_log(), "err\n").expect("stderr");
+        let frames = log_frames(&dir).await;
+        let kinds: Vec<String> = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Stdout(b) => format!("stdout {}", b.len()),
+                Frame::Stderr(b) => format!("stderr {:?}", String::from_utf8_lossy(b)),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                format!("stdout {}", control::exec::MAX_FRAME),
+                "stdout 10".to_string(),
+                "stderr \"err\\n\"".to_string(),
+                "Exit(0)".to_string(),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_session_of_a_task_the_node_does_not_hold_fails() {
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let dir = crate::runtime::TaskDir(tmp.path().join("gone"));
+        let frames = log_frames(&dir).await;
+        assert_eq!(
+            frames,
+            [Frame::Failed(
+                "no task `t` on this node (its directory is gone)".into()
+            )]
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,8 @@
 //! - the scheduling master killed four seconds before a minute: the other
 //!   master takes over and that minute still gives exactly one run, with
 //!   one attempt, none skipped;
+//! - `job logs` prints a run's output from the agent through the
+//!   masters, and with `-f` follows a run until it ends;
 //! - `job kill` ends a run killed, and `job remove` takes a job away.
 //!
 //! No wall-clock assertion: the checks wait for what must happen. Root
@@ -229,7 +231,10 @@ fn jobs_run_once_and_keep_their_history() {
     assert!(e.contains("no job `no.such.job`"), "{e}");
 
     // Manual runs: `job run --wait` exits with the run's exit code.
-    for (id, cmd) in [("once.ok", "echo done"), ("once.fails", "exit 3")] {
+    for (id, cmd) in [
+        ("once.ok", "echo done"),
+        ("once.fails", "echo failing >&2; exit 3"),
+    ] {
         let file = dir.join(format!("{id}.toml"));
         std::fs::write(&file, job_toml(id, cmd, "")).expect("write a job file");
         c.cli_ok(&["job", "add", &file.display().to_string()]);
@@ -253,6 +258,15 @@ fn jobs_run_once_and_keep_their_history() {
     assert_eq!(a.node, "agent-1", "{r:?}");
     assert!(r.finished_at.is_some() && a.finished_at.is_some(), "{r:?}");
     println!("{}", c.cli_ok(&["job", "history", "once.fails"]));
+    // Their output, from the agent, through the masters.
+    let logs = c.cli_ok(&["job", "logs", "once.ok"]);
+    assert_eq!(logs, "done\n");
+    let (code, logs) = cli_status(&c, &["job", "logs", "once.fails", r.id.as_str()]);
+    assert_eq!((code, logs.as_str()), (0, "failing\n"));
+    let e = c
+        .cli(&["job", "logs", "once.fails", "20990101000000-manual-0000"])
+        .expect_err("the logs of a run that does not exist");
+    assert!(e.contains("has no run"), "{e}");
 
     // Two schedules every minute: one that allows runs side by side, and
     // one FORBID whose run outlasts its minute.
@@ -271,7 +285,7 @@ fn jobs_run_once_and_keep_their_history() {
         &slow,
         job_toml(
             "every.slow",
-            "sleep 100",
+            "echo started; sleep 100",
             "[[schedules]]\nid = \"minutely\"\ncron = \"* * * * *\"\nconcurrency_policy = \"forbid\"\n",
         ),
     )
@@ -365,6 +379,27 @@ fn jobs_run_once_and_keep_their_history() {
     );
     println!("{}", c.cli_ok(&["job", "history", "every.slow"]));
 
+    // Its output followed (`-f`) while it runs: the command ends once the
+    // run's task ended, killed below.
+    let ctx = c.context.display().to_string();
+    let follow = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c.master_ns(),
+            &c.strata.display().to_string(),
+            "job",
+            "logs",
+            "--context",
+            &ctx,
+            "every.slow",
+            first_slow.id.as_str(),
+            "-f",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("job logs -f starts");
     // Killed: the run ends killed once its task stopped.
     let out = c.cli_ok(&["job", "kill", "every.slow", first_slow.id.as_str()]);
     assert!(out.contains("stopping"), "{out}");
@@ -378,6 +413,15 @@ fn jobs_run_once_and_keep_their_history() {
         matches!(killed.reason, Some(EndReason::Killed { .. })),
         "{killed:?}"
     );
+    let mut follow = follow;
+    let status = c.wait(
+        "job logs -f to end with the run",
+        Duration::from_secs(60),
+        || follow.try_wait().expect("job logs -f can be waited for"),
+    );
+    let followed = follow.wait_with_output().expect("job logs -f's output");
+    assert!(status.success(), "{status:?}: {followed:?}");
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), "started\n");
 
     // Disabled, a schedule fires no more; removed, a job goes.
     c.cli_ok(&["job", "schedule", "disable", "every.tick", "minutely"]);

@@ -397,6 +397,17 @@ pub const PROMOTE_DEPLOYMENT: Route = route(
     "promote_deployment",
 )
 .needs(Permission::Deploy);
+/// `POST /v1/tasks/{id}/logs`: a task's output, from its node (a log
+/// session: the request upgrades its connection as `EXEC_NODE`'s does,
+/// and the node streams the task's stdout and stderr as frames of
+/// `crate::exec`; with `follow`, until the task ends).
+pub const TASK_LOGS: Route = route(
+    Method::Post,
+    "/v1/tasks/{id}/logs",
+    Auth::Operator,
+    "task_logs",
+)
+.needs(Permission::Deploy);
 /// `GET /v1/jobs`: every job, with its schedules' next times, its runs
 /// going and its last one.
 pub const LIST_JOBS: Route =
@@ -587,6 +598,7 @@ pub const ROUTES: &[Route] = &[
     SHOW_RUN,
     KILL_RUN,
     ENABLE_SCHEDULE,
+    TASK_LOGS,
 ];
 
 /// The `code` of an error body (`model::ApiErrorBody`) that clients act

@@ -101,6 +101,29 @@ pub struct ExecSession {
     pub master: String,
     /// Who asked (the audit log's label of the token).
     pub requested_by: String,
+    /// A log session: the node streams this task's output instead of
+    /// running `request` (whose command is then empty, which a node too
+    /// old to know log sessions refuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<TaskLogs>,
+}
+
+/// What a log session streams: a task's output as its node keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLogs {
+    pub task: String,
+    /// Go on with what the task writes until it ends.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// `POST /v1/tasks/{id}/logs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    #[serde(default)]
+    pub follow: bool,
 }
 
 impl ExecSession {

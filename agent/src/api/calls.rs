@@ -345,6 +345,24 @@ impl ApiClient {
         .await
     }
 
+    /// `POST /v1/tasks/{id}/logs`: the connection, once the task's node
+    /// has attached, carrying its output as frames of `control::exec`.
+    pub async fn task_logs(&self, task: &str, follow: bool) -> Result<Upgraded> {
+        let wait = std::time::Duration::from_secs(exec::ATTACH_WAIT_SECONDS + 15);
+        let req = exec::LogsRequest {
+            format: Default::default(),
+            follow,
+        };
+        self.upgrade(
+            &routes::TASK_LOGS.fill(&[task]),
+            &req,
+            exec::PROTOCOL,
+            &[],
+            wait,
+        )
+        .await
+    }
+
     /// `POST /v1/exec/{id}/attach`, on whichever master holds the session.
     pub async fn attach_exec(&self, id: &str) -> Result<Upgraded> {
         let wait = std::time::Duration::from_secs(15);

@@ -4,7 +4,8 @@
 //! schedule fires next, in its zone and in UTC. The others go through the
 //! API: `add` stores a job (checked the same way first), `run` starts a
 //! run now and with `--wait` exits with its exit code, `history`, `show`
-//! and `list` read what the scheduling master recorded.
+//! and `list` read what the scheduling master recorded, and `logs` reads a
+//! run's output from the node it ran on, through the masters.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,6 +91,20 @@ pub enum JobCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// A run's output (its last attempt's stdout, then its stderr), from
+    /// the node it ran on, through the masters.
+    Logs {
+        /// The job's id.
+        id: String,
+        /// The run's id (`strata job history ID`); the newest run that
+        /// was placed when absent.
+        run: Option<String>,
+        /// Go on with what the run writes until it ends.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        target: Target,
     },
     /// Stop a run going (its task is stopped; the run ends killed).
     Kill {
@@ -214,6 +229,50 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
             let id = parse_id(&id)?;
             let runs = runtime()?.block_on(target.client()?.list_runs(&id))?;
             output::emit(json, &runs, |r| output::run_history(r))
+        }
+        JobCommand::Logs {
+            id,
+            run,
+            follow,
+            target,
+        } => {
+            let id = parse_id(&id)?;
+            let client = target.client()?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                let runs = client.list_runs(&id).await?;
+                let chosen = match &run {
+                    Some(r) => runs.iter().find(|x| x.id.as_str() == r).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "job {id} has no run `{r}`: `strata job history {id}` shows its runs"
+                        )
+                    })?,
+                    None => runs
+                        .iter()
+                        .rev()
+                        .find(|x| !x.attempts.is_empty())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "no run of job {id} has started yet: `strata job run {id}` starts one"
+                            )
+                        })?,
+                };
+                let Some(attempt) = chosen.attempts.last() else {
+                    anyhow::bail!(
+                        "run {} of job {id} was never placed ({}): it has no output",
+                        chosen.id,
+                        output::run_progress(chosen)
+                    );
+                };
+                let stream = client.task_logs(&attempt.task, follow).await.with_context(|| {
+                    format!(
+                        "cannot read the output of run {} (task {} on node {})",
+                        chosen.id, attempt.task, attempt.node
+                    )
+                })?;
+                crate::exec::drive(stream, false, None).await?;
+                Ok(())
+            })
         }
         JobCommand::Kill {
             id,

@@ -85,7 +85,7 @@ async fn run(
     // the watch keeps only its latest answer until the supervisor reads it.
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Assigned>>(None);
     let watch = Arc::new(watch);
-    let exec = crate::exec::Sessions::new(watch.clone());
+    let exec = crate::exec::Sessions::new(watch.clone(), Some(state_dir.clone()));
     tokio::spawn(follow(watch, tx, Some(exec), upgrader));
     let mut supervisor = loop {
         let opened = std::env::current_exe()

@@ -163,17 +163,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("bad size {text:?}: too large"))
 }
 
+/// Whether `id` is a task id: 1-63 lowercase letters, digits, `-`, `_` or
+/// `.`, not starting with a dot (a node makes it a directory's name).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && !id.starts_with('.')
+}
+
 impl TaskSpec {
     /// Checks everything that can be checked without the image.
     pub fn validate(&self) -> Result<(), String> {
-        let id_ok = !self.id.is_empty()
-            && self.id.len() <= 63
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-            && !self.id.starts_with('.');
-        if !id_ok {
+        if !valid_id(&self.id) {
             return Err(format!(
                 "task id {:?} is invalid: use 1-63 lowercase letters, digits, '-', '_' or '.'",
                 self.id

@@ -185,6 +185,14 @@ impl Needs for DeployApps {
     const WHAT: &'static str = "deploy apps";
 }
 
+/// `POST /v1/tasks/{id}/logs`: a task's output may hold what its
+/// environment gave it, so reading it takes what running it takes.
+pub struct ReadLogs;
+impl Needs for ReadLogs {
+    const PERMISSION: Permission = Permission::Deploy;
+    const WHAT: &'static str = "read tasks' logs";
+}
+
 /// The job routes that change something.
 pub struct DeployJobs;
 impl Needs for DeployJobs {
@@ -429,6 +437,7 @@ mod tests {
         ] {
             check::<DeployJobs>(route);
         }
+        check::<ReadLogs>(api::TASK_LOGS);
         for route in [
             api::DEPLOY_APPS,
             api::SCALE_APP,

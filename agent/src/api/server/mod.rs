@@ -315,6 +315,7 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::SHOW_RUN, jobs::show_run),
         mount(api_routes::KILL_RUN, jobs::kill_run),
         mount(api_routes::ENABLE_SCHEDULE, jobs::enable_schedule),
+        mount(api_routes::TASK_LOGS, exec::task_logs),
     ]
 }
 

@@ -1,4 +1,5 @@
-//! Break-glass sessions (`strata node exec`). An admin's request upgrades
+//! Break-glass sessions (`strata node exec`) and log sessions (a task's
+//! output from its node, `strata job logs`). An admin's request upgrades
 //! its connection and waits here while the session goes into etcd
 //! (`Store::put_exec`); the node sees it in its assignment watch and
 //! attaches with an upgraded connection of its own, to this master (the
@@ -16,13 +17,15 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use control::exec::{ATTACH_WAIT_SECONDS, ExecRequest, ExecSession, PROTOCOL};
+use control::exec::{
+    ATTACH_WAIT_SECONDS, ExecRequest, ExecSession, LogsRequest, PROTOCOL, TaskLogs,
+};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::api::server::ApiState;
 use crate::api::server::audit::AuditNote;
-use crate::api::server::auth::{AttachExec, ExecOnNodes, NodeCert, Operator};
+use crate::api::server::auth::{AttachExec, ExecOnNodes, NodeCert, Operator, ReadLogs};
 use crate::api::server::error::ApiError;
 
 /// The sessions this master holds, waiting for their node, by id.
@@ -110,7 +113,75 @@ pub async fn exec_node(
         request,
         master: state.answered_by.clone(),
         requested_by: operator.0.label(),
+        logs: None,
     };
+    let command = shell_words(&session.request.command);
+    let response = open(&state, &session, upgrade, &command).await?;
+    let note = AuditNote {
+        who: None,
+        detail: format!("session {} on node {name}: {command}", session.id),
+    };
+    Ok((Extension(note), response))
+}
+
+/// Streams a task's output from its node: a log session, which the node
+/// serves from the task's directory instead of running a command.
+pub async fn task_logs(
+    State(state): State<Arc<ApiState>>,
+    operator: Operator<ReadLogs>,
+    Path(task): Path<String>,
+    upgrade: Upgrade,
+    Json(request): Json<LogsRequest>,
+) -> Result<(Extension<AuditNote>, Response), ApiError> {
+    if !control::task::spec::valid_id(&task) {
+        return Err(ApiError::NoSuchTask(task));
+    }
+    let record = state
+        .store
+        .get_task(&task)
+        .await?
+        .ok_or_else(|| ApiError::NoSuchTask(task.clone()))?;
+    let id = crate::pki::random_hex(16).map_err(|e| ApiError::Secret(e.to_string()))?;
+    let session = ExecSession {
+        format: Default::default(),
+        id,
+        node: record.node.clone(),
+        request: ExecRequest {
+            command: Vec::new(),
+            tty: false,
+            stdin: false,
+            rows: 0,
+            cols: 0,
+        },
+        master: state.answered_by.clone(),
+        requested_by: operator.0.label(),
+        logs: Some(TaskLogs {
+            task: task.clone(),
+            follow: request.follow,
+        }),
+    };
+    let what = format!(
+        "logs of task {task}{}",
+        if request.follow { " (follow)" } else { "" }
+    );
+    let response = open(&state, &session, upgrade, &what).await?;
+    let note = AuditNote {
+        who: None,
+        detail: format!("session {} on node {}: {what}", session.id, record.node),
+    };
+    Ok((Extension(note), response))
+}
+
+/// Offers `session` to its node, waits for the node to attach (at most
+/// [`ATTACH_WAIT_SECONDS`]), then joins the caller's connection to the
+/// node's; the answer that hands the caller's connection over.
+async fn open(
+    state: &ApiState,
+    session: &ExecSession,
+    upgrade: Upgrade,
+    what: &str,
+) -> Result<Response, ApiError> {
+    let (id, name) = (session.id.clone(), session.node.clone());
     let (attach, attached) = tokio::sync::oneshot::channel();
     state.exec.lock().insert(
         id.clone(),
@@ -127,13 +198,12 @@ pub async fn exec_node(
     // master dies meanwhile.
     state
         .store
-        .put_exec(&session, ATTACH_WAIT_SECONDS + 5)
+        .put_exec(session, ATTACH_WAIT_SECONDS + 5)
         .await?;
-    let command = shell_words(&session.request.command);
     tracing::info!(
         node = %name,
         session = %id,
-        "api: exec session {id} on node `{name}` for {}: {command}",
+        "api: exec session {id} on node `{name}` for {}: {what}",
         session.requested_by
     );
     let wait = Duration::from_secs(ATTACH_WAIT_SECONDS);
@@ -171,11 +241,7 @@ pub async fn exec_node(
             Err(e) => tracing::info!(session = %id, "api: exec session {id} ended: {e}"),
         }
     });
-    let note = AuditNote {
-        who: None,
-        detail: format!("session {} on node {name}: {command}", session.id),
-    };
-    Ok((Extension(note), switching()))
+    Ok(switching())
 }
 
 /// The node a session is for attaches to it.
