@@ -17,6 +17,10 @@ pub enum Area {
     /// Placements per second persisted to etcd over 5000 simulated nodes, a
     /// 100-instance rolling deployment, leader failover, memory.
     Scheduler,
+    /// Jobs: scheduled time to task running (p50, p99) with 1000 jobs due
+    /// in the same minute over 500 simulated nodes, and the scheduling
+    /// master's memory with 10 000 jobs defined.
+    Jobs,
     /// Image builds (cold, warm), sizes, and QEMU start to the ready marker.
     Image(crate::bench_image::Args),
     /// QEMU start to Ready per role, beside systemd's multi-user.target.
@@ -57,6 +61,7 @@ fn run_area(area: Area) -> anyhow::Result<()> {
         Area::Overlay => agent_bench("overlay"),
         Area::Cluster => agent_bench("cluster"),
         Area::Scheduler => agent_bench("scheduler"),
+        Area::Jobs => agent_bench("jobs"),
         Area::Image(args) => crate::bench_image::run(&args),
         Area::Boot(args) => crate::bench_boot::run(&args),
         Area::Upgrade => crate::bench_upgrade::run(),
