@@ -277,7 +277,12 @@ async fn run(
     add(
         &store,
         (0..due)
-            .map(|i| job(&format!("bench.due-{i:05}"), &format!("{minute} {hour} * * *")))
+            .map(|i| {
+                job(
+                    &format!("bench.due-{i:05}"),
+                    &format!("{minute} {hour} * * *"),
+                )
+            })
             .collect(),
     )
     .await?;
@@ -348,9 +353,7 @@ async fn run(
     let run = control::job::record::RunRecord::queued(
         &job,
         control::job::record::RunId::manual(agent::clock::unix_secs(), 1),
-        control::job::record::Trigger::Manual {
-            by: "bench".into(),
-        },
+        control::job::record::Trigger::Manual { by: "bench".into() },
         record.version,
         agent::clock::unix_secs(),
     );

@@ -12,10 +12,10 @@
 //! - a `* * * * *` schedule fires at the minute boundary (the run's id is
 //!   the minute);
 //! - a FORBID schedule whose run outlasts a minute records the next
-//!   minute skipped, naming the run still going;
+//!   minutes skipped, naming the run still going;
 //! - the scheduling master killed four seconds before a minute: the other
 //!   master takes over and that minute still gives exactly one run, with
-//!   one attempt, none skipped;
+//!   one attempt, as every minute before it, none skipped;
 //! - `job logs` prints a run's output from the agent through the
 //!   masters, and with `-f` follows a run until it ends;
 //! - `job kill` ends a run killed, and `job remove` takes a job away.
@@ -175,9 +175,38 @@ fn jobs_run_once_and_keep_their_history() {
             .then_some(())
     });
 
-    // Bad files: refused by name, nothing stored.
     let dir = c.dir().join("jobs");
     std::fs::create_dir_all(&dir).expect("a directory for job files");
+    // Two schedules every minute, stored first (the checks below run while
+    // their first minute comes): one that allows runs side by side, and
+    // one FORBID whose run outlasts two minutes.
+    let tick = dir.join("tick.toml");
+    std::fs::write(
+        &tick,
+        job_toml(
+            "every.tick",
+            "true",
+            "[[schedules]]\nid = \"minutely\"\ncron = \"* * * * *\"\nconcurrency_policy = \"allow\"\n",
+        ),
+    )
+    .expect("write");
+    let slow = dir.join("slow.toml");
+    std::fs::write(
+        &slow,
+        job_toml(
+            "every.slow",
+            "echo started; sleep 170",
+            "[[schedules]]\nid = \"minutely\"\ncron = \"* * * * *\"\nconcurrency_policy = \"forbid\"\n",
+        ),
+    )
+    .expect("write");
+    c.cli_ok(&["job", "add", &tick.display().to_string()]);
+    c.cli_ok(&["job", "add", &slow.display().to_string()]);
+    let list = c.cli_ok(&["job", "list"]);
+    println!("{list}");
+    assert!(list.contains("every.tick"), "{list}");
+
+    // Bad files: refused by name, nothing stored.
     let bad = [
         (
             "cron.toml",
@@ -224,7 +253,15 @@ fn jobs_run_once_and_keep_their_history() {
         );
         eprintln!("{name} refused: {}", e.trim());
     }
-    assert!(jobs(&c).is_empty(), "a refused file stored a job");
+    let ids: Vec<String> = jobs(&c)
+        .iter()
+        .map(|j| j.record.spec.id.to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        ["every.slow", "every.tick"],
+        "a refused file stored a job"
+    );
     let e = c
         .cli(&["job", "run", "no.such.job"])
         .expect_err("a run of a missing job is refused");
@@ -268,63 +305,40 @@ fn jobs_run_once_and_keep_their_history() {
         .expect_err("the logs of a run that does not exist");
     assert!(e.contains("has no run"), "{e}");
 
-    // Two schedules every minute: one that allows runs side by side, and
-    // one FORBID whose run outlasts its minute.
-    let tick = dir.join("tick.toml");
-    std::fs::write(
-        &tick,
-        job_toml(
-            "every.tick",
-            "true",
-            "[[schedules]]\nid = \"minutely\"\ncron = \"* * * * *\"\nconcurrency_policy = \"allow\"\n",
-        ),
-    )
-    .expect("write");
-    let slow = dir.join("slow.toml");
-    std::fs::write(
-        &slow,
-        job_toml(
-            "every.slow",
-            "echo started; sleep 100",
-            "[[schedules]]\nid = \"minutely\"\ncron = \"* * * * *\"\nconcurrency_policy = \"forbid\"\n",
-        ),
-    )
-    .expect("write");
-    c.cli_ok(&["job", "add", &tick.display().to_string()]);
-    c.cli_ok(&["job", "add", &slow.display().to_string()]);
-    let added = unix_now();
-    let list = c.cli_ok(&["job", "list"]);
-    println!("{list}");
-    assert!(list.contains("every.tick"), "{list}");
-
-    // The first minute after the schedules were stored fires both.
-    let m1 = (added / 60 + 1) * 60;
+    // The first minute the scheduling master handled fires both: it is
+    // every.slow's first run's.
+    let first_slow = c.wait(
+        "every.slow's first run, running",
+        Duration::from_secs(150),
+        || {
+            runs(&c, "every.slow")
+                .into_iter()
+                .find(|r| r.attempts.iter().any(|a| a.started_at.is_some()))
+        },
+    );
+    let control::job::record::Trigger::Schedule { at: m1, .. } = first_slow.trigger else {
+        panic!("every.slow's first run was not scheduled: {first_slow:?}");
+    };
     let fired = c.wait(
         "every.tick's run of the first minute",
-        Duration::from_secs(150),
+        Duration::from_secs(60),
         || run_at(&runs(&c, "every.tick"), m1, "minutely"),
     );
     eprintln!("every.tick fired {} ({:?})", fired.id, fired.state);
-    let first_slow = c.wait(
-        "every.slow's run of the first minute, running",
-        Duration::from_secs(60),
-        || {
-            run_at(&runs(&c, "every.slow"), m1, "minutely")
-                .filter(|r| r.attempts.iter().any(|a| a.started_at.is_some()))
-        },
-    );
 
-    // The scheduling master killed four seconds before the next minute.
-    let m2 = m1 + 60;
+    // The scheduling master killed four seconds before a minute at least
+    // six seconds away (every.slow's first run still going then).
+    let m2 = ((unix_now() + 6) / 60 + 1) * 60;
+    assert!(m2 > m1 && m2 < m1 + 170, "m1 {m1}, m2 {m2}");
     let status = |c: &TestCluster| -> Option<ClusterStatus> {
         serde_json::from_str(&c.cli(&["cluster", "status", "--json"]).ok()?).ok()
     };
     let leader = c.wait("a scheduler leader", Duration::from_secs(30), || {
         status(&c)?.scheduler_leader.map(|l| l.name)
     });
-    let until = m2.saturating_sub(4).saturating_sub(unix_now());
-    assert!(until > 0, "the second minute came too soon: plan again");
-    std::thread::sleep(Duration::from_secs(until));
+    std::thread::sleep(Duration::from_secs(
+        m2.saturating_sub(4).saturating_sub(unix_now()),
+    ));
     masters
         .get_mut(leader.as_str())
         .expect("the leader's process")
@@ -350,20 +364,30 @@ fn jobs_run_once_and_keep_their_history() {
         1,
         "placed more than once: {second:?}"
     );
+    // One run of every minute from the first to the failover's, each
+    // placed once.
     let tick_runs = runs(&c, "every.tick");
     let minutes: Vec<&RunRecord> = tick_runs
         .iter()
         .filter(|r| {
-            matches!(&r.trigger, control::job::record::Trigger::Schedule { at, .. } if *at == m1 || *at == m2)
+            matches!(&r.trigger, control::job::record::Trigger::Schedule { at, .. } if (m1..=m2).contains(at))
         })
         .collect();
-    assert_eq!(minutes.len(), 2, "one run per minute: {tick_runs:?}");
+    assert_eq!(
+        minutes.len() as u64,
+        (m2 - m1) / 60 + 1,
+        "one run per minute: {tick_runs:?}"
+    );
+    assert!(
+        minutes.iter().all(|r| r.attempts.len() == 1),
+        "{tick_runs:?}"
+    );
     assert!(
         tick_runs.iter().all(|r| r.state != RunState::Skipped),
         "no time of every.tick is skipped: {tick_runs:?}"
     );
-    // every.slow's run of the first minute still runs: the second is
-    // skipped, naming it.
+    // every.slow's run of the first minute still runs: the failover's
+    // minute is skipped, naming it.
     let skipped = c.wait(
         "every.slow's minute of the failover, skipped",
         Duration::from_secs(60),

@@ -53,6 +53,10 @@ enum Command {
         #[command(subcommand)]
         area: bench::Area,
     },
+    /// Internal: the fresh-machine tier alone, as `cargo xtask test` runs
+    /// it beside the host tier.
+    #[command(hide = true)]
+    FreshTier,
 }
 
 /// Runs the xtask CLI and maps errors to an exit code.
@@ -78,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Bench { area } => bench::run(area),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Cluster { command } => cluster::run(&command),
+        Command::FreshTier => fresh::run(&project_root()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -163,13 +163,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     // CPU idle for much of the time they wait (reboots, heartbeats).
     let fuzz_beside_qemu = qemu_follows && tiers.contains(&Tier::Fuzz);
     let mut fuzz = None;
+    // The fresh tier (a build in a tree of its own, in a mount namespace of
+    // its own) runs beside the host tier, whose tests mostly wait (on
+    // minutes, heartbeats, grace periods).
+    let fresh_beside_host =
+        root_required().is_none() && tiers.contains(&Tier::Fresh) && tiers.contains(&Tier::Host);
+    let mut fresh = None;
     for tier in tiers {
         let start = Instant::now();
         if tier == Tier::Fuzz && fuzz_beside_qemu {
             eprintln!("\n=== tier fuzz: runs beside the QEMU tier");
             continue;
         }
-        eprintln!("\n=== tier {}", tier.name());
         // The fresh tier waits on apt and mmdebstrap, the host tier on its
         // tests: the build starts with whichever of them comes first.
         if matches!(tier, Tier::Fresh | Tier::Host) && qemu_follows && prebuild.is_none() {
@@ -180,6 +185,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                 crate::image::agent_build(&root),
             );
         }
+        if tier == Tier::Fresh && fresh_beside_host {
+            eprintln!("\n=== tier fresh: runs beside the host tier");
+            let mut cmd = Command::new(xtask_exe()?);
+            cmd.arg("fresh-tier");
+            fresh = Beside::start(&root, "the fresh tier", "fresh", cmd);
+            continue;
+        }
+        eprintln!("\n=== tier {}", tier.name());
         if tier == Tier::Qemu {
             if let Some(p) = prebuild.take() {
                 match p.finish() {
@@ -246,6 +259,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         };
         eprintln!("=== tier {line}");
         lines.push(line);
+        if tier == Tier::Host && fresh_beside_host {
+            let line = match fresh.take() {
+                Some(f) => match f.finish() {
+                    Ok(secs) => format!("fresh: passed in {secs:.0}s, beside the host tier"),
+                    Err(e) => {
+                        failed.push(Tier::Fresh.name());
+                        format!("fresh: FAILED beside the host tier: {e:#}")
+                    }
+                },
+                None => {
+                    failed.push(Tier::Fresh.name());
+                    "fresh: FAILED: it could not start beside the host tier".to_string()
+                }
+            };
+            eprintln!("=== tier {line}");
+            lines.push(line);
+        }
         if tier == Tier::Qemu && fuzz_beside_qemu {
             let line = match fuzz.take() {
                 Some(f) => match f.finish() {
@@ -508,7 +538,12 @@ fn f_log(root: &Path) -> std::path::PathBuf {
 ///   waits for it, and its image build then finds the agent built (or,
 ///   after a failure here, builds it again and shows the error);
 /// - the fuzz tier (`cargo xtask fuzz`, in `target/fuzz`), beside the QEMU
-///   tier, whose VMs wait for much of its time.
+///   tier, whose VMs wait for much of its time;
+/// - the fresh tier (`cargo xtask fresh-tier`, a build in a tree and a
+///   mount namespace of its own), beside the host tier, whose tests wait
+///   for much of theirs. It has no residue check of its own (the host
+///   tier's names would be counted as its); what it starts carries its
+///   own mark, so the host tier's check does not count it either.
 struct Beside {
     child: std::process::Child,
     what: &'static str,
