@@ -6,11 +6,13 @@
 //! built into the binary, `record` is what the masters store of jobs,
 //! schedules and runs, `plan` is the scheduling master's plan of a
 //! job's schedules (which times start a run, which are skipped) and
-//! `runs` its plan of the runs (place, retry, stop, end, trim). No clock
-//! and no file: every time is an argument, in unix seconds.
+//! `runs` its plan of the runs (place, retry, stop, end, trim), `apply`
+//! the leader's round over the stored records (both plans, placement with
+//! the apps' placer, the writes that carry them out), and `view` what the
+//! job API answers. No clock and no file: every time is an argument, in
+//! unix seconds.
 //!
-//! The plan this grows into (the leader's loop, the store, the API and
-//! the CLI) is `docs/design/jobs.md`.
+//! The design, and what of it is built, is `docs/design/jobs.md`.
 
 pub mod apply;
 pub mod cron;
