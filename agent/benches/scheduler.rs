@@ -19,57 +19,20 @@
 //! - the resident memory of this process (the schedulers' side of a
 //!   master) and of etcd with those tasks.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::cluster::scheduler::Scheduler;
-use agent::etcd::{EtcdConnect, Store};
+use agent::etcd::Store;
 use anyhow::{Context as _, bail};
 use control::app::record::{AppRecord, AppVersion};
 use control::app::{AppId, AppSpec};
 use control::deploy::DeploymentState;
 use control::deploy::apply::{self, Change};
-use control::model::{NodeInfo, NodeRecord, TaskReport};
+use control::model::TaskReport;
 use control::task::{Health, TaskState};
 
-/// etcd, killed, and its directory removed, on drop.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn rss_mib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib as f64 / 1024.0)
-}
-
-fn env_num(name: &str, default: u64) -> anyhow::Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}={v} is not a number")),
-        Err(_) => Ok(default),
-    }
-}
+mod common;
+use common::{Etcd, env_num, rss_mib};
 
 fn app(id: &str, instances: u32, cmd: &str) -> AppSpec {
     let text = format!(
@@ -148,90 +111,17 @@ async fn agents(store: Store) {
 }
 
 fn main() -> anyhow::Result<()> {
-    if !qemu_tests::testenv::on_path("etcd") {
-        bail!("`etcd` is missing: install etcd-server (see xtask/src/deps.rs)");
-    }
     let nodes = env_num("STRATA_BENCH_NODES", 5000)?;
     let tasks = env_num("STRATA_BENCH_TASKS", 100_000)?;
-    let dir = std::env::temp_dir().join(format!("strata-bench-scheduler-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (port, peer) = (free_port()?, free_port()?);
-    let client = format!("http://127.0.0.1:{port}");
-    let peer = format!("http://127.0.0.1:{peer}");
-    let log = std::fs::File::create(dir.join("etcd.log"))?;
-    let child = Command::new("etcd")
-        .args(["--name", "bench", "--data-dir"])
-        .arg(dir.join("data"))
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("bench={peer}"),
-            "--quota-backend-bytes",
-            "8589934592",
-            "--auto-compaction-mode",
-            "revision",
-            "--auto-compaction-retention",
-            "10000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start etcd")?;
-    let etcd = Etcd { child, dir };
+    let etcd = Etcd::start("scheduler")?;
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run(&etcd, &client, nodes, tasks))
+    rt.block_on(run(&etcd, nodes, tasks))
 }
 
-async fn run(etcd: &Etcd, endpoint: &str, nodes: u64, tasks: u64) -> anyhow::Result<()> {
-    let store = Store::connect(&EtcdConnect {
-        endpoints: vec![endpoint.to_string()],
-        tls: None,
-    })
-    .await?;
-    let start = Instant::now();
-    while store.check_quorum().await.is_err() {
-        if start.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "etcd did not start: {}",
-                std::fs::read_to_string(etcd.dir.join("etcd.log"))?
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    store.start_watch().await;
+async fn run(etcd: &Etcd, nodes: u64, tasks: u64) -> anyhow::Result<()> {
+    let store = etcd.store().await?;
     let now = agent::clock::unix_secs();
-    let records: Vec<NodeRecord> = (0..nodes)
-        .map(|i| NodeRecord {
-            info: NodeInfo {
-                format: Default::default(),
-                name: format!("sim-{i:05}"),
-                role: configs::Role::Private,
-                addresses: vec![format!(
-                    "10.{}.{}.{}",
-                    100 + i / 65536,
-                    (i / 256) % 256,
-                    i % 256
-                )],
-                cpus: 16,
-                memory_bytes: 64 << 30,
-                disk_bytes: 500 << 30,
-                attributes: Default::default(),
-                image: None,
-            },
-            key_sha256: format!("{i:064x}"),
-            joined_at: now,
-            registered_at: now,
-            certs: Vec::new(),
-        })
-        .collect();
+    let records = common::simulated_nodes(nodes, now);
     let t = Instant::now();
     store.register_simulated_nodes(&records, 3600, now).await?;
     println!(

@@ -22,10 +22,8 @@
 //! Root only.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use agent::runtime::names::HostNames;
 use control::app::record::AppView;
 use control::deploy::DeploymentState;
 use control::model::{ClusterStatus, NodeState};
@@ -33,6 +31,7 @@ use control::task::{Health, TaskState};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
+use common::TaskCleanup;
 use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
 use common::output;
 
@@ -45,30 +44,6 @@ const NODES: &[(&str, &str)] = &[
     ("agent-3", "private"),
 ];
 const AGENTS: [&str; 3] = ["agent-1", "agent-2", "agent-3"];
-
-/// Stops every task left in a state directory and unmounts its root
-/// filesystem (declared before the processes, so it runs after them).
-struct TaskCleanup(PathBuf);
-
-impl Drop for TaskCleanup {
-    fn drop(&mut self) {
-        let names = HostNames::from_env().expect("STRATA_HOST_PREFIX is valid");
-        for t in agent::tasks::list(&self.0) {
-            let _ = agent::tasks::stop(&self.0, &t.id, Some(Duration::from_millis(100)));
-            let _ = agent::overlay::netns::delete(&names.netns(&t.id));
-        }
-        for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = nix::mount::umount2(
-                &entry.path().join("bundle/rootfs"),
-                nix::mount::MntFlags::MNT_DETACH,
-            );
-        }
-    }
-}
 
 /// The Marathon app the test deploys: busybox's httpd on port 8080 of
 /// each instance, one instance per agent.

@@ -22,12 +22,9 @@ use qemu_tests::observe::{Hold, Seen};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
+use common::TaskCleanup;
 use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
 use common::output;
-
-/// Stops every task left in a state directory and unmounts its root
-/// filesystem (after the agent was killed: declared before the processes).
-struct TaskCleanup(PathBuf);
 
 /// The host-wide names of this run's agents (`cargo xtask test` gives each
 /// run its own prefix in `STRATA_HOST_PREFIX`).
@@ -38,25 +35,6 @@ fn names() -> HostNames {
 /// The handle of task `task`'s network namespace.
 fn netns_handle(task: &str) -> PathBuf {
     Path::new(agent::overlay::netns::NETNS_DIR).join(names().netns(task))
-}
-
-impl Drop for TaskCleanup {
-    fn drop(&mut self) {
-        for t in agent::tasks::list(&self.0) {
-            let _ = agent::tasks::stop(&self.0, &t.id, Some(Duration::from_millis(100)));
-            let _ = agent::overlay::netns::delete(&names().netns(&t.id));
-        }
-        for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = nix::mount::umount2(
-                &entry.path().join("bundle/rootfs"),
-                nix::mount::MntFlags::MNT_DETACH,
-            );
-        }
-    }
 }
 
 #[test]

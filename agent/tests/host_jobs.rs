@@ -23,17 +23,15 @@
 //! No wall-clock assertion: the checks wait for what must happen. Root
 //! only.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use agent::runtime::names::HostNames;
 use control::job::record::{EndReason, RunRecord, RunState};
 use control::job::view::JobView;
 use control::model::{ClusterStatus, NodeState};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
+use common::TaskCleanup;
 use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
 use common::output;
 
@@ -44,57 +42,11 @@ const NODES: &[(&str, &str)] = &[
     ("agent-1", "private"),
 ];
 
-/// Stops every task left in a state directory and unmounts its root
-/// filesystem (declared before the processes, so it runs after them).
-struct TaskCleanup(PathBuf);
-
-impl Drop for TaskCleanup {
-    fn drop(&mut self) {
-        let names = HostNames::from_env().expect("STRATA_HOST_PREFIX is valid");
-        for t in agent::tasks::list(&self.0) {
-            let _ = agent::tasks::stop(&self.0, &t.id, Some(Duration::from_millis(100)));
-            let _ = agent::overlay::netns::delete(&names.netns(&t.id));
-        }
-        for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let _ = nix::mount::umount2(
-                &entry.path().join("bundle/rootfs"),
-                nix::mount::MntFlags::MNT_DETACH,
-            );
-        }
-    }
-}
-
 /// A job file in Strata's TOML: busybox running `cmd`, and `schedule`
 /// lines after it.
 fn job_toml(id: &str, cmd: &str, schedule: &str) -> String {
     format!(
         "id = \"{id}\"\n[run]\nimage = \"example.org/bb:1\"\ncmd = \"{cmd}\"\ncpus = 0.1\nmem = 32\n{schedule}"
-    )
-}
-
-/// The CLI as [`TestCluster::cli`] runs it, with its exit status.
-fn cli_status(c: &TestCluster, args: &[&str]) -> (i32, String) {
-    let ctx = c.context.display().to_string();
-    let strata = c.strata.display().to_string();
-    let mut full = vec!["netns", "exec", c.master_ns(), &strata];
-    full.extend_from_slice(&args[..2]);
-    full.extend_from_slice(&["--context", &ctx]);
-    full.extend_from_slice(&args[2..]);
-    let out = Command::new("ip")
-        .args(&full)
-        .output()
-        .expect("ip netns exec runs");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
     )
 }
 
@@ -276,13 +228,10 @@ fn jobs_run_once_and_keep_their_history() {
         std::fs::write(&file, job_toml(id, cmd, "")).expect("write a job file");
         c.cli_ok(&["job", "add", &file.display().to_string()]);
     }
-    let (code, out) = cli_status(&c, &["job", "run", "once.ok", "--wait", "--timeout", "120"]);
+    let (code, out) = c.cli_status(&["job", "run", "once.ok", "--wait", "--timeout", "120"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("succeeded"), "{out}");
-    let (code, out) = cli_status(
-        &c,
-        &["job", "run", "once.fails", "--wait", "--timeout", "120"],
-    );
+    let (code, out) = c.cli_status(&["job", "run", "once.fails", "--wait", "--timeout", "120"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("exit code 3"), "{out}");
     let history = runs(&c, "once.fails");
@@ -298,7 +247,7 @@ fn jobs_run_once_and_keep_their_history() {
     // Their output, from the agent, through the masters.
     let logs = c.cli_ok(&["job", "logs", "once.ok"]);
     assert_eq!(logs, "done\n");
-    let (code, logs) = cli_status(&c, &["job", "logs", "once.fails", r.id.as_str()]);
+    let (code, logs) = c.cli_status(&["job", "logs", "once.fails", r.id.as_str()]);
     assert_eq!((code, logs.as_str()), (0, "failing\n"));
     let e = c
         .cli(&["job", "logs", "once.fails", "20990101000000-manual-0000"])
@@ -405,25 +354,7 @@ fn jobs_run_once_and_keep_their_history() {
 
     // Its output followed (`-f`) while it runs: the command ends once the
     // run's task ended, killed below.
-    let ctx = c.context.display().to_string();
-    let follow = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            c.master_ns(),
-            &c.strata.display().to_string(),
-            "job",
-            "logs",
-            "--context",
-            &ctx,
-            "every.slow",
-            first_slow.id.as_str(),
-            "-f",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("job logs -f starts");
+    let follow = c.cli_spawn(&["job", "logs", "every.slow", first_slow.id.as_str(), "-f"]);
     // Killed: the run ends killed once its task stopped.
     let out = c.cli_ok(&["job", "kill", "every.slow", first_slow.id.as_str()]);
     assert!(out.contains("stopping"), "{out}");

@@ -50,6 +50,13 @@ impl Snapshot {
         }
     }
 
+    /// This snapshot without the mount points under `dir`: where a tier
+    /// running beside the others mounts and unmounts for a while.
+    pub fn without_mounts_under(mut self, dir: &Path) -> Snapshot {
+        self.mounts.retain(|m| !Path::new(m).starts_with(dir));
+        self
+    }
+
     /// What this snapshot holds that `before` did not, as a report, or None.
     pub fn left_behind_since(&self, before: &Snapshot) -> Option<String> {
         let mut out = Vec::new();

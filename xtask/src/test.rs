@@ -213,7 +213,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&skips);
         let before = residue::Snapshot::take();
         let result = run_tier(tier, &root, &skips);
-        let left = residue::Snapshot::take().left_behind_since(&before);
+        let mut after = residue::Snapshot::take();
+        if tier == Tier::Host && fresh_beside_host {
+            // The fresh tier's tree, mounted while mmdebstrap makes it.
+            after = after.without_mounts_under(&root.join("target/fresh"));
+        }
+        let left = after.left_behind_since(&before);
         let secs = start.elapsed().as_secs_f64();
         let result = match (result, left) {
             (Ok(_), Some(left)) => Err(anyhow::anyhow!("the tier left things behind:\n{left}")),

@@ -105,12 +105,7 @@ pub struct Leadership {
 impl Store {
     /// An app's record, with the revision it was last written at.
     pub async fn get_app(&self, id: &AppId) -> Result<Option<(AppRecord, i64)>, Error> {
-        let key = app_key(id);
-        let resp = self.get(key.clone(), None).await?;
-        resp.kvs()
-            .first()
-            .map(|kv| Ok((decode(&key, kv.value())?, kv.mod_revision())))
-            .transpose()
+        self.get_record_at(&app_key(id)).await
     }
 
     /// Every app, by id.

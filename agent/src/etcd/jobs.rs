@@ -56,12 +56,7 @@ struct Group {
 impl Store {
     /// A job's record, with the revision it was last written at.
     pub async fn get_job(&self, id: &JobId) -> Result<Option<(JobRecord, i64)>, Error> {
-        let key = job_key(id);
-        let resp = self.get(key.clone(), None).await?;
-        resp.kvs()
-            .first()
-            .map(|kv| Ok((decode(&key, kv.value())?, kv.mod_revision())))
-            .transpose()
+        self.get_record_at(&job_key(id)).await
     }
 
     /// Every job, by id.
@@ -95,12 +90,7 @@ impl Store {
         job: &JobId,
         run: &RunId,
     ) -> Result<Option<(RunRecord, i64)>, Error> {
-        let key = run_key(job, run);
-        let resp = self.get(key.clone(), None).await?;
-        resp.kvs()
-            .first()
-            .map(|kv| Ok((decode(&key, kv.value())?, kv.mod_revision())))
-            .transpose()
+        self.get_record_at(&run_key(job, run)).await
     }
 
     /// Where a job's schedules stand, by schedule.

@@ -487,6 +487,18 @@ impl Store {
         self.decode_prefix(TASK_STATUS).await
     }
 
+    /// The record at `key` with the revision it was last written at.
+    async fn get_record_at<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, i64)>, Error> {
+        let resp = self.get(key, None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| Ok((decode(key, kv.value())?, kv.mod_revision())))
+            .transpose()
+    }
+
     async fn decode_prefix<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,

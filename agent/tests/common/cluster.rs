@@ -410,14 +410,52 @@ impl TestCluster {
     /// after the first two words of `args` (`node list`, `task run`, ...:
     /// so before any `--`). Its stdout, or its stdout and stderr on failure.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        assert!(args.len() >= 2, "a noun and a verb first: {args:?}");
-        let ctx = self.context.display().to_string();
-        let strata = self.strata.display().to_string();
-        let mut full = vec!["netns", "exec", self.master_ns(), &strata];
-        full.extend_from_slice(&args[..2]);
-        full.extend_from_slice(&["--context", &ctx]);
-        full.extend_from_slice(&args[2..]);
+        let full = self.cli_args(args);
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
         super::output(Path::new("ip"), &full)
+    }
+
+    /// [`Self::cli`]'s command line, for `ip`.
+    fn cli_args(&self, args: &[&str]) -> Vec<String> {
+        assert!(args.len() >= 2, "a noun and a verb first: {args:?}");
+        let mut full: Vec<String> = ["netns", "exec", self.master_ns()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        full.push(self.strata.display().to_string());
+        full.extend(args[..2].iter().map(|s| s.to_string()));
+        full.push("--context".into());
+        full.push(self.context.display().to_string());
+        full.extend(args[2..].iter().map(|s| s.to_string()));
+        full
+    }
+
+    /// [`Self::cli`] with its exit status: the code, and its stdout then
+    /// its stderr.
+    pub fn cli_status(&self, args: &[&str]) -> (i32, String) {
+        let out = std::process::Command::new("ip")
+            .args(self.cli_args(args))
+            .output()
+            .expect("ip netns exec runs");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// [`Self::cli`] started, its outputs piped: for a command that runs
+    /// on (`job logs -f`).
+    pub fn cli_spawn(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new("ip")
+            .args(self.cli_args(args))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip netns exec starts")
     }
 
     /// [`Self::cli`], which must succeed.

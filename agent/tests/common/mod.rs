@@ -6,6 +6,32 @@
 
 pub mod cluster;
 
+/// Stops every task left in a state directory and unmounts its root
+/// filesystem (declared before the node processes, so that it runs after
+/// they were killed).
+pub struct TaskCleanup(pub std::path::PathBuf);
+
+impl Drop for TaskCleanup {
+    fn drop(&mut self) {
+        let names =
+            agent::runtime::names::HostNames::from_env().expect("STRATA_HOST_PREFIX is valid");
+        for t in agent::tasks::list(&self.0) {
+            let _ = agent::tasks::stop(&self.0, &t.id, Some(std::time::Duration::from_millis(100)));
+            let _ = agent::overlay::netns::delete(&names.netns(&t.id));
+        }
+        for entry in std::fs::read_dir(agent::tasks::tasks_root(&self.0))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = nix::mount::umount2(
+                &entry.path().join("bundle/rootfs"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
+        }
+    }
+}
+
 use std::process::Command;
 
 /// Runs `program` and returns its stdout; panics with its output on failure.
