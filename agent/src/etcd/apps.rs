@@ -156,15 +156,8 @@ impl Store {
 
     /// Writes one app's record while it was last written at `revision`.
     pub async fn put_app_if(&self, record: &AppRecord, revision: i64) -> Result<bool, Error> {
-        let key = app_key(&record.spec.id);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                revision,
-            )])
-            .and_then([TxnOp::put(key, record_json(record), None), bump_epoch()]);
-        Ok(self.txn(txn).await?.succeeded())
+        self.put_record_if(app_key(&record.spec.id), record, revision)
+            .await
     }
 
     /// Who leads the scheduler, if anyone does.

@@ -67,15 +67,8 @@ impl Store {
     /// Writes a job's record while it was last written at `revision` (0:
     /// it did not exist). Returns whether it was stored.
     pub async fn put_job_if(&self, record: &JobRecord, revision: i64) -> Result<bool, Error> {
-        let key = job_key(&record.spec.id);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                revision,
-            )])
-            .and_then([TxnOp::put(key, record_json(record), None), bump_epoch()]);
-        Ok(self.txn(txn).await?.succeeded())
+        self.put_record_if(job_key(&record.spec.id), record, revision)
+            .await
     }
 
     /// A job's runs, oldest first (run ids sort by time).
@@ -117,15 +110,8 @@ impl Store {
 
     /// Writes a run while it was last written at `revision`.
     pub async fn put_run_if(&self, run: &RunRecord, revision: i64) -> Result<bool, Error> {
-        let key = run_key(&run.job, &run.id);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                revision,
-            )])
-            .and_then([TxnOp::put(key, record_json(run), None), bump_epoch()]);
-        Ok(self.txn(txn).await?.succeeded())
+        self.put_record_if(run_key(&run.job, &run.id), run, revision)
+            .await
     }
 
     /// Jobs, schedule states and runs at `revision`.

@@ -499,6 +499,28 @@ impl Store {
             .transpose()
     }
 
+    /// Writes `record` at `key` while it was last written at `revision`
+    /// (0: it did not exist), bumping the scheduler's epoch. Returns
+    /// whether it was written.
+    async fn put_record_if<T: serde::Serialize>(
+        &self,
+        key: String,
+        record: &T,
+        revision: i64,
+    ) -> Result<bool, Error> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([
+                TxnOp::put(key, record_json(record), None),
+                apps::bump_epoch(),
+            ]);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
     async fn decode_prefix<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &str,

@@ -17,7 +17,7 @@ use super::spec::JobId;
 use crate::app::{AppId, AppSpec};
 use crate::format::Format;
 use crate::model::{TaskRecord, TaskReport};
-use crate::schedule::{Placer, Resources, Strategy, Unplaceable};
+use crate::schedule::{Placer, Resources, Strategy};
 use crate::task::spec::Size;
 use crate::task::state::TaskState;
 use crate::task::{RestartPolicy, TaskSpec};
@@ -148,7 +148,7 @@ pub fn round(input: &Input<'_>, now: u64, placer: &mut Placer) -> Round {
             placer
                 .place(&demand, Strategy::BinPack)
                 .map(|p| p.node)
-                .map_err(|u| unplaceable(&u))
+                .map_err(|u| format!("no node can take the run: {}", u.why()))
         };
         let plan = plan_runs(job, &refs, &views, history, now, &mut place);
         wake(&mut out, plan.wake_at);
@@ -359,19 +359,6 @@ pub fn demand(job: &JobRecord) -> AppSpec {
     app.constraints = run.constraints.clone();
     app.accepted_roles = run.accepted_roles.clone();
     app
-}
-
-/// Why no node takes a run, as the run's record keeps it.
-fn unplaceable(u: &Unplaceable) -> String {
-    if u.reasons.is_empty() {
-        return "no node can take the run: the cluster has no agent".into();
-    }
-    let parts: Vec<String> = u
-        .reasons
-        .iter()
-        .map(|(why, n)| format!("{why} ({n} node{})", if *n == 1 { "" } else { "s" }))
-        .collect();
-    format!("no node can take the run: {}", parts.join("; "))
 }
 
 /// The task of attempt `attempt` of run `run` of `job`: the job's image

@@ -137,18 +137,30 @@ pub struct Unplaceable {
     pub reasons: Vec<(String, usize)>,
 }
 
-impl fmt::Display for Unplaceable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "no node can take an instance of {}", self.app)?;
+impl Unplaceable {
+    /// Why, after "no node can take …": each reason with its count of
+    /// nodes, or that the cluster has no agent.
+    pub fn why(&self) -> String {
         if self.reasons.is_empty() {
-            return write!(f, ": the cluster has no agent");
+            return "the cluster has no agent".into();
         }
         let parts: Vec<String> = self
             .reasons
             .iter()
             .map(|(why, n)| format!("{why} ({n} node{})", if *n == 1 { "" } else { "s" }))
             .collect();
-        write!(f, ": {}", parts.join("; "))
+        parts.join("; ")
+    }
+}
+
+impl fmt::Display for Unplaceable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no node can take an instance of {}: {}",
+            self.app,
+            self.why()
+        )
     }
 }
 
