@@ -96,8 +96,9 @@ impl Scheduler {
                 // A short pause: a plan that keeps changing things must not
                 // hammer etcd.
                 Ok(Step::Again) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Ok(Step::Wait(revision)) => {
-                    self.store.wait_scheduler_input(revision, TICK).await;
+                Ok(Step::Wait(revision, wake_at)) => {
+                    let wait = until(wake_at, crate::clock::unix_millis());
+                    self.store.wait_scheduler_input(revision, wait).await;
                 }
                 Err(e) => {
                     tracing::warn!("scheduler: {e:#}");
@@ -193,7 +194,9 @@ impl Scheduler {
             &mut placer,
         );
         if round.changes.is_empty() {
-            return Ok(Step::Wait(snap.revision));
+            // A second the round has seen is not one to wake at.
+            let wake_at = round.wake_at.filter(|&at| at > now);
+            return Ok(Step::Wait(snap.revision, wake_at));
         }
         if self
             .store
@@ -216,6 +219,19 @@ impl Scheduler {
 enum Step {
     /// Plan again at once.
     Again,
-    /// Nothing to do: wait for a change after this revision (or a tick).
-    Wait(i64),
+    /// Nothing to do: wait for a change after this revision, a tick, or
+    /// the second the jobs' round asked to be woken at (unix seconds),
+    /// whichever comes first.
+    Wait(i64, Option<u64>),
+}
+
+/// How long the leader waits for a change when the jobs' round asked to
+/// be woken at `wake_at` (unix seconds, later than the round's own second)
+/// and it is `now_ms` (unix milliseconds): until that second begins, at
+/// most a tick; not at all once it has begun.
+pub(crate) fn until(wake_at: Option<u64>, now_ms: u64) -> Duration {
+    match wake_at {
+        Some(at) => Duration::from_millis(at.saturating_mul(1000).saturating_sub(now_ms)).min(TICK),
+        None => TICK,
+    }
 }

@@ -198,3 +198,22 @@ fn a_kept_identity_is_checked_before_use() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// The leader's wait between rounds when the jobs' round asked to be woken
+/// at a second: until that second begins, never past a tick.
+#[test]
+fn the_leader_wakes_at_the_second_a_job_is_due() {
+    fn check(wake_at: Option<u64>, now_ms: u64, expected_ms: u64) {
+        assert_eq!(
+            super::scheduler::until(wake_at, now_ms),
+            std::time::Duration::from_millis(expected_ms),
+            "wake at {wake_at:?}, now {now_ms} ms"
+        );
+    }
+    check(None, 59_400, 1000);
+    check(Some(60), 59_400, 600);
+    check(Some(60), 59_999, 1);
+    check(Some(61), 59_400, 1000);
+    check(Some(60), 60_000, 0);
+    check(Some(60), 60_250, 0);
+}
