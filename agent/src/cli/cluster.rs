@@ -572,10 +572,14 @@ fn upgrade(
     let last = loop {
         std::thread::sleep(std::time::Duration::from_secs(2));
         // The master answering may be the one rebooting into its new
-        // image: the client tries the others, and a miss is retried.
+        // image: the client tries the others, and a miss is retried, as
+        // is a master that answers while its etcd member is not back yet.
         let r = match rt.block_on(client.show_rollout()) {
             Ok(r) => r,
-            Err(e @ crate::api::client::ClientError::Unreachable { .. }) => {
+            Err(e)
+                if matches!(e, crate::api::client::ClientError::Unreachable { .. })
+                    || e.status().is_some_and(|s| matches!(s, 502..=504)) =>
+            {
                 eprintln!("cluster upgrade: cannot read the rollout yet: {e:#}");
                 if std::time::Instant::now() >= deadline {
                     anyhow::bail!(
