@@ -223,16 +223,7 @@ impl Prepared {
     /// the two subcommand words (`task run`), after which the context and
     /// endpoint go (before any `--` and the task's command).
     pub fn strata(&self, args: &[&str]) -> anyhow::Result<String> {
-        let split = args.len().min(2);
-        let out = Command::new(&self.strata)
-            .args(&args[..split])
-            .arg("--context")
-            .arg(self.context())
-            .arg("--endpoint")
-            .arg(format!("127.0.0.1:{}", self.api_port))
-            .args(&args[split..])
-            .output()
-            .with_context(|| format!("cannot run {}", self.strata.display()))?;
+        let out = self.strata_output(args)?;
         if !out.status.success() {
             bail!(
                 "strata {} failed: {}",
@@ -241,6 +232,35 @@ impl Prepared {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs the CLI as [`Prepared::strata`] does, whatever its exit
+    /// status: (exit code, stdout, stderr). A command killed by a signal
+    /// is an error.
+    pub fn strata_status(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        let out = self.strata_output(args)?;
+        let code = out
+            .status
+            .code()
+            .with_context(|| format!("strata {} was killed: {}", args.join(" "), out.status))?;
+        Ok((
+            code,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    fn strata_output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let split = args.len().min(2);
+        Command::new(&self.strata)
+            .args(&args[..split])
+            .arg("--context")
+            .arg(self.context())
+            .arg("--endpoint")
+            .arg(format!("127.0.0.1:{}", self.api_port))
+            .args(&args[split..])
+            .output()
+            .with_context(|| format!("cannot run {}", self.strata.display()))
     }
 
     /// The CLI context made by `strata cluster init`.

@@ -23,7 +23,7 @@ pub fn images_dir() -> PathBuf {
 pub const UPGRADE_VERSION: &str = "99.0.0";
 
 /// Where the QEMU tier's images of a newer version go, whose bundles the
-/// upgrade tests install (`cargo xtask image --role private --version
+/// upgrade tests install (`cargo xtask image --role all --version
 /// 99.0.0 --out DIR`).
 pub fn upgrade_images_dir() -> PathBuf {
     std::env::var_os("STRATA_UPGRADE_IMAGES")

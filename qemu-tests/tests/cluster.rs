@@ -259,6 +259,7 @@ fn master_private_and_public_join_at_boot() {
 
     tasks_across_booted_agents(&p, &registry.guest_image());
     app_across_booted_agents(&p, &registry.guest_image());
+    job_on_booted_agent(&p, &registry.guest_image());
     upgrade_booted_agent(&p, &mut vms, &registry.guest_image());
 
     // A node that vanishes is shown unreachable after the grace period.
@@ -517,6 +518,100 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
     let _ = std::fs::remove_file(&file);
 }
 
+/// A Metronome job run through the CLI on a booted agent: `job run --wait`
+/// exits with the run's exit code, the history records it, and `job logs`
+/// reads the run's output back from its node through the master.
+fn job_on_booted_agent(p: &Prepared, image: &str) {
+    let file = project_root().join(format!("target/qemu-tests/job-{}.json", unique()));
+    let json = format!(
+        r#"{{"id": "reports.nightly", "description": "a report that fails",
+            "labels": {{"team": "reports"}},
+            "run": {{"cmd": "echo hello-from-job; echo to-stderr >&2; exit 7",
+              "cpus": 0.1, "mem": 32, "disk": 0, "docker": {{"image": "{image}"}},
+              "restart": {{"policy": "NEVER"}}}}}}"#
+    );
+    std::fs::write(&file, json).expect("write the job file");
+    let path = file.display().to_string();
+    // Offline: no context, no endpoint.
+    let valid = std::process::Command::new(&p.strata)
+        .args(["job", "validate", &path])
+        .output()
+        .expect("strata job validate runs");
+    assert!(
+        valid.status.success(),
+        "job validate: {}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&valid.stdout).trim());
+    p.strata(&["job", "add", &path])
+        .unwrap_or_else(|e| panic!("job add: {e:#}"));
+    let started = Instant::now();
+    let (code, out, err) = p
+        .strata_status(&[
+            "job",
+            "run",
+            "reports.nightly",
+            "--wait",
+            "--timeout",
+            "300",
+        ])
+        .expect("strata job run runs");
+    println!(
+        "{}{} ({:.1}s)",
+        out.trim(),
+        err.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        code, 7,
+        "job run --wait exits with the run's code: {out}{err}"
+    );
+    assert!(out.contains("exit code 7"), "{out}");
+    let history: serde_json::Value = serde_json::from_str(
+        &p.strata(&["job", "history", "reports.nightly", "--json"])
+            .expect("job history"),
+    )
+    .expect("job history JSON");
+    let runs = history.as_array().expect("job history is a list");
+    assert_eq!(runs.len(), 1, "{history}");
+    let run = &runs[0];
+    assert_eq!(run["state"], "failed", "{history}");
+    assert_eq!(run["exit_code"], 7, "{history}");
+    let node = run["attempts"][0]["node"].as_str().unwrap_or_default();
+    assert!(
+        ["private-1", "public-1"].contains(&node),
+        "the run's node: {history}"
+    );
+    println!(
+        "{}",
+        p.strata(&["job", "history", "reports.nightly"])
+            .expect("job history")
+    );
+    // Its output, each stream on the CLI's own.
+    let (code, out, err) = p
+        .strata_status(&["job", "logs", "reports.nightly"])
+        .expect("strata job logs runs");
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "hello-from-job\n", "to-stderr\n"),
+        "the run's output from {node}"
+    );
+    p.strata(&["job", "remove", "reports.nightly"])
+        .expect("job remove");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !p
+        .strata(&["job", "list", "--json"])
+        .is_ok_and(|l| l.trim() == "[]")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job was not removed within 60s"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
 /// The cluster's tasks, as `strata task list --json` gives them.
 fn tasks(p: &Prepared) -> Vec<serde_json::Value> {
     p.strata(&["task", "list", "--json"])
@@ -688,6 +783,45 @@ fn wait_image(
     }
 }
 
+/// Asks the API for the cluster's status every two seconds while
+/// `watching` holds; returns the spans in which it did not answer, each
+/// with its length and the last error.
+fn api_answers(p: &Prepared, watching: &std::sync::atomic::AtomicBool) -> Vec<(Duration, String)> {
+    let mut gaps = Vec::new();
+    let mut failing: Option<(Instant, String)> = None;
+    while watching.load(std::sync::atomic::Ordering::Relaxed) {
+        match p.strata(&["cluster", "status", "--json"]) {
+            Ok(_) => {
+                if let Some((since, e)) = failing.take() {
+                    println!(
+                        "the API answers again after {:.0}s",
+                        since.elapsed().as_secs_f64()
+                    );
+                    gaps.push((since.elapsed(), e));
+                }
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                match &mut failing {
+                    Some((_, last)) => *last = e,
+                    None => {
+                        println!("the API does not answer: {e}");
+                        failing = Some((Instant::now(), e));
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    if let Some((since, e)) = failing {
+        gaps.push((
+            since.elapsed(),
+            format!("still not answering at the end: {e}"),
+        ));
+    }
+    gaps
+}
+
 /// The SHA-256 of the first 64 MiB of a partition of private-1, by label.
 fn partition_digest(p: &Prepared, label: &str) -> String {
     let script = format!("head -c 67108864 /dev/disk/by-partlabel/{label} | sha256sum");
@@ -705,10 +839,11 @@ fn partition_digest(p: &Prepared, label: &str) -> String {
 ///   slot B's bytes stay as they were;
 /// - the VM killed while it writes slot B boots slot A as before and
 ///   reports the upgrade cut short;
-/// - a newer private image, rolled out over the private agents with
-///   `cluster upgrade`, is written into slot B; the node reboots into it,
-///   comes back Ready with the slot blessed, is uncordoned and runs its
-///   pinned task again;
+/// - newer images rolled over the whole cluster with `cluster upgrade`
+///   (the master, then each agent, a pinned task on each): every node
+///   writes slot B, reboots into it, comes back Ready with the slot
+///   blessed, is uncordoned and runs its task again, and the API answers
+///   throughout but while the one master reboots;
 /// - an older bundle is refused by the node without --allow-downgrade,
 ///   and slot A's bytes stay as they were;
 /// - a rollback boots slot A again;
@@ -718,7 +853,13 @@ fn partition_digest(p: &Prepared, label: &str) -> String {
 fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
     let v2 = upgrade_images_dir().join("strata-private.update");
     let key = project_root().join("target/strata-dev-signing.pem");
-    if !require("upgrade_booted_agent", &[v2.as_path(), key.as_path()], &[]) {
+    let others =
+        ["master", "public"].map(|r| upgrade_images_dir().join(format!("strata-{r}.update")));
+    if !require(
+        "upgrade_booted_agent",
+        &[v2.as_path(), key.as_path(), &others[0], &others[1]],
+        &[],
+    ) {
         return;
     }
     let before = show(p, "private-1");
@@ -834,70 +975,102 @@ fn upgrade_booted_agent(p: &Prepared, vms: &mut Vec<Vm>, image: &str) {
     assert_eq!(cut["image"]["booted"], "a", "{cut}");
     assert_eq!(cut["image"]["version"], v1_version.as_str(), "{cut}");
 
-    // The upgrade, through the CLI as an operator runs it: the private
-    // agents' rollout drains private-1 (its pinned task stops), orders
-    // it, and uncordons it once it is Ready on the new version.
+    // The whole cluster, through the CLI as an operator runs it: the
+    // master first (the one master: it drives the rollout, orders itself,
+    // reboots into the new image and goes on from the progress kept in
+    // etcd), then each agent drained (its pinned task stops), upgraded
+    // and uncordoned once it is Ready on the new version. A task runs on
+    // each agent, and the API is asked every two seconds throughout.
+    let mut args =
+        registry::task_run_args("public-1", image, "edge-steady", "exec sleep 100000").to_vec();
+    args.splice(2..2, ["--restart", "always"]);
+    p.strata(&args)
+        .unwrap_or_else(|e| panic!("task run edge-steady: {e:#}"));
+    wait_task(p, "edge-steady", "running", Duration::from_secs(300), |t| {
+        t["state"] == "running"
+    });
+    for role in ["master", "public"] {
+        let bundle = upgrade_images_dir().join(format!("strata-{role}.update"));
+        let pushed = p
+            .strata(&["bundle", "push", bundle.to_str().expect("utf-8 path")])
+            .unwrap_or_else(|e| panic!("bundle push {role} v2: {e:#}"));
+        println!("{pushed}");
+    }
     let asked = Instant::now();
-    let out = p
-        .strata(&[
-            "cluster",
-            "upgrade",
-            "--version",
-            qemu_tests::env::UPGRADE_VERSION,
-            "--role",
-            "private",
-            "--timeout",
-            "20m",
-        ])
-        .unwrap_or_else(|e| panic!("cluster upgrade --role private: {e:#}"));
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (p, watching) = (p.clone(), watching.clone());
+        std::thread::spawn(move || api_answers(&p, &watching))
+    };
+    let out = p.strata(&[
+        "cluster",
+        "upgrade",
+        "--version",
+        qemu_tests::env::UPGRADE_VERSION,
+        "--timeout",
+        "40m",
+    ]);
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let gaps = watcher.join().expect("the API watcher");
+    let out = out.unwrap_or_else(|e| panic!("cluster upgrade: {e:#}"));
     println!(
-        "private-1 upgraded by the rollout in {:.1}s:\n{out}",
+        "the cluster upgraded by the rollout in {:.1}s:\n{out}",
         asked.elapsed().as_secs_f64()
     );
-    assert!(out.contains("1 of 1 nodes done"), "{out}");
-    wait_state(p, "private-1", "ready", Duration::from_secs(120));
-    // The node registers its image again when it changes, a few
-    // heartbeats after the blessing.
-    let after = wait_image(p, "private-1", |i| {
-        i["last_upgrade"]["result"] == "succeeded" && i["other"]["state"] == "good"
-    });
-    let image_after = &after["image"];
+    assert!(out.contains("3 of 3 nodes done"), "{out}");
+    // With one master the API cannot answer while that master reboots:
+    // one gap, and none while the agents go.
+    println!("the API did not answer for: {gaps:?}");
     assert!(
-        image_after["version"]
-            .as_str()
-            .is_some_and(|v| v.starts_with(qemu_tests::env::UPGRADE_VERSION)),
-        "{after}"
+        gaps.len() <= 1,
+        "the API stopped answering more than once: {gaps:?}"
     );
-    assert_eq!(image_after["booted"], "b", "{after}");
-    assert_eq!(image_after["other"]["slot"], "a", "{after}");
-    assert_eq!(image_after["other"]["state"], "good", "{after}");
+    for name in ["master-1", "private-1", "public-1"] {
+        wait_state(p, name, "ready", Duration::from_secs(120));
+        // The node registers its image again when it changes, a few
+        // heartbeats after the blessing.
+        let after = wait_image(p, name, |i| {
+            i["last_upgrade"]["result"] == "succeeded" && i["other"]["state"] == "good"
+        });
+        let image_after = &after["image"];
+        assert!(
+            image_after["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(qemu_tests::env::UPGRADE_VERSION)),
+            "{name}: {after}"
+        );
+        assert_eq!(image_after["booted"], "b", "{name}: {after}");
+        assert_eq!(image_after["other"]["slot"], "a", "{name}: {after}");
+        assert_eq!(image_after["other"]["state"], "good", "{name}: {after}");
+        assert_eq!(
+            image_after["last_upgrade"]["result"], "succeeded",
+            "{name}: {after}"
+        );
+        assert_eq!(
+            after["upgrade"]["progress"]["phase"], "succeeded",
+            "{name}: {after}"
+        );
+        assert!(
+            after["cordon"].is_null(),
+            "{name} uncordoned by the rollout: {after}"
+        );
+    }
+    let private_after = show(p, "private-1");
     assert_eq!(
-        image_after["other"]["version"],
+        private_after["image"]["other"]["version"],
         v1_version.as_str(),
-        "{after}"
+        "{private_after}"
     );
-    assert_eq!(
-        image_after["last_upgrade"]["result"], "succeeded",
-        "{after}"
-    );
-    assert_eq!(
-        after["upgrade"]["progress"]["phase"], "succeeded",
-        "{after}"
-    );
-    assert!(
-        after["cordon"].is_null(),
-        "uncordoned by the rollout: {after}"
-    );
-    wait_task(
-        p,
-        "steady",
-        "running again",
-        Duration::from_secs(300),
-        |t| t["state"] == "running" && t["node"] == "private-1",
-    );
+    for (task, node) in [("steady", "private-1"), ("edge-steady", "public-1")] {
+        wait_task(p, task, "running again", Duration::from_secs(300), |t| {
+            t["state"] == "running" && t["node"] == node
+        });
+    }
+    p.strata(&["task", "stop", "edge-steady"])
+        .expect("stop edge-steady");
     let list = p.strata(&["node", "list"]).expect("node list");
     println!("{list}");
-    assert!(list.contains("b (a good)"), "{list}");
+    assert_eq!(list.matches("b (a good)").count(), 3, "{list}");
 
     // The older image is refused by the node itself: nothing is written
     // to slot A, which it can still roll back to.

@@ -491,12 +491,12 @@ fn run_tier(tier: Tier, root: &Path, skips: &Path) -> anyhow::Result<Outcome> {
                     .args(["image", "--role", "public", "--kernel", "generic", "--out"])
                     .arg(qemu_tests::env::generic_images_dir()),
             )?;
-            // A newer version of the private image, whose bundle the
-            // upgrade test installs on a booted agent.
+            // A newer version of every image, whose bundles the upgrade
+            // test installs on a booted agent and rolls over the cluster.
             sh::run(
                 Command::new(&exe)
                     .current_dir(root)
-                    .args(["image", "--role", "private", "--version"])
+                    .args(["image", "--role", "all", "--version"])
                     .arg(qemu_tests::env::UPGRADE_VERSION)
                     .arg("--out")
                     .arg(qemu_tests::env::upgrade_images_dir()),
