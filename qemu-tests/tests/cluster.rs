@@ -397,17 +397,7 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
     );
     std::fs::write(&file, json).expect("write the app file");
     let path = file.display().to_string();
-    // Offline: no context, no endpoint.
-    let valid = std::process::Command::new(&p.strata)
-        .args(["app", "validate", &path])
-        .output()
-        .expect("strata app validate runs");
-    assert!(
-        valid.status.success(),
-        "app validate: {}",
-        String::from_utf8_lossy(&valid.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&valid.stdout).trim());
+    validate_offline(p, "app", &path);
     let started = Instant::now();
     let out = p
         .strata(&["app", "deploy", &path, "--wait", "--timeout", "400"])
@@ -504,17 +494,7 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
         .expect("stop app-client");
     p.strata(&["app", "remove", "/shop/web"])
         .expect("app remove");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !p
-        .strata(&["app", "list", "--json"])
-        .is_ok_and(|l| l.trim() == "[]")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the app was not removed within 120s"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_listed_none(p, "app", Duration::from_secs(120));
     let _ = std::fs::remove_file(&file);
 }
 
@@ -532,17 +512,7 @@ fn job_on_booted_agent(p: &Prepared, image: &str) {
     );
     std::fs::write(&file, json).expect("write the job file");
     let path = file.display().to_string();
-    // Offline: no context, no endpoint.
-    let valid = std::process::Command::new(&p.strata)
-        .args(["job", "validate", &path])
-        .output()
-        .expect("strata job validate runs");
-    assert!(
-        valid.status.success(),
-        "job validate: {}",
-        String::from_utf8_lossy(&valid.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&valid.stdout).trim());
+    validate_offline(p, "job", &path);
     p.strata(&["job", "add", &path])
         .unwrap_or_else(|e| panic!("job add: {e:#}"));
     let started = Instant::now();
@@ -598,18 +568,40 @@ fn job_on_booted_agent(p: &Prepared, image: &str) {
     );
     p.strata(&["job", "remove", "reports.nightly"])
         .expect("job remove");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_listed_none(p, "job", Duration::from_secs(60));
+    let _ = std::fs::remove_file(&file);
+}
+
+/// `strata KIND validate PATH` offline (no context, no endpoint): it must
+/// pass; prints what it says.
+fn validate_offline(p: &Prepared, kind: &str, path: &str) {
+    let valid = std::process::Command::new(&p.strata)
+        .args([kind, "validate", path])
+        .output()
+        .unwrap_or_else(|e| panic!("strata {kind} validate runs: {e}"));
+    assert!(
+        valid.status.success(),
+        "{kind} validate: {}",
+        String::from_utf8_lossy(&valid.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&valid.stdout).trim());
+}
+
+/// Waits until `strata KIND list --json` lists none (an app or a job
+/// removed, with what it ran).
+fn wait_listed_none(p: &Prepared, kind: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
     while !p
-        .strata(&["job", "list", "--json"])
+        .strata(&[kind, "list", "--json"])
         .is_ok_and(|l| l.trim() == "[]")
     {
         assert!(
             Instant::now() < deadline,
-            "the job was not removed within 60s"
+            "the {kind} was not removed within {}s",
+            timeout.as_secs()
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let _ = std::fs::remove_file(&file);
 }
 
 /// The cluster's tasks, as `strata task list --json` gives them.
