@@ -33,7 +33,10 @@ fn every_marathon_fixture_reads_or_is_refused_by_name() {
         }
         let text = std::fs::read_to_string(file).expect("fixture reads");
         match control::app::read(&name, &text) {
-            Ok(f) => out += &format!("{name}: deploys {}\n", summary(&f)),
+            Ok(f) => {
+                out += &format!("{name}: deploys {}\n", summary(&f));
+                out += &exposures(&f);
+            }
             Err(e)
                 if e.problems
                     .iter()
@@ -90,6 +93,23 @@ fn summary(f: &control::app::AppFile) -> String {
     } else {
         ids.join(" ")
     }
+}
+
+/// What each app's ports expose on the edge and which VIPs they ask for
+/// (read from Marathon-LB's and DC/OS's labels), a line each.
+fn exposures(f: &control::app::AppFile) -> String {
+    let mut out = String::new();
+    for app in &f.apps {
+        for (i, port) in app.ports.iter().enumerate() {
+            for e in &port.expose {
+                out += &format!("    {} ports[{i}] exposes {e}\n", app.id);
+            }
+            for v in &port.vips {
+                out += &format!("    {} ports[{i}] has VIP {v}\n", app.id);
+            }
+        }
+    }
+    out
 }
 
 /// Gives every app of a Marathon document `container.docker.image`.

@@ -88,7 +88,24 @@ pub fn app_validated(file: &str, apps: &[control::app::AppSpec]) -> String {
             ],
             &rows
         )
-    )
+    ) + &apps
+        .iter()
+        .map(|a| exposed(&format!("{} ", a.id), &a.ports))
+        .collect::<String>()
+}
+
+/// A line per exposure and VIP of `ports`, each starting with `lead`.
+fn exposed(lead: &str, ports: &[control::app::PortSpec]) -> String {
+    let mut out = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        for e in &p.expose {
+            out += &format!("{lead}ports[{i}] exposed on the public agents: {e}\n");
+        }
+        for v in &p.vips {
+            out += &format!("{lead}ports[{i}] VIP: {v}\n");
+        }
+    }
+    out
 }
 
 /// A job file read by `job validate`: the job, and each schedule with its
@@ -474,6 +491,12 @@ pub fn app_show(a: &control::app::record::AppView, now: u64) -> String {
     if !r.spec.constraints.is_empty() {
         let c: Vec<String> = r.spec.constraints.iter().map(|c| c.to_string()).collect();
         out += &format!("constraints: {}\n", c.join("; "));
+    }
+    let ports = exposed("", &r.spec.ports);
+    if !ports.is_empty() {
+        out += "\nexposed:\n";
+        out += &indent(&ports);
+        out += "\n";
     }
     if r.removing {
         out += "removing:    its instances stop, then it goes\n";
@@ -1314,6 +1337,24 @@ mod tests {
             nightly   30 2 * * *  Europe/Paris  forbid  yes      2026-12-03 02:30 CET  2026-12-03T01:30:00Z  2026-12-04 02:30 CET, 2026-12-05 02:30 CET
             paused    0 * * * *   UTC           allow   no       2026-12-03 02:00 UTC  2026-12-03T02:00:00Z
         "#]].assert_eq(&super::job_validated("nightly.toml", &file.job, &next));
+    }
+
+    #[test]
+    fn a_validated_app_lists_what_it_exposes_and_its_vips() {
+        let file = control::app::read(
+            "web.toml",
+            "id = \"/shop/web\"\nimage = \"nginx:1\"\ninstances = 2\n[[ports]]\ncontainer_port = 80\nvips = [\"shop-web:80\"]\nexpose = [{ host = \"shop.example.com\", path = \"/api\" }, { tcp = 10100 }]\n",
+        )
+        .expect("a valid app");
+        expect![[r#"
+            web.toml: valid, 1 app in deploy order
+            ID         IMAGE    INSTANCES  CPUS  MEM  PORTS  CONSTRAINTS
+            /shop/web  nginx:1  2          1     128  80     -
+            /shop/web ports[0] exposed on the public agents: http://shop.example.com/api
+            /shop/web ports[0] exposed on the public agents: tcp :10100
+            /shop/web ports[0] VIP: shop-web:80
+        "#]]
+        .assert_eq(&super::app_validated("web.toml", &file.apps));
     }
 
     #[test]

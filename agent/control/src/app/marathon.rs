@@ -199,6 +199,7 @@ pub fn read_app(node: &Node, base: &AppId, p: &mut Problems) -> Option<(AppSpec,
         }
         (_, None, None, None) => {}
     }
+    super::expose::marathon_labels(&spec.labels, &mut spec.ports, &mut places, p);
     if let Some(n) = f.get("healthChecks") {
         places.put("health_checks", &n.place);
         for item in p.array(n).unwrap_or_default() {
@@ -587,7 +588,7 @@ fn port_definitions(
             host_port: Some(if required { number.unwrap_or(0) } else { 0 }),
             service_port: number.filter(|n| *n != 0),
             protocol: Protocol::Tcp,
-            labels: BTreeMap::new(),
+            ..PortSpec::default()
         };
         common_port(&mut f, &mut port, i, places, p);
         f.finish(p, &["port", "name", "protocol", "labels"]);
@@ -613,7 +614,7 @@ fn legacy_ports(
             host_port: Some(if required { number } else { 0 }),
             service_port: (number != 0).then_some(number),
             protocol: Protocol::Tcp,
-            labels: BTreeMap::new(),
+            ..PortSpec::default()
         });
     }
     out
@@ -634,7 +635,7 @@ fn port_mappings(node: &Node, places: &mut Places, p: &mut Problems) -> Vec<Port
             host_port: None,
             service_port: None,
             protocol: Protocol::Tcp,
-            labels: BTreeMap::new(),
+            ..PortSpec::default()
         };
         for (key, field) in [
             ("containerPort", "container_port"),

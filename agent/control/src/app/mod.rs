@@ -6,6 +6,7 @@
 //! reports every mistake with its place instead of stopping at the first.
 
 pub mod doc;
+pub mod expose;
 pub mod group;
 pub mod instance;
 pub mod marathon;
@@ -18,6 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use doc::{Place, Problem, Syntax};
+pub use expose::{Exposure, VipSpec};
 pub use group::{AppFile, FileError, read};
 
 /// The most instances one app may ask for.
@@ -209,7 +211,7 @@ fn default_kill_grace() -> u64 {
 }
 
 /// A port of the app's tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSpec {
     /// Names the port's SRV record (`_<name>._<proto>.<app>.<zone>`) and its
     /// `PORT_<NAME>` variable.
@@ -230,6 +232,14 @@ pub struct PortSpec {
     pub protocol: Protocol,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// How the edge proxy on the public agents serves the port (an older
+    /// writer sent none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<Exposure>,
+    /// The service addresses every node balances over the port's healthy
+    /// instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<VipSpec>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -748,6 +758,7 @@ impl AppSpec {
                     );
                 }
             }
+            expose::check_port(i, p, &self.ports[..i], bad);
         }
     }
 

@@ -12,7 +12,11 @@
 //! [[ports]]
 //! name = "http"
 //! container_port = 80
-//! host_port = 0
+//! vips = ["shop-web:80"]
+//!
+//! [[ports.expose]]
+//! host = "shop.example.com"
+//! path = "/"
 //!
 //! [[health_checks]]
 //! protocol = "http"
@@ -25,8 +29,8 @@ use std::collections::BTreeMap;
 use super::doc::{Fields, Node, Problems, Value};
 use super::group::{Places, dependencies};
 use super::{
-    AgentRole, AppId, AppSpec, Constraint, HealthCheck, HealthProtocol, KillSelection, Operator,
-    PortSpec, Protocol, UnreachableStrategy,
+    AgentRole, AppId, AppSpec, Constraint, Exposure, HealthCheck, HealthProtocol, KillSelection,
+    Operator, PortSpec, Protocol, UnreachableStrategy, VipSpec,
 };
 use crate::schedule::Strategy;
 
@@ -306,7 +310,7 @@ fn port(node: &Node, i: usize, places: &mut Places, p: &mut Problems) -> Option<
         host_port: None,
         service_port: None,
         protocol: Protocol::Tcp,
-        labels: BTreeMap::new(),
+        ..PortSpec::default()
     };
     if let Some(n) = f.get("name") {
         places.put(format!("ports[{i}].name"), &n.place);
@@ -337,6 +341,31 @@ fn port(node: &Node, i: usize, places: &mut Places, p: &mut Problems) -> Option<
     if let Some(n) = f.get("labels") {
         port.labels = string_map(n, &format!("ports[{i}].labels"), places, p);
     }
+    if let Some(n) = f.get("expose") {
+        places.put(format!("ports[{i}].expose"), &n.place);
+        for item in p.array(n).unwrap_or_default() {
+            if let Some(e) = exposure(item, p) {
+                places.put(
+                    format!("ports[{i}].expose[{}]", port.expose.len()),
+                    &item.place,
+                );
+                port.expose.push(e);
+            }
+        }
+    }
+    if let Some(n) = f.get("vips") {
+        places.put(format!("ports[{i}].vips"), &n.place);
+        for item in p.array(n).unwrap_or_default() {
+            let Some(text) = p.str(item) else { continue };
+            match VipSpec::parse(&text) {
+                Ok(v) => {
+                    places.put(format!("ports[{i}].vips[{}]", port.vips.len()), &item.place);
+                    port.vips.push(v);
+                }
+                Err(why) => p.at(&item.place, why),
+            }
+        }
+    }
     f.finish(
         p,
         &[
@@ -346,6 +375,8 @@ fn port(node: &Node, i: usize, places: &mut Places, p: &mut Problems) -> Option<
             "service_port",
             "protocol",
             "labels",
+            "expose",
+            "vips",
         ],
     );
     if port.container_port.is_none() && port.host_port.is_none() {
@@ -355,6 +386,52 @@ fn port(node: &Node, i: usize, places: &mut Places, p: &mut Problems) -> Option<
         );
     }
     Some(port)
+}
+
+/// One `[[ports.expose]]`: `host` (with `path`, `redirect_https`) for
+/// HTTP, or `tcp` for a public TCP port.
+fn exposure(node: &Node, p: &mut Problems) -> Option<Exposure> {
+    let mut f = p.object(node, "an exposure (a table with host or tcp)")?;
+    let host = f.get("host").and_then(|n| p.str(n));
+    let path = f.get("path").and_then(|n| p.str(n));
+    let redirect = f.get("redirect_https").and_then(|n| p.bool(n));
+    let had_tcp = f.has("tcp");
+    let tcp = f
+        .get("tcp")
+        .and_then(|n| p.int(n, 1, 65535))
+        .map(|v| v as u16);
+    f.finish(p, &["host", "path", "redirect_https", "tcp"]);
+    match (host, had_tcp) {
+        (Some(host), false) => Some(Exposure::http(
+            &host,
+            path.as_deref().unwrap_or("/"),
+            redirect.unwrap_or(false),
+        )),
+        (None, true) if path.is_none() && redirect.is_none() => {
+            tcp.map(|port| Exposure::Tcp { port })
+        }
+        (None, true) => {
+            p.at(
+                &node.place,
+                "a tcp exposure has no path or redirect_https: those route HTTP by host",
+            );
+            None
+        }
+        (Some(_), true) => {
+            p.at(
+                &node.place,
+                "an exposure is HTTP (host, path) or TCP (tcp), not both: write two",
+            );
+            None
+        }
+        (None, false) => {
+            p.at(
+                &node.place,
+                "an exposure needs host (HTTP by host name) or tcp (a public TCP port)",
+            );
+            None
+        }
+    }
 }
 
 fn health_check(

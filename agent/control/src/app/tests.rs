@@ -350,3 +350,190 @@ fn ids_resolve_against_their_group() {
         ]],
     );
 }
+
+#[test]
+fn marathon_lb_labels_expose_ports() {
+    // Host names route HTTP; the service port (or HAPROXY_n_PORT) is the
+    // public TCP port; zdd.py's bookkeeping labels stay labels.
+    check(
+        "lb.json",
+        r#"{"id": "lb", "container": {"docker": {"image": "nginx:1"},
+              "portMappings": [{"containerPort": 80, "servicePort": 10001},
+                               {"containerPort": 81, "servicePort": 10002},
+                               {"containerPort": 82}]},
+            "networks": [{"mode": "container/bridge"}],
+            "labels": {"HAPROXY_GROUP": "external", "HAPROXY_DEPLOYMENT_GROUP": "lb", "HAPROXY_APP_ID": "lb",
+                       "HAPROXY_0_VHOST": "Shop.Example.com, www.example.com", "HAPROXY_0_PATH": "/api/",
+                       "HAPROXY_0_REDIRECT_TO_HTTPS": "true", "HAPROXY_0_MODE": "http",
+                       "HAPROXY_1_PORT": "10100", "HAPROXY_2_ENABLED": "false"}}"#,
+        expect![[r#"
+            /lb image="nginx:1" labels={"HAPROXY_0_MODE":"http","HAPROXY_0_PATH":"/api/","HAPROXY_0_REDIRECT_TO_HTTPS":"true","HAPROXY_0_VHOST":"Shop.Example.com, www.example.com","HAPROXY_1_PORT":"10100","HAPROXY_2_ENABLED":"false","HAPROXY_APP_ID":"lb","HAPROXY_DEPLOYMENT_GROUP":"lb","HAPROXY_GROUP":"external"} ports=[{"container_port":80,"expose":[{"host":"shop.example.com","kind":"http","path":"/api","redirect_https":true},{"host":"www.example.com","kind":"http","path":"/api","redirect_https":true},{"kind":"tcp","port":10001}],"protocol":"tcp","service_port":10001},{"container_port":81,"expose":[{"kind":"tcp","port":10100}],"protocol":"tcp","service_port":10002},{"container_port":82,"protocol":"tcp"}]
+        "#]],
+    );
+}
+
+#[test]
+fn marathon_lb_labels_that_cannot_mean_anything_here_are_refused_by_name() {
+    check(
+        "lb.json",
+        r#"{"id": "lb", "container": {"docker": {"image": "nginx:1"},
+              "portMappings": [{"containerPort": 80}, {"containerPort": 81, "protocol": "udp", "servicePort": 53}]},
+            "networks": [{"mode": "container/bridge"}],
+            "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_SSL_CERT": "/etc/ssl/cert.pem",
+                       "HAPROXY_0_BACKEND_HEAD": "x", "HAPROXY_3_VHOST": "c.test", "HAPROXY_0_ENABLED": "yes",
+                       "HAPROXY_0_PORT": "0"}}"#,
+        expect![[r#"
+            lb.json: 6 problems
+              lb.json: $.labels.HAPROXY_0_BACKEND_HEAD: label HAPROXY_0_BACKEND_HEAD: Strata renders the edge's HAProxy configuration itself and reads only HAPROXY_GROUP and HAPROXY_n_{GROUP,VHOST,PATH,PORT,ENABLED,MODE,REDIRECT_TO_HTTPS}; a certificate is given with `strata edge cert set HOST FILE`
+              lb.json: $.labels.HAPROXY_0_SSL_CERT: label HAPROXY_0_SSL_CERT: Strata renders the edge's HAProxy configuration itself and reads only HAPROXY_GROUP and HAPROXY_n_{GROUP,VHOST,PATH,PORT,ENABLED,MODE,REDIRECT_TO_HTTPS}; a certificate is given with `strata edge cert set HOST FILE`
+              lb.json: $.labels.HAPROXY_3_VHOST: label HAPROXY_3_VHOST is for ports[3], and the app has 2 port(s)
+              lb.json: $.labels.HAPROXY_0_ENABLED: label HAPROXY_0_ENABLED is "yes": expected "true" or "false"
+              lb.json: $.labels.HAPROXY_0_PORT: label HAPROXY_0_PORT is "0": expected a port from 1 to 65535
+              lb.json: $.container.portMappings[1]: ports[1] is udp, and the edge proxies tcp: expose a tcp port, or use a VIP for udp
+        "#]],
+    );
+    check(
+        "internal.json",
+        r#"{"id": "internal", "container": {"docker": {"image": "nginx:1"},
+              "portMappings": [{"containerPort": 80, "servicePort": 10001}, {"containerPort": 81}]},
+            "networks": [{"mode": "container/bridge"}],
+            "labels": {"HAPROXY_0_GROUP": "internal", "HAPROXY_1_VHOST": "a.test", "HAPROXY_1_PATH": "/x"}}"#,
+        expect![[r#"
+            internal.json: 3 problems
+              internal.json: $.labels.HAPROXY_0_GROUP: label HAPROXY_0_GROUP is "internal": Strata has no internal edge; give ports[0] a VIP (`VIP_0` on the port's labels) to reach it inside the cluster
+              internal.json: $.labels.HAPROXY_1_VHOST: label HAPROXY_1_VHOST needs HAPROXY_GROUP=external (or HAPROXY_1_GROUP) for ports[1] to be exposed
+              internal.json: $.labels.HAPROXY_1_PATH: label HAPROXY_1_PATH needs HAPROXY_GROUP=external (or HAPROXY_1_GROUP) for ports[1] to be exposed
+        "#]],
+    );
+    check(
+        "noport.json",
+        r#"{"id": "noport", "container": {"docker": {"image": "nginx:1"}, "portMappings": [{"containerPort": 80}]},
+            "networks": [{"mode": "container/bridge"}], "labels": {"HAPROXY_GROUP": "external"}}"#,
+        expect![[r#"
+            noport.json: 1 problem
+              noport.json: $.labels.HAPROXY_GROUP: ports[0] is exposed (HAPROXY_GROUP=external) but has no service port to serve it on: set its servicePort, or the label HAPROXY_0_PORT, or HAPROXY_0_VHOST
+        "#]],
+    );
+}
+
+#[test]
+fn dcos_vip_labels_read() {
+    // As in the Universe's redis package: `VIP_0` on a port mapping.
+    check(
+        "redis.json",
+        r#"{"id": "/db/redis", "container": {"docker": {"image": "redis:7"},
+              "portMappings": [{"containerPort": 6379, "labels": {"VIP_0": "/redis:6379", "VIP_1": "198.18.4.2:6379", "VIPX": "kept"}}]},
+            "networks": [{"mode": "container/bridge"}]}"#,
+        expect![[r#"
+            /db/redis image="redis:7" ports=[{"container_port":6379,"labels":{"VIPX":"kept","VIP_0":"/redis:6379","VIP_1":"198.18.4.2:6379"},"protocol":"tcp","vips":["redis:6379","198.18.4.2:6379"]}]
+        "#]],
+    );
+    check(
+        "bad.json",
+        r#"{"id": "bad", "container": {"docker": {"image": "redis:7"},
+              "portMappings": [{"containerPort": 6379, "labels": {"VIP_0": "redis", "VIP_1": ":80", "VIP_2": "x:0", "VIP_3": "/Redis:1"}}]},
+            "networks": [{"mode": "container/bridge"}]}"#,
+        expect![[r#"
+            bad.json: 4 problems
+              bad.json: $.container.portMappings[0].labels.VIP_0: label VIP_0: VIP "redis" has no port: write name:port (shop-web:80) or address:port
+              bad.json: $.container.portMappings[0].labels.VIP_1: label VIP_1: VIP ":80" has no name: write name:port (shop-web:80) or address:port
+              bad.json: $.container.portMappings[0].labels.VIP_2: label VIP_2: VIP "x:0": port "0" is not a port number from 1 to 65535
+              bad.json: $.container.portMappings[0].labels.VIP_3: label VIP_3: VIP "/Redis:1": name "Redis" is not a DNS label: use 1-63 lowercase letters, digits or '-', not starting or ending with '-'
+        "#]],
+    );
+}
+
+#[test]
+fn native_exposures_and_vips_read() {
+    check(
+        "web.toml",
+        r#"
+id = "/shop/web"
+image = "nginx:1"
+
+[[ports]]
+container_port = 80
+vips = ["shop-web:80", "198.18.0.10:80"]
+
+[[ports.expose]]
+host = "shop.example.com"
+path = "/api/"
+redirect_https = true
+
+[[ports.expose]]
+tcp = 10100
+"#,
+        expect![[r#"
+            /shop/web image="nginx:1" ports=[{"container_port":80,"expose":[{"host":"shop.example.com","kind":"http","path":"/api","redirect_https":true},{"kind":"tcp","port":10100}],"protocol":"tcp","vips":["shop-web:80","198.18.0.10:80"]}]
+        "#]],
+    );
+}
+
+#[test]
+fn bad_exposures_are_refused_with_their_place() {
+    check(
+        "web.toml",
+        r#"
+id = "/shop/web"
+image = "nginx:1"
+
+[[ports]]
+container_port = 53
+protocol = "udp"
+expose = [{ tcp = 53 }]
+
+[[ports]]
+container_port = 80
+vips = ["web", "a:1", "a:1"]
+expose = [{ host = "*.example.com" }, { host = "a.test", path = "/x?y" }, { host = "a.test", tcp = 1 },
+          { tcp = 10100, path = "/" }, {}, { host = "b.test", path = "x" }]
+
+[[ports]]
+container_port = 81
+vips = ["a:1"]
+expose = [{ host = "b.test" }, { host = "b.test", path = "/" }]
+"#,
+        expect![[r#"
+            web.toml: 11 problems
+              web.toml:13:75: field `ports[1].expose[2]`: an exposure is HTTP (host, path) or TCP (tcp), not both: write two
+              web.toml:14:11: field `ports[1].expose[3]`: a tcp exposure has no path or redirect_https: those route HTTP by host
+              web.toml:14:40: field `ports[1].expose[4]`: an exposure needs host (HTTP by host name) or tcp (a public TCP port)
+              web.toml:12:9: field `ports[1].vips[0]`: VIP "web" has no port: write name:port (shop-web:80) or address:port
+              web.toml:8:11: field `ports[0].expose[0]`: ports[0] is udp, and the edge proxies tcp: expose a tcp port, or use a VIP for udp
+              web.toml:13:11: field `ports[1].expose[0]`: host "*.example.com": the edge routes whole host names, not wildcards
+              web.toml:13:39: field `ports[1].expose[1]`: path "/x?y" holds '?': a route is a plain path prefix
+              web.toml:14:44: field `ports[1].expose[5]`: path "x" must start with '/'
+              web.toml:12:23: field `ports[1].vips[2]`: VIP a:1 is asked for twice
+              web.toml:19:32: field `ports[2].expose[1]`: http://b.test/ is also ports[2].expose[0]
+              web.toml:18:9: field `ports[2].vips[0]`: VIP a:1 is also ports[1]'s
+        "#]],
+    );
+}
+
+#[test]
+fn exposures_from_a_newer_writer_read_and_are_refused_by_check() {
+    let json = r#"{"id": "/a", "image": "busybox:1", "instances": 1, "cpus": 0.5, "mem": 32,
+        "ports": [{"container_port": 80, "expose": [{"kind": "quic", "port": 443}, {"kind": "tcp", "port": 10100}],
+                   "vips": ["a:80", "[::1]:80"]}]}"#;
+    let app: AppSpec = serde_json::from_str(json).expect("unknown kinds read");
+    assert_eq!(app.ports[0].expose[0], Exposure::Unknown);
+    assert_eq!(app.ports[0].vips[1], VipSpec::Unknown("[::1]:80".into()));
+    let problems: Vec<String> = app
+        .check(&|f| Place {
+            path: f.to_string(),
+            line: 0,
+            column: 0,
+        })
+        .iter()
+        .map(|p| format!("{}: {}", p.place.path, p.message))
+        .collect();
+    expect![[r#"
+        [
+            "ports[0].expose[0]: an exposure of a kind this version does not know: expected http (host, path) or tcp (port)",
+            "ports[0].vips[1]: VIP \"[::1]:80\" is not name:port (shop-web:80) or address:port (198.18.0.10:80)",
+        ]
+    "#]].assert_debug_eq(&problems);
+    let again: AppSpec =
+        serde_json::from_str(&serde_json::to_string(&app).expect("json")).expect("reads");
+    assert_eq!(again.ports[0].vips, app.ports[0].vips);
+}
