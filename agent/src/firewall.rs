@@ -14,6 +14,9 @@
 //! benchmark runs a whole cluster in the host's own namespace), whose
 //! firewall is their own.
 //!
+//! [`NodeFirewall::report`] reads what each rule matched; the node's
+//! network reports it to the masters (`strata node firewall NAME`).
+//!
 //! The overlay part is kept under the run directory (`firewall.json`, gone
 //! at the next boot), so that an agent restarted during a boot applies the
 //! same table again at once, which changes nothing for traffic, instead of
@@ -21,11 +24,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use configs::role::RoleConfig;
 use configs::user_data::UserData;
-use control::firewall::{self, FirewallInput, OverlayInput};
+use control::firewall::{self, FirewallInput, FirewallReport, OverlayInput};
 
 /// The file under the run directory that keeps the overlay part.
 pub const KEPT_FILE: &str = "firewall.json";
@@ -39,6 +43,8 @@ pub struct NodeFirewall {
     /// Where the overlay part is kept for the next agent of this boot.
     kept: Option<PathBuf>,
     state: Mutex<State>,
+    /// See [`NodeFirewall::generation`].
+    generation: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -46,6 +52,8 @@ struct State {
     input: FirewallInput,
     /// The ruleset `nft` last accepted.
     applied: Option<String>,
+    /// When (unix seconds).
+    applied_at: u64,
 }
 
 impl NodeFirewall {
@@ -58,8 +66,35 @@ impl NodeFirewall {
             state: Mutex::new(State {
                 input,
                 applied: None,
+                applied_at: 0,
             }),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// How many rulesets `nft` accepted so far: a change says the rules in
+    /// force changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The firewall in force, each rule with what it matched (read from
+    /// the table in the node's namespace); `None` before the first apply.
+    /// Blocks, as [`NodeFirewall::apply`] does.
+    pub fn report(&self) -> anyhow::Result<Option<FirewallReport>> {
+        let state = self.lock()?;
+        if state.applied.is_none() {
+            return Ok(None);
+        }
+        let counters = crate::overlay::netns::run_in(self.netns.as_deref(), || {
+            crate::overlay::nft::firewall_counters()
+        })
+        .context("cannot read the firewall's counters (table inet strata-fw)")?;
+        Ok(Some(firewall::plan(&state.input).report(
+            &counters,
+            state.applied_at,
+            crate::clock::unix_secs(),
+        )))
     }
 
     /// What the firewall is planned from now.
@@ -109,6 +144,8 @@ impl NodeFirewall {
         })
         .context("cannot apply the firewall (table inet strata-fw)")?;
         state.applied = Some(ruleset);
+        state.applied_at = crate::clock::unix_secs();
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }
 
@@ -219,8 +256,7 @@ mod tests {
             accept dhcp and dhcpv6 replies
             accept tcp 7443 from anywhere (the API)
             accept tcp 2379, 2380 from the masters (etcd)
-            accept tcp 9464 from anywhere (the role's ports)
-            drop everything else (the policy)"#]]
+            drop and count everything else"#]]
         .assert_eq(&text(&master, Some(&user_data("master", Some(cluster)))));
         // An external etcd may run beside the masters: its ports are
         // open to the masters all the same.
@@ -242,8 +278,7 @@ mod tests {
             accept loopback
             accept icmp and icmpv6 errors, echo requests, neighbour discovery
             accept dhcp and dhcpv6 replies
-            accept tcp 9464 from anywhere (the role's ports)
-            drop everything else (the policy)"#]]
+            drop and count everything else"#]]
         .assert_eq(&text(&private, Some(&user_data("private", None))));
     }
 

@@ -6,8 +6,10 @@
 //! VXLAN, the resolvers), that every node admits VXLAN from exactly the
 //! nodes of the list, that the API answers another node while a port the
 //! role does not open drops a connection, that etcd's client port drops a
-//! node that is not a master, and that from the overlay only a node's
-//! resolver answers. (That a task on the bridge reaches no other service of
+//! node that is not a master, that the role's ports answer nodes only
+//! (a machine of the same network that is no node gets no answer), that
+//! from the overlay only a node's resolver answers, and that each node
+//! reports its rules with what they counted (`strata node firewall`). (That a task on the bridge reaches no other service of
 //! its node is `host_overlay.rs`.)
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -122,10 +124,11 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     ) {
         return;
     }
-    let c = TestCluster::new(ClusterSpec {
+    let mut c = TestCluster::new(ClusterSpec {
         command: NodeCommand::Agent,
         ..ClusterSpec::new("sf", "fw", "10.80.0")
     });
+    let (stranger, _) = c.add_stranger();
     let _master = c.spawn_node("master-1", "master.log");
     let _agent1 = c.spawn_node("agent-1", "agent-1.log");
     let _agent2 = c.spawn_node("agent-2", "agent-2.log");
@@ -157,19 +160,19 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
             || {
                 let table = ruleset(ns).ok()?;
                 (nodes_set(&table) == underlay
-                    && table.contains("ip saddr @nodes udp dport 4789 accept"))
+                    && table.contains("ip saddr @nodes udp dport 4789 counter"))
                 .then_some(table)
             },
         );
         assert!(table.contains("policy drop;"), "{name}:\n{table}");
         let master = name == "master-1";
         assert_eq!(
-            table.contains("tcp dport 6443 accept"),
+            table.contains("tcp dport 6443 counter"),
             master,
             "the API's port is open on masters only; {name}:\n{table}"
         );
         assert_eq!(
-            table.contains("ip saddr @masters tcp dport { 2379, 2380 } accept"),
+            table.contains("ip saddr @masters tcp dport { 2379, 2380 } counter"),
             master,
             "etcd's ports are open to the masters on masters only; {name}:\n{table}"
         );
@@ -186,12 +189,21 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     let _closed_on_agent = listen(c.ns("agent-1"), closed);
     dropped(c.ns("master-1"), (ip("agent-1"), CLOSED).into());
 
-    // The role's ports: a public agent opens 443, a private one does not.
+    // The role's ports are the nodes' only: the metrics port answers a
+    // node and drops a machine of the same network that is no node; a
+    // public agent opens no HTTPS port of its own (the edge opens what
+    // apps expose).
+    let metrics: SocketAddr = (Ipv4Addr::UNSPECIFIED, 9464).into();
+    let _metrics_on_agent = listen(c.ns("agent-1"), metrics);
+    answers(c.ns("agent-2"), (ip("agent-1"), 9464).into());
+    dropped(&stranger, (ip("agent-1"), 9464).into());
+    dropped(&stranger, (ip("agent-1"), CLOSED).into());
     let https: SocketAddr = (Ipv4Addr::UNSPECIFIED, 443).into();
     let _https_on_public = listen(c.ns("agent-2"), https);
-    let _https_on_private = listen(c.ns("agent-1"), https);
-    answers(c.ns("agent-1"), (ip("agent-2"), 443).into());
-    dropped(c.ns("agent-2"), (ip("agent-1"), 443).into());
+    dropped(c.ns("agent-1"), (ip("agent-2"), 443).into());
+    dropped(&stranger, (ip("agent-2"), 443).into());
+    // The API stays open to every source on the master.
+    answers(&stranger, api);
 
     // etcd's client port, where an image's master listens for its peers
     // (this cluster's etcd is on the master's loopback): a node that is
@@ -225,4 +237,34 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     let _closed_on_agent2 = listen(c.ns("agent-2"), closed);
     answers(c.ns("agent-2"), (gateway_2, CLOSED).into());
     dropped(c.ns("agent-1"), (gateway_2, CLOSED).into());
+
+    // Each node reports the firewall in force with its counters: agent-1
+    // counted what it dropped above, and shows its rules.
+    let report = c.wait(
+        "agent-1 reports its firewall with the drops counted",
+        Duration::from_secs(60),
+        || {
+            let json = c.cli(&["node", "firewall", "agent-1", "--json"]).ok()?;
+            let r: control::firewall::FirewallReport = serde_json::from_str(&json).ok()?;
+            (r.dropped.packets >= 3).then_some(r)
+        },
+    );
+    let rules: Vec<&str> = report.rules.iter().map(|r| r.rule.as_str()).collect();
+    assert!(
+        rules.contains(&"accept tcp 9464 from the nodes (the role's ports)")
+            && rules.last() == Some(&"drop and count everything else")
+            && !rules.iter().any(|r| r.contains("(the API)")),
+        "agent-1's rules: {rules:#?}"
+    );
+    let text = c.cli_ok(&["node", "firewall", "master-1"]);
+    assert!(
+        text.contains("accept tcp 6443 from anywhere (the API)")
+            && text.contains("accept tcp 2379, 2380 from the masters (etcd)"),
+        "master-1's firewall:\n{text}"
+    );
+    let (code, err) = c.cli_status(&["node", "firewall", "no-such-node"]);
+    assert!(
+        code != 0 && err.contains("no node named `no-such-node`"),
+        "exit {code}: {err}"
+    );
 }

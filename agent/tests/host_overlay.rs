@@ -670,6 +670,7 @@ fn a_task_reaches_only_its_nodes_resolver_through_the_firewall() {
             role: configs::role::Firewall {
                 tcp: vec![9464],
                 udp: vec![],
+                from: configs::role::Reach::Nodes,
             },
             api_port: Some(6443),
             overlay: Some(part(&both)),

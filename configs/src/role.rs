@@ -34,12 +34,13 @@ pub struct AgentDefaults {
     pub edge: bool,
 }
 
-/// Ports the node's firewall opens to every source but the overlay (the
-/// agent's `inet strata-fw` table, planned by `control::firewall`);
-/// everything else is dropped. The cluster's own ports are not listed here:
-/// the agent opens each to whom it serves (the API on masters, etcd to the
-/// masters, VXLAN to the nodes), and a port listed here that it restricts
-/// stays restricted.
+/// Ports the node's firewall opens to the sources `from` says, never to
+/// the overlay (the agent's `inet strata-fw` table, planned by
+/// `control::firewall`); everything else is dropped and counted. The
+/// cluster's own ports are not listed here: the agent opens each to whom it
+/// serves (the API on masters, etcd to the masters, VXLAN to the nodes, the
+/// edge's exposed ports on public agents), and a port listed here that it
+/// restricts stays restricted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
@@ -47,6 +48,20 @@ pub struct Firewall {
     pub tcp: Vec<u16>,
     #[serde(default)]
     pub udp: Vec<u16>,
+    #[serde(default)]
+    pub from: Reach,
+}
+
+/// Whom the role's ports admit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reach {
+    /// Every source.
+    #[default]
+    Anywhere,
+    /// The cluster's nodes (the node list's underlay addresses), once the
+    /// node has read the list; nobody before.
+    Nodes,
 }
 
 impl RoleConfig {

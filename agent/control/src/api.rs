@@ -184,6 +184,24 @@ pub const RENEW_CERT: Route = route(
     "renew_cert",
 )
 .with_body_limit(64 << 10);
+/// `PUT /v1/nodes/{name}/firewall`: a node reports the firewall in force
+/// and what each rule matched.
+pub const REPORT_FIREWALL: Route = route(
+    Method::Put,
+    "/v1/nodes/{name}/firewall",
+    Auth::NodeSelf,
+    "report_firewall",
+)
+.with_body_limit(crate::firewall::FirewallReport::BODY_LIMIT);
+/// `GET /v1/nodes/{name}/firewall`: the firewall in force on a node, as it
+/// last reported it (`strata node firewall`).
+pub const SHOW_FIREWALL: Route = route(
+    Method::Get,
+    "/v1/nodes/{name}/firewall",
+    Auth::Operator,
+    "show_firewall",
+)
+.needs(Permission::Read);
 /// `GET /v1/watch/nodes/{after}`: the node list once it changed after a
 /// revision (a long poll). Every node follows it for the overlay and DNS.
 pub const WATCH_NODES: Route = route(
@@ -585,6 +603,8 @@ pub const ROUTES: &[Route] = &[
     UPGRADE_NODE,
     ROLLBACK_NODE,
     REPORT_UPGRADE,
+    REPORT_FIREWALL,
+    SHOW_FIREWALL,
     START_ROLLOUT,
     RESUME_ROLLOUT,
     CANCEL_ROLLOUT,

@@ -74,6 +74,7 @@ pub fn audited(route: &Route) -> bool {
         && *route != api::HEARTBEAT
         && *route != api::REPORT_TASK
         && *route != api::REPORT_UPGRADE
+        && *route != api::REPORT_FIREWALL
 }
 
 /// The etcd key of a record made at `at_ms` by master `master`, its `seq`th

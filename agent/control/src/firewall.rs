@@ -24,9 +24,16 @@
 //!   packet from anywhere else would put frames on the overlay past the
 //!   bridge's anti-spoofing rules;
 //! - the role file's ports (`configs/roles/<role>.toml`, `[firewall]`):
-//!   from anywhere, except a port that a rule above opens to fewer sources,
-//!   which stays restricted.
+//!   from the sources its `from` says (the cluster's nodes, once the node
+//!   has read the node list, or anywhere), except a port that a rule above
+//!   opens to fewer sources, which stays restricted;
+//! - everything else: dropped and counted ([`Rule::Drop`], the last rule;
+//!   the chain's policy drops too, should the rule ever be missing).
+//!
+//! Every rule counts what it matched, so that `strata node firewall`
+//! shows which rule took what.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -153,6 +160,8 @@ pub enum Rule {
         from: Sources,
         service: Service,
     },
+    /// Drop, and count, everything no rule above accepted.
+    Drop,
 }
 
 impl fmt::Display for Rule {
@@ -195,6 +204,7 @@ impl fmt::Display for Rule {
                     ports.join(", ")
                 )
             }
+            Rule::Drop => f.write_str("drop and count everything else"),
         }
     }
 }
@@ -210,23 +220,114 @@ pub struct FirewallPlan {
     pub rules: Vec<Rule>,
 }
 
-impl fmt::Display for FirewallPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl FirewallPlan {
+    /// The address sets, a line each (`set nodes: 10.9.0.10, 10.9.0.21`).
+    pub fn set_lines(&self) -> Vec<String> {
         let addrs = |a: &[Ipv4Addr]| -> String {
             let a: Vec<String> = a.iter().map(ToString::to_string).collect();
             a.join(", ")
         };
+        let mut out = Vec::new();
         if let Some(m) = &self.masters {
-            writeln!(f, "set masters: {}", addrs(m))?;
+            out.push(format!("set masters: {}", addrs(m)));
         }
         if let Some(n) = &self.nodes {
-            writeln!(f, "set nodes: {}", addrs(n))?;
+            out.push(format!("set nodes: {}", addrs(n)));
         }
-        for r in &self.rules {
-            writeln!(f, "{r}")?;
-        }
-        f.write_str("drop everything else (the policy)")
+        out
     }
+
+    /// What the node reports of this plan in force: each rule with what
+    /// it matched, from `counters` (the packets and bytes of each rule by
+    /// its index in [`FirewallPlan::rules`]; a rule without one counted
+    /// nothing yet).
+    pub fn report(
+        &self,
+        counters: &BTreeMap<usize, Counter>,
+        applied_at: u64,
+        read_at: u64,
+    ) -> FirewallReport {
+        let rules: Vec<RuleCount> = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let c = counters.get(&i).copied().unwrap_or_default();
+                RuleCount {
+                    rule: r.to_string(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                }
+            })
+            .collect();
+        let dropped = self
+            .rules
+            .iter()
+            .position(|r| *r == Rule::Drop)
+            .and_then(|i| counters.get(&i).copied())
+            .unwrap_or_default();
+        FirewallReport {
+            applied_at,
+            read_at,
+            sets: self.set_lines(),
+            rules,
+            dropped,
+        }
+    }
+}
+
+impl fmt::Display for FirewallPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut lines = self.set_lines();
+        lines.extend(self.rules.iter().map(ToString::to_string));
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// What one rule matched since the ruleset was applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// The firewall in force on a node, as the node reports it
+/// (`PUT /v1/nodes/{name}/firewall`) and `strata node firewall` shows it.
+/// Tolerant: a field a newer node adds is ignored, one it drops is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallReport {
+    /// When the ruleset was applied (unix seconds).
+    pub applied_at: u64,
+    /// When its counters were read.
+    pub read_at: u64,
+    /// The address sets its rules refer to, a line each.
+    #[serde(default)]
+    pub sets: Vec<String>,
+    /// Its rules in order, each with what it matched.
+    #[serde(default)]
+    pub rules: Vec<RuleCount>,
+    /// What the last rule dropped: everything no rule accepted.
+    #[serde(default)]
+    pub dropped: Counter,
+}
+
+/// One rule of a [`FirewallReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleCount {
+    /// The rule as [`Rule`]'s `Display` says it.
+    pub rule: String,
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+impl FirewallReport {
+    /// The report's largest sizes a node may send: the node list of a
+    /// large cluster fits (a set line of 10,000 addresses is 160 KiB).
+    pub const BODY_LIMIT: u32 = 256 << 10;
 }
 
 /// Sorted, without duplicates.
@@ -288,6 +389,11 @@ pub fn plan(input: &FirewallInput) -> FirewallPlan {
         taken_udp.push(o.vxlan_port);
         nodes = Some(sorted(&o.nodes));
     }
+    // The role's ports, to the nodes only once the node knows them.
+    let role_from = match input.role.from {
+        configs::role::Reach::Anywhere => Some(Sources::Any),
+        configs::role::Reach::Nodes => nodes.as_ref().map(|_| Sources::Nodes),
+    };
     for (proto, ports, taken) in [
         (Proto::Tcp, &input.role.tcp, &taken_tcp),
         (Proto::Udp, &input.role.udp, &taken_udp),
@@ -296,15 +402,18 @@ pub fn plan(input: &FirewallInput) -> FirewallPlan {
             .into_iter()
             .filter(|p| !taken.contains(p))
             .collect();
-        if !open.is_empty() {
+        if let Some(from) = role_from
+            && !open.is_empty()
+        {
             rules.push(Rule::Open {
                 proto,
                 ports: open,
-                from: Sources::Any,
+                from,
                 service: Service::Role,
             });
         }
     }
+    rules.push(Rule::Drop);
     FirewallPlan {
         masters,
         nodes,

@@ -70,6 +70,21 @@ impl ApiClient {
             .await
     }
 
+    /// `PUT /v1/nodes/{name}/firewall`.
+    pub async fn report_firewall(
+        &self,
+        name: &str,
+        report: &control::firewall::FirewallReport,
+    ) -> Result<bool> {
+        self.put(&routes::REPORT_FIREWALL.fill(&[name]), report)
+            .await
+    }
+
+    /// `GET /v1/nodes/{name}/firewall`.
+    pub async fn show_firewall(&self, name: &str) -> Result<control::firewall::FirewallReport> {
+        self.get(&routes::SHOW_FIREWALL.fill(&[name])).await
+    }
+
     /// `POST /v1/join`.
     pub async fn join(&self, req: &JoinRequest) -> Result<JoinResponse> {
         self.post(&routes::JOIN.fill(&[]), req).await

@@ -1,4 +1,4 @@
-//! `strata node list|show|remove|drain|uncordon|upgrade|rollback|exec`:
+//! `strata node list|show|firewall|remove|drain|uncordon|upgrade|rollback|exec`:
 //! the cluster's nodes, through the API.
 
 use std::path::PathBuf;
@@ -24,6 +24,16 @@ pub enum NodeCommand {
         #[command(flatten)]
         target: Target,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The firewall in force on a node, as it last reported it: its rules
+    /// in order, each with what it matched, and what it dropped.
+    Firewall {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -148,6 +158,12 @@ pub fn run(command: NodeCommand) -> anyhow::Result<()> {
             let node = runtime()?.block_on(client.show_node(&name))?;
             let now = crate::clock::unix_secs();
             output::emit(json, &node, |n| output::node_show(n, now))
+        }
+        NodeCommand::Firewall { name, target, json } => {
+            let client = target.client()?;
+            let report = runtime()?.block_on(client.show_firewall(&name))?;
+            let now = crate::clock::unix_secs();
+            output::emit(json, &report, |r| output::node_firewall(&name, r, now))
         }
         NodeCommand::Remove { name, target } => {
             let client = target.client()?;

@@ -877,6 +877,35 @@ fn node_image(n: &NodeStatus, now: u64, kv: &mut dyn FnMut(&str, String)) {
 }
 
 /// `strata node show NAME`.
+/// `strata node firewall NAME`.
+pub fn node_firewall(name: &str, r: &control::firewall::FirewallReport, now: u64) -> String {
+    let rows: Vec<Vec<String>> = r
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            vec![
+                i.to_string(),
+                rule.rule.clone(),
+                rule.packets.to_string(),
+                bytes(rule.bytes),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "node {name}: applied {} ago, counted {} ago; dropped {} packet{} ({})\n",
+        age(now.saturating_sub(r.applied_at)),
+        age(now.saturating_sub(r.read_at)),
+        r.dropped.packets,
+        if r.dropped.packets == 1 { "" } else { "s" },
+        bytes(r.dropped.bytes)
+    );
+    for set in &r.sets {
+        out += &format!("{set}\n");
+    }
+    out + &table(&["#", "RULE", "PACKETS", "BYTES"], &rows)
+}
+
 pub fn node_show(n: &NodeStatus, now: u64) -> String {
     let i = &n.record.info;
     let mut out = String::new();
@@ -1355,6 +1384,70 @@ mod tests {
             /shop/web ports[0] VIP: shop-web:80
         "#]]
         .assert_eq(&super::app_validated("web.toml", &file.apps));
+    }
+
+    #[test]
+    fn a_node_firewall_shows_each_rule_with_its_counters() {
+        use control::firewall::{Counter, FirewallInput, OverlayInput};
+        let input = FirewallInput {
+            role: configs::role::Firewall {
+                tcp: vec![9464],
+                udp: vec![],
+                from: configs::role::Reach::Nodes,
+            },
+            overlay: Some(OverlayInput {
+                vxlan_port: 4789,
+                nodes: vec![
+                    "10.9.0.10".parse().expect("ip"),
+                    "10.9.0.21".parse().expect("ip"),
+                ],
+                bridge: "strata-br".into(),
+                vxlan: "strata-vx".into(),
+                gateway: "10.200.1.1".parse().expect("ip"),
+            }),
+            ..FirewallInput::default()
+        };
+        let plan = control::firewall::plan(&input);
+        let counters = BTreeMap::from([
+            (
+                0,
+                Counter {
+                    packets: 1200,
+                    bytes: 90_000,
+                },
+            ),
+            (
+                8,
+                Counter {
+                    packets: 310,
+                    bytes: 48_000,
+                },
+            ),
+            (
+                plan.rules.len() - 1,
+                Counter {
+                    packets: 3,
+                    bytes: 180,
+                },
+            ),
+        ]);
+        let report = plan.report(&counters, 1_796_000_000, 1_796_000_100);
+        expect![[r#"
+            node agent-1: applied 2m ago, counted 30s ago; dropped 3 packets (180 B)
+            set nodes: 10.9.0.10, 10.9.0.21
+            #   RULE                                                                         PACKETS  BYTES
+            0   accept established and related                                               1200     87.9 KiB
+            1   drop invalid                                                                 0        0 B
+            2   accept loopback                                                              0        0 B
+            3   accept icmp and icmpv6 errors, echo requests, neighbour discovery            0        0 B
+            4   accept udp 53 to 10.200.1.1 from strata-br, strata-vx (the node's resolver)  0        0 B
+            5   accept tcp 53 to 10.200.1.1 from strata-br, strata-vx (the node's resolver)  0        0 B
+            6   drop everything else from strata-br, strata-vx                               0        0 B
+            7   accept dhcp and dhcpv6 replies                                               0        0 B
+            8   accept udp 4789 from the nodes (VXLAN)                                       310      46.9 KiB
+            9   accept tcp 9464 from the nodes (the role's ports)                            0        0 B
+            10  drop and count everything else                                               3        180 B
+        "#]].assert_eq(&super::node_firewall("agent-1", &report, 1_796_000_130));
     }
 
     #[test]

@@ -73,11 +73,19 @@ pub type TaskNetSender = tokio::sync::watch::Sender<Option<Arc<dyn TaskNetwork>>
 /// Starts the node's overlay and DNS in the background; failures are
 /// logged and retried. Once the bridge is up, `tasks` gets the
 /// [`OverlayTasks`] that gives tasks their namespaces.
-pub fn spawn(node: NodeNet, client: ApiClient, tasks: TaskNetSender) -> Running {
+pub fn spawn(node: NodeNet, clients: NetClients, tasks: TaskNetSender) -> Running {
     Running {
         subnet: node.subnet,
-        task: tokio::spawn(run(node, client, tasks)),
+        task: tokio::spawn(run(node, clients, tasks)),
     }
+}
+
+/// The node network's connections to the API: one for the node list's
+/// long poll, one for the firewall's reports, so that neither waits for
+/// the other.
+pub struct NetClients {
+    pub follower: ApiClient,
+    pub reporter: ApiClient,
 }
 
 /// Every other node that has a lease and an underlay address, as overlay
@@ -154,7 +162,11 @@ pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
     RecordSet { tasks: set }
 }
 
-async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
+async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
+    let NetClients {
+        follower: client,
+        reporter,
+    } = clients;
     let mut backoff =
         crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let net = loop {
@@ -185,7 +197,8 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
             set_firewall(fw, part.clone()).await;
             let (fw_tx, fw_rx) = tokio::sync::watch::channel(part);
             let follower = tokio::spawn(follow_firewall(fw.clone(), fw_rx));
-            Some((fw_tx, AbortOnDrop(follower)))
+            let reporter = tokio::spawn(report_firewall(fw.clone(), reporter, node.name.clone()));
+            Some((fw_tx, AbortOnDrop(follower), AbortOnDrop(reporter)))
         }
         None => None,
     };
@@ -255,7 +268,7 @@ async fn run(node: NodeNet, client: ApiClient, tasks: TaskNetSender) {
         if dns_records.snapshot() != set {
             dns_records.replace(set);
         }
-        if let Some((fw_tx, _)) = &firewall {
+        if let Some((fw_tx, _, _)) = &firewall {
             let part = firewall_part(&net, &w.nodes);
             fw_tx.send_if_modified(|p| {
                 let changed = *p != part;
@@ -313,6 +326,51 @@ async fn follow_firewall(
         } else {
             crate::retry::wait(&mut backoff).await;
         }
+    }
+}
+
+/// How often the reporter looks whether the firewall's rules changed.
+const FIREWALL_LOOK: Duration = Duration::from_secs(2);
+/// How often the reporter reads the counters when the rules stay the same;
+/// it reports them when they moved.
+const FIREWALL_COUNTERS: Duration = Duration::from_secs(30);
+
+/// Reports the firewall in force to the masters (`strata node firewall`):
+/// at once after each ruleset applied, and the counters every
+/// [`FIREWALL_COUNTERS`] when they moved. A failed report is tried again
+/// at the next look. Never returns.
+async fn report_firewall(fw: Arc<NodeFirewall>, client: ApiClient, name: String) {
+    let mut sent: Option<(u64, control::firewall::FirewallReport)> = None;
+    let mut read_at = tokio::time::Instant::now();
+    loop {
+        let generation = fw.generation();
+        let changed = sent.as_ref().is_none_or(|(g, _)| *g != generation);
+        if changed || read_at.elapsed() >= FIREWALL_COUNTERS {
+            read_at = tokio::time::Instant::now();
+            let reader = fw.clone();
+            let report = match tokio::task::spawn_blocking(move || reader.report()).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::warn!("firewall: {e:#}");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("firewall: reading the counters failed: {e}");
+                    None
+                }
+            };
+            let moved = |r: &control::firewall::FirewallReport| {
+                sent.as_ref()
+                    .is_none_or(|(_, s)| s.rules != r.rules || s.sets != r.sets)
+            };
+            if let Some(report) = report.filter(|r| changed || moved(r)) {
+                match client.report_firewall(&name, &report).await {
+                    Ok(_) => sent = Some((generation, report)),
+                    Err(e) => tracing::warn!("firewall: cannot report it to the masters: {e}"),
+                }
+            }
+        }
+        tokio::time::sleep(FIREWALL_LOOK).await;
     }
 }
 

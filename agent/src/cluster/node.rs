@@ -364,6 +364,8 @@ fn start_network(
     // never holds up a heartbeat.
     let follower = ApiClient::with_credentials(endpoints.to_vec(), creds.clone(), Auth::Tls)
         .with_timeout(network::WATCH_TIMEOUT);
+    let reporter = ApiClient::with_credentials(endpoints.to_vec(), creds.clone(), Auth::Tls)
+        .with_timeout(Duration::from_secs(10));
     Ok(Some(network::spawn(
         network::NodeNet {
             name: ud.name.clone(),
@@ -373,7 +375,7 @@ fn start_network(
             settings: settings.clone(),
             firewall: firewall.cloned(),
         },
-        follower,
+        network::NetClients { follower, reporter },
         tasks_net.clone(),
     )))
 }

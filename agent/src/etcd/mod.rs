@@ -47,6 +47,9 @@ const TASK_STATUS: &str = "/strata/task-status/";
 const EXEC: &str = "/strata/exec/";
 /// Drained nodes (`control::model::Cordon`).
 const CORDONS: &str = "/strata/cordons/";
+/// Each node's firewall in force, as it reported it
+/// (`control::firewall::FirewallReport`).
+const FIREWALLS: &str = "/strata/firewalls/";
 /// The last certificate rotation an admin asked for.
 const CERT_ROTATION: &str = "/strata/cert-rotation";
 /// Each master's API certificate: `<name>`.
@@ -578,6 +581,41 @@ impl Store {
         self.decode_prefix(CORDONS).await
     }
 
+    /// Records the firewall node `name` reports in force, only while the
+    /// node exists (a report racing its removal is dropped). Returns
+    /// whether it was recorded.
+    pub async fn put_firewall_report(
+        &self,
+        name: &str,
+        report: &control::firewall::FirewallReport,
+    ) -> Result<bool, Error> {
+        let txn = Txn::new()
+            .when([Compare::version(
+                format!("{NODES}{name}"),
+                CompareOp::Greater,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                format!("{FIREWALLS}{name}"),
+                record_json(report),
+                None,
+            )]);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
+    /// The firewall node `name` last reported, if any.
+    pub async fn firewall_report(
+        &self,
+        name: &str,
+    ) -> Result<Option<control::firewall::FirewallReport>, Error> {
+        let key = format!("{FIREWALLS}{name}");
+        let resp = self.get(key.clone(), None).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| decode(&key, kv.value()))
+            .transpose()
+    }
+
     /// Records a task's status as its node reports it, only while the task
     /// exists (a report racing a delete is dropped).
     pub async fn put_task_report(&self, id: &str, report: &TaskReport) -> Result<bool, Error> {
@@ -836,6 +874,7 @@ impl Store {
                 TxnOp::delete(node_key.clone(), None),
                 TxnOp::delete(format!("{ALIVE}{name}"), None),
                 TxnOp::delete(format!("{CORDONS}{name}"), None),
+                TxnOp::delete(format!("{FIREWALLS}{name}"), None),
                 TxnOp::delete(format!("{}{name}", upgrades::UPGRADES), None),
             ];
             let mut compares = Vec::new();

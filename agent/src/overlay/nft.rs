@@ -9,12 +9,13 @@
 //!   [`control::firewall`] and applied by [`crate::firewall`] (the daemon
 //!   at boot, then [`crate::cluster::network`] as the node list changes).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use configs::net::Ipv4Cidr;
-use control::firewall::{DNS_PORT, FirewallPlan, Rule, Sources};
+use control::firewall::{Counter, DNS_PORT, FirewallPlan, Rule, Sources};
 
 use super::plan::Mac;
 
@@ -171,15 +172,25 @@ pub fn render_firewall(plan: &FirewallPlan) -> String {
         "\tchain input {\n\
          \t\ttype filter hook input priority filter; policy drop;\n",
     );
-    for line in plan.rules.iter().flat_map(rule_lines) {
-        out.push_str(&format!("\t\t{line}\n"));
+    for (i, rule) in plan.rules.iter().enumerate() {
+        for (matches, verdict) in rule_lines(rule) {
+            out.push_str(&format!(
+                "\t\t{matches}counter {verdict} comment \"{RULE_PREFIX}{i}\"\n"
+            ));
+        }
     }
     out.push_str("\t}\n}\n");
     out
 }
 
-/// The nft statements of one firewall rule.
-fn rule_lines(rule: &Rule) -> Vec<String> {
+/// What each firewall rule's comment starts with, before the rule's index
+/// in the plan: the counters read back ([`firewall_counters`]) are the
+/// plan's rules by it.
+pub const RULE_PREFIX: &str = "r";
+
+/// The nft statements of one firewall rule: each its matches (ending in a
+/// space, or empty) and its verdict, between which the counter goes.
+fn rule_lines(rule: &Rule) -> Vec<(String, &'static str)> {
     let ifnames = |names: &[String]| -> String {
         let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
         match quoted.as_slice() {
@@ -188,25 +199,33 @@ fn rule_lines(rule: &Rule) -> Vec<String> {
         }
     };
     match rule {
-        Rule::Established => vec!["ct state established,related accept".into()],
-        Rule::Invalid => vec!["ct state invalid drop".into()],
-        Rule::Loopback => vec!["iif \"lo\" accept".into()],
+        Rule::Established => vec![("ct state established,related ".into(), "accept")],
+        Rule::Invalid => vec![("ct state invalid ".into(), "drop")],
+        Rule::Loopback => vec![("iif \"lo\" ".into(), "accept")],
         Rule::Icmp => vec![
-            format!("icmp type {{ {ICMP_TYPES} }} accept"),
-            format!("icmpv6 type {{ {ICMPV6_TYPES} }} accept"),
+            (format!("icmp type {{ {ICMP_TYPES} }} "), "accept"),
+            (format!("icmpv6 type {{ {ICMPV6_TYPES} }} "), "accept"),
         ],
         Rule::Resolver {
             interfaces,
             gateway,
             proto,
-        } => vec![format!(
-            "iifname {} ip daddr {gateway} {proto} dport {DNS_PORT} accept",
-            ifnames(interfaces)
+        } => vec![(
+            format!(
+                "iifname {} ip daddr {gateway} {proto} dport {DNS_PORT} ",
+                ifnames(interfaces)
+            ),
+            "accept",
         )],
-        Rule::FromOverlay { interfaces } => vec![format!("iifname {} drop", ifnames(interfaces))],
+        Rule::FromOverlay { interfaces } => {
+            vec![(format!("iifname {} ", ifnames(interfaces)), "drop")]
+        }
         Rule::Dhcp => vec![
-            "udp sport 67 udp dport 68 accept".into(),
-            "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept".into(),
+            ("udp sport 67 udp dport 68 ".into(), "accept"),
+            (
+                "ip6 saddr fe80::/10 udp sport 547 udp dport 546 ".into(),
+                "accept",
+            ),
         ],
         Rule::Open {
             proto, ports, from, ..
@@ -223,8 +242,9 @@ fn rule_lines(rule: &Rule) -> Vec<String> {
                 Sources::Masters => "ip saddr @masters ",
                 Sources::Nodes => "ip saddr @nodes ",
             };
-            vec![format!("{from}{proto} dport {ports} accept")]
+            vec![(format!("{from}{proto} dport {ports} "), "accept")]
         }
+        Rule::Drop => vec![(String::new(), "drop")],
     }
 }
 
@@ -236,6 +256,58 @@ pub fn render_delete() -> String {
      table bridge strata {}\n\
      delete table bridge strata\n"
         .to_string()
+}
+
+/// What each rule of the `inet strata-fw` table in the current network
+/// namespace matched, by the rule's index in its plan
+/// ([`parse_firewall_counters`] of `nft -j list table inet strata-fw`).
+pub fn firewall_counters() -> anyhow::Result<BTreeMap<usize, Counter>> {
+    use anyhow::Context as _;
+    let out = Command::new("nft")
+        .args(["-j", "list", "table", "inet", "strata-fw"])
+        .output()
+        .context("cannot run nft")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "nft -j list table inet strata-fw failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_firewall_counters(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Reads the counters out of nft's JSON listing of `inet strata-fw`: each
+/// rule's comment (`r<index>`, [`RULE_PREFIX`]) names the plan's rule, and
+/// the lines of one plan rule (ICMP and ICMPv6) add up. Rules without such
+/// a comment (none of Strata's) are skipped.
+pub fn parse_firewall_counters(json: &str) -> anyhow::Result<BTreeMap<usize, Counter>> {
+    use anyhow::Context as _;
+    let v: serde_json::Value =
+        serde_json::from_str(json).context("nft's JSON listing does not parse")?;
+    let items = v
+        .get("nftables")
+        .and_then(|n| n.as_array())
+        .context("nft's JSON listing has no `nftables` array")?;
+    let mut out: BTreeMap<usize, Counter> = BTreeMap::new();
+    for rule in items.iter().filter_map(|i| i.get("rule")) {
+        let Some(index) = rule
+            .get("comment")
+            .and_then(|c| c.as_str())
+            .and_then(|c| c.strip_prefix(RULE_PREFIX))
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let exprs = rule.get("expr").and_then(|e| e.as_array());
+        for c in exprs.into_iter().flatten().filter_map(|e| e.get("counter")) {
+            let n = |k: &str| c.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+            let slot = out.entry(index).or_default();
+            slot.packets += n("packets");
+            slot.bytes += n("bytes");
+        }
+    }
+    Ok(out)
 }
 
 /// Feeds `ruleset` to `nft -f -` in the current network namespace.
@@ -359,6 +431,33 @@ mod tests {
         .assert_eq(&s);
     }
 
+    /// The counters of nft's JSON listing (as `nft -j list table inet
+    /// strata-fw` of nftables 1.0.6 prints it, trimmed to three rules), by
+    /// the plan's rule: the two lines of one rule add up.
+    #[test]
+    fn firewall_counters_read_by_rule() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "strata-fw", "handle": 2}}, {"set": {"family": "inet", "name": "nodes", "table": "strata-fw", "type": "ipv4_addr", "handle": 2, "elem": ["10.9.0.10", "10.9.0.21"]}}, {"chain": {"family": "inet", "table": "strata-fw", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}}, {"rule": {"family": "inet", "table": "strata-fw", "chain": "input", "handle": 3, "comment": "r0", "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"counter": {"packets": 120, "bytes": 9000}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "strata-fw", "chain": "input", "handle": 6, "comment": "r3", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}}, "right": {"set": ["destination-unreachable", "echo-request"]}}}, {"counter": {"packets": 2, "bytes": 168}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "strata-fw", "chain": "input", "handle": 7, "comment": "r3", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "icmpv6", "field": "type"}}, "right": {"set": ["nd-neighbor-solicit"]}}}, {"counter": {"packets": 1, "bytes": 72}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "strata-fw", "chain": "input", "handle": 16, "comment": "r10", "expr": [{"counter": {"packets": 4, "bytes": 240}}, {"drop": null}]}}]}"#;
+        expect![[r#"
+            {
+                0: Counter {
+                    packets: 120,
+                    bytes: 9000,
+                },
+                3: Counter {
+                    packets: 3,
+                    bytes: 240,
+                },
+                10: Counter {
+                    packets: 4,
+                    bytes: 240,
+                },
+            }
+        "#]]
+        .assert_debug_eq(&parse_firewall_counters(json).expect("parses"));
+        let err = parse_firewall_counters("{}").expect_err("no array");
+        expect!["nft's JSON listing has no `nftables` array"].assert_eq(&format!("{err:#}"));
+    }
+
     /// The firewall of a master of three (etcd from the masters, the API
     /// from anywhere) and of a private agent, both on the overlay with
     /// their node lists; `nft -c -f` accepts both.
@@ -376,6 +475,7 @@ mod tests {
         let role = configs::role::Firewall {
             tcp: vec![9464],
             udp: vec![],
+            from: configs::role::Reach::Nodes,
         };
         let master = FirewallInput {
             role: role.clone(),
@@ -401,20 +501,21 @@ mod tests {
             	}
             	chain input {
             		type filter hook input priority filter; policy drop;
-            		ct state established,related accept
-            		ct state invalid drop
-            		iif "lo" accept
-            		icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } accept
-            		icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept
-            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.0.1 udp dport 53 accept
-            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.0.1 tcp dport 53 accept
-            		iifname { "strata-br", "strata-vx" } drop
-            		udp sport 67 udp dport 68 accept
-            		ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
-            		tcp dport 6443 accept
-            		ip saddr @masters tcp dport { 2379, 2380 } accept
-            		ip saddr @nodes udp dport 4789 accept
-            		tcp dport 9464 accept
+            		ct state established,related counter accept comment "r0"
+            		ct state invalid counter drop comment "r1"
+            		iif "lo" counter accept comment "r2"
+            		icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } counter accept comment "r3"
+            		icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment "r3"
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.0.1 udp dport 53 counter accept comment "r4"
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.0.1 tcp dport 53 counter accept comment "r5"
+            		iifname { "strata-br", "strata-vx" } counter drop comment "r6"
+            		udp sport 67 udp dport 68 counter accept comment "r7"
+            		ip6 saddr fe80::/10 udp sport 547 udp dport 546 counter accept comment "r7"
+            		tcp dport 6443 counter accept comment "r8"
+            		ip saddr @masters tcp dport { 2379, 2380 } counter accept comment "r9"
+            		ip saddr @nodes udp dport 4789 counter accept comment "r10"
+            		ip saddr @nodes tcp dport 9464 counter accept comment "r11"
+            		counter drop comment "r12"
             	}
             }
         "#]]
@@ -434,18 +535,19 @@ mod tests {
             	}
             	chain input {
             		type filter hook input priority filter; policy drop;
-            		ct state established,related accept
-            		ct state invalid drop
-            		iif "lo" accept
-            		icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } accept
-            		icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept
-            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.1.1 udp dport 53 accept
-            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.1.1 tcp dport 53 accept
-            		iifname { "strata-br", "strata-vx" } drop
-            		udp sport 67 udp dport 68 accept
-            		ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
-            		ip saddr @nodes udp dport 4789 accept
-            		tcp dport 9464 accept
+            		ct state established,related counter accept comment "r0"
+            		ct state invalid counter drop comment "r1"
+            		iif "lo" counter accept comment "r2"
+            		icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } counter accept comment "r3"
+            		icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } counter accept comment "r3"
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.1.1 udp dport 53 counter accept comment "r4"
+            		iifname { "strata-br", "strata-vx" } ip daddr 10.200.1.1 tcp dport 53 counter accept comment "r5"
+            		iifname { "strata-br", "strata-vx" } counter drop comment "r6"
+            		udp sport 67 udp dport 68 counter accept comment "r7"
+            		ip6 saddr fe80::/10 udp sport 547 udp dport 546 counter accept comment "r7"
+            		ip saddr @nodes udp dport 4789 counter accept comment "r8"
+            		ip saddr @nodes tcp dport 9464 counter accept comment "r9"
+            		counter drop comment "r10"
             	}
             }
         "#]]

@@ -303,6 +303,36 @@ impl TestCluster {
         self.netns.add(name);
     }
 
+    /// Adds a namespace on the underlay that is no node of the cluster (a
+    /// machine of the same network): `{tag}{pid}-x`, at the underlay's
+    /// `.250`. Returns the namespace and its address.
+    pub fn add_stranger(&mut self) -> (String, String) {
+        let ns = self.ns_name("x");
+        let master = self.nodes[0].ns.clone();
+        let ip = match self.nodes[0].ip.rsplit_once('.') {
+            Some((net, _)) => format!("{net}.250"),
+            None => panic!("underlay address {}", self.nodes[0].ip),
+        };
+        self.netns.add(&ns);
+        super::run(
+            "ip",
+            &[
+                "-n", &master, "link", "add", "vethx", "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ],
+        );
+        super::run(
+            "ip",
+            &["-n", &master, "link", "set", "vethx", "master", "br0", "up"],
+        );
+        super::run(
+            "ip",
+            &["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+        super::run("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
+        (ns, ip)
+    }
+
     /// The user-data `strata cluster init` wrote for node `name`.
     pub fn user_data(&self, name: &str) -> PathBuf {
         self.dir()

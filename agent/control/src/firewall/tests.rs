@@ -10,6 +10,7 @@ fn role(tcp: &[u16], udp: &[u16]) -> configs::role::Firewall {
     configs::role::Firewall {
         tcp: tcp.to_vec(),
         udp: udp.to_vec(),
+        from: configs::role::Reach::Anywhere,
     }
 }
 
@@ -52,7 +53,7 @@ fn a_private_agent_at_boot_opens_only_its_role_ports() {
             accept icmp and icmpv6 errors, echo requests, neighbour discovery
             accept dhcp and dhcpv6 replies
             accept tcp 9464 from anywhere (the role's ports)
-            drop everything else (the policy)"#]],
+            drop and count everything else"#]],
     );
 }
 
@@ -70,7 +71,7 @@ fn a_master_opens_the_api_to_all_and_etcd_to_the_masters() {
             accept tcp 6443 from anywhere (the API)
             accept tcp 2379, 2380 from the masters (etcd)
             accept tcp 9464 from anywhere (the role's ports)
-            drop everything else (the policy)"#]],
+            drop and count everything else"#]],
     );
     // Without etcd ports (an agent that knows the masters), no set.
     let no_etcd = FirewallInput {
@@ -101,7 +102,7 @@ fn the_overlay_admits_vxlan_from_the_nodes_and_only_dns_from_tasks() {
             accept dhcp and dhcpv6 replies
             accept udp 4789 from the nodes (VXLAN)
             accept tcp 80, 443, 9464 from anywhere (the role's ports)
-            drop everything else (the policy)"#]],
+            drop and count everything else"#]],
     );
 }
 
@@ -133,7 +134,7 @@ fn the_role_never_widens_a_restricted_port() {
             accept udp 4789 from the nodes (VXLAN)
             accept tcp 9464 from anywhere (the role's ports)
             accept udp 53 from anywhere (the role's ports)
-            drop everything else (the policy)"#]],
+            drop and count everything else"#]],
     );
 }
 
@@ -182,4 +183,47 @@ fn the_overlay_part_reads_back() {
     let newer = json.replace("}", ",\"later\":1}");
     let back: OverlayInput = serde_json::from_str(&newer).expect("reads a newer file");
     assert_eq!(back, o);
+}
+
+/// The shipped roles open their ports to the nodes only: before the node
+/// list is known nobody is admitted, after it the nodes' set.
+#[test]
+fn role_ports_from_the_nodes_wait_for_the_node_list() {
+    let nodes_only = configs::role::Firewall {
+        from: configs::role::Reach::Nodes,
+        ..role(&[9464], &[])
+    };
+    check(
+        &FirewallInput {
+            role: nodes_only.clone(),
+            ..FirewallInput::default()
+        },
+        expect![[r#"
+            accept established and related
+            drop invalid
+            accept loopback
+            accept icmp and icmpv6 errors, echo requests, neighbour discovery
+            accept dhcp and dhcpv6 replies
+            drop and count everything else"#]],
+    );
+    check(
+        &FirewallInput {
+            role: nodes_only,
+            overlay: Some(overlay(&["10.9.0.21", "10.9.0.10"])),
+            ..FirewallInput::default()
+        },
+        expect![[r#"
+            set nodes: 10.9.0.10, 10.9.0.21
+            accept established and related
+            drop invalid
+            accept loopback
+            accept icmp and icmpv6 errors, echo requests, neighbour discovery
+            accept udp 53 to 10.200.1.1 from strata-br, strata-vx (the node's resolver)
+            accept tcp 53 to 10.200.1.1 from strata-br, strata-vx (the node's resolver)
+            drop everything else from strata-br, strata-vx
+            accept dhcp and dhcpv6 replies
+            accept udp 4789 from the nodes (VXLAN)
+            accept tcp 9464 from the nodes (the role's ports)
+            drop and count everything else"#]],
+    );
 }

@@ -71,6 +71,10 @@ pub enum ApiError {
     MisaddressedRegistration { sent: String, path: String },
     #[error("no node named `{0}`")]
     NoSuchNode(String),
+    #[error(
+        "node `{0}` has not reported its firewall yet: a node reports it once its overlay is up (see `strata node show {0}`)"
+    )]
+    NoFirewallReport(String),
     #[error("task `{id}`: {reason}")]
     BadTask { id: String, reason: String },
     #[error("task `{id}`: no node named `{node}` in the cluster")]
@@ -261,6 +265,7 @@ impl ApiError {
             | RunEnded { .. } => StatusCode::CONFLICT,
             NotJoined(_)
             | NoSuchNode(_)
+            | NoFirewallReport(_)
             | TaskNodeUnknown { .. }
             | NoSuchTask(_)
             | NoSuchToken(_)
@@ -302,6 +307,7 @@ impl ApiError {
             RenewalKey(_) => "renewal-key",
             MisaddressedRegistration { .. } => "misaddressed-registration",
             NoSuchNode(_) => "no-such-node",
+            NoFirewallReport(_) => "no-firewall-report",
             BadTask { .. } => "bad-task",
             TaskNodeUnknown { .. } => "task-node-unknown",
             TaskExists(_) => "task-exists",

@@ -302,6 +302,8 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::UPGRADE_NODE, bundles::upgrade_node),
         mount(api_routes::ROLLBACK_NODE, bundles::rollback_node),
         mount(api_routes::REPORT_UPGRADE, bundles::report_upgrade),
+        mount(api_routes::REPORT_FIREWALL, nodes::report_firewall),
+        mount(api_routes::SHOW_FIREWALL, nodes::show_firewall),
         mount(api_routes::START_ROLLOUT, bundles::start_rollout),
         mount(api_routes::RESUME_ROLLOUT, bundles::resume_rollout),
         mount(api_routes::CANCEL_ROLLOUT, bundles::cancel_rollout),

@@ -1,5 +1,6 @@
 //! Nodes: registering (`POST /v1/nodes/{name}`), heartbeats, renewing a
-//! node's certificate, the node list and one node, and removing a node.
+//! node's certificate, the node list and one node, the firewall each
+//! reports in force, and removing a node.
 
 use std::sync::Arc;
 
@@ -288,6 +289,31 @@ pub async fn show_node(
         .find(|n| n.record.info.name == name)
         .map(Json)
         .ok_or(ApiError::NoSuchNode(name))
+}
+
+/// A node reports the firewall in force on it, with what each rule
+/// matched; kept while the node exists.
+pub async fn report_firewall(
+    State(state): State<Arc<ApiState>>,
+    ThisNode { name, .. }: ThisNode,
+    Json(report): Json<control::firewall::FirewallReport>,
+) -> Result<Json<bool>, ApiError> {
+    Ok(Json(state.store.put_firewall_report(&name, &report).await?))
+}
+
+/// The firewall in force on a node, as the node last reported it.
+pub async fn show_firewall(
+    State(state): State<Arc<ApiState>>,
+    _: Operator<ReadState>,
+    Path(name): Path<String>,
+) -> Result<Json<control::firewall::FirewallReport>, ApiError> {
+    if let Some(report) = state.store.firewall_report(&name).await? {
+        return Ok(Json(report));
+    }
+    match state.store.get_node(&name).await? {
+        Some(_) => Err(ApiError::NoFirewallReport(name)),
+        None => Err(ApiError::NoSuchNode(name)),
+    }
 }
 
 /// A node renews its certificate with its current one (not revoked, not
