@@ -64,7 +64,7 @@ async fn deploy(store: &Store, specs: Vec<AppSpec>) -> anyhow::Result<Vec<String
         }
     }
     for part in items.chunks(20) {
-        if !store.put_apps_if(part).await? {
+        if !store.put_apps_if(part, &Default::default()).await? {
             bail!("an app changed while the bench deployed it");
         }
     }

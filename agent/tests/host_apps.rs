@@ -179,6 +179,45 @@ fn apps_are_kept_running_by_the_scheduler() {
     );
     assert!(c.cli_ok(&["app", "list", "--json"]).trim() == "[]");
 
+    // Two apps cannot expose the same host and path, or the same public
+    // TCP port: the second is refused naming the first, and nothing of it
+    // is stored; once the first is removed, the second deploys.
+    let edge = |name: &str, host: &str| -> String {
+        let file = c.dir().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!("id = \"/edge/{name}\"\nimage = \"busybox:1.36\"\ninstances = 0\n[[ports]]\ncontainer_port = 80\nexpose = [{{ host = \"{host}\" }}, {{ tcp = 10100 }}]\n"),
+        )
+        .expect("write");
+        file.display().to_string()
+    };
+    let (first, second) = (edge("a", "web.test"), edge("b", "WEB.test"));
+    c.cli_ok(&["app", "deploy", &first]);
+    let (code, refused) = c.cli_status(&["app", "deploy", &second]);
+    assert!(
+        code != 0
+            && refused.contains(
+                "/edge/b: ports[0] asks for http://web.test/, which /edge/a (ports[0]) already serves"
+            )
+            && refused.contains("public TCP port 10100, which /edge/a (ports[0]) already has"),
+        "exit {code}: {refused}"
+    );
+    let ids = |c: &TestCluster| -> Vec<String> {
+        let apps: Vec<AppView> =
+            serde_json::from_str(&c.cli_ok(&["app", "list", "--json"])).expect("app list");
+        apps.iter().map(|a| a.record.spec.id.to_string()).collect()
+    };
+    assert_eq!(ids(&c), ["/edge/a"]);
+    c.cli_ok(&["app", "remove", "/edge/a"]);
+    c.wait("/edge/a removed", Duration::from_secs(30), || {
+        ids(&c).is_empty().then_some(())
+    });
+    c.cli_ok(&["app", "deploy", &second]);
+    c.cli_ok(&["app", "remove", "/edge/b"]);
+    c.wait("/edge/b removed", Duration::from_secs(30), || {
+        ids(&c).is_empty().then_some(())
+    });
+
     // Deploy: three instances, one per agent.
     std::fs::write(&file, web_json(3, SERVE, false)).expect("write");
     let out = c.cli_ok(&[

@@ -1,5 +1,6 @@
 //! Apps in etcd: their records (`/strata/apps/<key>`), their versions
-//! (`/strata/app-versions/<key>/<version>`), the scheduler's leadership
+//! (`/strata/app-versions/<key>/<version>`), their claims of the edge
+//! (`/strata/claims/<claim>`), the scheduler's leadership
 //! (`/strata/scheduler/leader`, bound to the leader's lease), the snapshot
 //! the scheduler plans from (paged reads, all at one revision),
 //! and the commit of a plan, fenced on the leadership and on that
@@ -14,6 +15,7 @@ use etcd_client::{
 };
 
 use control::app::AppId;
+use control::app::expose::{Claim, ClaimWrites};
 use control::app::record::{AppRecord, AppVersion, LeaderRecord};
 use control::deploy::apply::Changes;
 use control::model::{Alive, Cordon, NodeRecord, NodeStatus, TaskRecord, TaskReport};
@@ -21,6 +23,11 @@ use control::model::{Alive, Cordon, NodeRecord, NodeStatus, TaskRecord, TaskRepo
 use super::{ALIVE, Error, NODES, Store, TASK_STATUS, TASKS, decode, record_json};
 
 pub const APPS: &str = "/strata/apps/";
+/// What apps hold of the edge, one key per host and path or public TCP
+/// port (`control::app::expose::claim_key`): written in the deploy's
+/// transaction, so that two deploys racing for the same one cannot both
+/// win.
+pub const CLAIMS: &str = "/strata/claims/";
 pub const APP_VERSIONS: &str = "/strata/app-versions/";
 pub const LEADER: &str = "/strata/scheduler/leader";
 /// Written by every transaction that changes apps or tasks: the leader's
@@ -129,12 +136,63 @@ impl Store {
             .transpose()
     }
 
+    /// Every claim of the edge, by key, with the revision it was written
+    /// at.
+    pub async fn claims(&self) -> Result<BTreeMap<String, (Claim, i64)>, Error> {
+        let resp = self
+            .get(CLAIMS, Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            let claim = decode(&key, kv.value())?;
+            out.insert(
+                key.trim_start_matches(CLAIMS).to_string(),
+                (claim, kv.mod_revision()),
+            );
+        }
+        Ok(out)
+    }
+
     /// Stores operators' changes of apps at once: each record only while
     /// it was last written at the revision given (0: it did not exist), and
-    /// each version beside it. Returns whether it was stored.
-    pub async fn put_apps_if(&self, items: &[(AppRecord, AppVersion, i64)]) -> Result<bool, Error> {
+    /// each version beside it, with the claims of the edge they take, keep
+    /// and free, each only while as read. Returns whether it was stored.
+    pub async fn put_apps_if(
+        &self,
+        items: &[(AppRecord, AppVersion, i64)],
+        claims: &ClaimWrites,
+    ) -> Result<bool, Error> {
         let mut compares = Vec::new();
         let mut ops = Vec::new();
+        let claim_key = |k: &str| format!("{CLAIMS}{k}");
+        for (key, claim) in &claims.take {
+            compares.push(Compare::version(claim_key(key), CompareOp::Equal, 0));
+            ops.push(TxnOp::put(claim_key(key), record_json(claim), None));
+        }
+        for (key, claim, rev) in &claims.stale {
+            compares.push(Compare::mod_revision(
+                claim_key(key),
+                CompareOp::Equal,
+                *rev,
+            ));
+            ops.push(TxnOp::put(claim_key(key), record_json(claim), None));
+        }
+        for (key, rev) in &claims.keep {
+            compares.push(Compare::mod_revision(
+                claim_key(key),
+                CompareOp::Equal,
+                *rev,
+            ));
+        }
+        for (key, rev) in &claims.free {
+            compares.push(Compare::mod_revision(
+                claim_key(key),
+                CompareOp::Equal,
+                *rev,
+            ));
+            ops.push(TxnOp::delete(claim_key(key), None));
+        }
         for (record, version, revision) in items {
             let key = app_key(&record.spec.id);
             compares.push(Compare::mod_revision(

@@ -522,3 +522,118 @@ pub(super) fn marathon_labels(
         }
     }
 }
+
+/// What one app holds of the edge, so that no other app serves the same
+/// host and path or the same public TCP port: the record behind a claim
+/// key ([`claim_key`]). Tolerant: a field a newer writer adds is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The app that holds it.
+    pub app: super::AppId,
+    /// Which of its ports.
+    pub port: usize,
+    /// What it exposes there.
+    pub exposure: Exposure,
+}
+
+/// The key a claim of `exposure` is stored under (after the store's
+/// prefix): `http/<host>/<path in hex>` or `tcp/<port>`. `None` for an
+/// exposure of a kind this version does not know.
+pub fn claim_key(exposure: &Exposure) -> Option<String> {
+    match exposure {
+        Exposure::Http { host, path, .. } => {
+            let hex: String = path.bytes().map(|b| format!("{b:02x}")).collect();
+            Some(format!("http/{host}/{hex}"))
+        }
+        Exposure::Tcp { port } => Some(format!("tcp/{port}")),
+        Exposure::Unknown => None,
+    }
+}
+
+/// Every claim `spec` makes, by key.
+pub fn claims_of(spec: &super::AppSpec) -> BTreeMap<String, Claim> {
+    let mut out = BTreeMap::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        for e in &port.expose {
+            if let Some(key) = claim_key(e) {
+                out.entry(key).or_insert_with(|| Claim {
+                    app: spec.id.clone(),
+                    port: i,
+                    exposure: e.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The claims one deploy writes: `take` the free ones (stored only while
+/// still absent), `keep` the ones the app holds already (while unchanged
+/// since read), `free` the ones it held and no longer asks for, and
+/// `stale` ones held by an app that no longer exists (overwritten while
+/// unchanged since read). Revisions are the store's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimWrites {
+    pub take: Vec<(String, Claim)>,
+    pub keep: Vec<(String, i64)>,
+    pub free: Vec<(String, i64)>,
+    pub stale: Vec<(String, Claim, i64)>,
+}
+
+/// Checks the claims of `request` (apps deployed together, each replacing
+/// its stored self) against `held` (every stored claim, with its revision)
+/// and each other; `exists` says whether an app exists (a claim of an app
+/// that is gone is free). Returns the writes, or every conflict, each
+/// naming the app that holds what is asked for.
+pub fn check_claims(
+    request: &[&super::AppSpec],
+    held: &BTreeMap<String, (Claim, i64)>,
+    exists: &dyn Fn(&super::AppId) -> bool,
+) -> Result<ClaimWrites, Vec<String>> {
+    let mut writes = ClaimWrites::default();
+    let mut problems = Vec::new();
+    let mut asked: BTreeMap<String, Claim> = BTreeMap::new();
+    let requested: Vec<&super::AppId> = request.iter().map(|a| &a.id).collect();
+    for spec in request {
+        for (key, claim) in claims_of(spec) {
+            let what = match &claim.exposure {
+                Exposure::Tcp { port } => format!("public TCP port {port}"),
+                other => other.to_string(),
+            };
+            if let Some(other) = asked.get(&key) {
+                problems.push(format!(
+                    "{}: ports[{}] asks for {what}, which {} (ports[{}]) of the same request asks for too: one app serves it",
+                    spec.id, claim.port, other.app, other.port
+                ));
+                continue;
+            }
+            match held.get(&key) {
+                Some((h, rev)) if h.app == spec.id => writes.keep.push((key.clone(), *rev)),
+                Some((h, rev)) if !exists(&h.app) && !requested.contains(&&h.app) => {
+                    writes.stale.push((key.clone(), claim.clone(), *rev))
+                }
+                Some((h, _)) => problems.push(format!(
+                    "{}: ports[{}] asks for {what}, which {} (ports[{}]) already {}: choose another, or remove it from {} first",
+                    spec.id,
+                    claim.port,
+                    h.app,
+                    h.port,
+                    if matches!(claim.exposure, Exposure::Tcp { .. }) { "has" } else { "serves" },
+                    h.app
+                )),
+                None => writes.take.push((key.clone(), claim.clone())),
+            }
+            asked.insert(key, claim);
+        }
+    }
+    for (key, (h, rev)) in held {
+        if requested.contains(&&h.app) && !asked.contains_key(key) {
+            writes.free.push((key.clone(), *rev));
+        }
+    }
+    if problems.is_empty() {
+        Ok(writes)
+    } else {
+        Err(problems)
+    }
+}

@@ -537,3 +537,74 @@ fn exposures_from_a_newer_writer_read_and_are_refused_by_check() {
         serde_json::from_str(&serde_json::to_string(&app).expect("json")).expect("reads");
     assert_eq!(again.ports[0].vips, app.ports[0].vips);
 }
+
+/// Claims of the edge: one app per host and path and per public TCP port;
+/// a redeploy keeps its own, frees what it dropped; a claim of an app that
+/// is gone is free.
+#[test]
+fn edge_claims_name_the_app_that_holds_them() {
+    use super::expose::{Claim, check_claims, claims_of};
+    let app = |text: &str| -> AppSpec {
+        let file = read("a.toml", text).expect("a valid app");
+        file.apps.into_iter().next().expect("one app")
+    };
+    let web = app(
+        "id = \"/shop/web\"\nimage = \"nginx:1\"\n[[ports]]\ncontainer_port = 80\nexpose = [{ host = \"shop.example.com\", path = \"/\" }, { tcp = 10100 }]\n",
+    );
+    let held: BTreeMap<String, (Claim, i64)> = claims_of(&web)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, c))| (k, (c, 10 + i as i64)))
+        .collect();
+    let all = |_: &AppId| true;
+    let show = |r: Result<super::expose::ClaimWrites, Vec<String>>| match r {
+        Ok(w) => format!(
+            "take {:?}\nkeep {:?}\nfree {:?}\nstale {:?}\n",
+            w.take.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            w.keep,
+            w.free,
+            w.stale.iter().map(|(k, _, r)| (k, r)).collect::<Vec<_>>()
+        ),
+        Err(p) => p.join("\n") + "\n",
+    };
+    // Another app on the same host and path (written with a trailing
+    // slash) and the same TCP port: both named.
+    let api = app(
+        "id = \"/shop/api\"\nimage = \"nginx:1\"\n[[ports]]\ncontainer_port = 80\n[[ports]]\ncontainer_port = 81\nexpose = [{ host = \"Shop.Example.com\", path = \"//\" }, { tcp = 10100 }, { host = \"shop.example.com\", path = \"/api\" }]\n",
+    );
+    expect![[r#"
+        /shop/api: ports[1] asks for http://shop.example.com/, which /shop/web (ports[0]) already serves: choose another, or remove it from /shop/web first
+        /shop/api: ports[1] asks for public TCP port 10100, which /shop/web (ports[0]) already has: choose another, or remove it from /shop/web first
+    "#]].assert_eq(&show(check_claims(&[&api], &held, &all)));
+    // The same app again, without its TCP port: keeps the host, frees the
+    // port, takes nothing.
+    let mut again = web.clone();
+    again.ports[0].expose.pop();
+    expect![[r#"
+        take []
+        keep [("http/shop.example.com/2f", 10)]
+        free [("tcp/10100", 11)]
+        stale []
+    "#]]
+    .assert_eq(&show(check_claims(&[&again], &held, &all)));
+    // The holder is gone: its claims are free to take.
+    let gone = |id: &AppId| id.as_str() != "/shop/web";
+    let mut other = web.clone();
+    other.id = AppId::resolve(&AppId::root(), "/blog").expect("id");
+    expect![[r#"
+        take []
+        keep []
+        free []
+        stale [("http/shop.example.com/2f", 10), ("tcp/10100", 11)]
+    "#]]
+    .assert_eq(&show(check_claims(&[&other], &held, &gone)));
+    // Two apps of one request asking for the same port.
+    expect![[r#"
+        /shop/api: ports[1] asks for http://shop.example.com/, which /blog (ports[0]) of the same request asks for too: one app serves it
+        /shop/api: ports[1] asks for public TCP port 10100, which /blog (ports[0]) of the same request asks for too: one app serves it
+    "#]].assert_eq(&show(check_claims(
+        &[&other, &api],
+        &BTreeMap::new(),
+        &all
+    )));
+}

@@ -179,6 +179,8 @@ pub enum ApiError {
     NoSuchDeployment(String),
     #[error("app `{0}` changed while this request was handled: try again")]
     AppChanged(String),
+    #[error("{0}")]
+    ExposureTaken(String),
     #[error("deployment `{id}` is {state}: {what}")]
     DeploymentState {
         id: String,
@@ -259,6 +261,7 @@ impl ApiError {
             | Lease(_)
             | LastAdmin(_)
             | AppChanged(_)
+            | ExposureTaken(_)
             | DeploymentState { .. }
             | JobChanged(_)
             | JobRemoving(_)
@@ -352,6 +355,7 @@ impl ApiError {
             NoSuchApp(_) => "no-such-app",
             NoSuchDeployment(_) => "no-such-deployment",
             AppChanged(_) => "app-changed",
+            ExposureTaken(_) => "exposure-taken",
             DeploymentState { .. } => "deployment-state",
             BadJob(_) => "bad-job",
             NoSuchJob(_) => "no-such-job",

@@ -206,6 +206,16 @@ pub async fn deploy_apps(
         attempt += 1;
         let existing = state.store.list_apps().await?;
         check_request(&req, &existing, &views)?;
+        let held = state.store.claims().await?;
+        let ids: BTreeSet<&AppId> = existing.iter().map(|r| &r.spec.id).collect();
+        let request: Vec<&control::app::AppSpec> = req.apps.iter().collect();
+        let claims = control::app::expose::check_claims(&request, &held, &|id| ids.contains(id))
+            .map_err(|taken| {
+                ApiError::ExposureTaken(format!(
+                    "what the apps sent expose is another app's; nothing was stored:\n  {}",
+                    taken.join("\n  ")
+                ))
+            })?;
         let now = crate::clock::unix_secs();
         let mut items = Vec::new();
         let mut outcomes = Vec::new();
@@ -243,7 +253,7 @@ pub async fn deploy_apps(
             };
             return Ok((Extension(note), Json(outcomes)));
         }
-        if items.is_empty() || state.store.put_apps_if(&items).await? {
+        if items.is_empty() || state.store.put_apps_if(&items, &claims).await? {
             let detail = outcomes
                 .iter()
                 .map(|o| match &o.deployment {
@@ -335,7 +345,10 @@ async fn change_app(
         };
         if state
             .store
-            .put_apps_if(&[(admitted.record, admitted.version, revision)])
+            .put_apps_if(
+                &[(admitted.record, admitted.version, revision)],
+                &Default::default(),
+            )
             .await?
         {
             return Ok(outcome);
