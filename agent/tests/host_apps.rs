@@ -182,16 +182,22 @@ fn apps_are_kept_running_by_the_scheduler() {
     // Two apps cannot expose the same host and path, or the same public
     // TCP port: the second is refused naming the first, and nothing of it
     // is stored; once the first is removed, the second deploys.
-    let edge = |name: &str, host: &str| -> String {
+    let edge = |name: &str, host: &str, tcp: u16| -> String {
         let file = c.dir().join(format!("{name}.toml"));
         std::fs::write(
             &file,
-            format!("id = \"/edge/{name}\"\nimage = \"busybox:1.36\"\ninstances = 0\n[[ports]]\ncontainer_port = 80\nexpose = [{{ host = \"{host}\" }}, {{ tcp = 10100 }}]\n"),
+            format!("id = \"/edge/{name}\"\nimage = \"busybox:1.36\"\ninstances = 0\n[[ports]]\ncontainer_port = 80\nexpose = [{{ host = \"{host}\" }}, {{ tcp = {tcp} }}]\n"),
         )
         .expect("write");
         file.display().to_string()
     };
-    let (first, second) = (edge("a", "web.test"), edge("b", "WEB.test"));
+    let (first, second) = (edge("a", "web.test", 10100), edge("b", "WEB.test", 10100));
+    let (code, refused) = c.cli_status(&["app", "deploy", &edge("c", "c.test", 9000)]);
+    assert!(
+        code != 0
+            && refused.contains("/edge/c: ports[0] asks for public TCP port 9000, outside the edge's ports 10000-20000 (cluster.toml [edge] tcp_ports)"),
+        "exit {code}: {refused}"
+    );
     c.cli_ok(&["app", "deploy", &first]);
     let (code, refused) = c.cli_status(&["app", "deploy", &second]);
     assert!(

@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub certificates: Certificates,
     #[serde(default)]
     pub scheduler: Scheduler,
+    #[serde(default)]
+    pub edge: Edge,
     /// The nodes to make user-data for.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -214,6 +216,50 @@ impl Default for Scheduler {
             reserve_mem_mib: default_reserve_mem(),
             reserve_disk_mib: default_reserve_disk(),
         }
+    }
+}
+
+/// The edge proxy on the public agents: the ports it serves apps'
+/// exposures on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    /// Where HTTP exposures are served.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// Where HTTPS is served, for hosts with a certificate.
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// The first and last port an app may expose over TCP (Marathon's
+    /// service ports).
+    #[serde(default = "default_edge_tcp_ports")]
+    pub tcp_ports: [u16; 2],
+}
+
+fn default_http_port() -> u16 {
+    80
+}
+fn default_https_port() -> u16 {
+    443
+}
+fn default_edge_tcp_ports() -> [u16; 2] {
+    [10000, 20000]
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Edge {
+            http_port: default_http_port(),
+            https_port: default_https_port(),
+            tcp_ports: default_edge_tcp_ports(),
+        }
+    }
+}
+
+impl Edge {
+    /// Whether `port` is one an app may expose over TCP.
+    pub fn tcp_allows(&self, port: u16) -> bool {
+        (self.tcp_ports[0]..=self.tcp_ports[1]).contains(&port)
     }
 }
 
@@ -401,6 +447,57 @@ impl ClusterConfig {
                     format!(
                         "{} overlaps the underlay: it holds master {m} (masters[{i}])",
                         o.cidr
+                    ),
+                ));
+            }
+        }
+        let e = &self.edge;
+        let [first, last] = e.tcp_ports;
+        if first == 0 || first > last {
+            return Err((
+                "edge.tcp_ports".into(),
+                format!(
+                    "[{first}, {last}] is not a range of ports: expected [first, last] with 1 <= first <= last"
+                ),
+            ));
+        }
+        for (field, port) in [
+            ("edge.http_port", e.http_port),
+            ("edge.https_port", e.https_port),
+        ] {
+            if port == 0 {
+                return Err((
+                    field.into(),
+                    "port 0 is not allowed, expected 1 to 65535".into(),
+                ));
+            }
+            if e.tcp_allows(port) {
+                return Err((
+                    field.into(),
+                    format!(
+                        "port {port} is inside edge.tcp_ports [{first}, {last}], which apps expose over TCP"
+                    ),
+                ));
+            }
+        }
+        if e.http_port == e.https_port {
+            return Err((
+                "edge.https_port".into(),
+                format!("port {} is edge.http_port too", e.https_port),
+            ));
+        }
+        for (port, what) in [
+            (self.api_port, "the API's port (api_port)"),
+            (2379, "etcd's client port"),
+            (2380, "etcd's peer port"),
+            (9464, "the metrics port"),
+        ] {
+            if e.tcp_allows(port) || e.http_port == port || e.https_port == port {
+                return Err((
+                    "edge".into(),
+                    format!(
+                        "the edge's ports (http_port {}, https_port {}, tcp_ports [{first}, {last}]) take port {port}, {what}",
+                        e.http_port, e.https_port
                     ),
                 ));
             }

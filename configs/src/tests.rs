@@ -279,6 +279,51 @@ fn overlay_validation() {
 }
 
 #[test]
+fn edge_ports_validation() {
+    let base = "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n";
+    for (edge, expected) in [
+        (
+            "tcp_ports = [20000, 10000]\n",
+            expect![
+                "error: test.toml:4:13: field `edge.tcp_ports`: [20000, 10000] is not a range of ports: expected [first, last] with 1 <= first <= last"
+            ],
+        ),
+        (
+            "http_port = 10080\n",
+            expect![
+                "error: test.toml:4:13: field `edge.http_port`: port 10080 is inside edge.tcp_ports [10000, 20000], which apps expose over TCP"
+            ],
+        ),
+        (
+            "https_port = 80\n",
+            expect![
+                "error: test.toml:4:14: field `edge.https_port`: port 80 is edge.http_port too"
+            ],
+        ),
+        (
+            "tcp_ports = [6000, 7000]\n",
+            expect![
+                "error: test.toml:3:1: field `edge`: the edge's ports (http_port 80, https_port 443, tcp_ports [6000, 7000]) take port 6443, the API's port (api_port)"
+            ],
+        ),
+        (
+            "http_port = 9464\n",
+            expect![
+                "error: test.toml:3:1: field `edge`: the edge's ports (http_port 9464, https_port 443, tcp_ports [10000, 20000]) take port 9464, the metrics port"
+            ],
+        ),
+        (
+            "http_port = 8080\nhttps_port = 8443\ntcp_ports = [30000, 30999]\n",
+            expect![
+                "test.toml: cluster `demo` with 1 master(s), 0 node(s), overlay 10.200.0.0/16 (/24 per node, VNI 4242)"
+            ],
+        ),
+    ] {
+        check(Kind::Cluster, &format!("{base}[edge]\n{edge}"), expected);
+    }
+}
+
+#[test]
 fn malformed_role() {
     check(
         Kind::Role,

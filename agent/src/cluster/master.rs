@@ -230,6 +230,7 @@ pub async fn run_master_with(
         Duration::from_secs(plan.cluster.certificates.node_lifetime_seconds),
     )?;
     state.reserve = (&plan.cluster.scheduler).into();
+    state.edge = plan.cluster.edge.clone();
     state.bundles = match crate::upgrade::update_key(&opts.update_key) {
         Ok(key) => Some(Arc::new(crate::upgrade::store::BundleStore::new(
             opts.state_dir.join("bundles"),

@@ -71,6 +71,9 @@ pub struct ApiState {
     /// What the scheduler keeps back on every agent (cluster.toml's
     /// `[scheduler]`): the deploy routes refuse an app no agent could fit.
     pub reserve: control::deploy::apply::Reserve,
+    /// The edge's ports (cluster.toml's `[edge]`): the deploy routes refuse
+    /// a TCP exposure outside its range.
+    pub edge: configs::cluster::Edge,
     /// The update bundles this master keeps (none outside an image, where
     /// there is no update key).
     pub bundles: Option<Arc<crate::upgrade::store::BundleStore>>,
@@ -101,6 +104,7 @@ impl ApiState {
             rotation: tokio::sync::Mutex::default(),
             audit: audit::AuditLog::default(),
             reserve: Default::default(),
+            edge: Default::default(),
             bundles: None,
         })
     }

@@ -113,6 +113,7 @@ fn check_request(
     req: &DeployRequest,
     existing: &[AppRecord],
     nodes: &[NodeView],
+    edge: &configs::cluster::Edge,
 ) -> Result<(), ApiError> {
     let mut problems = Vec::new();
     let ids: BTreeSet<&AppId> = req
@@ -129,6 +130,18 @@ fn check_request(
         };
         for p in app.check(&at) {
             problems.push(p.to_string());
+        }
+        for (j, port) in app.ports.iter().enumerate() {
+            for e in &port.expose {
+                if let control::app::Exposure::Tcp { port: number } = e
+                    && !edge.tcp_allows(*number)
+                {
+                    problems.push(format!(
+                        "{}: ports[{j}] asks for public TCP port {number}, outside the edge's ports {}-{} (cluster.toml [edge] tcp_ports)",
+                        app.id, edge.tcp_ports[0], edge.tcp_ports[1]
+                    ));
+                }
+            }
         }
         if req.canary > app.instances {
             problems.push(format!(
@@ -205,7 +218,7 @@ pub async fn deploy_apps(
     loop {
         attempt += 1;
         let existing = state.store.list_apps().await?;
-        check_request(&req, &existing, &views)?;
+        check_request(&req, &existing, &views, &state.edge)?;
         let held = state.store.claims().await?;
         let ids: BTreeSet<&AppId> = existing.iter().map(|r| &r.spec.id).collect();
         let request: Vec<&control::app::AppSpec> = req.apps.iter().collect();
