@@ -31,5 +31,6 @@ pub mod model;
 pub mod rbac;
 pub mod rollout;
 pub mod schedule;
+pub mod service;
 pub mod task;
 pub mod upgrade;

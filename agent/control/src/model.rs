@@ -268,6 +268,10 @@ pub struct NodeWatch {
     /// Running tasks with an overlay address, for service discovery.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskEndpoint>,
+    /// The apps' exposed ports and VIPs with their backends
+    /// ([`crate::service::services`]); absent from older masters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::service::Service>,
 }
 
 /// A running task's overlay address: `<id>.<zone>` in DNS.

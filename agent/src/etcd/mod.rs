@@ -1143,6 +1143,7 @@ fn node_list_input(key: &[u8]) -> bool {
         || key.starts_with(TASKS)
         || key.starts_with(CORDONS)
         || key.starts_with(upgrades::UPGRADES)
+        || key.starts_with(apps::APPS)
 }
 
 /// Raises `tx` to `rev` when that is later than what it holds.

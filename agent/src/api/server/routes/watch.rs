@@ -1,5 +1,6 @@
 //! The two long-polls: the node list (`GET /v1/watch/nodes/{after}`),
-//! which every node follows for the overlay and DNS, and a node's
+//! which every node follows for the overlay, DNS and the services its
+//! edge and VIPs route to (`control::service`), and a node's
 //! assignments (`GET /v1/watch/assignments/{after}`), with the break-glass
 //! sessions waiting for it. Both wait on the
 //! master's one shared etcd watch and answer from a read shared by every
@@ -39,11 +40,16 @@ pub async fn watch_nodes(
             // The revision before the read: a change racing the read shows
             // up in the next watch.
             let revision = state.store.revision().await?;
+            let nodes = statuses(&state).await?;
+            let tasks = state.store.list_tasks().await?;
+            let reports = state.store.task_reports().await?;
+            let apps = state.store.list_apps().await?;
             let watch = NodeWatch {
                 format: Default::default(),
                 revision,
-                nodes: statuses(&state).await?,
-                tasks: endpoints(&state).await?,
+                services: control::service::services(&apps, &tasks, &reports, &nodes),
+                tasks: tasks_endpoints(&tasks, &reports),
+                nodes,
             };
             let json =
                 serde_json::to_vec(&watch).map_err(|e| ApiError::Serialize(e.to_string()))?;
@@ -51,13 +57,6 @@ pub async fn watch_nodes(
         })
         .await?;
     Ok(json_bytes(json))
-}
-
-/// Every running task that reported an overlay address.
-async fn endpoints(state: &ApiState) -> Result<Vec<TaskEndpoint>, ApiError> {
-    let tasks = state.store.list_tasks().await?;
-    let reports = state.store.task_reports().await?;
-    Ok(tasks_endpoints(&tasks, &reports))
 }
 
 /// The endpoints of `tasks` from their nodes' `reports`: running ones
