@@ -219,6 +219,35 @@ fn apps_are_kept_running_by_the_scheduler() {
         ids(&c).is_empty().then_some(())
     });
     c.cli_ok(&["app", "deploy", &second]);
+    // Named VIPs get the lowest free addresses of the VIP range, each for
+    // good; a fixed one outside the range is refused.
+    let vips = |name: &str, list: &str| -> String {
+        let file = c.dir().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!("id = \"/edge/{name}\"\nimage = \"busybox:1.36\"\ninstances = 0\n[[ports]]\ncontainer_port = 80\nvips = [{list}]\n"),
+        )
+        .expect("write");
+        file.display().to_string()
+    };
+    c.cli_ok(&["app", "deploy", &vips("v", "\"db:5432\", \"web:80\"")]);
+    let shown = c.cli_ok(&["app", "show", "/edge/v"]);
+    assert!(
+        shown.contains("VIP db is 198.18.0.1") && shown.contains("VIP web is 198.18.0.2"),
+        "{shown}"
+    );
+    let (code, refused) = c.cli_status(&[
+        "app",
+        "deploy",
+        &vips("w", "\"10.1.2.3:80\", \"198.18.0.2:80\""),
+    ]);
+    assert!(
+        code != 0
+            && refused.contains("/edge/w: ports[0] asks for VIP 10.1.2.3:80, outside the VIP range 198.18.0.0/16 (cluster.toml [vips] cidr)")
+            && refused.contains("/edge/w: ports[0] asks for VIP 198.18.0.2:80, which is the address of VIP web"),
+        "exit {code}: {refused}"
+    );
+    c.cli_ok(&["app", "remove", "/edge/v"]);
     c.cli_ok(&["app", "remove", "/edge/b"]);
     c.wait("/edge/b removed", Duration::from_secs(30), || {
         ids(&c).is_empty().then_some(())

@@ -35,6 +35,8 @@ pub struct ClusterConfig {
     pub scheduler: Scheduler,
     #[serde(default)]
     pub edge: Edge,
+    #[serde(default)]
+    pub vips: Vips,
     /// The nodes to make user-data for.
     #[serde(default)]
     pub nodes: Vec<Node>,
@@ -260,6 +262,32 @@ impl Edge {
     /// Whether `port` is one an app may expose over TCP.
     pub fn tcp_allows(&self, port: u16) -> bool {
         (self.tcp_ports[0]..=self.tcp_ports[1]).contains(&port)
+    }
+}
+
+/// The service addresses (VIPs) apps' ports ask for: named ones get an
+/// address of `cidr`, fixed ones must lie in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vips {
+    /// RFC 2544's benchmarking range by default: never an operator's LAN
+    /// nor the internet.
+    #[serde(default = "default_vip_cidr")]
+    pub cidr: Ipv4Cidr,
+}
+
+fn default_vip_cidr() -> Ipv4Cidr {
+    Ipv4Cidr {
+        addr: Ipv4Addr::new(198, 18, 0, 0),
+        prefix: 16,
+    }
+}
+
+impl Default for Vips {
+    fn default() -> Self {
+        Vips {
+            cidr: default_vip_cidr(),
+        }
     }
 }
 
@@ -499,6 +527,44 @@ impl ClusterConfig {
                         "the edge's ports (http_port {}, https_port {}, tcp_ports [{first}, {last}]) take port {port}, {what}",
                         e.http_port, e.https_port
                     ),
+                ));
+            }
+        }
+        let v = self.vips.cidr;
+        if v.addr != v.network() || v.prefix > 30 || v.prefix < 8 {
+            return Err((
+                "vips.cidr".into(),
+                format!(
+                    "{v} is not a network of /8 to /30 (its address must be the network's, {})",
+                    v.trunc()
+                ),
+            ));
+        }
+        let mut taken: Vec<(Ipv4Cidr, String)> = RESERVED
+            .iter()
+            .map(|(r, what)| {
+                (
+                    r.parse().expect("reserved ranges are valid CIDRs"),
+                    what.to_string(),
+                )
+            })
+            .collect();
+        taken.push((o.cidr, "the overlay".into()));
+        for (range, what) in taken {
+            if v.overlaps(range) {
+                return Err((
+                    "vips.cidr".into(),
+                    format!(
+                        "{v} overlaps {range} ({what}), expected a range of its own like 198.18.0.0/16"
+                    ),
+                ));
+            }
+        }
+        for (i, m) in self.masters.iter().enumerate() {
+            if v.contains(*m) {
+                return Err((
+                    "vips.cidr".into(),
+                    format!("{v} holds master {m} (masters[{i}]): VIPs need a range no node is in"),
                 ));
             }
         }

@@ -324,6 +324,45 @@ fn edge_ports_validation() {
 }
 
 #[test]
+fn vip_range_validation() {
+    let base = "name = \"demo\"\nmasters = [\"10.9.0.10\"]\n";
+    for (vips, expected) in [
+        (
+            "cidr = \"198.18.0.1/16\"\n",
+            expect![
+                "error: test.toml:4:8: field `vips.cidr`: 198.18.0.1/16 is not a network of /8 to /30 (its address must be the network's, 198.18.0.0/16)"
+            ],
+        ),
+        (
+            "cidr = \"10.200.0.0/24\"\n",
+            expect![
+                "error: test.toml:4:8: field `vips.cidr`: 10.200.0.0/24 overlaps 10.200.0.0/16 (the overlay), expected a range of its own like 198.18.0.0/16"
+            ],
+        ),
+        (
+            "cidr = \"10.9.0.0/24\"\n",
+            expect![
+                "error: test.toml:4:8: field `vips.cidr`: 10.9.0.0/24 holds master 10.9.0.10 (masters[0]): VIPs need a range no node is in"
+            ],
+        ),
+        (
+            "cidr = \"127.1.0.0/16\"\n",
+            expect![
+                "error: test.toml:4:8: field `vips.cidr`: 127.1.0.0/16 overlaps 127.0.0.0/8 (loopback), expected a range of its own like 198.18.0.0/16"
+            ],
+        ),
+        (
+            "cidr = \"172.30.0.0/20\"\n",
+            expect![
+                "test.toml: cluster `demo` with 1 master(s), 0 node(s), overlay 10.200.0.0/16 (/24 per node, VNI 4242)"
+            ],
+        ),
+    ] {
+        check(Kind::Cluster, &format!("{base}[vips]\n{vips}"), expected);
+    }
+}
+
+#[test]
 fn malformed_role() {
     check(
         Kind::Role,

@@ -34,3 +34,4 @@ pub mod schedule;
 pub mod service;
 pub mod task;
 pub mod upgrade;
+pub mod vip;

@@ -492,7 +492,10 @@ pub fn app_show(a: &control::app::record::AppView, now: u64) -> String {
         let c: Vec<String> = r.spec.constraints.iter().map(|c| c.to_string()).collect();
         out += &format!("constraints: {}\n", c.join("; "));
     }
-    let ports = exposed("", &r.spec.ports);
+    let mut ports = exposed("", &r.spec.ports);
+    for (name, address) in &a.vip_addresses {
+        ports += &format!("VIP {name} is {address}\n");
+    }
     if !ports.is_empty() {
         out += "\nexposed:\n";
         out += &indent(&ports);

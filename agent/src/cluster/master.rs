@@ -231,6 +231,7 @@ pub async fn run_master_with(
     )?;
     state.reserve = (&plan.cluster.scheduler).into();
     state.edge = plan.cluster.edge.clone();
+    state.vips = plan.cluster.vips.clone();
     state.bundles = match crate::upgrade::update_key(&opts.update_key) {
         Ok(key) => Some(Arc::new(crate::upgrade::store::BundleStore::new(
             opts.state_dir.join("bundles"),

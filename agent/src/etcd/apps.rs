@@ -23,6 +23,10 @@ use control::model::{Alive, Cordon, NodeRecord, NodeStatus, TaskRecord, TaskRepo
 use super::{ALIVE, Error, NODES, Store, TASK_STATUS, TASKS, decode, record_json};
 
 pub const APPS: &str = "/strata/apps/";
+/// Named VIPs' addresses: `name/<name>` holds the address
+/// (`control::vip::VipLease`), `addr/<a.b.c.d>` the name; both written
+/// together, only while both are absent, and never removed.
+pub const VIPS: &str = "/strata/vips/";
 /// What apps hold of the edge, one key per host and path or public TCP
 /// port (`control::app::expose::claim_key`): written in the deploy's
 /// transaction, so that two deploys racing for the same one cannot both
@@ -136,6 +140,13 @@ impl Store {
             .transpose()
     }
 
+    /// Every named VIP's address, by name.
+    pub async fn vip_leases(&self) -> Result<BTreeMap<String, std::net::Ipv4Addr>, Error> {
+        let leases: BTreeMap<String, control::vip::VipLease> =
+            self.decode_prefix(&format!("{VIPS}name/")).await?;
+        Ok(leases.into_iter().map(|(n, l)| (n, l.address)).collect())
+    }
+
     /// Every claim of the edge, by key, with the revision it was written
     /// at.
     pub async fn claims(&self) -> Result<BTreeMap<String, (Claim, i64)>, Error> {
@@ -192,6 +203,20 @@ impl Store {
                 *rev,
             ));
             ops.push(TxnOp::delete(claim_key(key), None));
+        }
+        for (name, address) in &claims.leases {
+            let (by_name, by_addr) = (
+                format!("{VIPS}name/{name}"),
+                format!("{VIPS}addr/{address}"),
+            );
+            compares.push(Compare::version(by_name.clone(), CompareOp::Equal, 0));
+            compares.push(Compare::version(by_addr.clone(), CompareOp::Equal, 0));
+            ops.push(TxnOp::put(
+                by_name,
+                record_json(&control::vip::VipLease { address: *address }),
+                None,
+            ));
+            ops.push(TxnOp::put(by_addr, name.as_bytes().to_vec(), None));
         }
         for (record, version, revision) in items {
             let key = app_key(&record.spec.id);

@@ -578,6 +578,8 @@ pub struct ClaimWrites {
     pub keep: Vec<(String, i64)>,
     pub free: Vec<(String, i64)>,
     pub stale: Vec<(String, Claim, i64)>,
+    /// Named VIPs leased their address now ([`crate::vip::allocate`]).
+    pub leases: Vec<(String, std::net::Ipv4Addr)>,
 }
 
 /// Checks the claims of `request` (apps deployed together, each replacing

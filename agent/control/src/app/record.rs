@@ -190,6 +190,10 @@ pub struct AppView {
     pub record: AppRecord,
     #[serde(default)]
     pub instances: Vec<InstanceView>,
+    /// The address of each named VIP its ports ask for, once leased
+    /// (`strata app show`); absent from older masters.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vip_addresses: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 impl AppView {

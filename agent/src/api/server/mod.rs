@@ -74,6 +74,8 @@ pub struct ApiState {
     /// The edge's ports (cluster.toml's `[edge]`): the deploy routes refuse
     /// a TCP exposure outside its range.
     pub edge: configs::cluster::Edge,
+    /// The VIP range (cluster.toml's `[vips]`) named VIPs get addresses of.
+    pub vips: configs::cluster::Vips,
     /// The update bundles this master keeps (none outside an image, where
     /// there is no update key).
     pub bundles: Option<Arc<crate::upgrade::store::BundleStore>>,
@@ -105,6 +107,7 @@ impl ApiState {
             audit: audit::AuditLog::default(),
             reserve: Default::default(),
             edge: Default::default(),
+            vips: Default::default(),
             bundles: None,
         })
     }

@@ -73,6 +73,7 @@ async fn views(state: &ApiState, only: Option<&AppId>) -> Result<Vec<AppView>, A
             format: Default::default(),
             instances: by_app.remove(&record.spec.id).unwrap_or_default(),
             record,
+            vip_addresses: Default::default(),
         })
         .collect())
 }
@@ -90,8 +91,28 @@ pub async fn show_app(
     Path(key): Path<String>,
 ) -> Result<Json<AppView>, ApiError> {
     let id = app_id(&key)?;
-    let mut v = views(&state, Some(&id)).await?;
-    Ok(Json(v.remove(0)))
+    let mut v = views(&state, Some(&id)).await?.remove(0);
+    let named: Vec<&str> = v
+        .record
+        .spec
+        .ports
+        .iter()
+        .flat_map(|p| p.vips.iter())
+        .filter_map(|vip| match vip {
+            control::app::VipSpec::Named { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !named.is_empty() {
+        v.vip_addresses = state
+            .store
+            .vip_leases()
+            .await?
+            .into_iter()
+            .filter(|(n, _)| named.contains(&n.as_str()))
+            .collect();
+    }
+    Ok(Json(v))
 }
 
 pub async fn app_versions(
@@ -222,13 +243,33 @@ pub async fn deploy_apps(
         let held = state.store.claims().await?;
         let ids: BTreeSet<&AppId> = existing.iter().map(|r| &r.spec.id).collect();
         let request: Vec<&control::app::AppSpec> = req.apps.iter().collect();
-        let claims = control::app::expose::check_claims(&request, &held, &|id| ids.contains(id))
-            .map_err(|taken| {
-                ApiError::ExposureTaken(format!(
-                    "what the apps sent expose is another app's; nothing was stored:\n  {}",
-                    taken.join("\n  ")
-                ))
-            })?;
+        let mut claims =
+            control::app::expose::check_claims(&request, &held, &|id| ids.contains(id)).map_err(
+                |taken| {
+                    ApiError::ExposureTaken(format!(
+                        "what the apps sent expose is another app's; nothing was stored:\n  {}",
+                        taken.join("\n  ")
+                    ))
+                },
+            )?;
+        let others = existing
+            .iter()
+            .map(|r| &r.spec)
+            .filter(|s| !req.apps.iter().any(|a| a.id == s.id));
+        claims.leases = control::vip::allocate(
+            state.vips.cidr,
+            &state.store.vip_leases().await?,
+            &control::vip::fixed_addresses(others),
+            &request,
+        )
+        .map_err(|problems| {
+            ApiError::BadApp(format!(
+                "{} problem{} with the apps' VIPs:\n  {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                problems.join("\n  ")
+            ))
+        })?;
         let now = crate::clock::unix_secs();
         let mut items = Vec::new();
         let mut outcomes = Vec::new();
