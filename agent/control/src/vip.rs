@@ -10,6 +10,10 @@
 //! ones in the deploy's transaction, each only while its name and its
 //! address are still free, so two deploys racing for one address cannot
 //! both win: the loser reads again.
+//!
+//! Every node balances every VIP in its kernel ([`plan`]: each VIP with
+//! its ready backends, from the services of the node watch; rendered by
+//! `agent::overlay::nft::render_vips`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -109,6 +113,115 @@ pub fn fixed_addresses<'a>(apps: impl IntoIterator<Item = &'a AppSpec>) -> BTree
         .collect()
 }
 
+/// One VIP as every node serves it: its address, protocol and port, and
+/// the ready backends connections to it are spread over.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Vip {
+    pub address: Ipv4Addr,
+    pub proto: VipProto,
+    pub port: u16,
+    /// Sorted, without duplicates: the backends of every service that asks
+    /// for this VIP (a name shared by apps merges theirs).
+    pub backends: Vec<std::net::SocketAddrV4>,
+}
+
+/// The protocol a VIP balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum VipProto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for VipProto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VipProto::Tcp => "tcp",
+            VipProto::Udp => "udp",
+        })
+    }
+}
+
+impl Vip {
+    /// The name of the VIP's nftables chain: `vip-<address in hex>-<proto>-<port>`.
+    pub fn chain(&self) -> String {
+        format!(
+            "vip-{:08x}-{}-{}",
+            u32::from(self.address),
+            self.proto,
+            self.port
+        )
+    }
+}
+
+/// What every node's VIP table holds: each VIP with its ready backends
+/// (one with none is refused at once rather than left to time out), and
+/// every backend of any VIP (whose replies the node must track, to undo
+/// the translation on their way back). Equal inputs give equal plans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VipPlan {
+    pub vips: Vec<Vip>,
+}
+
+impl VipPlan {
+    /// Every VIP address.
+    pub fn addresses(&self) -> BTreeSet<Ipv4Addr> {
+        self.vips.iter().map(|v| v.address).collect()
+    }
+
+    /// Every backend of any VIP, with its protocol.
+    pub fn backends(&self) -> BTreeSet<(std::net::SocketAddrV4, VipProto)> {
+        self.vips
+            .iter()
+            .flat_map(|v| v.backends.iter().map(move |b| (*b, v.proto)))
+            .collect()
+    }
+}
+
+/// The VIPs of `services`, their named addresses from `leases` (a name
+/// without a lease yet is left out, as is a VIP of a kind this version
+/// does not know). Pure.
+pub fn plan(services: &[crate::service::Service], leases: &BTreeMap<String, Ipv4Addr>) -> VipPlan {
+    use crate::app::Protocol;
+    let mut by_key: BTreeMap<(Ipv4Addr, VipProto, u16), BTreeSet<std::net::SocketAddrV4>> =
+        BTreeMap::new();
+    for s in services {
+        let protos: &[VipProto] = match s.protocol {
+            Protocol::Tcp => &[VipProto::Tcp],
+            Protocol::Udp => &[VipProto::Udp],
+            Protocol::TcpUdp => &[VipProto::Tcp, VipProto::Udp],
+            Protocol::Unknown => &[],
+        };
+        for v in &s.vips {
+            let (address, port) = match v {
+                VipSpec::Named { name, port } => match leases.get(name) {
+                    Some(a) => (*a, *port),
+                    None => continue,
+                },
+                VipSpec::Fixed { address, port } => (*address, *port),
+                VipSpec::Unknown(_) => continue,
+            };
+            for proto in protos {
+                let ready = s.ready().map(|b| b.addr);
+                by_key
+                    .entry((address, *proto, port))
+                    .or_default()
+                    .extend(ready);
+            }
+        }
+    }
+    VipPlan {
+        vips: by_key
+            .into_iter()
+            .map(|((address, proto, port), backends)| Vip {
+                address,
+                proto,
+                port,
+                backends: backends.into_iter().collect(),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use expect_test::{Expect, expect};
@@ -181,6 +294,81 @@ mod tests {
                 /a: ports[0] asks for VIP 198.18.0.1:80, which is the address of VIP db: choose another address, or name it db
             "#]],
         );
+    }
+
+    #[test]
+    fn vips_plan_ready_backends_merged_by_name() {
+        use crate::service::{Backend, BackendState, Service};
+        let backend = |task: &str, addr: &str, state| Backend {
+            task: task.into(),
+            node: "agent-1".into(),
+            addr: addr.parse().expect("addr"),
+            state,
+        };
+        let service = |app: &str, vips: &[&str], protocol, backends| Service {
+            app: crate::app::AppId::resolve(&crate::app::AppId::root(), app).expect("id"),
+            port: 0,
+            protocol,
+            expose: vec![],
+            vips: vips
+                .iter()
+                .map(|v| VipSpec::parse(v).expect("vip"))
+                .collect(),
+            checked: true,
+            backends,
+        };
+        let services = [
+            service(
+                "/shop/web",
+                &["web:80", "198.18.9.9:8080", "nolease:80"],
+                crate::app::Protocol::Tcp,
+                vec![
+                    backend("web.1", "10.200.1.2:8080", BackendState::Ready),
+                    backend("web.2", "10.200.1.3:8080", BackendState::Down),
+                    backend("web.3", "10.200.2.2:8080", BackendState::Draining),
+                ],
+            ),
+            service(
+                "/shop/web-v2",
+                &["web:80"],
+                crate::app::Protocol::Tcp,
+                vec![backend("web-v2.1", "10.200.2.3:8080", BackendState::Ready)],
+            ),
+            service(
+                "/dns",
+                &["dns:53"],
+                crate::app::Protocol::TcpUdp,
+                vec![backend("dns.1", "10.200.1.9:53", BackendState::Down)],
+            ),
+        ];
+        let leases: BTreeMap<String, Ipv4Addr> = [("web", "198.18.0.2"), ("dns", "198.18.0.1")]
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.parse().expect("ip")))
+            .collect();
+        let plan = plan(&services, &leases);
+        let shown: Vec<String> = plan
+            .vips
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {}:{} {} -> {:?}",
+                    v.chain(),
+                    v.address,
+                    v.port,
+                    v.proto,
+                    v.backends
+                )
+            })
+            .collect();
+        expect![[r#"
+            [
+                "vip-c6120001-tcp-53 198.18.0.1:53 tcp -> []",
+                "vip-c6120001-udp-53 198.18.0.1:53 udp -> []",
+                "vip-c6120002-tcp-80 198.18.0.2:80 tcp -> [10.200.1.2:8080, 10.200.2.3:8080]",
+                "vip-c6120909-tcp-8080 198.18.9.9:8080 tcp -> [10.200.1.2:8080]",
+            ]
+        "#]]
+        .assert_debug_eq(&shown);
     }
 
     #[test]

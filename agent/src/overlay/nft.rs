@@ -248,6 +248,101 @@ fn rule_lines(rule: &Rule) -> Vec<(String, &'static str)> {
     }
 }
 
+/// The mark a packet from a VIP's backend gets before connection tracking
+/// decides, so that the notrack of traffic between tasks
+/// ([`render`]) leaves it tracked and its translation is undone on its way
+/// back to the client.
+pub const VIP_REPLY_MARK: u32 = 0x0010_0000;
+
+/// The `ip strata-vip` table: every VIP of `plan` balanced in the kernel.
+/// A connection to a VIP's address and port from a task (prerouting) or
+/// from the node itself (output) is sent to one of its ready backends at
+/// random (`numgen`), each chosen alike; conntrack keeps an established
+/// connection on its backend through any change. A VIP with no ready
+/// backend, or a port of a VIP address that no VIP has, is refused at once
+/// (a TCP reset, else ICMP). Replies from backends are marked
+/// ([`VIP_REPLY_MARK`]) so that they are tracked. Deleted and made again in
+/// one transaction, like the other tables.
+pub fn render_vips(plan: &control::vip::VipPlan) -> String {
+    let list = |items: Vec<String>| -> String {
+        if items.is_empty() {
+            String::new()
+        } else {
+            format!("\t\telements = {{ {} }}\n", items.join(", "))
+        }
+    };
+    let addrs = list(plan.addresses().iter().map(ToString::to_string).collect());
+    let backends = list(
+        plan.backends()
+            .iter()
+            .map(|(b, proto)| format!("{} . {proto} . {}", b.ip(), b.port()))
+            .collect(),
+    );
+    let services = list(
+        plan.vips
+            .iter()
+            .filter(|v| !v.backends.is_empty())
+            .map(|v| {
+                format!(
+                    "{} . {} . {} : goto {}",
+                    v.address,
+                    v.proto,
+                    v.port,
+                    v.chain()
+                )
+            })
+            .collect(),
+    );
+    let mut chains = String::new();
+    for v in plan.vips.iter().filter(|v| !v.backends.is_empty()) {
+        let targets: Vec<String> = v
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{i} : {} . {}", b.ip(), b.port()))
+            .collect();
+        chains += &format!(
+            "\tchain {} {{\n\t\tmeta l4proto {} dnat to numgen random mod {} map {{ {} }}\n\t}}\n",
+            v.chain(),
+            v.proto,
+            v.backends.len(),
+            targets.join(", ")
+        );
+    }
+    format!(
+        "table ip strata-vip {{}}\n\
+         delete table ip strata-vip\n\
+         table ip strata-vip {{\n\
+         \tset addrs {{\n\t\ttype ipv4_addr\n{addrs}\t}}\n\
+         \tset backends {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n{backends}\t}}\n\
+         \tmap services {{\n\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n{services}\t}}\n\
+         \tchain reply_mark {{\n\
+         \t\ttype filter hook prerouting priority raw - 1; policy accept;\n\
+         \t\tip saddr . meta l4proto . th sport @backends meta mark set meta mark | {VIP_REPLY_MARK:#010x}\n\
+         \t}}\n\
+         \tchain vip_pre {{\n\
+         \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+         \t\tip daddr . meta l4proto . th dport vmap @services\n\
+         \t}}\n\
+         \tchain vip_out {{\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tip daddr . meta l4proto . th dport vmap @services\n\
+         \t}}\n\
+         {chains}\
+         \tchain vip_forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tip daddr @addrs meta l4proto tcp reject with tcp reset\n\
+         \t\tip daddr @addrs reject\n\
+         \t}}\n\
+         \tchain vip_local {{\n\
+         \t\ttype filter hook output priority filter; policy accept;\n\
+         \t\tip daddr @addrs meta l4proto tcp reject with tcp reset\n\
+         \t\tip daddr @addrs reject\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
 /// Removes both overlay tables (a node leaving the cluster); the firewall
 /// stays.
 pub fn render_delete() -> String {
@@ -456,6 +551,76 @@ mod tests {
         .assert_debug_eq(&parse_firewall_counters(json).expect("parses"));
         let err = parse_firewall_counters("{}").expect_err("no array");
         expect!["nft's JSON listing has no `nftables` array"].assert_eq(&format!("{err:#}"));
+    }
+
+    /// The VIP table of two VIPs, one with two ready backends and one with
+    /// none (refused), which nftables 1.0.6 accepts (checked by hand with
+    /// `nft -f` in a scratch namespace; the host tier applies it).
+    #[test]
+    fn vip_ruleset() {
+        use control::vip::{Vip, VipPlan, VipProto};
+        let plan = VipPlan {
+            vips: vec![
+                Vip {
+                    address: "198.18.0.1".parse().expect("ip"),
+                    proto: VipProto::Tcp,
+                    port: 80,
+                    backends: vec![
+                        "10.200.1.2:8080".parse().expect("addr"),
+                        "10.200.2.2:8080".parse().expect("addr"),
+                    ],
+                },
+                Vip {
+                    address: "198.18.0.2".parse().expect("ip"),
+                    proto: VipProto::Udp,
+                    port: 53,
+                    backends: vec![],
+                },
+            ],
+        };
+        expect![[r#"
+            table ip strata-vip {}
+            delete table ip strata-vip
+            table ip strata-vip {
+            	set addrs {
+            		type ipv4_addr
+            		elements = { 198.18.0.1, 198.18.0.2 }
+            	}
+            	set backends {
+            		type ipv4_addr . inet_proto . inet_service
+            		elements = { 10.200.1.2 . tcp . 8080, 10.200.2.2 . tcp . 8080 }
+            	}
+            	map services {
+            		type ipv4_addr . inet_proto . inet_service : verdict
+            		elements = { 198.18.0.1 . tcp . 80 : goto vip-c6120001-tcp-80 }
+            	}
+            	chain reply_mark {
+            		type filter hook prerouting priority raw - 1; policy accept;
+            		ip saddr . meta l4proto . th sport @backends meta mark set meta mark | 0x00100000
+            	}
+            	chain vip_pre {
+            		type nat hook prerouting priority dstnat; policy accept;
+            		ip daddr . meta l4proto . th dport vmap @services
+            	}
+            	chain vip_out {
+            		type nat hook output priority -100; policy accept;
+            		ip daddr . meta l4proto . th dport vmap @services
+            	}
+            	chain vip-c6120001-tcp-80 {
+            		meta l4proto tcp dnat to numgen random mod 2 map { 0 : 10.200.1.2 . 8080, 1 : 10.200.2.2 . 8080 }
+            	}
+            	chain vip_forward {
+            		type filter hook forward priority filter; policy accept;
+            		ip daddr @addrs meta l4proto tcp reject with tcp reset
+            		ip daddr @addrs reject
+            	}
+            	chain vip_local {
+            		type filter hook output priority filter; policy accept;
+            		ip daddr @addrs meta l4proto tcp reject with tcp reset
+            		ip daddr @addrs reject
+            	}
+            }
+        "#]].assert_eq(&render_vips(&plan));
     }
 
     /// The firewall of a master of three (etcd from the masters, the API
