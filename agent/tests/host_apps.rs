@@ -59,7 +59,8 @@ fn web_json(instances: u32, cmd: &str, checked: bool) -> String {
         r#"{{"id": "/shop/web", "instances": {instances}, "cpus": 0.1, "mem": 32,
             "cmd": "{cmd}",
             "container": {{"type": "DOCKER", "docker": {{"image": "example.org/bb:1",
-              "network": "BRIDGE", "portMappings": [{{"containerPort": 8080, "name": "http"}}]}}}},
+              "network": "BRIDGE", "portMappings": [{{"containerPort": 8080, "name": "http",
+                "labels": {{"VIP_0": "/web:80"}}}}]}}}},
             "constraints": [["hostname", "UNIQUE"]],
             "upgradeStrategy": {{"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}},
             "unreachableStrategy": {{"inactiveAfterSeconds": 5, "expungeAfterSeconds": 3600}},
@@ -67,8 +68,8 @@ fn web_json(instances: u32, cmd: &str, checked: bool) -> String {
     )
 }
 
-const SERVE: &str =
-    "mkdir -p /www && echo ok > /www/index.html && exec busybox httpd -f -p 8080 -h /www";
+/// Each instance answers `ok` and its instance id.
+const SERVE: &str = "mkdir -p /www && echo ok $STRATA_INSTANCE_ID > /www/index.html && exec busybox httpd -f -p 8080 -h /www";
 
 fn app(c: &TestCluster) -> Option<AppView> {
     let out = c.cli(&["app", "show", "/shop/web", "--json"]).ok()?;
@@ -230,10 +231,10 @@ fn apps_are_kept_running_by_the_scheduler() {
         .expect("write");
         file.display().to_string()
     };
-    c.cli_ok(&["app", "deploy", &vips("v", "\"db:5432\", \"web:80\"")]);
+    c.cli_ok(&["app", "deploy", &vips("v", "\"db:5432\", \"cache:6379\"")]);
     let shown = c.cli_ok(&["app", "show", "/edge/v"]);
     assert!(
-        shown.contains("VIP db is 198.18.0.1") && shown.contains("VIP web is 198.18.0.2"),
+        shown.contains("VIP cache is 198.18.0.1") && shown.contains("VIP db is 198.18.0.2"),
         "{shown}"
     );
     let (code, refused) = c.cli_status(&[
@@ -244,7 +245,7 @@ fn apps_are_kept_running_by_the_scheduler() {
     assert!(
         code != 0
             && refused.contains("/edge/w: ports[0] asks for VIP 10.1.2.3:80, outside the VIP range 198.18.0.0/16 (cluster.toml [vips] cidr)")
-            && refused.contains("/edge/w: ports[0] asks for VIP 198.18.0.2:80, which is the address of VIP web"),
+            && refused.contains("/edge/w: ports[0] asks for VIP 198.18.0.2:80, which is the address of VIP db"),
         "exit {code}: {refused}"
     );
     c.cli_ok(&["app", "remove", "/edge/v"]);
@@ -274,6 +275,59 @@ fn apps_are_kept_running_by_the_scheduler() {
     assert!(running(&a).values().all(|n| *n == 1), "{a:#?}");
     let show = c.cli_ok(&["app", "show", "/shop/web"]);
     assert!(show.contains("3 healthy, 3 running, 3 asked"), "{show}");
+
+    // Its VIP (DC/OS's VIP_0 label): every node balances it in the kernel
+    // over the three instances. From master-1, which runs none of them
+    // (its own connections take the output hook; the route to the VIP
+    // range is the test's, where an image has its default route), 1000
+    // connections spread within 20 % of even.
+    assert!(show.contains("VIP web is 198.18.0.3"), "{show}");
+    output(
+        std::path::Path::new("ip"),
+        &[
+            "-n",
+            c.ns("master-1"),
+            "route",
+            "add",
+            "198.18.0.0/16",
+            "dev",
+            "strata-br",
+        ],
+    )
+    .expect("a route to the VIP range");
+    let client = agent::overlay::netns::path(c.ns("master-1"));
+    let vip: std::net::SocketAddr = ([198, 18, 0, 3], 80).into();
+    let ask = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).ok()?;
+        body.lines().last().map(|l| l.trim().to_string())
+    };
+    c.wait("the VIP answers", Duration::from_secs(30), || {
+        agent::overlay::netns::run_in(Some(&client), || Ok(ask()))
+            .ok()
+            .flatten()
+    });
+    let counts = agent::overlay::netns::run_in(Some(&client), || {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..1000 {
+            *counts
+                .entry(ask().unwrap_or_else(|| "no answer".into()))
+                .or_default() += 1;
+        }
+        Ok(counts)
+    })
+    .expect("in master-1's namespace");
+    let ids: Vec<String> = a.instances.iter().map(|i| format!("ok {}", i.id)).collect();
+    assert!(
+        counts.len() == 3
+            && ids
+                .iter()
+                .all(|id| counts.get(id).is_some_and(|n| (267..=400).contains(n))),
+        "1000 connections to the VIP: {counts:?}"
+    );
 
     // Scale past UNIQUE: the fourth cannot be placed, and says why.
     c.cli_ok(&["app", "scale", "/shop/web", "4"]);

@@ -272,6 +272,10 @@ pub struct NodeWatch {
     /// ([`crate::service::services`]); absent from older masters.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<crate::service::Service>,
+    /// The address of every named VIP ([`crate::vip`]); absent from older
+    /// masters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vip_addresses: BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 /// A running task's overlay address: `<id>.<zone>` in DNS.

@@ -11,6 +11,9 @@
 //! it, the node's firewall (when the daemon runs one, [`NodeNet::firewall`])
 //! gets the overlay: VXLAN from every node of the list, DNS from the
 //! overlay to the node's resolver; it follows the list from then on.
+//! Every node also balances the cluster's VIPs in its kernel (the `ip
+//! strata-vip` table, `control::vip::plan` of the services and VIP
+//! addresses the node watch carries), from the first node list on.
 //! Everything runs in the process's own network namespace (an agent started
 //! inside a namespace builds its overlay there).
 
@@ -180,9 +183,12 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
     };
     // The first node list before the first reconcile: planning against an
     // empty peer list would remove every peer's entries.
-    let (revision, nodes, endpoints) = loop {
+    let (revision, nodes, endpoints, first_vips) = loop {
         match client.watch_nodes(0).await {
-            Ok(w) => break (w.revision, w.nodes, w.tasks),
+            Ok(w) => {
+                let vips = control::vip::plan(&w.services, &w.vip_addresses);
+                break (w.revision, w.nodes, w.tasks, vips);
+            }
             Err(e) => {
                 tracing::warn!("overlay: cannot read the node list: {e}");
                 tokio::time::sleep(RETRY).await;
@@ -255,7 +261,17 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
         net.resolver()
     );
     let _follower = AbortOnDrop(follower);
+    let (vip_tx, vip_rx) = tokio::sync::watch::channel(first_vips);
+    let _vips = AbortOnDrop(tokio::spawn(follow_vips(vip_rx, node.subnet)));
     follow_nodes(&client, revision, |w| {
+        let vips = control::vip::plan(&w.services, &w.vip_addresses);
+        vip_tx.send_if_modified(|p| {
+            let changed = *p != vips;
+            if changed {
+                *p = vips;
+            }
+            changed
+        });
         let next = peers(&node.name, &w.nodes);
         tx.send_if_modified(|p| {
             let changed = *p != next;
@@ -280,6 +296,43 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
         }
     })
     .await
+}
+
+/// Keeps the node's VIP table (`ip strata-vip`) in line with the plan
+/// `rx` holds: applies each change as one transaction, and after a
+/// failure tries again (with backoff) until one goes through. Ends when
+/// the sender is dropped.
+async fn follow_vips(
+    mut rx: tokio::sync::watch::Receiver<control::vip::VipPlan>,
+    subnet: Ipv4Cidr,
+) {
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let plan = rx.borrow_and_update().clone();
+        let ruleset = crate::overlay::nft::render_vips(&plan, subnet);
+        match tokio::task::spawn_blocking(move || crate::overlay::nft::apply(&ruleset)).await {
+            Ok(Ok(())) => {
+                tracing::info!(
+                    "vips: {} VIP(s), {} with a ready backend",
+                    plan.vips.len(),
+                    plan.vips.iter().filter(|v| !v.backends.is_empty()).count()
+                );
+                backoff.reset();
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("vips: cannot apply the VIP table: {e:#}");
+                crate::retry::wait(&mut backoff).await;
+            }
+            Err(e) => {
+                tracing::warn!("vips: the update failed: {e}");
+                crate::retry::wait(&mut backoff).await;
+            }
+        }
+    }
 }
 
 /// Applies `part` to the node's firewall (on a blocking thread: `nft` is a

@@ -1144,6 +1144,7 @@ fn node_list_input(key: &[u8]) -> bool {
         || key.starts_with(CORDONS)
         || key.starts_with(upgrades::UPGRADES)
         || key.starts_with(apps::APPS)
+        || key.starts_with(apps::VIPS)
 }
 
 /// Raises `tx` to `rev` when that is later than what it holds.

@@ -62,7 +62,7 @@ fn render_ip(subnet: Ipv4Cidr, cluster: Ipv4Cidr, port: u16) -> String {
          \tchain raw-prerouting {{\n\
          \t\ttype filter hook prerouting priority raw; policy accept;\n\
          \t\tudp dport {port} notrack\n\
-         \t\tip saddr {cluster} ip daddr {cluster} fib daddr type != local notrack\n\
+         \t\tip saddr {cluster} ip daddr {cluster} fib daddr type != local meta mark & {VIP_REPLY_MARK:#010x} == 0 notrack\n\
          \t}}\n\
          \tchain raw-output {{\n\
          \t\ttype filter hook output priority raw; policy accept;\n\
@@ -263,7 +263,15 @@ pub const VIP_REPLY_MARK: u32 = 0x0010_0000;
 /// (a TCP reset, else ICMP). Replies from backends are marked
 /// ([`VIP_REPLY_MARK`]) so that they are tracked. Deleted and made again in
 /// one transaction, like the other tables.
-pub fn render_vips(plan: &control::vip::VipPlan) -> String {
+///
+/// A task that reaches an instance on its own node through a VIP would
+/// get the instance's reply straight over the bridge, untranslated: such
+/// connections (from and to the node's `subnet`) leave with the gateway's
+/// address (masquerade), so the reply comes back through the node. (A
+/// task reaching itself through a VIP gets no answer yet: see
+/// `docs/design/edge.md`.)
+pub fn render_vips(plan: &control::vip::VipPlan, subnet: Ipv4Cidr) -> String {
+    let subnet = subnet.trunc();
     let list = |items: Vec<String>| -> String {
         if items.is_empty() {
             String::new()
@@ -329,6 +337,10 @@ pub fn render_vips(plan: &control::vip::VipPlan) -> String {
          \t\tip daddr . meta l4proto . th dport vmap @services\n\
          \t}}\n\
          {chains}\
+         \tchain vip_post {{\n\
+         \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {subnet} ip daddr {subnet} ct status dnat masquerade\n\
+         \t}}\n\
          \tchain vip_forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
          \t\tip daddr @addrs meta l4proto tcp reject with tcp reset\n\
@@ -343,13 +355,15 @@ pub fn render_vips(plan: &control::vip::VipPlan) -> String {
     )
 }
 
-/// Removes both overlay tables (a node leaving the cluster); the firewall
-/// stays.
+/// Removes the overlay's tables and the VIPs' (a node leaving the
+/// cluster); the firewall stays.
 pub fn render_delete() -> String {
     "table ip strata {}\n\
      delete table ip strata\n\
      table bridge strata {}\n\
-     delete table bridge strata\n"
+     delete table bridge strata\n\
+     table ip strata-vip {}\n\
+     delete table ip strata-vip\n"
         .to_string()
 }
 
@@ -453,7 +467,7 @@ mod tests {
             	chain raw-prerouting {
             		type filter hook prerouting priority raw; policy accept;
             		udp dport 4789 notrack
-            		ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 fib daddr type != local notrack
+            		ip saddr 10.200.0.0/16 ip daddr 10.200.0.0/16 fib daddr type != local meta mark & 0x00100000 == 0 notrack
             	}
             	chain raw-output {
             		type filter hook output priority raw; policy accept;
@@ -609,6 +623,10 @@ mod tests {
             	chain vip-c6120001-tcp-80 {
             		meta l4proto tcp dnat to numgen random mod 2 map { 0 : 10.200.1.2 . 8080, 1 : 10.200.2.2 . 8080 }
             	}
+            	chain vip_post {
+            		type nat hook postrouting priority srcnat; policy accept;
+            		ip saddr 10.200.1.0/24 ip daddr 10.200.1.0/24 ct status dnat masquerade
+            	}
             	chain vip_forward {
             		type filter hook forward priority filter; policy accept;
             		ip daddr @addrs meta l4proto tcp reject with tcp reset
@@ -620,7 +638,7 @@ mod tests {
             		ip daddr @addrs reject
             	}
             }
-        "#]].assert_eq(&render_vips(&plan));
+        "#]].assert_eq(&render_vips(&plan, "10.200.1.7/24".parse().expect("cidr")));
     }
 
     /// The firewall of a master of three (etcd from the masters, the API

@@ -48,6 +48,7 @@ pub async fn watch_nodes(
                 format: Default::default(),
                 revision,
                 services: control::service::services(&apps, &tasks, &reports, &nodes),
+                vip_addresses: state.store.vip_leases().await?,
                 tasks: tasks_endpoints(&tasks, &reports),
                 nodes,
             };
