@@ -194,8 +194,9 @@ impl Upgrader {
                 let key = crate::upgrade::update_key(Path::new(crate::upgrade::UPDATE_KEY))?;
                 let file = bundle.clone();
                 let id = order.id.clone();
-                // `writing` once the slot writer's checks passed, before it
-                // changes the disk: reported from its thread.
+                // `writing` once the slot writer's checks passed and its
+                // records say the slot is being written, before the
+                // partitions change: reported from its thread.
                 let (this, rt) = (self.clone(), tokio::runtime::Handle::current());
                 let plan = tokio::task::spawn_blocking(move || {
                     let host = layout.facts(role, &version, booted)?;

@@ -129,8 +129,10 @@ pub struct Install<'a> {
     pub now: u64,
     /// The order carried out, kept in `last-upgrade.json`.
     pub order: Option<&'a str>,
-    /// Called once, when every check passed, before the first change to
-    /// the disk.
+    /// Called once, when every check passed and the records say the slot
+    /// is being written (with the order, in `last-upgrade.json`), before
+    /// the partitions change: a node cut from then on reports the slot
+    /// interrupted, never "nothing changed".
     pub writing: &'a mut dyn FnMut(),
 }
 
@@ -311,7 +313,6 @@ impl Layout {
         }
 
         // Every check passed: what follows changes the disk.
-        writing();
 
         // 2. The slot's old UKIs go first.
         let linux = self.linux_dir();
@@ -357,6 +358,8 @@ impl Layout {
         };
         state::write_json(&self.last_path(), &last, None)
             .map_err(io_error("write the last upgrade", &self.last_path()))?;
+        // Said only now, when a cut is on record as one.
+        writing();
 
         // 4. Root and verity, the bundle read and checked again.
         let mut uki = Vec::new();
