@@ -301,6 +301,10 @@ pub fn render_vips(plan: &control::vip::VipPlan, subnet: Ipv4Cidr) -> String {
             })
             .collect(),
     );
+    // What is left for a VIP address (no ready backend, or no VIP on that
+    // port), forwarded for a task or sent by the node: refused at once.
+    let refuse = "\t\tip daddr @addrs meta l4proto tcp reject with tcp reset\n\
+                  \t\tip daddr @addrs reject\n";
     let mut chains = String::new();
     for v in plan.vips.iter().filter(|v| !v.backends.is_empty()) {
         let targets: Vec<String> = v
@@ -343,13 +347,11 @@ pub fn render_vips(plan: &control::vip::VipPlan, subnet: Ipv4Cidr) -> String {
          \t}}\n\
          \tchain vip_forward {{\n\
          \t\ttype filter hook forward priority filter; policy accept;\n\
-         \t\tip daddr @addrs meta l4proto tcp reject with tcp reset\n\
-         \t\tip daddr @addrs reject\n\
+         {refuse}\
          \t}}\n\
          \tchain vip_local {{\n\
          \t\ttype filter hook output priority filter; policy accept;\n\
-         \t\tip daddr @addrs meta l4proto tcp reject with tcp reset\n\
-         \t\tip daddr @addrs reject\n\
+         {refuse}\
          \t}}\n\
          }}\n"
     )

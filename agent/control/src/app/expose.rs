@@ -215,14 +215,13 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if path.len() > 1 && (path.ends_with('/') || path.contains("//")) {
         return Err(format!(
             "path {path:?} has an empty segment: write it as {:?}",
-            normal_path(&path.split('/').filter(|s| !s.is_empty()).fold(
-                String::new(),
-                |mut acc, s| {
-                    acc.push('/');
-                    acc.push_str(s);
-                    acc
-                }
-            ))
+            format!(
+                "/{}",
+                path.split('/')
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            )
         ));
     }
     Ok(())
@@ -309,6 +308,26 @@ pub(super) fn check_port(
 /// Where the app's label `key` was written.
 fn label(places: &Places, key: &str) -> super::Place {
     places.at(&format!("labels.{key}"))
+}
+
+/// Every public TCP port `app` asks for outside the edge's range
+/// (`cluster.toml [edge] tcp_ports`), a problem each.
+pub fn outside_edge(app: &super::AppSpec, edge: &configs::cluster::Edge) -> Vec<String> {
+    let [first, last] = edge.tcp_ports;
+    let mut out = Vec::new();
+    for (j, port) in app.ports.iter().enumerate() {
+        for e in &port.expose {
+            if let Exposure::Tcp { port: number } = e
+                && !edge.tcp_allows(*number)
+            {
+                out.push(format!(
+                    "{}: ports[{j}] asks for public TCP port {number}, outside the edge's ports {first}-{last} (cluster.toml [edge] tcp_ports)",
+                    app.id
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Marathon-LB's labels that are zdd.py's bookkeeping: kept as labels,

@@ -152,18 +152,7 @@ fn check_request(
         for p in app.check(&at) {
             problems.push(p.to_string());
         }
-        for (j, port) in app.ports.iter().enumerate() {
-            for e in &port.expose {
-                if let control::app::Exposure::Tcp { port: number } = e
-                    && !edge.tcp_allows(*number)
-                {
-                    problems.push(format!(
-                        "{}: ports[{j}] asks for public TCP port {number}, outside the edge's ports {}-{} (cluster.toml [edge] tcp_ports)",
-                        app.id, edge.tcp_ports[0], edge.tcp_ports[1]
-                    ));
-                }
-            }
-        }
+        problems.extend(control::app::expose::outside_edge(app, edge));
         if req.canary > app.instances {
             problems.push(format!(
                 "{}: {} canaries is more than its {} instances",
