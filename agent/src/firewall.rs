@@ -134,6 +134,14 @@ impl NodeFirewall {
         Ok(ran)
     }
 
+    /// Replaces the edge proxy's ports (public agents: what it listens on
+    /// now) and applies the result as [`NodeFirewall::apply`] does.
+    pub fn set_edge(&self, ports: Vec<u16>) -> anyhow::Result<bool> {
+        let mut state = self.lock()?;
+        state.input.edge = ports;
+        self.apply_locked(&mut state)
+    }
+
     fn apply_locked(&self, state: &mut State) -> anyhow::Result<bool> {
         let ruleset = crate::overlay::nft::render_firewall(&firewall::plan(&state.input));
         if state.applied.as_deref() == Some(ruleset.as_str()) {

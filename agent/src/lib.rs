@@ -12,6 +12,7 @@ pub mod clock;
 pub mod cluster;
 pub mod daemon;
 pub mod dns;
+pub mod edge;
 pub mod etcd;
 pub mod exec;
 pub mod firewall;

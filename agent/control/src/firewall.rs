@@ -27,6 +27,9 @@
 //!   from the sources its `from` says (the cluster's nodes, once the node
 //!   has read the node list, or anywhere), except a port that a rule above
 //!   opens to fewer sources, which stays restricted;
+//! - on public agents, the TCP ports the edge proxy serves apps' exposures
+//!   on ([`FirewallInput::edge`]): from anywhere, except a port a rule
+//!   above already opens (which keeps its sources);
 //! - everything else: dropped and counted ([`Rule::Drop`], the last rule;
 //!   the chain's policy drops too, should the rule ever be missing).
 //!
@@ -57,6 +60,9 @@ pub struct FirewallInput {
     /// The overlay, once the node holds a lease and knows the node list;
     /// `None` on a node without one (no VXLAN, no tasks' DNS).
     pub overlay: Option<OverlayInput>,
+    /// On public agents: the TCP ports the edge proxy listens on now (its
+    /// HTTP port while any route is exposed, each exposed TCP port).
+    pub edge: Vec<u16>,
 }
 
 /// What the firewall needs of the node's overlay. The agent keeps the last
@@ -116,6 +122,8 @@ pub enum Service {
     Vxlan,
     /// What the role file opens.
     Role,
+    /// The edge proxy's exposed ports (public agents).
+    Edge,
 }
 
 impl fmt::Display for Service {
@@ -125,6 +133,7 @@ impl fmt::Display for Service {
             Service::Etcd => "etcd",
             Service::Vxlan => "VXLAN",
             Service::Role => "the role's ports",
+            Service::Edge => "the edge's exposed ports",
         })
     }
 }
@@ -412,6 +421,21 @@ pub fn plan(input: &FirewallInput) -> FirewallPlan {
                 service: Service::Role,
             });
         }
+    }
+    // The edge's ports come last: a port the cluster's rules open already
+    // keeps its sources, so an exposure never widens who reaches it.
+    let role_tcp = sorted(&input.role.tcp);
+    let edge: Vec<u16> = sorted(&input.edge)
+        .into_iter()
+        .filter(|p| !taken_tcp.contains(p) && !(role_from.is_some() && role_tcp.contains(p)))
+        .collect();
+    if !edge.is_empty() {
+        rules.push(Rule::Open {
+            proto: Proto::Tcp,
+            ports: edge,
+            from: Sources::Any,
+            service: Service::Edge,
+        });
     }
     rules.push(Rule::Drop);
     FirewallPlan {

@@ -22,6 +22,7 @@ pub mod app;
 pub mod audit;
 pub mod backoff;
 pub mod deploy;
+pub mod edge;
 pub mod exec;
 pub mod firewall;
 pub mod format;

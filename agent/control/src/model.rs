@@ -338,6 +338,33 @@ pub struct NodeSettings {
     /// cluster.toml).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub insecure_registries: Vec<String>,
+    /// Where the public agents' edge proxy serves (`cluster.toml`'s
+    /// `[edge]`); the defaults from masters that predate it.
+    #[serde(default)]
+    pub edge: EdgeSettings,
+}
+
+/// The edge proxy's ports as public agents need them: `cluster.toml`'s
+/// `[edge]` ([`configs::cluster::Edge`]), read tolerantly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeSettings {
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        (&configs::cluster::Edge::default()).into()
+    }
+}
+
+impl From<&configs::cluster::Edge> for EdgeSettings {
+    fn from(e: &configs::cluster::Edge) -> Self {
+        EdgeSettings {
+            http_port: e.http_port,
+            https_port: e.https_port,
+        }
+    }
 }
 
 /// What every node needs to build its share of the overlay and serve DNS.

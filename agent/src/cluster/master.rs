@@ -221,6 +221,7 @@ pub async fn run_master_with(
             dns: (&plan.cluster.dns).into(),
         }),
         insecure_registries: plan.cluster.registries.insecure.clone(),
+        edge: (&plan.cluster.edge).into(),
     };
     let mut state = ApiState::new(
         store.clone(),

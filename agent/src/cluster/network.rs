@@ -54,6 +54,9 @@ pub struct NodeNet {
     /// The node's firewall, which the daemon applied at boot; `None` under
     /// `strata cluster run-node`.
     pub firewall: Option<Arc<NodeFirewall>>,
+    /// On public agents: the edge proxy, which keeps its files here, and
+    /// its HTTP port.
+    pub edge: Option<(crate::edge::EdgePaths, u16)>,
 }
 
 /// The running overlay and DNS of the node; dropping it stops following
@@ -183,11 +186,11 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
     };
     // The first node list before the first reconcile: planning against an
     // empty peer list would remove every peer's entries.
-    let (revision, nodes, endpoints, first_vips) = loop {
+    let (revision, nodes, endpoints, first_vips, first_services) = loop {
         match client.watch_nodes(0).await {
             Ok(w) => {
                 let vips = control::vip::plan(&w.services, &w.vip_addresses);
-                break (w.revision, w.nodes, w.tasks, vips);
+                break (w.revision, w.nodes, w.tasks, vips, w.services);
             }
             Err(e) => {
                 tracing::warn!("overlay: cannot read the node list: {e}");
@@ -263,7 +266,26 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
     let _follower = AbortOnDrop(follower);
     let (vip_tx, vip_rx) = tokio::sync::watch::channel(first_vips);
     let _vips = AbortOnDrop(tokio::spawn(follow_vips(vip_rx, node.subnet)));
+    let edge = node.edge.clone().map(|(paths, http_port)| {
+        let (tx, rx) = tokio::sync::watch::channel(first_services);
+        let task = tokio::spawn(crate::edge::follow(
+            paths,
+            http_port,
+            rx,
+            node.firewall.clone(),
+        ));
+        (tx, AbortOnDrop(task))
+    });
     follow_nodes(&client, revision, |w| {
+        if let Some((edge_tx, _)) = &edge {
+            edge_tx.send_if_modified(|p| {
+                let changed = *p != w.services;
+                if changed {
+                    p.clone_from(&w.services);
+                }
+                changed
+            });
+        }
         let vips = control::vip::plan(&w.services, &w.vip_addresses);
         vip_tx.send_if_modified(|p| {
             let changed = *p != vips;
@@ -642,6 +664,7 @@ mod tests {
                 dns: (&configs::cluster::Dns::default()).into(),
             }),
             insecure_registries: vec!["10.0.2.2:5000".into()],
+            edge: Default::default(),
         };
         let answer = Registered {
             settings: settings.clone(),

@@ -374,6 +374,12 @@ fn start_network(
             subnet,
             settings: settings.clone(),
             firewall: firewall.cloned(),
+            edge: (ud.role == configs::Role::Public).then(|| {
+                (
+                    crate::edge::EdgePaths::new(opts.state_dir.join("edge")),
+                    registered.settings.edge.http_port,
+                )
+            }),
         },
         network::NetClients { follower, reporter },
         tasks_net.clone(),

@@ -157,6 +157,7 @@ fn a_kept_identity_is_checked_before_use() {
         masters: vec!["10.9.0.10:6443".into()],
         network: None,
         insecure_registries: Vec::new(),
+        edge: Default::default(),
     };
     let id = |cert_pem: String| Identity {
         key_pem: key.key_pem.clone(),

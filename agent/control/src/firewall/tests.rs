@@ -32,6 +32,7 @@ fn master_at_boot() -> FirewallInput {
         etcd_ports: vec![2379, 2380],
         masters: vec![ip("10.9.0.10"), ip("10.9.0.11"), ip("10.9.0.12")],
         overlay: None,
+        edge: vec![],
     }
 }
 
@@ -226,4 +227,43 @@ fn role_ports_from_the_nodes_wait_for_the_node_list() {
             accept tcp 9464 from the nodes (the role's ports)
             drop and count everything else"#]],
     );
+}
+
+/// A public agent opens the edge's ports to everyone, after every cluster
+/// rule: a port the role opens to the nodes only stays so, and the rules
+/// before the edge's are the same with and without exposures.
+#[test]
+fn the_edge_opens_its_ports_last_and_never_widens_a_cluster_port() {
+    let base = FirewallInput {
+        role: configs::role::Firewall {
+            from: configs::role::Reach::Nodes,
+            ..role(&[9464], &[])
+        },
+        overlay: Some(overlay(&["10.9.0.10"])),
+        ..FirewallInput::default()
+    };
+    let exposed = FirewallInput {
+        edge: vec![10100, 80, 9464],
+        ..base.clone()
+    };
+    check(
+        &exposed,
+        expect![[r#"
+            set nodes: 10.9.0.10
+            accept established and related
+            drop invalid
+            accept loopback
+            accept icmp and icmpv6 errors, echo requests, neighbour discovery
+            accept udp 53 to 10.200.1.1 from strata-br, strata-vx (the node's resolver)
+            accept tcp 53 to 10.200.1.1 from strata-br, strata-vx (the node's resolver)
+            drop everything else from strata-br, strata-vx
+            accept dhcp and dhcpv6 replies
+            accept udp 4789 from the nodes (VXLAN)
+            accept tcp 9464 from the nodes (the role's ports)
+            accept tcp 80, 10100 from anywhere (the edge's exposed ports)
+            drop and count everything else"#]],
+    );
+    let without = plan(&base).rules;
+    let with = plan(&exposed).rules;
+    assert_eq!(without[..without.len() - 1], with[..without.len() - 1]);
 }

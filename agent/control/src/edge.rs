@@ -1,0 +1,357 @@
+//! The edge proxy's plan: what a public agent's HAProxy serves, from the
+//! services of the node watch ([`plan`]), and how to go from the plan in
+//! force to the next one ([`changes`]): through the proxy's runtime API
+//! when only servers moved (an instance started, stopped, turned healthy
+//! or not; no reload, no connection dropped), or by a reload when the
+//! structure changed (a route, a TCP port or a backend appeared or went,
+//! or a backend needs more server slots).
+//!
+//! Pure. The agent renders the plan as HAProxy's configuration and speaks
+//! to HAProxy (`agent::edge`); this module knows nothing of either.
+//!
+//! Each exposed app port gets a backend per mode (`shop.web.p0.http`,
+//! `shop.web.p0.tcp`) with a fixed number of server slots, a power of two
+//! of at least [`MIN_SLOTS`] and twice the instances, so that a rolling
+//! deployment (old and new instances side by side) fits without a reload.
+//! An instance keeps its slot from one plan to the next; a new one takes
+//! the lowest free slot; a backend's slots never shrink while it lives.
+//! A server is `ready` while the cluster says its instance takes new
+//! connections, `drain` while it is being stopped (its connections finish)
+//! and `maint` otherwise: the cluster's health checks decide, not the
+//! proxy's.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddrV4;
+
+use crate::app::Exposure;
+use crate::service::{BackendState, Service};
+
+/// The fewest server slots a backend has.
+pub const MIN_SLOTS: usize = 8;
+
+/// What one public agent's edge proxy serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgePlan {
+    /// The HTTP frontend's port, when any route is exposed over HTTP.
+    pub http_port: Option<u16>,
+    /// HTTP routes, by host, then the longest path first (the first route
+    /// that matches a request takes it).
+    pub routes: Vec<Route>,
+    /// TCP frontends, by port.
+    pub tcp: Vec<TcpFrontend>,
+    /// Backends, by name.
+    pub backends: Vec<EdgeBackend>,
+}
+
+/// Requests to `host` whose path is `path` or lies under it go to
+/// `backend`, or are redirected to HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub host: String,
+    pub path: String,
+    pub backend: String,
+    pub redirect_https: bool,
+}
+
+/// Connections to the public agents' TCP `port` go to `backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpFrontend {
+    pub port: u16,
+    pub backend: String,
+}
+
+/// How a backend proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        })
+    }
+}
+
+/// One app port in one mode: its server slots (`None`: free).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeBackend {
+    pub name: String,
+    pub mode: Mode,
+    pub slots: Vec<Option<Server>>,
+}
+
+/// One instance in a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub task: String,
+    pub addr: SocketAddrV4,
+    pub state: ServerState,
+}
+
+/// Whether a server takes connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Takes new connections.
+    Ready,
+    /// Finishes what it has, takes nothing new.
+    Drain,
+    /// Takes nothing (down, unhealthy, unchecked, or a free slot).
+    Maint,
+}
+
+impl fmt::Display for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerState::Ready => "ready",
+            ServerState::Drain => "drain",
+            ServerState::Maint => "maint",
+        })
+    }
+}
+
+/// The name of the backend of `service` in `mode`.
+pub fn backend_name(service: &Service, mode: Mode) -> String {
+    format!("{}.p{}.{mode}", service.app.key(), service.port)
+}
+
+/// The server name of slot `i` (`s0`, `s1`, ...).
+pub fn server_name(i: usize) -> String {
+    format!("s{i}")
+}
+
+fn slot_count(instances: usize) -> usize {
+    (2 * instances).max(MIN_SLOTS).next_power_of_two()
+}
+
+/// The edge of `services` on a node whose HTTP frontend listens on
+/// `http_port`, keeping each instance in the slot it has in `previous`
+/// (the plan in force).
+pub fn plan(services: &[Service], http_port: u16, previous: Option<&EdgePlan>) -> EdgePlan {
+    let old: BTreeMap<&str, &EdgeBackend> = previous
+        .map(|p| p.backends.iter().map(|b| (b.name.as_str(), b)).collect())
+        .unwrap_or_default();
+    let mut out = EdgePlan::default();
+    for s in services {
+        let mut modes = Vec::new();
+        for e in &s.expose {
+            match e {
+                Exposure::Http {
+                    host,
+                    path,
+                    redirect_https,
+                } => {
+                    out.routes.push(Route {
+                        host: host.clone(),
+                        path: path.clone(),
+                        backend: backend_name(s, Mode::Http),
+                        redirect_https: *redirect_https,
+                    });
+                    modes.push(Mode::Http);
+                }
+                Exposure::Tcp { port } => {
+                    out.tcp.push(TcpFrontend {
+                        port: *port,
+                        backend: backend_name(s, Mode::Tcp),
+                    });
+                    modes.push(Mode::Tcp);
+                }
+                Exposure::Unknown => {}
+            }
+        }
+        for mode in [Mode::Http, Mode::Tcp] {
+            if modes.contains(&mode) {
+                let name = backend_name(s, mode);
+                let slots = place(s, old.get(name.as_str()).copied());
+                out.backends.push(EdgeBackend { name, mode, slots });
+            }
+        }
+    }
+    if !out.routes.is_empty() {
+        out.http_port = Some(http_port);
+    }
+    out.routes.sort_by(|a, b| {
+        (&a.host, std::cmp::Reverse(a.path.len()), &a.path).cmp(&(
+            &b.host,
+            std::cmp::Reverse(b.path.len()),
+            &b.path,
+        ))
+    });
+    out.tcp.sort_by_key(|t| t.port);
+    out.backends.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The slots of `service`'s backend: instances that had a slot in `old`
+/// keep it, new ones take the lowest free one; the slots grow (to a power
+/// of two) when the instances no longer fit twice over, never shrink.
+fn place(service: &Service, old: Option<&EdgeBackend>) -> Vec<Option<Server>> {
+    let servers: Vec<Server> = service
+        .backends
+        .iter()
+        .map(|b| Server {
+            task: b.task.clone(),
+            addr: b.addr,
+            state: match b.state {
+                BackendState::Ready => ServerState::Ready,
+                BackendState::Draining => ServerState::Drain,
+                BackendState::Down | BackendState::Unknown => ServerState::Maint,
+            },
+        })
+        .collect();
+    let mut count = slot_count(servers.len());
+    let mut slots: Vec<Option<Server>> = Vec::new();
+    if let Some(old) = old {
+        if old.slots.len() >= servers.len() {
+            count = count.max(old.slots.len());
+        }
+        slots = vec![None; count];
+        for (i, was) in old.slots.iter().enumerate() {
+            if let Some(was) = was
+                && i < count
+                && let Some(now) = servers.iter().find(|s| s.task == was.task)
+            {
+                slots[i] = Some(now.clone());
+            }
+        }
+    } else {
+        slots.resize(count, None);
+    }
+    for s in servers {
+        if slots.iter().flatten().any(|t| t.task == s.task) {
+            continue;
+        }
+        if let Some(free) = slots.iter_mut().find(|x| x.is_none()) {
+            *free = Some(s);
+        }
+    }
+    slots
+}
+
+/// One command of HAProxy's runtime API (its admin socket), as the line
+/// it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeCmd {
+    /// `set server B/S addr A port P`
+    Addr {
+        backend: String,
+        slot: usize,
+        addr: SocketAddrV4,
+    },
+    /// `set server B/S state ready|drain|maint`
+    State {
+        backend: String,
+        slot: usize,
+        state: ServerState,
+    },
+}
+
+impl fmt::Display for RuntimeCmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuntimeCmd::Addr {
+                backend,
+                slot,
+                addr,
+            } => write!(
+                f,
+                "set server {backend}/{} addr {} port {}",
+                server_name(*slot),
+                addr.ip(),
+                addr.port()
+            ),
+            RuntimeCmd::State {
+                backend,
+                slot,
+                state,
+            } => write!(
+                f,
+                "set server {backend}/{} state {state}",
+                server_name(*slot)
+            ),
+        }
+    }
+}
+
+/// How to go from one plan to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeChange {
+    /// The plans are equal.
+    None,
+    /// Only servers moved: these commands, in order, over the runtime API.
+    Runtime(Vec<RuntimeCmd>),
+    /// The structure changed: render the configuration again and reload.
+    Reload,
+}
+
+/// What takes `applied` (the plan in force) to `next`.
+pub fn changes(applied: &EdgePlan, next: &EdgePlan) -> EdgeChange {
+    if applied == next {
+        return EdgeChange::None;
+    }
+    let same_shape =
+        applied.http_port == next.http_port
+            && applied.routes == next.routes
+            && applied.tcp == next.tcp
+            && applied.backends.len() == next.backends.len()
+            && applied.backends.iter().zip(&next.backends).all(|(a, b)| {
+                a.name == b.name && a.mode == b.mode && a.slots.len() == b.slots.len()
+            });
+    if !same_shape {
+        return EdgeChange::Reload;
+    }
+    let mut cmds = Vec::new();
+    for (a, b) in applied.backends.iter().zip(&next.backends) {
+        for (slot, (was, now)) in a.slots.iter().zip(&b.slots).enumerate() {
+            let state = |backend: &str, state| RuntimeCmd::State {
+                backend: backend.to_string(),
+                slot,
+                state,
+            };
+            match (was, now) {
+                (Some(w), Some(n)) if w.addr == n.addr => {
+                    if w.state != n.state {
+                        cmds.push(state(&b.name, n.state));
+                    }
+                }
+                (_, Some(n)) => {
+                    if was.as_ref().is_some_and(|w| w.state != ServerState::Maint) {
+                        cmds.push(state(&b.name, ServerState::Maint));
+                    }
+                    cmds.push(RuntimeCmd::Addr {
+                        backend: b.name.clone(),
+                        slot,
+                        addr: n.addr,
+                    });
+                    if n.state != ServerState::Maint {
+                        cmds.push(state(&b.name, n.state));
+                    }
+                }
+                (Some(w), None) => {
+                    if w.state != ServerState::Maint {
+                        cmds.push(state(&b.name, ServerState::Maint));
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+    EdgeChange::Runtime(cmds)
+}
+
+/// The TCP ports the edge of `plan` listens on, sorted: what a public
+/// agent's firewall opens to everyone.
+pub fn ports(plan: &EdgePlan) -> Vec<u16> {
+    let mut out: Vec<u16> = plan.http_port.into_iter().collect();
+    out.extend(plan.tcp.iter().map(|t| t.port));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests;

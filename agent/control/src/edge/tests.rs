@@ -1,0 +1,269 @@
+use expect_test::{Expect, expect};
+
+use super::*;
+use crate::app::{AppId, Protocol};
+use crate::service::Backend;
+
+fn backend(task: &str, addr: &str, state: BackendState) -> Backend {
+    Backend {
+        task: task.into(),
+        node: "agent-1".into(),
+        addr: addr.parse().expect("addr"),
+        state,
+    }
+}
+
+fn http(host: &str, path: &str) -> Exposure {
+    Exposure::Http {
+        host: host.into(),
+        path: path.into(),
+        redirect_https: false,
+    }
+}
+
+fn service(app: &str, port: usize, expose: Vec<Exposure>, backends: Vec<Backend>) -> Service {
+    Service {
+        app: AppId::resolve(&AppId::root(), app).expect("id"),
+        port,
+        protocol: Protocol::Tcp,
+        expose,
+        vips: vec![],
+        checked: true,
+        backends,
+    }
+}
+
+fn show(plan: &EdgePlan) -> String {
+    let mut out = String::new();
+    if let Some(p) = plan.http_port {
+        out += &format!("http :{p}\n");
+    }
+    for r in &plan.routes {
+        let redirect = if r.redirect_https { " (to https)" } else { "" };
+        out += &format!("  {}{} -> {}{redirect}\n", r.host, r.path, r.backend);
+    }
+    for t in &plan.tcp {
+        out += &format!("tcp :{} -> {}\n", t.port, t.backend);
+    }
+    for b in &plan.backends {
+        out += &format!("backend {} {} ({} slots)\n", b.name, b.mode, b.slots.len());
+        for (i, s) in b.slots.iter().enumerate() {
+            if let Some(s) = s {
+                out += &format!("  s{i} {} {} {}\n", s.task, s.addr, s.state);
+            }
+        }
+    }
+    out
+}
+
+fn check(services: &[Service], previous: Option<&EdgePlan>, expected: Expect) -> EdgePlan {
+    let plan = plan(services, 80, previous);
+    expected.assert_eq(&show(&plan));
+    plan
+}
+
+fn check_changes(applied: &EdgePlan, next: &EdgePlan, expected: Expect) {
+    let got = match changes(applied, next) {
+        EdgeChange::None => "none\n".to_string(),
+        EdgeChange::Reload => "reload\n".to_string(),
+        EdgeChange::Runtime(cmds) => cmds.iter().map(|c| format!("{c}\n")).collect(),
+    };
+    expected.assert_eq(&got);
+}
+
+fn shop(backends: Vec<Backend>) -> Vec<Service> {
+    vec![
+        service(
+            "/shop/web",
+            0,
+            vec![
+                http("shop.test", "/"),
+                http("shop.test", "/api"),
+                Exposure::Tcp { port: 10100 },
+            ],
+            backends,
+        ),
+        service(
+            "/blog",
+            1,
+            vec![Exposure::Http {
+                host: "blog.test".into(),
+                path: "/".into(),
+                redirect_https: true,
+            }],
+            vec![backend("blog.1", "10.200.2.2:8080", BackendState::Ready)],
+        ),
+        // A VIP alone: nothing on the edge.
+        Service {
+            vips: vec![crate::app::VipSpec::parse("db:5432").expect("vip")],
+            ..service("/db", 0, vec![], vec![])
+        },
+    ]
+}
+
+#[test]
+fn routes_longest_path_first_and_a_backend_per_mode() {
+    check(
+        &shop(vec![
+            backend("web.1", "10.200.1.2:8080", BackendState::Ready),
+            backend("web.2", "10.200.1.3:8080", BackendState::Down),
+            backend("web.3", "10.200.2.3:8080", BackendState::Draining),
+        ]),
+        None,
+        expect![[r#"
+            http :80
+              blog.test/ -> blog.p1.http (to https)
+              shop.test/api -> shop.web.p0.http
+              shop.test/ -> shop.web.p0.http
+            tcp :10100 -> shop.web.p0.tcp
+            backend blog.p1.http http (8 slots)
+              s0 blog.1 10.200.2.2:8080 ready
+            backend shop.web.p0.http http (8 slots)
+              s0 web.1 10.200.1.2:8080 ready
+              s1 web.2 10.200.1.3:8080 maint
+              s2 web.3 10.200.2.3:8080 drain
+            backend shop.web.p0.tcp tcp (8 slots)
+              s0 web.1 10.200.1.2:8080 ready
+              s1 web.2 10.200.1.3:8080 maint
+              s2 web.3 10.200.2.3:8080 drain
+        "#]],
+    );
+}
+
+#[test]
+fn nothing_exposed_is_an_empty_plan() {
+    let plan = check(&[], None, expect![""]);
+    assert!(ports(&plan).is_empty());
+}
+
+/// A rolling deployment: a new instance takes a free slot, the old one
+/// drains and leaves its slot; everything goes over the runtime API.
+#[test]
+fn instances_keep_their_slots_and_churn_needs_no_reload() {
+    let first = check(
+        &shop(vec![
+            backend("web.1", "10.200.1.2:8080", BackendState::Ready),
+            backend("web.2", "10.200.1.3:8080", BackendState::Ready),
+        ]),
+        None,
+        expect![[r#"
+            http :80
+              blog.test/ -> blog.p1.http (to https)
+              shop.test/api -> shop.web.p0.http
+              shop.test/ -> shop.web.p0.http
+            tcp :10100 -> shop.web.p0.tcp
+            backend blog.p1.http http (8 slots)
+              s0 blog.1 10.200.2.2:8080 ready
+            backend shop.web.p0.http http (8 slots)
+              s0 web.1 10.200.1.2:8080 ready
+              s1 web.2 10.200.1.3:8080 ready
+            backend shop.web.p0.tcp tcp (8 slots)
+              s0 web.1 10.200.1.2:8080 ready
+              s1 web.2 10.200.1.3:8080 ready
+        "#]],
+    );
+    assert_eq!(ports(&first), vec![80, 10100]);
+    let second = check(
+        &shop(vec![
+            backend("web.2", "10.200.1.3:8080", BackendState::Draining),
+            backend("web.3", "10.200.2.4:8080", BackendState::Ready),
+        ]),
+        Some(&first),
+        expect![[r#"
+            http :80
+              blog.test/ -> blog.p1.http (to https)
+              shop.test/api -> shop.web.p0.http
+              shop.test/ -> shop.web.p0.http
+            tcp :10100 -> shop.web.p0.tcp
+            backend blog.p1.http http (8 slots)
+              s0 blog.1 10.200.2.2:8080 ready
+            backend shop.web.p0.http http (8 slots)
+              s0 web.3 10.200.2.4:8080 ready
+              s1 web.2 10.200.1.3:8080 drain
+            backend shop.web.p0.tcp tcp (8 slots)
+              s0 web.3 10.200.2.4:8080 ready
+              s1 web.2 10.200.1.3:8080 drain
+        "#]],
+    );
+    check_changes(
+        &first,
+        &second,
+        expect![[r#"
+            set server shop.web.p0.http/s0 state maint
+            set server shop.web.p0.http/s0 addr 10.200.2.4 port 8080
+            set server shop.web.p0.http/s0 state ready
+            set server shop.web.p0.http/s1 state drain
+            set server shop.web.p0.tcp/s0 state maint
+            set server shop.web.p0.tcp/s0 addr 10.200.2.4 port 8080
+            set server shop.web.p0.tcp/s0 state ready
+            set server shop.web.p0.tcp/s1 state drain
+        "#]],
+    );
+    let third = plan(
+        &shop(vec![backend(
+            "web.3",
+            "10.200.2.4:8080",
+            BackendState::Ready,
+        )]),
+        80,
+        Some(&second),
+    );
+    check_changes(
+        &second,
+        &third,
+        expect![[r#"
+            set server shop.web.p0.http/s1 state maint
+            set server shop.web.p0.tcp/s1 state maint
+        "#]],
+    );
+    check_changes(&third, &third.clone(), expect!["none\n"]);
+}
+
+#[test]
+fn a_new_route_or_more_instances_than_slots_reload() {
+    let one = plan(
+        &shop(vec![backend(
+            "web.1",
+            "10.200.1.2:8080",
+            BackendState::Ready,
+        )]),
+        80,
+        None,
+    );
+    let mut routes = shop(vec![backend(
+        "web.1",
+        "10.200.1.2:8080",
+        BackendState::Ready,
+    )]);
+    routes[0].expose.push(http("www.shop.test", "/"));
+    check_changes(&one, &plan(&routes, 80, Some(&one)), expect!["reload\n"]);
+
+    let many: Vec<Backend> = (1..=5)
+        .map(|i| {
+            backend(
+                &format!("web.{i}"),
+                &format!("10.200.1.{}:8080", i + 1),
+                BackendState::Ready,
+            )
+        })
+        .collect();
+    let grown = plan(&shop(many), 80, Some(&one));
+    assert_eq!(grown.backends[1].slots.len(), 16, "{}", show(&grown));
+    assert_eq!(
+        grown.backends[1].slots[0].as_ref().map(|s| s.task.as_str()),
+        Some("web.1"),
+        "web.1 keeps its slot as the backend grows"
+    );
+    check_changes(&one, &grown, expect!["reload\n"]);
+    // The slots never shrink while the backend lives.
+    let back = plan(
+        &shop(vec![backend(
+            "web.1",
+            "10.200.1.2:8080",
+            BackendState::Ready,
+        )]),
+        80,
+        Some(&grown),
+    );
+    assert_eq!(back.backends[1].slots.len(), 16);
+}

@@ -1,0 +1,227 @@
+//! HAProxy's configuration for an [`EdgePlan`]: pure, snapshot-tested.
+//!
+//! The configuration holds everything a fresh worker needs to start right
+//! (each slot's current server and state), so that a reload never sends a
+//! request to an instance the cluster took out. Servers are `disabled` in
+//! the file unless ready: a draining instance keeps its connections on the
+//! old worker, which finishes them, and takes none on the new one.
+
+use std::fmt::Write as _;
+
+use control::edge::{EdgePlan, Mode, ServerState, server_name};
+
+use super::EdgePaths;
+
+/// The backend that answers requests no route takes.
+pub const NO_ROUTE: &str = "strata.no-route";
+
+/// The configuration of `plan`, with its admin socket under `paths`.
+pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
+    let mut out = String::new();
+    let mut line = |s: &str| {
+        out.push_str(s);
+        out.push('\n');
+    };
+    line("# Written by the Strata agent from the cluster's services: do not edit.");
+    line("global");
+    line("    master-worker");
+    line(&format!(
+        "    stats socket {} mode 600 level admin expose-fd listeners",
+        paths.admin().display()
+    ));
+    line("    hard-stop-after 15m");
+    line("");
+    line("defaults");
+    line("    timeout connect 5s");
+    line("    timeout client 60s");
+    line("    timeout server 60s");
+    line("    timeout http-request 10s");
+    line("    timeout queue 10s");
+    line("    timeout tunnel 1h");
+    line("    retries 3");
+    line("    option redispatch 1");
+    if let Some(port) = plan.http_port {
+        line("");
+        line("frontend http");
+        line("    mode http");
+        line(&format!("    bind :{port}"));
+        line("    option http-keep-alive");
+        for (i, r) in plan.routes.iter().enumerate() {
+            line(&format!(
+                "    acl host{i} req.hdr(host),field(1,:),lower -m str {}",
+                r.host
+            ));
+            if r.path != "/" {
+                line(&format!("    acl path{i} path -m str {}", r.path));
+                line(&format!("    acl under{i} path_beg {}/", r.path));
+            }
+        }
+        for (i, r) in plan.routes.iter().enumerate() {
+            if r.redirect_https {
+                line(&format!(
+                    "    # {}{}: redirected to HTTPS once the host has a certificate",
+                    r.host, r.path
+                ));
+            }
+            let cond = if r.path == "/" {
+                format!("host{i}")
+            } else {
+                format!("host{i} path{i} or host{i} under{i}")
+            };
+            line(&format!("    use_backend {} if {cond}", r.backend));
+        }
+        line(&format!("    default_backend {NO_ROUTE}"));
+        line("");
+        line(&format!("backend {NO_ROUTE}"));
+        line("    mode http");
+        line(
+            "    http-request return status 404 content-type text/plain string \"no app is exposed at this host and path\"",
+        );
+    }
+    for t in &plan.tcp {
+        line("");
+        line(&format!("frontend tcp-{}", t.port));
+        line("    mode tcp");
+        line(&format!("    bind :{}", t.port));
+        line(&format!("    default_backend {}", t.backend));
+    }
+    for b in &plan.backends {
+        line("");
+        line(&format!("backend {}", b.name));
+        line(&format!("    mode {}", b.mode));
+        line("    balance roundrobin");
+        if b.mode == Mode::Http {
+            line("    option forwardfor");
+            line("    http-reuse safe");
+            line("    retry-on conn-failure empty-response response-timeout");
+        }
+        for (i, s) in b.slots.iter().enumerate() {
+            let mut text = format!("    server {}", server_name(i));
+            match s {
+                Some(s) => {
+                    let _ = write!(text, " {}", s.addr);
+                    if s.state != ServerState::Ready {
+                        text.push_str(" disabled");
+                    }
+                }
+                None => text.push_str(" 0.0.0.0:0 disabled"),
+            }
+            line(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use control::app::{AppId, Exposure, Protocol};
+    use control::service::{Backend, BackendState, Service};
+    use expect_test::expect;
+
+    use super::*;
+
+    #[test]
+    fn routes_tcp_ports_and_slots_render() {
+        let backend = |task: &str, addr: &str, state| Backend {
+            task: task.into(),
+            node: "agent-1".into(),
+            addr: addr.parse().expect("addr"),
+            state,
+        };
+        let services = [Service {
+            app: AppId::resolve(&AppId::root(), "/shop/web").expect("id"),
+            port: 0,
+            protocol: Protocol::Tcp,
+            expose: vec![
+                Exposure::Http {
+                    host: "shop.test".into(),
+                    path: "/".into(),
+                    redirect_https: false,
+                },
+                Exposure::Http {
+                    host: "shop.test".into(),
+                    path: "/api".into(),
+                    redirect_https: true,
+                },
+                Exposure::Tcp { port: 10100 },
+            ],
+            vips: vec![],
+            checked: true,
+            backends: vec![
+                backend("web.1", "10.200.1.2:8080", BackendState::Ready),
+                backend("web.2", "10.200.2.2:8080", BackendState::Draining),
+            ],
+        }];
+        let plan = control::edge::plan(&services, 80, None);
+        let paths = EdgePaths::new(PathBuf::from("/run/strata/edge"));
+        expect![[r#"
+            # Written by the Strata agent from the cluster's services: do not edit.
+            global
+                master-worker
+                stats socket /run/strata/edge/admin.sock mode 600 level admin expose-fd listeners
+                hard-stop-after 15m
+
+            defaults
+                timeout connect 5s
+                timeout client 60s
+                timeout server 60s
+                timeout http-request 10s
+                timeout queue 10s
+                timeout tunnel 1h
+                retries 3
+                option redispatch 1
+
+            frontend http
+                mode http
+                bind :80
+                option http-keep-alive
+                acl host0 req.hdr(host),field(1,:),lower -m str shop.test
+                acl path0 path -m str /api
+                acl under0 path_beg /api/
+                acl host1 req.hdr(host),field(1,:),lower -m str shop.test
+                # shop.test/api: redirected to HTTPS once the host has a certificate
+                use_backend shop.web.p0.http if host0 path0 or host0 under0
+                use_backend shop.web.p0.http if host1
+                default_backend strata.no-route
+
+            backend strata.no-route
+                mode http
+                http-request return status 404 content-type text/plain string "no app is exposed at this host and path"
+
+            frontend tcp-10100
+                mode tcp
+                bind :10100
+                default_backend shop.web.p0.tcp
+
+            backend shop.web.p0.http
+                mode http
+                balance roundrobin
+                option forwardfor
+                http-reuse safe
+                retry-on conn-failure empty-response response-timeout
+                server s0 10.200.1.2:8080
+                server s1 10.200.2.2:8080 disabled
+                server s2 0.0.0.0:0 disabled
+                server s3 0.0.0.0:0 disabled
+                server s4 0.0.0.0:0 disabled
+                server s5 0.0.0.0:0 disabled
+                server s6 0.0.0.0:0 disabled
+                server s7 0.0.0.0:0 disabled
+
+            backend shop.web.p0.tcp
+                mode tcp
+                balance roundrobin
+                server s0 10.200.1.2:8080
+                server s1 10.200.2.2:8080 disabled
+                server s2 0.0.0.0:0 disabled
+                server s3 0.0.0.0:0 disabled
+                server s4 0.0.0.0:0 disabled
+                server s5 0.0.0.0:0 disabled
+                server s6 0.0.0.0:0 disabled
+                server s7 0.0.0.0:0 disabled
+        "#]]
+        .assert_eq(&render(&plan, &paths));
+    }
+}
