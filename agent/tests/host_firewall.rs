@@ -9,8 +9,14 @@
 //! node that is not a master, that the role's ports answer nodes only
 //! (a machine of the same network that is no node gets no answer), that
 //! from the overlay only a node's resolver answers, and that each node
-//! reports its rules with what they counted (`strata node firewall`). (That a task on the bridge reaches no other service of
-//! its node is `host_overlay.rs`.)
+//! reports its rules with what they counted (`strata node firewall`).
+//! Then the edge: an app on the private agent, exposed by Marathon-LB's
+//! labels for a host name, answers a machine outside the cluster through
+//! the public agent's HAProxy, whose firewall opens the edge's HTTP port
+//! and nothing more (a TCP port no app exposes drops; the private agent
+//! drops the same request). (That a task on the bridge reaches no other
+//! service of its node is `host_overlay.rs`; the edge proxy's churn and
+//! reloads against HAProxy, `host_edge.rs`.)
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -22,7 +28,8 @@ use control::model::{NodeState, NodeStatus};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::cluster::{ClusterSpec, NodeCommand, TestCluster};
+use common::TaskCleanup;
+use common::cluster::{ClusterSpec, Launch, NodeCommand, TestCluster};
 use common::output;
 
 const NODES: [&str; 3] = ["master-1", "agent-1", "agent-2"];
@@ -32,6 +39,37 @@ const ZONE: &str = "strata.internal";
 const DROPPED_AFTER: Duration = Duration::from_secs(2);
 /// A port no role opens.
 const CLOSED: u16 = 7070;
+
+/// The app the edge exposes: busybox's httpd on port 8080 of one instance
+/// (on the private agent, where apps go by default), for the host
+/// `web.test`, with Marathon-LB's labels.
+const WEB_JSON: &str = r#"{"id": "/web", "instances": 1, "cpus": 0.1, "mem": 32,
+    "cmd": "mkdir -p /www && echo ok $STRATA_INSTANCE_ID > /www/index.html && exec busybox httpd -f -p 8080 -h /www",
+    "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "web.test"},
+    "container": {"type": "DOCKER", "docker": {"image": "example.org/bb:1", "network": "BRIDGE",
+      "portMappings": [{"containerPort": 8080, "name": "http"}]}},
+    "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
+      "gracePeriodSeconds": 2, "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 2}]}"#;
+
+/// `GET /` for `host` at `addr` from inside namespace `ns`: the status
+/// line and the body.
+fn http_get(ns: &str, addr: SocketAddr, host: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    run_in(Some(&ns_path(ns)), || {
+        Ok((|| {
+            let mut s = TcpStream::connect_timeout(&addr, DROPPED_AFTER)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                s,
+                "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        })())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
 
 /// Listens on `addr` inside namespace `ns` (the socket stays there); the
 /// kernel completes connections without an accept.
@@ -120,14 +158,36 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
             Need::Program("etcd"),
             Need::Program("ip"),
             Need::Program("nft"),
+            Need::Program("haproxy"),
+            Need::Program("umoci"),
+            Need::Program("nsenter"),
+            Need::File("/bin/busybox"),
         ],
     ) {
         return;
     }
     let mut c = TestCluster::new(ClusterSpec {
         command: NodeCommand::Agent,
+        launch: Launch::NetOnly,
         ..ClusterSpec::new("sf", "fw", "10.80.0")
     });
+    // The app's image, in the private agent's store.
+    let layout = qemu_tests::registry::busybox_layout(c.dir()).expect("busybox image");
+    let state = c.state_dir("agent-1");
+    output(
+        &c.strata,
+        &[
+            "image",
+            "import",
+            &layout.display().to_string(),
+            "--name",
+            "example.org/bb:1",
+            "--state-dir",
+            &state.display().to_string(),
+        ],
+    )
+    .expect("image import");
+    let _tasks = TaskCleanup(state);
     let (stranger, _) = c.add_stranger();
     let _master = c.spawn_node("master-1", "master.log");
     let _agent1 = c.spawn_node("agent-1", "agent-1.log");
@@ -267,4 +327,37 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
         code != 0 && err.contains("no node named `no-such-node`"),
         "exit {code}: {err}"
     );
+
+    // The edge: an app on the private agent, exposed for web.test, answers
+    // a machine outside the cluster through the public agent's edge.
+    let file = c.dir().join("web.json");
+    std::fs::write(&file, WEB_JSON).expect("write the app");
+    c.cli_ok(&["app", "deploy", &file.display().to_string()]);
+    let edge: SocketAddr = (ip("agent-2"), 80).into();
+    let answer = c.wait(
+        "the app answers a stranger through agent-2's edge",
+        Duration::from_secs(90),
+        || {
+            http_get(&stranger, edge, "web.test")
+                .ok()
+                .filter(|a| a.starts_with("HTTP/1.1 200") && a.contains("ok "))
+        },
+    );
+    assert!(answer.contains("ok "), "{answer}");
+    let answer = http_get(&stranger, edge, "other.test").expect("the edge answers");
+    assert!(
+        answer.starts_with("HTTP/1.1 404") && answer.contains("no app is exposed at this host"),
+        "{answer}"
+    );
+    let text = c.cli_ok(&["node", "firewall", "agent-2"]);
+    assert!(
+        text.contains("accept tcp 80 from anywhere (the edge's exposed ports)"),
+        "agent-2's firewall:\n{text}"
+    );
+    // Nothing else is open: a TCP port no app exposes drops at the public
+    // agent, and the private agent drops the edge's port.
+    dropped(&stranger, (ip("agent-2"), 10100).into());
+    dropped(&stranger, (ip("agent-1"), 80).into());
+    let shown = c.cli_ok(&["app", "show", "/web"]);
+    assert!(shown.contains("http://web.test/"), "{shown}");
 }

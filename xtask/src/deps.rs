@@ -181,6 +181,8 @@ const HOST_TESTS_TOOLS: &[Tool] = &[
     t("mcopy", "mtools"),
     t("losetup", "mount"),
     t("unshare", "util-linux"),
+    // The edge proxy of public agents (`host_edge`, `host_firewall`).
+    t("haproxy", "haproxy"),
     // The API schema test: schemathesis from PyPI in a virtual environment.
     t("python3", "python3"),
     t("/usr/lib/python3.11/ensurepip/__init__.py", "python3-venv"),

@@ -137,10 +137,16 @@ pub fn stage(tree: &Path, dir: &Path, add: &Additions<'_>) -> anyhow::Result<()>
     // Debian enables etcd.service when etcd-server is installed; on a
     // master the agent renders etcd's configuration first and then starts
     // it over D-Bus, so it must not start by itself with the defaults.
-    let etcd_wants = dir.join("etc/systemd/system/multi-user.target.wants/etcd.service");
-    if etcd_wants.symlink_metadata().is_ok() {
-        std::fs::remove_file(&etcd_wants)
-            .with_context(|| format!("cannot remove {}", etcd_wants.display()))?;
+    // Likewise haproxy.service on public agents: the agent runs HAProxy
+    // itself, from the cluster's services (`agent::edge`).
+    for unit in ["etcd.service", "haproxy.service"] {
+        let wants = dir
+            .join("etc/systemd/system/multi-user.target.wants")
+            .join(unit);
+        if wants.symlink_metadata().is_ok() {
+            std::fs::remove_file(&wants)
+                .with_context(|| format!("cannot remove {}", wants.display()))?;
+        }
     }
     put(dir, "etc/fstab", include_bytes!("files/fstab"), 0o644)?;
     put(dir, "etc/machine-id", b"", 0o444)?;
