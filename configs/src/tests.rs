@@ -26,7 +26,7 @@ fn shipped_role_defaults_are_valid() {
     check(
         Kind::Role,
         include_str!("../roles/public.toml"),
-        expect!["test.toml: role defaults for `public` (0 extra packages, API port 6443)"],
+        expect!["test.toml: role defaults for `public` (1 extra packages, API port 6443)"],
     );
 }
 
