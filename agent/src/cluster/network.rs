@@ -266,18 +266,19 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
     let _follower = AbortOnDrop(follower);
     let (vip_tx, vip_rx) = tokio::sync::watch::channel(first_vips);
     let _vips = AbortOnDrop(tokio::spawn(follow_vips(vip_rx, node.subnet)));
-    let edge = node.edge.clone().map(|(paths, http_port)| {
+    // The edge's thread ends, and HAProxy with it, when its sender goes.
+    let edge = node.edge.clone().and_then(|(paths, http_port)| {
         let (tx, rx) = tokio::sync::watch::channel(first_services);
-        let task = tokio::spawn(crate::edge::follow(
-            paths,
-            http_port,
-            rx,
-            node.firewall.clone(),
-        ));
-        (tx, AbortOnDrop(task))
+        match crate::edge::spawn(paths, http_port, rx, node.firewall.clone()) {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!("edge: cannot start the edge's thread: {e}");
+                None
+            }
+        }
     });
     follow_nodes(&client, revision, |w| {
-        if let Some((edge_tx, _)) = &edge {
+        if let Some(edge_tx) = &edge {
             edge_tx.send_if_modified(|p| {
                 let changed = *p != w.services;
                 if changed {
@@ -671,7 +672,7 @@ mod tests {
             subnet: Some("10.200.4.0/24".parse().expect("subnet")),
         };
         let json = serde_json::to_string(&answer).expect("json");
-        expect![[r#"{"cluster":"c","heartbeat_interval_seconds":2,"grace_seconds":10,"masters":["10.9.0.10:6443"],"network":{"overlay":{"cidr":"10.200.0.0/16","subnet_prefix":24,"vni":4242,"port":4789},"dns":{"zone":"strata.internal","resolvers":[]}},"insecure_registries":["10.0.2.2:5000"],"subnet":"10.200.4.0/24"}"#]]
+        expect![[r#"{"cluster":"c","heartbeat_interval_seconds":2,"grace_seconds":10,"masters":["10.9.0.10:6443"],"network":{"overlay":{"cidr":"10.200.0.0/16","subnet_prefix":24,"vni":4242,"port":4789},"dns":{"zone":"strata.internal","resolvers":[]}},"insecure_registries":["10.0.2.2:5000"],"edge":{"http_port":80,"https_port":443},"subnet":"10.200.4.0/24"}"#]]
             .assert_eq(&json);
         // Whoever reads the answer as plain settings (older agents, the
         // cluster benchmark) still can.

@@ -276,76 +276,76 @@ impl Drop for Edge {
 }
 
 /// Keeps the node's edge proxy in line with the services `rx` holds,
-/// serving HTTP on `http_port`, and the firewall's edge ports with it.
-/// Failures are logged and tried again with backoff. Ends when the sender
-/// is dropped.
-pub async fn follow(
+/// serving HTTP on `http_port`, and the firewall's edge ports with it, on
+/// a thread of its own: HAProxy is that thread's child and gets SIGTERM
+/// when it ends (`PR_SET_PDEATHSIG` follows the thread that forked), which
+/// is when the sender is dropped or the agent exits. Failures are logged
+/// and tried again with backoff. Call from within a tokio runtime.
+pub fn spawn(
     paths: EdgePaths,
     http_port: u16,
     mut rx: tokio::sync::watch::Receiver<Vec<Service>>,
     firewall: Option<Arc<NodeFirewall>>,
-) {
-    let mut edge = Some(Edge::new(paths));
-    let mut backoff =
-        crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    loop {
-        let services = rx.borrow_and_update().clone();
-        let Some(mut e) = edge.take() else { return };
-        let fw = firewall.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let next = control::edge::plan(&services, http_port, e.applied());
-            let result = e.apply(&next);
-            if result.is_ok()
-                && let Some(fw) = fw
-                && let Err(err) = fw.set_edge(control::edge::ports(&next))
-            {
-                tracing::warn!("edge: cannot open the edge's ports in the firewall: {err:#}");
-            }
-            (e, next, result)
-        })
-        .await;
-        let Ok((e, next, result)) = done else {
-            tracing::warn!("edge: the update failed");
-            return;
-        };
-        edge = Some(e);
-        match result {
-            Ok(applied) => {
-                if applied != Applied::Nothing {
-                    tracing::info!(
-                        "edge: {applied:?}: {} route(s), {} TCP port(s), {} backend(s), {} ready server(s)",
-                        next.routes.len(),
-                        next.tcp.len(),
-                        next.backends.len(),
-                        next.backends
-                            .iter()
-                            .flat_map(|b| b.slots.iter().flatten())
-                            .filter(|s| s.state == control::edge::ServerState::Ready)
-                            .count()
-                    );
-                }
-                backoff.reset();
-                tokio::select! {
-                    changed = rx.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(RESYNC) => {
-                        let Some(mut e) = edge.take() else { return };
-                        let Ok(e2) = tokio::task::spawn_blocking(move || {
-                            if e.drifted() {
-                                tracing::warn!("edge: {HAPROXY}'s servers drifted from the plan; reloading");
-                                e.forget();
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("strata-edge".into())
+        .spawn(move || {
+            let mut edge = Edge::new(paths);
+            let mut backoff =
+                crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            loop {
+                let services = rx.borrow_and_update().clone();
+                let next = control::edge::plan(&services, http_port, edge.applied());
+                match edge.apply(&next) {
+                    Ok(applied) => {
+                        if applied != Applied::Nothing {
+                            tracing::info!(
+                                "edge: {applied:?}: {} route(s), {} TCP port(s), {} backend(s), {} ready server(s)",
+                                next.routes.len(),
+                                next.tcp.len(),
+                                next.backends.len(),
+                                next.backends
+                                    .iter()
+                                    .flat_map(|b| b.slots.iter().flatten())
+                                    .filter(|s| s.state == control::edge::ServerState::Ready)
+                                    .count()
+                            );
+                        }
+                        if let Some(fw) = &firewall
+                            && let Err(e) = fw.set_edge(control::edge::ports(&next))
+                        {
+                            tracing::warn!("edge: cannot open the edge's ports in the firewall: {e:#}");
+                        }
+                        backoff.reset();
+                        let woke = handle
+                            .block_on(async { tokio::time::timeout(RESYNC, rx.changed()).await });
+                        match woke {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                if edge.drifted() {
+                                    tracing::warn!(
+                                        "edge: {HAPROXY}'s servers drifted from the plan; reloading"
+                                    );
+                                    edge.forget();
+                                }
                             }
-                            e
-                        }).await else { return };
-                        edge = Some(e2);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("edge: {e}");
+                        let wait = backoff.advance();
+                        let closed = handle.block_on(async {
+                            tokio::time::timeout(wait, rx.changed()).await
+                        });
+                        if matches!(closed, Ok(Err(_))) {
+                            return;
+                        }
                     }
                 }
             }
-            Err(err) => {
-                tracing::warn!("edge: {err}");
-                crate::retry::wait(&mut backoff).await;
-            }
-        }
-    }
+        })
 }
 
 #[cfg(test)]
