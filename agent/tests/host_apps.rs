@@ -328,6 +328,25 @@ fn apps_are_kept_running_by_the_scheduler() {
                 .all(|id| counts.get(id).is_some_and(|n| (267..=400).contains(n))),
         "1000 connections to the VIP: {counts:?}"
     );
+    // DNS names the VIP, by its name and by its app, at master-1's
+    // resolver.
+    let subnet = c
+        .nodes()
+        .into_iter()
+        .find(|n| n.record.info.name == "master-1")
+        .and_then(|n| n.subnet)
+        .expect("master-1's lease");
+    let resolver: std::net::SocketAddr = (agent::overlay::plan::gateway(subnet), 53).into();
+    for name in ["web.l4lb", "web-shop.vip"] {
+        let found = c.wait(&format!("{name} resolves"), Duration::from_secs(10), || {
+            agent::overlay::netns::run_in(Some(&client), || {
+                agent::dns::client::lookup_a(resolver, &format!("{name}.strata.internal."))
+            })
+            .ok()
+            .filter(|found| !found.is_empty())
+        });
+        assert_eq!(found, [std::net::Ipv4Addr::new(198, 18, 0, 3)], "{name}");
+    }
 
     // Scale past UNIQUE: the fourth cannot be placed, and says why.
     c.cli_ok(&["app", "scale", "/shop/web", "4"]);

@@ -222,6 +222,39 @@ pub fn plan(services: &[crate::service::Service], leases: &BTreeMap<String, Ipv4
     }
 }
 
+/// The DNS names of the VIPs of `services`, each with its addresses,
+/// sorted: `<name>.l4lb` for a named VIP (its lease's address), and
+/// `<app's DNS label>.vip` for every VIP of an app (named ones with a
+/// lease, fixed ones). The node's resolver answers them under the zone.
+/// Pure.
+pub fn names(
+    services: &[crate::service::Service],
+    leases: &BTreeMap<String, Ipv4Addr>,
+) -> BTreeMap<String, Vec<Ipv4Addr>> {
+    let mut out: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+    for s in services {
+        for v in &s.vips {
+            let address = match v {
+                VipSpec::Named { name, .. } => match leases.get(name) {
+                    Some(a) => {
+                        out.entry(format!("{name}.l4lb")).or_default().insert(*a);
+                        *a
+                    }
+                    None => continue,
+                },
+                VipSpec::Fixed { address, .. } => *address,
+                VipSpec::Unknown(_) => continue,
+            };
+            out.entry(format!("{}.vip", s.app.dns_label()))
+                .or_default()
+                .insert(address);
+        }
+    }
+    out.into_iter()
+        .map(|(n, a)| (n, a.into_iter().collect()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use expect_test::{Expect, expect};
@@ -345,6 +378,27 @@ mod tests {
             .iter()
             .map(|(n, a)| (n.to_string(), a.parse().expect("ip")))
             .collect();
+        expect![[r#"
+            {
+                "dns.l4lb": [
+                    198.18.0.1,
+                ],
+                "dns.vip": [
+                    198.18.0.1,
+                ],
+                "web-shop.vip": [
+                    198.18.0.2,
+                    198.18.9.9,
+                ],
+                "web-v2-shop.vip": [
+                    198.18.0.2,
+                ],
+                "web.l4lb": [
+                    198.18.0.2,
+                ],
+            }
+        "#]]
+        .assert_debug_eq(&names(&services, &leases));
         let plan = plan(&services, &leases);
         let shown: Vec<String> = plan
             .vips

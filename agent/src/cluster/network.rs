@@ -165,7 +165,10 @@ pub fn records(nodes: &[NodeStatus], tasks: &[TaskEndpoint]) -> RecordSet {
             },
         );
     }
-    RecordSet { tasks: set }
+    RecordSet {
+        tasks: set,
+        vips: BTreeMap::new(),
+    }
 }
 
 async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
@@ -186,11 +189,18 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
     };
     // The first node list before the first reconcile: planning against an
     // empty peer list would remove every peer's entries.
-    let (revision, nodes, endpoints, first_vips, first_services) = loop {
+    let (revision, nodes, endpoints, first_vips, first_services, first_addresses) = loop {
         match client.watch_nodes(0).await {
             Ok(w) => {
                 let vips = control::vip::plan(&w.services, &w.vip_addresses);
-                break (w.revision, w.nodes, w.tasks, vips, w.services);
+                break (
+                    w.revision,
+                    w.nodes,
+                    w.tasks,
+                    vips,
+                    w.services,
+                    w.vip_addresses,
+                );
             }
             Err(e) => {
                 tracing::warn!("overlay: cannot read the node list: {e}");
@@ -213,7 +223,9 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
     };
     let first = peers(&node.name, &nodes);
     let dns_records = Records::new();
-    dns_records.replace(records(&nodes, &endpoints));
+    let mut first_records = records(&nodes, &endpoints);
+    first_records.vips = control::vip::names(&first_services, &first_addresses);
+    dns_records.replace(first_records);
     let (tx, rx) = tokio::sync::watch::channel(first);
     let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
     let name = node.name.clone();
@@ -303,7 +315,8 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
             }
             changed
         });
-        let set = records(&w.nodes, &w.tasks);
+        let mut set = records(&w.nodes, &w.tasks);
+        set.vips = control::vip::names(&w.services, &w.vip_addresses);
         if dns_records.snapshot() != set {
             dns_records.replace(set);
         }
@@ -625,6 +638,7 @@ mod tests {
                         },
                     },
                 },
+                vips: {},
             }"#]]
         .assert_eq(&actual);
     }

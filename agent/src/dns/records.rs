@@ -8,6 +8,9 @@
 //!   the target's A record in the additional section;
 //! - for a port named `http`, `_http._web._tcp.<zone>` SRV of that port
 //!   alone.
+//!
+//! VIPs (`control::vip::names`): `<name>.l4lb.<zone>` A the named VIP's
+//! address, `<app>.vip.<zone>` A every VIP address of the app.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -37,6 +40,8 @@ pub struct TaskRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordSet {
     pub tasks: BTreeMap<String, TaskRecord>,
+    /// VIP names (`web.l4lb`, `web-shop.vip`) and their addresses.
+    pub vips: BTreeMap<String, Vec<Ipv4Addr>>,
 }
 
 /// The answer to one question.
@@ -67,6 +72,25 @@ impl RecordSet {
                 };
             }
             [one] => Some((one.clone(), false, None)),
+            [_, kind] if kind == "l4lb" || kind == "vip" => {
+                let found = self.vips.get(&labels.join("."));
+                let answers = match (found, rtype) {
+                    (Some(addrs), RecordType::A) => addrs
+                        .iter()
+                        .map(|a| Record::from_rdata(full.clone(), TTL, RData::A(A(*a))))
+                        .collect(),
+                    _ => vec![],
+                };
+                return Answer {
+                    code: if found.is_some() {
+                        ResponseCode::NoError
+                    } else {
+                        ResponseCode::NXDomain
+                    },
+                    answers,
+                    additionals: vec![],
+                };
+            }
             [service, proto] if proto == "_tcp" => service
                 .strip_prefix('_')
                 .map(|s| (s.to_string(), true, None)),
@@ -211,6 +235,15 @@ mod tests {
         web("web-1", "10.200.1.2");
         web("web-2", "10.200.2.2");
         s.tasks.insert("db-1".into(), task("db", "10.200.1.3", &[]));
+        s.vips
+            .insert("web.l4lb".into(), vec!["198.18.0.2".parse().expect("ip")]);
+        s.vips.insert(
+            "web-shop.vip".into(),
+            vec![
+                "198.18.0.2".parse().expect("ip"),
+                "198.18.9.9".parse().expect("ip"),
+            ],
+        );
         s
     }
 
@@ -313,6 +346,31 @@ mod tests {
             expect!["Non-Existent Domain"],
         );
         check("strata.internal.", RecordType::SOA, expect!["No Error"]);
+        check(
+            "web.l4lb.strata.internal.",
+            RecordType::A,
+            expect![[r#"
+                No Error
+                answer web.l4lb.strata.internal. 1 IN A 198.18.0.2"#]],
+        );
+        check(
+            "Web-Shop.vip.strata.internal.",
+            RecordType::A,
+            expect![[r#"
+                No Error
+                answer web-shop.vip.strata.internal. 1 IN A 198.18.0.2
+                answer web-shop.vip.strata.internal. 1 IN A 198.18.9.9"#]],
+        );
+        check(
+            "web.l4lb.strata.internal.",
+            RecordType::AAAA,
+            expect!["No Error"],
+        );
+        check(
+            "db.l4lb.strata.internal.",
+            RecordType::A,
+            expect!["Non-Existent Domain"],
+        );
     }
 
     #[test]
