@@ -21,6 +21,10 @@ pub enum Area {
     /// in the same minute over 500 simulated nodes, and the scheduling
     /// master's memory with 10 000 jobs defined.
     Jobs,
+    /// The edge proxy's requests per second and p50/p99 latency beside
+    /// direct and a hand-written HAProxy (keep-alive and new connections),
+    /// and a VIP's connections per second beside direct (root; wrk).
+    Edge,
     /// Image builds (cold, warm), sizes, and QEMU start to the ready marker.
     Image(crate::bench_image::Args),
     /// QEMU start to Ready per role, beside systemd's multi-user.target.
@@ -58,10 +62,11 @@ pub fn run(area: Area) -> anyhow::Result<()> {
 
 fn run_area(area: Area) -> anyhow::Result<()> {
     match area {
-        Area::Overlay => agent_bench("overlay"),
-        Area::Cluster => agent_bench("cluster"),
-        Area::Scheduler => agent_bench("scheduler"),
-        Area::Jobs => agent_bench("jobs"),
+        Area::Overlay => agent_bench("overlay", crate::deps::BENCH_HOST),
+        Area::Cluster => agent_bench("cluster", crate::deps::BENCH_HOST),
+        Area::Scheduler => agent_bench("scheduler", crate::deps::BENCH_HOST),
+        Area::Jobs => agent_bench("jobs", crate::deps::BENCH_HOST),
+        Area::Edge => agent_bench("edge", crate::deps::BENCH_EDGE),
         Area::Image(args) => crate::bench_image::run(&args),
         Area::Boot(args) => crate::bench_boot::run(&args),
         Area::Upgrade => crate::bench_upgrade::run(),
@@ -73,11 +78,8 @@ fn run_area(area: Area) -> anyhow::Result<()> {
 }
 
 /// Builds (optimised) and runs the benchmark program `agent/benches/NAME.rs`.
-fn agent_bench(name: &str) -> anyhow::Result<()> {
-    crate::deps::ensure(
-        &format!("cargo xtask bench {name}"),
-        crate::deps::BENCH_HOST,
-    )?;
+fn agent_bench(name: &str, steps: &[crate::deps::Step]) -> anyhow::Result<()> {
+    crate::deps::ensure(&format!("cargo xtask bench {name}"), steps)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     sh::run(
         Command::new(cargo)

@@ -103,6 +103,8 @@ pub enum Step {
     FreshTree,
     /// `cargo xtask fuzz`: libfuzzer-sys compiles libFuzzer (C++).
     Fuzz,
+    /// `cargo xtask bench edge`: wrk, the load generator.
+    EdgeBench,
 }
 
 impl Step {
@@ -117,6 +119,7 @@ impl Step {
             Step::QemuFixtures => QEMU_FIXTURES_TOOLS,
             Step::FreshTree => FRESH_TREE_TOOLS,
             Step::Fuzz => FUZZ_TOOLS,
+            Step::EdgeBench => EDGE_BENCH_TOOLS,
         }
     }
 
@@ -223,6 +226,8 @@ const FRESH_TREE_TOOLS: &[Tool] = &[t("mmdebstrap", "mmdebstrap"), t("unshare", 
 
 const FUZZ_TOOLS: &[Tool] = &[t("c++", "g++")];
 
+const EDGE_BENCH_TOOLS: &[Tool] = &[t("wrk", "wrk")];
+
 /// The steps of `cargo xtask image`.
 pub const IMAGE: &[Step] = &[Step::AgentBuild, Step::ImageBuild];
 /// The steps of `cargo xtask cluster up` and `bench image`/`bench boot`,
@@ -235,6 +240,9 @@ pub const BENCH_RUNTIME: &[Step] = &[Step::AgentBuild, Step::HostTests, Step::Ru
 pub const FUZZ: &[Step] = &[Step::AgentBuild, Step::Fuzz];
 /// The steps of `cargo xtask bench overlay` and `bench cluster`.
 pub const BENCH_HOST: &[Step] = &[Step::AgentBuild, Step::HostTests];
+/// The steps of `cargo xtask bench edge`: HAProxy comes with the host
+/// tests' packages.
+pub const BENCH_EDGE: &[Step] = &[Step::AgentBuild, Step::HostTests, Step::EdgeBench];
 
 /// `cargo xtask deps`: what steps need from the host.
 #[derive(Debug, clap::Args)]
@@ -519,6 +527,7 @@ mod tests {
             BENCH_RUNTIME,
         );
         check_covers("bench runtime", BENCH_RUNTIME, "bench overlay", BENCH_HOST);
+        check_covers("bench edge", BENCH_EDGE, "bench overlay", BENCH_HOST);
         check_covers("test --tier fuzz", &Tier::Fuzz.steps(), "fuzz", FUZZ);
     }
 
@@ -558,6 +567,7 @@ mod tests {
             Step::QemuFixtures,
             Step::FreshTree,
             Step::Fuzz,
+            Step::EdgeBench,
         ]
         .iter()
         .flat_map(|s| s.tools().iter().copied())
