@@ -102,6 +102,9 @@ impl Layout {
     }
 }
 
+/// The edge's HTTP port on public agents (`cluster.toml`'s default).
+pub const EDGE_HTTP_PORT: u16 = 80;
+
 /// A cluster made by `strata cluster init`, ready to boot.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -114,6 +117,9 @@ pub struct Prepared {
     pub nodes: Vec<NodeSpec>,
     /// Host port forwarded to the first master's API (free when picked).
     pub api_port: u16,
+    /// Host port forwarded to the first public agent's edge (its HTTP
+    /// port, 80; free when picked).
+    pub edge_port: u16,
     /// The run's multicast segment, held while any clone of this value (or
     /// a detached VM it was passed on to) lives.
     pub slot: std::sync::Arc<Slot>,
@@ -171,6 +177,7 @@ impl Prepared {
             disk_images: Default::default(),
             nodes: layout.nodes(),
             api_port: free_tcp_port()?,
+            edge_port: free_tcp_port()?,
             slot: std::sync::Arc::new(Slot::take()?),
         })
     }
@@ -215,6 +222,9 @@ impl Prepared {
         ];
         if node.name == "master-1" {
             config.hostfwd = vec![(self.api_port, API_PORT)];
+        }
+        if node.name == "public-1" {
+            config.hostfwd = vec![(self.edge_port, EDGE_HTTP_PORT)];
         }
         Ok(config)
     }

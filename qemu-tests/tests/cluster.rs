@@ -259,6 +259,7 @@ fn master_private_and_public_join_at_boot() {
 
     tasks_across_booted_agents(&p, &registry.guest_image());
     app_across_booted_agents(&p, &registry.guest_image());
+    edge_through_public_agent(&p, &registry.guest_image());
     job_on_booted_agent(&p, &registry.guest_image());
     upgrade_booted_agent(&p, &mut vms, &registry.guest_image());
 
@@ -493,6 +494,122 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
     p.strata(&["task", "stop", "app-client"])
         .expect("stop app-client");
     p.strata(&["app", "remove", "/shop/web"])
+        .expect("app remove");
+    wait_listed_none(p, "app", Duration::from_secs(120));
+    let _ = std::fs::remove_file(&file);
+}
+
+/// One `GET /` for `host` on a new connection to the host's `port`:
+/// the status code and the body.
+fn http_get(port: u16, host: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(5),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    let code = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The edge from outside: an app on private-1 exposed for `edge.test` by
+/// Marathon-LB's labels answers the host through public-1's forwarded
+/// HTTP port (HAProxy in the public image, run by the agent), and a client
+/// sending requests all through a rolling deployment of the app sees none
+/// fail.
+fn edge_through_public_agent(p: &Prepared, image: &str) {
+    let file = project_root().join(format!("target/qemu-tests/edge-{}.json", unique()));
+    let app = |version: &str| {
+        format!(
+            r#"{{"id": "/shop/edge", "instances": 2, "cpus": 0.1, "mem": 32,
+                "cmd": "busybox mkdir -p /www && echo ok {version} $STRATA_INSTANCE_ID > /www/index.html && exec busybox httpd -f -p 8080 -h /www",
+                "labels": {{"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "edge.test"}},
+                "container": {{"type": "DOCKER", "docker": {{"image": "{image}", "network": "BRIDGE",
+                  "portMappings": [{{"containerPort": 8080, "name": "http"}}]}}}},
+                "healthChecks": [{{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
+                  "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 2,
+                  "maxConsecutiveFailures": 3}}],
+                "upgradeStrategy": {{"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}},
+                "version": "2021-07-27T00:00:00Z"}}"#
+        )
+    };
+    std::fs::write(&file, app("v1")).expect("write the app file");
+    let path = file.display().to_string();
+    p.strata(&["app", "deploy", &path, "--wait", "--timeout", "300"])
+        .unwrap_or_else(|e| panic!("app deploy /shop/edge: {e:#}"));
+    let started = Instant::now();
+    let first = loop {
+        match http_get(p.edge_port, "edge.test") {
+            Ok((200, body)) if body.starts_with("ok v1") => break body,
+            other if started.elapsed() > Duration::from_secs(60) => panic!(
+                "public-1's edge did not answer for edge.test within 60 s: {other:?}\npublic-1's firewall:\n{}",
+                p.strata(&["node", "firewall", "public-1"])
+                    .unwrap_or_else(|e| format!("{e:#}"))
+            ),
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    };
+    println!(
+        "the host reached /shop/edge through public-1's edge in {:.1}s: {first}",
+        started.elapsed().as_secs_f64()
+    );
+    let (code, body) = http_get(p.edge_port, "nobody.test").expect("the edge answers");
+    assert_eq!(code, 404, "a host no app exposes: {body}");
+
+    // A rolling deployment while a client sends requests all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = p.edge_port;
+    let client = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut sent, mut failed, mut seen) =
+                (0usize, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sent += 1;
+                match http_get(port, "edge.test") {
+                    Ok((200, body)) => {
+                        seen.insert(body.split_whitespace().nth(1).unwrap_or("").to_string());
+                    }
+                    other => failed.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (sent, failed, seen)
+        })
+    };
+    std::fs::write(&file, app("v2")).expect("write the app file");
+    let rolled = Instant::now();
+    p.strata(&["app", "deploy", &path, "--wait", "--timeout", "300"])
+        .unwrap_or_else(|e| panic!("app deploy /shop/edge v2: {e:#}"));
+    // The last old instance drains: a little more traffic after the end.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed, seen) = client.join().expect("the client");
+    println!(
+        "rolling deployment of /shop/edge through public-1's edge: {sent} requests in {:.1}s, {} failed, versions seen {seen:?}",
+        rolled.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "failed requests during the rollout: {failed:?}"
+    );
+    assert!(seen.contains("v2"), "the client never reached v2: {seen:?}");
+    p.strata(&["app", "remove", "/shop/edge"])
         .expect("app remove");
     wait_listed_none(p, "app", Duration::from_secs(120));
     let _ = std::fs::remove_file(&file);
