@@ -17,6 +17,12 @@
 //! [`NodeFirewall::report`] reads what each rule matched; the node's
 //! network reports it to the masters (`strata node firewall NAME`).
 //!
+//! A node never locks itself out of its cluster by changing its rules:
+//! a report that reaches a master after a ruleset was applied confirms it
+//! ([`NodeFirewall::confirm`]); a ruleset that no call confirmed within
+//! [`CONFIRM`] is replaced by the last confirmed one
+//! ([`NodeFirewall::roll_back_unconfirmed`]), and the report says so.
+//!
 //! The overlay part is kept under the run directory (`firewall.json`, gone
 //! at the next boot), so that an agent restarted during a boot applies the
 //! same table again at once, which changes nothing for traffic, instead of
@@ -25,11 +31,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use configs::role::RoleConfig;
 use configs::user_data::UserData;
 use control::firewall::{self, FirewallInput, FirewallReport, OverlayInput};
+
+/// How long a new ruleset has to let the node reach the API before the
+/// last confirmed one comes back.
+pub const CONFIRM: Duration = Duration::from_secs(15);
 
 /// The file under the run directory that keeps the overlay part.
 pub const KEPT_FILE: &str = "firewall.json";
@@ -54,6 +65,13 @@ struct State {
     applied: Option<String>,
     /// When (unix seconds).
     applied_at: u64,
+    /// When, on the monotonic clock.
+    applied_since: Instant,
+    /// The last ruleset under which the node reached the API, and its
+    /// input: what [`NodeFirewall::roll_back_unconfirmed`] goes back to.
+    confirmed: Option<(FirewallInput, String)>,
+    /// Why the last rollback happened, if one did.
+    rolled_back: Option<String>,
 }
 
 impl NodeFirewall {
@@ -67,6 +85,9 @@ impl NodeFirewall {
                 input,
                 applied: None,
                 applied_at: 0,
+                applied_since: Instant::now(),
+                confirmed: None,
+                rolled_back: None,
             }),
             generation: AtomicU64::new(0),
         }
@@ -90,11 +111,60 @@ impl NodeFirewall {
             crate::overlay::nft::firewall_counters()
         })
         .context("cannot read the firewall's counters (table inet strata-fw)")?;
-        Ok(Some(firewall::plan(&state.input).report(
+        let mut report = firewall::plan(&state.input).report(
             &counters,
             state.applied_at,
             crate::clock::unix_secs(),
-        )))
+        );
+        report.rolled_back = state.rolled_back.clone();
+        Ok(Some(report))
+    }
+
+    /// Records that the node reached the API under the ruleset of
+    /// `generation` (a call made after it was applied succeeded): the
+    /// ruleset to go back to from now on. Does nothing when another
+    /// ruleset was applied since.
+    pub fn confirm(&self, generation: u64) -> anyhow::Result<()> {
+        let mut state = self.lock()?;
+        if self.generation() == generation
+            && let Some(ruleset) = state.applied.clone()
+        {
+            state.confirmed = Some((state.input.clone(), ruleset));
+        }
+        Ok(())
+    }
+
+    /// The lock-out guard: when the ruleset in force was applied more than
+    /// `after` ago and the node has not reached the API under it
+    /// ([`NodeFirewall::confirm`]), applies the last confirmed ruleset
+    /// again and says why. Nothing to go back to (no ruleset confirmed
+    /// yet, as at boot) leaves the rules as they are.
+    pub fn roll_back_unconfirmed(&self, after: Duration) -> anyhow::Result<Option<String>> {
+        let mut state = self.lock()?;
+        let Some((input, ruleset)) = state.confirmed.clone() else {
+            return Ok(None);
+        };
+        if state.applied.as_deref() == Some(ruleset.as_str())
+            || state.applied_since.elapsed() < after
+        {
+            return Ok(None);
+        }
+        crate::overlay::netns::run_in(self.netns.as_deref(), || {
+            crate::overlay::nft::apply(&ruleset)
+        })
+        .context("cannot apply the last confirmed firewall again (table inet strata-fw)")?;
+        let why = format!(
+            "the ruleset applied at {} (unix time) reached no master's API within {}s: the last ruleset that did was applied again",
+            state.applied_at,
+            after.as_secs()
+        );
+        state.input = input;
+        state.applied = Some(ruleset);
+        state.applied_at = crate::clock::unix_secs();
+        state.applied_since = Instant::now();
+        state.rolled_back = Some(why.clone());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(Some(why))
     }
 
     /// What the firewall is planned from now.
@@ -153,6 +223,7 @@ impl NodeFirewall {
         .context("cannot apply the firewall (table inet strata-fw)")?;
         state.applied = Some(ruleset);
         state.applied_at = crate::clock::unix_secs();
+        state.applied_since = Instant::now();
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(true)
     }

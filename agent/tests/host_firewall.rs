@@ -361,3 +361,60 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     let shown = c.cli_ok(&["app", "show", "/web"]);
     assert!(shown.contains("http://web.test/"), "{shown}");
 }
+
+/// The lock-out guard on a real table: a ruleset under which no call
+/// reached the API is replaced by the last confirmed one, and the report
+/// says why; a confirmed ruleset stays; with nothing confirmed yet (as at
+/// boot) the rules stay as they are.
+#[test]
+fn an_unconfirmed_ruleset_is_rolled_back() {
+    if !require(
+        "an_unconfirmed_ruleset_is_rolled_back",
+        &[Need::Root, Need::Program("nft"), Need::Program("ip")],
+    ) {
+        return;
+    }
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = agent::overlay::netns::delete(&self.0);
+        }
+    }
+    let name = format!("sfg{}", std::process::id() % 100_000);
+    let path = agent::overlay::netns::create(&name).expect("a namespace");
+    let _gone = Gone(name.clone());
+    let fw = agent::firewall::NodeFirewall::new(
+        Some(path),
+        control::firewall::FirewallInput::default(),
+        None,
+    );
+    fw.apply().expect("apply");
+    fw.set_edge(vec![8079]).expect("open 8079");
+    assert_eq!(
+        fw.roll_back_unconfirmed(Duration::ZERO).expect("guard"),
+        None,
+        "nothing confirmed yet: nothing to go back to"
+    );
+    fw.confirm(fw.generation()).expect("confirm");
+    fw.set_edge(vec![8080]).expect("open 8080");
+    let why = fw
+        .roll_back_unconfirmed(Duration::ZERO)
+        .expect("guard")
+        .expect("rolled back");
+    assert!(why.contains("reached no master's API"), "{why}");
+    let table = ruleset(&name).expect("nft list");
+    assert!(
+        table.contains("tcp dport 8079") && !table.contains("8080"),
+        "{table}"
+    );
+    let report = fw.report().expect("report").expect("applied");
+    assert_eq!(report.rolled_back.as_deref(), Some(why.as_str()));
+    // A confirmed change stays.
+    fw.set_edge(vec![8081]).expect("open 8081");
+    fw.confirm(fw.generation()).expect("confirm");
+    assert_eq!(
+        fw.roll_back_unconfirmed(Duration::ZERO).expect("guard"),
+        None
+    );
+    assert!(ruleset(&name).expect("nft list").contains("tcp dport 8081"));
+}

@@ -543,7 +543,7 @@ fn edge_through_public_agent(p: &Prepared, image: &str) {
                 "healthChecks": [{{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
                   "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 2,
                   "maxConsecutiveFailures": 3}}],
-                "upgradeStrategy": {{"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}},
+                "upgradeStrategy": {{"minimumHealthCapacity": 1, "maximumOverCapacity": 1}},
                 "version": "2021-07-27T00:00:00Z"}}"#
         )
     };

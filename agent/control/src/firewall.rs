@@ -281,6 +281,7 @@ impl FirewallPlan {
             sets: self.set_lines(),
             rules,
             dropped,
+            rolled_back: None,
         }
     }
 }
@@ -320,6 +321,10 @@ pub struct FirewallReport {
     /// What the last rule dropped: everything no rule accepted.
     #[serde(default)]
     pub dropped: Counter,
+    /// Why the node went back to an earlier ruleset (the lock-out guard),
+    /// if it did since its agent started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
 }
 
 /// One rule of a [`FirewallReport`].

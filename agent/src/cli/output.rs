@@ -903,6 +903,9 @@ pub fn node_firewall(name: &str, r: &control::firewall::FirewallReport, now: u64
         if r.dropped.packets == 1 { "" } else { "s" },
         bytes(r.dropped.bytes)
     );
+    if let Some(why) = &r.rolled_back {
+        out += &format!("rolled back: {why}\n");
+    }
     for set in &r.sets {
         out += &format!("{set}\n");
     }

@@ -427,7 +427,10 @@ const FIREWALL_COUNTERS: Duration = Duration::from_secs(30);
 /// Reports the firewall in force to the masters (`strata node firewall`):
 /// at once after each ruleset applied, and the counters every
 /// [`FIREWALL_COUNTERS`] when they moved. A failed report is tried again
-/// at the next look. Never returns.
+/// at the next look. A report that went through confirms the ruleset it
+/// was made under; one that none confirmed within
+/// [`crate::firewall::CONFIRM`] is rolled back (the lock-out guard).
+/// Never returns.
 async fn report_firewall(fw: Arc<NodeFirewall>, client: ApiClient, name: String) {
     let mut sent: Option<(u64, control::firewall::FirewallReport)> = None;
     let mut read_at = tokio::time::Instant::now();
@@ -453,11 +456,33 @@ async fn report_firewall(fw: Arc<NodeFirewall>, client: ApiClient, name: String)
                     .is_none_or(|(_, s)| s.rules != r.rules || s.sets != r.sets)
             };
             if let Some(report) = report.filter(|r| changed || moved(r)) {
-                match client.report_firewall(&name, &report).await {
+                let result = client.report_firewall(&name, &report).await;
+                // Any answer of a master (even a refusal, as from a master
+                // that predates the route) says the node reaches the API
+                // under these rules.
+                let reached = match &result {
+                    Ok(_) => true,
+                    Err(e) => !matches!(e, crate::api::client::ClientError::Unreachable { .. }),
+                };
+                if reached && let Err(e) = fw.confirm(generation) {
+                    tracing::warn!("firewall: {e:#}");
+                }
+                match result {
                     Ok(_) => sent = Some((generation, report)),
                     Err(e) => tracing::warn!("firewall: cannot report it to the masters: {e}"),
                 }
             }
+        }
+        let guard = fw.clone();
+        match tokio::task::spawn_blocking(move || {
+            guard.roll_back_unconfirmed(crate::firewall::CONFIRM)
+        })
+        .await
+        {
+            Ok(Ok(Some(why))) => tracing::error!("firewall: {why}"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!("firewall: {e:#}"),
+            Err(e) => tracing::warn!("firewall: the lock-out guard failed: {e}"),
         }
         tokio::time::sleep(FIREWALL_LOOK).await;
     }
