@@ -13,7 +13,6 @@
 //! Rounds are interleaved so that load from other processes hits every
 //! path alike; each figure is the median of its rounds.
 
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -61,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         })?;
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                std::thread::spawn(move || serve(conn));
+                std::thread::spawn(move || qemu_tests::http::serve(conn, "ok"));
             }
         });
         backends.push(SocketAddrV4::new(addr, BACKEND_PORT));
@@ -74,34 +73,6 @@ fn main() -> anyhow::Result<()> {
     agent::overlay::netns::run_in(Some(&node0), || {
         run_on_node0(&backends, subnet0, dir.path())
     })
-}
-
-/// Answers the requests of one connection (keep-alive unless the request
-/// says `Connection: close`) with a small body.
-fn serve(mut conn: TcpStream) {
-    let _ = conn.set_nodelay(true);
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head: Vec<u8> = buf.drain(..end + 4).collect();
-            let close = String::from_utf8_lossy(&head)
-                .to_ascii_lowercase()
-                .contains("connection: close");
-            let answer: &[u8] = if close {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
-            };
-            if conn.write_all(answer).is_err() || close {
-                return;
-            }
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 fn service(backends: &[SocketAddrV4]) -> Service {

@@ -31,7 +31,6 @@ use control::task::{Health, TaskState};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::TaskCleanup;
 use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
 use common::output;
 
@@ -112,25 +111,7 @@ fn apps_are_kept_running_by_the_scheduler() {
         poll: Duration::from_millis(100),
         ..ClusterSpec::new("sa", "apps", "10.81.0")
     });
-    let layout = qemu_tests::registry::busybox_layout(c.dir()).expect("busybox image");
-    let mut cleanups = Vec::new();
-    for a in AGENTS {
-        let state = c.state_dir(a);
-        output(
-            &c.strata,
-            &[
-                "image",
-                "import",
-                &layout.display().to_string(),
-                "--name",
-                "example.org/bb:1",
-                "--state-dir",
-                &state.display().to_string(),
-            ],
-        )
-        .expect("image import");
-        cleanups.push(TaskCleanup(state));
-    }
+    let _cleanups = c.import_busybox(&AGENTS);
     let mut masters: BTreeMap<&str, common::Proc> = BTreeMap::new();
     for m in ["master-1", "master-2", "master-3"] {
         masters.insert(m, c.spawn_node(m, &format!("{m}.log")));

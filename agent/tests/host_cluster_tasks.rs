@@ -22,7 +22,6 @@ use qemu_tests::observe::{Hold, Seen};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::TaskCleanup;
 use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
 use common::output;
 
@@ -68,24 +67,7 @@ fn tasks_pinned_through_the_api() {
     // The image, imported into the agents' stores before they start.
     let agent_state = c.state_dir("agent-1");
     let agent2_state = c.state_dir("agent-2");
-    let layout = qemu_tests::registry::busybox_layout(c.dir()).expect("busybox image");
-    for state in [&agent_state, &agent2_state] {
-        output(
-            &c.strata,
-            &[
-                "image",
-                "import",
-                &layout.display().to_string(),
-                "--name",
-                "example.org/bb:1",
-                "--state-dir",
-                &state.display().to_string(),
-            ],
-        )
-        .expect("image import");
-    }
-    let _cleanup = TaskCleanup(agent_state.clone());
-    let _cleanup2 = TaskCleanup(agent2_state.clone());
+    let _cleanups = c.import_busybox(&["agent-1", "agent-2"]);
 
     let _master = c.spawn_node("master-1", "master-1.log");
     let agent = c.spawn_node("agent-1", "agent-1.log");

@@ -9,8 +9,7 @@
 //! through churn and reload alike. (Reaching an app through a public
 //! agent's firewall in a cluster is `host_firewall.rs`.)
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,59 +28,15 @@ fn backend_server(name: &'static str) -> SocketAddrV4 {
     };
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve(conn, name));
+            std::thread::spawn(move || qemu_tests::http::serve(conn, name));
         }
     });
     addr
 }
 
-/// Answers the requests of one connection (keep-alive unless the
-/// request says `Connection: close`).
-fn serve(mut conn: TcpStream, name: &str) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head: Vec<u8> = buf.drain(..end + 4).collect();
-            let close = String::from_utf8_lossy(&head)
-                .to_ascii_lowercase()
-                .contains("connection: close");
-            let body = format!("{name}\n");
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
-                body.len()
-            );
-            if conn.write_all(answer.as_bytes()).is_err() || close {
-                return;
-            }
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// One request on a new connection: the status line's code and the body.
+/// One request on a new connection to the host's `port`.
 fn get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    qemu_tests::http::get((Ipv4Addr::LOCALHOST, port).into(), host, path)
 }
 
 /// Which backends answer `n` requests. (While another client sends

@@ -28,7 +28,6 @@ use control::model::{NodeState, NodeStatus};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::TaskCleanup;
 use common::cluster::{ClusterSpec, Launch, NodeCommand, TestCluster};
 use common::output;
 
@@ -52,21 +51,10 @@ const WEB_JSON: &str = r#"{"id": "/web", "instances": 1, "cpus": 0.1, "mem": 32,
       "gracePeriodSeconds": 2, "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 2}]}"#;
 
 /// `GET /` for `host` at `addr` from inside namespace `ns`: the status
-/// line and the body.
-fn http_get(ns: &str, addr: SocketAddr, host: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
+/// code and the body.
+fn http_get(ns: &str, addr: SocketAddr, host: &str) -> std::io::Result<(u16, String)> {
     run_in(Some(&ns_path(ns)), || {
-        Ok((|| {
-            let mut s = TcpStream::connect_timeout(&addr, DROPPED_AFTER)?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut answer = String::new();
-            s.read_to_string(&mut answer)?;
-            Ok(answer)
-        })())
+        Ok(qemu_tests::http::get(addr, host, "/"))
     })
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
@@ -172,22 +160,7 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
         ..ClusterSpec::new("sf", "fw", "10.80.0")
     });
     // The app's image, in the private agent's store.
-    let layout = qemu_tests::registry::busybox_layout(c.dir()).expect("busybox image");
-    let state = c.state_dir("agent-1");
-    output(
-        &c.strata,
-        &[
-            "image",
-            "import",
-            &layout.display().to_string(),
-            "--name",
-            "example.org/bb:1",
-            "--state-dir",
-            &state.display().to_string(),
-        ],
-    )
-    .expect("image import");
-    let _tasks = TaskCleanup(state);
+    let _tasks = c.import_busybox(&["agent-1"]);
     let (stranger, _) = c.add_stranger();
     let _master = c.spawn_node("master-1", "master.log");
     let _agent1 = c.spawn_node("agent-1", "agent-1.log");
@@ -334,20 +307,19 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     std::fs::write(&file, WEB_JSON).expect("write the app");
     c.cli_ok(&["app", "deploy", &file.display().to_string()]);
     let edge: SocketAddr = (ip("agent-2"), 80).into();
-    let answer = c.wait(
+    let body = c.wait(
         "the app answers a stranger through agent-2's edge",
         Duration::from_secs(90),
-        || {
-            http_get(&stranger, edge, "web.test")
-                .ok()
-                .filter(|a| a.starts_with("HTTP/1.1 200") && a.contains("ok "))
+        || match http_get(&stranger, edge, "web.test") {
+            Ok((200, body)) if body.starts_with("ok ") => Some(body),
+            _ => None,
         },
     );
-    assert!(answer.contains("ok "), "{answer}");
-    let answer = http_get(&stranger, edge, "other.test").expect("the edge answers");
+    assert!(body.starts_with("ok web"), "{body}");
+    let (code, body) = http_get(&stranger, edge, "other.test").expect("the edge answers");
     assert!(
-        answer.starts_with("HTTP/1.1 404") && answer.contains("no app is exposed at this host"),
-        "{answer}"
+        code == 404 && body == "no app is exposed at this host and path",
+        "{code} {body}"
     );
     let text = c.cli_ok(&["node", "firewall", "agent-2"]);
     assert!(

@@ -31,9 +31,7 @@ use control::model::{ClusterStatus, NodeState};
 use qemu_tests::testenv::{Need, require};
 
 mod common;
-use common::TaskCleanup;
 use common::cluster::{Binary, ClusterSpec, Launch, TestCluster};
-use common::output;
 
 const NODES: &[(&str, &str)] = &[
     ("master-1", "master"),
@@ -98,22 +96,7 @@ fn jobs_run_once_and_keep_their_history() {
         poll: Duration::from_millis(100),
         ..ClusterSpec::new("sj", "jobs", "10.82.0")
     });
-    let layout = qemu_tests::registry::busybox_layout(c.dir()).expect("busybox image");
-    let state = c.state_dir("agent-1");
-    output(
-        &c.strata,
-        &[
-            "image",
-            "import",
-            &layout.display().to_string(),
-            "--name",
-            "example.org/bb:1",
-            "--state-dir",
-            &state.display().to_string(),
-        ],
-    )
-    .expect("image import");
-    let _cleanup = TaskCleanup(state);
+    let _cleanup = c.import_busybox(&["agent-1"]);
     let mut masters = std::collections::BTreeMap::new();
     for m in ["master-1", "master-2", "master-3"] {
         masters.insert(m, c.spawn_node(m, &format!("{m}.log")));

@@ -13,6 +13,7 @@ pub mod boot_times;
 pub mod cluster;
 pub mod disk;
 pub mod env;
+pub mod http;
 pub mod observe;
 pub mod registry;
 pub mod reserve;

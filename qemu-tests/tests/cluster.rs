@@ -499,31 +499,9 @@ fn app_across_booted_agents(p: &Prepared, image: &str) {
     let _ = std::fs::remove_file(&file);
 }
 
-/// One `GET /` for `host` on a new connection to the host's `port`:
-/// the status code and the body.
+/// One `GET /` for `host` on a new connection to the host's `port`.
 fn http_get(port: u16, host: &str) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(5),
-    )?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    let code = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    qemu_tests::http::get(([127, 0, 0, 1], port).into(), host, "/")
 }
 
 /// The edge from outside: an app on private-1 exposed for `edge.test` by

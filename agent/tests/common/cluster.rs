@@ -367,6 +367,33 @@ impl TestCluster {
         self.dir().join("state").join(name)
     }
 
+    /// Imports the busybox-static image as `example.org/bb:1` into the
+    /// store of each of `nodes` (before they start); the cleanups stop
+    /// their tasks when dropped.
+    pub fn import_busybox(&self, nodes: &[&str]) -> Vec<super::TaskCleanup> {
+        let layout = qemu_tests::registry::busybox_layout(self.dir()).expect("busybox image");
+        nodes
+            .iter()
+            .map(|name| {
+                let state = self.state_dir(name);
+                super::output(
+                    &self.strata,
+                    &[
+                        "image",
+                        "import",
+                        &layout.display().to_string(),
+                        "--name",
+                        "example.org/bb:1",
+                        "--state-dir",
+                        &state.display().to_string(),
+                    ],
+                )
+                .expect("image import");
+                super::TaskCleanup(state)
+            })
+            .collect()
+    }
+
     /// Starts node `name` in its namespace with its own user-data and state
     /// directory, its output in `log` (a file name in [`Self::dir`]).
     pub fn spawn_node(&self, name: &str, log: &str) -> Proc {
