@@ -42,6 +42,12 @@ use control::firewall::{self, FirewallInput, FirewallReport, OverlayInput};
 /// last confirmed one comes back.
 pub const CONFIRM: Duration = Duration::from_secs(15);
 
+/// How recently before a change the node must have reached the API for
+/// the lock-out guard to blame the change: the node reports its counters
+/// every 30 s while they move, which the established connections make
+/// them do.
+pub const REACHED_BEFORE: Duration = Duration::from_secs(75);
+
 /// The file under the run directory that keeps the overlay part.
 pub const KEPT_FILE: &str = "firewall.json";
 
@@ -72,6 +78,8 @@ struct State {
     confirmed: Option<(FirewallInput, String)>,
     /// Why the last rollback happened, if one did.
     rolled_back: Option<String>,
+    /// When a call last reached the API, under any ruleset.
+    reached_at: Option<Instant>,
 }
 
 impl NodeFirewall {
@@ -88,6 +96,7 @@ impl NodeFirewall {
                 applied_since: Instant::now(),
                 confirmed: None,
                 rolled_back: None,
+                reached_at: None,
             }),
             generation: AtomicU64::new(0),
         }
@@ -121,11 +130,12 @@ impl NodeFirewall {
     }
 
     /// Records that the node reached the API under the ruleset of
-    /// `generation` (a call made after it was applied succeeded): the
-    /// ruleset to go back to from now on. Does nothing when another
-    /// ruleset was applied since.
+    /// `generation` (a call made after it was applied got an answer): the
+    /// ruleset to go back to from now on, unless another ruleset was
+    /// applied since.
     pub fn confirm(&self, generation: u64) -> anyhow::Result<()> {
         let mut state = self.lock()?;
+        state.reached_at = Some(Instant::now());
         if self.generation() == generation
             && let Some(ruleset) = state.applied.clone()
         {
@@ -135,17 +145,24 @@ impl NodeFirewall {
     }
 
     /// The lock-out guard: when the ruleset in force was applied more than
-    /// `after` ago and the node has not reached the API under it
-    /// ([`NodeFirewall::confirm`]), applies the last confirmed ruleset
-    /// again and says why. Nothing to go back to (no ruleset confirmed
-    /// yet, as at boot) leaves the rules as they are.
+    /// `after` ago, the node reached the API within [`REACHED_BEFORE`]
+    /// before it and has not under it ([`NodeFirewall::confirm`]), applies
+    /// the last confirmed ruleset again and says why. Nothing to go back
+    /// to (no ruleset confirmed yet, as at boot) leaves the rules as they
+    /// are, and so does a change made while the masters were out of reach
+    /// already (the change did not cut the node off; rolling it back would
+    /// only undo it).
     pub fn roll_back_unconfirmed(&self, after: Duration) -> anyhow::Result<Option<String>> {
         let mut state = self.lock()?;
         let Some((input, ruleset)) = state.confirmed.clone() else {
             return Ok(None);
         };
+        let reached_just_before = state
+            .reached_at
+            .is_some_and(|r| state.applied_since.saturating_duration_since(r) <= REACHED_BEFORE);
         if state.applied.as_deref() == Some(ruleset.as_str())
             || state.applied_since.elapsed() < after
+            || !reached_just_before
         {
             return Ok(None);
         }

@@ -6,7 +6,7 @@
 //! no app exposes gets a 404, that instance churn goes over the runtime API
 //! (no reload: the worker stays the same) while a reload follows a new
 //! route, and that a client sending requests all along sees none fail,
-//! through churn and reload alike. (Reaching an app through a public
+//! through churn and reload alike; a new instance lands in a free slot. (Reaching an app through a public
 //! agent's firewall in a cluster is `host_firewall.rs`.)
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
@@ -219,4 +219,24 @@ fn the_edge_follows_its_services_without_failing_a_request() {
     // Alone again, this client sees every ready backend.
     assert_eq!(answering(http_port, "shop.test", "/api", 12), ["b", "c"]);
     assert_eq!(answering(tcp_port, "x", "/", 12), ["b", "c"]);
+
+    // A new instance lands in a free slot (never given an address) over
+    // the runtime API.
+    let d = backend_server("d");
+    let fourth = plan(
+        &expose,
+        &[
+            ("web.b", b, BackendState::Ready),
+            ("web.c", c, BackendState::Ready),
+            ("web.d", d, BackendState::Ready),
+        ],
+        edge.applied().cloned().as_ref(),
+    );
+    assert!(
+        matches!(edge.apply(&fourth).expect("a new instance"), Applied::Runtime(n) if n > 0),
+        "a new instance goes over the runtime API"
+    );
+    assert_eq!(answering(http_port, "shop.test", "/", 12), ["b", "c", "d"]);
+    assert_eq!(answering(tcp_port, "x", "/", 12), ["b", "c", "d"]);
+    assert!(!edge.drifted(), "HAProxy's servers match the plan");
 }

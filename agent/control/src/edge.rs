@@ -12,7 +12,8 @@
 //! Each exposed app port gets a backend per mode (`shop.web.p0.http`,
 //! `shop.web.p0.tcp`) with a fixed number of server slots, a power of two
 //! of at least [`MIN_SLOTS`] and twice the instances, so that a rolling
-//! deployment (old and new instances side by side) fits without a reload.
+//! deployment (old and new instances side by side) fits without a reload;
+//! the slots grow only once the instances outnumber them.
 //! An instance keeps its slot from one plan to the next; a new one takes
 //! the lowest free slot; a backend's slots never shrink while it lives.
 //! A server is `ready` while the cluster says its instance takes new
@@ -188,7 +189,8 @@ pub fn plan(services: &[Service], http_port: u16, previous: Option<&EdgePlan>) -
 
 /// The slots of `service`'s backend: instances that had a slot in `old`
 /// keep it, new ones take the lowest free one; the slots grow (to a power
-/// of two) when the instances no longer fit twice over, never shrink.
+/// of two of twice the instances) once the instances no longer fit, and
+/// never shrink.
 fn place(service: &Service, old: Option<&EdgeBackend>) -> Vec<Option<Server>> {
     let servers: Vec<Server> = service
         .backends
@@ -203,23 +205,19 @@ fn place(service: &Service, old: Option<&EdgeBackend>) -> Vec<Option<Server>> {
             },
         })
         .collect();
-    let mut count = slot_count(servers.len());
-    let mut slots: Vec<Option<Server>> = Vec::new();
-    if let Some(old) = old {
-        if old.slots.len() >= servers.len() {
-            count = count.max(old.slots.len());
+    // Grown only once the instances outnumber the slots: a rolling
+    // deployment's surge fits the slots its first plan gave.
+    let count = match old {
+        Some(old) if old.slots.len() >= servers.len() => old.slots.len(),
+        _ => slot_count(servers.len()),
+    };
+    let mut slots: Vec<Option<Server>> = vec![None; count];
+    for (i, was) in old.iter().flat_map(|o| o.slots.iter().enumerate()) {
+        if let Some(was) = was
+            && let Some(now) = servers.iter().find(|s| s.task == was.task)
+        {
+            slots[i] = Some(now.clone());
         }
-        slots = vec![None; count];
-        for (i, was) in old.slots.iter().enumerate() {
-            if let Some(was) = was
-                && i < count
-                && let Some(now) = servers.iter().find(|s| s.task == was.task)
-            {
-                slots[i] = Some(now.clone());
-            }
-        }
-    } else {
-        slots.resize(count, None);
     }
     for s in servers {
         if slots.iter().flatten().any(|t| t.task == s.task) {
@@ -304,42 +302,42 @@ pub fn changes(applied: &EdgePlan, next: &EdgePlan) -> EdgeChange {
     if !same_shape {
         return EdgeChange::Reload;
     }
-    let mut cmds = Vec::new();
+    // Servers that take connections first, those that stop taking them
+    // after: a batch never leaves a backend without a ready server that
+    // it ends with.
+    let (mut up, mut down) = (Vec::new(), Vec::new());
     for (a, b) in applied.backends.iter().zip(&next.backends) {
         for (slot, (was, now)) in a.slots.iter().zip(&b.slots).enumerate() {
-            let state = |backend: &str, state| RuntimeCmd::State {
-                backend: backend.to_string(),
+            let was_state = was.as_ref().map_or(ServerState::Maint, |w| w.state);
+            let state = |state| RuntimeCmd::State {
+                backend: b.name.clone(),
                 slot,
                 state,
             };
-            match (was, now) {
-                (Some(w), Some(n)) if w.addr == n.addr => {
-                    if w.state != n.state {
-                        cmds.push(state(&b.name, n.state));
-                    }
+            let addr = now
+                .as_ref()
+                .filter(|n| was.as_ref().is_none_or(|w| w.addr != n.addr))
+                .map(|n| RuntimeCmd::Addr {
+                    backend: b.name.clone(),
+                    slot,
+                    addr: n.addr,
+                });
+            let now_state = now.as_ref().map_or(ServerState::Maint, |n| n.state);
+            if now_state == ServerState::Ready {
+                up.extend(addr);
+                if was_state != ServerState::Ready {
+                    up.push(state(ServerState::Ready));
                 }
-                (_, Some(n)) => {
-                    if was.as_ref().is_some_and(|w| w.state != ServerState::Maint) {
-                        cmds.push(state(&b.name, ServerState::Maint));
-                    }
-                    cmds.push(RuntimeCmd::Addr {
-                        backend: b.name.clone(),
-                        slot,
-                        addr: n.addr,
-                    });
-                    if n.state != ServerState::Maint {
-                        cmds.push(state(&b.name, n.state));
-                    }
+            } else {
+                if was_state != now_state {
+                    down.push(state(now_state));
                 }
-                (Some(w), None) => {
-                    if w.state != ServerState::Maint {
-                        cmds.push(state(&b.name, ServerState::Maint));
-                    }
-                }
-                (None, None) => {}
+                down.extend(addr);
             }
         }
     }
+    up.extend(down);
+    let cmds = up;
     EdgeChange::Runtime(cmds)
 }
 

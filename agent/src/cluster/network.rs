@@ -464,8 +464,13 @@ async fn report_firewall(fw: Arc<NodeFirewall>, client: ApiClient, name: String)
                     Ok(_) => true,
                     Err(e) => !matches!(e, crate::api::client::ClientError::Unreachable { .. }),
                 };
-                if reached && let Err(e) = fw.confirm(generation) {
-                    tracing::warn!("firewall: {e:#}");
+                if reached {
+                    let confirmer = fw.clone();
+                    match tokio::task::spawn_blocking(move || confirmer.confirm(generation)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("firewall: {e:#}"),
+                        Err(e) => tracing::warn!("firewall: the confirmation failed: {e}"),
+                    }
                 }
                 match result {
                     Ok(_) => sent = Some((generation, report)),

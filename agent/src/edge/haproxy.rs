@@ -5,6 +5,11 @@
 //! request to an instance the cluster took out. Servers are `disabled` in
 //! the file unless ready: a draining instance keeps its connections on the
 //! old worker, which finishes them, and takes none on the new one.
+//!
+//! A request is retried on another server only when its connection could
+//! not be made (HAProxy's default `retry-on conn-failure`, `retries 3`,
+//! `option redispatch 1`): a request a server may have seen is never
+//! replayed, whatever its method.
 
 use std::fmt::Write as _;
 
@@ -93,7 +98,6 @@ pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
         if b.mode == Mode::Http {
             line("    option forwardfor");
             line("    http-reuse safe");
-            line("    retry-on conn-failure empty-response response-timeout");
         }
         for (i, s) in b.slots.iter().enumerate() {
             let mut text = format!("    server {}", server_name(i));
@@ -200,7 +204,6 @@ mod tests {
                 balance roundrobin
                 option forwardfor
                 http-reuse safe
-                retry-on conn-failure empty-response response-timeout
                 server s0 10.200.1.2:8080
                 server s1 10.200.2.2:8080 disabled
                 server s2 0.0.0.0:0 disabled

@@ -73,13 +73,17 @@ pub enum EdgeError {
     },
     #[error("cannot run {HAPROXY} (is Debian's haproxy package installed?): {0}")]
     Spawn(std::io::Error),
-    #[error("{HAPROXY} refuses the configuration {path}: {output}")]
+    #[error(
+        "{HAPROXY} refuses the configuration the agent rendered, kept in {path}: {output} (a bug of the agent: report it with that file)"
+    )]
     Refused { path: PathBuf, output: String },
-    #[error("{HAPROXY} exited: {0}")]
+    #[error("{HAPROXY} exited ({0}): its own messages are in the agent's log")]
     Exited(std::process::ExitStatus),
     #[error("cannot signal {HAPROXY}'s master process to reload: {0}")]
     Signal(nix::Error),
-    #[error("no {HAPROXY} worker answered on {path} within {WORKER_TIMEOUT:?} ({last})")]
+    #[error(
+        "no {HAPROXY} worker answered on {path} within {WORKER_TIMEOUT:?} ({last}): its own messages are in the agent's log"
+    )]
     NoWorker { path: PathBuf, last: String },
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
@@ -92,6 +96,8 @@ pub struct Edge {
     /// The worker that serves `applied`.
     worker: Option<u32>,
     applied: Option<EdgePlan>,
+    /// The next [`Edge::apply`] reloads (HAProxy drifted from `applied`).
+    reload_next: bool,
 }
 
 /// What [`Edge::apply`] did.
@@ -101,7 +107,7 @@ pub enum Applied {
     Nothing,
     /// Started HAProxy.
     Started,
-    /// Sent these runtime commands.
+    /// Sent this many runtime commands.
     Runtime(usize),
     /// Reloaded with a new configuration.
     Reloaded,
@@ -114,6 +120,7 @@ impl Edge {
             child: None,
             worker: None,
             applied: None,
+            reload_next: false,
         }
     }
 
@@ -137,6 +144,9 @@ impl Edge {
             self.start()?;
             self.applied = Some(next.clone());
             return Ok(Applied::Started);
+        }
+        if std::mem::take(&mut self.reload_next) {
+            return self.reload(next);
         }
         let applied = self.applied.clone().unwrap_or_default();
         match control::edge::changes(&applied, next) {
@@ -168,12 +178,10 @@ impl Edge {
         }
     }
 
-    /// Forgets the plan in force: the next [`Edge::apply`] reloads.
-    pub fn forget(&mut self) {
-        self.applied = Some(EdgePlan {
-            http_port: Some(0),
-            ..EdgePlan::default()
-        });
+    /// Makes the next [`Edge::apply`] reload, whatever changed (servers
+    /// keep their slots).
+    pub fn reload_next(&mut self) {
+        self.reload_next = true;
     }
 
     /// Writes the configuration of `plan` once `haproxy -c` accepts it.
@@ -193,10 +201,13 @@ impl Edge {
             .output()
             .map_err(EdgeError::Spawn)?;
         if !check.status.success() {
-            let _ = std::fs::remove_file(&tmp);
-            let mut output = String::from_utf8_lossy(&check.stderr).trim().to_string();
-            output.push_str(String::from_utf8_lossy(&check.stdout).trim());
-            return Err(EdgeError::Refused { path, output });
+            let output = [&check.stderr, &check.stdout]
+                .iter()
+                .map(|o| String::from_utf8_lossy(o).trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(EdgeError::Refused { path: tmp, output });
         }
         std::fs::rename(&tmp, &path).map_err(write_err)
     }
@@ -328,7 +339,7 @@ pub fn spawn(
                                     tracing::warn!(
                                         "edge: {HAPROXY}'s servers drifted from the plan; reloading"
                                     );
-                                    edge.forget();
+                                    edge.reload_next();
                                 }
                             }
                         }

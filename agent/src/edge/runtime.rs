@@ -74,9 +74,9 @@ pub fn worker_pid(admin: &Path) -> Result<u32, RuntimeError> {
         })
 }
 
-/// One server as the drift check compares it: whether it takes new
-/// connections, and where to when it does.
-pub type ServerView = (bool, Option<SocketAddrV4>);
+/// One server as the drift check compares it: where it sends new
+/// connections, `None` when it takes none.
+pub type ServerView = Option<SocketAddrV4>;
 
 /// Every server of every backend, by backend and server name, from `show
 /// servers state`.
@@ -116,7 +116,7 @@ pub fn parse_servers(answer: &str) -> Option<BTreeMap<(String, String), ServerVi
         } else {
             None
         };
-        out.insert((cols[1].to_string(), cols[3].to_string()), (ready, addr));
+        out.insert((cols[1].to_string(), cols[3].to_string()), addr);
     }
     Some(out)
 }
@@ -127,8 +127,8 @@ pub fn expected(plan: &EdgePlan) -> BTreeMap<(String, String), ServerView> {
     for b in &plan.backends {
         for (i, s) in b.slots.iter().enumerate() {
             let view = match s {
-                Some(s) if s.state == ServerState::Ready => (true, Some(s.addr)),
-                _ => (false, None),
+                Some(s) if s.state == ServerState::Ready => Some(s.addr),
+                _ => None,
             };
             out.insert((b.name.clone(), server_name(i)), view);
         }

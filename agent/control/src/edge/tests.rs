@@ -189,13 +189,9 @@ fn instances_keep_their_slots_and_churn_needs_no_reload() {
         &first,
         &second,
         expect![[r#"
-            set server shop.web.p0.http/s0 state maint
             set server shop.web.p0.http/s0 addr 10.200.2.4 port 8080
-            set server shop.web.p0.http/s0 state ready
-            set server shop.web.p0.http/s1 state drain
-            set server shop.web.p0.tcp/s0 state maint
             set server shop.web.p0.tcp/s0 addr 10.200.2.4 port 8080
-            set server shop.web.p0.tcp/s0 state ready
+            set server shop.web.p0.http/s1 state drain
             set server shop.web.p0.tcp/s1 state drain
         "#]],
     );
@@ -238,7 +234,21 @@ fn a_new_route_or_more_instances_than_slots_reload() {
     routes[0].expose.push(http("www.shop.test", "/"));
     check_changes(&one, &plan(&routes, 80, Some(&one)), expect!["reload\n"]);
 
-    let many: Vec<Backend> = (1..=5)
+    // Up to 8 instances fit the 8 slots of the first plan; a ninth grows
+    // them.
+    let eight: Vec<Backend> = (1..=8)
+        .map(|i| {
+            backend(
+                &format!("web.{i}"),
+                &format!("10.200.1.{}:8080", i + 1),
+                BackendState::Ready,
+            )
+        })
+        .collect();
+    let surge = plan(&shop(eight), 80, Some(&one));
+    assert_eq!(surge.backends[1].slots.len(), 8, "{}", show(&surge));
+    assert!(matches!(changes(&one, &surge), EdgeChange::Runtime(_)));
+    let many: Vec<Backend> = (1..=9)
         .map(|i| {
             backend(
                 &format!("web.{i}"),
@@ -248,7 +258,7 @@ fn a_new_route_or_more_instances_than_slots_reload() {
         })
         .collect();
     let grown = plan(&shop(many), 80, Some(&one));
-    assert_eq!(grown.backends[1].slots.len(), 16, "{}", show(&grown));
+    assert_eq!(grown.backends[1].slots.len(), 32, "{}", show(&grown));
     assert_eq!(
         grown.backends[1].slots[0].as_ref().map(|s| s.task.as_str()),
         Some("web.1"),
@@ -265,5 +275,5 @@ fn a_new_route_or_more_instances_than_slots_reload() {
         80,
         Some(&grown),
     );
-    assert_eq!(back.backends[1].slots.len(), 16);
+    assert_eq!(back.backends[1].slots.len(), 32);
 }
