@@ -430,10 +430,9 @@ pub fn plan(input: &FirewallInput) -> FirewallPlan {
     // The edge's ports come last: a port the cluster's rules or the role's
     // list name keeps their sources (none, before the node list is known),
     // so an exposure never widens who reaches it.
-    let role_tcp = sorted(&input.role.tcp);
     let edge: Vec<u16> = sorted(&input.edge)
         .into_iter()
-        .filter(|p| !taken_tcp.contains(p) && !role_tcp.contains(p))
+        .filter(|p| !taken_tcp.contains(p) && !input.role.tcp.contains(p))
         .collect();
     if !edge.is_empty() {
         rules.push(Rule::Open {
