@@ -211,7 +211,11 @@ fn run_on_node0(
     let services = [service(backends)];
     // The edge, as a public agent runs it.
     let mut edge = Edge::new(EdgePaths::new(dir.join("edge")));
-    let plan = control::edge::plan(&services, EDGE_PORT, None);
+    let ports = control::model::EdgeSettings {
+        http_port: EDGE_PORT,
+        https_port: EDGE_PORT + 1,
+    };
+    let plan = control::edge::plan(&services, ports, &Default::default(), None);
     edge.apply(&plan).context("cannot start the edge")?;
     // The hand-written HAProxy.
     let hand_cfg = dir.join("hand.cfg");

@@ -6,10 +6,14 @@
 //! no app exposes gets a 404, that instance churn goes over the runtime API
 //! (no reload: the worker stays the same) while a reload follows a new
 //! route, and that a client sending requests all along sees none fail,
-//! through churn and reload alike; a new instance lands in a free slot. (Reaching an app through a public
-//! agent's firewall in a cluster is `host_firewall.rs`.)
+//! through churn and reload alike; a new instance lands in a free slot.
+//! With a certificate, a host is served over HTTPS (SNI, the CA's chain)
+//! and redirected from plain HTTP; a renewed certificate is served after
+//! the reload; a removed one closes the HTTPS port and its file goes.
+//! (Reaching an app through a public agent's firewall in a cluster is
+//! `host_firewall.rs`.)
 
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -63,6 +67,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The edge's ports: `http_port` and the one after it for HTTPS.
+fn ports(http_port: u16) -> control::model::EdgeSettings {
+    control::model::EdgeSettings {
+        http_port,
+        https_port: free_port(),
+    }
+}
+
 fn service(expose: Vec<Exposure>, backends: &[(&str, SocketAddrV4, BackendState)]) -> Service {
     Service {
         app: AppId::resolve(&AppId::root(), "/shop/web").expect("id"),
@@ -109,7 +121,12 @@ fn the_edge_follows_its_services_without_failing_a_request() {
     let plan = |expose: &[Exposure],
                 backends: &[(&str, SocketAddrV4, BackendState)],
                 previous: Option<&control::edge::EdgePlan>| {
-        control::edge::plan(&[service(expose.to_vec(), backends)], http_port, previous)
+        control::edge::plan(
+            &[service(expose.to_vec(), backends)],
+            ports(http_port),
+            &Default::default(),
+            previous,
+        )
     };
     let mut edge = Edge::new(EdgePaths::new(dir.path().join("edge")));
     let first = plan(
@@ -239,4 +256,131 @@ fn the_edge_follows_its_services_without_failing_a_request() {
     assert_eq!(answering(http_port, "shop.test", "/", 12), ["b", "c", "d"]);
     assert_eq!(answering(tcp_port, "x", "/", 12), ["b", "c", "d"]);
     assert!(!edge.drifted(), "HAProxy's servers match the plan");
+}
+
+/// A host with a certificate answers over HTTPS with it, plain HTTP to a
+/// route that asks for it is redirected, a renewed certificate is served
+/// after the reload, and removing it closes the HTTPS port and removes
+/// its file.
+#[test]
+fn https_with_a_certificate_its_renewal_and_removal() {
+    if !require(
+        "https_with_a_certificate_its_renewal_and_removal",
+        &[Need::Program("haproxy")],
+    ) {
+        return;
+    }
+    use agent::testing::tls::{TestCa, http_get, https_get};
+    use control::edge::{EdgeCert, EdgeCertView};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = backend_server("a");
+    let ports = ports(free_port());
+    let (http, https) = (
+        SocketAddr::from((Ipv4Addr::LOCALHOST, ports.http_port)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, ports.https_port)),
+    );
+    let services = [service(
+        vec![
+            Exposure::Http {
+                host: "shop.test".into(),
+                path: "/".into(),
+                redirect_https: true,
+            },
+            Exposure::Http {
+                host: "plain.test".into(),
+                path: "/".into(),
+                redirect_https: true,
+            },
+        ],
+        &[("web.a", a, BackendState::Ready)],
+    )];
+    let ca = TestCa::new().expect("ca");
+    let cert = |pem: String| EdgeCert {
+        format: Default::default(),
+        view: EdgeCertView {
+            host: "shop.test".into(),
+            sha256: String::new(),
+            names: vec![],
+            not_after: 0,
+            set_by: String::new(),
+            set_at: 0,
+        },
+        pem,
+    };
+    let first = cert(ca.issue(&["shop.test"]).expect("cert"));
+    let mut edge = Edge::new(EdgePaths::new(dir.path().join("edge")));
+    let apply = |edge: &mut Edge, certs: &[EdgeCert]| {
+        edge.set_certs(certs);
+        let next = control::edge::plan(
+            &services,
+            ports,
+            &control::edge::tls_hosts(certs),
+            edge.applied(),
+        );
+        edge.apply(&next).expect("apply")
+    };
+    assert_eq!(
+        apply(&mut edge, std::slice::from_ref(&first)),
+        Applied::Started
+    );
+
+    let got = https_get(https, "shop.test", "/", &ca.cert_pem).expect("https");
+    assert_eq!((got.code, got.body.as_str()), (200, "a"), "{got:?}");
+    let served = got.peer.clone();
+    let (code, _, location) = http_get(http, "shop.test:8080", "/x?y=1").expect("http");
+    assert_eq!(
+        (code, location.as_deref()),
+        (
+            301,
+            Some(format!("https://shop.test:{}/x?y=1", ports.https_port).as_str())
+        )
+    );
+    // A host without a certificate stays plain HTTP, not redirected.
+    let (code, body, _) = http_get(http, "plain.test", "/").expect("http");
+    assert_eq!((code, body.as_str()), (200, "a"));
+    let files = |edge_dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(edge_dir.join("certs"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let edge_dir = dir.path().join("edge");
+    assert_eq!(files(&edge_dir).len(), 1);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(edge_dir.join("certs").join(&files(&edge_dir)[0]))
+            .expect("cert file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the key is the agent's only");
+
+    // Renewed: served after the reload, the old file gone.
+    let renewed = cert(ca.issue(&["shop.test", "www.shop.test"]).expect("cert"));
+    assert_eq!(
+        apply(&mut edge, std::slice::from_ref(&renewed)),
+        Applied::Reloaded
+    );
+    let got = https_get(https, "shop.test", "/", &ca.cert_pem).expect("https");
+    assert_eq!(got.code, 200, "{got:?}");
+    assert_ne!(got.peer, served, "the renewed certificate is served");
+    assert_eq!(files(&edge_dir).len(), 1, "{:?}", files(&edge_dir));
+
+    // Removed: HTTPS closes, plain HTTP serves the host again.
+    assert_eq!(apply(&mut edge, &[]), Applied::Reloaded);
+    let (code, body, _) = http_get(http, "shop.test", "/").expect("http");
+    assert_eq!((code, body.as_str()), (200, "a"));
+    let closed = (0..50).find_map(|_| {
+        let refused = std::net::TcpStream::connect(https).is_err();
+        if !refused {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        refused.then_some(())
+    });
+    assert!(closed.is_some(), "the HTTPS port still listens");
+    assert!(files(&edge_dir).is_empty(), "{:?}", files(&edge_dir));
 }

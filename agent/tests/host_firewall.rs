@@ -14,7 +14,10 @@
 //! labels for a host name, answers a machine outside the cluster through
 //! the public agent's HAProxy, whose firewall opens the edge's HTTP port
 //! and nothing more (a TCP port no app exposes drops; the private agent
-//! drops the same request). (That a task on the bridge reaches no other
+//! drops the same request). With an operator's certificate (`strata edge
+//! cert set`) the public agent serves the host over HTTPS and opens 443;
+//! a certificate for another host is refused; removing it closes 443.
+//! (That a task on the bridge reaches no other
 //! service of its node is `host_overlay.rs`; the edge proxy's churn and
 //! reloads against HAProxy, `host_edge.rs`.)
 
@@ -332,6 +335,58 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     dropped(&stranger, (ip("agent-1"), 80).into());
     let shown = c.cli_ok(&["app", "show", "/web"]);
     assert!(shown.contains("http://web.test/"), "{shown}");
+
+    // TLS: an operator's certificate for web.test reaches the public
+    // agent, which serves the app over HTTPS on 443 and opens it.
+    let ca = agent::testing::tls::TestCa::new().expect("ca");
+    let pem = c.dir().join("web.test.pem");
+    std::fs::write(&pem, ca.issue(&["web.test"]).expect("cert")).expect("write the cert");
+    let pem = pem.display().to_string();
+    let (code, err) = c.cli_status(&["edge", "cert", "set", "other.test", &pem]);
+    assert!(
+        code != 0 && err.contains("the leaf certificate covers web.test, not other.test"),
+        "exit {code}: {err}"
+    );
+    c.cli_ok(&["edge", "cert", "set", "web.test", &pem]);
+    let tls: SocketAddr = (ip("agent-2"), 443).into();
+    let got = c.wait(
+        "the app answers a stranger over HTTPS through agent-2's edge",
+        Duration::from_secs(60),
+        || {
+            run_in(Some(&ns_path(&stranger)), || {
+                Ok(agent::testing::tls::https_get(tls, "web.test", "/", &ca.cert_pem).ok())
+            })
+            .ok()
+            .flatten()
+            .filter(|a| a.code == 200)
+        },
+    );
+    assert!(got.body.starts_with("ok web"), "{got:?}");
+    let text = c.cli_ok(&["node", "firewall", "agent-2"]);
+    assert!(
+        text.contains("accept tcp 80, 443 from anywhere (the edge's exposed ports)"),
+        "agent-2's firewall:\n{text}"
+    );
+    let listed = c.cli_ok(&["edge", "cert", "list"]);
+    assert!(
+        listed.contains("web.test") && !listed.contains("PRIVATE"),
+        "{listed}"
+    );
+    c.cli_ok(&["edge", "cert", "remove", "web.test"]);
+    c.wait(
+        "agent-2 closes 443 once the certificate is gone",
+        Duration::from_secs(60),
+        || {
+            let text = c.cli_ok(&["node", "firewall", "agent-2"]);
+            text.contains("accept tcp 80 from anywhere (the edge's exposed ports)")
+                .then_some(())
+        },
+    );
+    let (code, err) = c.cli_status(&["edge", "cert", "remove", "web.test"]);
+    assert!(
+        code != 0 && err.contains("no edge certificate for web.test"),
+        "{err}"
+    );
 }
 
 /// The lock-out guard on a real table: a ruleset under which no call

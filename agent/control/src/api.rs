@@ -202,6 +202,32 @@ pub const SHOW_FIREWALL: Route = route(
     "show_firewall",
 )
 .needs(Permission::Read);
+/// `GET /v1/edge/certs`: the edge's certificates, without their keys.
+pub const LIST_EDGE_CERTS: Route = route(
+    Method::Get,
+    "/v1/edge/certs",
+    Auth::Operator,
+    "list_edge_certs",
+)
+.needs(Permission::Read);
+/// `PUT /v1/edge/certs/{host}`: an operator sets the certificate the edge
+/// serves a host with (chain and key, PEM).
+pub const SET_EDGE_CERT: Route = route(
+    Method::Put,
+    "/v1/edge/certs/{host}",
+    Auth::Operator,
+    "set_edge_cert",
+)
+.needs(Permission::Deploy)
+.with_body_limit(64 << 10);
+/// `DELETE /v1/edge/certs/{host}`: the host is served over HTTP only.
+pub const REMOVE_EDGE_CERT: Route = route(
+    Method::Delete,
+    "/v1/edge/certs/{host}",
+    Auth::Operator,
+    "remove_edge_cert",
+)
+.needs(Permission::Deploy);
 /// `GET /v1/watch/nodes/{after}`: the node list once it changed after a
 /// revision (a long poll). Every node follows it for the overlay and DNS.
 pub const WATCH_NODES: Route = route(
@@ -605,6 +631,9 @@ pub const ROUTES: &[Route] = &[
     REPORT_UPGRADE,
     REPORT_FIREWALL,
     SHOW_FIREWALL,
+    LIST_EDGE_CERTS,
+    SET_EDGE_CERT,
+    REMOVE_EDGE_CERT,
     START_ROLLOUT,
     RESUME_ROLLOUT,
     CANCEL_ROLLOUT,

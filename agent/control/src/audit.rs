@@ -107,7 +107,7 @@ mod tests {
             .filter(|r| audited(r))
             .map(|r| r.operation)
             .collect();
-        expect!["join register remove_node drain_node uncordon_node renew_cert rotate_certs create_task delete_task create_join_token revoke_join_token create_user_token revoke_user_token exec_node attach_exec deploy_apps scale_app restart_app remove_app rollback_deployment promote_deployment push_bundle upgrade_node rollback_node start_rollout resume_rollout cancel_rollout put_job remove_job start_run kill_run enable_schedule task_logs"]
+        expect!["join register remove_node drain_node uncordon_node renew_cert rotate_certs create_task delete_task create_join_token revoke_join_token create_user_token revoke_user_token exec_node attach_exec deploy_apps scale_app restart_app remove_app rollback_deployment promote_deployment push_bundle upgrade_node rollback_node set_edge_cert remove_edge_cert start_rollout resume_rollout cancel_rollout put_job remove_job start_run kill_run enable_schedule task_logs"]
         .assert_eq(&audited.join(" "));
     }
 

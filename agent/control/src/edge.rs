@@ -20,22 +20,100 @@
 //! connections, `drain` while it is being stopped (its connections finish)
 //! and `maint` otherwise: the cluster's health checks decide, not the
 //! proxy's.
+//!
+//! TLS: a host with a certificate ([`EdgeCert`], set by an operator with
+//! `strata edge cert set`) is served on the HTTPS port too, with the same
+//! routes; its routes that ask for `redirect_https` answer plain HTTP with
+//! a redirect. A host without one is served over HTTP only.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddrV4;
 
+use serde::{Deserialize, Serialize};
+
 use crate::app::Exposure;
+use crate::format::Format;
+use crate::model::EdgeSettings;
 use crate::service::{BackendState, Service};
 
 /// The fewest server slots a backend has.
 pub const MIN_SLOTS: usize = 8;
+
+/// A host's certificate for the edge, as stored (`/strata/edge/certs/
+/// <host>`) and handed to public agents in their assignment watch: the
+/// PEM holds the certificate chain and its private key. Never served to
+/// operators ([`EdgeCertView`] is what they see).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCert {
+    /// The record's format ([`Format`]; absent means 1).
+    #[serde(default, skip_serializing_if = "Format::is_v1")]
+    pub format: Format,
+    pub pem: String,
+    /// What an operator sees of it.
+    #[serde(flatten)]
+    pub view: EdgeCertView,
+}
+
+/// A host's certificate without its key: what `strata edge cert list`
+/// shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCertView {
+    pub host: String,
+    /// Hex sha256 of the leaf certificate (DER), as `openssl x509
+    /// -fingerprint -sha256` prints it without colons.
+    pub sha256: String,
+    /// The leaf's DNS names.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Unix seconds after which the leaf is no longer valid.
+    pub not_after: u64,
+    /// Who set it (the operator's label).
+    #[serde(default)]
+    pub set_by: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub set_at: u64,
+}
+
+impl EdgeCert {
+    /// The largest PEM (chain and key) a certificate may have.
+    pub const MAX_PEM: usize = 48 << 10;
+}
+
+/// The body of `PUT /v1/edge/certs/{host}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeCertRequest {
+    /// The certificate chain (leaf first) and its private key, PEM.
+    pub pem: String,
+}
+
+/// The hosts that have a certificate, each with a digest of its PEM (a
+/// new certificate for a host changes the plan).
+pub type TlsHosts = BTreeMap<String, String>;
+
+/// The digest [`TlsHosts`] keeps of a certificate: hex sha256 of its PEM
+/// (chain and key).
+pub fn tls_digest(cert: &EdgeCert) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(cert.pem.as_bytes()))
+}
+
+/// The [`TlsHosts`] of `certs`.
+pub fn tls_hosts(certs: &[EdgeCert]) -> TlsHosts {
+    certs
+        .iter()
+        .map(|c| (c.view.host.clone(), tls_digest(c)))
+        .collect()
+}
 
 /// What one public agent's edge proxy serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EdgePlan {
     /// The HTTP frontend's port, when any route is exposed over HTTP.
     pub http_port: Option<u16>,
+    /// The HTTPS frontend, when a routed host has a certificate.
+    pub https: Option<Https>,
     /// HTTP routes, by host, then the longest path first (the first route
     /// that matches a request takes it).
     pub routes: Vec<Route>,
@@ -45,6 +123,14 @@ pub struct EdgePlan {
     pub backends: Vec<EdgeBackend>,
 }
 
+/// The HTTPS frontend: its port and the routed hosts with a certificate
+/// (host to [`tls_digest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Https {
+    pub port: u16,
+    pub hosts: TlsHosts,
+}
+
 /// Requests to `host` whose path is `path` or lies under it go to
 /// `backend`, or are redirected to HTTPS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +138,10 @@ pub struct Route {
     pub host: String,
     pub path: String,
     pub backend: String,
+    /// Plain HTTP gets a redirect to HTTPS (only when `tls`).
     pub redirect_https: bool,
+    /// The host has a certificate: the route is served over HTTPS too.
+    pub tls: bool,
 }
 
 /// Connections to the public agents' TCP `port` go to `backend`.
@@ -129,10 +218,15 @@ fn slot_count(instances: usize) -> usize {
     (2 * instances).max(MIN_SLOTS).next_power_of_two()
 }
 
-/// The edge of `services` on a node whose HTTP frontend listens on
-/// `http_port`, keeping each instance in the slot it has in `previous`
-/// (the plan in force).
-pub fn plan(services: &[Service], http_port: u16, previous: Option<&EdgePlan>) -> EdgePlan {
+/// The edge of `services` on a node whose frontends listen on `ports`,
+/// serving the hosts of `certs` over HTTPS too, keeping each instance in
+/// the slot it has in `previous` (the plan in force).
+pub fn plan(
+    services: &[Service],
+    ports: EdgeSettings,
+    certs: &TlsHosts,
+    previous: Option<&EdgePlan>,
+) -> EdgePlan {
     let old: BTreeMap<&str, &EdgeBackend> = previous
         .map(|p| p.backends.iter().map(|b| (b.name.as_str(), b)).collect())
         .unwrap_or_default();
@@ -146,11 +240,13 @@ pub fn plan(services: &[Service], http_port: u16, previous: Option<&EdgePlan>) -
                     path,
                     redirect_https,
                 } => {
+                    let tls = certs.contains_key(host);
                     out.routes.push(Route {
                         host: host.clone(),
                         path: path.clone(),
                         backend: backend_name(s, Mode::Http),
-                        redirect_https: *redirect_https,
+                        redirect_https: *redirect_https && tls,
+                        tls,
                     });
                     modes.push(Mode::Http);
                 }
@@ -173,7 +269,18 @@ pub fn plan(services: &[Service], http_port: u16, previous: Option<&EdgePlan>) -
         }
     }
     if !out.routes.is_empty() {
-        out.http_port = Some(http_port);
+        out.http_port = Some(ports.http_port);
+    }
+    let hosts: TlsHosts = out
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.host.clone(), certs.get(&r.host)?.clone())))
+        .collect();
+    if !hosts.is_empty() {
+        out.https = Some(Https {
+            port: ports.https_port,
+            hosts,
+        });
     }
     out.routes.sort_by(|a, b| {
         (&a.host, std::cmp::Reverse(a.path.len()), &a.path).cmp(&(
@@ -293,6 +400,7 @@ pub fn changes(applied: &EdgePlan, next: &EdgePlan) -> EdgeChange {
     }
     let same_shape =
         applied.http_port == next.http_port
+            && applied.https == next.https
             && applied.routes == next.routes
             && applied.tcp == next.tcp
             && applied.backends.len() == next.backends.len()
@@ -345,6 +453,7 @@ pub fn changes(applied: &EdgePlan, next: &EdgePlan) -> EdgeChange {
 /// agent's firewall opens to everyone.
 pub fn ports(plan: &EdgePlan) -> Vec<u16> {
     let mut out: Vec<u16> = plan.http_port.into_iter().collect();
+    out.extend(plan.https.as_ref().map(|h| h.port));
     out.extend(plan.tcp.iter().map(|t| t.port));
     out.sort_unstable();
     out.dedup();

@@ -661,6 +661,10 @@ pub struct AssignmentWatch {
     /// (absent from masters that predate upgrades).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<crate::upgrade::UpgradeOrder>,
+    /// On public agents: the edge's certificates, by host (absent from
+    /// masters that predate them, and for every other role).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edge_certs: Vec<crate::edge::EdgeCert>,
 }
 
 #[cfg(test)]

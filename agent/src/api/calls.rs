@@ -85,6 +85,25 @@ impl ApiClient {
         self.get(&routes::SHOW_FIREWALL.fill(&[name])).await
     }
 
+    /// `GET /v1/edge/certs`.
+    pub async fn list_edge_certs(&self) -> Result<Vec<control::edge::EdgeCertView>> {
+        self.get(&routes::LIST_EDGE_CERTS.fill(&[])).await
+    }
+
+    /// `PUT /v1/edge/certs/{host}`.
+    pub async fn set_edge_cert(
+        &self,
+        host: &str,
+        req: &control::edge::EdgeCertRequest,
+    ) -> Result<control::edge::EdgeCertView> {
+        self.put(&routes::SET_EDGE_CERT.fill(&[host]), req).await
+    }
+
+    /// `DELETE /v1/edge/certs/{host}`.
+    pub async fn remove_edge_cert(&self, host: &str) -> Result<bool> {
+        self.delete(&routes::REMOVE_EDGE_CERT.fill(&[host])).await
+    }
+
     /// `POST /v1/join`.
     pub async fn join(&self, req: &JoinRequest) -> Result<JoinResponse> {
         self.post(&routes::JOIN.fill(&[]), req).await

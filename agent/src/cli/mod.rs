@@ -2,7 +2,7 @@
 //!
 //! One module per noun, each command a few lines that parse, call the
 //! library and add context: [`agent`], [`health`], [`config`], [`cluster`],
-//! [`node`], [`task`], [`app`], [`deployment`], [`image`](self::image), [`user`], [`audit`], and the hidden
+//! [`node`], [`task`], [`app`], [`deployment`], [`edge`], [`image`](self::image), [`user`], [`audit`], and the hidden
 //! [`shim`] commands. What they print goes through [`output`] (a table or `--json`);
 //! how they reach a cluster or this node is [`target`], with the CLI's
 //! [`context`] file. Nothing else in the library depends on this module (one
@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod deployment;
+pub mod edge;
 pub mod health;
 pub mod image;
 pub mod job;
@@ -80,6 +81,11 @@ pub enum Command {
         #[command(subcommand)]
         command: self::deployment::DeploymentCommand,
     },
+    /// The public agents' edge proxy: its certificates.
+    Edge {
+        #[command(subcommand)]
+        command: self::edge::EdgeCommand,
+    },
     /// Push and list the update bundles nodes upgrade from.
     Bundle {
         #[command(subcommand)]
@@ -135,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::App { command } => self::app::run(command),
         Command::Job { command } => self::job::run(command),
         Command::Deployment { command } => self::deployment::run(command),
+        Command::Edge { command } => self::edge::run(command),
         Command::Bundle { command } => self::bundle::run(command),
         Command::Image { command } => self::image::run(command),
         Command::User { command } => self::user::run(command),

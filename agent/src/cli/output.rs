@@ -734,6 +734,32 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// `strata edge cert list`: hosts, names, how long each stays valid.
+pub fn edge_certs(certs: &[control::edge::EdgeCertView], now: u64) -> String {
+    if certs.is_empty() {
+        return "no edge certificates: `strata edge cert set HOST FILE` serves a host over HTTPS\n"
+            .into();
+    }
+    let rows: Vec<Vec<String>> = certs
+        .iter()
+        .map(|c| {
+            let valid = if c.not_after <= now {
+                "EXPIRED".to_string()
+            } else {
+                age(c.not_after - now)
+            };
+            vec![
+                c.host.clone(),
+                c.names.join(","),
+                valid,
+                c.sha256.chars().take(16).collect(),
+                c.set_by.clone(),
+            ]
+        })
+        .collect();
+    table(&["HOST", "NAMES", "VALID FOR", "SHA256", "SET BY"], &rows)
+}
+
 /// A duration in seconds, short.
 pub fn age(seconds: u64) -> String {
     match seconds {

@@ -4,7 +4,8 @@
 //! [`Supervisor::reconcile`], and report each task's state back
 //! (`PUT /v1/tasks/<id>/status`). The break-glass sessions the watch
 //! offers go to [`crate::exec::Sessions`], its upgrade or rollback order
-//! to [`crate::cluster::upgrade::Upgrader`].
+//! to [`crate::cluster::upgrade::Upgrader`], the edge's certificates (on
+//! public agents) to the edge proxy ([`crate::edge`]).
 //!
 //! Everything runs on a thread of its own with a single-threaded async
 //! runtime: the supervisor only spawns per-task shims (separate
@@ -39,6 +40,7 @@ pub fn spawn(
     pull: PullOptions,
     network: Option<TaskNetReceiver>,
     upgrader: Option<crate::cluster::upgrade::Upgrader>,
+    edge_certs: Option<crate::cluster::network::EdgeCertSender>,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("strata-tasks".into())
@@ -54,7 +56,9 @@ pub fn spawn(
                 }
             };
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                rt.block_on(run(state_dir, watch, report, pull, network, upgrader));
+                rt.block_on(run(
+                    state_dir, watch, report, pull, network, upgrader, edge_certs,
+                ));
             }));
             // A dead task follower would leave the node's tasks unmanaged
             // while the node looks healthy: exit, so systemd restarts the
@@ -79,6 +83,7 @@ async fn run(
     pull: PullOptions,
     mut network: Option<TaskNetReceiver>,
     upgrader: Option<crate::cluster::upgrade::Upgrader>,
+    edge_certs: Option<crate::cluster::network::EdgeCertSender>,
 ) {
     // The watch first: break-glass sessions reach a node whose task
     // supervisor or overlay is not up (which is when they are needed), and
@@ -86,7 +91,7 @@ async fn run(
     let (tx, mut rx) = tokio::sync::watch::channel::<Option<Assigned>>(None);
     let watch = Arc::new(watch);
     let exec = crate::exec::Sessions::new(watch.clone(), Some(state_dir.clone()));
-    tokio::spawn(follow(watch, tx, Some(exec), upgrader));
+    tokio::spawn(follow(watch, tx, Some(exec), upgrader, edge_certs));
     let mut supervisor = loop {
         let opened = std::env::current_exe()
             .context("cannot find the strata binary")
@@ -179,6 +184,7 @@ pub(crate) async fn follow(
     tx: tokio::sync::watch::Sender<Option<Assigned>>,
     exec: Option<crate::exec::Sessions>,
     upgrader: Option<crate::cluster::upgrade::Upgrader>,
+    edge_certs: Option<crate::cluster::network::EdgeCertSender>,
 ) {
     crate::api::follow::follow(
         &client,
@@ -190,6 +196,15 @@ pub(crate) async fn follow(
             }
             if let Some(upgrader) = &upgrader {
                 upgrader.offer(w.upgrade.as_ref());
+            }
+            if let Some(certs) = &edge_certs {
+                certs.send_if_modified(|old| {
+                    let changed = *old != w.edge_certs;
+                    if changed {
+                        old.clone_from(&w.edge_certs);
+                    }
+                    changed
+                });
             }
             tx.send_if_modified(|old| {
                 let new = Some(Assigned {

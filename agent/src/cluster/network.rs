@@ -54,10 +54,22 @@ pub struct NodeNet {
     /// The node's firewall, which the daemon applied at boot; `None` under
     /// `strata cluster run-node`.
     pub firewall: Option<Arc<NodeFirewall>>,
-    /// On public agents: the edge proxy, which keeps its files here, and
-    /// its HTTP port.
-    pub edge: Option<(crate::edge::EdgePaths, u16)>,
+    /// On public agents: the edge proxy.
+    pub edge: Option<EdgeNode>,
 }
+
+/// What a public agent's edge proxy needs beside the node watch.
+#[derive(Debug, Clone)]
+pub struct EdgeNode {
+    /// Where it keeps its files.
+    pub paths: crate::edge::EdgePaths,
+    pub ports: control::model::EdgeSettings,
+    /// The certificates, from the task follower's assignment watch.
+    pub certs: tokio::sync::watch::Receiver<Vec<control::edge::EdgeCert>>,
+}
+
+/// Where the task follower hands the edge its certificates.
+pub type EdgeCertSender = tokio::sync::watch::Sender<Vec<control::edge::EdgeCert>>;
 
 /// The running overlay and DNS of the node; dropping it stops following
 /// (the links stay, so traffic is not interrupted by a restart).
@@ -279,9 +291,13 @@ async fn run(node: NodeNet, clients: NetClients, tasks: TaskNetSender) {
     let (vip_tx, vip_rx) = tokio::sync::watch::channel(first_vips);
     let _vips = AbortOnDrop(tokio::spawn(follow_vips(vip_rx, node.subnet)));
     // The edge's thread ends, and HAProxy with it, when its sender goes.
-    let edge = node.edge.clone().and_then(|(paths, http_port)| {
+    let edge = node.edge.clone().and_then(|edge| {
         let (tx, rx) = tokio::sync::watch::channel(first_services);
-        match crate::edge::spawn(paths, http_port, rx, node.firewall.clone()) {
+        let inputs = crate::edge::EdgeInputs {
+            services: rx,
+            certs: edge.certs,
+        };
+        match crate::edge::spawn(edge.paths, edge.ports, inputs, node.firewall.clone()) {
             Ok(_) => Some(tx),
             Err(e) => {
                 tracing::warn!("edge: cannot start the edge's thread: {e}");

@@ -180,6 +180,9 @@ pub async fn run_agent_with(
     let mut tasks_started = false;
     // The overlay hands tasks their network through this once it is up.
     let (tasks_net, _) = tokio::sync::watch::channel(None);
+    // The task follower hands the edge its certificates through this
+    // (public agents).
+    let (edge_certs, _) = tokio::sync::watch::channel(Vec::new());
     // The node's certificate as every client of this agent presents it.
     let mut creds: Option<Credentials> = None;
     loop {
@@ -250,6 +253,7 @@ pub async fn run_agent_with(
                 &endpoints,
                 &registered,
                 &tasks_net,
+                &edge_certs,
                 firewall.as_ref(),
             )?;
         }
@@ -261,7 +265,7 @@ pub async fn run_agent_with(
             // Tasks wait for the overlay when the node has one, so none
             // starts outside it.
             let network = net.is_some().then(|| tasks_net.subscribe());
-            start_tasks(&opts, &creds, &endpoints, pull, network)?;
+            start_tasks(&opts, &creds, &endpoints, pull, network, edge_certs.clone())?;
             tasks_started = true;
         }
         let settings = registered.settings;
@@ -341,6 +345,7 @@ fn start_network(
     endpoints: &[String],
     registered: &Registered,
     tasks_net: &network::TaskNetSender,
+    edge_certs: &network::EdgeCertSender,
     firewall: Option<&Arc<NodeFirewall>>,
 ) -> anyhow::Result<Option<network::Running>> {
     let (Some(settings), Some(subnet)) = (&registered.settings.network, registered.subnet) else {
@@ -374,11 +379,10 @@ fn start_network(
             subnet,
             settings: settings.clone(),
             firewall: firewall.cloned(),
-            edge: (ud.role == configs::Role::Public).then(|| {
-                (
-                    crate::edge::EdgePaths::new(opts.state_dir.join("edge")),
-                    registered.settings.edge.http_port,
-                )
+            edge: (ud.role == configs::Role::Public).then(|| network::EdgeNode {
+                paths: crate::edge::EdgePaths::new(opts.state_dir.join("edge")),
+                ports: registered.settings.edge,
+                certs: edge_certs.subscribe(),
             }),
         },
         network::NetClients { follower, reporter },
@@ -394,6 +398,7 @@ fn start_tasks(
     endpoints: &[String],
     pull: PullOptions,
     network: Option<TaskNetReceiver>,
+    edge_certs: network::EdgeCertSender,
 ) -> anyhow::Result<()> {
     let client = |timeout: Duration| {
         ApiClient::with_credentials(endpoints.to_vec(), creds.clone(), Auth::Tls)
@@ -412,6 +417,7 @@ fn start_tasks(
         pull,
         network,
         Some(upgrader),
+        Some(edge_certs),
     )
 }
 

@@ -35,6 +35,9 @@ pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
         paths.admin().display()
     ));
     line("    hard-stop-after 15m");
+    if plan.https.is_some() {
+        line("    ssl-default-bind-options ssl-min-ver TLSv1.2");
+    }
     line("");
     line("defaults");
     line("    timeout connect 5s");
@@ -51,37 +54,32 @@ pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
         line("    mode http");
         line(&format!("    bind :{port}"));
         line("    option http-keep-alive");
-        for (i, r) in plan.routes.iter().enumerate() {
-            line(&format!(
-                "    acl host{i} req.hdr(host),field(1,:),lower -m str {}",
-                r.host
-            ));
-            if r.path != "/" {
-                line(&format!("    acl path{i} path -m str {}", r.path));
-                line(&format!("    acl under{i} path_beg {}/", r.path));
-            }
-        }
-        for (i, r) in plan.routes.iter().enumerate() {
-            if r.redirect_https {
-                line(&format!(
-                    "    # {}{}: redirected to HTTPS once the host has a certificate",
-                    r.host, r.path
-                ));
-            }
-            let cond = if r.path == "/" {
-                format!("host{i}")
-            } else {
-                format!("host{i} path{i} or host{i} under{i}")
-            };
-            line(&format!("    use_backend {} if {cond}", r.backend));
-        }
-        line(&format!("    default_backend {NO_ROUTE}"));
+        // What a client says of its own protocol is never passed on.
+        line("    http-request set-header X-Forwarded-Proto http");
+        routes(&mut line, plan, false);
         line("");
         line(&format!("backend {NO_ROUTE}"));
         line("    mode http");
         line(
             "    http-request return status 404 content-type text/plain string \"no app is exposed at this host and path\"",
         );
+    }
+    if let Some(https) = &plan.https {
+        line("");
+        line("frontend https");
+        line("    mode http");
+        let crts: String = https
+            .hosts
+            .values()
+            .map(|digest| format!(" crt {}", paths.cert(digest).display()))
+            .collect();
+        line(&format!(
+            "    bind :{} ssl{crts} alpn h2,http/1.1",
+            https.port
+        ));
+        line("    option http-keep-alive");
+        line("    http-request set-header X-Forwarded-Proto https");
+        routes(&mut line, plan, true);
     }
     for t in &plan.tcp {
         line("");
@@ -116,8 +114,96 @@ pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
     out
 }
 
+/// The routing lines of the HTTP frontend (`tls`: the HTTPS one, which
+/// takes the routes of hosts with a certificate): an ACL per route, a
+/// redirect to HTTPS for routes that ask for it (plain HTTP only), then
+/// the backends.
+fn routes(line: &mut impl FnMut(&str), plan: &EdgePlan, tls: bool) {
+    let taken = |r: &&control::edge::Route| !tls || r.tls;
+    for (i, r) in plan.routes.iter().enumerate().filter(|(_, r)| taken(r)) {
+        line(&format!(
+            "    acl host{i} req.hdr(host),field(1,:),lower -m str {}",
+            r.host
+        ));
+        if r.path != "/" {
+            line(&format!("    acl path{i} path -m str {}", r.path));
+            line(&format!("    acl under{i} path_beg {}/", r.path));
+        }
+    }
+    let cond = |i: usize, r: &control::edge::Route| {
+        if r.path == "/" {
+            format!("host{i}")
+        } else {
+            format!("host{i} path{i} or host{i} under{i}")
+        }
+    };
+    if !tls && let Some(https) = &plan.https {
+        for (i, r) in plan
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.redirect_https)
+        {
+            let to = if https.port == 443 {
+                "scheme https".to_string()
+            } else {
+                format!("prefix https://%[req.hdr(host),field(1,:)]:{}", https.port)
+            };
+            line(&format!(
+                "    http-request redirect {to} code 301 if {}",
+                cond(i, r)
+            ));
+        }
+    }
+    for (i, r) in plan.routes.iter().enumerate().filter(|(_, r)| taken(r)) {
+        line(&format!("    use_backend {} if {}", r.backend, cond(i, r)));
+    }
+    line(&format!("    default_backend {NO_ROUTE}"));
+}
+
 #[cfg(test)]
 mod tests {
+    /// A redirect to an HTTPS port other than 443 names the port.
+    #[test]
+    fn a_redirect_to_another_port_names_it() {
+        let services = [control::service::Service {
+            app: control::app::AppId::resolve(&control::app::AppId::root(), "/web").expect("id"),
+            port: 0,
+            protocol: control::app::Protocol::Tcp,
+            expose: vec![control::app::Exposure::Http {
+                host: "web.test".into(),
+                path: "/".into(),
+                redirect_https: true,
+            }],
+            vips: vec![],
+            checked: true,
+            backends: vec![],
+        }];
+        let plan = control::edge::plan(
+            &services,
+            control::model::EdgeSettings {
+                http_port: 8080,
+                https_port: 8443,
+            },
+            &[("web.test".to_string(), "d1".to_string())].into(),
+            None,
+        );
+        let text = super::render(&plan, &super::EdgePaths::new("/e".into()));
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("redirect") || l.contains("bind"))
+            .collect();
+        expect_test::expect![[r#"
+            [
+                "    ssl-default-bind-options ssl-min-ver TLSv1.2",
+                "    bind :8080",
+                "    http-request redirect prefix https://%[req.hdr(host),field(1,:)]:8443 code 301 if host0",
+                "    bind :8443 ssl crt /e/certs/d1.pem alpn h2,http/1.1",
+            ]
+        "#]]
+        .assert_debug_eq(&lines);
+    }
+
     use std::path::PathBuf;
 
     use control::app::{AppId, Exposure, Protocol};
@@ -158,14 +244,23 @@ mod tests {
                 backend("web.2", "10.200.2.2:8080", BackendState::Draining),
             ],
         }];
-        let plan = control::edge::plan(&services, 80, None);
+        let plan = control::edge::plan(
+            &services,
+            control::model::EdgeSettings {
+                http_port: 80,
+                https_port: 443,
+            },
+            &[("shop.test".to_string(), "d1".to_string())].into(),
+            None,
+        );
         let paths = EdgePaths::new(PathBuf::from("/run/strata/edge"));
-        expect![[r#"
+        expect![[r##"
             # Written by the Strata agent from the cluster's services: do not edit.
             global
                 master-worker
                 stats socket /run/strata/edge/admin.sock mode 600 level admin expose-fd listeners
                 hard-stop-after 15m
+                ssl-default-bind-options ssl-min-ver TLSv1.2
 
             defaults
                 timeout connect 5s
@@ -181,11 +276,12 @@ mod tests {
                 mode http
                 bind :80
                 option http-keep-alive
+                http-request set-header X-Forwarded-Proto http
                 acl host0 req.hdr(host),field(1,:),lower -m str shop.test
                 acl path0 path -m str /api
                 acl under0 path_beg /api/
                 acl host1 req.hdr(host),field(1,:),lower -m str shop.test
-                # shop.test/api: redirected to HTTPS once the host has a certificate
+                http-request redirect scheme https code 301 if host0 path0 or host0 under0
                 use_backend shop.web.p0.http if host0 path0 or host0 under0
                 use_backend shop.web.p0.http if host1
                 default_backend strata.no-route
@@ -193,6 +289,19 @@ mod tests {
             backend strata.no-route
                 mode http
                 http-request return status 404 content-type text/plain string "no app is exposed at this host and path"
+
+            frontend https
+                mode http
+                bind :443 ssl crt /run/strata/edge/certs/d1.pem alpn h2,http/1.1
+                option http-keep-alive
+                http-request set-header X-Forwarded-Proto https
+                acl host0 req.hdr(host),field(1,:),lower -m str shop.test
+                acl path0 path -m str /api
+                acl under0 path_beg /api/
+                acl host1 req.hdr(host),field(1,:),lower -m str shop.test
+                use_backend shop.web.p0.http if host0 path0 or host0 under0
+                use_backend shop.web.p0.http if host1
+                default_backend strata.no-route
 
             frontend tcp-10100
                 mode tcp
@@ -224,7 +333,7 @@ mod tests {
                 server s5 0.0.0.0:0 disabled
                 server s6 0.0.0.0:0 disabled
                 server s7 0.0.0.0:0 disabled
-        "#]]
+        "##]]
         .assert_eq(&render(&plan, &paths));
     }
 }

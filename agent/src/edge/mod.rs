@@ -16,16 +16,23 @@
 //! ports the edge listens on ([`crate::firewall::NodeFirewall::set_edge`]).
 //! Every [`RESYNC`] the plan is applied again from scratch if HAProxy's
 //! servers drifted from it (a worker restarted, a command lost).
+//!
+//! Certificates (from the node's assignment watch) are files named by the
+//! digest of their PEM, 0600 under `<dir>/certs/`, written before the
+//! configuration that names them and removed once a configuration that
+//! does not is in force; a new or renewed certificate reloads.
 
 pub mod haproxy;
 pub mod runtime;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use control::edge::{EdgeChange, EdgePlan};
+use control::edge::{EdgeCert, EdgeChange, EdgePlan};
+use control::model::EdgeSettings;
 use control::service::Service;
 
 use crate::firewall::NodeFirewall;
@@ -61,6 +68,17 @@ impl EdgePaths {
     pub fn admin(&self) -> PathBuf {
         self.dir.join("admin.sock")
     }
+
+    /// Where the certificates are (0700).
+    pub fn certs(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    /// The file of the certificate whose PEM has `digest`
+    /// ([`control::edge::tls_digest`]: hex, never a path of its own).
+    pub fn cert(&self, digest: &str) -> PathBuf {
+        self.certs().join(format!("{digest}.pem"))
+    }
 }
 
 /// What went wrong with the edge proxy.
@@ -87,6 +105,8 @@ pub enum EdgeError {
     NoWorker { path: PathBuf, last: String },
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("the plan serves {host} over HTTPS but the edge holds no certificate for it")]
+    NoCert { host: String },
 }
 
 /// The running proxy and the plan it serves.
@@ -98,6 +118,8 @@ pub struct Edge {
     applied: Option<EdgePlan>,
     /// The next [`Edge::apply`] reloads (HAProxy drifted from `applied`).
     reload_next: bool,
+    /// The certificates the plans may name: digest to PEM.
+    certs: BTreeMap<String, String>,
 }
 
 /// What [`Edge::apply`] did.
@@ -121,7 +143,17 @@ impl Edge {
             worker: None,
             applied: None,
             reload_next: false,
+            certs: BTreeMap::new(),
         }
+    }
+
+    /// The certificates the next plans may serve (a plan names each by its
+    /// [`control::edge::tls_digest`]).
+    pub fn set_certs(&mut self, certs: &[EdgeCert]) {
+        self.certs = certs
+            .iter()
+            .map(|c| (control::edge::tls_digest(c), c.pem.clone()))
+            .collect();
     }
 
     /// The plan in force, if any.
@@ -193,6 +225,7 @@ impl Edge {
             source,
         };
         std::fs::create_dir_all(self.paths.dir()).map_err(write_err)?;
+        self.write_certs(plan)?;
         std::fs::write(&tmp, haproxy::render(plan, &self.paths)).map_err(write_err)?;
         let check = Command::new(HAPROXY)
             .args(["-c", "-q", "-f"])
@@ -209,7 +242,70 @@ impl Edge {
                 .join("; ");
             return Err(EdgeError::Refused { path: tmp, output });
         }
-        std::fs::rename(&tmp, &path).map_err(write_err)
+        std::fs::rename(&tmp, &path).map_err(write_err)?;
+        self.prune_certs(plan);
+        Ok(())
+    }
+
+    /// Writes the certificates `plan` serves (0600, in a 0700 directory),
+    /// each under its digest: a file in use is never rewritten.
+    fn write_certs(&self, plan: &EdgePlan) -> Result<(), EdgeError> {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        let Some(https) = &plan.https else {
+            return Ok(());
+        };
+        let dir = self.paths.certs();
+        let write_err = |path: PathBuf| move |source| EdgeError::Write { path, source };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(write_err(dir.clone()))?;
+        for (host, digest) in &https.hosts {
+            let pem = self
+                .certs
+                .get(digest)
+                .ok_or_else(|| EdgeError::NoCert { host: host.clone() })?;
+            let path = self.paths.cert(digest);
+            if path.exists() {
+                continue;
+            }
+            let tmp = path.with_extension("pem.new");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(write_err(tmp.clone()))?;
+            std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(write_err(tmp.clone()))?;
+            std::fs::rename(&tmp, &path).map_err(write_err(path.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the certificate files `plan` (now in force) does not name.
+    fn prune_certs(&self, plan: &EdgePlan) {
+        let Ok(entries) = std::fs::read_dir(self.paths.certs()) else {
+            return;
+        };
+        let keep: Vec<PathBuf> = plan
+            .https
+            .iter()
+            .flat_map(|h| h.hosts.values())
+            .map(|d| self.paths.cert(d))
+            .collect();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !keep.contains(&path)
+                && let Err(e) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(
+                    "edge: cannot remove the old certificate {}: {e}",
+                    path.display()
+                );
+            }
+        }
     }
 
     fn start(&mut self) -> Result<(), EdgeError> {
@@ -286,16 +382,38 @@ impl Drop for Edge {
     }
 }
 
-/// Keeps the node's edge proxy in line with the services `rx` holds,
-/// serving HTTP on `http_port`, and the firewall's edge ports with it, on
+/// What the edge follows: the services of the node watch and the
+/// certificates of the assignment watch.
+pub struct EdgeInputs {
+    pub services: tokio::sync::watch::Receiver<Vec<Service>>,
+    pub certs: tokio::sync::watch::Receiver<Vec<EdgeCert>>,
+}
+
+impl EdgeInputs {
+    /// Waits for either input to change, at most `wait`: whether one did,
+    /// `None` once the services' sender is gone.
+    async fn changed(&mut self, wait: Duration) -> Option<bool> {
+        tokio::select! {
+            r = self.services.changed() => r.ok().map(|()| true),
+            // A certificate sender that is gone (the task follower ended)
+            // leaves the last certificates in force.
+            Ok(()) = self.certs.changed() => Some(true),
+            () = tokio::time::sleep(wait) => Some(false),
+        }
+    }
+}
+
+/// Keeps the node's edge proxy in line with its `inputs`, serving on
+/// `ports`, and the firewall's edge ports with it, on
 /// a thread of its own: HAProxy is that thread's child and gets SIGTERM
 /// when it ends (`PR_SET_PDEATHSIG` follows the thread that forked), which
-/// is when the sender is dropped or the agent exits. Failures are logged
-/// and tried again with backoff. Call from within a tokio runtime.
+/// is when the services' sender is dropped or the agent exits. Failures
+/// are logged and tried again with backoff. Call from within a tokio
+/// runtime.
 pub fn spawn(
     paths: EdgePaths,
-    http_port: u16,
-    mut rx: tokio::sync::watch::Receiver<Vec<Service>>,
+    ports: EdgeSettings,
+    mut inputs: EdgeInputs,
     firewall: Option<Arc<NodeFirewall>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let handle = tokio::runtime::Handle::current();
@@ -305,15 +423,20 @@ pub fn spawn(
             let mut edge = Edge::new(paths);
             let mut backoff =
                 crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            let changed = |inputs: &mut EdgeInputs, wait| handle.block_on(inputs.changed(wait));
             loop {
-                let services = rx.borrow_and_update().clone();
-                let next = control::edge::plan(&services, http_port, edge.applied());
+                let services = inputs.services.borrow_and_update().clone();
+                let certs = inputs.certs.borrow_and_update().clone();
+                edge.set_certs(&certs);
+                let hosts = control::edge::tls_hosts(&certs);
+                let next = control::edge::plan(&services, ports, &hosts, edge.applied());
                 match edge.apply(&next) {
                     Ok(applied) => {
                         if applied != Applied::Nothing {
                             tracing::info!(
-                                "edge: {applied:?}: {} route(s), {} TCP port(s), {} backend(s), {} ready server(s)",
+                                "edge: {applied:?}: {} route(s), {} HTTPS host(s), {} TCP port(s), {} backend(s), {} ready server(s)",
                                 next.routes.len(),
+                                next.https.as_ref().map_or(0, |h| h.hosts.len()),
                                 next.tcp.len(),
                                 next.backends.len(),
                                 next.backends
@@ -329,12 +452,10 @@ pub fn spawn(
                             tracing::warn!("edge: cannot open the edge's ports in the firewall: {e:#}");
                         }
                         backoff.reset();
-                        let woke = handle
-                            .block_on(async { tokio::time::timeout(RESYNC, rx.changed()).await });
-                        match woke {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return,
-                            Err(_) => {
+                        match changed(&mut inputs, RESYNC) {
+                            Some(true) => {}
+                            None => return,
+                            Some(false) => {
                                 if edge.drifted() {
                                     tracing::warn!(
                                         "edge: {HAPROXY}'s servers drifted from the plan; reloading"
@@ -347,10 +468,7 @@ pub fn spawn(
                     Err(e) => {
                         tracing::warn!("edge: {e}");
                         let wait = backoff.advance();
-                        let closed = handle.block_on(async {
-                            tokio::time::timeout(wait, rx.changed()).await
-                        });
-                        if matches!(closed, Ok(Err(_))) {
+                        if changed(&mut inputs, wait).is_none() {
                             return;
                         }
                     }

@@ -50,6 +50,9 @@ const CORDONS: &str = "/strata/cordons/";
 /// Each node's firewall in force, as it reported it
 /// (`control::firewall::FirewallReport`).
 const FIREWALLS: &str = "/strata/firewalls/";
+/// The edge's certificates, by host (`control::edge::EdgeCert`): public
+/// agents get them in their assignment watch.
+const EDGE_CERTS: &str = "/strata/edge/certs/";
 /// The last certificate rotation an admin asked for.
 const CERT_ROTATION: &str = "/strata/cert-rotation";
 /// Each master's API certificate: `<name>`.
@@ -601,6 +604,29 @@ impl Store {
                 None,
             )]);
         Ok(self.txn(txn).await?.succeeded())
+    }
+
+    /// Stores the edge's certificate of `cert.view.host`, replacing any.
+    pub async fn put_edge_cert(&self, cert: &control::edge::EdgeCert) -> Result<(), Error> {
+        self.put(
+            format!("{EDGE_CERTS}{}", cert.view.host),
+            record_json(cert),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every edge certificate: host to its record.
+    pub async fn edge_certs(&self) -> Result<BTreeMap<String, control::edge::EdgeCert>, Error> {
+        self.decode_prefix(EDGE_CERTS).await
+    }
+
+    /// Removes the edge's certificate of `host`; returns whether there was
+    /// one.
+    pub async fn delete_edge_cert(&self, host: &str) -> Result<bool, Error> {
+        let resp = self.delete(format!("{EDGE_CERTS}{host}"), None).await?;
+        Ok(resp.deleted() > 0)
     }
 
     /// The firewall node `name` last reported, if any.
@@ -1226,8 +1252,9 @@ async fn follow_changes(
                     // Exec sessions reach nodes in their assignment watch.
                     let key = String::from_utf8_lossy(kv.key());
                     // So do drains, which stop a node's pinned tasks.
-                    // And upgrade orders.
+                    // And upgrade orders, and the edge's certificates.
                     if key.starts_with(TASKS)
+                        || key.starts_with(EDGE_CERTS)
                         || key.starts_with(EXEC)
                         || key.starts_with(CORDONS)
                         || key.starts_with(upgrades::UPGRADES)

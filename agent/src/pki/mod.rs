@@ -16,6 +16,8 @@ use rcgen::{
 use ring::rand::SecureRandom;
 use x509_parser::prelude::FromDer;
 
+pub mod edge;
+
 /// Prefix and version of join tokens.
 pub const JOIN_TOKEN_PREFIX: &str = "strata-join.v1.";
 /// Prefix and version of CLI bearer tokens.

@@ -126,6 +126,7 @@ async fn sim_agent(
         tx,
         None,
         None,
+        None,
     )));
     let _assignments = AbortOnDrop(tokio::spawn(async move {
         // Counts the answers that changed the assignments (the follower

@@ -33,14 +33,24 @@ fn service(app: &str, port: usize, expose: Vec<Exposure>, backends: Vec<Backend>
     }
 }
 
+const PORTS: EdgeSettings = EdgeSettings {
+    http_port: 80,
+    https_port: 443,
+};
+
 fn show(plan: &EdgePlan) -> String {
     let mut out = String::new();
     if let Some(p) = plan.http_port {
         out += &format!("http :{p}\n");
     }
+    if let Some(h) = &plan.https {
+        let hosts: Vec<String> = h.hosts.iter().map(|(h, d)| format!("{h} ({d})")).collect();
+        out += &format!("https :{} {}\n", h.port, hosts.join(", "));
+    }
     for r in &plan.routes {
         let redirect = if r.redirect_https { " (to https)" } else { "" };
-        out += &format!("  {}{} -> {}{redirect}\n", r.host, r.path, r.backend);
+        let tls = if r.tls { " +tls" } else { "" };
+        out += &format!("  {}{} -> {}{tls}{redirect}\n", r.host, r.path, r.backend);
     }
     for t in &plan.tcp {
         out += &format!("tcp :{} -> {}\n", t.port, t.backend);
@@ -57,7 +67,7 @@ fn show(plan: &EdgePlan) -> String {
 }
 
 fn check(services: &[Service], previous: Option<&EdgePlan>, expected: Expect) -> EdgePlan {
-    let plan = plan(services, 80, previous);
+    let plan = plan(services, PORTS, &TlsHosts::new(), previous);
     expected.assert_eq(&show(&plan));
     plan
 }
@@ -112,7 +122,7 @@ fn routes_longest_path_first_and_a_backend_per_mode() {
         None,
         expect![[r#"
             http :80
-              blog.test/ -> blog.p1.http (to https)
+              blog.test/ -> blog.p1.http
               shop.test/api -> shop.web.p0.http
               shop.test/ -> shop.web.p0.http
             tcp :10100 -> shop.web.p0.tcp
@@ -148,7 +158,7 @@ fn instances_keep_their_slots_and_churn_needs_no_reload() {
         None,
         expect![[r#"
             http :80
-              blog.test/ -> blog.p1.http (to https)
+              blog.test/ -> blog.p1.http
               shop.test/api -> shop.web.p0.http
               shop.test/ -> shop.web.p0.http
             tcp :10100 -> shop.web.p0.tcp
@@ -171,7 +181,7 @@ fn instances_keep_their_slots_and_churn_needs_no_reload() {
         Some(&first),
         expect![[r#"
             http :80
-              blog.test/ -> blog.p1.http (to https)
+              blog.test/ -> blog.p1.http
               shop.test/api -> shop.web.p0.http
               shop.test/ -> shop.web.p0.http
             tcp :10100 -> shop.web.p0.tcp
@@ -201,7 +211,8 @@ fn instances_keep_their_slots_and_churn_needs_no_reload() {
             "10.200.2.4:8080",
             BackendState::Ready,
         )]),
-        80,
+        PORTS,
+        &TlsHosts::new(),
         Some(&second),
     );
     check_changes(
@@ -223,7 +234,8 @@ fn a_new_route_or_more_instances_than_slots_reload() {
             "10.200.1.2:8080",
             BackendState::Ready,
         )]),
-        80,
+        PORTS,
+        &TlsHosts::new(),
         None,
     );
     let mut routes = shop(vec![backend(
@@ -232,7 +244,11 @@ fn a_new_route_or_more_instances_than_slots_reload() {
         BackendState::Ready,
     )]);
     routes[0].expose.push(http("www.shop.test", "/"));
-    check_changes(&one, &plan(&routes, 80, Some(&one)), expect!["reload\n"]);
+    check_changes(
+        &one,
+        &plan(&routes, PORTS, &TlsHosts::new(), Some(&one)),
+        expect!["reload\n"],
+    );
 
     // Up to 8 instances fit the 8 slots of the first plan; a ninth grows
     // them.
@@ -245,7 +261,7 @@ fn a_new_route_or_more_instances_than_slots_reload() {
             )
         })
         .collect();
-    let surge = plan(&shop(eight), 80, Some(&one));
+    let surge = plan(&shop(eight), PORTS, &TlsHosts::new(), Some(&one));
     assert_eq!(surge.backends[1].slots.len(), 8, "{}", show(&surge));
     assert!(matches!(changes(&one, &surge), EdgeChange::Runtime(_)));
     let many: Vec<Backend> = (1..=9)
@@ -257,7 +273,7 @@ fn a_new_route_or_more_instances_than_slots_reload() {
             )
         })
         .collect();
-    let grown = plan(&shop(many), 80, Some(&one));
+    let grown = plan(&shop(many), PORTS, &TlsHosts::new(), Some(&one));
     assert_eq!(grown.backends[1].slots.len(), 32, "{}", show(&grown));
     assert_eq!(
         grown.backends[1].slots[0].as_ref().map(|s| s.task.as_str()),
@@ -272,8 +288,70 @@ fn a_new_route_or_more_instances_than_slots_reload() {
             "10.200.1.2:8080",
             BackendState::Ready,
         )]),
-        80,
+        PORTS,
+        &TlsHosts::new(),
         Some(&grown),
     );
     assert_eq!(back.backends[1].slots.len(), 32);
+}
+
+/// A host with a certificate is served over HTTPS too, and only its
+/// routes that ask for it redirect plain HTTP; a host without one stays
+/// plain. A new certificate reloads; its port is opened.
+#[test]
+fn https_only_for_hosts_with_a_certificate() {
+    let ready = vec![backend("web.1", "10.200.1.2:8080", BackendState::Ready)];
+    let mut services = shop(ready);
+    services[0].expose = vec![
+        Exposure::Http {
+            host: "shop.test".into(),
+            path: "/".into(),
+            redirect_https: true,
+        },
+        Exposure::Http {
+            host: "plain.test".into(),
+            path: "/".into(),
+            redirect_https: true,
+        },
+    ];
+    let certs: TlsHosts = [
+        ("shop.test".to_string(), "d1".to_string()),
+        ("unrouted.test".to_string(), "d2".to_string()),
+    ]
+    .into();
+    let first = plan(&services, PORTS, &certs, None);
+    expect![[r#"
+        http :80
+        https :443 shop.test (d1)
+          blog.test/ -> blog.p1.http
+          plain.test/ -> shop.web.p0.http
+          shop.test/ -> shop.web.p0.http +tls (to https)
+        backend blog.p1.http http (8 slots)
+          s0 blog.1 10.200.2.2:8080 ready
+        backend shop.web.p0.http http (8 slots)
+          s0 web.1 10.200.1.2:8080 ready
+    "#]]
+    .assert_eq(&show(&first));
+    assert_eq!(ports(&first), vec![80, 443]);
+    let renewed: TlsHosts = [("shop.test".to_string(), "d3".to_string())].into();
+    check_changes(
+        &first,
+        &plan(&services, PORTS, &renewed, Some(&first)),
+        expect!["reload\n"],
+    );
+    let none = plan(&services, PORTS, &TlsHosts::new(), Some(&first));
+    assert_eq!(none.https, None);
+    assert!(none.routes.iter().all(|r| !r.tls && !r.redirect_https));
+    assert_eq!(ports(&none), vec![80]);
+}
+
+/// A certificate record from a newer writer reads; the view never holds
+/// the PEM.
+#[test]
+fn cert_records_read_and_views_hold_no_key() {
+    let json = r#"{"format":9,"host":"shop.test","pem":"-----BEGIN CERTIFICATE-----","sha256":"ab","names":["shop.test"],"not_after":2000000000,"set_by":"ops","set_at":1,"source":{"kind":"secret"}}"#;
+    let cert: EdgeCert = serde_json::from_str(json).expect("a newer record reads");
+    assert_eq!(cert.view.host, "shop.test");
+    let view = serde_json::to_string(&cert.view).expect("view");
+    assert!(!view.contains("BEGIN"), "{view}");
 }

@@ -250,6 +250,13 @@ impl Needs for UpgradeNodes {
     const WHAT: &'static str = "push bundles and upgrade nodes";
 }
 
+/// `PUT` and `DELETE /v1/edge/certs/{host}`.
+pub struct SetEdgeCerts;
+impl Needs for SetEdgeCerts {
+    const PERMISSION: Permission = Permission::Deploy;
+    const WHAT: &'static str = "set the edge's certificates";
+}
+
 /// `user` when its role grants what `N` needs.
 fn permit<N: Needs>(user: User) -> Result<User, ApiError> {
     if user.role.grants(N::PERMISSION) {
@@ -415,6 +422,9 @@ mod tests {
         check::<ReadAuditLog>(api::LIST_AUDIT);
         check::<ExecOnNodes>(api::EXEC_NODE);
         check::<RotateCerts>(api::ROTATE_CERTS);
+        check::<SetEdgeCerts>(api::SET_EDGE_CERT);
+        check::<SetEdgeCerts>(api::REMOVE_EDGE_CERT);
+        check::<ReadState>(api::LIST_EDGE_CERTS);
         for route in [
             api::LIST_APPS,
             api::SHOW_APP,

@@ -134,6 +134,11 @@ pub enum ApiError {
     BadApp(String),
     #[error("drain: {0}")]
     BadDrain(String),
+    /// A certificate for the edge the API refuses.
+    #[error("the certificate for {host} is refused: {reason}")]
+    BadCert { host: String, reason: String },
+    #[error("no edge certificate for {0}: `strata edge cert list` shows the hosts that have one")]
+    NoSuchCert(String),
     /// An update bundle the master refuses (it does not verify with the
     /// images' key, is too large, or ends early).
     #[error("bundle refused: {0}")]
@@ -234,6 +239,7 @@ impl ApiError {
             | BadApp(_)
             | BadJob(_)
             | BadDrain(_)
+            | BadCert { .. }
             | BadBundle(_)
             | BadPath(_) => StatusCode::BAD_REQUEST,
             OrderRefused(control::upgrade::OrderRefused::Busy { .. }) => StatusCode::CONFLICT,
@@ -268,6 +274,7 @@ impl ApiError {
             | RunEnded { .. } => StatusCode::CONFLICT,
             NotJoined(_)
             | NoSuchNode(_)
+            | NoSuchCert(_)
             | NoFirewallReport(_)
             | TaskNodeUnknown { .. }
             | NoSuchTask(_)
@@ -332,6 +339,8 @@ impl ApiError {
             ExecNotAttached { .. } => "exec-not-attached",
             BadApp(_) => "bad-app",
             BadDrain(_) => "bad-drain",
+            BadCert { .. } => "bad-cert",
+            NoSuchCert(_) => "no-such-cert",
             BadBundle(_) => "bad-bundle",
             NoSuchBundle(_) => "no-such-bundle",
             NoBundleStore => "no-bundle-store",

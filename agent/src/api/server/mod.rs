@@ -34,15 +34,19 @@ use tower::ServiceExt;
 use crate::etcd::Store;
 use crate::pki::{self, Ca, CertInfo};
 use error::ApiError;
-use routes::{apps, audit_log, bundles, cluster, exec, jobs, join, nodes, tasks, tokens, watch};
+use routes::{
+    apps, audit_log, bundles, cluster, edge, exec, jobs, join, nodes, tasks, tokens, watch,
+};
 
-/// Every task and every break-glass session waiting for its node, as the
-/// assignment long-polls last read them.
+/// Every task and every break-glass session waiting for its node, the
+/// drains, upgrade orders and the edge's certificates, as the assignment
+/// long-polls last read them.
 type Assignments = (
     BTreeMap<String, TaskRecord>,
     Vec<control::exec::ExecSession>,
     BTreeMap<String, control::model::Cordon>,
     BTreeMap<String, control::upgrade::UpgradeOrder>,
+    Vec<control::edge::EdgeCert>,
 );
 
 /// What the handlers share.
@@ -311,6 +315,9 @@ fn handlers() -> Vec<(Route, MethodRouter<Arc<ApiState>>)> {
         mount(api_routes::REPORT_UPGRADE, bundles::report_upgrade),
         mount(api_routes::REPORT_FIREWALL, nodes::report_firewall),
         mount(api_routes::SHOW_FIREWALL, nodes::show_firewall),
+        mount(api_routes::LIST_EDGE_CERTS, edge::list_edge_certs),
+        mount(api_routes::SET_EDGE_CERT, edge::set_edge_cert),
+        mount(api_routes::REMOVE_EDGE_CERT, edge::remove_edge_cert),
         mount(api_routes::START_ROLLOUT, bundles::start_rollout),
         mount(api_routes::RESUME_ROLLOUT, bundles::resume_rollout),
         mount(api_routes::CANCEL_ROLLOUT, bundles::cancel_rollout),

@@ -2,7 +2,8 @@
 //! which every node follows for the overlay, DNS and the services its
 //! edge and VIPs route to (`control::service`), and a node's
 //! assignments (`GET /v1/watch/assignments/{after}`), with the break-glass
-//! sessions waiting for it. Both wait on the
+//! sessions waiting for it (and, on public agents, the edge's
+//! certificates with their keys). Both wait on the
 //! master's one shared etcd watch and answer from a read shared by every
 //! poll the same change woke (`SharedRead`).
 
@@ -91,7 +92,7 @@ pub async fn watch_assignments(
     Path(after): Path<i64>,
 ) -> Result<Json<AssignmentWatch>, ApiError> {
     let cert = node.0;
-    check_registered(&state, &cert).await?;
+    let record = check_registered(&state, &cert).await?;
     if after > 0 {
         state.store.wait_task_change(after, WATCH_WAIT).await;
     }
@@ -104,10 +105,11 @@ pub async fn watch_assignments(
             let exec = state.store.list_exec().await?;
             let cordons = state.store.cordons().await?;
             let upgrades = state.store.upgrades().await?;
-            Ok((revision, Arc::new((tasks, exec, cordons, upgrades))))
+            let certs = state.store.edge_certs().await?.into_values().collect();
+            Ok((revision, Arc::new((tasks, exec, cordons, upgrades, certs))))
         })
         .await?;
-    let (all, exec, cordons, upgrades) = &*all;
+    let (all, exec, cordons, upgrades, certs) = &*all;
     // A drained node stops its pinned tasks (and reports them stopped) as
     // it stops what the scheduler stops; they start again when it is
     // uncordoned, their records never gone. Its app instances run until
@@ -130,5 +132,11 @@ pub async fn watch_assignments(
         stopping,
         exec,
         upgrade: upgrades.get(&cert.common_name).cloned(),
+        // Keys go to the nodes that serve them, and to no other.
+        edge_certs: if record.info.role == configs::Role::Public {
+            certs.clone()
+        } else {
+            Vec::new()
+        },
     }))
 }
