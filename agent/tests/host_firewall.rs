@@ -235,9 +235,11 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     dropped(&stranger, (ip("agent-1"), 9464).into());
     dropped(&stranger, (ip("agent-1"), CLOSED).into());
     let https: SocketAddr = (Ipv4Addr::UNSPECIFIED, 443).into();
-    let _https_on_public = listen(c.ns("agent-2"), https);
+    let https_on_public = listen(c.ns("agent-2"), https);
     dropped(c.ns("agent-1"), (ip("agent-2"), 443).into());
     dropped(&stranger, (ip("agent-2"), 443).into());
+    // The edge binds 443 once a host has a certificate (below).
+    drop(https_on_public);
     // The API stays open to every source on the master.
     answers(&stranger, api);
 
@@ -362,11 +364,12 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
         },
     );
     assert!(got.body.starts_with("ok web"), "{got:?}");
-    let text = c.cli_ok(&["node", "firewall", "agent-2"]);
-    assert!(
-        text.contains("accept tcp 80, 443 from anywhere (the edge's exposed ports)"),
-        "agent-2's firewall:\n{text}"
-    );
+    // The report of the new ruleset follows it.
+    c.wait("agent-2 reports 443 open", Duration::from_secs(30), || {
+        let text = c.cli_ok(&["node", "firewall", "agent-2"]);
+        text.contains("accept tcp 80, 443 from anywhere (the edge's exposed ports)")
+            .then_some(())
+    });
     let listed = c.cli_ok(&["edge", "cert", "list"]);
     assert!(
         listed.contains("web.test") && !listed.contains("PRIVATE"),

@@ -480,10 +480,13 @@ impl TestCluster {
             .map(|s| s.to_string())
             .collect();
         full.push(self.strata.display().to_string());
-        full.extend(args[..2].iter().map(|s| s.to_string()));
+        // `--context` follows the command's words: two, or three for the
+        // nouns with nouns (`edge cert set`).
+        let words = if args[0] == "edge" { 3 } else { 2 };
+        full.extend(args[..words].iter().map(|s| s.to_string()));
         full.push("--context".into());
         full.push(self.context.display().to_string());
-        full.extend(args[2..].iter().map(|s| s.to_string()));
+        full.extend(args[words..].iter().map(|s| s.to_string()));
         full
     }
 
