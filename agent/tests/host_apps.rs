@@ -615,9 +615,138 @@ fn apps_are_kept_running_by_the_scheduler() {
     assert!(!c.cli_ok(&["node", "list"]).contains("Drained"));
     c.cli_ok(&["task", "stop", "pinned-1"]);
 
+    unhealthy_leaves_the_vip(&c, &victim);
+
     // Removed: every instance stops, then the app goes.
     c.cli_ok(&["app", "remove", "/shop/web"]);
     c.wait("the app gone", Duration::from_secs(60), || {
         (c.cli_ok(&["app", "list", "--json"]).trim() == "[]").then_some(())
     });
+}
+
+/// An instance that fails its health check leaves the VIP: its page goes
+/// (busybox's httpd then answers 404), its node's next check finds it
+/// unhealthy, and every node stops sending it new connections. A thread
+/// watches the API for the unhealthy report while `client_ns` (a node's
+/// namespace: its own connections take the VIP's output hook) connects to
+/// the VIP every 10 ms; the figures are printed. The app's instances have
+/// HTTP checks (1 s apart) when this runs.
+fn unhealthy_leaves_the_vip(c: &TestCluster, client_ns: &str) {
+    let a = app(c).expect("app");
+    assert!(a.instances.len() >= 2, "{a:#?}");
+    output(
+        std::path::Path::new("ip"),
+        &[
+            "-n",
+            c.ns(client_ns),
+            "route",
+            "replace",
+            "198.18.0.0/16",
+            "dev",
+            "strata-br",
+        ],
+    )
+    .expect("a route to the VIP range");
+    let client = agent::overlay::netns::path(c.ns(client_ns));
+    let vip: std::net::SocketAddr = ([198, 18, 0, 3], 80).into();
+    let ask = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).ok()?;
+        body.lines().last().map(|l| l.trim().to_string())
+    };
+    c.wait(
+        "the VIP answers every instance",
+        Duration::from_secs(30),
+        || {
+            agent::overlay::netns::run_in(Some(&client), || {
+                let seen: std::collections::BTreeSet<String> =
+                    (0..40).filter_map(|_| ask()).collect();
+                Ok(a.instances
+                    .iter()
+                    .all(|i| seen.contains(&format!("ok {}", i.id))))
+            })
+            .ok()
+            .filter(|all| *all)
+        },
+    );
+    let victim = a.instances[0].clone();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(&c.strata)
+        .args(["task", "exec", &victim.id, "--state-dir"])
+        .arg(c.state_dir(&victim.node))
+        .args(["--", "busybox", "rm", "/www/index.html"])
+        .output()
+        .expect("strata task exec runs");
+    assert!(out.status.success(), "{out:?}");
+    let seen_unhealthy = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            while started.elapsed() < Duration::from_secs(20) {
+                let unhealthy = app(c).is_some_and(|a| {
+                    a.instances
+                        .iter()
+                        .any(|i| i.id == victim.id && i.health == Health::Unhealthy)
+                });
+                if unhealthy {
+                    return Some(started.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        });
+        // The last connection the VIP gave the failing instance: an answer
+        // that is not an instance's page (its 404), or no answer at all.
+        let last_sent = agent::overlay::netns::run_in(Some(&client), || {
+            let (mut last, mut failed) = (None, 0);
+            let mut clean_since = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                match ask() {
+                    Some(body) if body.starts_with("ok ") => {}
+                    other => {
+                        failed += usize::from(other.is_none());
+                        last = Some(started.elapsed());
+                        clean_since = std::time::Instant::now();
+                    }
+                }
+                if last.is_some() && clean_since.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(last.map(|l| (l, failed)))
+        })
+        .expect("in the client's namespace");
+        let unhealthy = watcher.join().expect("the watcher");
+        (unhealthy, last_sent)
+    });
+    let (Some(unhealthy), Some((last_sent, unanswered))) = seen_unhealthy else {
+        panic!(
+            "the failing instance {} was never reported unhealthy or never reached: {seen_unhealthy:?}",
+            victim.id
+        );
+    };
+    println!(
+        "figure: instance {} failed at 0 s; reported unhealthy (seen in the API, polled every 50 ms) at {:.3} s; the VIP last sent it a connection at {:.3} s ({:+.3} s after the report was seen); {unanswered} connection(s) got no answer",
+        victim.id,
+        unhealthy.as_secs_f64(),
+        last_sent.as_secs_f64(),
+        last_sent.as_secs_f64() - unhealthy.as_secs_f64()
+    );
+    // The node kills it after two failed checks; it runs again (its
+    // page back) before the test goes on.
+    let n = a.instances.len();
+    c.wait(
+        "every instance healthy again",
+        Duration::from_secs(60),
+        || {
+            let a = app(c)?;
+            (a.instances.len() == n
+                && a.instances
+                    .iter()
+                    .all(|i| i.health == Health::Healthy && !i.stopping))
+            .then_some(())
+        },
+    );
 }
