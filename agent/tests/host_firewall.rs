@@ -336,7 +336,13 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
     dropped(&stranger, (ip("agent-2"), 10100).into());
     dropped(&stranger, (ip("agent-1"), 80).into());
     let shown = c.cli_ok(&["app", "show", "/web"]);
-    assert!(shown.contains("http://web.test/"), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "ports[0] http://web.test/ at agent-2 {}:80",
+            ip("agent-2")
+        )),
+        "{shown}"
+    );
 
     // TLS: an operator's certificate for web.test reaches the public
     // agent, which serves the app over HTTPS on 443 and opens it.
@@ -370,6 +376,14 @@ fn every_node_admits_only_what_its_role_and_the_cluster_need() {
         text.contains("accept tcp 80, 443 from anywhere (the edge's exposed ports)")
             .then_some(())
     });
+    let shown = c.cli_ok(&["app", "show", "/web"]);
+    assert!(
+        shown.contains(&format!(
+            "ports[0] https://web.test/ at agent-2 {}:443 (certificate valid until",
+            ip("agent-2")
+        )),
+        "{shown}"
+    );
     let listed = c.cli_ok(&["edge", "cert", "list"]);
     assert!(
         listed.contains("web.test") && !listed.contains("PRIVATE"),

@@ -449,6 +449,93 @@ pub fn changes(applied: &EdgePlan, next: &EdgePlan) -> EdgeChange {
     EdgeChange::Runtime(cmds)
 }
 
+/// Where outside clients reach one exposed port of an app
+/// (`strata app show`): its URL and the public agents that serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExposedView {
+    /// The index of the app's port.
+    pub port_index: usize,
+    /// `http://shop.test/api`, `https://shop.test/api`, `tcp://:10100`.
+    pub url: String,
+    /// Each Ready public agent that serves it: `public-1 203.0.113.7:80`.
+    #[serde(default)]
+    pub at: Vec<String>,
+    /// What else to know: "redirected to https", "certificate valid until
+    /// <unix seconds>", "no public agent is Ready".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The [`ExposedView`]s of `ports` (an app's), served by `public` (Ready
+/// public agents: name and address) on `edge`'s ports, with the hosts of
+/// `certs` over HTTPS too. Pure.
+pub fn exposed(
+    ports: &[crate::app::PortSpec],
+    public: &[(String, String)],
+    edge: EdgeSettings,
+    certs: &[EdgeCertView],
+) -> Vec<ExposedView> {
+    let at = |port: u16| -> Vec<String> {
+        public
+            .iter()
+            .map(|(name, addr)| format!("{name} {addr}:{port}"))
+            .collect()
+    };
+    let none = public
+        .is_empty()
+        .then(|| "no public agent is Ready".to_string());
+    let mut out = Vec::new();
+    for (port_index, p) in ports.iter().enumerate() {
+        for e in &p.expose {
+            match e {
+                Exposure::Http {
+                    host,
+                    path,
+                    redirect_https,
+                } => {
+                    let cert = certs.iter().find(|c| &c.host == host);
+                    let redirected = *redirect_https && cert.is_some();
+                    out.push(ExposedView {
+                        port_index,
+                        url: format!("http://{host}{path}"),
+                        at: at(edge.http_port),
+                        note: none.clone().or_else(|| {
+                            if redirected {
+                                Some("redirected to https".into())
+                            } else if *redirect_https {
+                                Some("asks for https, but the host has no certificate (strata edge cert set)".into())
+                            } else {
+                                None
+                            }
+                        }),
+                    });
+                    if let Some(cert) = cert {
+                        out.push(ExposedView {
+                            port_index,
+                            url: format!("https://{host}{path}"),
+                            at: at(edge.https_port),
+                            note: none.clone().or_else(|| {
+                                Some(format!(
+                                    "certificate valid until {}",
+                                    crate::job::tz::utc(cert.not_after)
+                                ))
+                            }),
+                        });
+                    }
+                }
+                Exposure::Tcp { port } => out.push(ExposedView {
+                    port_index,
+                    url: format!("tcp://:{port}"),
+                    at: at(*port),
+                    note: none.clone(),
+                }),
+                Exposure::Unknown => {}
+            }
+        }
+    }
+    out
+}
+
 /// The TCP ports the edge of `plan` listens on, sorted: what a public
 /// agent's firewall opens to everyone.
 pub fn ports(plan: &EdgePlan) -> Vec<u16> {

@@ -188,6 +188,7 @@ mod tests {
               app         Deploy, scale, restart and remove apps the cluster keeps running
               job         Batch work, once or on a schedule (Metronome's jobs)
               deployment  Follow, promote and roll back apps' deployments
+              edge        The public agents' edge proxy: its certificates
               bundle      Push and list the update bundles nodes upgrade from
               image       Pull, import, list and garbage-collect OCI images
               user        Make, list and revoke operators' tokens, each with a role

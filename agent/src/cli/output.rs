@@ -492,7 +492,27 @@ pub fn app_show(a: &control::app::record::AppView, now: u64) -> String {
         let c: Vec<String> = r.spec.constraints.iter().map(|c| c.to_string()).collect();
         out += &format!("constraints: {}\n", c.join("; "));
     }
-    let mut ports = exposed("", &r.spec.ports);
+    let mut ports = if a.exposed.is_empty() {
+        exposed("", &r.spec.ports)
+    } else {
+        // Where outside clients reach each exposed port, then the VIPs.
+        let mut out = String::new();
+        for e in &a.exposed {
+            let at = if e.at.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", e.at.join(", "))
+            };
+            let note = e.note.as_ref().map_or(String::new(), |n| format!(" ({n})"));
+            out += &format!("ports[{}] {}{at}{note}\n", e.port_index, e.url);
+        }
+        for (i, p) in r.spec.ports.iter().enumerate() {
+            for v in &p.vips {
+                out += &format!("ports[{i}] VIP: {v}\n");
+            }
+        }
+        out
+    };
     for (name, address) in &a.vip_addresses {
         ports += &format!("VIP {name} is {address}\n");
     }

@@ -194,6 +194,10 @@ pub struct AppView {
     /// (`strata app show`); absent from older masters.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub vip_addresses: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
+    /// Where outside clients reach its exposed ports (`strata app show`);
+    /// absent from older masters and from the app list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed: Vec<crate::edge::ExposedView>,
 }
 
 impl AppView {

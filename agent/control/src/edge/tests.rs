@@ -355,3 +355,48 @@ fn cert_records_read_and_views_hold_no_key() {
     let view = serde_json::to_string(&cert.view).expect("view");
     assert!(!view.contains("BEGIN"), "{view}");
 }
+
+/// Where an app's exposed ports are reached: each Ready public agent on
+/// the edge's ports, HTTPS only with a certificate, a redirect noted.
+#[test]
+fn exposed_ports_are_shown_at_the_public_agents() {
+    use crate::app::PortSpec;
+    let port: PortSpec = serde_json::from_value(serde_json::json!({
+        "container_port": 80,
+        "expose": [
+            {"kind": "http", "host": "shop.test", "path": "/", "redirect_https": true},
+            {"kind": "http", "host": "plain.test", "path": "/api", "redirect_https": true},
+            {"kind": "tcp", "port": 10100}
+        ]
+    }))
+    .expect("a port");
+    let cert = EdgeCertView {
+        host: "shop.test".into(),
+        sha256: "ab".into(),
+        names: vec!["shop.test".into()],
+        not_after: 1_900_000_000,
+        set_by: "ops".into(),
+        set_at: 1,
+    };
+    let public = [("public-1".to_string(), "203.0.113.7".to_string())];
+    let show = |views: Vec<ExposedView>| -> String {
+        views
+            .iter()
+            .map(|v| format!("{} {} at {:?} {:?}\n", v.port_index, v.url, v.at, v.note))
+            .collect()
+    };
+    expect![[r#"
+        0 http://shop.test/ at ["public-1 203.0.113.7:80"] Some("redirected to https")
+        0 https://shop.test/ at ["public-1 203.0.113.7:443"] Some("certificate valid until 2030-03-17T17:46:40Z")
+        0 http://plain.test/api at ["public-1 203.0.113.7:80"] Some("asks for https, but the host has no certificate (strata edge cert set)")
+        0 tcp://:10100 at ["public-1 203.0.113.7:10100"] None
+    "#]]
+    .assert_eq(&show(exposed(std::slice::from_ref(&port), &public, PORTS, std::slice::from_ref(&cert))));
+    expect![[r#"
+        0 http://shop.test/ at [] Some("no public agent is Ready")
+        0 https://shop.test/ at [] Some("no public agent is Ready")
+        0 http://plain.test/api at [] Some("no public agent is Ready")
+        0 tcp://:10100 at [] Some("no public agent is Ready")
+    "#]]
+    .assert_eq(&show(exposed(&[port], &[], PORTS, &[cert])));
+}

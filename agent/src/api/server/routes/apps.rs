@@ -74,6 +74,7 @@ async fn views(state: &ApiState, only: Option<&AppId>) -> Result<Vec<AppView>, A
             instances: by_app.remove(&record.spec.id).unwrap_or_default(),
             record,
             vip_addresses: Default::default(),
+            exposed: Vec::new(),
         })
         .collect())
 }
@@ -111,6 +112,29 @@ pub async fn show_app(
             .into_iter()
             .filter(|(n, _)| named.contains(&n.as_str()))
             .collect();
+    }
+    if v.record.spec.ports.iter().any(|p| !p.expose.is_empty()) {
+        let public: Vec<(String, String)> = super::nodes::statuses(&state)
+            .await?
+            .into_iter()
+            .filter(|n| {
+                n.record.info.role == configs::Role::Public
+                    && n.state == control::model::NodeState::Ready
+            })
+            .map(|n| {
+                let addr = n.record.info.addresses.first().cloned().unwrap_or_default();
+                (n.record.info.name, addr)
+            })
+            .collect();
+        let certs: Vec<control::edge::EdgeCertView> = state
+            .store
+            .edge_certs()
+            .await?
+            .into_values()
+            .map(|c| c.view)
+            .collect();
+        v.exposed =
+            control::edge::exposed(&v.record.spec.ports, &public, (&state.edge).into(), &certs);
     }
     Ok(Json(v))
 }
