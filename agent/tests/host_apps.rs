@@ -70,6 +70,17 @@ fn web_json(instances: u32, cmd: &str, checked: bool) -> String {
 /// Each instance answers `ok` and its instance id.
 const SERVE: &str = "mkdir -p /www && echo ok $STRATA_INSTANCE_ID > /www/index.html && exec busybox httpd -f -p 8080 -h /www";
 
+/// One `GET /` on a new connection to `vip`: the answer's last line (an
+/// instance's page is `ok <instance id>`), `None` without an answer.
+fn ask_vip(vip: std::net::SocketAddr) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut s, &mut body).ok()?;
+    body.lines().last().map(|l| l.trim().to_string())
+}
+
 fn app(c: &TestCluster) -> Option<AppView> {
     let out = c.cli(&["app", "show", "/shop/web", "--json"]).ok()?;
     serde_json::from_str(&out).ok()
@@ -278,14 +289,7 @@ fn apps_are_kept_running_by_the_scheduler() {
     .expect("a route to the VIP range");
     let client = agent::overlay::netns::path(c.ns("master-1"));
     let vip: std::net::SocketAddr = ([198, 18, 0, 3], 80).into();
-    let ask = || -> Option<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").ok()?;
-        let mut body = String::new();
-        std::io::Read::read_to_string(&mut s, &mut body).ok()?;
-        body.lines().last().map(|l| l.trim().to_string())
-    };
+    let ask = || ask_vip(vip);
     c.wait("the VIP answers", Duration::from_secs(30), || {
         agent::overlay::netns::run_in(Some(&client), || Ok(ask()))
             .ok()
@@ -649,14 +653,7 @@ fn unhealthy_leaves_the_vip(c: &TestCluster, client_ns: &str) {
     .expect("a route to the VIP range");
     let client = agent::overlay::netns::path(c.ns(client_ns));
     let vip: std::net::SocketAddr = ([198, 18, 0, 3], 80).into();
-    let ask = || -> Option<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&vip, Duration::from_millis(500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        std::io::Write::write_all(&mut s, b"GET / HTTP/1.0\r\n\r\n").ok()?;
-        let mut body = String::new();
-        std::io::Read::read_to_string(&mut s, &mut body).ok()?;
-        body.lines().last().map(|l| l.trim().to_string())
-    };
+    let ask = || ask_vip(vip);
     c.wait(
         "the VIP answers every instance",
         Duration::from_secs(30),
