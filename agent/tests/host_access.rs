@@ -401,6 +401,34 @@ fn join_tokens_roles_and_removal_are_enforced() {
     });
     assert_eq!(node(&nodes, "agent-1").record.key_sha256, agent1_key);
 
+    // A node keeps the role it joined with: agent-1 registering as a
+    // public agent (which would hand it the edge's keys) is refused.
+    let mut info = node(&nodes, "agent-1").record.info.clone();
+    assert_eq!(info.role, configs::Role::Private);
+    info.role = configs::Role::Public;
+    let cert = std::fs::read_to_string(identity.join("node.crt")).expect("node.crt");
+    let key = std::fs::read_to_string(identity.join("node.key")).expect("node.key");
+    let (ca_pem, endpoint) = (
+        c.ca.cert_pem.clone(),
+        format!("{}:{api_port}", c.ip("master-1")),
+    );
+    let refused = agent::overlay::netns::run_in(Some(&ns), move || {
+        Ok(block_on(async move {
+            let tls = tls::client_config(&ca_pem, Some((&cert, &key))).expect("tls");
+            let client = ApiClient::new(vec![endpoint], tls, Auth::Tls);
+            client.register(&info).await.map(|_| ())
+        }))
+    })
+    .expect("netns thread")
+    .expect_err("a registration with another role is refused");
+    assert!(
+        matches!(&refused, ClientError::Api { status: 409, code: Some(code), .. } if code == "role-changed")
+            && refused
+                .to_string()
+                .contains("node `agent-1` joined as private and registers as public"),
+        "{refused}"
+    );
+
     // Revoked, a join token shows so.
     c.admin_ok(&["cluster", "token", "revoke", &fresh.record.id]);
     let joins: Vec<JoinTokenRecord> = json(&c.admin_ok(&["cluster", "token", "list", "--json"]));
@@ -532,6 +560,9 @@ fn join_tokens_roles_and_removal_are_enforced() {
     find("agent-1's registration", &|r| {
         r.operation == "register" && r.who == "node agent-1"
     });
+    find("agent-1's refused change of role", &|r| {
+        r.operation == "register" && r.who == "node agent-1" && r.status == 409
+    });
     find("the revocation of the fresh token", &|r| {
         r.operation == "revoke_join_token" && r.path.ends_with(&fresh.record.id)
     });
@@ -552,7 +583,7 @@ fn join_tokens_roles_and_removal_are_enforced() {
         !rows.is_empty()
             && rows
                 .iter()
-                .all(|l| l.contains(" 403 ") || l.contains(" 404 ")),
+                .all(|l| l.contains(" 403 ") || l.contains(" 404 ") || l.contains(" 409 ")),
         "{refused_only}"
     );
     assert!(refused_only.contains("POST /v1/tasks"), "{refused_only}");

@@ -661,10 +661,12 @@ pub struct AssignmentWatch {
     /// (absent from masters that predate upgrades).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<crate::upgrade::UpgradeOrder>,
-    /// On public agents: the edge's certificates, by host (absent from
-    /// masters that predate them, and for every other role).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub edge_certs: Vec<crate::edge::EdgeCert>,
+    /// On public agents: the edge's certificates, by host, even when
+    /// there are none (`Some([])`). `None` for every other role and from
+    /// masters that predate them: a public agent then keeps the ones it
+    /// has (a rolling upgrade of the masters turns no HTTPS off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_certs: Option<Vec<crate::edge::EdgeCert>>,
 }
 
 #[cfg(test)]

@@ -197,11 +197,13 @@ pub(crate) async fn follow(
             if let Some(upgrader) = &upgrader {
                 upgrader.offer(w.upgrade.as_ref());
             }
-            if let Some(certs) = &edge_certs {
-                certs.send_if_modified(|old| {
-                    let changed = *old != w.edge_certs;
+            // An answer without certificates (an older master) keeps
+            // the ones the edge has.
+            if let (Some(tx), Some(certs)) = (&edge_certs, w.edge_certs) {
+                tx.send_if_modified(|old| {
+                    let changed = *old != certs;
                     if changed {
-                        old.clone_from(&w.edge_certs);
+                        *old = certs;
                     }
                     changed
                 });

@@ -19,6 +19,8 @@ use super::EdgePaths;
 
 /// The backend that answers requests no route takes.
 pub const NO_ROUTE: &str = "strata.no-route";
+/// The backend that redirects plain HTTP to HTTPS.
+pub const REDIRECT_HTTPS: &str = "strata.redirect-https";
 
 /// The configuration of `plan`, with its admin socket under `paths`.
 pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
@@ -63,14 +65,32 @@ pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
         line(
             "    http-request return status 404 content-type text/plain string \"no app is exposed at this host and path\"",
         );
+        if let Some(https) = &plan.https
+            && plan.routes.iter().any(|r| r.redirect_https)
+        {
+            // To the same host (without the port the client used) on the
+            // HTTPS port, the path and query kept.
+            let port = if https.port == 443 {
+                String::new()
+            } else {
+                format!(":{}", https.port)
+            };
+            line("");
+            line(&format!("backend {REDIRECT_HTTPS}"));
+            line("    mode http");
+            line(&format!(
+                "    http-request redirect prefix https://%[req.hdr(host),field(1,:)]{port} code 301"
+            ));
+        }
     }
     if let Some(https) = &plan.https {
         line("");
         line("frontend https");
         line("    mode http");
-        let crts: String = https
-            .hosts
-            .values()
+        // Hosts that share a certificate (a wildcard) name its file once.
+        let digests: std::collections::BTreeSet<&String> = https.hosts.values().collect();
+        let crts: String = digests
+            .into_iter()
             .map(|digest| format!(" crt {}", paths.cert(digest).display()))
             .collect();
         line(&format!(
@@ -115,9 +135,9 @@ pub fn render(plan: &EdgePlan, paths: &EdgePaths) -> String {
 }
 
 /// The routing lines of the HTTP frontend (`tls`: the HTTPS one, which
-/// takes the routes of hosts with a certificate): an ACL per route, a
-/// redirect to HTTPS for routes that ask for it (plain HTTP only), then
-/// the backends.
+/// takes the routes of hosts with a certificate): an ACL per route, then
+/// each route's backend, [`REDIRECT_HTTPS`] for the routes that ask for
+/// it on plain HTTP.
 fn routes(line: &mut impl FnMut(&str), plan: &EdgePlan, tls: bool) {
     let taken = |r: &&control::edge::Route| !tls || r.tls;
     for (i, r) in plan.routes.iter().enumerate().filter(|(_, r)| taken(r)) {
@@ -137,26 +157,16 @@ fn routes(line: &mut impl FnMut(&str), plan: &EdgePlan, tls: bool) {
             format!("host{i} path{i} or host{i} under{i}")
         }
     };
-    if !tls && let Some(https) = &plan.https {
-        for (i, r) in plan
-            .routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.redirect_https)
-        {
-            let to = if https.port == 443 {
-                "scheme https".to_string()
-            } else {
-                format!("prefix https://%[req.hdr(host),field(1,:)]:{}", https.port)
-            };
-            line(&format!(
-                "    http-request redirect {to} code 301 if {}",
-                cond(i, r)
-            ));
-        }
-    }
+    // A redirect is a route's backend, so that the first route that
+    // matches decides (a longer path that does not redirect keeps its
+    // requests).
     for (i, r) in plan.routes.iter().enumerate().filter(|(_, r)| taken(r)) {
-        line(&format!("    use_backend {} if {}", r.backend, cond(i, r)));
+        let backend = if !tls && r.redirect_https {
+            REDIRECT_HTTPS
+        } else {
+            r.backend.as_str()
+        };
+        line(&format!("    use_backend {backend} if {}", cond(i, r)));
     }
     line(&format!("    default_backend {NO_ROUTE}"));
 }
@@ -191,14 +201,17 @@ mod tests {
         let text = super::render(&plan, &super::EdgePaths::new("/e".into()));
         let lines: Vec<&str> = text
             .lines()
-            .filter(|l| l.contains("redirect") || l.contains("bind"))
+            .filter(|l| l.contains("redirect") || l.contains("bind") || l.contains("use_backend"))
             .collect();
         expect_test::expect![[r#"
             [
                 "    ssl-default-bind-options ssl-min-ver TLSv1.2",
                 "    bind :8080",
-                "    http-request redirect prefix https://%[req.hdr(host),field(1,:)]:8443 code 301 if host0",
+                "    use_backend strata.redirect-https if host0",
+                "backend strata.redirect-https",
+                "    http-request redirect prefix https://%[req.hdr(host),field(1,:)]:8443 code 301",
                 "    bind :8443 ssl crt /e/certs/d1.pem alpn h2,http/1.1",
+                "    use_backend web.p0.http if host0",
             ]
         "#]]
         .assert_debug_eq(&lines);
@@ -281,14 +294,17 @@ mod tests {
                 acl path0 path -m str /api
                 acl under0 path_beg /api/
                 acl host1 req.hdr(host),field(1,:),lower -m str shop.test
-                http-request redirect scheme https code 301 if host0 path0 or host0 under0
-                use_backend shop.web.p0.http if host0 path0 or host0 under0
+                use_backend strata.redirect-https if host0 path0 or host0 under0
                 use_backend shop.web.p0.http if host1
                 default_backend strata.no-route
 
             backend strata.no-route
                 mode http
                 http-request return status 404 content-type text/plain string "no app is exposed at this host and path"
+
+            backend strata.redirect-https
+                mode http
+                http-request redirect prefix https://%[req.hdr(host),field(1,:)] code 301
 
             frontend https
                 mode http

@@ -105,7 +105,9 @@ pub enum EdgeError {
     NoWorker { path: PathBuf, last: String },
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
-    #[error("the plan serves {host} over HTTPS but the edge holds no certificate for it")]
+    #[error(
+        "the plan serves {host} over HTTPS but the edge holds no certificate for it (a bug of the agent: report it with the agent's log)"
+    )]
     NoCert { host: String },
 }
 
@@ -279,6 +281,9 @@ impl Edge {
                 .open(&tmp)
                 .map_err(write_err(tmp.clone()))?;
             std::io::Write::write_all(&mut file, pem.as_bytes()).map_err(write_err(tmp.clone()))?;
+            // On disk before its name: a file under its digest is never
+            // written again, so it must not be left short by a power loss.
+            file.sync_all().map_err(write_err(tmp.clone()))?;
             std::fs::rename(&tmp, &path).map_err(write_err(path.clone()))?;
         }
         Ok(())
@@ -424,13 +429,29 @@ pub fn spawn(
             let mut backoff =
                 crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
             let changed = |inputs: &mut EdgeInputs, wait| handle.block_on(inputs.changed(wait));
+            // Certificates (by digest) HAProxy refused: their hosts are
+            // served over plain HTTP, and every other change still goes
+            // through, until a new certificate replaces them.
+            let mut refused: std::collections::BTreeSet<String> = Default::default();
             loop {
                 let services = inputs.services.borrow_and_update().clone();
                 let certs = inputs.certs.borrow_and_update().clone();
                 edge.set_certs(&certs);
-                let hosts = control::edge::tls_hosts(&certs);
+                let mut hosts = control::edge::tls_hosts(&certs);
+                hosts.retain(|_, digest| !refused.contains(digest));
                 let next = control::edge::plan(&services, ports, &hosts, edge.applied());
-                match edge.apply(&next) {
+                let result = edge.apply(&next);
+                if let (Err(EdgeError::Refused { .. }), Some(https)) = (&result, &next.https) {
+                    let names: Vec<&str> = https.hosts.keys().map(String::as_str).collect();
+                    tracing::error!(
+                        "edge: {HAPROXY} refuses the configuration with the certificates of {}: serving those hosts over plain HTTP until their certificates change (strata edge cert set); {}",
+                        names.join(", "),
+                        result.as_ref().err().map(ToString::to_string).unwrap_or_default()
+                    );
+                    refused.extend(https.hosts.values().cloned());
+                    continue;
+                }
+                match result {
                     Ok(applied) => {
                         if applied != Applied::Nothing {
                             tracing::info!(

@@ -21,8 +21,14 @@ pub enum EdgeCertError {
     NoKey,
     #[error("it holds {0} private keys: keep only the leaf's")]
     ManyKeys(usize),
-    #[error("its PEM does not read: {0}")]
+    #[error("its PEM does not read ({0}): give PEM text as certbot or openssl writes it")]
     BadPem(String),
+    #[error(
+        "it holds a `{0}` section, which the edge cannot use: give certificates and one unencrypted private key only (openssl pkey -in KEY decrypts one)"
+    )]
+    UnknownSection(String),
+    #[error("its RSA key has {0} bits: the edge takes 2048 bits or more")]
+    WeakKey(usize),
     #[error("certificate {index} of the chain does not parse: {reason}")]
     BadCertificate { index: usize, reason: String },
     #[error(
@@ -33,9 +39,12 @@ pub enum EdgeCertError {
     KeyMismatch,
     #[error("the leaf certificate covers {names}, not {host}")]
     HostNotCovered { host: String, names: String },
-    #[error("the leaf certificate expired at {0} (unix seconds): renew it")]
+    #[error("the leaf certificate expired at {}: renew it", control::job::tz::utc(*.0))]
     Expired(u64),
-    #[error("the leaf certificate is not valid before {0} (unix seconds)")]
+    #[error(
+        "the leaf certificate is not valid before {}: set it then, or check this machine's clock",
+        control::job::tz::utc(*.0)
+    )]
     NotYetValid(u64),
 }
 
@@ -50,9 +59,32 @@ pub struct EdgeCertInfo {
     pub not_after: u64,
 }
 
+/// The PEM sections a certificate file may hold.
+const KNOWN_SECTIONS: [&str; 4] = [
+    "CERTIFICATE",
+    "PRIVATE KEY",
+    "RSA PRIVATE KEY",
+    "EC PRIVATE KEY",
+];
+
+/// The fewest bits of an RSA key the edge takes (OpenSSL's default
+/// security level refuses fewer).
+const MIN_RSA_BITS: usize = 2048;
+
 /// Checks `pem` as the certificate of `host` (a lowercase DNS name) at
 /// `now`.
 pub fn check(host: &str, pem: &str, now: SystemTime) -> Result<EdgeCertInfo, EdgeCertError> {
+    // The PEM reader skips sections it does not know (an encrypted key
+    // among them): refused here rather than left for HAProxy.
+    for label in pem
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-----BEGIN "))
+        .filter_map(|l| l.strip_suffix("-----"))
+    {
+        if !KNOWN_SECTIONS.contains(&label) {
+            return Err(EdgeCertError::UnknownSection(label.to_string()));
+        }
+    }
     let chain: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| EdgeCertError::BadPem(e.to_string()))?;
@@ -82,6 +114,11 @@ pub fn check(host: &str, pem: &str, now: SystemTime) -> Result<EdgeCertInfo, Edg
         .ok_or_else(|| EdgeCertError::UnsupportedKey("its public key is unknown".into()))?;
     if spki.as_ref() != leaf.public_key().raw {
         return Err(EdgeCertError::KeyMismatch);
+    }
+    if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = leaf.public_key().parsed()
+        && rsa.key_size() < MIN_RSA_BITS
+    {
+        return Err(EdgeCertError::WeakKey(rsa.key_size()));
     }
     let names = dns_names(leaf);
     if !names.iter().any(|n| covers(n, host)) {
@@ -226,6 +263,16 @@ mod tests {
                 "it holds no certificate: give the chain, leaf first, and its key in one PEM file"
             ],
         );
+        let encrypted = format!(
+            "{cert}-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
+        );
+        check_one(
+            "shop.test",
+            &encrypted,
+            expect![
+                "it holds a `ENCRYPTED PRIVATE KEY` section, which the edge cannot use: give certificates and one unencrypted private key only (openssl pkey -in KEY decrypts one)"
+            ],
+        );
         let broken = format!("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n{key}");
         check_one(
             "shop.test",
@@ -242,6 +289,8 @@ mod tests {
         let (cert, key) = leaf(&["shop.test"], long_ago, 10);
         let got = check("shop.test", &format!("{cert}{key}"), SystemTime::now());
         assert_eq!(got, Err(EdgeCertError::Expired(1_600_864_000)));
+        expect![["the leaf certificate expired at 2020-09-23T12:26:40Z: renew it"]]
+            .assert_eq(&EdgeCertError::Expired(1_600_864_000).to_string());
         let later = SystemTime::now() + Duration::from_secs(86_400);
         let (cert, key) = leaf(&["shop.test"], later, 10);
         let got = check("shop.test", &format!("{cert}{key}"), SystemTime::now());

@@ -69,6 +69,14 @@ pub enum ApiError {
     RenewalKey(String),
     #[error("registration for `{sent}` sent to node `{path}`")]
     MisaddressedRegistration { sent: String, path: String },
+    #[error(
+        "node `{node}` joined as {joined} and registers as {sent}: a node keeps the role it joined with; to change it, remove the node (strata node remove {node}) and join it again"
+    )]
+    RoleChanged {
+        node: String,
+        joined: configs::Role,
+        sent: configs::Role,
+    },
     #[error("no node named `{0}`")]
     NoSuchNode(String),
     #[error(
@@ -264,6 +272,7 @@ impl ApiError {
             UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ExecNotAttached { .. } => StatusCode::GATEWAY_TIMEOUT,
             TaskExists(_)
+            | RoleChanged { .. }
             | Lease(_)
             | LastAdmin(_)
             | AppChanged(_)
@@ -316,6 +325,7 @@ impl ApiError {
             WrongKey(_) => code::WRONG_KEY,
             RenewalKey(_) => "renewal-key",
             MisaddressedRegistration { .. } => "misaddressed-registration",
+            RoleChanged { .. } => "role-changed",
             NoSuchNode(_) => "no-such-node",
             NoFirewallReport(_) => "no-firewall-report",
             BadTask { .. } => "bad-task",

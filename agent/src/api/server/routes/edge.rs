@@ -38,12 +38,6 @@ pub async fn set_edge_cert(
         reason,
     };
     control::app::expose::check_host(&host).map_err(refuse)?;
-    if host != host.to_ascii_lowercase() {
-        return Err(refuse(format!(
-            "host names are lowercase: use {}",
-            host.to_ascii_lowercase()
-        )));
-    }
     if req.pem.len() > EdgeCert::MAX_PEM {
         return Err(refuse(format!(
             "its PEM is {} bytes, more than the {} a certificate may have",
@@ -80,6 +74,10 @@ pub async fn remove_edge_cert(
     Operator(user, _): Operator<SetEdgeCerts>,
     Path(host): Path<String>,
 ) -> Result<(Extension<AuditNote>, Json<bool>), ApiError> {
+    control::app::expose::check_host(&host).map_err(|reason| ApiError::BadCert {
+        host: host.clone(),
+        reason,
+    })?;
     if !state.store.delete_edge_cert(&host).await? {
         return Err(ApiError::NoSuchCert(host));
     }

@@ -62,6 +62,15 @@ pub async fn register(
         if old.key_sha256 != cert.key_sha256 {
             return Err(ApiError::WrongKey(name));
         }
+        // The role is the join's (its token may limit it, and public
+        // agents get the edge's keys): a registration never changes it.
+        if old.info.role != info.role {
+            return Err(ApiError::RoleChanged {
+                node: name,
+                joined: old.info.role,
+                sent: info.role,
+            });
+        }
         if tries == 1 {
             subnet = lease_for(&state, &name).await?;
         }

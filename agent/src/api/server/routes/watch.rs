@@ -133,10 +133,6 @@ pub async fn watch_assignments(
         exec,
         upgrade: upgrades.get(&cert.common_name).cloned(),
         // Keys go to the nodes that serve them, and to no other.
-        edge_certs: if record.info.role == configs::Role::Public {
-            certs.clone()
-        } else {
-            Vec::new()
-        },
+        edge_certs: (record.info.role == configs::Role::Public).then(|| certs.clone()),
     }))
 }
