@@ -350,7 +350,65 @@ where
     // larger body is refused with 413 once that much has arrived, before
     // it is parsed.
     let limit = DefaultBodyLimit::max(route.body_limit as usize);
-    (route, axum::routing::on(filter, handler).layer(limit))
+    let router = axum::routing::on(filter, handler).layer(limit);
+    // Bodies of a small route are read before the handler runs, so that a
+    // refusal (403 before the body is looked at, 413) is not followed by a
+    // close with unread bytes, which the kernel turns into a reset that the
+    // client sees instead of the answer. Bundles stream.
+    if route.body_limit > BUFFERED_BODY {
+        return (route, router);
+    }
+    let limit = route.body_limit as usize;
+    (
+        route,
+        router.layer(axum::middleware::from_fn(move |req, next| {
+            read_body_first(limit, req, next)
+        })),
+    )
+}
+
+/// The largest route body limit whose bodies are read before the handler
+/// ([`read_body_first`]).
+const BUFFERED_BODY: u32 = 1 << 20;
+/// How much of a body beyond its route's limit is read (and dropped)
+/// before the 413, so that the client reads the answer.
+const DRAINED_BEYOND_LIMIT: usize = 4 << 20;
+
+/// Reads the request's body (at most `limit` bytes) before `next` runs;
+/// a larger one is read on to [`DRAINED_BEYOND_LIMIT`] more, dropped, and
+/// answered 413.
+async fn read_body_first(
+    limit: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use http_body_util::BodyExt as _;
+    let (parts, mut body) = req.into_parts();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return (StatusCode::BAD_REQUEST, "the request body ended early").into_response();
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > limit + DRAINED_BEYOND_LIMIT {
+            break;
+        }
+    }
+    if seen > limit {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than this route's limit of {limit} bytes"),
+        )
+            .into_response();
+    }
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(kept));
+    next.run(req).await
 }
 
 /// What one master serves at most, and how long it waits for a client.
@@ -712,7 +770,7 @@ mod limit_tests {
     }
 
     /// [`api_with`] with one admin token.
-    async fn api(cli_token: &str) -> Router {
+    pub(super) async fn api(cli_token: &str) -> Router {
         api_with(&[(cli_token, Role::Admin)], &[]).await
     }
 
@@ -753,6 +811,46 @@ mod limit_tests {
                 post(&app, create.path, Some(token), create_limit + 1).await,
                 StatusCode::PAYLOAD_TOO_LARGE
             );
+        });
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use futures::StreamExt as _;
+    use tower::ServiceExt as _;
+
+    use super::limit_tests::{api, block_on, peer};
+
+    /// A request refused before its handler looks at the body (no token
+    /// here) has its body read to the end first: the connection then
+    /// closes with nothing unread, and the client reads the answer instead
+    /// of a reset.
+    #[test]
+    fn a_refused_request_has_its_body_read_first() {
+        block_on(async {
+            let app = api("strata-cli.v1.test").await;
+            let ended = Arc::new(AtomicBool::new(false));
+            let flag = ended.clone();
+            let chunks =
+                futures::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 1024])))
+                    .chain(futures::stream::once(async move {
+                        flag.store(true, Ordering::SeqCst);
+                        Ok(Vec::new())
+                    }));
+            let mut req = Request::put(control::api::SET_EDGE_CERT.fill(&["shop.test"]))
+                .header("content-type", "application/json")
+                .body(Body::from_stream(chunks))
+                .expect("request");
+            req.extensions_mut().insert(peer());
+            let status = app.oneshot(req).await.expect("infallible").status();
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(ended.load(Ordering::SeqCst), "the body was read to its end");
         });
     }
 }
